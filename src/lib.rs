@@ -1,0 +1,9 @@
+//! slipway: builds slim, immutable container-host OS images and minimal OCI base
+//! images from Debian packages, and boots them in QEMU to prove they work.
+//!
+//! The pipeline, one module per stage:
+//! `recipe` -> `resolve` (Debian indices, solver) -> `lock` -> `fetch` (cache, apt)
+//! -> `deb` (package reader) -> `assemble` (tree, maintainer-script effects) -> `writers`.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod cli;
