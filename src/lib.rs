@@ -7,3 +7,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod cli;
+pub mod io;
+pub mod recipe;
+pub mod tool;

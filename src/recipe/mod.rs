@@ -1,0 +1,470 @@
+//! Recipes: the declarative TOML description of an image (`docs/recipes.md`).
+//!
+//! Consumes a recipe file (and the files it `extends`), produces a checked [`Recipe`].
+//! Parsing is two steps, as the house style asks: serde into [`raw::RawRecipe`] with unknown
+//! keys rejected, then validation and merging into [`Recipe`]. Every error names the file,
+//! the key path and the line, and says what was expected.
+
+pub mod mirror;
+pub mod raw;
+
+use anyhow::{bail, Context, Result};
+use raw::{EntryType, ImageKind, RawOci, RawRecipe};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The schema version this slipway reads.
+pub const SCHEMA_VERSION: u32 = 1;
+/// The release used when a recipe names none: Debian 13, the current stable.
+pub const DEFAULT_RELEASE: &str = "trixie";
+
+/// Where the packages come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebianSource {
+    /// Codename, e.g. "trixie".
+    pub release: String,
+    /// Suites, e.g. trixie, trixie-updates, trixie-security.
+    pub suites: Vec<String>,
+    /// Archive components, e.g. main.
+    pub components: Vec<String>,
+    /// Debian architecture, e.g. amd64.
+    pub architecture: String,
+    /// The archive mirror URI (None: read from the host's apt sources when needed).
+    pub mirror: Option<String>,
+    /// The security mirror URI (None: from the host, or beside the mirror).
+    pub security_mirror: Option<String>,
+}
+
+/// A pinned non-Debian file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// Where it is fetched from (http, https or file).
+    pub url: String,
+    /// Its sha256 (of the downloaded file, before any member extraction).
+    pub sha256: String,
+    /// Absolute destination path in the image.
+    pub dest: String,
+    /// File mode in the image.
+    pub mode: u32,
+    /// A member of a tar(.gz/.xz/.zst) archive to install instead of the file itself.
+    pub member: Option<String>,
+}
+
+/// A user the recipe declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSpec {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+    pub shell: String,
+    pub gecos: String,
+}
+
+/// A group the recipe declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSpec {
+    pub name: String,
+    pub gid: u32,
+    pub members: Vec<String>,
+}
+
+/// A file, directory or symlink the recipe adds to the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntrySpec {
+    pub path: String,
+    pub kind: EntryType,
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub content: Option<String>,
+    pub target: Option<String>,
+}
+
+/// A checked recipe, with everything it extends merged in.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// The recipe file.
+    pub path: PathBuf,
+    /// Image name.
+    pub name: String,
+    /// What it builds.
+    pub kind: ImageKind,
+    /// One line saying what the image is for.
+    pub description: String,
+    /// Image version (for os-release IMAGE_VERSION and OCI labels).
+    pub version: String,
+    /// Package source.
+    pub debian: DebianSource,
+    /// Packages asked for (this recipe and its parents, in order, without duplicates).
+    pub include: Vec<String>,
+    /// Packages cut from the closure.
+    pub exclude: Vec<String>,
+    /// Whether Recommends are followed.
+    pub recommends: bool,
+    /// Path globs dropped from the tree.
+    pub drop: Vec<String>,
+    /// Path globs kept even when a drop glob matches.
+    pub keep: Vec<String>,
+    /// Overlay directories (absolute), applied in order after the packages.
+    pub overlays: Vec<PathBuf>,
+    /// Pinned non-Debian files.
+    pub artifacts: Vec<Artifact>,
+    /// Users and groups the recipe declares.
+    pub users: Vec<UserSpec>,
+    pub groups: Vec<GroupSpec>,
+    /// Entries the recipe adds.
+    pub entries: Vec<EntrySpec>,
+    /// update-alternatives choices: name -> path.
+    pub alternatives: BTreeMap<String, String>,
+    /// systemd units to enable and disable beyond what presets say.
+    pub enable: Vec<String>,
+    pub disable: Vec<String>,
+    /// OCI image configuration (base images).
+    pub oci: RawOci,
+    /// The recipe this one extends, if any.
+    pub parent: Option<Box<Recipe>>,
+}
+
+impl Recipe {
+    /// Loads and checks `path` and every recipe it extends.
+    pub fn load(path: &Path) -> Result<Recipe> {
+        load_chain(path, &mut Vec::new())
+    }
+
+    /// The lock file beside the recipe.
+    pub fn lock_path(&self) -> PathBuf {
+        let mut s = self.path.as_os_str().to_owned();
+        s.push(".lock");
+        PathBuf::from(s)
+    }
+
+    /// A short display name: the path as given.
+    pub fn display(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// The line (1-based) of byte offset `pos` in `text`.
+fn line_of(text: &str, pos: usize) -> usize {
+    text[..pos.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+/// Parses the raw recipe, turning serde errors into `file: key: message (line N)`.
+pub fn parse_raw(path: &Path, text: &str) -> Result<RawRecipe> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner.span().map(|s| format!(" (line {})", line_of(text, s.start))).unwrap_or_default();
+        let key = if key == "." || key.is_empty() { String::new() } else { format!("{key}: ") };
+        anyhow::anyhow!("{}: {key}{}{line}", path.display(), inner.message().trim_end())
+    })
+}
+
+fn load_chain(path: &Path, seen: &mut Vec<PathBuf>) -> Result<Recipe> {
+    let canon = path.canonicalize().with_context(|| format!("{}: cannot read recipe", path.display()))?;
+    if seen.contains(&canon) {
+        bail!("{}: extends: recipes extend each other in a cycle", path.display());
+    }
+    seen.push(canon);
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read recipe", path.display()))?;
+    let raw = parse_raw(path, &text)?;
+    let f = path.display().to_string();
+    match raw.schema_version {
+        Some(SCHEMA_VERSION) => {}
+        Some(v) => bail!("{f}: schema-version: {v} is not supported (this slipway reads {SCHEMA_VERSION})"),
+        None => bail!("{f}: schema-version: missing (add `schema-version = {SCHEMA_VERSION}` at the top)"),
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let parent = match &raw.extends {
+        Some(p) => Some(Box::new(load_chain(&dir.join(p), seen).with_context(|| format!("{f}: extends: \"{p}\""))?)),
+        None => None,
+    };
+    validate(path, raw, parent)
+}
+
+fn abs_path(f: &str, key: &str, p: &str) -> Result<String> {
+    if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
+        bail!("{f}: {key}: \"{p}\" must be an absolute path inside the image without `..`");
+    }
+    Ok(p.trim_end_matches('/').to_string())
+}
+
+fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<Recipe> {
+    let f = path.display().to_string();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let p = parent.as_deref();
+    let image = raw.image;
+    let name = match image.as_ref().and_then(|i| i.name.clone()) {
+        Some(n) => n,
+        None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+    };
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        bail!("{f}: image.name: \"{name}\" is not a valid image name (letters, digits, - _ .)");
+    }
+    let kind = image.as_ref().and_then(|i| i.kind).or(p.map(|p| p.kind)).unwrap_or(ImageKind::Base);
+    let description = image.as_ref().and_then(|i| i.description.clone()).unwrap_or_default();
+    let version = image
+        .as_ref()
+        .and_then(|i| i.version.clone())
+        .or(p.map(|p| p.version.clone()))
+        .unwrap_or_else(|| "0".into());
+
+    let debian = match (raw.debian, p) {
+        (None, Some(p)) => p.debian.clone(),
+        (d, parent) => {
+            let d = d.unwrap_or(raw::RawDebian {
+                release: None,
+                suites: None,
+                components: None,
+                architecture: None,
+                mirror: None,
+                security_mirror: None,
+            });
+            let base = parent.map(|p| p.debian.clone());
+            let release = d
+                .release
+                .map(|r| r.0)
+                .or(base.as_ref().map(|b| b.release.clone()))
+                .unwrap_or_else(|| DEFAULT_RELEASE.into());
+            let suites = d.suites.unwrap_or_else(|| {
+                vec![release.clone(), format!("{release}-updates"), format!("{release}-security")]
+            });
+            for s in &suites {
+                if s != &release && !s.starts_with(&format!("{release}-")) {
+                    bail!("{f}: debian.suites: \"{s}\" is not a suite of release {release} (expected {release}, {release}-updates or {release}-security)");
+                }
+            }
+            let components = d.components.unwrap_or_else(|| vec!["main".into()]);
+            let architecture = d.architecture.unwrap_or_else(|| "amd64".into());
+            if !["amd64", "arm64", "armhf", "i386", "ppc64el", "s390x", "riscv64"].contains(&architecture.as_str()) {
+                bail!("{f}: debian.architecture: \"{architecture}\" is not a Debian architecture (e.g. amd64, arm64)");
+            }
+            let src = DebianSource {
+                release,
+                suites,
+                components,
+                architecture,
+                mirror: d.mirror.or(base.as_ref().and_then(|b| b.mirror.clone())),
+                security_mirror: d.security_mirror.or(base.as_ref().and_then(|b| b.security_mirror.clone())),
+            };
+            if let Some(b) = &base {
+                if b.release != src.release || b.architecture != src.architecture {
+                    bail!(
+                        "{f}: debian: release/architecture {}/{} differ from the recipe it extends ({}/{}); a child inherits its parent's lock",
+                        src.release, src.architecture, b.release, b.architecture
+                    );
+                }
+            }
+            src
+        }
+    };
+
+    let mut include: Vec<String> = p.map(|p| p.include.clone()).unwrap_or_default();
+    let mut exclude: Vec<String> = p.map(|p| p.exclude.clone()).unwrap_or_default();
+    let mut recommends = p.is_some_and(|p| p.recommends);
+    if let Some(pk) = raw.packages {
+        for n in pk.include {
+            if !include.contains(&n.0) {
+                include.push(n.0);
+            }
+        }
+        for n in pk.exclude {
+            if !exclude.contains(&n.0) {
+                exclude.push(n.0);
+            }
+        }
+        recommends = pk.recommends.unwrap_or(recommends);
+    }
+    if include.is_empty() {
+        bail!("{f}: packages.include: empty (a recipe needs at least one package)");
+    }
+    for x in &exclude {
+        if include.iter().any(|i| i.split('=').next() == Some(x.as_str())) {
+            bail!("{f}: packages.exclude: \"{x}\" is also in packages.include");
+        }
+    }
+
+    let mut drop = p.map(|p| p.drop.clone()).unwrap_or_default();
+    let mut keep = p.map(|p| p.keep.clone()).unwrap_or_default();
+    let mut overlays = p.map(|p| p.overlays.clone()).unwrap_or_default();
+    if let Some(paths) = raw.paths {
+        for (i, g) in paths.drop.iter().chain(paths.keep.iter()).enumerate() {
+            glob::Pattern::new(g.trim_start_matches('/'))
+                .map_err(|e| anyhow::anyhow!("{f}: paths.drop/keep[{i}]: \"{g}\" is not a valid glob: {e}"))?;
+        }
+        drop.extend(paths.drop.into_iter().map(|g| g.trim_start_matches('/').to_string()));
+        keep.extend(paths.keep.into_iter().map(|g| g.trim_start_matches('/').to_string()));
+        for o in paths.overlays {
+            let d = dir.join(&o);
+            if !d.is_dir() {
+                bail!("{f}: paths.overlays: \"{o}\" is not a directory (looked at {})", d.display());
+            }
+            overlays.push(d.canonicalize().with_context(|| format!("{f}: paths.overlays: \"{o}\""))?);
+        }
+    }
+
+    let mut artifacts = p.map(|p| p.artifacts.clone()).unwrap_or_default();
+    for (i, a) in raw.artifact.into_iter().enumerate() {
+        let key = format!("artifact[{i}]");
+        let scheme_ok = ["http://", "https://", "file://"].iter().any(|s| a.url.starts_with(s));
+        if !scheme_ok {
+            bail!("{f}: {key}.url: \"{}\" is not an http, https or file URL", a.url);
+        }
+        let dest = abs_path(&f, &format!("{key}.dest"), &a.dest)?;
+        artifacts.retain(|x: &Artifact| x.dest != dest);
+        artifacts.push(Artifact { url: a.url, sha256: a.sha256.0, dest, mode: a.mode.map_or(0o644, |m| m.0), member: a.member });
+    }
+
+    let mut users = p.map(|p| p.users.clone()).unwrap_or_default();
+    for u in raw.user {
+        users.retain(|x: &UserSpec| x.name != u.name);
+        users.push(UserSpec {
+            gid: u.gid.unwrap_or(u.uid),
+            home: u.home.unwrap_or_else(|| "/nonexistent".into()),
+            shell: u.shell.unwrap_or_else(|| "/usr/sbin/nologin".into()),
+            gecos: u.gecos.unwrap_or_else(|| u.name.clone()),
+            name: u.name,
+            uid: u.uid,
+        });
+    }
+    let mut groups = p.map(|p| p.groups.clone()).unwrap_or_default();
+    for g in raw.group {
+        groups.retain(|x: &GroupSpec| x.name != g.name);
+        groups.push(GroupSpec { name: g.name, gid: g.gid, members: g.members });
+    }
+    let mut entries = p.map(|p| p.entries.clone()).unwrap_or_default();
+    for (i, e) in raw.entry.into_iter().enumerate() {
+        let key = format!("entry[{i}]");
+        let path = abs_path(&f, &format!("{key}.path"), &e.path)?;
+        match e.kind {
+            EntryType::Symlink if e.target.is_none() => bail!("{f}: {key}.target: a symlink needs a target"),
+            EntryType::File if e.content.is_none() => bail!("{f}: {key}.content: a file needs content"),
+            _ => {}
+        }
+        entries.retain(|x: &EntrySpec| x.path != path);
+        entries.push(EntrySpec {
+            path,
+            kind: e.kind,
+            mode: e.mode.map(|m| m.0),
+            owner: e.owner,
+            group: e.group,
+            content: e.content,
+            target: e.target,
+        });
+    }
+    let mut alternatives = p.map(|p| p.alternatives.clone()).unwrap_or_default();
+    alternatives.extend(raw.alternatives.unwrap_or_default());
+    let mut enable = p.map(|p| p.enable.clone()).unwrap_or_default();
+    let mut disable = p.map(|p| p.disable.clone()).unwrap_or_default();
+    if let Some(s) = raw.systemd {
+        enable.extend(s.enable);
+        disable.extend(s.disable);
+    }
+    let mut oci = p.map(|p| p.oci.clone()).unwrap_or_default();
+    if let Some(o) = raw.oci {
+        oci.user = o.user.or(oci.user);
+        oci.entrypoint = o.entrypoint.or(oci.entrypoint);
+        oci.cmd = o.cmd.or(oci.cmd);
+        oci.env.extend(o.env);
+        oci.working_dir = o.working_dir.or(oci.working_dir);
+        if !o.exposed_ports.is_empty() {
+            oci.exposed_ports = o.exposed_ports;
+        }
+        oci.labels.extend(o.labels);
+    }
+
+    Ok(Recipe {
+        path: path.to_path_buf(),
+        name,
+        kind,
+        description,
+        version,
+        debian,
+        include,
+        exclude,
+        recommends,
+        drop,
+        keep,
+        overlays,
+        artifacts,
+        users,
+        groups,
+        entries,
+        alternatives,
+        enable,
+        disable,
+        oci,
+        parent,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn err(text: &str) -> String {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "r.toml", text);
+        format!("{:#}", Recipe::load(&p).unwrap_err())
+    }
+
+    #[test]
+    fn defaults_to_trixie_with_updates_and_security() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "r.toml", "schema-version = 1\n[packages]\ninclude = [\"busybox-static\"]\n");
+        let r = Recipe::load(&p).unwrap();
+        assert_eq!(r.debian.release, "trixie");
+        assert_eq!(r.debian.suites, ["trixie", "trixie-updates", "trixie-security"]);
+        assert_eq!(r.name, "r");
+    }
+
+    #[test]
+    fn unknown_key_names_file_key_and_line() {
+        let e = err("schema-version = 1\n[packages]\ninclude = [\"a1\"]\nincluded = [\"b\"]\n");
+        assert!(e.contains("r.toml: packages.included: unknown field `included`"), "{e}");
+        assert!(e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = err("schema-version = 1\n[packages]\ninclude = \"busybox\"\n");
+        assert!(e.contains("packages.include"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_explain_what_was_expected() {
+        let e = err("schema-version = 1\n[debian]\nrelease = \"jessie\"\n[packages]\ninclude = [\"a1\"]\n");
+        assert!(e.contains("debian.release") && e.contains("trixie"), "{e}");
+        let e = err("schema-version = 1\n[packages]\ninclude = [\"Bad_Name\"]\n");
+        assert!(e.contains("packages.include[0]") && e.contains("not a Debian package name"), "{e}");
+        let e = err("schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[[artifact]]\nurl = \"http://x/y\"\nsha256 = \"abc\"\ndest = \"/usr/bin/y\"\n");
+        assert!(e.contains("artifact[0].sha256") && e.contains("64 hex"), "{e}");
+        let e = err("[packages]\ninclude = [\"a1\"]\n");
+        assert!(e.contains("schema-version: missing"), "{e}");
+    }
+
+    #[test]
+    fn extends_merges_and_detects_cycles() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "base.toml", "schema-version = 1\n[debian]\nrelease = \"bookworm\"\n[packages]\ninclude = [\"ca-certificates\"]\nexclude = [\"openssl\"]\n");
+        let c = write(d.path(), "child.toml", "schema-version = 1\nextends = \"base.toml\"\n[packages]\ninclude = [\"busybox-static\"]\n");
+        let r = Recipe::load(&c).unwrap();
+        assert_eq!(r.include, ["ca-certificates", "busybox-static"]);
+        assert_eq!(r.exclude, ["openssl"]);
+        assert_eq!(r.debian.release, "bookworm");
+        assert!(r.parent.is_some());
+        write(d.path(), "a.toml", "schema-version = 1\nextends = \"b.toml\"\n[packages]\ninclude = [\"a1\"]\n");
+        let b = write(d.path(), "b.toml", "schema-version = 1\nextends = \"a.toml\"\n[packages]\ninclude = [\"a1\"]\n");
+        let e = format!("{:#}", Recipe::load(&b).unwrap_err());
+        assert!(e.contains("cycle"), "{e}");
+    }
+}

@@ -1,0 +1,227 @@
+//! The recipe file as written: serde structs with `deny_unknown_fields` and kebab-case
+//! keys. Checked values (sizes, digests, modes, names) validate themselves while parsing,
+//! so their errors carry the key path and line like any other TOML error.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRecipe {
+    pub schema_version: Option<u32>,
+    pub extends: Option<String>,
+    pub image: Option<RawImage>,
+    pub debian: Option<RawDebian>,
+    pub packages: Option<RawPackages>,
+    pub paths: Option<RawPaths>,
+    #[serde(default)]
+    pub artifact: Vec<RawArtifact>,
+    #[serde(default)]
+    pub user: Vec<RawUser>,
+    #[serde(default)]
+    pub group: Vec<RawGroup>,
+    #[serde(default)]
+    pub entry: Vec<RawEntry>,
+    pub alternatives: Option<BTreeMap<String, String>>,
+    pub systemd: Option<RawSystemd>,
+    pub oci: Option<RawOci>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawImage {
+    pub name: Option<String>,
+    pub kind: Option<ImageKind>,
+    pub description: Option<String>,
+    pub version: Option<String>,
+}
+
+/// What the recipe builds.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageKind {
+    /// An OCI base image for `FROM` lines.
+    Base,
+    /// A bootable container-host disk image.
+    Host,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawDebian {
+    pub release: Option<Release>,
+    pub suites: Option<Vec<String>>,
+    pub components: Option<Vec<String>>,
+    pub architecture: Option<String>,
+    pub mirror: Option<String>,
+    pub security_mirror: Option<String>,
+}
+
+/// A Debian release codename slipway knows.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct Release(pub String);
+
+impl TryFrom<String> for Release {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "trixie" | "bookworm" | "forky" => Ok(Release(s)),
+            "stable" => Ok(Release("trixie".into())),
+            "oldstable" => Ok(Release("bookworm".into())),
+            _ => Err(format!("\"{s}\" is not a supported Debian release (use \"trixie\" or \"bookworm\")")),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawPackages {
+    #[serde(default)]
+    pub include: Vec<PackageName>,
+    #[serde(default)]
+    pub exclude: Vec<PackageName>,
+    pub recommends: Option<bool>,
+}
+
+/// A Debian package name, optionally `name=version` (Debian Policy 5.6.1).
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(try_from = "String")]
+pub struct PackageName(pub String);
+
+impl TryFrom<String> for PackageName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let name = s.split('=').next().unwrap_or("");
+        let ok = name.len() >= 2
+            && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
+        if ok {
+            Ok(PackageName(s))
+        } else {
+            Err(format!(
+                "\"{s}\" is not a Debian package name (lower-case letters, digits, + - . ; at least 2 characters; optionally =VERSION)"
+            ))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawPaths {
+    #[serde(default)]
+    pub drop: Vec<String>,
+    #[serde(default)]
+    pub keep: Vec<String>,
+    #[serde(default)]
+    pub overlays: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawArtifact {
+    pub url: String,
+    pub sha256: Sha256,
+    pub dest: String,
+    pub mode: Option<Mode>,
+    pub member: Option<String>,
+}
+
+/// A SHA-256 digest in lower-case hex.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct Sha256(pub String);
+
+impl TryFrom<String> for Sha256 {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let t = s.strip_prefix("sha256:").unwrap_or(&s).to_ascii_lowercase();
+        if crate::io::hash::is_sha256_hex(&t) {
+            Ok(Sha256(t))
+        } else {
+            Err(format!("\"{s}\" is not a sha256 digest (64 hex digits)"))
+        }
+    }
+}
+
+/// A file mode written as an octal string ("0755").
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct Mode(pub u32);
+
+impl TryFrom<String> for Mode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match u32::from_str_radix(&s, 8) {
+            Ok(m) if m <= 0o7777 => Ok(Mode(m)),
+            _ => Err(format!("\"{s}\" is not a file mode (octal, e.g. \"0755\")")),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: Option<u32>,
+    pub home: Option<String>,
+    pub shell: Option<String>,
+    pub gecos: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawGroup {
+    pub name: String,
+    pub gid: u32,
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// Kinds of entries a recipe can add to the tree.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryType {
+    Dir,
+    File,
+    Symlink,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawEntry {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: EntryType,
+    pub mode: Option<Mode>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub content: Option<String>,
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSystemd {
+    #[serde(default)]
+    pub enable: Vec<String>,
+    #[serde(default)]
+    pub disable: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawOci {
+    pub user: Option<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub exposed_ports: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}

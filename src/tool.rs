@@ -1,0 +1,220 @@
+//! One runner for every external program: a description, the argv, stdin null,
+//! `LC_ALL=C`. A failure carries the description, the shell-quoted command, the exit
+//! status and the tail of stderr. Also the table of host tools and their Debian packages.
+
+use anyhow::{bail, Context, Result};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// An external command to run.
+pub struct Tool {
+    what: String,
+    program: OsString,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    cwd: Option<PathBuf>,
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Output {
+    /// Everything on stdout.
+    pub stdout: String,
+    /// Everything on stderr.
+    pub stderr: String,
+}
+
+impl Tool {
+    /// `what` says what the command is for ("downloading packages with apt").
+    pub fn new(what: impl Into<String>, program: impl Into<OsString>) -> Self {
+        Tool { what: what.into(), program: program.into(), args: Vec::new(), envs: Vec::new(), cwd: None }
+    }
+    /// Appends one argument.
+    pub fn arg(mut self, a: impl Into<OsString>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+    /// Appends arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, it: I) -> Self {
+        self.args.extend(it.into_iter().map(Into::into));
+        self
+    }
+    /// Sets an environment variable.
+    pub fn env(mut self, k: impl Into<OsString>, v: impl Into<OsString>) -> Self {
+        self.envs.push((k.into(), v.into()));
+        self
+    }
+    /// Runs in `dir`.
+    pub fn cwd(mut self, dir: &Path) -> Self {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+
+    /// The command line, shell-quoted, for messages.
+    pub fn command_line(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(self.args.iter())
+            .map(|a| shell_quote(&a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args).stdin(Stdio::null()).env("LC_ALL", "C");
+        for (k, v) in &self.envs {
+            c.env(k, v);
+        }
+        if let Some(d) = &self.cwd {
+            c.current_dir(d);
+        }
+        c
+    }
+
+    /// Runs to completion; a non-zero exit is an error with the stderr tail.
+    pub fn run(&self) -> Result<Output> {
+        let out = self
+            .command()
+            .output()
+            .with_context(|| self.spawn_error())?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            bail!("{}", self.failure(&out.status, &stderr, &stdout));
+        }
+        Ok(Output { stdout, stderr })
+    }
+
+    /// Runs, calling `on_line` for each stdout line as it arrives (for progress).
+    pub fn run_lines(&self, mut on_line: impl FnMut(&str)) -> Result<Output> {
+        let mut child = self
+            .command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| self.spawn_error())?;
+        let stderr_pipe = child.stderr.take().context("stderr pipe")?;
+        let err_thread = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr_pipe), &mut s);
+            s
+        });
+        let mut stdout = String::new();
+        if let Some(out) = child.stdout.take() {
+            for line in BufReader::new(out).lines() {
+                let line = line.context("reading command output")?;
+                on_line(&line);
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+        }
+        let status = child.wait().with_context(|| format!("waiting for {}", self.what))?;
+        let stderr = err_thread.join().unwrap_or_default();
+        if !status.success() {
+            bail!("{}", self.failure(&status, &stderr, &stdout));
+        }
+        Ok(Output { stdout, stderr })
+    }
+
+    fn spawn_error(&self) -> String {
+        let name = self.program.to_string_lossy();
+        match package_for(&name) {
+            Some(pkg) => format!("{}: cannot run `{name}` (Debian: {pkg}; see `slipway doctor`)", self.what),
+            None => format!("{}: cannot run `{name}`", self.what),
+        }
+    }
+
+    fn failure(&self, status: &std::process::ExitStatus, stderr: &str, stdout: &str) -> String {
+        let how = match status.code() {
+            Some(c) => format!("exit status {c}"),
+            None => "killed by a signal".to_string(),
+        };
+        let text = if stderr.trim().is_empty() { stdout } else { stderr };
+        let tail: Vec<&str> = text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+        format!("{} failed ({how}): {}\n{}", self.what, self.command_line(), tail.join("\n"))
+    }
+}
+
+/// Quotes `s` for a POSIX shell when it needs it.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Host programs slipway may run, the Debian package providing each, and what for.
+pub const HOST_TOOLS: &[(&str, &str, &str)] = &[
+    ("apt-get", "apt", "fetching Debian indices and packages (always)"),
+    ("gpgv", "gpgv", "apt's signature check of the archive (always)"),
+    ("skopeo", "skopeo", "tests: inspecting and copying OCI images"),
+    ("umoci", "umoci", "tests: unpacking OCI images"),
+    ("docker", "docker.io", "tests: loading and running base images"),
+    ("qemu-system-x86_64", "qemu-system-x86", "boot tests"),
+    ("qemu-img", "qemu-utils", "disk image formats"),
+    ("mkfs.erofs", "erofs-utils", "host images: read-only root"),
+    ("mkfs.ext4", "e2fsprogs", "host images: /var"),
+    ("mkfs.vfat", "dosfstools", "host images: EFI system partition"),
+    ("mcopy", "mtools", "host images: filling the EFI system partition"),
+    ("veritysetup", "cryptsetup-bin", "host images: dm-verity hash tree"),
+    ("qemu-aarch64-static", "qemu-user-static", "tests: running arm64 images"),
+];
+
+/// The Debian package that provides `program`, if slipway knows it.
+pub fn package_for(program: &str) -> Option<&'static str> {
+    HOST_TOOLS.iter().find(|(p, _, _)| *p == program).map(|(_, pkg, _)| *pkg)
+}
+
+/// The full path of `program` on `PATH`, if any.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Fails before any work starts when one of `programs` is missing, naming its package.
+pub fn require(programs: &[&str]) -> Result<()> {
+    let missing: Vec<String> = programs
+        .iter()
+        .filter(|p| which(p).is_none())
+        .map(|p| match package_for(p) {
+            Some(pkg) => format!("{p} not found (Debian: {pkg})"),
+            None => format!("{p} not found"),
+        })
+        .collect();
+    if !missing.is_empty() {
+        bail!("missing host tools: {}; install them or run `slipway doctor`", missing.join(", "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_names_command_and_stderr() {
+        let err = Tool::new("listing a missing file", "ls").arg("/nonexistent path").run().unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("listing a missing file failed"), "{msg}");
+        assert!(msg.contains("ls '/nonexistent path'"), "{msg}");
+        assert!(msg.contains("No such file"), "{msg}");
+    }
+
+    #[test]
+    fn missing_program_names_package() {
+        let err = require(&["mkfs.definitely-not-here"]).unwrap_err();
+        assert!(format!("{err}").contains("mkfs.definitely-not-here not found"));
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("a-b"), "a-b");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
+}
