@@ -1,1 +1,359 @@
-pub fn main() -> i32 { 0 }
+//! The command line: parses arguments, sets up the cache and progress output, and calls
+//! the pipeline. Only this layer prints results and maps errors to exit codes.
+
+use crate::exit::{self, Code};
+use crate::fetch::cache::Cache;
+use crate::io::progress::Reporter;
+use crate::pipeline::{self, Context};
+use crate::recipe::Recipe;
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (a build step or host tool failed)
+  2  bad input: command line, recipe, unknown or unsatisfiable packages
+  3  the lock is out of date, or pins versions the archive no longer serves
+  4  a file could not be fetched or failed verification (offline, wrong sha256)
+
+Environment:
+  SLIPWAY_CACHE    cache directory (default: $XDG_CACHE_HOME/slipway or ~/.cache/slipway)
+  SLIPWAY_MIRROR   Debian mirror URI (default: read from the host's apt sources)
+  SLIPWAY_RECIPES  directory of bundled recipes (default: ./recipes)";
+
+/// slipway builds slim, immutable container-host OS images and minimal OCI base images
+/// from Debian packages, locked by sha256 and reproducible.
+#[derive(Parser, Debug)]
+#[command(name = "slipway", version, after_help = EXIT_CODES, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct Global {
+    /// Cache directory (overrides SLIPWAY_CACHE).
+    #[arg(long, global = true, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Print a machine-readable JSON summary on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress output.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Use only the cache, vendor and artifact directories: no network.
+    #[arg(long, global = true)]
+    offline: bool,
+}
+
+#[derive(Args, Debug, Default)]
+struct FetchArgs {
+    /// Fail if the lock is missing or does not match the recipe (never write a lock).
+    #[arg(long)]
+    locked: bool,
+    /// Take artifacts from this directory, matched by sha256 (air-gapped builds).
+    #[arg(long, value_name = "DIR")]
+    artifact_dir: Vec<PathBuf>,
+    /// Take packages and artifacts from a directory written by `slipway vendor`.
+    #[arg(long, value_name = "DIR")]
+    vendor: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Resolve RECIPE to exact packages and write RECIPE.lock.
+    ///
+    /// Leaves a current lock as it is; re-resolves when the recipe changed. With --update,
+    /// resolves again from fresh package lists (use it when Debian dropped a locked version).
+    Lock {
+        /// Recipe file, or a bundled recipe name such as base/static.
+        recipe: String,
+        /// Resolve again even if the lock is current.
+        #[arg(long)]
+        update: bool,
+        #[command(flatten)]
+        fetch: FetchArgs,
+    },
+    /// Download every locked package and artifact into the cache, verified by sha256.
+    Fetch {
+        /// Recipe file, or a bundled recipe name.
+        recipe: String,
+        #[command(flatten)]
+        fetch: FetchArgs,
+    },
+    /// Build the image: lock (if needed), fetch, assemble and write the outputs.
+    Build {
+        /// Recipe file, or a bundled recipe name.
+        recipe: String,
+        /// Output directory.
+        #[arg(short, long, value_name = "DIR", default_value = "out")]
+        output: PathBuf,
+        #[command(flatten)]
+        fetch: FetchArgs,
+    },
+    /// Copy every locked file out of the cache into DIR, for offline builds years later.
+    Vendor {
+        /// Recipe file, or a bundled recipe name.
+        recipe: String,
+        /// Destination directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        fetch: FetchArgs,
+    },
+    /// List the bundled recipes.
+    Recipes,
+    /// Check the host: tools slipway runs, the Debian package for each, and the cache.
+    Doctor,
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { Code::BadInput as i32 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::code_of(&e)
+        }
+    }
+}
+
+/// Finds a recipe: a path, or a bundled name (`base/static` -> recipes/base/static.toml).
+pub fn find_recipe(arg: &str) -> Result<PathBuf> {
+    let p = Path::new(arg);
+    if p.is_file() {
+        return Ok(p.to_path_buf());
+    }
+    let name = arg.trim_end_matches(".toml");
+    for dir in recipe_dirs() {
+        let c = dir.join(format!("{name}.toml"));
+        if c.is_file() {
+            return Ok(c);
+        }
+    }
+    Err(exit::err(
+        Code::BadInput,
+        format!("{arg}: no such recipe file or bundled recipe (see `slipway recipes`)"),
+    ))
+}
+
+fn recipe_dirs() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(d) = std::env::var_os("SLIPWAY_RECIPES") {
+        v.push(PathBuf::from(d));
+    }
+    v.push(PathBuf::from("recipes"));
+    if let Ok(exe) = std::env::current_exe() {
+        // target/{debug,release}/slipway inside a checkout.
+        if let Some(root) = exe.parent().and_then(|p| p.parent()).and_then(|p| p.parent()) {
+            v.push(root.join("recipes"));
+        }
+    }
+    v
+}
+
+fn load(arg: &str) -> Result<Recipe> {
+    let path = find_recipe(arg)?;
+    Recipe::load(&path).map_err(|e| exit::err(Code::BadInput, format!("{e:#}")))
+}
+
+fn context(g: &Global, f: &FetchArgs) -> Result<Context> {
+    Ok(Context {
+        cache: Cache::open(g.cache.clone())?,
+        rep: Reporter::new(g.quiet || g.json),
+        offline: g.offline,
+        locked: f.locked,
+        artifact_dirs: f.artifact_dir.clone(),
+        vendor: f.vendor.clone(),
+    })
+}
+
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v).context("writing JSON")?);
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Lock { recipe, update, fetch } => {
+            let r = load(recipe)?;
+            let ctx = context(g, fetch)?;
+            if fetch.locked {
+                let l = pipeline::ensure_lock(&ctx, &r)?;
+                return report_lock(g, &r, &l, &pipeline::LockAction::UpToDate);
+            }
+            let (l, action) = pipeline::lock(&ctx, &r, *update)?;
+            report_lock(g, &r, &l, &action)
+        }
+        Command::Fetch { recipe, fetch } => {
+            let r = load(recipe)?;
+            let ctx = context(g, fetch)?;
+            let f = pipeline::fetch(&ctx, &r)?;
+            if g.json {
+                print_json(&serde_json::json!({
+                    "recipe": r.display(),
+                    "packages": f.lock.packages.len(),
+                    "bytes": f.lock.total_size(),
+                    "summary": f.summary,
+                }))
+            } else {
+                println!(
+                    "{}: {} packages ({:.1} MB) verified in the cache: {} cached, {} downloaded, {} vendored, {} repaired",
+                    r.display(),
+                    f.lock.packages.len(),
+                    f.lock.total_size() as f64 / 1e6,
+                    f.summary.cached,
+                    f.summary.downloaded,
+                    f.summary.vendored,
+                    f.summary.repaired
+                );
+                Ok(())
+            }
+        }
+        Command::Build { recipe, output, fetch } => {
+            let r = load(recipe)?;
+            let ctx = context(g, fetch)?;
+            let report = pipeline::build(&ctx, &r, output)?;
+            if g.json {
+                print_json(&serde_json::to_value(&report).context("serializing the build report")?)
+            } else {
+                println!("{}", report.summary_text());
+                Ok(())
+            }
+        }
+        Command::Vendor { recipe, dir, fetch } => {
+            let r = load(recipe)?;
+            let ctx = context(g, fetch)?;
+            let bytes = pipeline::vendor(&ctx, &r, dir)?;
+            println!("{}: vendored into {} ({:.1} MB copied)", r.display(), dir.display(), bytes as f64 / 1e6);
+            Ok(())
+        }
+        Command::Recipes => list_recipes(g.json),
+        Command::Doctor => doctor(g),
+    }
+}
+
+fn report_lock(g: &Global, r: &Recipe, l: &crate::lock::Lock, action: &pipeline::LockAction) -> Result<()> {
+    if g.json {
+        return print_json(&serde_json::json!({
+            "recipe": r.display(),
+            "lock": r.lock_path().display().to_string(),
+            "action": action,
+            "packages": l.packages.len(),
+            "bytes": l.total_size(),
+            "cut": l.cuts.iter().map(|c| format!("{} -> {} ({})", c.from, c.to, c.relation)).collect::<Vec<_>>(),
+        }));
+    }
+    let verb = match action {
+        pipeline::LockAction::Written => "wrote",
+        pipeline::LockAction::UpToDate => "up to date:",
+    };
+    println!(
+        "{verb} {} ({} packages, {:.1} MB)",
+        r.lock_path().display(),
+        l.packages.len(),
+        l.total_size() as f64 / 1e6
+    );
+    for c in &l.cuts {
+        println!("  cut: {} -> {} ({})", c.from, c.to, c.relation);
+    }
+    Ok(())
+}
+
+fn list_recipes(json: bool) -> Result<()> {
+    let mut rows = Vec::new();
+    for dir in recipe_dirs() {
+        if !dir.is_dir() {
+            continue;
+        }
+        for e in walkdir::WalkDir::new(&dir).sort_by_file_name() {
+            let e = e.with_context(|| format!("reading {}", dir.display()))?;
+            if e.path().extension().is_some_and(|x| x == "toml") {
+                let name = e.path().strip_prefix(&dir).unwrap_or(e.path()).with_extension("");
+                let (kind, desc) = match Recipe::load(e.path()) {
+                    Ok(r) => (format!("{:?}", r.kind).to_lowercase(), r.description),
+                    Err(err) => ("invalid".into(), format!("{err:#}")),
+                };
+                rows.push((name.display().to_string(), kind, desc, e.path().display().to_string()));
+            }
+        }
+        break;
+    }
+    if json {
+        return print_json(&serde_json::json!(rows
+            .iter()
+            .map(|(n, k, d, p)| serde_json::json!({"name": n, "kind": k, "description": d, "path": p}))
+            .collect::<Vec<_>>()));
+    }
+    for (n, k, d, _) in rows {
+        println!("{n:<24} {k:<6} {d}");
+    }
+    Ok(())
+}
+
+fn doctor(g: &Global) -> Result<()> {
+    let mut ok = true;
+    let mut rows = Vec::new();
+    for (prog, pkg, what) in crate::tool::HOST_TOOLS {
+        let found = crate::tool::which(prog);
+        if found.is_none() && (*prog == "apt-get" || *prog == "gpgv") {
+            ok = false;
+        }
+        rows.push(serde_json::json!({"tool": prog, "package": pkg, "for": what, "path": found.map(|p| p.display().to_string())}));
+    }
+    let keyring = Path::new(crate::apt::KEYRING).exists();
+    ok &= keyring;
+    let mirror = crate::recipe::mirror::from_host(Path::new("/etc/apt"));
+    let cache = Cache::open(g.cache.clone());
+    let root = nix::unistd::geteuid().is_root();
+    if g.json {
+        print_json(&serde_json::json!({
+            "tools": rows,
+            "keyring": keyring,
+            "mirror": mirror.as_ref().ok().map(|m| m.archive.clone()),
+            "cache": cache.as_ref().ok().map(|c| c.root().display().to_string()),
+            "root": root,
+        }))?;
+    } else {
+        println!("{:<22} {:<18} {:<8} used for", "tool", "Debian package", "status");
+        for r in &rows {
+            println!(
+                "{:<22} {:<18} {:<8} {}",
+                r["tool"].as_str().unwrap_or(""),
+                r["package"].as_str().unwrap_or(""),
+                if r["path"].is_null() { "MISSING" } else { "ok" },
+                r["for"].as_str().unwrap_or("")
+            );
+        }
+        println!("keyring   {} ({})", crate::apt::KEYRING, if keyring { "ok" } else { "MISSING: install debian-archive-keyring" });
+        match &mirror {
+            Ok(m) => println!("mirror    {} (security: {})", m.archive, m.security),
+            Err(e) => println!("mirror    none found: {e:#}"),
+        }
+        match &cache {
+            Ok(c) => println!("cache     {}", c.root().display()),
+            Err(e) => println!("cache     unusable: {e:#}"),
+        }
+        println!(
+            "user      {} (base images and trees build rootless; host disk images need no root either)",
+            if root { "root" } else { "not root" }
+        );
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(exit::err(Code::Failure, "the host lacks what slipway always needs (see above)"))
+    }
+}

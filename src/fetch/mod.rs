@@ -1,0 +1,6 @@
+//! Fetching: every locked package and artifact into the content-addressed cache,
+//! verified by sha256.
+
+pub mod artifact;
+pub mod cache;
+pub mod packages;

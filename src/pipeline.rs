@@ -1,0 +1,265 @@
+//! The top of the pipeline, read top-down: recipe -> lock (resolve) -> fetch -> (later
+//! stages: assemble, write). The CLI calls these; tests call them too.
+
+use crate::apt::AptState;
+use crate::exit::{err, Code};
+use crate::fetch::{artifact, cache::Cache, packages};
+use crate::io::progress::Reporter;
+use crate::lock::{self, Lock, LockedArtifact, LockedCut, LockedPackage, ParentRef};
+use crate::recipe::Recipe;
+use crate::resolve;
+use anyhow::{Context as _, Result};
+use std::path::PathBuf;
+
+/// Settings shared by every command.
+pub struct Context {
+    /// The package and artifact cache.
+    pub cache: Cache,
+    /// Progress output.
+    pub rep: Reporter,
+    /// No network: cache, vendor and artifact directories only.
+    pub offline: bool,
+    /// Fail instead of changing a lock.
+    pub locked: bool,
+    /// Directories searched for artifacts by sha256.
+    pub artifact_dirs: Vec<PathBuf>,
+    /// A directory written by `slipway vendor`.
+    pub vendor: Option<PathBuf>,
+}
+
+/// What `lock` did.
+#[derive(Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockAction {
+    /// The lock was missing or stale and was written.
+    Written,
+    /// The lock matched the recipe and was left as it was.
+    UpToDate,
+}
+
+impl Context {
+    fn apt(&self, r: &Recipe) -> Result<AptState> {
+        AptState::open(&self.cache.root().join("apt"), &r.debian)
+    }
+
+    fn artifact_sources(&self) -> artifact::Sources {
+        let mut dirs = self.artifact_dirs.clone();
+        if let Some(v) = &self.vendor {
+            dirs.push(v.join("artifacts"));
+        }
+        artifact::Sources::new(dirs.into_iter().filter(|d| d.is_dir()).collect(), self.offline)
+    }
+}
+
+/// Why `lock` for `r` is not current, or None when it is.
+pub fn staleness(r: &Recipe, lock: &Lock) -> Result<Option<String>> {
+    if lock.input_digest != lock::input_digest(r) {
+        return Ok(Some("the recipe's packages, source or artifacts changed since it was locked".into()));
+    }
+    if let Some(p) = &r.parent {
+        let parent_lock = Lock::read(&p.lock_path())?;
+        let want = parent_lock.as_ref().map(|l| l.input_digest.clone());
+        if lock.parent.as_ref().map(|x| Some(x.input_digest.clone())) != Some(want) {
+            return Ok(Some(format!("its parent {} was locked again or changed", p.display())));
+        }
+        if let Some(pl) = parent_lock {
+            if let Some(why) = staleness(p, &pl)? {
+                return Ok(Some(format!("its parent {} is stale: {why}", p.display())));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `slipway lock`: writes `RECIPE.lock` when it is missing, stale, or `update` is set.
+pub fn lock(ctx: &Context, r: &Recipe, update: bool) -> Result<(Lock, LockAction)> {
+    if !update {
+        if let Some(existing) = Lock::read(&r.lock_path())? {
+            if staleness(r, &existing)?.is_none() {
+                return Ok((existing, LockAction::UpToDate));
+            }
+        }
+    }
+    let parent = match &r.parent {
+        Some(p) => Some(lock(ctx, p, update)?.0),
+        None => None,
+    };
+    let new = resolve_lock(ctx, r, parent.as_ref())?;
+    new.write(&r.lock_path())?;
+    Ok((new, LockAction::Written))
+}
+
+/// The lock to build from: the existing one if current; otherwise (unless `--locked`) a
+/// new one.
+pub fn ensure_lock(ctx: &Context, r: &Recipe) -> Result<Lock> {
+    let existing = Lock::read(&r.lock_path())?;
+    match existing {
+        Some(l) => match staleness(r, &l)? {
+            None => Ok(l),
+            Some(why) if ctx.locked => Err(err(
+                Code::LockOutdated,
+                format!("{} is out of date: {why}; run `slipway lock {}`", r.lock_path().display(), r.display()),
+            )),
+            Some(why) => {
+                ctx.rep.say(format!("{} is out of date ({why}): locking again", r.lock_path().display()));
+                Ok(lock(ctx, r, false)?.0)
+            }
+        },
+        None if ctx.locked => Err(err(
+            Code::LockOutdated,
+            format!("--locked: {} does not exist; run `slipway lock {}`", r.lock_path().display(), r.display()),
+        )),
+        None => Ok(lock(ctx, r, false)?.0),
+    }
+}
+
+fn resolve_lock(ctx: &Context, r: &Recipe, parent: Option<&Lock>) -> Result<Lock> {
+    let mut sources = ctx.artifact_sources();
+    let mut artifacts = Vec::new();
+    for a in &r.artifacts {
+        let blob = artifact::fetch(&ctx.cache, a, &mut sources)?;
+        let size = std::fs::metadata(&blob).with_context(|| format!("reading {}", blob.display()))?.len();
+        artifacts.push(LockedArtifact { url: a.url.clone(), sha256: a.sha256.clone(), size, dest: a.dest.clone() });
+    }
+    artifacts.sort_by(|a, b| a.dest.cmp(&b.dest));
+
+    let apt = ctx.apt(r)?;
+    if ctx.offline {
+        if !apt.has_lists() {
+            return Err(err(Code::Fetch, "--offline: no package lists in the cache yet; run `slipway lock` once with network access"));
+        }
+    } else {
+        apt.update(&ctx.rep)?;
+    }
+    let stage = ctx.rep.stage("resolving");
+    let _read = apt.read_lock()?;
+    let files: Vec<resolve::IndexFile> = apt
+        .index_files()?
+        .into_iter()
+        .map(|f| resolve::IndexFile { path: f.path, suite: f.suite, component: f.component })
+        .collect();
+    let universe = resolve::Universe::load(&files, &r.debian.architecture)?;
+    let req = resolve::Request {
+        install: r.include.clone(),
+        exclude: r.exclude.clone(),
+        recommends: r.recommends,
+        pins: parent.map(|p| p.packages.iter().map(|x| (x.name.clone(), x.version.clone())).collect()).unwrap_or_default(),
+        merged_usr: true,
+    };
+    let res = resolve::resolve(&universe, &req)
+        .map_err(|e| err(Code::BadInput, format!("{}: {e:#}", r.display())))?;
+    for n in &res.notes {
+        ctx.rep.say(format!("    note: {n}"));
+    }
+    let packages: Vec<LockedPackage> = res
+        .packages
+        .iter()
+        .map(|s| LockedPackage {
+            name: s.name.clone(),
+            version: s.version.clone(),
+            architecture: s.architecture.clone(),
+            size: s.size,
+            sha256: s.sha256.clone(),
+            source: s.source.clone(),
+            source_version: s.source_version.clone(),
+            suite: s.suite.clone(),
+        })
+        .collect();
+    if let Some(p) = parent {
+        for pp in &p.packages {
+            match packages.iter().find(|x| x.name == pp.name) {
+                Some(x) if x.version == pp.version => {}
+                Some(x) => {
+                    return Err(err(
+                        Code::BadInput,
+                        format!("{}: version clash: {} is {} in the parent lock but {} here", r.display(), pp.name, pp.version, x.version),
+                    ))
+                }
+                None => {
+                    return Err(err(
+                        Code::BadInput,
+                        format!("{}: the parent lock's package {} is missing from the child's closure", r.display(), pp.name),
+                    ))
+                }
+            }
+        }
+    }
+    let cuts = res
+        .cut_edges
+        .iter()
+        .map(|c| LockedCut { from: c.from.clone(), to: c.to.clone(), relation: c.relation.clone() })
+        .collect();
+    let total: u64 = packages.iter().map(|p| p.size).sum();
+    stage.done(format!("{} packages, {:.1} MB of .deb files", packages.len(), total as f64 / 1e6));
+    Ok(Lock {
+        lock_version: lock::LOCK_VERSION,
+        input_digest: lock::input_digest(r),
+        release: r.debian.release.clone(),
+        architecture: r.debian.architecture.clone(),
+        parent: r.parent.as_ref().zip(parent).map(|(pr, pl)| ParentRef {
+            recipe: pr.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            input_digest: pl.input_digest.clone(),
+        }),
+        packages,
+        artifacts,
+        cuts,
+    })
+}
+
+/// What `fetch` produced: the lock and every blob in the cache, verified.
+pub struct Fetched {
+    /// The lock fetched.
+    pub lock: Lock,
+    /// What the package fetch did.
+    pub summary: packages::Summary,
+}
+
+/// `slipway fetch`: the lock's packages and artifacts into the cache, verified.
+/// Artifacts come first: a missing or wrong one fails before any other work.
+pub fn fetch(ctx: &Context, r: &Recipe) -> Result<Fetched> {
+    let mut sources = ctx.artifact_sources();
+    for a in &r.artifacts {
+        artifact::fetch(&ctx.cache, a, &mut sources)?;
+    }
+    let lock = ensure_lock(ctx, r)?;
+    let opts = packages::Options { offline: ctx.offline, vendor: ctx.vendor.clone() };
+    let summary = packages::fetch(&ctx.cache, &lock.packages, &opts, &mut || ctx.apt(r), &ctx.rep)?;
+    Ok(Fetched { lock, summary })
+}
+
+/// `slipway vendor`: copies every locked file into `dir` for offline builds.
+pub fn vendor(ctx: &Context, r: &Recipe, dir: &std::path::Path) -> Result<u64> {
+    let f = fetch(ctx, r)?;
+    let mut total = packages::vendor(&ctx.cache, &f.lock.packages, dir)?;
+    let adir = dir.join("artifacts");
+    std::fs::create_dir_all(&adir).with_context(|| format!("creating {}", adir.display()))?;
+    for a in &f.lock.artifacts {
+        let name = a.url.rsplit('/').next().unwrap_or("artifact");
+        let dest = adir.join(format!("{}-{name}", &a.sha256[..12]));
+        if !dest.exists() {
+            std::fs::copy(ctx.cache.blob_path(&a.sha256), &dest).with_context(|| format!("writing {}", dest.display()))?;
+            total += a.size;
+        }
+    }
+    crate::io::atomic::write(&dir.join("lock.toml"), f.lock.to_text()?.as_bytes())?;
+    Ok(total)
+}
+
+/// `slipway build`: lock, fetch, and (in later stages) assemble and write into `out`.
+pub fn build(ctx: &Context, r: &Recipe, out: &std::path::Path) -> Result<crate::report::BuildReport> {
+    let mut report = crate::report::BuildReport {
+        recipe: r.display(),
+        image: r.name.clone(),
+        lock: r.lock_path().display().to_string(),
+        ..Default::default()
+    };
+    let t = std::time::Instant::now();
+    let fetched = fetch(ctx, r)?;
+    report.time("lock+fetch", t.elapsed().as_secs_f64());
+    report.packages = fetched.lock.packages.len();
+    report.deb_bytes = fetched.lock.total_size();
+    report.cut_edges = fetched.lock.cuts.iter().map(|c| format!("{} -> {} ({})", c.from, c.to, c.relation)).collect();
+    report.fetch = Some(fetched.summary);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    Ok(report)
+}
