@@ -155,7 +155,7 @@ impl AptState {
     pub fn index_files(&self) -> Result<Vec<IndexFile>> {
         let out = self
             .apt("listing index files", "apt-get")
-            .args(["indextargets", "--format", "$(FILENAME)|$(SUITE)|$(COMPONENT)", "Created-By: Packages"])
+            .args(["indextargets", "--format", "$(FILENAME)|$(RELEASE)|$(COMPONENT)", "Created-By: Packages"])
             .run()?;
         let mut files = Vec::new();
         for line in out.stdout.lines().filter(|l| !l.trim().is_empty()) {

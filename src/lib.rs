@@ -17,3 +17,5 @@ pub mod exit;
 pub mod pipeline;
 pub mod report;
 pub mod resolve;
+pub mod assemble;
+pub mod writers;

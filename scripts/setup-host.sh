@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every Debian host package slipway's build, tests and benchmarks use.
+# Idempotent and quick when everything is present; called by `make` (setup target).
+set -euo pipefail
+
+packages=(
+  apt gpgv debian-archive-keyring   # the archive client and Debian's keys (always)
+  ca-certificates openssl           # https artifacts; CA tests compare with openssl
+  binutils xz-utils zstd            # ar/objcopy for tests and UKIs; compressors for tests
+  skopeo umoci                      # OCI image checks
+  docker-registry apache2-utils     # a real registry for push tests; htpasswd for its auth
+  qemu-user-static                  # running arm64 images in tests
+  mmdebstrap                        # benchmark peer for assembling trees
+  hyperfine                         # benchmarks
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup-host: all ${#packages[@]} host packages present"
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "setup-host: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+echo "setup-host: installing ${missing[*]}"
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

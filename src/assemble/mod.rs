@@ -1,0 +1,3 @@
+//! Assembly: from fetched packages to the image tree.
+
+pub mod tree;
