@@ -77,7 +77,8 @@ impl AptState {
             "var/cache/apt/archives/partial",
             "var/lib/dpkg",
         ] {
-            fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {}", dir.join(sub).display()))?;
+            fs::create_dir_all(dir.join(sub))
+                .with_context(|| format!("creating {}", dir.join(sub).display()))?;
         }
         let status = dir.join("var/lib/dpkg/status");
         if !status.exists() {
@@ -112,7 +113,11 @@ impl AptState {
             .write(true)
             .open(&p)
             .with_context(|| format!("opening {}", p.display()))?;
-        let arg = if exclusive { nix::fcntl::FlockArg::LockExclusive } else { nix::fcntl::FlockArg::LockShared };
+        let arg = if exclusive {
+            nix::fcntl::FlockArg::LockExclusive
+        } else {
+            nix::fcntl::FlockArg::LockShared
+        };
         let lock = nix::fcntl::Flock::lock(f, arg)
             .map_err(|(_, e)| e)
             .with_context(|| format!("locking {}", p.display()))?;
@@ -126,7 +131,9 @@ impl AptState {
 
     /// A command running apt with this state's configuration.
     pub fn apt(&self, what: &str, program: &str) -> Tool {
-        Tool::new(what, program).env("APT_CONFIG", &self.conf).env("DEBIAN_FRONTEND", "noninteractive")
+        Tool::new(what, program)
+            .env("APT_CONFIG", &self.conf)
+            .env("DEBIAN_FRONTEND", "noninteractive")
     }
 
     /// True when the lists have been downloaded at least once.
@@ -144,7 +151,12 @@ impl AptState {
         self.apt("downloading Debian package indices", "apt-get")
             .args(["-q", "update", "-o", "APT::Update::Error-Mode=any"])
             .run()
-            .with_context(|| format!("mirror {} / {}", self.mirrors.archive, self.mirrors.security))?;
+            .with_context(|| {
+                format!(
+                    "mirror {} / {}",
+                    self.mirrors.archive, self.mirrors.security
+                )
+            })?;
         fs::write(self.dir.join("var/lib/apt/lists/.slipway-updated"), b"")
             .context("marking the package lists as fresh")?;
         stage.done(format!("{} index files", self.index_files()?.len()));
@@ -155,7 +167,12 @@ impl AptState {
     pub fn index_files(&self) -> Result<Vec<IndexFile>> {
         let out = self
             .apt("listing index files", "apt-get")
-            .args(["indextargets", "--format", "$(FILENAME)|$(RELEASE)|$(COMPONENT)", "Created-By: Packages"])
+            .args([
+                "indextargets",
+                "--format",
+                "$(FILENAME)|$(RELEASE)|$(COMPONENT)",
+                "Created-By: Packages",
+            ])
             .run()?;
         let mut files = Vec::new();
         for line in out.stdout.lines().filter(|l| !l.trim().is_empty()) {
@@ -164,7 +181,11 @@ impl AptState {
                 bail!("unexpected `apt-get indextargets` line: {line}");
             };
             if Path::new(p).exists() {
-                files.push(IndexFile { path: PathBuf::from(p), suite: s.into(), component: c.into() });
+                files.push(IndexFile {
+                    path: PathBuf::from(p),
+                    suite: s.into(),
+                    component: c.into(),
+                });
             }
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -173,7 +194,12 @@ impl AptState {
 
     /// Downloads `name=version` for each spec into `dest` with `apt-get download`
     /// (apt checks each file against the signed index); `on_get` sees each file start.
-    pub fn download(&self, specs: &[String], dest: &Path, mut on_get: impl FnMut(&str)) -> Result<()> {
+    pub fn download(
+        &self,
+        specs: &[String],
+        dest: &Path,
+        mut on_get: impl FnMut(&str),
+    ) -> Result<()> {
         if specs.is_empty() {
             return Ok(());
         }
@@ -201,7 +227,11 @@ fn write_if_changed(path: &Path, text: &str) -> Result<()> {
 fn sources_list(src: &DebianSource, m: &mirror::Mirrors) -> String {
     let mut s = String::new();
     for suite in &src.suites {
-        let uri = if suite.ends_with("-security") { &m.security } else { &m.archive };
+        let uri = if suite.ends_with("-security") {
+            &m.security
+        } else {
+            &m.archive
+        };
         s.push_str(&format!(
             "deb [signed-by={KEYRING}] {uri} {suite} {}\n",
             src.components.join(" ")

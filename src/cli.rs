@@ -115,7 +115,11 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { Code::BadInput as i32 } else { 0 };
+            let code = if e.use_stderr() {
+                Code::BadInput as i32
+            } else {
+                0
+            };
             let _ = e.print();
             return code;
         }
@@ -156,7 +160,11 @@ fn recipe_dirs() -> Vec<PathBuf> {
     v.push(PathBuf::from("recipes"));
     if let Ok(exe) = std::env::current_exe() {
         // target/{debug,release}/slipway inside a checkout.
-        if let Some(root) = exe.parent().and_then(|p| p.parent()).and_then(|p| p.parent()) {
+        if let Some(root) = exe
+            .parent()
+            .and_then(|p| p.parent())
+            .and_then(|p| p.parent())
+        {
             v.push(root.join("recipes"));
         }
     }
@@ -180,14 +188,21 @@ fn context(g: &Global, f: &FetchArgs) -> Result<Context> {
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v).context("writing JSON")?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).context("writing JSON")?
+    );
     Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
     match &cli.command {
-        Command::Lock { recipe, update, fetch } => {
+        Command::Lock {
+            recipe,
+            update,
+            fetch,
+        } => {
             let r = load(recipe)?;
             let ctx = context(g, fetch)?;
             if fetch.locked {
@@ -222,7 +237,11 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
-        Command::Build { recipe, output, fetch } => {
+        Command::Build {
+            recipe,
+            output,
+            fetch,
+        } => {
             let r = load(recipe)?;
             let ctx = context(g, fetch)?;
             let report = pipeline::build(&ctx, &r, output)?;
@@ -237,7 +256,12 @@ fn run(cli: Cli) -> Result<()> {
             let r = load(recipe)?;
             let ctx = context(g, fetch)?;
             let bytes = pipeline::vendor(&ctx, &r, dir)?;
-            println!("{}: vendored into {} ({:.1} MB copied)", r.display(), dir.display(), bytes as f64 / 1e6);
+            println!(
+                "{}: vendored into {} ({:.1} MB copied)",
+                r.display(),
+                dir.display(),
+                bytes as f64 / 1e6
+            );
             Ok(())
         }
         Command::Recipes => list_recipes(g.json),
@@ -245,7 +269,12 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn report_lock(g: &Global, r: &Recipe, l: &crate::lock::Lock, action: &pipeline::LockAction) -> Result<()> {
+fn report_lock(
+    g: &Global,
+    r: &Recipe,
+    l: &crate::lock::Lock,
+    action: &pipeline::LockAction,
+) -> Result<()> {
     if g.json {
         return print_json(&serde_json::json!({
             "recipe": r.display(),
@@ -281,12 +310,21 @@ fn list_recipes(json: bool) -> Result<()> {
         for e in walkdir::WalkDir::new(&dir).sort_by_file_name() {
             let e = e.with_context(|| format!("reading {}", dir.display()))?;
             if e.path().extension().is_some_and(|x| x == "toml") {
-                let name = e.path().strip_prefix(&dir).unwrap_or(e.path()).with_extension("");
+                let name = e
+                    .path()
+                    .strip_prefix(&dir)
+                    .unwrap_or(e.path())
+                    .with_extension("");
                 let (kind, desc) = match Recipe::load(e.path()) {
                     Ok(r) => (format!("{:?}", r.kind).to_lowercase(), r.description),
                     Err(err) => ("invalid".into(), format!("{err:#}")),
                 };
-                rows.push((name.display().to_string(), kind, desc, e.path().display().to_string()));
+                rows.push((
+                    name.display().to_string(),
+                    kind,
+                    desc,
+                    e.path().display().to_string(),
+                ));
             }
         }
         break;
@@ -327,7 +365,10 @@ fn doctor(g: &Global) -> Result<()> {
             "root": root,
         }))?;
     } else {
-        println!("{:<22} {:<18} {:<8} used for", "tool", "Debian package", "status");
+        println!(
+            "{:<22} {:<18} {:<8} used for",
+            "tool", "Debian package", "status"
+        );
         for r in &rows {
             println!(
                 "{:<22} {:<18} {:<8} {}",
@@ -337,7 +378,15 @@ fn doctor(g: &Global) -> Result<()> {
                 r["for"].as_str().unwrap_or("")
             );
         }
-        println!("keyring   {} ({})", crate::apt::KEYRING, if keyring { "ok" } else { "MISSING: install debian-archive-keyring" });
+        println!(
+            "keyring   {} ({})",
+            crate::apt::KEYRING,
+            if keyring {
+                "ok"
+            } else {
+                "MISSING: install debian-archive-keyring"
+            }
+        );
         match &mirror {
             Ok(m) => println!("mirror    {} (security: {})", m.archive, m.security),
             Err(e) => println!("mirror    none found: {e:#}"),
@@ -354,6 +403,9 @@ fn doctor(g: &Global) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(exit::err(Code::Failure, "the host lacks what slipway always needs (see above)"))
+        Err(exit::err(
+            Code::Failure,
+            "the host lacks what slipway always needs (see above)",
+        ))
     }
 }

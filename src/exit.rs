@@ -35,7 +35,10 @@ impl std::error::Error for Coded {}
 
 /// An error that exits with `code`.
 pub fn err(code: Code, msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Coded { code, msg: msg.into() })
+    anyhow::Error::new(Coded {
+        code,
+        msg: msg.into(),
+    })
 }
 
 /// The exit code for `e`: the first coded error in its chain, else 1.
@@ -44,7 +47,10 @@ pub fn code_of(e: &anyhow::Error) -> i32 {
         if let Some(c) = cause.downcast_ref::<Coded>() {
             return c.code as i32;
         }
-        if cause.downcast_ref::<crate::fetch::cache::DigestMismatch>().is_some() {
+        if cause
+            .downcast_ref::<crate::fetch::cache::DigestMismatch>()
+            .is_some()
+        {
             return Code::Fetch as i32;
         }
     }

@@ -6,16 +6,16 @@
 //! -> `deb` (package reader) -> `assemble` (tree, maintainer-script effects) -> `writers`.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod cli;
-pub mod io;
-pub mod recipe;
-pub mod tool;
 pub mod apt;
-pub mod fetch;
-pub mod lock;
+pub mod assemble;
+pub mod cli;
 pub mod exit;
+pub mod fetch;
+pub mod io;
+pub mod lock;
 pub mod pipeline;
+pub mod recipe;
 pub mod report;
 pub mod resolve;
-pub mod assemble;
+pub mod tool;
 pub mod writers;

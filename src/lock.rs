@@ -110,7 +110,10 @@ pub fn input_digest(r: &Recipe) -> String {
         s.push_str(&format!("exclude {p}\n"));
     }
     for a in &r.artifacts {
-        s.push_str(&format!("artifact {} {} {} {:o} {:?}\n", a.url, a.sha256, a.dest, a.mode, a.member));
+        s.push_str(&format!(
+            "artifact {} {} {} {:o} {:?}\n",
+            a.url, a.sha256, a.dest, a.mode, a.member
+        ));
     }
     format!("sha256:{}", sha256_hex(s.as_bytes()))
 }
@@ -123,8 +126,13 @@ impl Lock {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let lock: Lock = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: not a valid slipway lock: {}", path.display(), e.message()))?;
+        let lock: Lock = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not a valid slipway lock: {}",
+                path.display(),
+                e.message()
+            )
+        })?;
         if lock.lock_version != LOCK_VERSION {
             bail!(
                 "{}: lock-version {} is not supported (expected {LOCK_VERSION}); run `slipway lock --update`",

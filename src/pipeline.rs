@@ -47,20 +47,28 @@ impl Context {
         if let Some(v) = &self.vendor {
             dirs.push(v.join("artifacts"));
         }
-        artifact::Sources::new(dirs.into_iter().filter(|d| d.is_dir()).collect(), self.offline)
+        artifact::Sources::new(
+            dirs.into_iter().filter(|d| d.is_dir()).collect(),
+            self.offline,
+        )
     }
 }
 
 /// Why `lock` for `r` is not current, or None when it is.
 pub fn staleness(r: &Recipe, lock: &Lock) -> Result<Option<String>> {
     if lock.input_digest != lock::input_digest(r) {
-        return Ok(Some("the recipe's packages, source or artifacts changed since it was locked".into()));
+        return Ok(Some(
+            "the recipe's packages, source or artifacts changed since it was locked".into(),
+        ));
     }
     if let Some(p) = &r.parent {
         let parent_lock = Lock::read(&p.lock_path())?;
         let want = parent_lock.as_ref().map(|l| l.input_digest.clone());
         if lock.parent.as_ref().map(|x| Some(x.input_digest.clone())) != Some(want) {
-            return Ok(Some(format!("its parent {} was locked again or changed", p.display())));
+            return Ok(Some(format!(
+                "its parent {} was locked again or changed",
+                p.display()
+            )));
         }
         if let Some(pl) = parent_lock {
             if let Some(why) = staleness(p, &pl)? {
@@ -98,16 +106,27 @@ pub fn ensure_lock(ctx: &Context, r: &Recipe) -> Result<Lock> {
             None => Ok(l),
             Some(why) if ctx.locked => Err(err(
                 Code::LockOutdated,
-                format!("{} is out of date: {why}; run `slipway lock {}`", r.lock_path().display(), r.display()),
+                format!(
+                    "{} is out of date: {why}; run `slipway lock {}`",
+                    r.lock_path().display(),
+                    r.display()
+                ),
             )),
             Some(why) => {
-                ctx.rep.say(format!("{} is out of date ({why}): locking again", r.lock_path().display()));
+                ctx.rep.say(format!(
+                    "{} is out of date ({why}): locking again",
+                    r.lock_path().display()
+                ));
                 Ok(lock(ctx, r, false)?.0)
             }
         },
         None if ctx.locked => Err(err(
             Code::LockOutdated,
-            format!("--locked: {} does not exist; run `slipway lock {}`", r.lock_path().display(), r.display()),
+            format!(
+                "--locked: {} does not exist; run `slipway lock {}`",
+                r.lock_path().display(),
+                r.display()
+            ),
         )),
         None => Ok(lock(ctx, r, false)?.0),
     }
@@ -118,8 +137,15 @@ fn resolve_lock(ctx: &Context, r: &Recipe, parent: Option<&Lock>) -> Result<Lock
     let mut artifacts = Vec::new();
     for a in &r.artifacts {
         let blob = artifact::fetch(&ctx.cache, a, &mut sources)?;
-        let size = std::fs::metadata(&blob).with_context(|| format!("reading {}", blob.display()))?.len();
-        artifacts.push(LockedArtifact { url: a.url.clone(), sha256: a.sha256.clone(), size, dest: a.dest.clone() });
+        let size = std::fs::metadata(&blob)
+            .with_context(|| format!("reading {}", blob.display()))?
+            .len();
+        artifacts.push(LockedArtifact {
+            url: a.url.clone(),
+            sha256: a.sha256.clone(),
+            size,
+            dest: a.dest.clone(),
+        });
     }
     artifacts.sort_by(|a, b| a.dest.cmp(&b.dest));
 
@@ -136,14 +162,25 @@ fn resolve_lock(ctx: &Context, r: &Recipe, parent: Option<&Lock>) -> Result<Lock
     let files: Vec<resolve::IndexFile> = apt
         .index_files()?
         .into_iter()
-        .map(|f| resolve::IndexFile { path: f.path, suite: f.suite, component: f.component })
+        .map(|f| resolve::IndexFile {
+            path: f.path,
+            suite: f.suite,
+            component: f.component,
+        })
         .collect();
     let universe = resolve::Universe::load(&files, &r.debian.architecture)?;
     let req = resolve::Request {
         install: r.include.clone(),
         exclude: r.exclude.clone(),
         recommends: r.recommends,
-        pins: parent.map(|p| p.packages.iter().map(|x| (x.name.clone(), x.version.clone())).collect()).unwrap_or_default(),
+        pins: parent
+            .map(|p| {
+                p.packages
+                    .iter()
+                    .map(|x| (x.name.clone(), x.version.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
         merged_usr: true,
     };
     let res = resolve::resolve(&universe, &req)
@@ -172,13 +209,23 @@ fn resolve_lock(ctx: &Context, r: &Recipe, parent: Option<&Lock>) -> Result<Lock
                 Some(x) => {
                     return Err(err(
                         Code::BadInput,
-                        format!("{}: version clash: {} is {} in the parent lock but {} here", r.display(), pp.name, pp.version, x.version),
+                        format!(
+                            "{}: version clash: {} is {} in the parent lock but {} here",
+                            r.display(),
+                            pp.name,
+                            pp.version,
+                            x.version
+                        ),
                     ))
                 }
                 None => {
                     return Err(err(
                         Code::BadInput,
-                        format!("{}: the parent lock's package {} is missing from the child's closure", r.display(), pp.name),
+                        format!(
+                            "{}: the parent lock's package {} is missing from the child's closure",
+                            r.display(),
+                            pp.name
+                        ),
                     ))
                 }
             }
@@ -187,17 +234,29 @@ fn resolve_lock(ctx: &Context, r: &Recipe, parent: Option<&Lock>) -> Result<Lock
     let cuts = res
         .cut_edges
         .iter()
-        .map(|c| LockedCut { from: c.from.clone(), to: c.to.clone(), relation: c.relation.clone() })
+        .map(|c| LockedCut {
+            from: c.from.clone(),
+            to: c.to.clone(),
+            relation: c.relation.clone(),
+        })
         .collect();
     let total: u64 = packages.iter().map(|p| p.size).sum();
-    stage.done(format!("{} packages, {:.1} MB of .deb files", packages.len(), total as f64 / 1e6));
+    stage.done(format!(
+        "{} packages, {:.1} MB of .deb files",
+        packages.len(),
+        total as f64 / 1e6
+    ));
     Ok(Lock {
         lock_version: lock::LOCK_VERSION,
         input_digest: lock::input_digest(r),
         release: r.debian.release.clone(),
         architecture: r.debian.architecture.clone(),
         parent: r.parent.as_ref().zip(parent).map(|(pr, pl)| ParentRef {
-            recipe: pr.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            recipe: pr
+                .path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             input_digest: pl.input_digest.clone(),
         }),
         packages,
@@ -222,8 +281,17 @@ pub fn fetch(ctx: &Context, r: &Recipe) -> Result<Fetched> {
         artifact::fetch(&ctx.cache, a, &mut sources)?;
     }
     let lock = ensure_lock(ctx, r)?;
-    let opts = packages::Options { offline: ctx.offline, vendor: ctx.vendor.clone() };
-    let summary = packages::fetch(&ctx.cache, &lock.packages, &opts, &mut || ctx.apt(r), &ctx.rep)?;
+    let opts = packages::Options {
+        offline: ctx.offline,
+        vendor: ctx.vendor.clone(),
+    };
+    let summary = packages::fetch(
+        &ctx.cache,
+        &lock.packages,
+        &opts,
+        &mut || ctx.apt(r),
+        &ctx.rep,
+    )?;
     Ok(Fetched { lock, summary })
 }
 
@@ -237,7 +305,8 @@ pub fn vendor(ctx: &Context, r: &Recipe, dir: &std::path::Path) -> Result<u64> {
         let name = a.url.rsplit('/').next().unwrap_or("artifact");
         let dest = adir.join(format!("{}-{name}", &a.sha256[..12]));
         if !dest.exists() {
-            std::fs::copy(ctx.cache.blob_path(&a.sha256), &dest).with_context(|| format!("writing {}", dest.display()))?;
+            std::fs::copy(ctx.cache.blob_path(&a.sha256), &dest)
+                .with_context(|| format!("writing {}", dest.display()))?;
             total += a.size;
         }
     }
@@ -246,7 +315,11 @@ pub fn vendor(ctx: &Context, r: &Recipe, dir: &std::path::Path) -> Result<u64> {
 }
 
 /// `slipway build`: lock, fetch, and (in later stages) assemble and write into `out`.
-pub fn build(ctx: &Context, r: &Recipe, out: &std::path::Path) -> Result<crate::report::BuildReport> {
+pub fn build(
+    ctx: &Context,
+    r: &Recipe,
+    out: &std::path::Path,
+) -> Result<crate::report::BuildReport> {
     let mut report = crate::report::BuildReport {
         recipe: r.display(),
         image: r.name.clone(),
@@ -258,7 +331,12 @@ pub fn build(ctx: &Context, r: &Recipe, out: &std::path::Path) -> Result<crate::
     report.time("lock+fetch", t.elapsed().as_secs_f64());
     report.packages = fetched.lock.packages.len();
     report.deb_bytes = fetched.lock.total_size();
-    report.cut_edges = fetched.lock.cuts.iter().map(|c| format!("{} -> {} ({})", c.from, c.to, c.relation)).collect();
+    report.cut_edges = fetched
+        .lock
+        .cuts
+        .iter()
+        .map(|c| format!("{} -> {} ({})", c.from, c.to, c.relation))
+        .collect();
     report.fetch = Some(fetched.summary);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     Ok(report)

@@ -63,7 +63,12 @@ impl BuildReport {
             self.lock
         );
         for o in &self.outputs {
-            s.push_str(&format!("\n  {:<10} {} ({:.2} MB)", o.kind, o.path, o.size as f64 / 1e6));
+            s.push_str(&format!(
+                "\n  {:<10} {} ({:.2} MB)",
+                o.kind,
+                o.path,
+                o.size as f64 / 1e6
+            ));
             if !o.sha256.is_empty() {
                 s.push_str(&format!(" sha256:{}", o.sha256));
             }
@@ -72,13 +77,20 @@ impl BuildReport {
             s.push_str(&format!("\n  warning: {w}"));
         }
         let total: f64 = self.stages.iter().map(|t| t.seconds).sum();
-        let per: Vec<String> = self.stages.iter().map(|t| format!("{} {:.2}s", t.stage, t.seconds)).collect();
+        let per: Vec<String> = self
+            .stages
+            .iter()
+            .map(|t| format!("{} {:.2}s", t.stage, t.seconds))
+            .collect();
         s.push_str(&format!("\n  time {total:.2}s ({})", per.join(", ")));
         s
     }
 
     /// Records a stage time.
     pub fn time(&mut self, stage: &str, seconds: f64) {
-        self.stages.push(StageTime { stage: stage.into(), seconds });
+        self.stages.push(StageTime {
+            stage: stage.into(),
+            seconds,
+        });
     }
 }

@@ -29,7 +29,13 @@ pub struct Output {
 impl Tool {
     /// `what` says what the command is for ("downloading packages with apt").
     pub fn new(what: impl Into<String>, program: impl Into<OsString>) -> Self {
-        Tool { what: what.into(), program: program.into(), args: Vec::new(), envs: Vec::new(), cwd: None }
+        Tool {
+            what: what.into(),
+            program: program.into(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            cwd: None,
+        }
     }
     /// Appends one argument.
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
@@ -110,7 +116,9 @@ impl Tool {
                 stdout.push('\n');
             }
         }
-        let status = child.wait().with_context(|| format!("waiting for {}", self.what))?;
+        let status = child
+            .wait()
+            .with_context(|| format!("waiting for {}", self.what))?;
         let stderr = err_thread.join().unwrap_or_default();
         if !status.success() {
             bail!("{}", self.failure(&status, &stderr, &stdout));
@@ -121,7 +129,10 @@ impl Tool {
     fn spawn_error(&self) -> String {
         let name = self.program.to_string_lossy();
         match package_for(&name) {
-            Some(pkg) => format!("{}: cannot run `{name}` (Debian: {pkg}; see `slipway doctor`)", self.what),
+            Some(pkg) => format!(
+                "{}: cannot run `{name}` (Debian: {pkg}; see `slipway doctor`)",
+                self.what
+            ),
             None => format!("{}: cannot run `{name}`", self.what),
         }
     }
@@ -131,15 +142,34 @@ impl Tool {
             Some(c) => format!("exit status {c}"),
             None => "killed by a signal".to_string(),
         };
-        let text = if stderr.trim().is_empty() { stdout } else { stderr };
-        let tail: Vec<&str> = text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-        format!("{} failed ({how}): {}\n{}", self.what, self.command_line(), tail.join("\n"))
+        let text = if stderr.trim().is_empty() {
+            stdout
+        } else {
+            stderr
+        };
+        let tail: Vec<&str> = text
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!(
+            "{} failed ({how}): {}\n{}",
+            self.what,
+            self.command_line(),
+            tail.join("\n")
+        )
     }
 }
 
 /// Quotes `s` for a POSIX shell when it needs it.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -148,24 +178,59 @@ pub fn shell_quote(s: &str) -> String {
 
 /// Host programs slipway may run, the Debian package providing each, and what for.
 pub const HOST_TOOLS: &[(&str, &str, &str)] = &[
-    ("apt-get", "apt", "fetching Debian indices and packages (always)"),
-    ("gpgv", "gpgv", "apt's signature check of the archive (always)"),
-    ("skopeo", "skopeo", "tests: inspecting and copying OCI images"),
+    (
+        "apt-get",
+        "apt",
+        "fetching Debian indices and packages (always)",
+    ),
+    (
+        "gpgv",
+        "gpgv",
+        "apt's signature check of the archive (always)",
+    ),
+    (
+        "skopeo",
+        "skopeo",
+        "tests: inspecting and copying OCI images",
+    ),
     ("umoci", "umoci", "tests: unpacking OCI images"),
-    ("docker", "docker.io", "tests: loading and running base images"),
+    (
+        "docker",
+        "docker.io",
+        "tests: loading and running base images",
+    ),
     ("qemu-system-x86_64", "qemu-system-x86", "boot tests"),
     ("qemu-img", "qemu-utils", "disk image formats"),
     ("mkfs.erofs", "erofs-utils", "host images: read-only root"),
     ("mkfs.ext4", "e2fsprogs", "host images: /var"),
-    ("mkfs.vfat", "dosfstools", "host images: EFI system partition"),
-    ("mcopy", "mtools", "host images: filling the EFI system partition"),
-    ("veritysetup", "cryptsetup-bin", "host images: dm-verity hash tree"),
-    ("qemu-aarch64-static", "qemu-user-static", "tests: running arm64 images"),
+    (
+        "mkfs.vfat",
+        "dosfstools",
+        "host images: EFI system partition",
+    ),
+    (
+        "mcopy",
+        "mtools",
+        "host images: filling the EFI system partition",
+    ),
+    (
+        "veritysetup",
+        "cryptsetup-bin",
+        "host images: dm-verity hash tree",
+    ),
+    (
+        "qemu-aarch64-static",
+        "qemu-user-static",
+        "tests: running arm64 images",
+    ),
 ];
 
 /// The Debian package that provides `program`, if slipway knows it.
 pub fn package_for(program: &str) -> Option<&'static str> {
-    HOST_TOOLS.iter().find(|(p, _, _)| *p == program).map(|(_, pkg, _)| *pkg)
+    HOST_TOOLS
+        .iter()
+        .find(|(p, _, _)| *p == program)
+        .map(|(_, pkg, _)| *pkg)
 }
 
 /// The full path of `program` on `PATH`, if any.
@@ -188,7 +253,10 @@ pub fn require(programs: &[&str]) -> Result<()> {
         })
         .collect();
     if !missing.is_empty() {
-        bail!("missing host tools: {}; install them or run `slipway doctor`", missing.join(", "));
+        bail!(
+            "missing host tools: {}; install them or run `slipway doctor`",
+            missing.join(", ")
+        );
     }
     Ok(())
 }
@@ -199,7 +267,10 @@ mod tests {
 
     #[test]
     fn failure_names_command_and_stderr() {
-        let err = Tool::new("listing a missing file", "ls").arg("/nonexistent path").run().unwrap_err();
+        let err = Tool::new("listing a missing file", "ls")
+            .arg("/nonexistent path")
+            .run()
+            .unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("listing a missing file failed"), "{msg}");
         assert!(msg.contains("ls '/nonexistent path'"), "{msg}");

@@ -24,12 +24,19 @@ impl Content {
     /// Content owning `bytes`.
     pub fn bytes(bytes: Vec<u8>) -> Self {
         let len = bytes.len();
-        Content { buf: Arc::new(bytes), start: 0, len }
+        Content {
+            buf: Arc::new(bytes),
+            start: 0,
+            len,
+        }
     }
     /// A range of a shared buffer.
     pub fn slice(buf: Arc<Vec<u8>>, start: usize, len: usize) -> Result<Self> {
         if start.checked_add(len).is_none_or(|end| end > buf.len()) {
-            bail!("content range {start}+{len} is outside its buffer of {} bytes", buf.len());
+            bail!(
+                "content range {start}+{len} is outside its buffer of {} bytes",
+                buf.len()
+            );
         }
         Ok(Content { buf, start, len })
     }
@@ -94,11 +101,27 @@ pub struct Entry {
 impl Entry {
     /// A directory owned by root.
     pub fn dir(mode: u32, mtime: u64) -> Self {
-        Entry { kind: Kind::Dir, mode, uid: 0, gid: 0, mtime, xattrs: BTreeMap::new(), package: None }
+        Entry {
+            kind: Kind::Dir,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+            xattrs: BTreeMap::new(),
+            package: None,
+        }
     }
     /// A root-owned file with `bytes`.
     pub fn file(bytes: Vec<u8>, mode: u32, mtime: u64) -> Self {
-        Entry { kind: Kind::File(Content::bytes(bytes)), mode, uid: 0, gid: 0, mtime, xattrs: BTreeMap::new(), package: None }
+        Entry {
+            kind: Kind::File(Content::bytes(bytes)),
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+            xattrs: BTreeMap::new(),
+            package: None,
+        }
     }
     /// A root-owned symlink.
     pub fn symlink(target: &str, mtime: u64) -> Self {
@@ -181,8 +204,14 @@ impl Tree {
 
     /// Entries below `dir` (not `dir` itself).
     pub fn under<'a>(&'a self, dir: &str) -> impl Iterator<Item = (&'a String, &'a Entry)> + 'a {
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
-        self.entries.range(prefix.clone()..).take_while(move |(k, _)| k.starts_with(&prefix))
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        self.entries
+            .range(prefix.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
     }
 
     /// Number of entries.
@@ -205,7 +234,11 @@ impl Tree {
         let mut end = 0;
         while let Some(i) = path[end..].find('/') {
             let anc = &path[..end + i];
-            if let Some(Entry { kind: Kind::Symlink(_), .. }) = self.entries.get(anc) {
+            if let Some(Entry {
+                kind: Kind::Symlink(_),
+                ..
+            }) = self.entries.get(anc)
+            {
                 return Some(anc.to_string());
             }
             end += i + 1;
@@ -270,11 +303,16 @@ impl Tree {
 
     /// Removes every entry for which `drop` is true (a directory only when everything
     /// below it went too). Returns the removed paths and sizes.
-    pub fn retain_paths(&mut self, mut drop: impl FnMut(&str, &Entry) -> bool) -> Vec<(String, u64)> {
+    pub fn retain_paths(
+        &mut self,
+        mut drop: impl FnMut(&str, &Entry) -> bool,
+    ) -> Vec<(String, u64)> {
         let mut removed = Vec::new();
         let keys: Vec<String> = self.entries.keys().rev().cloned().collect();
         for k in keys {
-            let Some(e) = self.entries.get(&k) else { continue };
+            let Some(e) = self.entries.get(&k) else {
+                continue;
+            };
             if !drop(&k, e) {
                 continue;
             }
@@ -292,13 +330,18 @@ impl Tree {
     /// directory that exists under `usr/`.
     pub fn add_merged_usr_links(&mut self, mtime: u64) -> Result<()> {
         for d in MERGED_DIRS {
-            if self.entries.get(&format!("usr/{d}")).is_some_and(Entry::is_dir) {
+            if self
+                .entries
+                .get(&format!("usr/{d}"))
+                .is_some_and(Entry::is_dir)
+            {
                 if let Some(e) = self.entries.get(*d) {
                     if !matches!(e.kind, Kind::Symlink(_)) {
                         bail!("merged /usr: /{d} exists and is not a symlink");
                     }
                 }
-                self.entries.insert(d.to_string(), Entry::symlink(&format!("usr/{d}"), mtime));
+                self.entries
+                    .insert(d.to_string(), Entry::symlink(&format!("usr/{d}"), mtime));
             }
         }
         Ok(())
@@ -322,8 +365,16 @@ impl Tree {
             for (i, part) in parts.iter().enumerate() {
                 out.push(part.to_string());
                 let so_far = out.join("/");
-                if let Some(Entry { kind: Kind::Symlink(t), .. }) = self.entries.get(&so_far) {
-                    let mut base: Vec<String> = if t.starts_with('/') { Vec::new() } else { out[..out.len() - 1].to_vec() };
+                if let Some(Entry {
+                    kind: Kind::Symlink(t),
+                    ..
+                }) = self.entries.get(&so_far)
+                {
+                    let mut base: Vec<String> = if t.starts_with('/') {
+                        Vec::new()
+                    } else {
+                        out[..out.len() - 1].to_vec()
+                    };
                     for c in t.split('/') {
                         match c {
                             "" | "." => {}
@@ -354,10 +405,17 @@ mod tests {
     #[test]
     fn parents_created_and_sorted() {
         let mut t = Tree::new();
-        t.put("/usr/bin/env", Entry::file(b"x".to_vec(), 0o755, 5)).unwrap();
+        t.put("/usr/bin/env", Entry::file(b"x".to_vec(), 0o755, 5))
+            .unwrap();
         t.put("/usr/bin-old", Entry::dir(0o755, 5)).unwrap();
         let paths: Vec<&String> = t.iter().map(|(k, _)| k).collect();
-        assert_eq!(paths, ["usr", "usr/bin", "usr/bin/env", "usr/bin-old"].map(String::from).iter().collect::<Vec<_>>());
+        assert_eq!(
+            paths,
+            ["usr", "usr/bin", "usr/bin/env", "usr/bin-old"]
+                .map(String::from)
+                .iter()
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -366,7 +424,9 @@ mod tests {
         t.put("x", Entry::symlink("/tmp", 0)).unwrap();
         let e = t.put("x/evil", Entry::file(vec![], 0o644, 0)).unwrap_err();
         assert!(e.to_string().contains("passes through the symlink x"));
-        assert!(t.put("../etc/passwd", Entry::file(vec![], 0o644, 0)).is_err());
+        assert!(t
+            .put("../etc/passwd", Entry::file(vec![], 0o644, 0))
+            .is_err());
     }
 
     #[test]
@@ -374,7 +434,8 @@ mod tests {
         assert_eq!(merged_usr("bin/sh"), "usr/bin/sh");
         assert_eq!(merged_usr("etc/x"), "etc/x");
         let mut t = Tree::new();
-        t.put("usr/bin/dash", Entry::file(vec![1], 0o755, 0)).unwrap();
+        t.put("usr/bin/dash", Entry::file(vec![1], 0o755, 0))
+            .unwrap();
         t.put("usr/bin/sh", Entry::symlink("dash", 0)).unwrap();
         t.add_merged_usr_links(0).unwrap();
         assert_eq!(t.resolve("/bin/sh").as_deref(), Some("usr/bin/dash"));
@@ -385,9 +446,12 @@ mod tests {
     #[test]
     fn retain_drops_empty_dirs_only() {
         let mut t = Tree::new();
-        t.put("usr/share/doc/a/copyright", Entry::file(vec![1], 0o644, 0)).unwrap();
-        t.put("usr/share/doc/a/README", Entry::file(vec![1, 2], 0o644, 0)).unwrap();
-        let removed = t.retain_paths(|p, _| p.starts_with("usr/share/doc") && !p.ends_with("copyright"));
+        t.put("usr/share/doc/a/copyright", Entry::file(vec![1], 0o644, 0))
+            .unwrap();
+        t.put("usr/share/doc/a/README", Entry::file(vec![1, 2], 0o644, 0))
+            .unwrap();
+        let removed =
+            t.retain_paths(|p, _| p.starts_with("usr/share/doc") && !p.ends_with("copyright"));
         assert_eq!(removed, [("usr/share/doc/a/README".to_string(), 2)]);
         assert!(t.get("usr/share/doc/a").is_some());
     }

@@ -25,7 +25,11 @@ pub struct Sources {
 impl Sources {
     /// Sources from local directories, optionally offline.
     pub fn new(dirs: Vec<PathBuf>, offline: bool) -> Self {
-        Sources { dirs, offline, by_digest: None }
+        Sources {
+            dirs,
+            offline,
+            by_digest: None,
+        }
     }
 
     fn local(&mut self, sha256: &str) -> Result<Option<PathBuf>> {
@@ -67,13 +71,24 @@ pub fn fetch(cache: &Cache, a: &Artifact, src: &mut Sources) -> Result<PathBuf> 
     if src.offline {
         return Err(err(
             Code::Fetch,
-            format!("artifact {}: not in the cache and --offline is set; {}", a.url, how_to_provide(a)),
+            format!(
+                "artifact {}: not in the cache and --offline is set; {}",
+                a.url,
+                how_to_provide(a)
+            ),
         ));
     }
     let tmp = cache.temp_dir()?;
     let dl = tmp.path().join("download");
     let (digest, _size) = download(&a.url, &dl).map_err(|e| {
-        err(Code::Fetch, format!("artifact {}: cannot fetch it: {e:#}; {}", a.url, how_to_provide(a)))
+        err(
+            Code::Fetch,
+            format!(
+                "artifact {}: cannot fetch it: {e:#}; {}",
+                a.url,
+                how_to_provide(a)
+            ),
+        )
     })?;
     if digest != a.sha256 {
         return Err(err(
@@ -91,7 +106,8 @@ pub fn fetch(cache: &Cache, a: &Artifact, src: &mut Sources) -> Result<PathBuf> 
 
 /// Downloads `url` to `dest`, hashing while writing. Returns (sha256, size).
 fn download(url: &str, dest: &Path) -> Result<(String, u64)> {
-    let file = std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let file =
+        std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
     let mut w = HashingWriter::new(std::io::BufWriter::new(file));
     if let Some(path) = url.strip_prefix("file://") {
         let mut f = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;

@@ -37,10 +37,13 @@ impl Cache {
             None => default_root()?,
         };
         for sub in ["blobs/sha256", "tmp", "apt", "decoded"] {
-            fs::create_dir_all(root.join(sub))
-                .with_context(|| format!("creating cache directory {}", root.join(sub).display()))?;
+            fs::create_dir_all(root.join(sub)).with_context(|| {
+                format!("creating cache directory {}", root.join(sub).display())
+            })?;
         }
-        let root = root.canonicalize().with_context(|| format!("opening cache {}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("opening cache {}", root.display()))?;
         Ok(Cache { root })
     }
 
@@ -51,15 +54,27 @@ impl Cache {
 
     /// Where the blob with `sha256` lives.
     pub fn blob_path(&self, sha256: &str) -> PathBuf {
-        self.root.join("blobs/sha256").join(&sha256[..2]).join(sha256)
+        self.root
+            .join("blobs/sha256")
+            .join(&sha256[..2])
+            .join(sha256)
     }
 
     fn stamp_path(&self, sha256: &str) -> PathBuf {
-        self.root.join("blobs/sha256").join(&sha256[..2]).join(format!("{sha256}.ok"))
+        self.root
+            .join("blobs/sha256")
+            .join(&sha256[..2])
+            .join(format!("{sha256}.ok"))
     }
 
     fn stamp_of(meta: &fs::Metadata) -> String {
-        format!("{} {} {} {}", meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ino())
+        format!(
+            "{} {} {} {}",
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ino()
+        )
     }
 
     /// Checks the blob: cheap when its stamp matches, a full hash otherwise. A blob that
@@ -91,16 +106,23 @@ impl Cache {
     pub fn insert(&self, src: &Path, sha256: &str) -> Result<PathBuf> {
         let (digest, _) = sha256_file(src)?;
         if digest != sha256 {
-            bail!(DigestMismatch { what: src.display().to_string(), expected: sha256.into(), actual: digest });
+            bail!(DigestMismatch {
+                what: src.display().to_string(),
+                expected: sha256.into(),
+                actual: digest
+            });
         }
         let dest = self.blob_path(sha256);
         let parent = dest.parent().context("blob path has a parent")?;
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         let tmp = crate::io::atomic::temp_path_for(&dest);
         if fs::rename(src, &tmp).is_err() {
-            fs::copy(src, &tmp).with_context(|| format!("copying {} into the cache", src.display()))?;
+            fs::copy(src, &tmp)
+                .with_context(|| format!("copying {} into the cache", src.display()))?;
         }
-        fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))?;
+        fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", tmp.display()))?;
         fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
         let meta = fs::metadata(&dest).with_context(|| format!("reading {}", dest.display()))?;
         crate::io::atomic::write(&self.stamp_path(sha256), Self::stamp_of(&meta).as_bytes())?;
@@ -152,7 +174,11 @@ pub struct DigestMismatch {
 
 impl std::fmt::Display for DigestMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: sha256 is {}, expected {}", self.what, self.actual, self.expected)
+        write!(
+            f,
+            "{}: sha256 is {}, expected {}",
+            self.what, self.actual, self.expected
+        )
     }
 }
 

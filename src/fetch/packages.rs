@@ -39,7 +39,12 @@ pub struct Summary {
 
 /// The file name `slipway vendor` gives a package.
 pub fn vendor_name(p: &LockedPackage) -> String {
-    format!("{}_{}_{}.deb", p.name, p.version.replace(':', "%3a"), p.architecture)
+    format!(
+        "{}_{}_{}.deb",
+        p.name,
+        p.version.replace(':', "%3a"),
+        p.architecture
+    )
 }
 
 /// Makes sure every package is in the cache. `apt` is opened lazily, only when something
@@ -57,7 +62,10 @@ pub fn fetch(
         match cache.check(&p.sha256)? {
             BlobState::Valid => sum.cached += 1,
             BlobState::Corrupt => {
-                rep.say(format!("    cache entry for {} {} was corrupt: fetching it again", p.name, p.version));
+                rep.say(format!(
+                    "    cache entry for {} {} was corrupt: fetching it again",
+                    p.name, p.version
+                ));
                 sum.repaired += 1;
                 missing.push(p);
             }
@@ -72,7 +80,9 @@ pub fn fetch(
                 let tmp = cache.temp_dir()?;
                 let copy = tmp.path().join("pkg.deb");
                 std::fs::copy(&f, &copy).with_context(|| format!("copying {}", f.display()))?;
-                cache.insert(&copy, &p.sha256).with_context(|| format!("vendored {}", f.display()))?;
+                cache
+                    .insert(&copy, &p.sha256)
+                    .with_context(|| format!("vendored {}", f.display()))?;
                 sum.vendored += 1;
             } else {
                 still.push(p);
@@ -84,7 +94,10 @@ pub fn fetch(
         return Ok(sum);
     }
     if opts.offline {
-        let list: Vec<String> = missing.iter().map(|p| format!("{} {} (sha256 {})", p.name, p.version, p.sha256)).collect();
+        let list: Vec<String> = missing
+            .iter()
+            .map(|p| format!("{} {} (sha256 {})", p.name, p.version, p.sha256))
+            .collect();
         return Err(err(
             Code::Fetch,
             format!(
@@ -106,7 +119,10 @@ pub fn fetch(
         gone = unserved(&apt, &missing)?;
     }
     if !gone.is_empty() {
-        let list: Vec<String> = gone.iter().map(|p| format!("{} {} ({})", p.name, p.version, p.suite)).collect();
+        let list: Vec<String> = gone
+            .iter()
+            .map(|p| format!("{} {} ({})", p.name, p.version, p.suite))
+            .collect();
         return Err(err(
             Code::LockOutdated,
             format!(
@@ -118,11 +134,16 @@ pub fn fetch(
     }
     let stage = rep.stage(&format!("downloading {} packages", missing.len()));
     let tmp = cache.temp_dir()?;
-    let specs: Vec<String> = missing.iter().map(|p| format!("{}:{}", p.name, p.architecture)).zip(missing.iter())
+    let specs: Vec<String> = missing
+        .iter()
+        .map(|p| format!("{}:{}", p.name, p.architecture))
+        .zip(missing.iter())
         .map(|(n, p)| format!("{n}={}", p.version))
         .collect();
     let mut counter = rep.counter("downloaded", missing.len() as u64);
-    apt.download(&specs, tmp.path(), |line| counter.inc(line.split_whitespace().nth(3).unwrap_or("")))?;
+    apt.download(&specs, tmp.path(), |line| {
+        counter.inc(line.split_whitespace().nth(3).unwrap_or(""))
+    })?;
     drop(counter);
     let mut by_digest: HashMap<String, PathBuf> = HashMap::new();
     for e in std::fs::read_dir(tmp.path()).context("reading the download directory")? {
@@ -144,7 +165,11 @@ pub fn fetch(
         cache.insert(path, &p.sha256)?;
         sum.downloaded += 1;
     }
-    stage.done(format!("{} packages, {:.1} MB", sum.downloaded, sum.bytes as f64 / 1e6));
+    stage.done(format!(
+        "{} packages, {:.1} MB",
+        sum.downloaded,
+        sum.bytes as f64 / 1e6
+    ));
     Ok(sum)
 }
 
@@ -153,7 +178,8 @@ fn unserved<'a>(apt: &AptState, want: &[&'a LockedPackage]) -> Result<Vec<&'a Lo
     let mut served: HashSet<(String, String)> = HashSet::new();
     let names: HashSet<&str> = want.iter().map(|p| p.name.as_str()).collect();
     for f in apt.index_files()? {
-        let file = std::fs::File::open(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
+        let file = std::fs::File::open(&f.path)
+            .with_context(|| format!("reading {}", f.path.display()))?;
         let mut name: Option<String> = None;
         for line in std::io::BufReader::with_capacity(1 << 20, file).lines() {
             let line = line.with_context(|| format!("reading {}", f.path.display()))?;
@@ -164,7 +190,11 @@ fn unserved<'a>(apt: &AptState, want: &[&'a LockedPackage]) -> Result<Vec<&'a Lo
             }
         }
     }
-    Ok(want.iter().copied().filter(|p| !served.contains(&(p.name.clone(), p.version.clone()))).collect())
+    Ok(want
+        .iter()
+        .copied()
+        .filter(|p| !served.contains(&(p.name.clone(), p.version.clone())))
+        .collect())
 }
 
 /// Copies every locked package out of the cache into `dir/debs` (for `slipway vendor`).
@@ -178,7 +208,8 @@ pub fn vendor(cache: &Cache, pkgs: &[LockedPackage], dir: &Path) -> Result<u64> 
             continue;
         }
         let tmp = crate::io::atomic::temp_path_for(&dest);
-        std::fs::copy(cache.blob_path(&p.sha256), &tmp).with_context(|| format!("copying {} into {}", p.name, debs.display()))?;
+        std::fs::copy(cache.blob_path(&p.sha256), &tmp)
+            .with_context(|| format!("copying {} into {}", p.name, debs.display()))?;
         std::fs::rename(&tmp, &dest).with_context(|| format!("writing {}", dest.display()))?;
         total += p.size;
     }

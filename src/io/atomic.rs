@@ -12,7 +12,10 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A temporary path in the same directory as `target`, unique to this process and call.
 pub fn temp_path_for(target: &Path) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = target.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = format!(".{name}.tmp-{}-{n}", std::process::id());
     target.with_file_name(tmp)
 }
@@ -29,7 +32,11 @@ impl AtomicFile {
     pub fn create(target: &Path) -> Result<Self> {
         let tmp = temp_path_for(target);
         let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        Ok(AtomicFile { target: target.to_path_buf(), tmp, file: Some(file) })
+        Ok(AtomicFile {
+            target: target.to_path_buf(),
+            tmp,
+            file: Some(file),
+        })
     }
 
     /// The open temporary file.
@@ -40,10 +47,15 @@ impl AtomicFile {
     /// Flushes, fsyncs and renames the temporary file onto the target.
     pub fn commit(mut self) -> Result<()> {
         let file = self.file.take().expect("file is present until commit");
-        file.sync_all().with_context(|| format!("syncing {}", self.tmp.display()))?;
+        file.sync_all()
+            .with_context(|| format!("syncing {}", self.tmp.display()))?;
         drop(file);
         fs::rename(&self.tmp, &self.target).with_context(|| {
-            format!("renaming {} to {}", self.tmp.display(), self.target.display())
+            format!(
+                "renaming {} to {}",
+                self.tmp.display(),
+                self.target.display()
+            )
         })?;
         Ok(())
     }
@@ -69,7 +81,8 @@ impl Drop for AtomicFile {
 /// Writes `bytes` to `target` atomically.
 pub fn write(target: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = AtomicFile::create(target)?;
-    f.write_all(bytes).with_context(|| format!("writing {}", target.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", target.display()))?;
     f.commit()
 }
 
@@ -79,14 +92,14 @@ pub fn replace_dir(staged: &Path, target: &Path) -> Result<()> {
     let old = temp_path_for(target);
     let had_old = target.exists();
     if had_old {
-        fs::rename(target, &old)
-            .with_context(|| format!("moving aside {}", target.display()))?;
+        fs::rename(target, &old).with_context(|| format!("moving aside {}", target.display()))?;
     }
     if let Err(e) = fs::rename(staged, target) {
         if had_old {
             let _ = fs::rename(&old, target);
         }
-        return Err(e).with_context(|| format!("renaming {} to {}", staged.display(), target.display()));
+        return Err(e)
+            .with_context(|| format!("renaming {} to {}", staged.display(), target.display()));
     }
     if had_old {
         fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
@@ -109,6 +122,10 @@ mod tests {
             // dropped without commit: a failed build
         }
         assert_eq!(fs::read(&p).unwrap(), b"good");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 }

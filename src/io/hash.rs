@@ -46,7 +46,9 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
 
 /// True when `s` looks like a SHA-256 hex digest (64 lower-case hex digits).
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A writer that hashes and counts every byte it forwards.
@@ -59,7 +61,11 @@ pub struct HashingWriter<W> {
 impl<W: Write> HashingWriter<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), len: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
     }
     /// Returns the inner writer, the hex digest and the byte count.
     pub fn finish(self) -> (W, String, u64) {

@@ -49,7 +49,11 @@ impl Reporter {
     /// Starts a timed stage; its end prints the elapsed time.
     pub fn stage(&self, name: &str) -> Stage<'_> {
         self.say(format!("==> {name}"));
-        Stage { rep: self, name: name.to_string(), start: Instant::now() }
+        Stage {
+            rep: self,
+            name: name.to_string(),
+            start: Instant::now(),
+        }
     }
 
     /// A counter of `total` items; a bar on a terminal, a line per tenth otherwise.
@@ -64,7 +68,13 @@ impl Reporter {
         } else {
             None
         };
-        Counter { bar, lines: self.mode == Mode::Lines, what: what.to_string(), total, done: 0 }
+        Counter {
+            bar,
+            lines: self.mode == Mode::Lines,
+            what: what.to_string(),
+            total,
+            done: 0,
+        }
     }
 }
 
@@ -83,7 +93,11 @@ impl Stage<'_> {
     /// Ends the stage with a detail line.
     pub fn done(self, detail: impl AsRef<str>) -> f64 {
         let secs = self.elapsed();
-        self.rep.say(format!("    {}: {} ({secs:.2} s)", self.name, detail.as_ref()));
+        self.rep.say(format!(
+            "    {}: {} ({secs:.2} s)",
+            self.name,
+            detail.as_ref()
+        ));
         secs
     }
 }

@@ -15,7 +15,15 @@ pub struct Mirrors {
 }
 
 const CODENAMES: &[&str] = &[
-    "bullseye", "bookworm", "trixie", "forky", "sid", "stable", "oldstable", "testing", "unstable",
+    "bullseye",
+    "bookworm",
+    "trixie",
+    "forky",
+    "sid",
+    "stable",
+    "oldstable",
+    "testing",
+    "unstable",
 ];
 
 /// One `deb` source: its URI and suites.
@@ -40,14 +48,18 @@ fn parse_one_line(text: &str, out: &mut Vec<Source>) {
             }
         }
         if let (Some(uri), Some(suite)) = (words.next(), words.next()) {
-            out.push(Source { uri: uri.to_string(), suites: vec![suite.to_string()] });
+            out.push(Source {
+                uri: uri.to_string(),
+                suites: vec![suite.to_string()],
+            });
         }
     }
 }
 
 fn parse_deb822(text: &str, out: &mut Vec<Source>) {
     for stanza in text.split("\n\n") {
-        let (mut types, mut uris, mut suites, mut enabled) = (String::new(), String::new(), String::new(), true);
+        let (mut types, mut uris, mut suites, mut enabled) =
+            (String::new(), String::new(), String::new(), true);
         for line in stanza.lines().filter(|l| !l.trim_start().starts_with('#')) {
             if let Some((k, v)) = line.split_once(':') {
                 let v = v.trim().to_string();
@@ -81,7 +93,9 @@ pub fn from_host(etc_apt: &Path) -> Result<Mirrors> {
         let mut names: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
         names.sort();
         for p in names {
-            let Ok(t) = std::fs::read_to_string(&p) else { continue };
+            let Ok(t) = std::fs::read_to_string(&p) else {
+                continue;
+            };
             match p.extension().and_then(|e| e.to_str()) {
                 Some("list") => parse_one_line(&t, &mut sources),
                 Some("sources") => parse_deb822(&t, &mut sources),
@@ -101,13 +115,21 @@ fn pick(sources: &[Source]) -> Option<Mirrors> {
     let is_debian = |s: &str| CODENAMES.contains(&s.split('-').next().unwrap_or(""));
     let archive = sources
         .iter()
-        .find(|s| s.suites.iter().any(|x| is_debian(x) && !x.ends_with("-security")))?
+        .find(|s| {
+            s.suites
+                .iter()
+                .any(|x| is_debian(x) && !x.ends_with("-security"))
+        })?
         .uri
         .trim_end_matches('/')
         .to_string();
     let security = sources
         .iter()
-        .find(|s| s.suites.iter().any(|x| is_debian(x) && x.ends_with("-security")))
+        .find(|s| {
+            s.suites
+                .iter()
+                .any(|x| is_debian(x) && x.ends_with("-security"))
+        })
         .map(|s| s.uri.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("{archive}-security"));
     Some(Mirrors { archive, security })
@@ -127,7 +149,11 @@ mod tests {
              Types: deb\nURIs: http://mirror.example/debian-security/\nSuites: bookworm-security\nComponents: main\n",
         )
         .unwrap();
-        std::fs::write(dir.path().join("sources.list.d/other.list"), "deb https://vendor.example/apt cloud-sdk main\n").unwrap();
+        std::fs::write(
+            dir.path().join("sources.list.d/other.list"),
+            "deb https://vendor.example/apt cloud-sdk main\n",
+        )
+        .unwrap();
         let m = from_host(dir.path()).unwrap();
         assert_eq!(m.archive, "http://mirror.example/debian");
         assert_eq!(m.security, "http://mirror.example/debian-security");
@@ -136,7 +162,10 @@ mod tests {
     #[test]
     fn security_defaults_beside_archive() {
         let mut v = Vec::new();
-        parse_one_line("deb [arch=amd64 signed-by=/k.gpg] http://m.example/debian trixie main\n", &mut v);
+        parse_one_line(
+            "deb [arch=amd64 signed-by=/k.gpg] http://m.example/debian trixie main\n",
+            &mut v,
+        );
         let m = pick(&v).unwrap();
         assert_eq!(m.security, "http://m.example/debian-security");
     }

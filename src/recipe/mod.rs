@@ -147,7 +147,11 @@ impl Recipe {
 
 /// The line (1-based) of byte offset `pos` in `text`.
 fn line_of(text: &str, pos: usize) -> usize {
-    text[..pos.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..pos.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Parses the raw recipe, turning serde errors into `file: key: message (line N)`.
@@ -156,29 +160,52 @@ pub fn parse_raw(path: &Path, text: &str) -> Result<RawRecipe> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        let line = inner.span().map(|s| format!(" (line {})", line_of(text, s.start))).unwrap_or_default();
-        let key = if key == "." || key.is_empty() { String::new() } else { format!("{key}: ") };
-        anyhow::anyhow!("{}: {key}{}{line}", path.display(), inner.message().trim_end())
+        let line = inner
+            .span()
+            .map(|s| format!(" (line {})", line_of(text, s.start)))
+            .unwrap_or_default();
+        let key = if key == "." || key.is_empty() {
+            String::new()
+        } else {
+            format!("{key}: ")
+        };
+        anyhow::anyhow!(
+            "{}: {key}{}{line}",
+            path.display(),
+            inner.message().trim_end()
+        )
     })
 }
 
 fn load_chain(path: &Path, seen: &mut Vec<PathBuf>) -> Result<Recipe> {
-    let canon = path.canonicalize().with_context(|| format!("{}: cannot read recipe", path.display()))?;
+    let canon = path
+        .canonicalize()
+        .with_context(|| format!("{}: cannot read recipe", path.display()))?;
     if seen.contains(&canon) {
-        bail!("{}: extends: recipes extend each other in a cycle", path.display());
+        bail!(
+            "{}: extends: recipes extend each other in a cycle",
+            path.display()
+        );
     }
     seen.push(canon);
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read recipe", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read recipe", path.display()))?;
     let raw = parse_raw(path, &text)?;
     let f = path.display().to_string();
     match raw.schema_version {
         Some(SCHEMA_VERSION) => {}
-        Some(v) => bail!("{f}: schema-version: {v} is not supported (this slipway reads {SCHEMA_VERSION})"),
-        None => bail!("{f}: schema-version: missing (add `schema-version = {SCHEMA_VERSION}` at the top)"),
+        Some(v) => {
+            bail!("{f}: schema-version: {v} is not supported (this slipway reads {SCHEMA_VERSION})")
+        }
+        None => bail!(
+            "{f}: schema-version: missing (add `schema-version = {SCHEMA_VERSION}` at the top)"
+        ),
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     let parent = match &raw.extends {
-        Some(p) => Some(Box::new(load_chain(&dir.join(p), seen).with_context(|| format!("{f}: extends: \"{p}\""))?)),
+        Some(p) => Some(Box::new(
+            load_chain(&dir.join(p), seen).with_context(|| format!("{f}: extends: \"{p}\""))?,
+        )),
         None => None,
     };
     validate(path, raw, parent)
@@ -198,13 +225,27 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
     let image = raw.image;
     let name = match image.as_ref().and_then(|i| i.name.clone()) {
         Some(n) => n,
-        None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     };
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
         bail!("{f}: image.name: \"{name}\" is not a valid image name (letters, digits, - _ .)");
     }
-    let kind = image.as_ref().and_then(|i| i.kind).or(p.map(|p| p.kind)).unwrap_or(ImageKind::Base);
-    let description = image.as_ref().and_then(|i| i.description.clone()).unwrap_or_default();
+    let kind = image
+        .as_ref()
+        .and_then(|i| i.kind)
+        .or(p.map(|p| p.kind))
+        .unwrap_or(ImageKind::Base);
+    let description = image
+        .as_ref()
+        .and_then(|i| i.description.clone())
+        .unwrap_or_default();
     let version = image
         .as_ref()
         .and_then(|i| i.version.clone())
@@ -229,7 +270,11 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
                 .or(base.as_ref().map(|b| b.release.clone()))
                 .unwrap_or_else(|| DEFAULT_RELEASE.into());
             let suites = d.suites.unwrap_or_else(|| {
-                vec![release.clone(), format!("{release}-updates"), format!("{release}-security")]
+                vec![
+                    release.clone(),
+                    format!("{release}-updates"),
+                    format!("{release}-security"),
+                ]
             });
             for s in &suites {
                 if s != &release && !s.starts_with(&format!("{release}-")) {
@@ -238,7 +283,11 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
             }
             let components = d.components.unwrap_or_else(|| vec!["main".into()]);
             let architecture = d.architecture.unwrap_or_else(|| "amd64".into());
-            if !["amd64", "arm64", "armhf", "i386", "ppc64el", "s390x", "riscv64"].contains(&architecture.as_str()) {
+            if ![
+                "amd64", "arm64", "armhf", "i386", "ppc64el", "s390x", "riscv64",
+            ]
+            .contains(&architecture.as_str())
+            {
                 bail!("{f}: debian.architecture: \"{architecture}\" is not a Debian architecture (e.g. amd64, arm64)");
             }
             let src = DebianSource {
@@ -247,7 +296,9 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
                 components,
                 architecture,
                 mirror: d.mirror.or(base.as_ref().and_then(|b| b.mirror.clone())),
-                security_mirror: d.security_mirror.or(base.as_ref().and_then(|b| b.security_mirror.clone())),
+                security_mirror: d
+                    .security_mirror
+                    .or(base.as_ref().and_then(|b| b.security_mirror.clone())),
             };
             if let Some(b) = &base {
                 if b.release != src.release || b.architecture != src.architecture {
@@ -281,7 +332,10 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         bail!("{f}: packages.include: empty (a recipe needs at least one package)");
     }
     for x in &exclude {
-        if include.iter().any(|i| i.split('=').next() == Some(x.as_str())) {
+        if include
+            .iter()
+            .any(|i| i.split('=').next() == Some(x.as_str()))
+        {
             bail!("{f}: packages.exclude: \"{x}\" is also in packages.include");
         }
     }
@@ -291,30 +345,58 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
     let mut overlays = p.map(|p| p.overlays.clone()).unwrap_or_default();
     if let Some(paths) = raw.paths {
         for (i, g) in paths.drop.iter().chain(paths.keep.iter()).enumerate() {
-            glob::Pattern::new(g.trim_start_matches('/'))
-                .map_err(|e| anyhow::anyhow!("{f}: paths.drop/keep[{i}]: \"{g}\" is not a valid glob: {e}"))?;
+            glob::Pattern::new(g.trim_start_matches('/')).map_err(|e| {
+                anyhow::anyhow!("{f}: paths.drop/keep[{i}]: \"{g}\" is not a valid glob: {e}")
+            })?;
         }
-        drop.extend(paths.drop.into_iter().map(|g| g.trim_start_matches('/').to_string()));
-        keep.extend(paths.keep.into_iter().map(|g| g.trim_start_matches('/').to_string()));
+        drop.extend(
+            paths
+                .drop
+                .into_iter()
+                .map(|g| g.trim_start_matches('/').to_string()),
+        );
+        keep.extend(
+            paths
+                .keep
+                .into_iter()
+                .map(|g| g.trim_start_matches('/').to_string()),
+        );
         for o in paths.overlays {
             let d = dir.join(&o);
             if !d.is_dir() {
-                bail!("{f}: paths.overlays: \"{o}\" is not a directory (looked at {})", d.display());
+                bail!(
+                    "{f}: paths.overlays: \"{o}\" is not a directory (looked at {})",
+                    d.display()
+                );
             }
-            overlays.push(d.canonicalize().with_context(|| format!("{f}: paths.overlays: \"{o}\""))?);
+            overlays.push(
+                d.canonicalize()
+                    .with_context(|| format!("{f}: paths.overlays: \"{o}\""))?,
+            );
         }
     }
 
     let mut artifacts = p.map(|p| p.artifacts.clone()).unwrap_or_default();
     for (i, a) in raw.artifact.into_iter().enumerate() {
         let key = format!("artifact[{i}]");
-        let scheme_ok = ["http://", "https://", "file://"].iter().any(|s| a.url.starts_with(s));
+        let scheme_ok = ["http://", "https://", "file://"]
+            .iter()
+            .any(|s| a.url.starts_with(s));
         if !scheme_ok {
-            bail!("{f}: {key}.url: \"{}\" is not an http, https or file URL", a.url);
+            bail!(
+                "{f}: {key}.url: \"{}\" is not an http, https or file URL",
+                a.url
+            );
         }
         let dest = abs_path(&f, &format!("{key}.dest"), &a.dest)?;
         artifacts.retain(|x: &Artifact| x.dest != dest);
-        artifacts.push(Artifact { url: a.url, sha256: a.sha256.0, dest, mode: a.mode.map_or(0o644, |m| m.0), member: a.member });
+        artifacts.push(Artifact {
+            url: a.url,
+            sha256: a.sha256.0,
+            dest,
+            mode: a.mode.map_or(0o644, |m| m.0),
+            member: a.member,
+        });
     }
 
     let mut users = p.map(|p| p.users.clone()).unwrap_or_default();
@@ -332,15 +414,23 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
     let mut groups = p.map(|p| p.groups.clone()).unwrap_or_default();
     for g in raw.group {
         groups.retain(|x: &GroupSpec| x.name != g.name);
-        groups.push(GroupSpec { name: g.name, gid: g.gid, members: g.members });
+        groups.push(GroupSpec {
+            name: g.name,
+            gid: g.gid,
+            members: g.members,
+        });
     }
     let mut entries = p.map(|p| p.entries.clone()).unwrap_or_default();
     for (i, e) in raw.entry.into_iter().enumerate() {
         let key = format!("entry[{i}]");
         let path = abs_path(&f, &format!("{key}.path"), &e.path)?;
         match e.kind {
-            EntryType::Symlink if e.target.is_none() => bail!("{f}: {key}.target: a symlink needs a target"),
-            EntryType::File if e.content.is_none() => bail!("{f}: {key}.content: a file needs content"),
+            EntryType::Symlink if e.target.is_none() => {
+                bail!("{f}: {key}.target: a symlink needs a target")
+            }
+            EntryType::File if e.content.is_none() => {
+                bail!("{f}: {key}.content: a file needs content")
+            }
             _ => {}
         }
         entries.retain(|x: &EntrySpec| x.path != path);
@@ -419,17 +509,27 @@ mod tests {
     #[test]
     fn defaults_to_trixie_with_updates_and_security() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(d.path(), "r.toml", "schema-version = 1\n[packages]\ninclude = [\"busybox-static\"]\n");
+        let p = write(
+            d.path(),
+            "r.toml",
+            "schema-version = 1\n[packages]\ninclude = [\"busybox-static\"]\n",
+        );
         let r = Recipe::load(&p).unwrap();
         assert_eq!(r.debian.release, "trixie");
-        assert_eq!(r.debian.suites, ["trixie", "trixie-updates", "trixie-security"]);
+        assert_eq!(
+            r.debian.suites,
+            ["trixie", "trixie-updates", "trixie-security"]
+        );
         assert_eq!(r.name, "r");
     }
 
     #[test]
     fn unknown_key_names_file_key_and_line() {
         let e = err("schema-version = 1\n[packages]\ninclude = [\"a1\"]\nincluded = [\"b\"]\n");
-        assert!(e.contains("r.toml: packages.included: unknown field `included`"), "{e}");
+        assert!(
+            e.contains("r.toml: packages.included: unknown field `included`"),
+            "{e}"
+        );
         assert!(e.contains("line 4"), "{e}");
     }
 
@@ -442,12 +542,20 @@ mod tests {
 
     #[test]
     fn bad_values_explain_what_was_expected() {
-        let e = err("schema-version = 1\n[debian]\nrelease = \"jessie\"\n[packages]\ninclude = [\"a1\"]\n");
+        let e = err(
+            "schema-version = 1\n[debian]\nrelease = \"jessie\"\n[packages]\ninclude = [\"a1\"]\n",
+        );
         assert!(e.contains("debian.release") && e.contains("trixie"), "{e}");
         let e = err("schema-version = 1\n[packages]\ninclude = [\"Bad_Name\"]\n");
-        assert!(e.contains("packages.include[0]") && e.contains("not a Debian package name"), "{e}");
+        assert!(
+            e.contains("packages.include[0]") && e.contains("not a Debian package name"),
+            "{e}"
+        );
         let e = err("schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[[artifact]]\nurl = \"http://x/y\"\nsha256 = \"abc\"\ndest = \"/usr/bin/y\"\n");
-        assert!(e.contains("artifact[0].sha256") && e.contains("64 hex"), "{e}");
+        assert!(
+            e.contains("artifact[0].sha256") && e.contains("64 hex"),
+            "{e}"
+        );
         let e = err("[packages]\ninclude = [\"a1\"]\n");
         assert!(e.contains("schema-version: missing"), "{e}");
     }
@@ -462,8 +570,16 @@ mod tests {
         assert_eq!(r.exclude, ["openssl"]);
         assert_eq!(r.debian.release, "bookworm");
         assert!(r.parent.is_some());
-        write(d.path(), "a.toml", "schema-version = 1\nextends = \"b.toml\"\n[packages]\ninclude = [\"a1\"]\n");
-        let b = write(d.path(), "b.toml", "schema-version = 1\nextends = \"a.toml\"\n[packages]\ninclude = [\"a1\"]\n");
+        write(
+            d.path(),
+            "a.toml",
+            "schema-version = 1\nextends = \"b.toml\"\n[packages]\ninclude = [\"a1\"]\n",
+        );
+        let b = write(
+            d.path(),
+            "b.toml",
+            "schema-version = 1\nextends = \"a.toml\"\n[packages]\ninclude = [\"a1\"]\n",
+        );
         let e = format!("{:#}", Recipe::load(&b).unwrap_err());
         assert!(e.contains("cycle"), "{e}");
     }

@@ -70,7 +70,9 @@ impl TryFrom<String> for Release {
             "trixie" | "bookworm" | "forky" => Ok(Release(s)),
             "stable" => Ok(Release("trixie".into())),
             "oldstable" => Ok(Release("bookworm".into())),
-            _ => Err(format!("\"{s}\" is not a supported Debian release (use \"trixie\" or \"bookworm\")")),
+            _ => Err(format!(
+                "\"{s}\" is not a supported Debian release (use \"trixie\" or \"bookworm\")"
+            )),
         }
     }
 }
@@ -95,8 +97,13 @@ impl TryFrom<String> for PackageName {
     fn try_from(s: String) -> Result<Self, String> {
         let name = s.split('=').next().unwrap_or("");
         let ok = name.len() >= 2
-            && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
+            && name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
         if ok {
             Ok(PackageName(s))
         } else {

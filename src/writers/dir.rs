@@ -10,7 +10,10 @@ use std::path::Path;
 
 /// Writes `tree` to `dest` (replacing it atomically). Returns the number of entries.
 pub fn write_tree(tree: &Tree, dest: &Path) -> Result<usize> {
-    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let staging = crate::io::atomic::temp_path_for(dest);
     fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
@@ -47,21 +50,33 @@ fn fill(tree: &Tree, root: &Path) -> Result<()> {
                 fs::set_permissions(&p, fs::Permissions::from_mode(e.mode & 0o7777))
                     .with_context(|| format!("chmod {}", p.display()))?;
             }
-            Kind::Symlink(t) => symlink(t, &p).with_context(|| format!("symlink {}", p.display()))?,
-            Kind::Hardlink(t) => {
-                fs::hard_link(root.join(t), &p).with_context(|| format!("hard link {}", p.display()))?
+            Kind::Symlink(t) => {
+                symlink(t, &p).with_context(|| format!("symlink {}", p.display()))?
             }
+            Kind::Hardlink(t) => fs::hard_link(root.join(t), &p)
+                .with_context(|| format!("hard link {}", p.display()))?,
             Kind::CharDevice(..) | Kind::BlockDevice(..) | Kind::Fifo => {
                 // Device nodes need root; an ordinary user gets an empty placeholder
                 // (the tar and image writers carry the real node).
                 if is_root {
                     let (kind, dev) = match e.kind {
-                        Kind::CharDevice(a, b) => (nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::makedev(a as u64, b as u64)),
-                        Kind::BlockDevice(a, b) => (nix::sys::stat::SFlag::S_IFBLK, nix::sys::stat::makedev(a as u64, b as u64)),
+                        Kind::CharDevice(a, b) => (
+                            nix::sys::stat::SFlag::S_IFCHR,
+                            nix::sys::stat::makedev(a as u64, b as u64),
+                        ),
+                        Kind::BlockDevice(a, b) => (
+                            nix::sys::stat::SFlag::S_IFBLK,
+                            nix::sys::stat::makedev(a as u64, b as u64),
+                        ),
                         _ => (nix::sys::stat::SFlag::S_IFIFO, 0),
                     };
-                    nix::sys::stat::mknod(&p, kind, nix::sys::stat::Mode::from_bits_truncate(e.mode), dev)
-                        .with_context(|| format!("mknod {}", p.display()))?;
+                    nix::sys::stat::mknod(
+                        &p,
+                        kind,
+                        nix::sys::stat::Mode::from_bits_truncate(e.mode),
+                        dev,
+                    )
+                    .with_context(|| format!("mknod {}", p.display()))?;
                 } else {
                     fs::write(&p, b"").with_context(|| format!("writing {}", p.display()))?;
                 }

@@ -37,7 +37,9 @@ pub fn write_tree<W: Write>(tree: &Tree, opts: TarOptions, w: W) -> Result<W> {
     let mut first_of: HashMap<String, String> = HashMap::new();
     for (path, e) in tree.iter() {
         if let Kind::Hardlink(target) = &e.kind {
-            let first = first_of.entry(target.clone()).or_insert_with(|| target.clone());
+            let first = first_of
+                .entry(target.clone())
+                .or_insert_with(|| target.clone());
             if path < first {
                 *first = path.clone();
             }
@@ -53,7 +55,11 @@ pub fn write_tree<W: Write>(tree: &Tree, opts: TarOptions, w: W) -> Result<W> {
         .collect();
     let group_of = |p: &str| -> Option<&String> { first_by_path.get(p) };
     for (path, e) in tree.iter() {
-        let name = if e.is_dir() { format!("{path}/") } else { path.clone() };
+        let name = if e.is_dir() {
+            format!("{path}/")
+        } else {
+            path.clone()
+        };
         let pax = pax_records(e);
         if !pax.is_empty() {
             b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
@@ -63,45 +69,58 @@ pub fn write_tree<W: Write>(tree: &Tree, opts: TarOptions, w: W) -> Result<W> {
         if let Some(first) = group_of(path) {
             if first != path {
                 let mut h = header(path, e, opts.epoch, tar::EntryType::Link, 0);
-                b.append_link(&mut h, &name, first).with_context(|| format!("writing hard link {path}"))?;
+                b.append_link(&mut h, &name, first)
+                    .with_context(|| format!("writing hard link {path}"))?;
                 continue;
             }
             let content = match &e.kind {
                 Kind::File(c) => c.clone(),
                 Kind::Hardlink(t) => match tree.get(t).map(|x| &x.kind) {
                     Some(Kind::File(c)) => c.clone(),
-                    _ => anyhow::bail!("hard link {path} -> {t}: the target is not a regular file in the tree"),
+                    _ => anyhow::bail!(
+                        "hard link {path} -> {t}: the target is not a regular file in the tree"
+                    ),
                 },
                 _ => anyhow::bail!("{path}: hard-link group member is not a file"),
             };
             let mut h = header(path, e, opts.epoch, tar::EntryType::Regular, content.len());
-            b.append_data(&mut h, &name, content.as_slice()).with_context(|| format!("writing {path}"))?;
+            b.append_data(&mut h, &name, content.as_slice())
+                .with_context(|| format!("writing {path}"))?;
             continue;
         }
         match &e.kind {
             Kind::File(c) => {
                 let mut h = header(path, e, opts.epoch, tar::EntryType::Regular, c.len());
-                b.append_data(&mut h, &name, c.as_slice()).with_context(|| format!("writing {path}"))?;
+                b.append_data(&mut h, &name, c.as_slice())
+                    .with_context(|| format!("writing {path}"))?;
             }
             Kind::Dir => {
                 let mut h = header(path, e, opts.epoch, tar::EntryType::Directory, 0);
-                b.append_data(&mut h, &name, std::io::empty()).with_context(|| format!("writing {path}"))?;
+                b.append_data(&mut h, &name, std::io::empty())
+                    .with_context(|| format!("writing {path}"))?;
             }
             Kind::Symlink(t) => {
                 let mut h = header(path, e, opts.epoch, tar::EntryType::Symlink, 0);
-                b.append_link(&mut h, &name, t).with_context(|| format!("writing symlink {path}"))?;
+                b.append_link(&mut h, &name, t)
+                    .with_context(|| format!("writing symlink {path}"))?;
             }
             Kind::Hardlink(_) => unreachable_group(path)?,
             Kind::CharDevice(ma, mi) | Kind::BlockDevice(ma, mi) => {
-                let t = if matches!(e.kind, Kind::CharDevice(..)) { tar::EntryType::Char } else { tar::EntryType::Block };
+                let t = if matches!(e.kind, Kind::CharDevice(..)) {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Block
+                };
                 let mut h = header(path, e, opts.epoch, t, 0);
                 h.set_device_major(*ma).context("device major")?;
                 h.set_device_minor(*mi).context("device minor")?;
-                b.append_data(&mut h, &name, std::io::empty()).with_context(|| format!("writing {path}"))?;
+                b.append_data(&mut h, &name, std::io::empty())
+                    .with_context(|| format!("writing {path}"))?;
             }
             Kind::Fifo => {
                 let mut h = header(path, e, opts.epoch, tar::EntryType::Fifo, 0);
-                b.append_data(&mut h, &name, std::io::empty()).with_context(|| format!("writing {path}"))?;
+                b.append_data(&mut h, &name, std::io::empty())
+                    .with_context(|| format!("writing {path}"))?;
             }
         }
     }
@@ -113,7 +132,10 @@ fn unreachable_group(path: &str) -> Result<()> {
 }
 
 fn pax_records(e: &Entry) -> Vec<(String, Vec<u8>)> {
-    e.xattrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.clone())).collect()
+    e.xattrs
+        .iter()
+        .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.clone()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -123,13 +145,22 @@ mod tests {
 
     fn sample() -> Tree {
         let mut t = Tree::new();
-        t.put("usr/bin/zz", Entry::file(b"hello".to_vec(), 0o755, 2_000_000_000)).unwrap();
+        t.put(
+            "usr/bin/zz",
+            Entry::file(b"hello".to_vec(), 0o755, 2_000_000_000),
+        )
+        .unwrap();
         let mut link = Entry::file(vec![], 0o755, 1);
         link.kind = Kind::Hardlink("usr/bin/zz".into());
         t.put("usr/bin/aa", link).unwrap();
         let long = format!("usr/share/{}/file", "d".repeat(120));
-        t.put(&long, Entry::file(b"long".to_vec(), 0o644, 5)).unwrap();
-        t.put("etc/alternatives/x", Entry::symlink(&format!("/usr/{}", "t".repeat(150)), 5)).unwrap();
+        t.put(&long, Entry::file(b"long".to_vec(), 0o644, 5))
+            .unwrap();
+        t.put(
+            "etc/alternatives/x",
+            Entry::symlink(&format!("/usr/{}", "t".repeat(150)), 5),
+        )
+        .unwrap();
         t
     }
 
@@ -147,7 +178,10 @@ mod tests {
             if p == "usr/bin/aa" {
                 let mut s = String::new();
                 std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-                assert_eq!(s, "hello", "first of the hard-link group carries the content");
+                assert_eq!(
+                    s, "hello",
+                    "first of the hard-link group carries the content"
+                );
             }
             if p == "usr/bin/zz" {
                 assert_eq!(e.header().entry_type(), tar::EntryType::Link);

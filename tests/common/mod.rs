@@ -1,0 +1,84 @@
+//! Helpers shared by the integration tests: the real binary, a shared cache, recipes in
+//! temporary directories, and a tiny HTTP server on 127.0.0.1.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The slipway binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_slipway"))
+}
+
+/// A cache shared by the tests of one build (package lists and .debs are fetched once).
+pub fn shared_cache() -> PathBuf {
+    let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shared-cache");
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// Runs slipway with `args` and the cache `cache`.
+pub fn slipway(cache: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("SLIPWAY_CACHE", cache)
+        .env_remove("SLIPWAY_MIRROR")
+        .output()
+        .unwrap()
+}
+
+/// stdout + stderr as one string.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Asserts success and returns the output text.
+pub fn ok(o: Output) -> String {
+    let t = text(&o);
+    assert!(
+        o.status.success(),
+        "slipway failed ({:?}):\n{t}",
+        o.status.code()
+    );
+    t
+}
+
+/// Asserts failure with `code` and returns the output text.
+pub fn fails(o: Output, code: i32) -> String {
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(code), "expected exit {code}:\n{t}");
+    t
+}
+
+/// Writes a recipe file `name` in `dir`.
+pub fn recipe(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("schema-version = 1\n{body}")).unwrap();
+    p
+}
+
+/// Serves `body` for every GET on a loopback port, for `max` requests; returns the URL base.
+pub fn http_server(body: Vec<u8>, max: usize) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in l.incoming().take(max) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
