@@ -246,6 +246,36 @@ fn real_packages() {
                 path.display()
             );
         }
+        // Every file's range holds what a plain tar read of the same member yields.
+        let ranges: std::collections::HashMap<&str, &DataEntry> =
+            entries.iter().map(|e| (e.path.as_str(), e)).collect();
+        let mut archive = tar::Archive::new(&deb.data_tar[..]);
+        let mut checked = 0;
+        for member in archive.entries().unwrap() {
+            let mut member = member.unwrap();
+            if !member.header().entry_type().is_file() {
+                continue;
+            }
+            let p = member
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_owned();
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut member, &mut content).unwrap();
+            let e = ranges[p.as_str()];
+            assert_eq!(e.kind, EntryKind::File, "{p}");
+            assert!(
+                deb.data_tar[e.offset as usize..(e.offset + e.size) as usize] == content[..],
+                "{p}"
+            );
+            checked += 1;
+        }
+        assert_eq!(
+            checked,
+            entries.iter().filter(|e| e.kind == EntryKind::File).count()
+        );
         let mb = deb.data_tar.len() as f64 / 1e6;
         eprintln!(
             "{}: {} entries, data.tar {mb:.1} MB decoded in {decode:.2?} ({:.0} MB/s), indexed in {index:.2?}",
