@@ -9,6 +9,7 @@
 pub mod apt;
 pub mod assemble;
 pub mod cli;
+pub mod deb;
 pub mod exit;
 pub mod fetch;
 pub mod io;
