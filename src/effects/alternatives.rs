@@ -78,10 +78,11 @@ fn parse_call(words: &[shell::Word]) -> Result<Option<Alternative>> {
             "--quiet" | "--force" | "--verbose" | "--debug" | "--skip-auto" => i += 1,
             "--altdir" | "--admindir" | "--instdir" | "--root" | "--log" => i += 2,
             "--install" => {
-                let [link, name, path, prio] = take::<4>(&lit, i + 1, "--install LINK NAME PATH PRIORITY")?;
-                let priority = prio
-                    .parse::<i64>()
-                    .with_context(|| format!("--install {name}: priority {prio:?} is not an integer"))?;
+                let [link, name, path, prio] =
+                    take::<4>(&lit, i + 1, "--install LINK NAME PATH PRIORITY")?;
+                let priority = prio.parse::<i64>().with_context(|| {
+                    format!("--install {name}: priority {prio:?} is not an integer")
+                })?;
                 alt = Some(Alternative {
                     link: link.to_string(),
                     name: name.to_string(),
@@ -94,7 +95,10 @@ fn parse_call(words: &[shell::Word]) -> Result<Option<Alternative>> {
             "--slave" => {
                 let [link, name, path] = take::<3>(&lit, i + 1, "--slave LINK NAME PATH")?;
                 match alt.as_mut() {
-                    Some(a) => a.slaves.push((link.to_string(), name.to_string(), path.to_string())),
+                    Some(a) => {
+                        a.slaves
+                            .push((link.to_string(), name.to_string(), path.to_string()))
+                    }
                     None => bail!("--slave {name} without --install"),
                 }
                 i += 4;
@@ -109,7 +113,9 @@ fn parse_call(words: &[shell::Word]) -> Result<Option<Alternative>> {
 }
 
 fn take<'a, const N: usize>(lit: &[&'a str], at: usize, usage: &str) -> Result<[&'a str; N]> {
-    let s = lit.get(at..at + N).with_context(|| format!("expected {usage}"))?;
+    let s = lit
+        .get(at..at + N)
+        .with_context(|| format!("expected {usage}"))?;
     if let Some(bad) = s.iter().find(|a| a.starts_with("--")) {
         bail!("expected {usage}, found option {bad}");
     }
@@ -133,7 +139,9 @@ pub fn choose(alts: &[Alternative], overrides: &BTreeMap<String, String>) -> Res
     }
     for (name, path) in overrides {
         if !order.contains(&name.as_str()) {
-            bail!("alternatives override {name} = {path}: no package registers the link group {name}");
+            bail!(
+                "alternatives override {name} = {path}: no package registers the link group {name}"
+            );
         }
     }
     let mut links = Vec::new();
@@ -228,14 +236,32 @@ fi\n";
             }
         );
         let links = choose(&alts, &BTreeMap::new()).unwrap();
-        let pairs: Vec<(&str, &str)> = links.iter().map(|l| (l.path.as_str(), l.target.as_str())).collect();
-        assert_eq!(pairs[0], ("/usr/sbin/iptables", "/etc/alternatives/iptables"));
-        assert_eq!(pairs[1], ("/etc/alternatives/iptables", "/usr/sbin/iptables-nft"));
-        assert_eq!(pairs[3], ("/etc/alternatives/iptables-restore", "/usr/sbin/iptables-nft-restore"));
+        let pairs: Vec<(&str, &str)> = links
+            .iter()
+            .map(|l| (l.path.as_str(), l.target.as_str()))
+            .collect();
+        assert_eq!(
+            pairs[0],
+            ("/usr/sbin/iptables", "/etc/alternatives/iptables")
+        );
+        assert_eq!(
+            pairs[1],
+            ("/etc/alternatives/iptables", "/usr/sbin/iptables-nft")
+        );
+        assert_eq!(
+            pairs[3],
+            (
+                "/etc/alternatives/iptables-restore",
+                "/usr/sbin/iptables-nft-restore"
+            )
+        );
         assert_eq!(pairs.len(), 12);
 
         let mut ov = BTreeMap::new();
-        ov.insert("iptables".to_string(), "/usr/sbin/iptables-legacy".to_string());
+        ov.insert(
+            "iptables".to_string(),
+            "/usr/sbin/iptables-legacy".to_string(),
+        );
         let links = choose(&alts, &ov).unwrap();
         assert_eq!(links[1].target, "/usr/sbin/iptables-legacy");
         assert_eq!(links[5].target, "/usr/sbin/iptables-legacy-save");
@@ -259,7 +285,12 @@ update-alternatives --remove x /usr/bin/x-a\n";
         assert_eq!(unparsed.len(), 4, "{unparsed:?}");
         assert!(unparsed[0].starts_with("line 4: "), "{}", unparsed[0]);
         assert!(unparsed[1].contains("$ARCHPATH is only known at run time"));
-        assert!(unparsed[2].contains("expected --install LINK NAME PATH PRIORITY") || unparsed[2].contains("priority"), "{}", unparsed[2]);
+        assert!(
+            unparsed[2].contains("expected --install LINK NAME PATH PRIORITY")
+                || unparsed[2].contains("priority"),
+            "{}",
+            unparsed[2]
+        );
         let links = choose(&alts, &BTreeMap::new()).unwrap();
         assert_eq!(links[1].target, "/usr/bin/x-a");
     }

@@ -121,7 +121,9 @@ pub fn pem_der(pem: &[u8]) -> Result<Vec<u8>> {
         .find(BEGIN)
         .with_context(|| format!("no {BEGIN} line found; expected a PEM certificate"))?;
     let body = &text[start + BEGIN.len()..];
-    let end = body.find(END).with_context(|| format!("{BEGIN} without {END}"))?;
+    let end = body
+        .find(END)
+        .with_context(|| format!("{BEGIN} without {END}"))?;
     base64_decode(&body[..end]).context("PEM body is not valid base64")
 }
 
@@ -168,11 +170,15 @@ struct Tlv<'a> {
 
 /// Reads one element from the front of `d`; returns it and the rest.
 fn read_tlv(d: &[u8]) -> Result<(Tlv<'_>, &[u8])> {
-    let tag = *d.first().context("DER: unexpected end of data (expected a tag)")?;
+    let tag = *d
+        .first()
+        .context("DER: unexpected end of data (expected a tag)")?;
     if tag & 0x1f == 0x1f {
         bail!("DER: high tag numbers are not used in certificate names");
     }
-    let first = *d.get(1).context("DER: unexpected end of data (expected a length)")?;
+    let first = *d
+        .get(1)
+        .context("DER: unexpected end of data (expected a length)")?;
     let (len, hdr) = if first < 0x80 {
         (usize::from(first), 2)
     } else {
@@ -185,9 +191,9 @@ fn read_tlv(d: &[u8]) -> Result<(Tlv<'_>, &[u8])> {
         (len, 2 + n)
     };
     let end = hdr.checked_add(len).context("DER: length overflow")?;
-    let whole = d
-        .get(..end)
-        .with_context(|| format!("DER: element of {len} bytes runs past the end of its container"))?;
+    let whole = d.get(..end).with_context(|| {
+        format!("DER: element of {len} bytes runs past the end of its container")
+    })?;
     Ok((
         Tlv {
             tag,
@@ -263,7 +269,9 @@ fn canonical_name(mut rdns: &[u8]) -> Result<Vec<u8>> {
 /// NumericString is deliberately not in it).
 fn canonical_string(tag: u8, content: &[u8]) -> Result<Option<String>> {
     let utf8 = match tag {
-        0x0c => String::from_utf8(content.to_vec()).context("UTF8String value is not valid UTF-8")?,
+        0x0c => {
+            String::from_utf8(content.to_vec()).context("UTF8String value is not valid UTF-8")?
+        }
         // Printable, T61 (treated as Latin-1 by OpenSSL), IA5, Visible: one byte per
         // character.
         0x13 | 0x14 | 0x16 | 0x1a => content.iter().map(|&b| char::from(b)).collect(),
@@ -296,8 +304,14 @@ fn canonical_string(tag: u8, content: &[u8]) -> Result<Option<String>> {
     // OpenSSL's ossl_isspace: space, \t, \n, \v, \f, \r.
     let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
     let bytes = utf8.as_bytes();
-    let start = bytes.iter().position(|&b| !is_space(b)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|&b| !is_space(b)).map_or(start, |e| e + 1);
+    let start = bytes
+        .iter()
+        .position(|&b| !is_space(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| !is_space(b))
+        .map_or(start, |e| e + 1);
     let mut out = Vec::with_capacity(end - start);
     let mut i = start;
     while i < end {
@@ -313,7 +327,9 @@ fn canonical_string(tag: u8, content: &[u8]) -> Result<Option<String>> {
         }
     }
     // Only ASCII bytes were changed, so this stays valid UTF-8.
-    Ok(Some(String::from_utf8(out).context("canonical name is not UTF-8")?))
+    Ok(Some(
+        String::from_utf8(out).context("canonical name is not UTF-8")?,
+    ))
 }
 
 fn push_tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
@@ -370,8 +386,14 @@ FU8+/qBFc5UmO5aYjzYwuaUI4VM9SkYW5A==
 
     #[test]
     fn subject_hash_matches_openssl() {
-        assert_eq!(format!("{:08x}", subject_hash(CERT_A.as_bytes()).unwrap()), "3ff35e11");
-        assert_eq!(format!("{:08x}", subject_hash(CERT_B.as_bytes()).unwrap()), "d7cbdcad");
+        assert_eq!(
+            format!("{:08x}", subject_hash(CERT_A.as_bytes()).unwrap()),
+            "3ff35e11"
+        );
+        assert_eq!(
+            format!("{:08x}", subject_hash(CERT_B.as_bytes()).unwrap()),
+            "d7cbdcad"
+        );
     }
 
     #[test]
@@ -396,16 +418,24 @@ FU8+/qBFc5UmO5aYjzYwuaUI4VM9SkYW5A==
         assert!(format!("{e:#}").contains("CA certificate x.crt"), "{e:#}");
 
         let conf = "# Comment\nmozilla/ACCVRAIZ1.crt\n!mozilla/Old_CA.crt\n\n  mozilla/Second (Root), CA.crt \n";
-        assert_eq!(parse_conf(conf), vec!["mozilla/ACCVRAIZ1.crt", "mozilla/Second (Root), CA.crt"]);
+        assert_eq!(
+            parse_conf(conf),
+            vec!["mozilla/ACCVRAIZ1.crt", "mozilla/Second (Root), CA.crt"]
+        );
         assert_eq!(parse_conf_deselected(conf), vec!["mozilla/Old_CA.crt"]);
-        assert_eq!(pem_link_name("mozilla/Second (Root), CA.crt"), "Second_=Root=__CA.pem");
+        assert_eq!(
+            pem_link_name("mozilla/Second (Root), CA.crt"),
+            "Second_=Root=__CA.pem"
+        );
         assert_eq!(pem_link_name("local/x.pem"), "x.pem.pem");
     }
 
     #[test]
     fn hash_collisions_count_up() {
         // Same subject, different certificate: a second link with .1.
-        let mut other = CERT_A.replace("nUyGR8cOYVx1vg", "nUyGR8cOYVx1vh").into_bytes();
+        let mut other = CERT_A
+            .replace("nUyGR8cOYVx1vg", "nUyGR8cOYVx1vh")
+            .into_bytes();
         other.push(b'\n');
         let certs = vec![
             ("a.pem".to_string(), CERT_A.as_bytes().to_vec()),
@@ -420,8 +450,13 @@ FU8+/qBFc5UmO5aYjzYwuaUI4VM9SkYW5A==
     /// package's `usr/share/ca-certificates`), else the host's.
     #[test]
     fn subject_hash_matches_openssl_on_ca_certificates() {
-        let dir = std::env::var("SLIPWAY_CA_DIR").unwrap_or_else(|_| "/usr/share/ca-certificates".to_string());
-        if std::process::Command::new("openssl").arg("version").output().is_err() {
+        let dir = std::env::var("SLIPWAY_CA_DIR")
+            .unwrap_or_else(|_| "/usr/share/ca-certificates".to_string());
+        if std::process::Command::new("openssl")
+            .arg("version")
+            .output()
+            .is_err()
+        {
             eprintln!("skipped: openssl not on PATH (Debian: openssl)");
             return;
         }
@@ -432,7 +467,9 @@ FU8+/qBFc5UmO5aYjzYwuaUI4VM9SkYW5A==
             .filter(|p| p.extension().is_some_and(|e| e == "crt"))
             .collect();
         if files.is_empty() {
-            eprintln!("skipped: no *.crt under {dir} (Debian: ca-certificates, or set SLIPWAY_CA_DIR)");
+            eprintln!(
+                "skipped: no *.crt under {dir} (Debian: ca-certificates, or set SLIPWAY_CA_DIR)"
+            );
             return;
         }
         files.sort();
@@ -448,7 +485,10 @@ FU8+/qBFc5UmO5aYjzYwuaUI4VM9SkYW5A==
             let got = format!("{:08x}", subject_hash(&pem).unwrap());
             assert_eq!(got, want, "{}", f.display());
         }
-        eprintln!("compared {} certificates under {dir} with openssl", files.len());
+        eprintln!(
+            "compared {} certificates under {dir} with openssl",
+            files.len()
+        );
     }
 
     proptest::proptest! {

@@ -47,16 +47,15 @@ pub fn command_words(cmd: &Command) -> &[Word] {
     loop {
         let Some(first) = w.first() else { return w };
         let t = first.text.as_str();
-        if !first.dynamic && (KEYWORDS.contains(&t) || t == "in_sysroot") {
-            w = &w[1..];
-        } else if !first.dynamic && t == "command" && w.get(1).is_some_and(|n| n.text != "-v") {
-            w = &w[1..];
-        } else if !first.dynamic && t == "env" {
+        let wrapper = !first.dynamic
+            && (KEYWORDS.contains(&t)
+                || t == "in_sysroot"
+                || t == "env"
+                || (t == "command" && w.get(1).is_some_and(|n| n.text != "-v")));
+        if wrapper || is_assignment(t) {
             w = &w[1..];
         } else if !first.dynamic && t == "chroot" && w.len() >= 2 {
             w = &w[2..];
-        } else if is_assignment(t) {
-            w = &w[1..];
         } else {
             return w;
         }
@@ -400,7 +399,11 @@ impl Lexer {
                     }
                     line.push(n);
                 }
-                let l = if strip_tabs { line.trim_start_matches('\t') } else { &line };
+                let l = if strip_tabs {
+                    line.trim_start_matches('\t')
+                } else {
+                    &line
+                };
                 if l == delim {
                     break;
                 }
@@ -436,12 +439,16 @@ mod tests {
         assert!(cmds[0].words[2].dynamic);
         assert!(!cmds[2].words[4].dynamic);
         assert_eq!(cmds[2].line, 2);
-        assert_eq!(cmds[2].raw, "adduser --system --gecos 'A \"b\"' \"x y\" >/dev/null 2>&1");
+        assert_eq!(
+            cmds[2].raw,
+            "adduser --system --gecos 'A \"b\"' \"x y\" >/dev/null 2>&1"
+        );
     }
 
     #[test]
     fn heredoc_and_comments_are_skipped() {
-        let s = "cat <<EOF >/x\nadduser evil\nEOF\n# adduser commented\necho ok # adduser trailing\n";
+        let s =
+            "cat <<EOF >/x\nadduser evil\nEOF\n# adduser commented\necho ok # adduser trailing\n";
         let cmds = commands(s);
         let names: Vec<Vec<&str>> = cmds.iter().map(texts).collect();
         assert_eq!(names, vec![vec!["cat"], vec!["echo", "ok"]]);
@@ -457,7 +464,10 @@ mod tests {
     #[test]
     fn wrappers_are_skipped() {
         let cmds = commands("then in_sysroot env A=b adduser x\n");
-        let w: Vec<&str> = command_words(&cmds[0]).iter().map(|w| w.text.as_str()).collect();
+        let w: Vec<&str> = command_words(&cmds[0])
+            .iter()
+            .map(|w| w.text.as_str())
+            .collect();
         assert_eq!(w, vec!["adduser", "x"]);
     }
 }

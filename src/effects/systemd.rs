@@ -141,7 +141,10 @@ pub fn parse_presets_report(text: &str) -> (Vec<Preset>, Vec<String>) {
             Some("disable") => PresetAction::Disable,
             Some("ignore") => PresetAction::Ignore,
             _ => {
-                bad.push(format!("line {}: {line}: expected enable, disable or ignore", n + 1));
+                bad.push(format!(
+                    "line {}: {line}: expected enable, disable or ignore",
+                    n + 1
+                ));
                 continue;
             }
         };
@@ -341,9 +344,10 @@ pub fn enable_links_for(
         for (targets, kind) in deps {
             for t in targets {
                 match specifiers(t, &instance_name) {
-                    Ok(t) => en
-                        .links
-                        .push((format!("{dir}/{t}.{kind}/{instance_name}"), unit_file.to_string())),
+                    Ok(t) => en.links.push((
+                        format!("{dir}/{t}.{kind}/{instance_name}"),
+                        unit_file.to_string(),
+                    )),
                     Err(e) => en.warnings.push(format!("{unit_name}: {e}")),
                 }
             }
@@ -364,7 +368,8 @@ pub fn enable_links_for(
             }
             _ => alias,
         };
-        en.links.push((format!("{dir}/{alias}"), unit_file.to_string()));
+        en.links
+            .push((format!("{dir}/{alias}"), unit_file.to_string()));
     }
     en
 }
@@ -376,7 +381,10 @@ fn specifiers(s: &str, unit: &str) -> Result<String> {
     }
     let (prefix, instance) = match split_instance(unit) {
         Some((p, i, _)) => (p.to_string(), i.to_string()),
-        None => (unit.rsplit_once('.').map_or(unit, |(p, _)| p).to_string(), String::new()),
+        None => (
+            unit.rsplit_once('.').map_or(unit, |(p, _)| p).to_string(),
+            String::new(),
+        ),
     };
     let stem = unit.rsplit_once('.').map_or(unit, |(p, _)| p);
     let mut out = String::new();
@@ -415,8 +423,17 @@ Alias=dbus-org.freedesktop.network1.service\n\n\
 Also=systemd-network-generator.service\n; other comment\n\
 WantedBy=a.target \\\n  b.target\nRequiredBy=x.target\nRequiredBy=\nUpheldBy=y.target\n";
         let i = parse_install(unit).unwrap();
-        assert_eq!(i.wanted_by, vec!["multi-user.target", "a.target", "b.target"]);
-        assert_eq!(i.also, vec!["systemd-networkd.socket", "systemd-network-generator.service"]);
+        assert_eq!(
+            i.wanted_by,
+            vec!["multi-user.target", "a.target", "b.target"]
+        );
+        assert_eq!(
+            i.also,
+            vec![
+                "systemd-networkd.socket",
+                "systemd-network-generator.service"
+            ]
+        );
         assert_eq!(i.alias, vec!["dbus-org.freedesktop.network1.service"]);
         assert!(i.required_by.is_empty());
         assert_eq!(i.upheld_by, vec!["y.target"]);
@@ -439,7 +456,9 @@ WantedBy=a.target \\\n  b.target\nRequiredBy=x.target\nRequiredBy=\nUpheldBy=y.t
         )));
         assert_eq!(en.also.len(), 2);
 
-        let e = parse_install("[Install]\nWantedBy\n").unwrap_err().to_string();
+        let e = parse_install("[Install]\nWantedBy\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2"), "{e}");
         assert!(parse_install("[Install]\nBogus=1\n").is_err());
     }
@@ -456,7 +475,10 @@ WantedBy=a.target \\\n  b.target\nRequiredBy=x.target\nRequiredBy=\nUpheldBy=y.t
             )]
         );
         let en = enable_links("getty@ttyS0.service", &i, "etc/systemd/system");
-        assert_eq!(en.links[0].0, "etc/systemd/system/getty.target.wants/getty@ttyS0.service");
+        assert_eq!(
+            en.links[0].0,
+            "etc/systemd/system/getty.target.wants/getty@ttyS0.service"
+        );
         assert_eq!(en.links[0].1, "/usr/lib/systemd/system/getty@.service");
 
         let i = parse_install("[Install]\nWantedBy=%p.target\nAlias=foo@.service\n").unwrap();
@@ -464,7 +486,10 @@ WantedBy=a.target \\\n  b.target\nRequiredBy=x.target\nRequiredBy=\nUpheldBy=y.t
         assert_eq!(en.links.len(), 1);
         assert_eq!(en.warnings.len(), 1);
         let en = enable_links("bar@x.service", &i, "etc/systemd/system");
-        assert_eq!(en.links[0].0, "etc/systemd/system/bar.target.wants/bar@x.service");
+        assert_eq!(
+            en.links[0].0,
+            "etc/systemd/system/bar.target.wants/bar@x.service"
+        );
         assert_eq!(en.links[1].0, "etc/systemd/system/foo@x.service");
     }
 
@@ -478,10 +503,22 @@ WantedBy=a.target \\\n  b.target\nRequiredBy=x.target\nRequiredBy=\nUpheldBy=y.t
             ),
         ];
         let p = parse_preset_files(&files);
-        assert_eq!(preset_for(&p, "systemd-timesyncd.service").unwrap().action, PresetAction::Enable);
-        assert_eq!(preset_for(&p, "remote-fs.target").unwrap().action, PresetAction::Enable);
-        assert_eq!(preset_for(&p, "containerd.service").unwrap().action, PresetAction::Disable);
-        assert_eq!(preset_for(&p, "getty@.service").unwrap().instances, vec!["tty1", "tty2"]);
+        assert_eq!(
+            preset_for(&p, "systemd-timesyncd.service").unwrap().action,
+            PresetAction::Enable
+        );
+        assert_eq!(
+            preset_for(&p, "remote-fs.target").unwrap().action,
+            PresetAction::Enable
+        );
+        assert_eq!(
+            preset_for(&p, "containerd.service").unwrap().action,
+            PresetAction::Disable
+        );
+        assert_eq!(
+            preset_for(&p, "getty@.service").unwrap().instances,
+            vec!["tty1", "tty2"]
+        );
         let (_, bad) = parse_presets_report("bogus line\n");
         assert_eq!(bad.len(), 1);
     }

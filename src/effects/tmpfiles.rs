@@ -101,7 +101,10 @@ fn parse_line(t: &str, line: usize) -> Result<TmpfilesLine> {
     let mut chars = ty.chars();
     let kind = chars.next().context("missing type")?;
     if !TYPES.contains(&kind) {
-        bail!("unknown type {kind:?} (expected one of {})", TYPES.iter().collect::<String>());
+        bail!(
+            "unknown type {kind:?} (expected one of {})",
+            TYPES.iter().collect::<String>()
+        );
     }
     let mut l = TmpfilesLine {
         kind,
@@ -177,7 +180,9 @@ fn parse_mode(m: &str) -> Result<Mode> {
 /// Reads one field: bare, or quoted with `"`/`'` (C escapes resolved).
 fn field(s: &str) -> Result<(String, &str)> {
     let mut chars = s.char_indices();
-    let Some((_, q)) = chars.next() else { bail!("empty field") };
+    let Some((_, q)) = chars.next() else {
+        bail!("empty field")
+    };
     if q == '"' || q == '\'' {
         let mut out = String::new();
         let mut esc = false;
@@ -220,7 +225,9 @@ fn unescape(s: &str) -> String {
             Some('"') => out.push('"'),
             Some('\'') => out.push('\''),
             Some('x') => {
-                let hex: String = (0..2).filter_map(|_| chars.next_if(|c| c.is_ascii_hexdigit())).collect();
+                let hex: String = (0..2)
+                    .filter_map(|_| chars.next_if(|c| c.is_ascii_hexdigit()))
+                    .collect();
                 match u8::from_str_radix(&hex, 16) {
                     Ok(b) if b.is_ascii() => out.push(char::from(b)),
                     _ => {
@@ -270,15 +277,28 @@ d /x 0999
         assert!(bad[0].starts_with("line 14: bogus"), "{}", bad[0]);
         assert!(bad[2].contains("not an octal mode"));
         let l = &lines[0];
-        assert_eq!((l.kind, l.path.as_str(), l.user.as_deref()), ('d', "/run/lock", Some("root")));
-        assert_eq!(l.mode, Some(Mode { bits: 0o755, masked: false, create_only: false }));
+        assert_eq!(
+            (l.kind, l.path.as_str(), l.user.as_deref()),
+            ('d', "/run/lock", Some("root"))
+        );
+        assert_eq!(
+            l.mode,
+            Some(Mode {
+                bits: 0o755,
+                masked: false,
+                create_only: false
+            })
+        );
         assert_eq!(lines[1].argument.as_deref(), Some("../run/lock"));
         assert_eq!(lines[2].other_modifiers, "$");
         assert!(lines[3].boot_only);
         assert!(lines[5].has_specifiers);
         assert!(lines[5].mode.unwrap().masked);
         assert!(lines[6].plus);
-        assert_eq!(lines[6].argument.as_deref(), Some("d:group::r-x,d:group:adm:r-x"));
+        assert_eq!(
+            lines[6].argument.as_deref(),
+            Some("d:group::r-x,d:group:adm:r-x")
+        );
         assert_eq!(lines[7].age.as_deref(), Some("2w"));
         assert_eq!(lines[8].path, "/etc/with space");
         assert!(lines[8].mode.unwrap().create_only);

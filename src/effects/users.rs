@@ -229,7 +229,9 @@ impl Accounts {
                         bail!("group {name}: gid {g} is already used by another group")
                     }
                     Some(g) => *g,
-                    None => self.free_gid().with_context(|| format!("allocating gid for group {name}"))?,
+                    None => self
+                        .free_gid()
+                        .with_context(|| format!("allocating gid for group {name}"))?,
                 };
                 self.add_group(name, gid);
             }
@@ -351,7 +353,12 @@ impl Accounts {
     pub fn shadow(&self, last_change_day: u64) -> String {
         self.users
             .iter()
-            .map(|u| format!("{}:{}:{}:0:99999:7:::\n", u.name, u.password, last_change_day))
+            .map(|u| {
+                format!(
+                    "{}:{}:{}:0:99999:7:::\n",
+                    u.name, u.password, last_change_day
+                )
+            })
             .collect()
     }
 
@@ -476,10 +483,20 @@ fn parse_adduser(cmd: &str, words: &[Word]) -> Result<Vec<AccountRequest>> {
             match opt {
                 "--system" => system = true,
                 "--group" => group_flag = true,
-                "--quiet" | "-q" | "--no-create-home" | "--disabled-password"
-                | "--disabled-login" | "--force-badname" | "--allow-badname"
-                | "--allow-bad-names" | "--allow-all-names" | "--debug" | "--verbose"
-                | "--add-extra-groups" | "--add_extra_groups" | "--encrypt-home"
+                "--quiet"
+                | "-q"
+                | "--no-create-home"
+                | "--disabled-password"
+                | "--disabled-login"
+                | "--force-badname"
+                | "--allow-badname"
+                | "--allow-bad-names"
+                | "--allow-all-names"
+                | "--debug"
+                | "--verbose"
+                | "--add-extra-groups"
+                | "--add_extra_groups"
+                | "--encrypt-home"
                 | "--no-preserve-home" => {}
                 "--home" => home = Some(a.value(opt, inline)?),
                 "--shell" => shell = Some(a.value(opt, inline)?),
@@ -487,8 +504,8 @@ fn parse_adduser(cmd: &str, words: &[Word]) -> Result<Vec<AccountRequest>> {
                 "--ingroup" => ingroup = Some(a.value(opt, inline)?),
                 "--uid" => uid = Some(parse_id(&a.value(opt, inline)?, "--uid")?),
                 "--gid" => gid = Some(parse_id(&a.value(opt, inline)?, "--gid")?),
-                "--conf" | "--firstuid" | "--lastuid" | "--firstgid" | "--lastgid"
-                | "--key" | "--extrausers" => {
+                "--conf" | "--firstuid" | "--lastuid" | "--firstgid" | "--lastgid" | "--key"
+                | "--extrausers" => {
                     a.value(opt, inline)?;
                 }
                 _ => bail!("unknown {cmd} option {opt}"),
@@ -500,12 +517,10 @@ fn parse_adduser(cmd: &str, words: &[Word]) -> Result<Vec<AccountRequest>> {
     }
     match pos.as_slice() {
         // `adduser USER GROUP` / `addgroup USER GROUP`: membership.
-        [user, group] if !system => {
-            Ok(vec![AccountRequest::Member {
-                user: user.clone(),
-                group: group.clone(),
-            }])
-        }
+        [user, group] if !system => Ok(vec![AccountRequest::Member {
+            user: user.clone(),
+            group: group.clone(),
+        }]),
         [name] if group_flag && (cmd == "addgroup" || !system) => Ok(vec![AccountRequest::Group {
             name: name.clone(),
             gid,
@@ -543,7 +558,10 @@ fn parse_adduser(cmd: &str, words: &[Word]) -> Result<Vec<AccountRequest>> {
             Ok(vec![r])
         }
         [] => bail!("no account name given"),
-        _ => bail!("expected one account name (or USER GROUP), found {}", pos.join(" ")),
+        _ => bail!(
+            "expected one account name (or USER GROUP), found {}",
+            pos.join(" ")
+        ),
     }
 }
 
@@ -570,8 +588,8 @@ fn parse_useradd(words: &[Word]) -> Result<Vec<AccountRequest>> {
                 let (opt, inline) = split_long(&f);
                 match opt {
                     "-r" | "--system" => system = true,
-                    "-M" | "--no-create-home" | "-m" | "--create-home" | "-l"
-                    | "--no-log-init" | "-o" | "--non-unique" => {}
+                    "-M" | "--no-create-home" | "-m" | "--create-home" | "-l" | "--no-log-init"
+                    | "-o" | "--non-unique" => {}
                     "-N" | "--no-user-group" => user_group = false,
                     "-U" | "--user-group" => user_group = true,
                     "-u" | "--uid" => uid = Some(parse_id(&a.value(opt, inline)?, opt)?),
@@ -582,7 +600,13 @@ fn parse_useradd(words: &[Word]) -> Result<Vec<AccountRequest>> {
                             Err(_) => group = Some(v),
                         }
                     }
-                    "-G" | "--groups" => extra = a.value(opt, inline)?.split(',').map(str::to_string).collect(),
+                    "-G" | "--groups" => {
+                        extra = a
+                            .value(opt, inline)?
+                            .split(',')
+                            .map(str::to_string)
+                            .collect()
+                    }
                     "-d" | "--home-dir" | "--home" => home = Some(a.value(opt, inline)?),
                     "-s" | "--shell" => shell = Some(a.value(opt, inline)?),
                     "-c" | "--comment" => gecos = Some(a.value(opt, inline)?),
@@ -600,7 +624,9 @@ fn parse_useradd(words: &[Word]) -> Result<Vec<AccountRequest>> {
         }
         a.i += 1;
     }
-    let Some(name) = name else { bail!("no account name given") };
+    let Some(name) = name else {
+        bail!("no account name given")
+    };
     let create_group = user_group && group.is_none() && gid.is_none();
     let mut out = vec![AccountRequest::User {
         name: name.clone(),
@@ -648,7 +674,9 @@ fn parse_groupadd(words: &[Word]) -> Result<Vec<AccountRequest>> {
         }
         a.i += 1;
     }
-    let Some(name) = name else { bail!("no group name given") };
+    let Some(name) = name else {
+        bail!("no group name given")
+    };
     Ok(vec![AccountRequest::Group { name, gid, system }])
 }
 
@@ -664,7 +692,11 @@ fn parse_usermod(words: &[Word]) -> Result<Vec<AccountRequest>> {
                 match opt {
                     "-a" | "--append" => append = true,
                     "-G" | "--groups" => {
-                        groups = a.value(opt, inline)?.split(',').map(str::to_string).collect()
+                        groups = a
+                            .value(opt, inline)?
+                            .split(',')
+                            .map(str::to_string)
+                            .collect()
                     }
                     _ => bail!("usermod option {opt} is not supported (only -a -G)"),
                 }
@@ -674,7 +706,9 @@ fn parse_usermod(words: &[Word]) -> Result<Vec<AccountRequest>> {
         }
         a.i += 1;
     }
-    let Some(user) = user else { bail!("no user name given") };
+    let Some(user) = user else {
+        bail!("no user name given")
+    };
     if !append {
         bail!("usermod -G without -a replaces all groups; not supported");
     }
@@ -710,9 +744,7 @@ pub fn parse_sysusers(text: &str) -> Result<Vec<AccountRequest>> {
             continue;
         }
         let f = sysusers_fields(line).with_context(|| format!("sysusers line {ln}"))?;
-        let get = |i: usize| -> Option<String> {
-            f.get(i).filter(|s| s.as_str() != "-").cloned()
-        };
+        let get = |i: usize| -> Option<String> { f.get(i).filter(|s| s.as_str() != "-").cloned() };
         let ty = f[0].as_str();
         if ty == "r" {
             // Ranges only steer sysusers' own allocator; slipway has one rule.
@@ -889,7 +921,11 @@ usermod -aG foogrp,adm foo
     fn parses_common_script_forms() {
         let (reqs, unparsed) = parse_script_report(SCRIPT);
         assert_eq!(unparsed.len(), 1, "{unparsed:?}");
-        assert!(unparsed[0].starts_with("line 5: in_sysroot adduser --system"), "{}", unparsed[0]);
+        assert!(
+            unparsed[0].starts_with("line 5: in_sysroot adduser --system"),
+            "{}",
+            unparsed[0]
+        );
         assert!(unparsed[0].contains("$MESSAGEUSER"));
         assert_eq!(
             reqs[0],
@@ -920,7 +956,9 @@ usermod -aG foogrp,adm foo
                 group: "kvm".into()
             }
         );
-        assert!(matches!(&reqs[3], AccountRequest::User { name, create_group: false, home: Some(h), .. } if name == "sshd" && h == "/run/sshd"));
+        assert!(
+            matches!(&reqs[3], AccountRequest::User { name, create_group: false, home: Some(h), .. } if name == "sshd" && h == "/run/sshd")
+        );
         assert_eq!(
             reqs[4],
             AccountRequest::User {
@@ -942,21 +980,31 @@ usermod -aG foogrp,adm foo
             acc.apply(r).unwrap();
         }
         let passwd = acc.passwd();
-        assert!(passwd.contains("_chrony:x:101:101:Chrony daemon:/var/lib/chrony:/usr/sbin/nologin\n"), "{passwd}");
-        assert!(passwd.contains("sshd:x:100:65534::/run/sshd:/usr/sbin/nologin\n"), "{passwd}");
+        assert!(
+            passwd.contains("_chrony:x:101:101:Chrony daemon:/var/lib/chrony:/usr/sbin/nologin\n"),
+            "{passwd}"
+        );
+        assert!(
+            passwd.contains("sshd:x:100:65534::/run/sshd:/usr/sbin/nologin\n"),
+            "{passwd}"
+        );
         assert!(passwd.contains("foo:x:150:65534:Foo Daemon:/var/lib/foo:/bin/false\n"));
         let group = acc.group();
         assert!(group.contains("kvm:x:998:_chrony\n"), "{group}");
         assert!(group.contains("adm:x:4:foo\n"));
         assert!(group.contains("foogrp:x:151:foo\n"));
-        assert!(acc.shadow(19_000).starts_with("root:*:19000:0:99999:7:::\n"));
+        assert!(acc
+            .shadow(19_000)
+            .starts_with("root:*:19000:0:99999:7:::\n"));
         assert!(acc.shadow(19_000).contains("sshd:!:19000:0:99999:7:::\n"));
         assert!(acc.gshadow().contains("kvm:!::_chrony\n"));
     }
 
     #[test]
     fn apply_is_idempotent_and_deterministic() {
-        let reqs = parse_script("adduser --system --group a\nadduser --system --group a\naddgroup --system b\n");
+        let reqs = parse_script(
+            "adduser --system --group a\nadduser --system --group a\naddgroup --system b\n",
+        );
         let mut x = base();
         let mut y = base();
         for r in &reqs {
@@ -990,7 +1038,10 @@ usermod -aG foogrp,adm foo
             .unwrap_err();
         assert!(e.to_string().contains("gid 0 is already used"));
         assert!(acc.apply(&AccountRequest::user("bad:name")).is_err());
-        assert!(Accounts::from_base_passwd("root:*:0:0", "").unwrap_err().to_string().contains("passwd.master line 1"));
+        assert!(Accounts::from_base_passwd("root:*:0:0", "")
+            .unwrap_err()
+            .to_string()
+            .contains("passwd.master line 1"));
     }
 
     #[test]
@@ -1031,8 +1082,16 @@ r - 500-900
         let p = acc.passwd();
         assert!(p.contains("root:x:0:0::/root:/bin/bash\n"), "{p}");
         assert!(p.contains("sync:x:4:65534::/bin:/bin/sync\n"));
-        assert!(p.contains("sshd:x:100:65534:sshd user:/run/sshd:/usr/sbin/nologin\n"), "{p}");
-        assert!(p.contains("systemd-timesync:x:101:101:systemd Time Synchronization:/:/usr/sbin/nologin\n"), "{p}");
+        assert!(
+            p.contains("sshd:x:100:65534:sshd user:/run/sshd:/usr/sbin/nologin\n"),
+            "{p}"
+        );
+        assert!(
+            p.contains(
+                "systemd-timesync:x:101:101:systemd Time Synchronization:/:/usr/sbin/nologin\n"
+            ),
+            "{p}"
+        );
         assert!(acc.group().contains("input:x:100:\n"));
         assert!(acc.group().contains("adm:x:4:sshd\n"));
 
