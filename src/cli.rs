@@ -92,6 +92,9 @@ enum Command {
         /// Output directory.
         #[arg(short, long, value_name = "DIR", default_value = "out")]
         output: PathBuf,
+        /// Outputs to write (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "tar")]
+        format: Vec<pipeline::Format>,
         #[command(flatten)]
         fetch: FetchArgs,
     },
@@ -237,14 +240,10 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
-        Command::Build {
-            recipe,
-            output,
-            fetch,
-        } => {
+        Command::Build { recipe, output, format, fetch } => {
             let r = load(recipe)?;
             let ctx = context(g, fetch)?;
-            let report = pipeline::build(&ctx, &r, output)?;
+            let report = pipeline::build(&ctx, &r, output, format)?;
             if g.json {
                 print_json(&serde_json::to_value(&report).context("serializing the build report")?)
             } else {

@@ -314,12 +314,17 @@ pub fn vendor(ctx: &Context, r: &Recipe, dir: &std::path::Path) -> Result<u64> {
     Ok(total)
 }
 
-/// `slipway build`: lock, fetch, and (in later stages) assemble and write into `out`.
-pub fn build(
-    ctx: &Context,
-    r: &Recipe,
-    out: &std::path::Path,
-) -> Result<crate::report::BuildReport> {
+/// Output formats of a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Format {
+    /// `rootfs.tar`: a reproducible tar of the tree.
+    Tar,
+    /// `rootfs/`: the tree as a directory.
+    Dir,
+}
+
+/// `slipway build`: lock, fetch, assemble, and write the outputs into `out`.
+pub fn build(ctx: &Context, r: &Recipe, out: &std::path::Path, formats: &[Format]) -> Result<crate::report::BuildReport> {
     let mut report = crate::report::BuildReport {
         recipe: r.display(),
         image: r.name.clone(),
@@ -331,13 +336,49 @@ pub fn build(
     report.time("lock+fetch", t.elapsed().as_secs_f64());
     report.packages = fetched.lock.packages.len();
     report.deb_bytes = fetched.lock.total_size();
-    report.cut_edges = fetched
-        .lock
-        .cuts
-        .iter()
-        .map(|c| format!("{} -> {} ({})", c.from, c.to, c.relation))
-        .collect();
+    report.cut_edges = fetched.lock.cuts.iter().map(|c| format!("{} -> {} ({})", c.from, c.to, c.relation)).collect();
     report.fetch = Some(fetched.summary);
+
+    let stage = ctx.rep.stage("assembling the tree");
+    let asm = crate::assemble::assemble(&ctx.cache, r, &fetched.lock)?;
+    stage.done(format!(
+        "{} entries, {:.1} MB ({:.1} MB dropped by path globs)",
+        asm.tree.len(),
+        asm.tree.content_size() as f64 / 1e6,
+        asm.dropped_bytes as f64 / 1e6
+    ));
+    for (name, secs) in &asm.stages {
+        report.time(name, *secs);
+    }
+    report.scripts = asm.scripts.clone();
+    report.warnings = asm.warnings.clone();
+    report.tree_entries = asm.tree.len();
+    report.tree_bytes = asm.tree.content_size();
+    report.source_date_epoch = asm.epoch;
+
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let t = std::time::Instant::now();
+    for f in formats {
+        match f {
+            Format::Tar => {
+                let path = out.join("rootfs.tar");
+                let o = crate::writers::tar::write_file(&asm.tree, crate::writers::tar::TarOptions { epoch: asm.epoch }, &path)?;
+                report.outputs.push(o);
+            }
+            Format::Dir => {
+                let path = out.join("rootfs");
+                crate::writers::dir::write_tree(&asm.tree, &path)?;
+                report.outputs.push(crate::report::Output {
+                    kind: "dir".into(),
+                    path: path.display().to_string(),
+                    size: asm.tree.content_size(),
+                    sha256: String::new(),
+                });
+            }
+        }
+    }
+    report.time("write", t.elapsed().as_secs_f64());
+    let json = serde_json::to_vec_pretty(&report).context("serializing the build report")?;
+    crate::io::atomic::write(&out.join("report.json"), &json)?;
     Ok(report)
 }

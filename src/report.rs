@@ -50,6 +50,12 @@ pub struct BuildReport {
     pub warnings: Vec<String>,
     /// Per-stage times.
     pub stages: Vec<StageTime>,
+    /// Entries in the tree.
+    pub tree_entries: usize,
+    /// Bytes of file content in the tree.
+    pub tree_bytes: u64,
+    /// The SOURCE_DATE_EPOCH mtimes were clamped to.
+    pub source_date_epoch: u64,
 }
 
 impl BuildReport {

@@ -1,3 +1,86 @@
-//! Assembly: from fetched packages to the image tree.
+//! Assembly: from fetched packages to the image tree, without running any maintainer
+//! script and without root. Stages, in order:
+//! packages (merged /usr, conflicts, diversions) -> overlays from `rootfs/` -> the
+//! recipe's entries -> fix-ups that do declaratively what maintainer scripts would have
+//! done -> path globs dropped -> merged-/usr links -> mtimes clamped.
 
+pub mod dpkg;
+pub mod fixups;
+pub mod overlay;
+pub mod packages;
 pub mod tree;
+
+use crate::fetch::cache::Cache;
+use crate::lock::Lock;
+use crate::recipe::Recipe;
+use anyhow::{Context, Result};
+use tree::Tree;
+
+/// The assembled tree and what assembly reports.
+pub struct Assembled {
+    /// The image tree.
+    pub tree: Tree,
+    /// SOURCE_DATE_EPOCH used for clamping.
+    pub epoch: u64,
+    /// Maintainer scripts skipped and what slipway did instead.
+    pub scripts: Vec<String>,
+    /// Scripts or lines slipway could not account for.
+    pub warnings: Vec<String>,
+    /// Bytes removed by the recipe's path globs.
+    pub dropped_bytes: u64,
+    /// Per-stage seconds.
+    pub stages: Vec<(String, f64)>,
+    /// The packages, decoded (for reports).
+    pub packages: Vec<packages::Unpacked>,
+}
+
+/// SOURCE_DATE_EPOCH: the environment's, else the newest file mtime among the locked
+/// packages (a function of the lock alone).
+pub fn source_date_epoch(pkgs: &[packages::Unpacked]) -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) if !s.is_empty() => s
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds")),
+        _ => Ok(pkgs.iter().map(|p| p.newest_mtime()).max().unwrap_or(0)),
+    }
+}
+
+/// Builds the tree for `r` from its fetched `lock`.
+pub fn assemble(cache: &Cache, r: &Recipe, lock: &Lock) -> Result<Assembled> {
+    let mut stages = Vec::new();
+    let mut t = std::time::Instant::now();
+    let mut lap = |name: &str, stages: &mut Vec<(String, f64)>| {
+        stages.push((name.to_string(), t.elapsed().as_secs_f64()));
+        t = std::time::Instant::now();
+    };
+    let pkgs = packages::unpack_all(&cache.clone(), &lock.packages)?;
+    lap("decode", &mut stages);
+    let epoch = source_date_epoch(&pkgs)?;
+    let mut tree = Tree::new();
+    tree.put("", tree::Entry::dir(0o755, epoch)).ok();
+    packages::insert(&mut tree, &pkgs)?;
+    lap("unpack", &mut stages);
+    for o in &r.overlays {
+        overlay::apply(&mut tree, o, epoch)?;
+    }
+    overlay::apply_entries(&mut tree, r, epoch)?;
+    let mut fx = fixups::Fixups::new(r, epoch);
+    fx.run(&mut tree, &pkgs)?;
+    dpkg::write_metadata(&mut tree, r, &pkgs, epoch)?;
+    lap("fixups", &mut stages);
+    let dropped_bytes = overlay::drop_globs(&mut tree, r)?;
+    tree.add_merged_usr_links(epoch)?;
+    fixups::prune_dangling_cert_links(&mut tree);
+    tree.clamp_mtimes(epoch);
+    lap("finish", &mut stages);
+    Ok(Assembled {
+        tree,
+        epoch,
+        scripts: fx.scripts,
+        warnings: fx.warnings,
+        dropped_bytes,
+        stages,
+        packages: pkgs,
+    })
+}

@@ -1,0 +1,285 @@
+//! Packages into the tree. Each locked .deb is decoded once (in parallel) and its
+//! decompressed data.tar and control members are kept in the cache by the .deb's digest,
+//! so a warm build reads them without decompressing again. Entries then land in the tree
+//! in lock order with merged /usr applied; two packages shipping one path with different
+//! content is a conflict unless one Replaces the other; dpkg diversions are honoured.
+
+use super::tree::{merged_usr, Content, Entry, Kind, Tree};
+use crate::deb::{self, DataEntry, EntryKind};
+use crate::fetch::cache::Cache;
+use crate::lock::LockedPackage;
+use crate::resolve::relation;
+use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One package, decoded.
+pub struct Unpacked {
+    /// Package name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Architecture.
+    pub architecture: String,
+    /// The .deb's sha256.
+    pub sha256: String,
+    /// Fields of its control file.
+    pub fields: BTreeMap<String, String>,
+    /// Control members (control, postinst, conffiles, md5sums, ...).
+    pub control: BTreeMap<String, Vec<u8>>,
+    /// Data entries, in archive order.
+    pub entries: Vec<DataEntry>,
+    /// The decompressed data.tar.
+    pub data: Arc<Vec<u8>>,
+}
+
+impl Unpacked {
+    /// A control member as text ("" when absent).
+    pub fn script(&self, name: &str) -> String {
+        self.control.get(name).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+    }
+    /// The newest mtime of its files.
+    pub fn newest_mtime(&self) -> u64 {
+        self.entries.iter().map(|e| e.mtime).max().unwrap_or(0)
+    }
+}
+
+/// Decodes every package (from the decoded cache when present), using all cores.
+pub fn unpack_all(cache: &Cache, pkgs: &[LockedPackage]) -> Result<Vec<Unpacked>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Unpacked>>>> = Mutex::new((0..pkgs.len()).map(|_| None).collect());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(pkgs.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= pkgs.len() {
+                    break;
+                }
+                let r = unpack_one(cache, &pkgs[i]).with_context(|| format!("package {} {}", pkgs[i].name, pkgs[i].version));
+                if let Ok(mut v) = results.lock() {
+                    v[i] = Some(r);
+                }
+            });
+        }
+    });
+    let v = results.into_inner().map_err(|_| anyhow::anyhow!("a decoding thread panicked"))?;
+    v.into_iter().map(|r| r.unwrap_or_else(|| bail!("a package was not decoded"))).collect()
+}
+
+fn unpack_one(cache: &Cache, p: &LockedPackage) -> Result<Unpacked> {
+    let dir = cache.decoded_dir().join(&p.sha256);
+    let (control, data) = if dir.join("data.tar").is_file() && dir.join("control.tar").is_file() {
+        let data = std::fs::read(dir.join("data.tar")).with_context(|| format!("reading {}", dir.display()))?;
+        let control = read_control_tar(&std::fs::read(dir.join("control.tar")).with_context(|| format!("reading {}", dir.display()))?)?;
+        (control, data)
+    } else {
+        let d = deb::read_deb(&cache.blob_path(&p.sha256))?;
+        store_decoded(&dir, &d)?;
+        (d.control, d.data_tar)
+    };
+    let entries = deb::list_data(&p.name, &data)?;
+    let fields = deb::parse_control(&String::from_utf8_lossy(control.get("control").map_or(&[][..], |v| v)))
+        .with_context(|| format!("{}: control file", p.name))?;
+    Ok(Unpacked {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        architecture: p.architecture.clone(),
+        sha256: p.sha256.clone(),
+        fields,
+        control,
+        entries,
+        data: Arc::new(data),
+    })
+}
+
+fn store_decoded(dir: &Path, d: &deb::Deb) -> Result<()> {
+    let parent = dir.parent().context("decoded dir has a parent")?;
+    let tmp = crate::io::atomic::temp_path_for(dir);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    std::fs::write(tmp.join("data.tar"), &d.data_tar).with_context(|| format!("writing {}", tmp.display()))?;
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, bytes) in &d.control {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, bytes.as_slice()).context("writing decoded control")?;
+    }
+    std::fs::write(tmp.join("control.tar"), b.into_inner().context("finishing decoded control")?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    if std::fs::rename(&tmp, dir).is_err() {
+        // Another build stored it first: theirs is as good as ours.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(())
+}
+
+fn read_control_tar(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut ar = tar::Archive::new(bytes);
+    for e in ar.entries().context("reading decoded control")? {
+        let mut e = e.context("reading decoded control")?;
+        let name = e.path().context("decoded control member name")?.to_string_lossy().into_owned();
+        let mut v = Vec::new();
+        e.read_to_end(&mut v).context("reading decoded control member")?;
+        out.insert(name, v);
+    }
+    Ok(out)
+}
+
+/// A dpkg diversion: `from` shipped by any package but `owner` lands at `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diversion {
+    pub from: String,
+    pub to: String,
+    pub owner: String,
+}
+
+/// The `dpkg-divert --add ... --divert TO FROM` calls of a maintainer script.
+pub fn parse_diversions(pkg: &str, script: &str) -> Vec<Diversion> {
+    let joined = script.replace("\\\n", " ");
+    let mut out = Vec::new();
+    for line in joined.lines() {
+        let Some(pos) = line.find("dpkg-divert") else { continue };
+        let words: Vec<&str> = line[pos..].split_whitespace().map(|w| w.trim_matches(|c| c == '"' || c == '\'')).collect();
+        if words.iter().any(|w| *w == "--remove" || *w == "--list" || *w == "--truename" || *w == "--listpackage") {
+            continue;
+        }
+        let (mut to, mut owner, mut from) = (None, pkg.to_string(), None);
+        let mut i = 1;
+        while i < words.len() {
+            match words[i] {
+                "--divert" => {
+                    to = words.get(i + 1).copied();
+                    i += 1;
+                }
+                "--package" => {
+                    if let Some(p) = words.get(i + 1) {
+                        owner = p.to_string();
+                    }
+                    i += 1;
+                }
+                "--admindir" | "--instdir" | "--root" => i += 1,
+                w if w.starts_with('/') => from = Some(w),
+                w if w.starts_with("--") => {}
+                _ => break,
+            }
+            i += 1;
+        }
+        if let (Some(to), Some(from)) = (to, from) {
+            if !to.contains('$') && !from.contains('$') {
+                out.push(Diversion {
+                    from: merged_usr(from.trim_start_matches('/')),
+                    to: merged_usr(to.trim_start_matches('/')),
+                    owner,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn replaces(u: &Unpacked, other: &Unpacked) -> bool {
+    let Some(field) = u.fields.get("Replaces") else { return false };
+    let Ok(groups) = relation::parse(field) else { return false };
+    groups.iter().flatten().any(|a| a.name == other.name && a.version_ok(&other.version))
+}
+
+/// Puts every package's entries into `tree`. Returns the diversions applied.
+pub fn insert(tree: &mut Tree, pkgs: &[Unpacked]) -> Result<Vec<Diversion>> {
+    let mut diversions: Vec<Diversion> = Vec::new();
+    for u in pkgs {
+        for s in ["preinst", "postinst"] {
+            diversions.extend(parse_diversions(&u.name, &u.script(s)));
+        }
+    }
+    let diverted: HashMap<&str, &Diversion> = diversions.iter().map(|d| (d.from.as_str(), d)).collect();
+    let index: HashMap<&str, &Unpacked> = pkgs.iter().map(|u| (u.name.as_str(), u)).collect();
+    for u in pkgs {
+        let name: Arc<str> = Arc::from(u.name.as_str());
+        for e in &u.entries {
+            // Top-level /bin, /lib... (directories or base-files' own links): merged /usr
+            // makes them links to usr/ at the end, whatever the package shipped.
+            if super::tree::MERGED_DIRS.contains(&e.path.as_str()) {
+                continue;
+            }
+            let mut path = merged_usr(&e.path);
+            if let Some(d) = diverted.get(path.as_str()) {
+                if d.owner != u.name {
+                    path = d.to.clone();
+                }
+            }
+            let kind = match e.kind {
+                EntryKind::File => Kind::File(Content::slice(u.data.clone(), e.offset as usize, e.size as usize)?),
+                EntryKind::Dir => Kind::Dir,
+                EntryKind::Symlink => Kind::Symlink(e.link_target.clone().unwrap_or_default()),
+                EntryKind::Hardlink => Kind::Hardlink(merged_usr(e.link_target.as_deref().unwrap_or_default())),
+                EntryKind::CharDevice => {
+                    let (a, b) = e.device.unwrap_or((0, 0));
+                    Kind::CharDevice(a, b)
+                }
+                EntryKind::BlockDevice => {
+                    let (a, b) = e.device.unwrap_or((0, 0));
+                    Kind::BlockDevice(a, b)
+                }
+                EntryKind::Fifo => Kind::Fifo,
+            };
+            let entry = Entry {
+                kind,
+                mode: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+                mtime: e.mtime,
+                xattrs: BTreeMap::new(),
+                package: Some(name.clone()),
+            };
+            // A top-level /bin, /lib... directory itself: merged /usr makes it a link later.
+            if path.is_empty() {
+                continue;
+            }
+            if let Some(old) = tree.get(&path) {
+                if old.is_dir() && entry.is_dir() {
+                    continue;
+                }
+                let same = match (&old.kind, &entry.kind) {
+                    (Kind::File(a), Kind::File(b)) => a.as_slice() == b.as_slice(),
+                    (Kind::Symlink(a), Kind::Symlink(b)) => a == b,
+                    (Kind::Hardlink(a), Kind::Hardlink(b)) => a == b,
+                    _ => false,
+                };
+                if same {
+                    continue;
+                }
+                let owner = old.package.clone();
+                let old_pkg = owner.as_deref().and_then(|o| index.get(o)).copied();
+                match old_pkg {
+                    Some(o) if replaces(u, o) => {}
+                    Some(o) if replaces(o, u) => continue,
+                    _ => bail!(
+                        "file conflict: /{path} is shipped by {} and {} with different content, and neither Replaces the other",
+                        owner.as_deref().unwrap_or("(unknown)"),
+                        u.name
+                    ),
+                }
+            }
+            tree.put(&path, entry).with_context(|| format!("{}: /{}", u.name, e.path))?;
+        }
+    }
+    Ok(diversions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diversions_parse() {
+        let s = "if [ \"$1\" = install ]; then\n  dpkg-divert --package foo --add --rename \\\n    --divert /usr/bin/tool.distrib /usr/bin/tool\nfi\ndpkg-divert --remove /x\n";
+        let d = parse_diversions("bar", s);
+        assert_eq!(d, [Diversion { from: "usr/bin/tool".into(), to: "usr/bin/tool.distrib".into(), owner: "foo".into() }]);
+    }
+}
