@@ -32,7 +32,7 @@ const ACCOUNTED: &[&str] = &[
     "update_catalog", "dpkg-reconfigure", "update-pam", "pam-auth-update", "c_rehash", "openssl", "wc", "tee",
     "env", "eval", "exec", "umask", "read", "break", "continue", "logger", "mountpoint", "modprobe", "depmod",
     "update-binfmts", "start-stop-daemon", "service", "chsh", "chfn", "passwd", "chpasswd", "chgrp", "find_conffile",
-    "cmp", "diff", "egrep", "fgrep", "uniq", "db_metaget", "db_subst", "db_title", "restorecon", "}", "{", "!",
+    "update-ca-certificates-fresh", "cmp", "diff", "egrep", "fgrep", "uniq", "db_metaget", "db_subst", "db_title", "restorecon", "}", "{", "!",
     // dpkg's maintainer-script arguments, seen as words of `case` arms.
     "configure", "install", "upgrade", "remove", "purge", "abort-install", "abort-upgrade", "abort-remove",
     "abort-deconfigure", "failed-upgrade", "disappear", "triggered", "deconfigure", "reconfigure",
