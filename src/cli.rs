@@ -240,7 +240,12 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
-        Command::Build { recipe, output, format, fetch } => {
+        Command::Build {
+            recipe,
+            output,
+            format,
+            fetch,
+        } => {
             let r = load(recipe)?;
             let ctx = context(g, fetch)?;
             let report = pipeline::build(&ctx, &r, output, format)?;

@@ -324,7 +324,12 @@ pub enum Format {
 }
 
 /// `slipway build`: lock, fetch, assemble, and write the outputs into `out`.
-pub fn build(ctx: &Context, r: &Recipe, out: &std::path::Path, formats: &[Format]) -> Result<crate::report::BuildReport> {
+pub fn build(
+    ctx: &Context,
+    r: &Recipe,
+    out: &std::path::Path,
+    formats: &[Format],
+) -> Result<crate::report::BuildReport> {
     let mut report = crate::report::BuildReport {
         recipe: r.display(),
         image: r.name.clone(),
@@ -336,7 +341,12 @@ pub fn build(ctx: &Context, r: &Recipe, out: &std::path::Path, formats: &[Format
     report.time("lock+fetch", t.elapsed().as_secs_f64());
     report.packages = fetched.lock.packages.len();
     report.deb_bytes = fetched.lock.total_size();
-    report.cut_edges = fetched.lock.cuts.iter().map(|c| format!("{} -> {} ({})", c.from, c.to, c.relation)).collect();
+    report.cut_edges = fetched
+        .lock
+        .cuts
+        .iter()
+        .map(|c| format!("{} -> {} ({})", c.from, c.to, c.relation))
+        .collect();
     report.fetch = Some(fetched.summary);
 
     let stage = ctx.rep.stage("assembling the tree");
@@ -362,7 +372,11 @@ pub fn build(ctx: &Context, r: &Recipe, out: &std::path::Path, formats: &[Format
         match f {
             Format::Tar => {
                 let path = out.join("rootfs.tar");
-                let o = crate::writers::tar::write_file(&asm.tree, crate::writers::tar::TarOptions { epoch: asm.epoch }, &path)?;
+                let o = crate::writers::tar::write_file(
+                    &asm.tree,
+                    crate::writers::tar::TarOptions { epoch: asm.epoch },
+                    &path,
+                )?;
                 report.outputs.push(o);
             }
             Format::Dir => {

@@ -11,7 +11,18 @@ use anyhow::Result;
 /// The control stanza of `u` as dpkg's status would hold it.
 pub fn stanza(u: &Unpacked) -> String {
     let mut s = String::new();
-    let order = ["Package", "Status", "Priority", "Section", "Installed-Size", "Maintainer", "Architecture", "Multi-Arch", "Source", "Version"];
+    let order = [
+        "Package",
+        "Status",
+        "Priority",
+        "Section",
+        "Installed-Size",
+        "Maintainer",
+        "Architecture",
+        "Multi-Arch",
+        "Source",
+        "Version",
+    ];
     let mut fields = u.fields.clone();
     fields.insert("Status".into(), "install ok installed".into());
     for k in order {
@@ -30,15 +41,24 @@ pub fn write_metadata(tree: &mut Tree, r: &Recipe, pkgs: &[Unpacked], epoch: u64
     match r.kind {
         ImageKind::Base => {
             for u in pkgs {
-                tree.put(&format!("var/lib/dpkg/status.d/{}", u.name), Entry::file(stanza(u).into_bytes(), 0o644, epoch))?;
+                tree.put(
+                    &format!("var/lib/dpkg/status.d/{}", u.name),
+                    Entry::file(stanza(u).into_bytes(), 0o644, epoch),
+                )?;
                 if let Some(m) = u.control.get("md5sums") {
-                    tree.put(&format!("var/lib/dpkg/status.d/{}.md5sums", u.name), Entry::file(m.clone(), 0o644, epoch))?;
+                    tree.put(
+                        &format!("var/lib/dpkg/status.d/{}.md5sums", u.name),
+                        Entry::file(m.clone(), 0o644, epoch),
+                    )?;
                 }
             }
         }
         ImageKind::Host => {
             let all: Vec<String> = pkgs.iter().map(stanza).collect();
-            tree.put("var/lib/dpkg/status", Entry::file(all.join("\n").into_bytes(), 0o644, epoch))?;
+            tree.put(
+                "var/lib/dpkg/status",
+                Entry::file(all.join("\n").into_bytes(), 0o644, epoch),
+            )?;
         }
     }
     Ok(())

@@ -15,27 +15,191 @@ use std::collections::{BTreeMap, BTreeSet};
 /// effect on an image built from scratch (they manage upgrades, running services, caches
 /// rebuilt at boot, or debconf questions).
 const ACCOUNTED: &[&str] = &[
-    "adduser", "addgroup", "useradd", "groupadd", "usermod", "update-alternatives", "deb-systemd-helper",
-    "deb-systemd-invoke", "systemctl", "systemd-sysusers", "systemd-tmpfiles", "dpkg-maintscript-helper",
-    "ldconfig", "update-ca-certificates", "dpkg-trigger", "set", "exit", "return", "true", "false", ":", "echo",
-    "printf", "test", "[", "[[", "case", "esac", "if", "then", "fi", "else", "elif", "for", "do", "done", "while",
-    "shift", "local", "export", "unset", ".", "db_get", "db_set", "db_input", "db_go", "db_stop", "db_purge",
-    "db_fset", "db_unregister", "db_reset", "db_version", "db_capb", "db_settitle", "db_register", "dpkg",
-    "dpkg-query", "dpkg-divert", "dpkg-statoverride", "invoke-rc.d", "update-rc.d", "py3compile", "py3clean",
-    "pycompile", "pyclean", "update-initramfs", "udevadm", "rm", "mkdir", "chmod", "chown", "ln", "mv", "cp",
-    "touch", "grep", "sed", "cat", "head", "tail", "cut", "tr", "sort", "awk", "basename", "dirname", "readlink",
-    "command", "which", "type", "hash", "trap", "cd", "find", "xargs", "sleep", "wait", "kill", "pidof", "ls",
-    "stat", "id", "getent", "install", "mktemp", "rmdir", "base64", "update-mime", "update-desktop-database",
-    "update-icon-caches", "gtk-update-icon-cache", "glib-compile-schemas", "ucf", "ucfr", "update-catalog",
-    "update-xmlcatalog", "install-info", "mandb", "fc-cache", "update-fonts-dir", "update-menus", "zcat", "gunzip",
-    "systemd-machine-id-setup", "journalctl", "systemd-hwdb", "setcap", "setup_tmpfiles", "_update_catalog",
-    "update_catalog", "dpkg-reconfigure", "update-pam", "pam-auth-update", "c_rehash", "openssl", "wc", "tee",
-    "env", "eval", "exec", "umask", "read", "break", "continue", "logger", "mountpoint", "modprobe", "depmod",
-    "update-binfmts", "start-stop-daemon", "service", "chsh", "chfn", "passwd", "chpasswd", "chgrp", "find_conffile",
-    "update-ca-certificates-fresh", "cmp", "diff", "egrep", "fgrep", "uniq", "db_metaget", "db_subst", "db_title", "restorecon", "}", "{", "!",
+    "adduser",
+    "addgroup",
+    "useradd",
+    "groupadd",
+    "usermod",
+    "update-alternatives",
+    "deb-systemd-helper",
+    "deb-systemd-invoke",
+    "systemctl",
+    "systemd-sysusers",
+    "systemd-tmpfiles",
+    "dpkg-maintscript-helper",
+    "ldconfig",
+    "update-ca-certificates",
+    "dpkg-trigger",
+    "set",
+    "exit",
+    "return",
+    "true",
+    "false",
+    ":",
+    "echo",
+    "printf",
+    "test",
+    "[",
+    "[[",
+    "case",
+    "esac",
+    "if",
+    "then",
+    "fi",
+    "else",
+    "elif",
+    "for",
+    "do",
+    "done",
+    "while",
+    "shift",
+    "local",
+    "export",
+    "unset",
+    ".",
+    "db_get",
+    "db_set",
+    "db_input",
+    "db_go",
+    "db_stop",
+    "db_purge",
+    "db_fset",
+    "db_unregister",
+    "db_reset",
+    "db_version",
+    "db_capb",
+    "db_settitle",
+    "db_register",
+    "dpkg",
+    "dpkg-query",
+    "dpkg-divert",
+    "dpkg-statoverride",
+    "invoke-rc.d",
+    "update-rc.d",
+    "py3compile",
+    "py3clean",
+    "pycompile",
+    "pyclean",
+    "update-initramfs",
+    "udevadm",
+    "rm",
+    "mkdir",
+    "chmod",
+    "chown",
+    "ln",
+    "mv",
+    "cp",
+    "touch",
+    "grep",
+    "sed",
+    "cat",
+    "head",
+    "tail",
+    "cut",
+    "tr",
+    "sort",
+    "awk",
+    "basename",
+    "dirname",
+    "readlink",
+    "command",
+    "which",
+    "type",
+    "hash",
+    "trap",
+    "cd",
+    "find",
+    "xargs",
+    "sleep",
+    "wait",
+    "kill",
+    "pidof",
+    "ls",
+    "stat",
+    "id",
+    "getent",
+    "install",
+    "mktemp",
+    "rmdir",
+    "base64",
+    "update-mime",
+    "update-desktop-database",
+    "update-icon-caches",
+    "gtk-update-icon-cache",
+    "glib-compile-schemas",
+    "ucf",
+    "ucfr",
+    "update-catalog",
+    "update-xmlcatalog",
+    "install-info",
+    "mandb",
+    "fc-cache",
+    "update-fonts-dir",
+    "update-menus",
+    "zcat",
+    "gunzip",
+    "systemd-machine-id-setup",
+    "journalctl",
+    "systemd-hwdb",
+    "setcap",
+    "setup_tmpfiles",
+    "_update_catalog",
+    "update_catalog",
+    "dpkg-reconfigure",
+    "update-pam",
+    "pam-auth-update",
+    "c_rehash",
+    "openssl",
+    "wc",
+    "tee",
+    "env",
+    "eval",
+    "exec",
+    "umask",
+    "read",
+    "break",
+    "continue",
+    "logger",
+    "mountpoint",
+    "modprobe",
+    "depmod",
+    "update-binfmts",
+    "start-stop-daemon",
+    "service",
+    "chsh",
+    "chfn",
+    "passwd",
+    "chpasswd",
+    "chgrp",
+    "find_conffile",
+    "update-ca-certificates-fresh",
+    "cmp",
+    "diff",
+    "egrep",
+    "fgrep",
+    "uniq",
+    "db_metaget",
+    "db_subst",
+    "db_title",
+    "restorecon",
+    "}",
+    "{",
+    "!",
     // dpkg's maintainer-script arguments, seen as words of `case` arms.
-    "configure", "install", "upgrade", "remove", "purge", "abort-install", "abort-upgrade", "abort-remove",
-    "abort-deconfigure", "failed-upgrade", "disappear", "triggered", "deconfigure", "reconfigure",
+    "configure",
+    "install",
+    "upgrade",
+    "remove",
+    "purge",
+    "abort-install",
+    "abort-upgrade",
+    "abort-remove",
+    "abort-deconfigure",
+    "failed-upgrade",
+    "disappear",
+    "triggered",
+    "deconfigure",
+    "reconfigure",
 ];
 
 /// The fix-up stage's state and report.
@@ -58,7 +222,12 @@ fn text(tree: &Tree, path: &str) -> Option<String> {
 impl<'a> Fixups<'a> {
     /// Fix-ups for recipe `r`, with mtimes `epoch`.
     pub fn new(r: &'a Recipe, epoch: u64) -> Self {
-        Fixups { r, epoch, scripts: Vec::new(), warnings: Vec::new() }
+        Fixups {
+            r,
+            epoch,
+            scripts: Vec::new(),
+            warnings: Vec::new(),
+        }
     }
 
     /// Runs every fix-up.
@@ -71,7 +240,10 @@ impl<'a> Fixups<'a> {
         self.ca_bundle(tree)?;
         self.os_release(tree)?;
         if tree.get("usr/lib/systemd/systemd").is_some() {
-            tree.put("etc/machine-id", Entry::file(b"uninitialized\n".to_vec(), 0o444, self.epoch))?;
+            tree.put(
+                "etc/machine-id",
+                Entry::file(b"uninitialized\n".to_vec(), 0o444, self.epoch),
+            )?;
         }
         self.report_scripts(pkgs, &did);
         Ok(())
@@ -79,8 +251,10 @@ impl<'a> Fixups<'a> {
 
     fn report_scripts(&mut self, pkgs: &[Unpacked], did: &BTreeMap<String, Vec<String>>) {
         for u in pkgs {
-            let present: Vec<&str> =
-                ["preinst", "postinst", "prerm", "postrm"].into_iter().filter(|s| u.control.contains_key(*s)).collect();
+            let present: Vec<&str> = ["preinst", "postinst", "prerm", "postrm"]
+                .into_iter()
+                .filter(|s| u.control.contains_key(*s))
+                .collect();
             if present.is_empty() {
                 continue;
             }
@@ -89,16 +263,26 @@ impl<'a> Fixups<'a> {
                 for c in shell::commands(&u.script(s)) {
                     if let Some(w) = shell::command_words(&c).first() {
                         let name = w.text.rsplit('/').next().unwrap_or(&w.text).to_string();
-                        let is_fn = u.script(s).contains(&format!("{name}()")) || u.script(s).contains(&format!("{name} ()"));
-                        let plain = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
+                        let is_fn = u.script(s).contains(&format!("{name}()"))
+                            || u.script(s).contains(&format!("{name} ()"));
+                        let plain = name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
                         if plain && !w.dynamic && !ACCOUNTED.contains(&name.as_str()) && !is_fn {
                             unknown.insert(name);
                         }
                     }
                 }
             }
-            let done = did.get(&u.name).map(|v| v.join(", ")).unwrap_or_else(|| "nothing needed at build time".into());
-            self.scripts.push(format!("{}: skipped {}; did: {done}", u.name, present.join(", ")));
+            let done = did
+                .get(&u.name)
+                .map(|v| v.join(", "))
+                .unwrap_or_else(|| "nothing needed at build time".into());
+            self.scripts.push(format!(
+                "{}: skipped {}; did: {done}",
+                u.name,
+                present.join(", ")
+            ));
             if !unknown.is_empty() {
                 self.warnings.push(format!(
                     "{}: maintainer script runs commands slipway does not reproduce: {}",
@@ -109,14 +293,28 @@ impl<'a> Fixups<'a> {
         }
     }
 
-    fn accounts(&mut self, tree: &mut Tree, pkgs: &[Unpacked], did: &mut BTreeMap<String, Vec<String>>) -> Result<()> {
-        let mut acc = match (text(tree, "usr/share/base-passwd/passwd.master"), text(tree, "usr/share/base-passwd/group.master")) {
-            (Some(p), Some(g)) => users::Accounts::from_base_passwd(&p, &g).context("base-passwd's master files")?,
+    fn accounts(
+        &mut self,
+        tree: &mut Tree,
+        pkgs: &[Unpacked],
+        did: &mut BTreeMap<String, Vec<String>>,
+    ) -> Result<()> {
+        let mut acc = match (
+            text(tree, "usr/share/base-passwd/passwd.master"),
+            text(tree, "usr/share/base-passwd/group.master"),
+        ) {
+            (Some(p), Some(g)) => {
+                users::Accounts::from_base_passwd(&p, &g).context("base-passwd's master files")?
+            }
             _ => users::Accounts::default(),
         };
         for g in &self.r.groups {
-            acc.apply(&users::AccountRequest::Group { name: g.name.clone(), gid: Some(g.gid), system: true })
-                .with_context(|| format!("{}: group {}", self.r.display(), g.name))?;
+            acc.apply(&users::AccountRequest::Group {
+                name: g.name.clone(),
+                gid: Some(g.gid),
+                system: true,
+            })
+            .with_context(|| format!("{}: group {}", self.r.display(), g.name))?;
         }
         for u in &self.r.users {
             acc.apply(&users::AccountRequest::User {
@@ -134,20 +332,31 @@ impl<'a> Fixups<'a> {
         }
         for g in &self.r.groups {
             for m in &g.members {
-                acc.apply(&users::AccountRequest::Member { user: m.clone(), group: g.name.clone() })
-                    .with_context(|| format!("{}: group {} member {m}", self.r.display(), g.name))?;
+                acc.apply(&users::AccountRequest::Member {
+                    user: m.clone(),
+                    group: g.name.clone(),
+                })
+                .with_context(|| format!("{}: group {} member {m}", self.r.display(), g.name))?;
             }
         }
         for u in pkgs {
-            let (reqs, unparsed) = users::parse_script_report(&format!("{}\n{}", u.script("preinst"), u.script("postinst")));
+            let (reqs, unparsed) = users::parse_script_report(&format!(
+                "{}\n{}",
+                u.script("preinst"),
+                u.script("postinst")
+            ));
             for req in &reqs {
-                acc.apply(req).with_context(|| format!("{}: account from its maintainer script", u.name))?;
+                acc.apply(req)
+                    .with_context(|| format!("{}: account from its maintainer script", u.name))?;
             }
             if !reqs.is_empty() {
-                did.entry(u.name.clone()).or_default().push(format!("{} account request(s)", reqs.len()));
+                did.entry(u.name.clone())
+                    .or_default()
+                    .push(format!("{} account request(s)", reqs.len()));
             }
             for l in unparsed {
-                self.warnings.push(format!("{}: account command not reproduced: {l}", u.name));
+                self.warnings
+                    .push(format!("{}: account command not reproduced: {l}", u.name));
             }
         }
         let sysusers: Vec<(String, String)> = tree
@@ -160,38 +369,62 @@ impl<'a> Fixups<'a> {
             for req in &reqs {
                 acc.apply(req).with_context(|| format!("/{p}"))?;
             }
-            let owner = tree.get(&p).and_then(|e| e.package.as_deref().map(str::to_string)).unwrap_or_default();
-            did.entry(owner).or_default().push(format!("sysusers {}", p.rsplit('/').next().unwrap_or(&p)));
+            let owner = tree
+                .get(&p)
+                .and_then(|e| e.package.as_deref().map(str::to_string))
+                .unwrap_or_default();
+            did.entry(owner)
+                .or_default()
+                .push(format!("sysusers {}", p.rsplit('/').next().unwrap_or(&p)));
         }
         if acc.users().is_empty() && acc.groups().is_empty() {
             return Ok(());
         }
         let shadow_gid = acc.group_by_name("shadow").map(|g| g.gid);
         let e = self.epoch;
-        tree.put("etc/passwd", Entry::file(acc.passwd().into_bytes(), 0o644, e))?;
+        tree.put(
+            "etc/passwd",
+            Entry::file(acc.passwd().into_bytes(), 0o644, e),
+        )?;
         tree.put("etc/group", Entry::file(acc.group().into_bytes(), 0o644, e))?;
         let day = users::days_since_epoch(self.epoch);
-        for (path, body) in [("etc/shadow", acc.shadow(day)), ("etc/gshadow", acc.gshadow())] {
-            let mut f = Entry::file(body.into_bytes(), if shadow_gid.is_some() { 0o640 } else { 0o600 }, e);
+        for (path, body) in [
+            ("etc/shadow", acc.shadow(day)),
+            ("etc/gshadow", acc.gshadow()),
+        ] {
+            let mut f = Entry::file(
+                body.into_bytes(),
+                if shadow_gid.is_some() { 0o640 } else { 0o600 },
+                e,
+            );
             f.gid = shadow_gid.unwrap_or(0);
             tree.put(path, f)?;
         }
         Ok(())
     }
 
-    fn alternatives(&mut self, tree: &mut Tree, pkgs: &[Unpacked], did: &mut BTreeMap<String, Vec<String>>) -> Result<()> {
+    fn alternatives(
+        &mut self,
+        tree: &mut Tree,
+        pkgs: &[Unpacked],
+        did: &mut BTreeMap<String, Vec<String>>,
+    ) -> Result<()> {
         let mut all = Vec::new();
         for u in pkgs {
             let (alts, unparsed) = alternatives::parse_script_report(&u.script("postinst"));
             if !alts.is_empty() {
-                did.entry(u.name.clone()).or_default().push(format!("{} alternative(s)", alts.len()));
+                did.entry(u.name.clone())
+                    .or_default()
+                    .push(format!("{} alternative(s)", alts.len()));
             }
             all.extend(alts);
             for l in unparsed {
-                self.warnings.push(format!("{}: alternative not reproduced: {l}", u.name));
+                self.warnings
+                    .push(format!("{}: alternative not reproduced: {l}", u.name));
             }
         }
-        let links = alternatives::choose(&all, &self.r.alternatives).with_context(|| format!("{}: alternatives", self.r.display()))?;
+        let links = alternatives::choose(&all, &self.r.alternatives)
+            .with_context(|| format!("{}: alternatives", self.r.display()))?;
         for l in links {
             let path = merged_usr(l.path.trim_start_matches('/'));
             if let Some(old) = tree.get(&path) {
@@ -200,12 +433,18 @@ impl<'a> Fixups<'a> {
                     continue;
                 }
             }
-            tree.put(&path, Entry::symlink(&l.target, self.epoch)).with_context(|| format!("alternative {}", l.path))?;
+            tree.put(&path, Entry::symlink(&l.target, self.epoch))
+                .with_context(|| format!("alternative {}", l.path))?;
         }
         Ok(())
     }
 
-    fn units(&mut self, tree: &mut Tree, pkgs: &[Unpacked], did: &mut BTreeMap<String, Vec<String>>) -> Result<()> {
+    fn units(
+        &mut self,
+        tree: &mut Tree,
+        pkgs: &[Unpacked],
+        did: &mut BTreeMap<String, Vec<String>>,
+    ) -> Result<()> {
         const DIR: &str = "usr/lib/systemd/system";
         if tree.get(DIR).is_none() {
             return Ok(());
@@ -214,13 +453,21 @@ impl<'a> Fixups<'a> {
         let mut queue: Vec<(String, Option<String>)> = Vec::new();
         for u in pkgs {
             for c in shell::commands(&u.script("postinst")) {
-                let w: Vec<&str> = shell::command_words(&c).iter().map(|w| w.text.as_str()).collect();
+                let w: Vec<&str> = shell::command_words(&c)
+                    .iter()
+                    .map(|w| w.text.as_str())
+                    .collect();
                 let enable_at = match w.first().copied() {
-                    Some("deb-systemd-helper") | Some("systemctl") => w.iter().position(|x| *x == "enable"),
+                    Some("deb-systemd-helper") | Some("systemctl") => {
+                        w.iter().position(|x| *x == "enable")
+                    }
                     _ => None,
                 };
                 if let Some(i) = enable_at {
-                    for unit in w[i + 1..].iter().filter(|x| !x.starts_with('-') && !x.contains('$')) {
+                    for unit in w[i + 1..]
+                        .iter()
+                        .filter(|x| !x.starts_with('-') && !x.contains('$'))
+                    {
                         queue.push((unit.to_string(), Some(u.name.clone())));
                     }
                 }
@@ -238,16 +485,22 @@ impl<'a> Fixups<'a> {
             };
             let Some(body) = text(tree, &format!("{DIR}/{file_name}")) else {
                 if pkg.is_none() {
-                    anyhow::bail!("{}: systemd.enable: unit {unit} is not in the image (looked in /{DIR})", self.r.display());
+                    anyhow::bail!(
+                        "{}: systemd.enable: unit {unit} is not in the image (looked in /{DIR})",
+                        self.r.display()
+                    );
                 }
                 continue;
             };
-            let install = systemd::parse_install(&body).with_context(|| format!("/{DIR}/{file_name}"))?;
+            let install =
+                systemd::parse_install(&body).with_context(|| format!("/{DIR}/{file_name}"))?;
             let en = systemd::enable_links(&unit, &install, "etc/systemd/system");
             for (link, target) in &en.links {
-                tree.put(link, Entry::symlink(target, self.epoch)).with_context(|| format!("enabling {unit}"))?;
+                tree.put(link, Entry::symlink(target, self.epoch))
+                    .with_context(|| format!("enabling {unit}"))?;
             }
-            self.warnings.extend(en.warnings.iter().map(|w| format!("{unit}: {w}")));
+            self.warnings
+                .extend(en.warnings.iter().map(|w| format!("{unit}: {w}")));
             queue.extend(en.also.iter().map(|a| (a.clone(), pkg.clone())));
             if let Some(p) = pkg {
                 did.entry(p).or_default().push(format!("enabled {unit}"));
@@ -256,7 +509,9 @@ impl<'a> Fixups<'a> {
         for d in &self.r.disable {
             let victims: Vec<String> = tree
                 .under("etc/systemd/system")
-                .filter(|(p, e)| p.ends_with(&format!("/{d}")) && matches!(e.kind, Kind::Symlink(_)))
+                .filter(|(p, e)| {
+                    p.ends_with(&format!("/{d}")) && matches!(e.kind, Kind::Symlink(_))
+                })
                 .map(|(p, _)| p.clone())
                 .collect();
             for v in victims {
@@ -285,12 +540,18 @@ impl<'a> Fixups<'a> {
                 match l.kind {
                     'd' | 'D' => tree.put(&path, Entry::dir(mode.unwrap_or(0o755), self.epoch))?,
                     'L' => {
-                        let target = l.argument.clone().unwrap_or_else(|| format!("/usr/share/factory/{}", l.path.trim_start_matches('/')));
+                        let target = l.argument.clone().unwrap_or_else(|| {
+                            format!("/usr/share/factory/{}", l.path.trim_start_matches('/'))
+                        });
                         tree.put(&path, Entry::symlink(&target, self.epoch))?
                     }
                     'f' | 'F' => tree.put(
                         &path,
-                        Entry::file(l.argument.clone().unwrap_or_default().into_bytes(), mode.unwrap_or(0o644), self.epoch),
+                        Entry::file(
+                            l.argument.clone().unwrap_or_default().into_bytes(),
+                            mode.unwrap_or(0o644),
+                            self.epoch,
+                        ),
                     )?,
                     _ => {}
                 }
@@ -313,49 +574,79 @@ impl<'a> Fixups<'a> {
         let conf = match text(tree, "etc/ca-certificates.conf") {
             Some(t) => t,
             None => {
-                let mut t = String::from("# Generated by slipway, as ca-certificates' postinst would.\n");
+                let mut t =
+                    String::from("# Generated by slipway, as ca-certificates' postinst would.\n");
                 for n in &names {
                     t.push_str(n);
                     t.push('\n');
                 }
-                tree.put("etc/ca-certificates.conf", Entry::file(t.clone().into_bytes(), 0o644, self.epoch))?;
+                tree.put(
+                    "etc/ca-certificates.conf",
+                    Entry::file(t.clone().into_bytes(), 0o644, self.epoch),
+                )?;
                 t
             }
         };
         let mut certs = Vec::new();
         for n in certs::parse_conf(&conf) {
-            let Some(Entry { kind: Kind::File(c), .. }) = tree.get(&format!("{SHARE}/{n}")) else {
-                self.warnings.push(format!("/etc/ca-certificates.conf names {n}, which is not in the image"));
+            let Some(Entry {
+                kind: Kind::File(c),
+                ..
+            }) = tree.get(&format!("{SHARE}/{n}"))
+            else {
+                self.warnings.push(format!(
+                    "/etc/ca-certificates.conf names {n}, which is not in the image"
+                ));
                 continue;
             };
             certs.push((n.clone(), c.as_slice().to_vec()));
         }
         let bundle = certs::bundle(&certs)?;
-        tree.put("etc/ssl/certs/ca-certificates.crt", Entry::file(bundle, 0o644, self.epoch))?;
+        tree.put(
+            "etc/ssl/certs/ca-certificates.crt",
+            Entry::file(bundle, 0o644, self.epoch),
+        )?;
         let mut pem_names = Vec::new();
         for (n, pem) in &certs {
             let link = certs::pem_link_name(n);
-            tree.put(&format!("etc/ssl/certs/{link}"), Entry::symlink(&format!("/{SHARE}/{n}"), self.epoch))?;
+            tree.put(
+                &format!("etc/ssl/certs/{link}"),
+                Entry::symlink(&format!("/{SHARE}/{n}"), self.epoch),
+            )?;
             pem_names.push((link, pem.clone()));
         }
         for (hash, target) in certs::hash_links(&pem_names)? {
-            tree.put(&format!("etc/ssl/certs/{hash}"), Entry::symlink(&target, self.epoch))?;
+            tree.put(
+                &format!("etc/ssl/certs/{hash}"),
+                Entry::symlink(&target, self.epoch),
+            )?;
         }
         Ok(())
     }
 
     fn os_release(&mut self, tree: &mut Tree) -> Result<()> {
-        let path = ["usr/lib/os-release", "etc/os-release"].into_iter().find(|p| matches!(tree.get(p).map(|e| &e.kind), Some(Kind::File(_))));
+        let path = ["usr/lib/os-release", "etc/os-release"]
+            .into_iter()
+            .find(|p| matches!(tree.get(p).map(|e| &e.kind), Some(Kind::File(_))));
         let base = path.and_then(|p| text(tree, p)).unwrap_or_default();
         let mut out: String = base
             .lines()
             .filter(|l| !l.starts_with("IMAGE_ID=") && !l.starts_with("IMAGE_VERSION="))
             .map(|l| format!("{l}\n"))
             .collect();
-        out.push_str(&format!("IMAGE_ID={}\nIMAGE_VERSION={}\n", self.r.name, self.r.version));
-        tree.put(path.unwrap_or("usr/lib/os-release"), Entry::file(out.into_bytes(), 0o644, self.epoch))?;
+        out.push_str(&format!(
+            "IMAGE_ID={}\nIMAGE_VERSION={}\n",
+            self.r.name, self.r.version
+        ));
+        tree.put(
+            path.unwrap_or("usr/lib/os-release"),
+            Entry::file(out.into_bytes(), 0o644, self.epoch),
+        )?;
         if tree.get("etc/os-release").is_none() {
-            tree.put("etc/os-release", Entry::symlink("../usr/lib/os-release", self.epoch))?;
+            tree.put(
+                "etc/os-release",
+                Entry::symlink("../usr/lib/os-release", self.epoch),
+            )?;
         }
         Ok(())
     }

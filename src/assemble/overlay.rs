@@ -12,8 +12,16 @@ use std::path::Path;
 pub fn apply(tree: &mut Tree, dir: &Path, epoch: u64) -> Result<()> {
     for e in walkdir::WalkDir::new(dir).sort_by_file_name().min_depth(1) {
         let e = e.with_context(|| format!("reading overlay {}", dir.display()))?;
-        let rel = e.path().strip_prefix(dir).context("overlay path")?.to_string_lossy().into_owned();
-        let meta = e.path().symlink_metadata().with_context(|| format!("reading {}", e.path().display()))?;
+        let rel = e
+            .path()
+            .strip_prefix(dir)
+            .context("overlay path")?
+            .to_string_lossy()
+            .into_owned();
+        let meta = e
+            .path()
+            .symlink_metadata()
+            .with_context(|| format!("reading {}", e.path().display()))?;
         let mode = meta.permissions().mode() & 0o7777;
         let entry = if meta.is_dir() {
             if tree.get(&rel).is_some_and(Entry::is_dir) {
@@ -21,16 +29,23 @@ pub fn apply(tree: &mut Tree, dir: &Path, epoch: u64) -> Result<()> {
             }
             Entry::dir(mode, epoch)
         } else if meta.file_type().is_symlink() {
-            let t = std::fs::read_link(e.path()).with_context(|| format!("reading {}", e.path().display()))?;
+            let t = std::fs::read_link(e.path())
+                .with_context(|| format!("reading {}", e.path().display()))?;
             Entry::symlink(&t.to_string_lossy(), epoch)
         } else if meta.is_file() {
-            let bytes = std::fs::read(e.path()).with_context(|| format!("reading {}", e.path().display()))?;
+            let bytes = std::fs::read(e.path())
+                .with_context(|| format!("reading {}", e.path().display()))?;
             Entry::file(bytes, mode, epoch)
         } else {
-            bail!("overlay {}: {} is not a file, directory or symlink", dir.display(), rel);
+            bail!(
+                "overlay {}: {} is not a file, directory or symlink",
+                dir.display(),
+                rel
+            );
         };
         let rel = super::tree::merged_usr(&rel);
-        tree.put(&rel, entry).with_context(|| format!("overlay {}: {rel}", dir.display()))?;
+        tree.put(&rel, entry)
+            .with_context(|| format!("overlay {}: {rel}", dir.display()))?;
     }
     Ok(())
 }
@@ -46,7 +61,11 @@ fn id_of(r: &Recipe, name: Option<&str>, user: bool) -> Result<u32> {
         r.groups.iter().find(|g| g.name == n).map(|g| g.gid)
     };
     found.with_context(|| {
-        format!("{}: entry owner {n:?} is not a {} the recipe declares", r.display(), if user { "user" } else { "group" })
+        format!(
+            "{}: entry owner {n:?} is not a {} the recipe declares",
+            r.display(),
+            if user { "user" } else { "group" }
+        )
     })
 }
 
@@ -55,7 +74,11 @@ pub fn apply_entries(tree: &mut Tree, r: &Recipe, epoch: u64) -> Result<()> {
     for e in &r.entries {
         let mut entry = match e.kind {
             EntryType::Dir => Entry::dir(e.mode.unwrap_or(0o755), epoch),
-            EntryType::File => Entry::file(e.content.clone().unwrap_or_default().into_bytes(), e.mode.unwrap_or(0o644), epoch),
+            EntryType::File => Entry::file(
+                e.content.clone().unwrap_or_default().into_bytes(),
+                e.mode.unwrap_or(0o644),
+                epoch,
+            ),
             EntryType::Symlink => Entry::symlink(e.target.as_deref().unwrap_or_default(), epoch),
         };
         entry.uid = id_of(r, e.owner.as_deref(), true)?;
@@ -63,10 +86,15 @@ pub fn apply_entries(tree: &mut Tree, r: &Recipe, epoch: u64) -> Result<()> {
         let path = super::tree::merged_usr(e.path.trim_start_matches('/'));
         if let (Some(old), Kind::Dir) = (tree.get(&path), &entry.kind) {
             if !old.is_dir() {
-                bail!("{}: entry {}: a non-directory is already there", r.display(), e.path);
+                bail!(
+                    "{}: entry {}: a non-directory is already there",
+                    r.display(),
+                    e.path
+                );
             }
         }
-        tree.put(&path, entry).with_context(|| format!("{}: entry {}", r.display(), e.path))?;
+        tree.put(&path, entry)
+            .with_context(|| format!("{}: entry {}", r.display(), e.path))?;
     }
     Ok(())
 }
@@ -75,16 +103,26 @@ pub fn apply_entries(tree: &mut Tree, r: &Recipe, epoch: u64) -> Result<()> {
 /// Returns the bytes removed.
 pub fn drop_globs(tree: &mut Tree, r: &Recipe) -> Result<u64> {
     let compile = |gs: &[String]| -> Result<Vec<glob::Pattern>> {
-        gs.iter().map(|g| glob::Pattern::new(g).with_context(|| format!("{}: paths: bad glob {g:?}", r.display()))).collect()
+        gs.iter()
+            .map(|g| {
+                glob::Pattern::new(g)
+                    .with_context(|| format!("{}: paths: bad glob {g:?}", r.display()))
+            })
+            .collect()
     };
     let drop = compile(&r.drop)?;
     let keep = compile(&r.keep)?;
     if drop.is_empty() {
         return Ok(0);
     }
-    let opts = glob::MatchOptions { case_sensitive: true, require_literal_separator: false, require_literal_leading_dot: false };
+    let opts = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: false,
+        require_literal_leading_dot: false,
+    };
     let removed = tree.retain_paths(|p, _| {
-        drop.iter().any(|g| g.matches_with(p, opts)) && !keep.iter().any(|g| g.matches_with(p, opts))
+        drop.iter().any(|g| g.matches_with(p, opts))
+            && !keep.iter().any(|g| g.matches_with(p, opts))
     });
     Ok(removed.iter().map(|(_, s)| s).sum())
 }

@@ -39,7 +39,10 @@ pub struct Unpacked {
 impl Unpacked {
     /// A control member as text ("" when absent).
     pub fn script(&self, name: &str) -> String {
-        self.control.get(name).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+        self.control
+            .get(name)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
     }
     /// The newest mtime of its files.
     pub fn newest_mtime(&self) -> u64 {
@@ -50,8 +53,11 @@ impl Unpacked {
 /// Decodes every package (from the decoded cache when present), using all cores.
 pub fn unpack_all(cache: &Cache, pkgs: &[LockedPackage]) -> Result<Vec<Unpacked>> {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Unpacked>>>> = Mutex::new((0..pkgs.len()).map(|_| None).collect());
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(pkgs.len().max(1));
+    let results: Mutex<Vec<Option<Result<Unpacked>>>> =
+        Mutex::new((0..pkgs.len()).map(|_| None).collect());
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(pkgs.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
@@ -59,22 +65,31 @@ pub fn unpack_all(cache: &Cache, pkgs: &[LockedPackage]) -> Result<Vec<Unpacked>
                 if i >= pkgs.len() {
                     break;
                 }
-                let r = unpack_one(cache, &pkgs[i]).with_context(|| format!("package {} {}", pkgs[i].name, pkgs[i].version));
+                let r = unpack_one(cache, &pkgs[i])
+                    .with_context(|| format!("package {} {}", pkgs[i].name, pkgs[i].version));
                 if let Ok(mut v) = results.lock() {
                     v[i] = Some(r);
                 }
             });
         }
     });
-    let v = results.into_inner().map_err(|_| anyhow::anyhow!("a decoding thread panicked"))?;
-    v.into_iter().map(|r| r.unwrap_or_else(|| bail!("a package was not decoded"))).collect()
+    let v = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a decoding thread panicked"))?;
+    v.into_iter()
+        .map(|r| r.unwrap_or_else(|| bail!("a package was not decoded")))
+        .collect()
 }
 
 fn unpack_one(cache: &Cache, p: &LockedPackage) -> Result<Unpacked> {
     let dir = cache.decoded_dir().join(&p.sha256);
     let (control, data) = if dir.join("data.tar").is_file() && dir.join("control.tar").is_file() {
-        let data = std::fs::read(dir.join("data.tar")).with_context(|| format!("reading {}", dir.display()))?;
-        let control = read_control_tar(&std::fs::read(dir.join("control.tar")).with_context(|| format!("reading {}", dir.display()))?)?;
+        let data = std::fs::read(dir.join("data.tar"))
+            .with_context(|| format!("reading {}", dir.display()))?;
+        let control = read_control_tar(
+            &std::fs::read(dir.join("control.tar"))
+                .with_context(|| format!("reading {}", dir.display()))?,
+        )?;
         (control, data)
     } else {
         let d = deb::read_deb(&cache.blob_path(&p.sha256))?;
@@ -82,8 +97,10 @@ fn unpack_one(cache: &Cache, p: &LockedPackage) -> Result<Unpacked> {
         (d.control, d.data_tar)
     };
     let entries = deb::list_data(&p.name, &data)?;
-    let fields = deb::parse_control(&String::from_utf8_lossy(control.get("control").map_or(&[][..], |v| v)))
-        .with_context(|| format!("{}: control file", p.name))?;
+    let fields = deb::parse_control(&String::from_utf8_lossy(
+        control.get("control").map_or(&[][..], |v| v),
+    ))
+    .with_context(|| format!("{}: control file", p.name))?;
     Ok(Unpacked {
         name: p.name.clone(),
         version: p.version.clone(),
@@ -100,16 +117,21 @@ fn store_decoded(dir: &Path, d: &deb::Deb) -> Result<()> {
     let parent = dir.parent().context("decoded dir has a parent")?;
     let tmp = crate::io::atomic::temp_path_for(dir);
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    std::fs::write(tmp.join("data.tar"), &d.data_tar).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(tmp.join("data.tar"), &d.data_tar)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     let mut b = tar::Builder::new(Vec::new());
     for (name, bytes) in &d.control {
         let mut h = tar::Header::new_ustar();
         h.set_size(bytes.len() as u64);
         h.set_mode(0o644);
-        b.append_data(&mut h, name, bytes.as_slice()).context("writing decoded control")?;
+        b.append_data(&mut h, name, bytes.as_slice())
+            .context("writing decoded control")?;
     }
-    std::fs::write(tmp.join("control.tar"), b.into_inner().context("finishing decoded control")?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(
+        tmp.join("control.tar"),
+        b.into_inner().context("finishing decoded control")?,
+    )
+    .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     if std::fs::rename(&tmp, dir).is_err() {
         // Another build stored it first: theirs is as good as ours.
@@ -123,9 +145,14 @@ fn read_control_tar(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut ar = tar::Archive::new(bytes);
     for e in ar.entries().context("reading decoded control")? {
         let mut e = e.context("reading decoded control")?;
-        let name = e.path().context("decoded control member name")?.to_string_lossy().into_owned();
+        let name = e
+            .path()
+            .context("decoded control member name")?
+            .to_string_lossy()
+            .into_owned();
         let mut v = Vec::new();
-        e.read_to_end(&mut v).context("reading decoded control member")?;
+        e.read_to_end(&mut v)
+            .context("reading decoded control member")?;
         out.insert(name, v);
     }
     Ok(out)
@@ -144,9 +171,16 @@ pub fn parse_diversions(pkg: &str, script: &str) -> Vec<Diversion> {
     let joined = script.replace("\\\n", " ");
     let mut out = Vec::new();
     for line in joined.lines() {
-        let Some(pos) = line.find("dpkg-divert") else { continue };
-        let words: Vec<&str> = line[pos..].split_whitespace().map(|w| w.trim_matches(|c| c == '"' || c == '\'')).collect();
-        if words.iter().any(|w| *w == "--remove" || *w == "--list" || *w == "--truename" || *w == "--listpackage") {
+        let Some(pos) = line.find("dpkg-divert") else {
+            continue;
+        };
+        let words: Vec<&str> = line[pos..]
+            .split_whitespace()
+            .map(|w| w.trim_matches(|c| c == '"' || c == '\''))
+            .collect();
+        if words.iter().any(|w| {
+            *w == "--remove" || *w == "--list" || *w == "--truename" || *w == "--listpackage"
+        }) {
             continue;
         }
         let (mut to, mut owner, mut from) = (None, pkg.to_string(), None);
@@ -184,9 +218,16 @@ pub fn parse_diversions(pkg: &str, script: &str) -> Vec<Diversion> {
 }
 
 fn replaces(u: &Unpacked, other: &Unpacked) -> bool {
-    let Some(field) = u.fields.get("Replaces") else { return false };
-    let Ok(groups) = relation::parse(field) else { return false };
-    groups.iter().flatten().any(|a| a.name == other.name && a.version_ok(&other.version))
+    let Some(field) = u.fields.get("Replaces") else {
+        return false;
+    };
+    let Ok(groups) = relation::parse(field) else {
+        return false;
+    };
+    groups
+        .iter()
+        .flatten()
+        .any(|a| a.name == other.name && a.version_ok(&other.version))
 }
 
 /// Puts every package's entries into `tree`. Returns the diversions applied.
@@ -197,7 +238,8 @@ pub fn insert(tree: &mut Tree, pkgs: &[Unpacked]) -> Result<Vec<Diversion>> {
             diversions.extend(parse_diversions(&u.name, &u.script(s)));
         }
     }
-    let diverted: HashMap<&str, &Diversion> = diversions.iter().map(|d| (d.from.as_str(), d)).collect();
+    let diverted: HashMap<&str, &Diversion> =
+        diversions.iter().map(|d| (d.from.as_str(), d)).collect();
     let index: HashMap<&str, &Unpacked> = pkgs.iter().map(|u| (u.name.as_str(), u)).collect();
     for u in pkgs {
         let name: Arc<str> = Arc::from(u.name.as_str());
@@ -214,10 +256,16 @@ pub fn insert(tree: &mut Tree, pkgs: &[Unpacked]) -> Result<Vec<Diversion>> {
                 }
             }
             let kind = match e.kind {
-                EntryKind::File => Kind::File(Content::slice(u.data.clone(), e.offset as usize, e.size as usize)?),
+                EntryKind::File => Kind::File(Content::slice(
+                    u.data.clone(),
+                    e.offset as usize,
+                    e.size as usize,
+                )?),
                 EntryKind::Dir => Kind::Dir,
                 EntryKind::Symlink => Kind::Symlink(e.link_target.clone().unwrap_or_default()),
-                EntryKind::Hardlink => Kind::Hardlink(merged_usr(e.link_target.as_deref().unwrap_or_default())),
+                EntryKind::Hardlink => {
+                    Kind::Hardlink(merged_usr(e.link_target.as_deref().unwrap_or_default()))
+                }
                 EntryKind::CharDevice => {
                     let (a, b) = e.device.unwrap_or((0, 0));
                     Kind::CharDevice(a, b)
@@ -266,7 +314,8 @@ pub fn insert(tree: &mut Tree, pkgs: &[Unpacked]) -> Result<Vec<Diversion>> {
                     ),
                 }
             }
-            tree.put(&path, entry).with_context(|| format!("{}: /{}", u.name, e.path))?;
+            tree.put(&path, entry)
+                .with_context(|| format!("{}: /{}", u.name, e.path))?;
         }
     }
     Ok(diversions)
@@ -280,6 +329,13 @@ mod tests {
     fn diversions_parse() {
         let s = "if [ \"$1\" = install ]; then\n  dpkg-divert --package foo --add --rename \\\n    --divert /usr/bin/tool.distrib /usr/bin/tool\nfi\ndpkg-divert --remove /x\n";
         let d = parse_diversions("bar", s);
-        assert_eq!(d, [Diversion { from: "usr/bin/tool".into(), to: "usr/bin/tool.distrib".into(), owner: "foo".into() }]);
+        assert_eq!(
+            d,
+            [Diversion {
+                from: "usr/bin/tool".into(),
+                to: "usr/bin/tool.distrib".into(),
+                owner: "foo".into()
+            }]
+        );
     }
 }

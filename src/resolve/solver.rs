@@ -226,7 +226,14 @@ impl<'u> Solver<'u> {
         {
             return true;
         }
-        if let Some(a) = group.iter().find(|a| self.excluded.contains(&a.name)) {
+        // An excluded name, or a virtual name all of whose providers are excluded.
+        let cut = group.iter().find(|a| {
+            self.excluded.contains(&a.name) || {
+                let sol = self.solutions(a);
+                !sol.is_empty() && sol.iter().all(|s| self.excluded.contains(&s.name))
+            }
+        });
+        if let Some(a) = cut {
             self.cut_edges
                 .insert((from.to_string(), a.name.clone(), group_to_string(group)));
             return true;
@@ -301,6 +308,10 @@ impl<'u> Solver<'u> {
             }
             for a in group {
                 for s in self.solutions(a) {
+                    // A recipe's exclude list also rules a package out as a provider.
+                    if self.excluded.contains(&s.name) {
+                        continue;
+                    }
                     // apt removes adjacent duplicates only; later repeats are harmless
                     // because a marked package returns at once.
                     if candidates.last().is_some_and(|l| std::ptr::eq(*l, s)) {

@@ -128,14 +128,26 @@ pub fn write_tree<W: Write>(tree: &Tree, opts: TarOptions, w: W) -> Result<W> {
 }
 
 /// Writes `tree` to the file `path` atomically; returns what was written.
-pub fn write_file(tree: &Tree, opts: TarOptions, path: &std::path::Path) -> Result<crate::report::Output> {
+pub fn write_file(
+    tree: &Tree,
+    opts: TarOptions,
+    path: &std::path::Path,
+) -> Result<crate::report::Output> {
     let mut f = crate::io::atomic::AtomicFile::create(path)?;
-    let w = crate::io::hash::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, f.file()));
+    let w =
+        crate::io::hash::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, f.file()));
     let w = write_tree(tree, opts, w)?;
     let (buf, sha256, size) = w.finish();
-    buf.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", path.display()))?;
+    buf.into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("writing {}", path.display()))?;
     f.commit()?;
-    Ok(crate::report::Output { kind: "tar".into(), path: path.display().to_string(), size, sha256 })
+    Ok(crate::report::Output {
+        kind: "tar".into(),
+        path: path.display().to_string(),
+        size,
+        sha256,
+    })
 }
 
 fn unreachable_group(path: &str) -> Result<()> {
