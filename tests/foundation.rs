@@ -46,7 +46,11 @@ fn locked_detects_a_changed_recipe_and_a_missing_lock() {
     assert!(t.contains("does not exist"), "{t}");
     ok(slipway(&cache, &["lock", rs]));
     ok(slipway(&cache, &["fetch", "--locked", rs]));
-    fs::write(&r, format!("schema-version = 1\n[packages]\ninclude = [\"busybox-static\", \"netbase\", \"tzdata\"]\n")).unwrap();
+    fs::write(
+        &r,
+        "schema-version = 1\n[packages]\ninclude = [\"busybox-static\", \"netbase\", \"tzdata\"]\n",
+    )
+    .unwrap();
     let before = fs::read(format!("{rs}.lock")).unwrap();
     let t = fails(slipway(&cache, &["fetch", "--locked", rs]), 3);
     assert!(t.contains("out of date") && t.contains("recipe"), "{t}");
