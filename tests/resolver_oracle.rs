@@ -28,6 +28,29 @@ const SETS: &[&str] = &[
     "systemd systemd-sysv udev containerd runc iproute2 kmod iptables",
 ];
 
+/// Extra sets per release that exercise apt's choice among several providers of a
+/// virtual package (Priority and package-order tie-breaks) and, on bookworm, the
+/// `usrmerge | usr-is-merged` substitution (init-system-helpers).
+fn extra_sets(release: &str) -> &'static [&'static str] {
+    match release {
+        "trixie" => &[
+            "tcl-itcl4",
+            "tk-itk4",
+            "golang-github-containers-common",
+            "php8.4-amqp",
+            "vim-ocaml-merlin",
+        ],
+        "bookworm" => &[
+            "init-system-helpers",
+            "cream",
+            "golang-github-containers-common",
+            "php8.2-amqp",
+            "notmuch-vim",
+        ],
+        _ => &[],
+    }
+}
+
 /// `(main mirror URI, security mirror URI)` from the host's deb822 sources.
 fn host_mirrors() -> (String, String) {
     let path = "/etc/apt/sources.list.d/debian.sources";
@@ -202,7 +225,7 @@ fn check_release(release: &str) {
         t.elapsed()
     );
     let mut failures = Vec::new();
-    for set in SETS {
+    for set in SETS.iter().chain(extra_sets(release)) {
         let names: Vec<&str> = set.split_whitespace().collect();
         for merged_usr in [true, false] {
             let req = Request {

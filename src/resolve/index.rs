@@ -247,7 +247,7 @@ impl Universe {
     /// Up to `n` known names close to `name`: names it is a prefix of or contained in,
     /// and names within a small edit distance; best first.
     pub fn close_names(&self, name: &str, n: usize) -> Vec<String> {
-        let limit = (name.len() / 3).clamp(1, 3);
+        let limit = (name.len() / 3).clamp(2, 3);
         let mut scored: Vec<(usize, &str)> = self
             .by_name
             .keys()

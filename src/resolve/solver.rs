@@ -552,3 +552,260 @@ fn conflict_between(p: &Stanza, q: &Stanza) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{resolve, Request, Universe};
+    use std::collections::BTreeMap;
+
+    /// Builds stanzas from `name version; Field: value; ...` shorthand, one per line.
+    fn universe(spec: &str) -> Universe {
+        let mut text = String::new();
+        for line in spec.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let mut parts = line.split(';');
+            let head = parts.next().unwrap().trim();
+            let (name, version) = head.split_once(' ').unwrap();
+            text.push_str(&format!(
+                "Package: {name}\nVersion: {version}\nArchitecture: amd64\n"
+            ));
+            let mut has_priority = false;
+            for f in parts {
+                has_priority |= f.trim().starts_with("Priority:");
+                text.push_str(f.trim());
+                text.push('\n');
+            }
+            if !has_priority {
+                text.push_str("Priority: optional\n");
+            }
+            text.push('\n');
+        }
+        Universe::from_texts(&[("stable", &text)], "amd64").unwrap()
+    }
+
+    fn req(names: &[&str]) -> Request {
+        Request {
+            install: names.iter().map(|s| s.to_string()).collect(),
+            ..Request::default()
+        }
+    }
+
+    fn names(u: &Universe, r: &Request) -> Vec<String> {
+        resolve(u, r)
+            .unwrap()
+            .packages
+            .into_iter()
+            .map(|p| format!("{}={}", p.name, p.version))
+            .collect()
+    }
+
+    fn err(u: &Universe, r: &Request) -> String {
+        format!("{:#}", resolve(u, r).unwrap_err())
+    }
+
+    #[test]
+    fn closure_with_alternatives_and_versions() {
+        let u = universe(
+            "app 1; Depends: lib (>= 2), missing | alt, lib
+             lib 2
+             alt 1
+             unused 1",
+        );
+        assert_eq!(names(&u, &req(&["app"])), ["alt=1", "app=1", "lib=2"]);
+        let res = resolve(&u, &req(&["app"])).unwrap();
+        assert_eq!(res.packages[0].required_by, ["app"]);
+        assert_eq!(res.packages[1].required_by, ["(requested)"]);
+    }
+
+    #[test]
+    fn requested_alternative_is_used() {
+        let u = universe(
+            "app 1; Depends: first | second
+             first 1
+             second 1",
+        );
+        assert_eq!(names(&u, &req(&["app"])), ["app=1", "first=1"]);
+        assert_eq!(names(&u, &req(&["app", "second"])), ["app=1", "second=1"]);
+    }
+
+    #[test]
+    fn virtual_packages_and_versioned_provides() {
+        let u = universe(
+            "app 1; Depends: virt (>= 2)
+             plain 1; Provides: virt
+             old 1; Provides: virt (= 1)
+             good 1; Provides: virt (= 2)",
+        );
+        // Unversioned and too-old provides cannot satisfy a versioned dependency.
+        assert_eq!(names(&u, &req(&["app"])), ["app=1", "good=1"]);
+        let u = universe(
+            "app 1; Depends: virt
+             low 1; Provides: virt
+             high 1; Provides: virt; Priority: required",
+        );
+        // apt prefers the provider with the higher Priority.
+        assert_eq!(names(&u, &req(&["app"])), ["app=1", "high=1"]);
+        // A provider that is already selected is used.
+        assert_eq!(names(&u, &req(&["app", "low"])), ["app=1", "low=1"]);
+        // Equal providers: apt's last tie-break takes the package it met last.
+        let u = universe(
+            "app 1; Depends: virt
+             early 1; Provides: virt
+             late 1; Provides: virt",
+        );
+        assert_eq!(names(&u, &req(&["app"])), ["app=1", "late=1"]);
+    }
+
+    #[test]
+    fn alternative_with_broken_dependencies_is_skipped() {
+        let u = universe(
+            "app 1; Depends: broken | ok
+             broken 1; Depends: nothere
+             ok 1",
+        );
+        assert_eq!(names(&u, &req(&["app"])), ["app=1", "ok=1"]);
+    }
+
+    #[test]
+    fn conflicts_are_errors_naming_both() {
+        let u = universe(
+            "a 1; Conflicts: b (<< 2)
+             b 1",
+        );
+        let e = err(&u, &req(&["a", "b"]));
+        assert!(
+            e.contains("a 1 Conflicts: b (<< 2)") && e.contains("b 1"),
+            "{e}"
+        );
+        // Through Provides; a package never conflicts with itself.
+        let u = universe(
+            "a 1; Conflicts: virt; Provides: virt
+             b 1; Provides: virt",
+        );
+        assert_eq!(names(&u, &req(&["a"])), ["a=1"]);
+        let e = err(&u, &req(&["a", "b"]));
+        assert!(e.contains("Conflicts: virt"), "{e}");
+        // Breaks too; an alternative that would break is skipped.
+        let u = universe(
+            "app 1; Depends: x | y
+             x 1; Breaks: app
+             y 1",
+        );
+        assert_eq!(names(&u, &req(&["app"])), ["app=1", "y=1"]);
+    }
+
+    #[test]
+    fn exclude_cuts_edges() {
+        let u = universe(
+            "app 1; Depends: big (>= 1), small
+             big 1; Depends: huge
+             small 1",
+        );
+        let mut r = req(&["app"]);
+        r.exclude = vec!["big".into()];
+        let res = resolve(&u, &r).unwrap();
+        assert_eq!(res.packages.len(), 2);
+        assert_eq!(res.cut_edges.len(), 1);
+        assert_eq!(
+            (res.cut_edges[0].from.as_str(), res.cut_edges[0].to.as_str()),
+            ("app", "big")
+        );
+        assert_eq!(res.cut_edges[0].relation, "big (>= 1)");
+        let mut r = req(&["big"]);
+        r.exclude = vec!["big".into()];
+        assert!(err(&u, &r).contains("both requested and excluded"));
+    }
+
+    #[test]
+    fn pins_and_exact_versions() {
+        let text = "Package: lib\nVersion: 1\nArchitecture: amd64\n\nPackage: lib\nVersion: 2\nArchitecture: amd64\n\nPackage: app\nVersion: 1\nArchitecture: all\nDepends: lib (>= 2)\n";
+        let u = Universe::from_texts(&[("stable", text)], "amd64").unwrap();
+        assert_eq!(names(&u, &req(&["lib=1"])), ["lib=1"]);
+        assert_eq!(names(&u, &req(&["app"])), ["app=1", "lib=2"]);
+        let mut r = req(&["app"]);
+        r.pins = BTreeMap::from([("lib".to_string(), "1".to_string())]);
+        let e = err(&u, &r);
+        assert!(e.contains("version clash") && e.contains("lib 1"), "{e}");
+        assert!(err(&u, &req(&["lib=3"])).contains("available: 2, 1"));
+    }
+
+    #[test]
+    fn unknown_names_get_suggestions() {
+        let u = universe(
+            "systemd 1
+             systemd-sysv 1
+             virtual-maker 1; Provides: virt",
+        );
+        let e = err(&u, &req(&["systmd"]));
+        assert!(
+            e.contains("unknown package systmd") && e.contains("systemd"),
+            "{e}"
+        );
+        // A virtual package with one provider resolves to it, with a note.
+        let res = resolve(&u, &req(&["virt"])).unwrap();
+        assert_eq!(res.packages[0].name, "virtual-maker");
+        assert!(res.notes[0].contains("virtual-maker"));
+    }
+
+    #[test]
+    fn unsatisfiable_shows_the_chain() {
+        let u = universe(
+            "python3-flask 1; Depends: python3-werkzeug
+             python3-werkzeug 1; Depends: python3-foo (>= 9)
+             python3-foo 1.2",
+        );
+        let e = err(&u, &req(&["python3-flask"]));
+        assert!(
+            e.contains("python3-flask -> python3-werkzeug -> python3-foo (>= 9): no version satisfies it (candidate 1.2)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn merged_usr_prefers_usr_is_merged() {
+        let u = universe(
+            "init-system-helpers 1; Depends: usrmerge | usr-is-merged
+             usrmerge 1; Depends: perl; Provides: usr-is-merged
+             usr-is-merged 1
+             perl 1",
+        );
+        let mut r = req(&["init-system-helpers"]);
+        assert_eq!(
+            names(&u, &r),
+            ["init-system-helpers=1", "perl=1", "usrmerge=1"]
+        );
+        r.merged_usr = true;
+        let res = resolve(&u, &r).unwrap();
+        assert_eq!(res.packages.len(), 2);
+        assert_eq!(res.packages[1].name, "usr-is-merged");
+        assert_eq!(
+            res.notes,
+            ["chose usr-is-merged for usrmerge | usr-is-merged: slipway lays out merged /usr itself"]
+        );
+    }
+
+    #[test]
+    fn any_qualifier_needs_multi_arch_allowed() {
+        let u = universe(
+            "app 1; Depends: python3:any
+             python3 1; Multi-Arch: allowed
+             tool 1; Depends: plain:any
+             plain 1",
+        );
+        assert_eq!(names(&u, &req(&["app"])), ["app=1", "python3=1"]);
+        assert!(err(&u, &req(&["tool"])).contains("Multi-Arch: allowed"));
+    }
+
+    #[test]
+    fn deterministic() {
+        let u = universe(
+            "app 1; Depends: v
+             p1 1; Provides: v
+             p2 1; Provides: v
+             p3 1; Provides: v",
+        );
+        let first = names(&u, &req(&["app"]));
+        for _ in 0..20 {
+            assert_eq!(names(&u, &req(&["app"])), first);
+        }
+    }
+}
