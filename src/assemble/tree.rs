@@ -411,7 +411,7 @@ mod tests {
         let paths: Vec<&String> = t.iter().map(|(k, _)| k).collect();
         assert_eq!(
             paths,
-            ["usr", "usr/bin", "usr/bin/env", "usr/bin-old"]
+            ["usr", "usr/bin", "usr/bin-old", "usr/bin/env"]
                 .map(String::from)
                 .iter()
                 .collect::<Vec<_>>()
