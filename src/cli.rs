@@ -86,15 +86,31 @@ enum Command {
         fetch: FetchArgs,
     },
     /// Build the image: lock (if needed), fetch, assemble and write the outputs.
+    ///
+    /// Outputs go into DIR: rootfs.tar (tar), rootfs/ (dir), oci/ (an OCI image layout with
+    /// the SBOM attached; oci), image.tar (the same plus Docker's manifest.json, for
+    /// `docker load`; oci-archive), sbom.spdx.json and report.json. Base images default to
+    /// oci,oci-archive; other kinds to tar.
     Build {
         /// Recipe file, or a bundled recipe name.
         recipe: String,
         /// Output directory.
         #[arg(short, long, value_name = "DIR", default_value = "out")]
         output: PathBuf,
-        /// Outputs to write (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "tar")]
+        /// Outputs to write (comma-separated; default by image kind, see above).
+        #[arg(long, value_delimiter = ',')]
         format: Vec<pipeline::Format>,
+        /// Debian architectures (comma-separated, e.g. amd64,arm64). Several make a
+        /// multi-arch OCI image index; each architecture has its own lock
+        /// (RECIPE.ARCH.lock unless it is the recipe's own).
+        #[arg(long, value_delimiter = ',', value_name = "ARCH")]
+        arch: Vec<String>,
+        /// OCI: run as root (uid 0) instead of the recipe's user (nonroot by default).
+        #[arg(long)]
+        root: bool,
+        /// OCI layer compression.
+        #[arg(long, value_enum, default_value = "gzip")]
+        compression: crate::writers::oci::Compression,
         #[command(flatten)]
         fetch: FetchArgs,
     },
@@ -244,11 +260,30 @@ fn run(cli: Cli) -> Result<()> {
             recipe,
             output,
             format,
+            arch,
+            root,
+            compression,
             fetch,
         } => {
             let r = load(recipe)?;
             let ctx = context(g, fetch)?;
-            let report = pipeline::build(&ctx, &r, output, format)?;
+            let opts = pipeline::BuildOptions {
+                formats: if format.is_empty() {
+                    pipeline::Format::defaults(&r)
+                } else {
+                    format.clone()
+                },
+                arches: arch.clone(),
+                oci: crate::writers::oci::Options {
+                    compression: *compression,
+                    user: if *root {
+                        crate::writers::oci::UserChoice::Root
+                    } else {
+                        crate::writers::oci::UserChoice::Recipe
+                    },
+                },
+            };
+            let report = pipeline::build(&ctx, &r, output, &opts)?;
             if g.json {
                 print_json(&serde_json::to_value(&report).context("serializing the build report")?)
             } else {

@@ -19,5 +19,6 @@ pub mod pipeline;
 pub mod recipe;
 pub mod report;
 pub mod resolve;
+pub mod sbom;
 pub mod tool;
 pub mod writers;
