@@ -12,6 +12,7 @@ packages=(
   qemu-user-static                  # running arm64 images in tests
   mmdebstrap                        # benchmark peer for assembling trees
   hyperfine                         # benchmarks
+  faketime                          # reproducibility tests build with the clock moved
 )
 
 missing=()

@@ -67,8 +67,9 @@ struct FetchArgs {
 enum Command {
     /// Resolve RECIPE to exact packages and write RECIPE.lock.
     ///
-    /// Leaves a current lock as it is; re-resolves when the recipe changed. With --update,
-    /// resolves again from fresh package lists (use it when Debian dropped a locked version).
+    /// Leaves a current lock as it is; re-resolves when the recipe changed, from package
+    /// lists at most an hour old (downloaded again when older). With --update, downloads the
+    /// lists and resolves again (use it when Debian dropped a locked version).
     Lock {
         /// Recipe file, or a bundled recipe name such as base/static.
         recipe: String,

@@ -92,7 +92,7 @@ pub fn lock(ctx: &Context, r: &Recipe, update: bool) -> Result<(Lock, LockAction
         Some(p) => Some(lock(ctx, p, update)?.0),
         None => None,
     };
-    let new = resolve_lock(ctx, r, parent.as_ref())?;
+    let new = resolve_lock(ctx, r, parent.as_ref(), update)?;
     new.write(&r.lock_path())?;
     Ok((new, LockAction::Written))
 }
@@ -132,7 +132,11 @@ pub fn ensure_lock(ctx: &Context, r: &Recipe) -> Result<Lock> {
     }
 }
 
-fn resolve_lock(ctx: &Context, r: &Recipe, parent: Option<&Lock>) -> Result<Lock> {
+/// Package lists younger than this are reused when a recipe is locked (unless `lock
+/// --update`), so locking several recipes in a row downloads the lists once.
+pub const LISTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn resolve_lock(ctx: &Context, r: &Recipe, parent: Option<&Lock>, update: bool) -> Result<Lock> {
     let mut sources = ctx.artifact_sources();
     let mut artifacts = Vec::new();
     for a in &r.artifacts {
@@ -154,7 +158,7 @@ fn resolve_lock(ctx: &Context, r: &Recipe, parent: Option<&Lock>) -> Result<Lock
         if !apt.has_lists() {
             return Err(err(Code::Fetch, "--offline: no package lists in the cache yet; run `slipway lock` once with network access"));
         }
-    } else {
+    } else if update || !apt.lists_younger_than(LISTS_MAX_AGE) {
         apt.update(&ctx.rep)?;
     }
     let stage = ctx.rep.stage("resolving");
