@@ -13,6 +13,7 @@ pub mod deb;
 pub mod effects;
 pub mod exit;
 pub mod fetch;
+pub mod inspect;
 pub mod io;
 pub mod lock;
 pub mod pipeline;

@@ -468,6 +468,12 @@ pub fn build(
     Ok(report)
 }
 
+/// `r`'s tree, assembled from its lock (locking and fetching as needed), with the lock.
+pub fn assembled(ctx: &Context, r: &Recipe) -> Result<(crate::assemble::Assembled, Lock)> {
+    let f = fetch(ctx, r)?;
+    Ok((crate::assemble::assemble(&ctx.cache, r, &f.lock)?, f.lock))
+}
+
 /// The OCI image of `r`, on top of its parent's image (built the same way, so its layers
 /// are byte-for-byte the parent's own). `given` is `r`'s tree and lock when the caller
 /// has assembled them already.
@@ -494,10 +500,7 @@ fn oci_image(
     };
     let (asm, lock) = match given {
         Some(g) => g,
-        None => {
-            let f = fetch(ctx, r)?;
-            (crate::assemble::assemble(&ctx.cache, r, &f.lock)?, f.lock)
-        }
+        None => assembled(ctx, r)?,
     };
     let sbom = crate::sbom::spdx(
         &crate::sbom::Subject {

@@ -415,3 +415,59 @@ fn bad_oci_config_is_a_clear_error_and_keeps_the_old_image() {
         "no half-written output: {leftovers:?}"
     );
 }
+
+#[test]
+fn inspect_and_diff_show_packages_and_sizes() {
+    let d = tempfile::tempdir().unwrap();
+    let base = repo_recipe("base/static");
+    let o = ok(slipway(
+        &shared_cache(),
+        &["--json", "inspect", base.to_str().unwrap()],
+    ));
+    let v: Value = serde_json::from_str(&o).unwrap();
+    let by_pkg = v["sizes"]["by_package"].as_array().unwrap();
+    let tz = by_pkg
+        .iter()
+        .find(|r| r[0] == "tzdata")
+        .expect("tzdata listed");
+    let total = v["sizes"]["total"]["bytes"].as_u64().unwrap();
+    let sum: u64 = by_pkg.iter().map(|r| r[1]["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(sum, total, "package rows add up to the total");
+    assert!(tz[1]["bytes"].as_u64().unwrap() > 100_000);
+    let child = recipe(
+        d.path(),
+        "child.toml",
+        &format!(
+            "extends = \"{}\"\n[image]\nname = \"child\"\n[packages]\ninclude = [\"netcat-openbsd\"]\nexclude = [\"libbsd0\", \"libmd0\", \"libc6\"]\n[paths]\nkeep = [\"usr/bin/nc.openbsd\"]\n",
+            base.display()
+        ),
+    );
+    let o = ok(slipway(
+        &shared_cache(),
+        &[
+            "--json",
+            "diff",
+            base.to_str().unwrap(),
+            child.to_str().unwrap(),
+        ],
+    ));
+    let v: Value = serde_json::from_str(&o).unwrap();
+    let pk = v["packages"].as_array().unwrap();
+    assert!(
+        pk.iter()
+            .any(|p| p["name"] == "netcat-openbsd" && p["from"].is_null()),
+        "{o}"
+    );
+    let files = v["files"].as_array().unwrap();
+    assert!(
+        files
+            .iter()
+            .any(|f| f["path"] == "/usr/bin/nc.openbsd" && f["change"] == "added"),
+        "{o}"
+    );
+    let t = ok(slipway(
+        &shared_cache(),
+        &["diff", base.to_str().unwrap(), child.to_str().unwrap()],
+    ));
+    assert!(t.contains("+ netcat-openbsd"), "{t}");
+}
