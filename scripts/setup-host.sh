@@ -13,6 +13,7 @@ packages=(
   mmdebstrap                        # benchmark peer for assembling trees
   hyperfine                         # benchmarks
   faketime                          # reproducibility tests build with the clock moved
+  cryptsetup-bin                    # veritysetup: the reference for slipway's dm-verity tree
 )
 
 missing=()

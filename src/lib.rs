@@ -10,6 +10,7 @@ pub mod apt;
 pub mod assemble;
 pub mod cli;
 pub mod deb;
+pub mod disk;
 pub mod effects;
 pub mod exit;
 pub mod fetch;
