@@ -14,6 +14,7 @@ packages=(
   hyperfine                         # benchmarks
   faketime                          # reproducibility tests build with the clock moved
   cryptsetup-bin                    # veritysetup: the reference for slipway's dm-verity tree
+  fdisk                             # sfdisk: reads back slipway's GPT in tests
 )
 
 missing=()

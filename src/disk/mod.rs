@@ -2,4 +2,5 @@
 //! Specification), the dm-verity hash tree of the read-only root, and the partitions
 //! written into one raw image.
 
+pub mod gpt;
 pub mod verity;

@@ -100,7 +100,10 @@ mod tests {
         assert_ne!(a.root_hash, c.root_hash, "the salt matters");
         let mut flipped = data.clone();
         flipped[BLOCK * 150] ^= 1;
-        assert_ne!(format(&flipped, &[1; 32], &[2; 16]).unwrap().root_hash, a.root_hash);
+        assert_ne!(
+            format(&flipped, &[1; 32], &[2; 16]).unwrap().root_hash,
+            a.root_hash
+        );
         assert!(format(&data[..100], &[1; 32], &[2; 16]).is_err());
     }
 }
