@@ -87,6 +87,14 @@ pub fn tag(r: &Recipe) -> String {
     r.oci.tag.clone().unwrap_or_else(|| "latest".into())
 }
 
+/// The tag of the image built with `user`: the root variant is `<tag>-root`.
+pub fn image_tag(r: &Recipe, user: UserChoice) -> String {
+    match user {
+        UserChoice::Recipe => tag(r),
+        UserChoice::Root => format!("{}-root", tag(r)),
+    }
+}
+
 /// What [`image`] needs besides the recipe.
 pub struct Inputs<'a> {
     /// The assembled tree.
@@ -209,8 +217,8 @@ pub fn image(r: &Recipe, inp: Inputs<'_>, opts: Options) -> Result<Image> {
     Ok(Image {
         arch: r.debian.architecture.clone(),
         platform,
-        repo_tag: format!("{}:{}", repository(r), tag(r)),
-        tag: tag(r),
+        repo_tag: format!("{}:{}", repository(r), image_tag(r, opts.user)),
+        tag: image_tag(r, opts.user),
         layers: all,
         history,
         config: (cfg_bytes, cfg_desc),
