@@ -107,6 +107,8 @@ enum Command {
         #[command(flatten)]
         fetch: FetchArgs,
     },
+    /// Push an OCI image layout to a registry (OCI distribution API).
+    Push(crate::push::PushArgs),
     /// List the bundled recipes.
     Recipes,
     /// Check the host: tools slipway runs, the Debian package for each, and the cache.
@@ -268,6 +270,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Push(a) => crate::push::run(a, g.json, g.quiet, g.offline),
         Command::Recipes => list_recipes(g.json),
         Command::Doctor => doctor(g),
     }

@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod io;
 pub mod lock;
 pub mod pipeline;
+pub mod push;
 pub mod recipe;
 pub mod report;
 pub mod resolve;
