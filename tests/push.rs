@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -105,7 +106,8 @@ impl Registry {
         let v: Value = ureq::get(&format!("http://{}/v2/_catalog", self.host()))
             .call()
             .unwrap()
-            .into_json()
+            .into_string()
+            .map(|s| serde_json::from_str(&s).unwrap())
             .unwrap();
         v["repositories"]
             .as_array()
@@ -195,20 +197,28 @@ impl Layout {
         self.blob(OCI_INDEX, &serde_json::to_vec(&index).unwrap())
     }
 
-    /// An SPDX artifact manifest whose subject is `subject`; returns its descriptor.
-    fn sbom(&self, subject: &Value, schema_version: u32) -> Value {
+    /// An SPDX artifact manifest whose subject is `subject`; returns its descriptor. A
+    /// `valid: false` one lacks its mediaType field and claims to be a Docker manifest,
+    /// which the registry refuses.
+    fn sbom(&self, subject: &Value, valid: bool) -> Value {
         let empty = self.blob("application/vnd.oci.empty.v1+json", b"{}");
         let doc = json!({"spdxVersion": "SPDX-2.3", "name": "test", "packages": []});
         let layer = self.blob("application/spdx+json", &serde_json::to_vec(&doc).unwrap());
         let subject = json!({
             "mediaType": subject["mediaType"], "digest": subject["digest"], "size": subject["size"],
         });
-        let manifest = json!({
-            "schemaVersion": schema_version, "mediaType": OCI_MANIFEST,
+        let mut manifest = json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "artifactType": "application/spdx+json",
             "config": empty, "layers": [layer], "subject": subject,
         });
-        let mut d = self.blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap());
+        let media_type = if valid {
+            OCI_MANIFEST
+        } else {
+            manifest.as_object_mut().unwrap().remove("mediaType");
+            DOCKER_MANIFEST
+        };
+        let mut d = self.blob(media_type, &serde_json::to_vec(&manifest).unwrap());
         d["artifactType"] = json!("application/spdx+json");
         d
     }
@@ -384,7 +394,7 @@ fn two_platform_index_with_sbom_referrer() {
     let arm = l.image("arm64", b"arm64 payload\n");
     let index = l.index(&[(amd.clone(), "amd64"), (arm.clone(), "arm64")]);
     l.add(&index, Some("multi"));
-    let sbom = l.sbom(&index, 2);
+    let sbom = l.sbom(&index, true);
     l.add(&sbom, None);
     let dest = format!("{}/multi/app:1.0", reg.host());
 
@@ -737,16 +747,19 @@ fn registry_rejections() {
     let reg = Registry::anonymous();
     let t = tempfile::tempdir().unwrap();
 
-    // A manifest the registry refuses (schemaVersion 3): the error quotes its code.
-    let mut l = Layout::new(&t.path().join("bad"));
-    let (layer, diff_id) = l.layer("f", b"x\n");
+    // A layer with `urls` (a foreign layer) that the registry does not have: slipway
+    // leaves it to the registry, which refuses the manifest with MANIFEST_BLOB_UNKNOWN.
+    let mut l = Layout::new(&t.path().join("foreign"));
+    let (mut layer, diff_id) = l.layer("f", b"x\n");
+    std::fs::remove_file(l.dir.join("blobs/sha256").join(&layer["digest"].as_str().unwrap()[7..])).unwrap();
+    layer["urls"] = json!(["https://example.invalid/layer.tar.gz"]);
     let config = l.blob(
         CONFIG,
         json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
             .to_string()
             .as_bytes(),
     );
-    let manifest = json!({"schemaVersion": 3, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]});
+    let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]});
     let m = l.blob(OCI_MANIFEST, manifest.to_string().as_bytes());
     l.add(&m, None);
     let msg = push_fails(
@@ -755,14 +768,34 @@ fn registry_rejections() {
         None,
         1,
     );
-    assert!(msg.contains("MANIFEST_INVALID"), "{msg}");
+    assert!(msg.contains("MANIFEST_BLOB_UNKNOWN"), "{msg}");
     assert!(msg.contains(m["digest"].as_str().unwrap()), "{msg}");
+
+    // A Docker v2 manifest without its mediaType field: the registry refuses it as invalid.
+    let mut l = Layout::new(&t.path().join("docker"));
+    let (layer, diff_id) = l.layer("f", b"y\n");
+    let config = l.blob(
+        "application/vnd.docker.container.image.v1+json",
+        json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
+            .to_string()
+            .as_bytes(),
+    );
+    let manifest = json!({"schemaVersion": 2, "config": config, "layers": [layer]});
+    let m = l.blob(DOCKER_MANIFEST, manifest.to_string().as_bytes());
+    l.add(&m, None);
+    let msg = push_fails(
+        &[l.dir.to_str().unwrap(), &format!("{}/bad/docker:v1", reg.host())],
+        &[],
+        None,
+        1,
+    );
+    assert!(msg.contains("MANIFEST_INVALID"), "{msg}");
 
     // An SBOM the registry refuses costs a warning, not the image push.
     let mut l = Layout::new(&t.path().join("sbom"));
     let img = l.image("amd64", b"image with a bad sbom\n");
     l.add(&img, Some("v1"));
-    let sbom = l.sbom(&img, 3);
+    let sbom = l.sbom(&img, false);
     l.add(&sbom, None);
     let dest = format!("{}/sbom/img:v1", reg.host());
     let r = push_ok(&[l.dir.to_str().unwrap(), &dest], &[], None);

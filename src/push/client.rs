@@ -202,6 +202,23 @@ impl Client {
         self.retry
     }
 
+    /// Checks that the registry speaks the distribution API (`GET /v2/`), answering its
+    /// auth challenge once for the whole run.
+    pub fn ping(&mut self) -> Result<()> {
+        let r = self.send("GET", "/v2/", &[], Body::Empty, true)?;
+        match r.status {
+            200 => Ok(()),
+            s => Err(exit::err(
+                Code::Fetch,
+                format!(
+                    "{}/v2/ answered HTTP {s}, not a registry speaking the OCI distribution API: {}",
+                    self.base,
+                    r.error_text()
+                ),
+            )),
+        }
+    }
+
     /// The scope a push needs.
     fn scope(&self) -> String {
         format!("repository:{}:pull,push", self.repo)
@@ -268,7 +285,7 @@ impl Client {
                     size,
                     progress,
                 } => {
-                    let f = std::fs::File::open(path)
+                    let f = std::fs::File::open(&**path)
                         .with_context(|| format!("opening {}", path.display()))?;
                     let reader = Counting {
                         inner: std::io::BufReader::with_capacity(1 << 20, f),
@@ -327,7 +344,11 @@ impl Client {
         let header = reply.header("WWW-Authenticate").unwrap_or("");
         let challenges = auth::parse_challenges(header);
         let pick = |s: &str| challenges.iter().find(|c| c.scheme == s).cloned();
-        let answered = format!("HTTP 401: {}", reply.error_text());
+        let answered = if reply.body.trim().is_empty() {
+            format!("HTTP 401, WWW-Authenticate: {header}")
+        } else {
+            format!("HTTP 401: {}", reply.error_text())
+        };
         if let Some(bearer) = pick("bearer") {
             if sent_auth && matches!(self.auth, Auth::Bearer { .. }) {
                 if *refreshed {

@@ -21,7 +21,7 @@ use crate::io::progress::{Counter, Reporter};
 use anyhow::{Context, Result};
 use auth::Credentials;
 use client::{Client, Retry};
-use layout::{Blob, Descriptor, Image, OCI_INDEX};
+use layout::{Blob, Descriptor, OCI_INDEX};
 use reference::Reference;
 use serde::Serialize;
 use std::io::Read;
@@ -169,6 +169,7 @@ pub fn push(opts: &Options, rep: &Reporter) -> Result<PushReport> {
         seconds: 0.0,
     };
 
+    c.ping()?;
     push_blobs(&mut c, &plan.image.blobs, rep, &mut report)?;
     let (children, _) = plan.image.manifests.split_at(plan.image.manifests.len() - 1);
     for m in children {
