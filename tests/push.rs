@@ -72,7 +72,9 @@ impl Registry {
         loop {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 // Any HTTP answer (200 or 401) means it serves.
-                if ureq::get(&format!("http://127.0.0.1:{port}/v2/")).call().is_ok()
+                if ureq::get(&format!("http://127.0.0.1:{port}/v2/"))
+                    .call()
+                    .is_ok()
                     || matches!(
                         ureq::get(&format!("http://127.0.0.1:{port}/v2/")).call(),
                         Err(ureq::Error::Status(..))
@@ -84,7 +86,11 @@ impl Registry {
             if let Ok(Some(st)) = r.child.try_wait() {
                 panic!("docker-registry exited ({st}): {}", r.log());
             }
-            assert!(Instant::now() < deadline, "registry did not start: {}", r.log());
+            assert!(
+                Instant::now() < deadline,
+                "registry did not start: {}",
+                r.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -231,11 +237,19 @@ impl Layout {
         }
         self.entries.push(d);
         let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": self.entries});
-        std::fs::write(self.dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        std::fs::write(
+            self.dir.join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
     }
 
     fn read_blob(&self, desc: &Value) -> Vec<u8> {
-        let hex = desc["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap();
+        let hex = desc["digest"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("sha256:")
+            .unwrap();
         std::fs::read(self.dir.join("blobs/sha256").join(hex)).unwrap()
     }
 }
@@ -280,7 +294,12 @@ fn push_ok(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Value {
     let mut a = vec!["--json"];
     a.extend_from_slice(args);
     let o = push(&a, env, stdin);
-    assert!(o.status.success(), "push failed ({:?}):\n{}", o.status.code(), text(&o));
+    assert!(
+        o.status.success(),
+        "push failed ({:?}):\n{}",
+        o.status.code(),
+        text(&o)
+    );
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
@@ -341,11 +360,19 @@ fn round_trip_then_second_push_uploads_nothing() {
     assert_eq!(first["skipped"], 0);
     assert_eq!(
         first["pushed"].as_str().unwrap(),
-        format!("{}/test/hello@{}", reg.host(), m["digest"].as_str().unwrap())
+        format!(
+            "{}/test/hello@{}",
+            reg.host(),
+            m["digest"].as_str().unwrap()
+        )
     );
     let blob_total: u64 = blob_digests(&l.read_blob(&m))
         .iter()
-        .map(|d| std::fs::metadata(l.dir.join("blobs/sha256").join(&d[7..])).unwrap().len())
+        .map(|d| {
+            std::fs::metadata(l.dir.join("blobs/sha256").join(&d[7..]))
+                .unwrap()
+                .len()
+        })
         .sum();
     assert_eq!(first["uploaded_bytes"].as_u64(), Some(blob_total));
 
@@ -360,7 +387,8 @@ fn round_trip_then_second_push_uploads_nothing() {
         &format!("docker://{dest}"),
         &format!("oci:{}:v1", back.display()),
     ]);
-    let idx: Value = serde_json::from_slice(&std::fs::read(back.join("index.json")).unwrap()).unwrap();
+    let idx: Value =
+        serde_json::from_slice(&std::fs::read(back.join("index.json")).unwrap()).unwrap();
     assert_eq!(idx["manifests"][0]["digest"], m["digest"]);
     let copied = std::fs::read(
         back.join("blobs/sha256")
@@ -374,7 +402,11 @@ fn round_trip_then_second_push_uploads_nothing() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),
-        format!("{}/test/hello@{}", reg.host(), m["digest"].as_str().unwrap())
+        format!(
+            "{}/test/hello@{}",
+            reg.host(),
+            m["digest"].as_str().unwrap()
+        )
     );
     assert!(text(&o).contains("exists"), "{}", text(&o));
 
@@ -416,7 +448,11 @@ fn two_platform_index_with_sbom_referrer() {
     assert_eq!(digest_of(&raw), index["digest"].as_str().unwrap());
     for child in [&amd, &arm] {
         let m = raw_manifest(
-            &format!("{}/multi/app@{}", reg.host(), child["digest"].as_str().unwrap()),
+            &format!(
+                "{}/multi/app@{}",
+                reg.host(),
+                child["digest"].as_str().unwrap()
+            ),
             None,
         );
         assert_eq!(digest_of(&m), child["digest"].as_str().unwrap());
@@ -431,7 +467,8 @@ fn two_platform_index_with_sbom_referrer() {
         &format!("docker://{dest}"),
         &format!("oci:{}:1.0", back.display()),
     ]);
-    let idx: Value = serde_json::from_slice(&std::fs::read(back.join("index.json")).unwrap()).unwrap();
+    let idx: Value =
+        serde_json::from_slice(&std::fs::read(back.join("index.json")).unwrap()).unwrap();
     assert_eq!(idx["manifests"][0]["digest"], index["digest"]);
 
     // The fallback index lists the SBOM; the SBOM is fetchable by digest.
@@ -442,7 +479,11 @@ fn two_platform_index_with_sbom_referrer() {
     assert_eq!(fv["manifests"][0]["digest"], sbom["digest"]);
     assert_eq!(fv["manifests"][0]["artifactType"], "application/spdx+json");
     let s = raw_manifest(
-        &format!("{}/multi/app@{}", reg.host(), sbom["digest"].as_str().unwrap()),
+        &format!(
+            "{}/multi/app@{}",
+            reg.host(),
+            sbom["digest"].as_str().unwrap()
+        ),
         None,
     );
     assert_eq!(digest_of(&s), sbom["digest"].as_str().unwrap());
@@ -466,7 +507,10 @@ fn several_images_need_ref() {
     let dest = format!("{}/pick/me", reg.host());
     let layout = l.dir.to_str().unwrap();
     let msg = push_fails(&[layout, &dest], &[], None, 2);
-    assert!(msg.contains("--ref") && msg.contains("first") && msg.contains("second"), "{msg}");
+    assert!(
+        msg.contains("--ref") && msg.contains("first") && msg.contains("second"),
+        "{msg}"
+    );
     let msg = push_fails(&[layout, &dest, "--ref", "third"], &[], None, 2);
     assert!(msg.contains("no image named \"third\""), "{msg}");
     let r = push_ok(&[layout, &dest, "--ref", "second"], &[], None);
@@ -506,7 +550,10 @@ fn basic_auth() {
     assert!(msg.contains("rejected the credentials"), "{msg}");
     assert!(msg.contains("alice"), "{msg}");
     assert!(msg.contains("UNAUTHORIZED"), "{msg}");
-    assert!(!msg.contains("wrong"), "the password leaked into the message: {msg}");
+    assert!(
+        !msg.contains("wrong"),
+        "the password leaked into the message: {msg}"
+    );
 
     let r = push_ok(
         &[layout, &dest, "-u", "alice", "--password-stdin"],
@@ -535,7 +582,11 @@ fn basic_auth() {
             .to_string(),
     )
     .unwrap();
-    let r = push_ok(&[layout, &dest], &[("DOCKER_CONFIG", cfg.to_str().unwrap())], None);
+    let r = push_ok(
+        &[layout, &dest],
+        &[("DOCKER_CONFIG", cfg.to_str().unwrap())],
+        None,
+    );
     assert_eq!(r["digest"], m["digest"]);
 }
 
@@ -571,18 +622,37 @@ struct TokenService {
 }
 
 /// Issues RS256 JWTs (x5c = the self-signed cert the registry trusts) to `user:pass`.
-fn token_service(dir: &Path, user: &'static str, pass: &'static str, service: &str, issuer: &str) -> TokenService {
+fn token_service(
+    dir: &Path,
+    user: &'static str,
+    pass: &'static str,
+    service: &str,
+    issuer: &str,
+) -> TokenService {
     let key = dir.join("key.pem");
     let cert = dir.join("cert.pem");
     openssl(
         &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=slipway-test-token-issuer",
-            "-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap(),
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=slipway-test-token-issuer",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
         ],
         None,
     );
-    let der = openssl(&["x509", "-in", cert.to_str().unwrap(), "-outform", "DER"], None);
+    let der = openssl(
+        &["x509", "-in", cert.to_str().unwrap(), "-outform", "DER"],
+        None,
+    );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/token", listener.local_addr().unwrap());
     let requests = Arc::new(AtomicUsize::new(0));
@@ -614,13 +684,19 @@ fn token_service(dir: &Path, user: &'static str, pass: &'static str, service: &s
                 }
             }
             let (status, body) = if authz != expected {
-                ("401 Unauthorized", r#"{"details":"bad credentials"}"#.to_string())
+                (
+                    "401 Unauthorized",
+                    r#"{"details":"bad credentials"}"#.to_string(),
+                )
             } else {
                 let query = target.split_once('?').map(|x| x.1).unwrap_or("");
                 let mut scope = String::new();
                 for kv in query.split('&') {
                     if let Some(v) = kv.strip_prefix("scope=") {
-                        scope = v.replace("%3A", ":").replace("%2C", ",").replace("%2F", "/");
+                        scope = v
+                            .replace("%3A", ":")
+                            .replace("%2C", ",")
+                            .replace("%2F", "/");
                     }
                 }
                 // scope = repository:NAME:ACTIONS
@@ -651,7 +727,10 @@ fn token_service(dir: &Path, user: &'static str, pass: &'static str, service: &s
                     Some(signing_input.as_bytes()),
                 );
                 let token = format!("{signing_input}.{}", b64url(&sig));
-                ("200 OK", json!({"token": token, "expires_in": 300}).to_string())
+                (
+                    "200 OK",
+                    json!({"token": token, "expires_in": 300}).to_string(),
+                )
             };
             let _ = write!(
                 s,
@@ -666,7 +745,13 @@ fn token_service(dir: &Path, user: &'static str, pass: &'static str, service: &s
 #[test]
 fn bearer_token_flow() {
     let t = tempfile::tempdir().unwrap();
-    let svc = token_service(t.path(), "bob", "tok-pass", "slipway-registry", "slipway-issuer");
+    let svc = token_service(
+        t.path(),
+        "bob",
+        "tok-pass",
+        "slipway-registry",
+        "slipway-issuer",
+    );
     let reg = Registry::start(&format!(
         "auth:\n  token:\n    realm: {}\n    service: slipway-registry\n    issuer: slipway-issuer\n    rootcertbundle: {}\n",
         svc.url,
@@ -682,11 +767,18 @@ fn bearer_token_flow() {
         Some("nope"),
         4,
     );
-    assert!(msg.contains("token service") && msg.contains("bob"), "{msg}");
+    assert!(
+        msg.contains("token service") && msg.contains("bob"),
+        "{msg}"
+    );
     assert!(msg.contains("401"), "{msg}");
 
     let before = svc.requests.load(Ordering::SeqCst);
-    let r = push_ok(&[layout, &dest, "-u", "bob", "--password-stdin"], &[], Some("tok-pass"));
+    let r = push_ok(
+        &[layout, &dest, "-u", "bob", "--password-stdin"],
+        &[],
+        Some("tok-pass"),
+    );
     assert_eq!(r["digest"], m["digest"]);
     assert_eq!(r["uploaded"], 2);
     // One token for the whole run: it is cached per scope.
@@ -712,7 +804,7 @@ fn refused_registry_fails_fast_and_clearly() {
     assert!(msg.contains(&format!("http://127.0.0.1:{port}")), "{msg}");
     assert!(msg.contains("4 attempts"), "{msg}");
     // 0.5 + 1 + 2 s of backoff: retried, yet bounded.
-    assert!(secs >= 3.0 && secs < 15.0, "took {secs:.1} s");
+    assert!((3.0..15.0).contains(&secs), "took {secs:.1} s");
 }
 
 #[test]
@@ -739,7 +831,11 @@ fn corrupt_or_incomplete_layouts_push_nothing() {
     let msg = push_fails(&[l.dir.to_str().unwrap(), &dest], &[], None, 4);
     assert!(msg.contains(&layer) && msg.contains("corrupt"), "{msg}");
 
-    assert!(reg.catalog().is_empty(), "something was pushed: {:?}", reg.catalog());
+    assert!(
+        reg.catalog().is_empty(),
+        "something was pushed: {:?}",
+        reg.catalog()
+    );
 }
 
 #[test]
@@ -751,7 +847,12 @@ fn registry_rejections() {
     // leaves it to the registry, which refuses the manifest with MANIFEST_BLOB_UNKNOWN.
     let mut l = Layout::new(&t.path().join("foreign"));
     let (mut layer, diff_id) = l.layer("f", b"x\n");
-    std::fs::remove_file(l.dir.join("blobs/sha256").join(&layer["digest"].as_str().unwrap()[7..])).unwrap();
+    std::fs::remove_file(
+        l.dir
+            .join("blobs/sha256")
+            .join(&layer["digest"].as_str().unwrap()[7..]),
+    )
+    .unwrap();
     layer["urls"] = json!(["https://example.invalid/layer.tar.gz"]);
     let config = l.blob(
         CONFIG,
@@ -759,11 +860,15 @@ fn registry_rejections() {
             .to_string()
             .as_bytes(),
     );
-    let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]});
+    let manifest =
+        json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]});
     let m = l.blob(OCI_MANIFEST, manifest.to_string().as_bytes());
     l.add(&m, None);
     let msg = push_fails(
-        &[l.dir.to_str().unwrap(), &format!("{}/bad/img:v1", reg.host())],
+        &[
+            l.dir.to_str().unwrap(),
+            &format!("{}/bad/img:v1", reg.host()),
+        ],
         &[],
         None,
         1,
@@ -784,7 +889,10 @@ fn registry_rejections() {
     let m = l.blob(DOCKER_MANIFEST, manifest.to_string().as_bytes());
     l.add(&m, None);
     let msg = push_fails(
-        &[l.dir.to_str().unwrap(), &format!("{}/bad/docker:v1", reg.host())],
+        &[
+            l.dir.to_str().unwrap(),
+            &format!("{}/bad/docker:v1", reg.host()),
+        ],
         &[],
         None,
         1,
@@ -802,16 +910,32 @@ fn registry_rejections() {
     assert_eq!(r["digest"], img["digest"]);
     assert_eq!(r["referrers"][0]["status"], "rejected", "{r}");
     let w = r["warnings"][0].as_str().unwrap();
-    assert!(w.contains("MANIFEST_INVALID") && w.contains(sbom["digest"].as_str().unwrap()), "{w}");
-    assert_eq!(digest_of(&raw_manifest(&dest, None)), img["digest"].as_str().unwrap());
+    assert!(
+        w.contains("MANIFEST_INVALID") && w.contains(sbom["digest"].as_str().unwrap()),
+        "{w}"
+    );
+    assert_eq!(
+        digest_of(&raw_manifest(&dest, None)),
+        img["digest"].as_str().unwrap()
+    );
 }
 
 #[test]
 fn bad_references_are_bad_input() {
     let t = tempfile::tempdir().unwrap();
     let (l, _) = simple_layout(&t.path().join("layout"), b"x\n");
-    let msg = push_fails(&[l.dir.to_str().unwrap(), "127.0.0.1:5000/Upper/Case:t"], &[], None, 2);
+    let msg = push_fails(
+        &[l.dir.to_str().unwrap(), "127.0.0.1:5000/Upper/Case:t"],
+        &[],
+        None,
+        2,
+    );
     assert!(msg.contains("upper-case"), "{msg}");
-    let msg = push_fails(&[t.path().to_str().unwrap(), "127.0.0.1:5000/a:t"], &[], None, 2);
+    let msg = push_fails(
+        &[t.path().to_str().unwrap(), "127.0.0.1:5000/a:t"],
+        &[],
+        None,
+        2,
+    );
     assert!(msg.contains("not an OCI image layout"), "{msg}");
 }

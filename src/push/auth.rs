@@ -336,7 +336,14 @@ mod tests {
 
     #[test]
     fn malformed_does_not_panic() {
-        for h in ["", ",,,", "Bearer realm=\"unterminated", "=", "Basic realm=", "\"x\""] {
+        for h in [
+            "",
+            ",,,",
+            "Bearer realm=\"unterminated",
+            "=",
+            "Basic realm=",
+            "\"x\"",
+        ] {
             let _ = parse_challenges(h);
         }
         let c = parse_challenges("Bearer realm=\"unterminated");

@@ -340,7 +340,12 @@ impl Client {
     }
 
     /// Handles a 401: switches to Basic or fetches a Bearer token, or fails clearly.
-    fn answer_challenge(&mut self, reply: &Reply, sent_auth: bool, refreshed: &mut bool) -> Result<()> {
+    fn answer_challenge(
+        &mut self,
+        reply: &Reply,
+        sent_auth: bool,
+        refreshed: &mut bool,
+    ) -> Result<()> {
         let header = reply.header("WWW-Authenticate").unwrap_or("");
         let challenges = auth::parse_challenges(header);
         let pick = |s: &str| challenges.iter().find(|c| c.scheme == s).cloned();
@@ -515,11 +520,24 @@ mod tests {
         let r: Reference = "127.0.0.1:5000/a/b:t".parse().unwrap();
         let c = Client::new(&r, &[], None, Retry::default());
         assert_eq!(c.base(), "http://127.0.0.1:5000");
-        assert_eq!(c.url("/v2/a/b/blobs/uploads/x?y=1"), "http://127.0.0.1:5000/v2/a/b/blobs/uploads/x?y=1");
-        assert_eq!(c.url("https://s3.example/up?sig=1"), "https://s3.example/up?sig=1");
+        assert_eq!(
+            c.url("/v2/a/b/blobs/uploads/x?y=1"),
+            "http://127.0.0.1:5000/v2/a/b/blobs/uploads/x?y=1"
+        );
+        assert_eq!(
+            c.url("https://s3.example/up?sig=1"),
+            "https://s3.example/up?sig=1"
+        );
         let r: Reference = "registry.example:5000/a".parse().unwrap();
-        assert!(Client::new(&r, &[], None, Retry::default()).base().starts_with("https://"));
-        let c = Client::new(&r, &["registry.example:5000".into()], None, Retry::default());
+        assert!(Client::new(&r, &[], None, Retry::default())
+            .base()
+            .starts_with("https://"));
+        let c = Client::new(
+            &r,
+            &["registry.example:5000".into()],
+            None,
+            Retry::default(),
+        );
         assert_eq!(c.base(), "http://registry.example:5000");
     }
 
@@ -534,7 +552,10 @@ mod tests {
     #[test]
     fn error_documents() {
         let body = r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":"bad"}]}"#;
-        assert_eq!(registry_errors(body), r#"MANIFEST_INVALID: manifest invalid (detail: "bad")"#);
+        assert_eq!(
+            registry_errors(body),
+            r#"MANIFEST_INVALID: manifest invalid (detail: "bad")"#
+        );
         assert_eq!(registry_errors("oops\n"), "oops");
         assert_eq!(registry_errors(""), "(empty body)");
     }

@@ -307,7 +307,13 @@ impl Reader<'_> {
         })?;
         let actual = format!("sha256:{}", crate::io::hash::sha256_hex(&bytes));
         if actual != d.digest || bytes.len() as u64 != d.size {
-            return Err(mismatch(&d.digest, d.size, &actual, bytes.len() as u64, &path));
+            return Err(mismatch(
+                &d.digest,
+                d.size,
+                &actual,
+                bytes.len() as u64,
+                &path,
+            ));
         }
         Ok(bytes)
     }
@@ -329,7 +335,10 @@ impl Reader<'_> {
         }
         let bytes = self.read_manifest(d, from)?;
         let doc = self.parse(d, &bytes)?;
-        let media_type = doc.media_type.clone().unwrap_or_else(|| d.media_type.clone());
+        let media_type = doc
+            .media_type
+            .clone()
+            .unwrap_or_else(|| d.media_type.clone());
         let here = format!("manifest {}", d.digest);
         match media_type.as_str() {
             OCI_INDEX | DOCKER_LIST => {
@@ -417,9 +426,16 @@ fn mismatch(want: &str, want_size: u64, got: &str, got_size: u64, path: &Path) -
 
 /// Checks a blob file's size and sha256 against its descriptor.
 fn verify_blob(b: &Blob) -> Result<()> {
-    let meta = std::fs::metadata(&b.path).with_context(|| format!("reading {}", b.path.display()))?;
+    let meta =
+        std::fs::metadata(&b.path).with_context(|| format!("reading {}", b.path.display()))?;
     if meta.len() != b.size {
-        return Err(mismatch(&b.digest, b.size, "a different size", meta.len(), &b.path));
+        return Err(mismatch(
+            &b.digest,
+            b.size,
+            "a different size",
+            meta.len(),
+            &b.path,
+        ));
     }
     let (hex, size) = crate::io::hash::sha256_file(&b.path)?;
     let got = format!("sha256:{hex}");

@@ -92,33 +92,13 @@ pub struct PushReport {
     pub seconds: f64,
 }
 
-impl PushReport {
-    /// A few human lines.
-    pub fn summary_text(&self) -> String {
-        let mut s = format!(
-            "pushed {}: blobs uploaded {} ({}), skipped {} ({}), manifest {}",
-            self.reference,
-            self.uploaded,
-            mb(self.uploaded_bytes),
-            self.skipped,
-            mb(self.skipped_bytes),
-            self.digest
-        );
-        for r in &self.referrers {
-            s.push_str(&format!(
-                "\n  referrer {} {} -> {}: {}",
-                r.artifact_type, r.digest, r.subject, r.status
-            ));
-        }
-        for w in &self.warnings {
-            s.push_str(&format!("\n  warning: {w}"));
-        }
-        s
-    }
-}
-
+/// A size for progress lines: bytes below 10 kB, then kB, then MB.
 fn mb(bytes: u64) -> String {
-    format!("{:.2} MB", bytes as f64 / 1e6)
+    match bytes {
+        0..10_000 => format!("{bytes} B"),
+        10_000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        _ => format!("{:.2} MB", bytes as f64 / 1e6),
+    }
 }
 
 fn short(digest: &str) -> &str {
@@ -171,10 +151,17 @@ pub fn push(opts: &Options, rep: &Reporter) -> Result<PushReport> {
 
     c.ping()?;
     push_blobs(&mut c, &plan.image.blobs, rep, &mut report)?;
-    let (children, _) = plan.image.manifests.split_at(plan.image.manifests.len() - 1);
+    let (children, _) = plan
+        .image
+        .manifests
+        .split_at(plan.image.manifests.len() - 1);
     for m in children {
         upload::put_manifest(&mut c, &m.digest, m)?;
-        rep.say(format!("    manifest {} ({})", short(&m.digest), m.media_type));
+        rep.say(format!(
+            "    manifest {} ({})",
+            short(&m.digest),
+            m.media_type
+        ));
         report.manifests += 1;
     }
     upload::put_manifest(&mut c, opts.reference.manifest_reference(), &top)?;
@@ -227,7 +214,12 @@ pub fn push(opts: &Options, rep: &Reporter) -> Result<PushReport> {
 }
 
 /// HEADs every blob, then uploads the missing ones with a byte counter (in MiB).
-fn push_blobs(c: &mut Client, blobs: &[Blob], rep: &Reporter, report: &mut PushReport) -> Result<()> {
+fn push_blobs(
+    c: &mut Client,
+    blobs: &[Blob],
+    rep: &Reporter,
+    report: &mut PushReport,
+) -> Result<()> {
     let mut missing = Vec::new();
     for b in blobs {
         if upload::blob_exists(c, &b.digest)? {
@@ -371,7 +363,6 @@ pub fn run(args: &PushArgs, json: bool, quiet: bool, offline: bool) -> Result<()
             serde_json::to_string_pretty(&report).context("writing JSON")?
         );
     } else {
-        rep.say(report.summary_text());
         println!("{}", report.pushed);
     }
     Ok(())

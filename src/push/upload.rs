@@ -34,7 +34,13 @@ pub fn upload_blob(c: &mut Client, blob: &Blob, progress: &mut dyn FnMut(u64)) -
     let retry = c.retry();
     let mut failed = 0u32;
     loop {
-        let r = c.send("POST", &start, &[("Content-Length", "0")], Body::Empty, true)?;
+        let r = c.send(
+            "POST",
+            &start,
+            &[("Content-Length", "0")],
+            Body::Empty,
+            true,
+        )?;
         if r.status != 202 {
             return Err(rejected(c, &format!("POST {start}"), r.status, &r));
         }
@@ -64,16 +70,19 @@ pub fn upload_blob(c: &mut Client, blob: &Blob, progress: &mut dyn FnMut(u64)) -
             Ok(r) if r.status == 201 || r.status == 204 => {
                 if let Some(d) = r.header("Docker-Content-Digest") {
                     if d != blob.digest {
-                        bail!(
-                            "registry {} stored blob {} as {d}",
-                            c.base(),
-                            blob.digest
-                        );
+                        bail!("registry {} stored blob {} as {d}", c.base(), blob.digest);
                     }
                 }
                 return Ok(());
             }
-            Ok(r) => return Err(rejected(c, &format!("PUT blob {}", blob.digest), r.status, &r)),
+            Ok(r) => {
+                return Err(rejected(
+                    c,
+                    &format!("PUT blob {}", blob.digest),
+                    r.status,
+                    &r,
+                ))
+            }
             Err(e) if e.downcast_ref::<Transient>().is_some() => {
                 failed += 1;
                 if failed >= retry.attempts {
@@ -106,7 +115,12 @@ pub fn put_manifest(c: &mut Client, reference: &str, m: &Manifest) -> Result<Rep
     if r.status != 201 && r.status != 200 && r.status != 204 {
         return Err(rejected(
             c,
-            &format!("manifest {} ({}) as {}:{reference}", m.digest, m.media_type, c.repo()),
+            &format!(
+                "manifest {} ({}) as {}:{reference}",
+                m.digest,
+                m.media_type,
+                c.repo()
+            ),
             r.status,
             &r,
         ));
@@ -156,7 +170,10 @@ mod tests {
     #[test]
     fn digest_query() {
         let d = "sha256:00ff";
-        assert_eq!(with_digest("/v2/a/blobs/uploads/u1", d), "/v2/a/blobs/uploads/u1?digest=sha256%3A00ff");
+        assert_eq!(
+            with_digest("/v2/a/blobs/uploads/u1", d),
+            "/v2/a/blobs/uploads/u1?digest=sha256%3A00ff"
+        );
         assert_eq!(
             with_digest("http://h/v2/a/blobs/uploads/u1?_state=xyz", d),
             "http://h/v2/a/blobs/uploads/u1?_state=xyz&digest=sha256%3A00ff"
