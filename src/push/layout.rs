@@ -444,3 +444,117 @@ fn verify_blob(b: &Blob) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn blob(root: &Path, media_type: &str, bytes: &[u8]) -> serde_json::Value {
+        let hex = crate::io::hash::sha256_hex(bytes);
+        std::fs::write(root.join("blobs/sha256").join(&hex), bytes).unwrap();
+        json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": bytes.len()})
+    }
+
+    fn manifest(root: &Path, config: &[u8], layer: &[u8]) -> serde_json::Value {
+        let c = blob(root, "application/vnd.oci.image.config.v1+json", config);
+        let l = blob(root, "application/vnd.oci.image.layer.v1.tar", layer);
+        let m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": c, "layers": [l]});
+        blob(root, OCI_MANIFEST, m.to_string().as_bytes())
+    }
+
+    fn layout(entries: &[serde_json::Value]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("blobs/sha256")).unwrap();
+        std::fs::write(
+            d.path().join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        let idx = json!({"schemaVersion": 2, "manifests": entries});
+        std::fs::write(d.path().join("index.json"), idx.to_string()).unwrap();
+        d
+    }
+
+    #[test]
+    fn index_children_first_and_shared_blobs_once() {
+        let d = layout(&[]);
+        let root = d.path();
+        let a = manifest(root, b"{\"a\":1}", b"shared layer");
+        let b = manifest(root, b"{\"b\":1}", b"shared layer");
+        let idx = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [a, b]});
+        let mut top = blob(root, OCI_INDEX, idx.to_string().as_bytes());
+        top["annotations"] = json!({REF_NAME: "v1"});
+        std::fs::write(
+            root.join("index.json"),
+            json!({"schemaVersion": 2, "manifests": [top]}).to_string(),
+        )
+        .unwrap();
+        let plan = load(root, None).unwrap();
+        let order: Vec<&str> = plan
+            .image
+            .manifests
+            .iter()
+            .map(|m| m.digest.as_str())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                a["digest"].as_str().unwrap(),
+                b["digest"].as_str().unwrap(),
+                top["digest"].as_str().unwrap()
+            ]
+        );
+        // Two configs and one layer shared by both manifests.
+        assert_eq!(plan.image.blobs.len(), 3);
+        assert_eq!(plan.ref_name.as_deref(), Some("v1"));
+        assert_eq!(plan.image.top().unwrap().media_type, OCI_INDEX);
+    }
+
+    #[test]
+    fn choosing_among_images() {
+        let d = layout(&[]);
+        let root = d.path();
+        let mut a = manifest(root, b"{\"a\":1}", b"a");
+        let mut b = manifest(root, b"{\"b\":1}", b"b");
+        a["annotations"] = json!({REF_NAME: "one"});
+        b["annotations"] = json!({REF_NAME: "two"});
+        std::fs::write(
+            root.join("index.json"),
+            json!({"schemaVersion": 2, "manifests": [a, b]}).to_string(),
+        )
+        .unwrap();
+        let e = format!("{:#}", load(root, None).unwrap_err());
+        assert!(
+            e.contains("--ref") && e.contains("one") && e.contains("two"),
+            "{e}"
+        );
+        let p = load(root, Some("two")).unwrap();
+        assert_eq!(p.image.top().unwrap().digest, b["digest"].as_str().unwrap());
+        assert!(load(root, Some("three")).is_err());
+    }
+
+    #[test]
+    fn corrupt_and_missing() {
+        let d = layout(&[]);
+        let root = d.path();
+        let m = manifest(root, b"{}", b"layer bytes");
+        std::fs::write(
+            root.join("index.json"),
+            json!({"schemaVersion": 2, "manifests": [m]}).to_string(),
+        )
+        .unwrap();
+        let layer = crate::io::hash::sha256_hex(b"layer bytes");
+        let path = root.join("blobs/sha256").join(&layer);
+        std::fs::write(&path, b"layer bytez").unwrap();
+        let e = load(root, None).unwrap_err();
+        assert_eq!(exit::code_of(&e), Code::Fetch as i32);
+        assert!(format!("{e:#}").contains(&layer), "{e:#}");
+        std::fs::remove_file(&path).unwrap();
+        let e = load(root, None).unwrap_err();
+        assert_eq!(exit::code_of(&e), Code::BadInput as i32);
+        assert!(format!("{e:#}").contains("layer 1"), "{e:#}");
+        std::fs::remove_file(root.join("oci-layout")).unwrap();
+        assert!(format!("{:#}", load(root, None).unwrap_err()).contains("not an OCI image layout"));
+    }
+}
