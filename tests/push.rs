@@ -72,15 +72,9 @@ impl Registry {
         loop {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 // Any HTTP answer (200 or 401) means it serves.
-                if ureq::get(&format!("http://127.0.0.1:{port}/v2/"))
-                    .call()
-                    .is_ok()
-                    || matches!(
-                        ureq::get(&format!("http://127.0.0.1:{port}/v2/")).call(),
-                        Err(ureq::Error::Status(..))
-                    )
-                {
-                    return r;
+                match ureq::get(&format!("http://127.0.0.1:{port}/v2/")).call() {
+                    Ok(_) | Err(ureq::Error::Status(..)) => return r,
+                    Err(_) => {}
                 }
             }
             if let Ok(Some(st)) = r.child.try_wait() {
@@ -938,4 +932,71 @@ fn bad_references_are_bad_input() {
         2,
     );
     assert!(msg.contains("not an OCI image layout"), "{msg}");
+}
+
+/// Answers every request with `status` and `headers`; counts the requests.
+fn scripted_server(status: &'static str, headers: &'static str) -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            c.fetch_add(1, Ordering::SeqCst);
+            let body = r#"{"errors":[{"code":"SCRIPTED","message":"scripted answer"}]}"#;
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, count)
+}
+
+#[test]
+fn retry_policy() {
+    let t = tempfile::tempdir().unwrap();
+    let (l, _) = simple_layout(&t.path().join("layout"), b"retry\n");
+    let layout = l.dir.to_str().unwrap();
+
+    // 503 is retried: four requests, then a network-class failure quoting the answer.
+    let (port, count) = scripted_server("503 Service Unavailable", "");
+    let msg = push_fails(&[layout, &format!("127.0.0.1:{port}/r/x")], &[], None, 4);
+    assert_eq!(count.load(Ordering::SeqCst), 4, "{msg}");
+    assert!(msg.contains("503") && msg.contains("SCRIPTED"), "{msg}");
+
+    // A refused login is never retried: one anonymous request, one with the credentials.
+    let (port, count) = scripted_server(
+        "401 Unauthorized",
+        "WWW-Authenticate: Basic realm=\"scripted\"\r\n",
+    );
+    let msg = push_fails(
+        &[
+            layout,
+            &format!("127.0.0.1:{port}/r/x"),
+            "-u",
+            "carol",
+            "--password-stdin",
+        ],
+        &[],
+        Some("pw"),
+        4,
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 2, "{msg}");
+    assert!(msg.contains("carol") && msg.contains("SCRIPTED"), "{msg}");
+
+    // Other 4xx answers are returned at once.
+    let (port, count) = scripted_server("404 Not Found", "");
+    let msg = push_fails(&[layout, &format!("127.0.0.1:{port}/r/x")], &[], None, 4);
+    assert_eq!(count.load(Ordering::SeqCst), 1, "{msg}");
+    assert!(msg.contains("not a registry"), "{msg}");
 }
