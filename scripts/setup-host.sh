@@ -12,6 +12,8 @@ packages=(
   qemu-user-static                  # running arm64 images in tests
   mmdebstrap                        # benchmark peer for assembling trees
   hyperfine                         # benchmarks
+  faketime                          # reproducibility tests build with the clock moved
+  cryptsetup-bin                    # veritysetup: the reference for slipway's dm-verity tree
 )
 
 missing=()
