@@ -124,6 +124,8 @@ enum Command {
         #[command(flatten)]
         fetch: FetchArgs,
     },
+    /// Push an OCI image layout to a registry (OCI distribution API).
+    Push(crate::push::PushArgs),
     /// Show where an image's bytes are: by package and by directory.
     ///
     /// Assembles the tree from the lock (locking and fetching if needed; nothing is written).
@@ -331,6 +333,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Push(a) => crate::push::run(a, g.json, g.quiet, g.offline),
         Command::Inspect {
             recipe,
             depth,

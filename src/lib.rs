@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod io;
 pub mod lock;
 pub mod pipeline;
+pub mod push;
 pub mod recipe;
 pub mod report;
 pub mod resolve;
