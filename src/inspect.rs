@@ -213,7 +213,7 @@ mod tests {
             (
                 "/usr/lib".to_string(),
                 Usage {
-                    entries: 1,
+                    entries: 2,
                     bytes: 100
                 }
             )
