@@ -18,8 +18,9 @@ pub fn parse(list: &str) -> Vec<String> {
         .collect()
 }
 
-/// Loads every module of the list; a module already loaded (EEXIST) is fine. Returns
-/// how many were loaded.
+/// Loads every module of the list. A module already loaded (EEXIST) is fine, and so is
+/// one whose hardware is absent (ENODEV: e.g. `crc32c-intel` on a CPU without SSE4.2,
+/// which the generic implementation then serves). Returns how many were loaded.
 pub fn load_all() -> Res<usize> {
     let list = match fs::read_to_string(LIST) {
         Ok(s) => s,
@@ -32,6 +33,9 @@ pub fn load_all() -> Res<usize> {
         match finit_module(&f, c"", ModuleInitFlags::empty()) {
             Ok(()) => n += 1,
             Err(nix::errno::Errno::EEXIST) => {}
+            Err(nix::errno::Errno::ENODEV) => {
+                crate::console::info(&format!("{path}: no such device here; skipped"))
+            }
             Err(e) => {
                 return Err(fail(
                     "load-modules",
