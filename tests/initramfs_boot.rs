@@ -36,8 +36,17 @@ const MODULES: &[&str] = &[
 
 /// Runs a host tool; panics with its output on failure; returns stdout.
 fn run(cmd: &mut Command) -> String {
-    let o = cmd.stdin(Stdio::null()).env("LC_ALL", "C").output().unwrap();
-    assert!(o.status.success(), "{cmd:?} failed ({}):\n{}", o.status, text(&o));
+    let o = cmd
+        .stdin(Stdio::null())
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        o.status,
+        text(&o)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -53,7 +62,14 @@ fn init_binary() -> PathBuf {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("CARGO_TARGET_DIR", target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args(["build", "--locked", "--profile", "init", "-p", "slipway-init"])
+        .args([
+            "build",
+            "--locked",
+            "--profile",
+            "init",
+            "-p",
+            "slipway-init",
+        ])
         .args(["--target", "x86_64-unknown-linux-gnu"]));
     target_dir.join("x86_64-unknown-linux-gnu/init/slipway-init")
 }
@@ -89,7 +105,14 @@ fn kit(dir: &Path) -> Kit {
     let out = dir.join("kernel-out");
     ok(slipway(
         &shared_cache(),
-        &["build", r.to_str().unwrap(), "-o", out.to_str().unwrap(), "--format", "dir"],
+        &[
+            "build",
+            r.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--format",
+            "dir",
+        ],
     ));
     let rootfs = out.join("rootfs");
     let moddir = rootfs.join("usr/lib/modules");
@@ -157,11 +180,19 @@ fn kit(dir: &Path) -> Kit {
         .stdout(fs::File::create(&cpio).unwrap())
         .spawn()
         .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), (sorted.join("\n") + "\n").as_bytes()).unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        (sorted.join("\n") + "\n").as_bytes(),
+    )
+    .unwrap();
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
     let initrd = dir.join("initrd.zst");
-    run(Command::new("zstd").args(["-q", "-19", "-f"]).arg(&cpio).arg("-o").arg(&initrd));
+    run(Command::new("zstd")
+        .args(["-q", "-19", "-f"])
+        .arg(&cpio)
+        .arg("-o")
+        .arg(&initrd));
     Kit {
         kernel,
         initrd,
@@ -195,17 +226,25 @@ struct Root {
 
 fn root_image(dir: &Path, kit: &Kit) -> Root {
     let tree = dir.join("root-tree");
-    for d in ["bin", "sbin", "dev", "proc", "sys", "run", "var", "etc", "tmp"] {
+    for d in [
+        "bin", "sbin", "dev", "proc", "sys", "run", "var", "etc", "tmp",
+    ] {
         fs::create_dir_all(tree.join(d)).unwrap();
     }
     fs::copy(&kit.busybox, tree.join("bin/busybox")).unwrap();
     fs::write(tree.join("sbin/init"), ROOT_INIT).unwrap();
-    run(Command::new("chmod").arg("0755").arg(tree.join("sbin/init")).arg(tree.join("bin/busybox")));
+    run(Command::new("chmod")
+        .arg("0755")
+        .arg(tree.join("sbin/init"))
+        .arg(tree.join("bin/busybox")));
     fs::write(tree.join("etc/hostname"), "slipway-test\n").unwrap();
     let image = dir.join("root.img");
-    run(Command::new("mkfs.erofs").arg("-q").arg(&image).arg(&tree));
+    run(Command::new("mkfs.erofs").arg(&image).arg(&tree));
     let verity = dir.join("verity.img");
-    let out = run(Command::new("veritysetup").arg("format").arg(&image).arg(&verity));
+    let out = run(Command::new("veritysetup")
+        .arg("format")
+        .arg(&image)
+        .arg(&verity));
     let hash = out
         .lines()
         .find_map(|l| l.strip_prefix("Root hash:"))
@@ -213,12 +252,23 @@ fn root_image(dir: &Path, kit: &Kit) -> Root {
         .trim()
         .to_string();
     assert_eq!(hash.len(), 64, "{out}");
-    Root { image, verity, hash }
+    Root {
+        image,
+        verity,
+        hash,
+    }
 }
 
 /// The UUID text of 16 bytes of hex.
 fn uuid_of(hex: &str) -> String {
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// Where things are on the disk.
@@ -230,13 +280,13 @@ struct Disk {
 
 /// A GPT disk (sfdisk): root, root-verity (UUIDs from the root hash), var (ext4, 64 MiB);
 /// then enlarged by 200 MiB so the first boot must grow /var.
-fn make_disk(dir: &Path, root: &Root) -> Disk {
+fn make_disk(dir: &Path, root: &Root, name: &str) -> Disk {
     let align = |n: u64| n.div_ceil(MIB) * MIB;
     let root_size = align(fs::metadata(&root.image).unwrap().len());
     let verity_size = align(fs::metadata(&root.verity).unwrap().len());
     let var_size = 64 * MIB;
     let total = MIB + root_size + verity_size + var_size + MIB;
-    let path = dir.join("disk.raw");
+    let path = dir.join(format!("{name}.raw"));
     let f = fs::File::create(&path).unwrap();
     f.set_len(total).unwrap();
     let sectors = |n: u64| n / 512;
@@ -264,7 +314,7 @@ fn make_disk(dir: &Path, root: &Root) -> Disk {
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success(), "sfdisk failed:\n{script}");
-    let var = dir.join("var.img");
+    let var = dir.join(format!("{name}-var.img"));
     run(Command::new("mkfs.ext4")
         .args(["-q", "-F", "-b", "4096", "-L", "var"])
         .arg(&var)
@@ -284,12 +334,21 @@ fn make_disk(dir: &Path, root: &Root) -> Disk {
     }
 }
 
+/// Where the console logs are kept after the test: `target/tmp/initramfs-boot/`.
+fn log_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("initramfs-boot");
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// A finished (or stopped) boot.
 struct Boot {
     log: String,
     /// QEMU exited by itself (power-off) rather than being killed.
     exited: bool,
     secs: f64,
+    /// Seconds from QEMU's start to `ROOT-OK` on the console.
+    root_ok: Option<f64>,
 }
 
 impl Boot {
@@ -303,20 +362,31 @@ impl Boot {
     /// The value after `KEY: ` on the console.
     fn value(&self, key: &str) -> Option<String> {
         let k = format!("{key}: ");
-        self.log
-            .lines()
-            .find_map(|l| l.trim_end_matches('\r').strip_prefix(k.as_str()).map(str::to_string))
+        self.log.lines().find_map(|l| {
+            l.trim_end_matches('\r')
+                .strip_prefix(k.as_str())
+                .map(str::to_string)
+        })
     }
 }
 
 /// Boots the disk; stops when QEMU exits, or (for failures) 3 s after `stop_at` shows up
 /// on the console (to see that nothing follows, such as a reboot), or panics at the
-/// timeout. Saves the console log as `<name>.log` beside the disk.
+/// timeout. Saves the console log as `<name>.log` in [`log_dir`].
 fn boot(kit: &Kit, disk: &Path, append: &str, stop_at: Option<&str>, name: &str) -> Boot {
     let timeout = Duration::from_secs(240);
     let start = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-m", "1024", "-smp", "1", "-nodefaults", "-no-user-config"])
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "1024",
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+        ])
         .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
         .arg("-kernel")
         .arg(&kit.kernel)
@@ -343,14 +413,20 @@ fn boot(kit: &Kit, disk: &Path, append: &str, stop_at: Option<&str>, name: &str)
                 if n == 0 {
                     break;
                 }
-                log.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                log.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         }));
     }
     let mut seen_at: Option<Instant> = None;
+    let mut root_ok = None;
     let exited = loop {
         if child.try_wait().unwrap().is_some() {
             break true;
+        }
+        if root_ok.is_none() && log.lock().unwrap().contains("ROOT-OK") {
+            root_ok = Some(start.elapsed().as_secs_f64());
         }
         if seen_at.is_none() && stop_at.is_some_and(|s| log.lock().unwrap().contains(s)) {
             seen_at = Some(Instant::now());
@@ -362,7 +438,7 @@ fn boot(kit: &Kit, disk: &Path, append: &str, stop_at: Option<&str>, name: &str)
             let _ = child.kill();
             let _ = child.wait();
             let l = log.lock().unwrap().clone();
-            fs::write(disk.with_file_name(format!("{name}.log")), &l).unwrap();
+            fs::write(log_dir().join(format!("{name}.log")), &l).unwrap();
             panic!("boot {name} timed out after {timeout:?}; console:\n{l}");
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -375,17 +451,24 @@ fn boot(kit: &Kit, disk: &Path, append: &str, stop_at: Option<&str>, name: &str)
         r.join().unwrap();
     }
     let log = log.lock().unwrap().clone();
-    fs::write(disk.with_file_name(format!("{name}.log")), &log).unwrap();
+    fs::write(log_dir().join(format!("{name}.log")), &log).unwrap();
     Boot {
         log,
         exited,
         secs: start.elapsed().as_secs_f64(),
+        root_ok,
     }
 }
 
 /// Asserts a healthy boot: no panic, no oops, one kernel start.
 fn assert_clean(b: &Boot) {
-    for bad in ["Kernel panic", "Oops", "BUG:", "slipway-init: boot stopped", "Call Trace"] {
+    for bad in [
+        "Kernel panic",
+        "Oops",
+        "BUG:",
+        "slipway-init: boot stopped",
+        "Call Trace",
+    ] {
         assert!(!b.has(bad), "console shows {bad:?}:\n{}", b.tail());
     }
     assert_eq!(b.log.matches("Linux version").count(), 1, "{}", b.tail());
@@ -394,14 +477,28 @@ fn assert_clean(b: &Boot) {
 /// The end of the last partition and the disk's size, from sfdisk.
 fn var_end_and_disk_sectors(disk: &Path) -> (u64, u64) {
     let dump = run(Command::new("sfdisk").arg("--dump").arg(disk));
-    let last = dump.lines().filter(|l| l.contains("start=")).last().unwrap();
+    let last = dump
+        .lines()
+        .filter(|l| l.contains("start="))
+        .last()
+        .unwrap();
     let field = |k: &str| -> u64 {
         last.split(',')
-            .find_map(|f| f.split_once('=').filter(|(a, _)| a.trim().ends_with(k)).map(|(_, v)| v.trim().parse().unwrap()))
+            .find_map(|f| {
+                f.split_once('=')
+                    .filter(|(a, _)| a.trim().ends_with(k))
+                    .map(|(_, v)| v.trim().parse().unwrap())
+            })
             .unwrap()
     };
-    assert!(last.contains(VAR_TYPE.to_uppercase().as_str()) || last.contains(VAR_TYPE), "{dump}");
-    (field("start") + field("size"), fs::metadata(disk).unwrap().len() / 512)
+    assert!(
+        last.contains(VAR_TYPE.to_uppercase().as_str()) || last.contains(VAR_TYPE),
+        "{dump}"
+    );
+    (
+        field("start") + field("size"),
+        fs::metadata(disk).unwrap().len() / 512,
+    )
 }
 
 #[test]
@@ -410,37 +507,216 @@ fn verity_root_var_growth_and_persistence() {
     let kit = kit(d.path());
     let initrd_size = fs::metadata(&kit.initrd).unwrap().len();
     eprintln!("initramfs: {initrd_size} bytes (zstd -19)");
-    assert!(initrd_size < 3 * MIB, "initramfs is {initrd_size} bytes, over 3 MiB");
+    assert!(
+        initrd_size < 3 * MIB,
+        "initramfs is {initrd_size} bytes, over 3 MiB"
+    );
     let root = root_image(d.path(), &kit);
-    let disk = make_disk(d.path(), &root);
+    let disk = make_disk(d.path(), &root, "disk");
     let append = format!("roothash={}", root.hash);
 
     let first = boot(&kit, &disk.path, &append, None, "first-boot");
-    eprintln!("first boot: {:.1} s to power-off", first.secs);
+    eprintln!(
+        "first boot: ROOT-OK after {:.1} s, power-off after {:.1} s",
+        first.root_ok.unwrap_or(f64::NAN),
+        first.secs
+    );
     assert!(first.exited && first.has("ROOT-DONE"), "{}", first.tail());
     assert_clean(&first);
-    assert_eq!(first.value("ROOT-DM").as_deref(), Some("root ro=1"), "{}", first.tail());
-    let mounts: Vec<String> = first.log.lines().filter_map(|l| l.strip_prefix("MOUNT: ")).map(str::to_string).collect();
-    assert!(mounts.iter().any(|m| m.starts_with("/dev/mapper/root / erofs ro,")), "{mounts:?}");
-    assert!(mounts.iter().any(|m| m.starts_with("/dev/vda3 /var ext4 rw,")), "{mounts:?}");
-    assert!(mounts.iter().any(|m| m.starts_with("overlay /etc overlay rw,")), "{mounts:?}");
+    assert_eq!(
+        first.value("ROOT-DM").as_deref(),
+        Some("root ro=1"),
+        "{}",
+        first.tail()
+    );
+    let mounts: Vec<String> = first
+        .log
+        .lines()
+        .filter_map(|l| l.strip_prefix("MOUNT: "))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.starts_with("/dev/mapper/root / erofs ro,")),
+        "{mounts:?}"
+    );
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.starts_with("/dev/vda3 /var ext4 rw,")),
+        "{mounts:?}"
+    );
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.starts_with("overlay /etc overlay rw,")),
+        "{mounts:?}"
+    );
     let var_kb: u64 = first.value("VAR-KB").unwrap().trim().parse().unwrap();
-    assert!(var_kb > 200 * 1024, "/var is {var_kb} KiB: not grown\n{}", first.tail());
+    assert!(
+        var_kb > 200 * 1024,
+        "/var is {var_kb} KiB: not grown\n{}",
+        first.tail()
+    );
     assert_eq!(first.value("VAR-MARKER").as_deref(), Some("none"));
     assert_eq!(first.value("ETC-MARKER").as_deref(), Some("none"));
     // The rewritten GPT verifies with sfdisk, and var ends where the disk's usable area does.
     let verify = run(Command::new("sfdisk").arg("--verify").arg(&disk.path));
     assert!(verify.contains("No errors detected"), "{verify}");
     let (var_end, disk_sectors) = var_end_and_disk_sectors(&disk.path);
-    assert_eq!(var_end, disk_sectors - 33, "var must end at the last usable LBA");
+    assert_eq!(
+        var_end,
+        disk_sectors - 33,
+        "var must end at the last usable LBA"
+    );
     assert!(disk_sectors * 512 > disk.size_before_growth);
 
     let second = boot(&kit, &disk.path, &append, None, "second-boot");
     eprintln!("second boot: {:.1} s to power-off", second.secs);
-    assert!(second.exited && second.has("ROOT-DONE"), "{}", second.tail());
+    assert!(
+        second.exited && second.has("ROOT-DONE"),
+        "{}",
+        second.tail()
+    );
     assert_clean(&second);
-    assert_eq!(second.value("VAR-MARKER").as_deref(), Some("persisted"), "{}", second.tail());
-    assert_eq!(second.value("ETC-MARKER").as_deref(), Some("persisted"), "{}", second.tail());
+    // The kernel agrees the GPT now spans the disk; nothing grew again.
+    assert!(
+        !second.has("Alt. header is not at the end"),
+        "{}",
+        second.tail()
+    );
+    assert!(!second.has("slipway-init: grew"), "{}", second.tail());
+    assert_eq!(
+        second.value("VAR-MARKER").as_deref(),
+        Some("persisted"),
+        "{}",
+        second.tail()
+    );
+    assert_eq!(
+        second.value("ETC-MARKER").as_deref(),
+        Some("persisted"),
+        "{}",
+        second.tail()
+    );
     let var_kb2: u64 = second.value("VAR-KB").unwrap().trim().parse().unwrap();
     assert_eq!(var_kb2, var_kb, "/var changed size on the second boot");
+}
+
+/// Flips one bit of the disk at `off`.
+fn flip(disk: &Path, off: u64) {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, off).unwrap();
+    b[0] ^= 0x10;
+    f.write_all_at(&b, off).unwrap();
+}
+
+/// Asserts the boot stopped instead of looping: one kernel start, no root init.
+fn assert_stopped(b: &Boot) {
+    assert_eq!(
+        b.log.matches("Linux version").count(),
+        1,
+        "rebooted:\n{}",
+        b.tail()
+    );
+    assert!(!b.has("ROOT-OK"), "the root's init ran:\n{}", b.tail());
+    assert!(!b.exited || !b.has("Linux version"), "{}", b.tail());
+}
+
+#[test]
+fn corruption_and_a_wrong_roothash_stop_the_boot() {
+    let d = tempfile::tempdir().unwrap();
+    let kit = kit(d.path());
+    let root = root_image(d.path(), &kit);
+    let append = format!("roothash={}", root.hash);
+
+    // Three disks, booted at once (each QEMU is one TCG thread).
+    let bad_sb = make_disk(d.path(), &root, "bad-superblock");
+    // One byte of the erofs superblock (block 0 of the root, at 1024): dm-verity fails
+    // the read, and slipway-init names the step and the device.
+    flip(&bad_sb.path, bad_sb.root_offset + 1024 + 0x20);
+
+    // One byte of the first block of /bin/busybox, which the root's init script runs:
+    // after the switch, verity is in panic mode, so the kernel stops with the verity
+    // error and does not reboot.
+    let image = fs::read(&root.image).unwrap();
+    let head = &fs::read(&kit.busybox).unwrap()[..4096];
+    let at = (0..image.len() / 4096)
+        .map(|i| i * 4096)
+        .find(|&o| image.get(o..o + 4096) == Some(head))
+        .expect("busybox's first block not found block-aligned in the erofs image")
+        as u64;
+    let bad_bin = make_disk(d.path(), &root, "bad-busybox");
+    flip(&bad_bin.path, bad_bin.root_offset + at + 2000);
+
+    // A root hash that names no partition (checked quickly: rootwait=2).
+    let good = make_disk(d.path(), &root, "wrong-hash");
+    let wrong: String = root.hash.chars().rev().collect();
+    let wrong_append = format!("roothash={wrong} rootwait=2");
+
+    let (b1, b2, b3) = std::thread::scope(|s| {
+        let t1 = s.spawn(|| {
+            boot(
+                &kit,
+                &bad_sb.path,
+                &append,
+                Some("boot stopped"),
+                "bad-superblock",
+            )
+        });
+        let t2 = s.spawn(|| {
+            boot(
+                &kit,
+                &bad_bin.path,
+                &append,
+                Some("dm-verity device corrupted"),
+                "bad-busybox",
+            )
+        });
+        let t3 = s.spawn(|| {
+            boot(
+                &kit,
+                &good.path,
+                &wrong_append,
+                Some("boot stopped"),
+                "wrong-hash",
+            )
+        });
+        (t1.join().unwrap(), t2.join().unwrap(), t3.join().unwrap())
+    });
+
+    eprintln!("corrupt superblock: stopped after {:.1} s", b1.secs);
+    assert!(
+        b1.has("device-mapper: verity") && b1.has("is corrupted"),
+        "no verity error:\n{}",
+        b1.tail()
+    );
+    assert!(
+        b1.has("slipway-init: mount-root: /dev/mapper/root (verity over vda1): reading the file-system superblock: Input/output error"),
+        "no init error line naming the step:\n{}",
+        b1.tail()
+    );
+    assert_stopped(&b1);
+
+    eprintln!("corrupt /bin/busybox: stopped after {:.1} s", b2.secs);
+    assert!(
+        b2.has("Kernel panic - not syncing: dm-verity device corrupted"),
+        "{}",
+        b2.tail()
+    );
+    assert!(b2.has("is corrupted"), "{}", b2.tail());
+    assert!(b2.has("slipway-init: root ready"), "{}", b2.tail());
+    assert_stopped(&b2);
+
+    let want = format!(
+        "slipway-init: find-root: partition UUID {0}: no partition with UUID {0} (the first 128 bits of roothash=)",
+        uuid_of(&wrong[..32])
+    );
+    assert!(b3.has(&want), "expected {want:?}:\n{}", b3.tail());
+    assert_stopped(&b3);
 }

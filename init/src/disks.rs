@@ -55,10 +55,7 @@ pub fn partition_name(disk: &str, number: u32) -> Option<String> {
     let rd = fs::read_dir(format!("/sys/class/block/{disk}")).ok()?;
     rd.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
-        .find(|n| {
-            n.starts_with(disk)
-                && sys(n, "partition").is_ok_and(|p| p == number.to_string())
-        })
+        .find(|n| n.starts_with(disk) && sys(n, "partition").is_ok_and(|p| p == number.to_string()))
 }
 
 /// A disk with a verified partition table.
@@ -78,7 +75,8 @@ impl Disk {
     pub fn read(name: &str) -> Result<Disk, String> {
         let lba_size = sys_u64(name, "queue/logical_block_size")?;
         let lbas = size_bytes(name)? / lba_size;
-        let f = File::open(format!("/dev/{name}")).map_err(|e| format!("opening /dev/{name}: {e}"))?;
+        let f =
+            File::open(format!("/dev/{name}")).map_err(|e| format!("opening /dev/{name}: {e}"))?;
         let table = Table::read(&f, lba_size, lbas)?;
         Ok(Disk {
             name: name.to_string(),
@@ -90,7 +88,10 @@ impl Disk {
 
     /// The partition with unique GUID `uuid`.
     pub fn by_uuid(&self, uuid: &crate::gpt::Guid) -> Option<Partition> {
-        self.table.partitions().into_iter().find(|p| p.uuid == *uuid)
+        self.table
+            .partitions()
+            .into_iter()
+            .find(|p| p.uuid == *uuid)
     }
 
     /// A short description for messages: `vda (GPT: 1 root x86-64 <uuid>, ...)`.
@@ -99,7 +100,14 @@ impl Disk {
             .table
             .partitions()
             .iter()
-            .map(|p| format!("{} {} {}", p.number, crate::gpt::type_name(&p.type_guid), p.uuid))
+            .map(|p| {
+                format!(
+                    "{} {} {}",
+                    p.number,
+                    crate::gpt::type_name(&p.type_guid),
+                    p.uuid
+                )
+            })
             .collect();
         format!("{} (GPT: {})", self.name, parts.join(", "))
     }

@@ -112,7 +112,14 @@ impl Control {
     }
 
     /// Loads a one-target table into the inactive slot of `name`.
-    pub fn load(&self, name: &str, flags: u32, sectors: u64, target: &str, params: &str) -> Result<(), String> {
+    pub fn load(
+        &self,
+        name: &str,
+        flags: u32,
+        sectors: u64,
+        target: &str,
+        params: &str,
+    ) -> Result<(), String> {
         let buf = table_load(name, flags, sectors, target, params)?;
         self.run("DM_TABLE_LOAD", DM_TABLE_LOAD, buf).map(|_| ())
     }
@@ -120,13 +127,15 @@ impl Control {
     /// Suspends `name` (flushing and freezing a mounted file system).
     pub fn suspend(&self, name: &str) -> Result<(), String> {
         let b = header(name, SUSPEND, DM_IOCTL_SIZE + ANSWER_ROOM)?;
-        self.run("DM_DEV_SUSPEND (suspend)", DM_DEV_SUSPEND, b).map(|_| ())
+        self.run("DM_DEV_SUSPEND (suspend)", DM_DEV_SUSPEND, b)
+            .map(|_| ())
     }
 
     /// Resumes `name`, making a loaded table live.
     pub fn resume(&self, name: &str) -> Result<(), String> {
         let b = header(name, 0, DM_IOCTL_SIZE + ANSWER_ROOM)?;
-        self.run("DM_DEV_SUSPEND (resume)", DM_DEV_SUSPEND, b).map(|_| ())
+        self.run("DM_DEV_SUSPEND (resume)", DM_DEV_SUSPEND, b)
+            .map(|_| ())
     }
 }
 

@@ -33,7 +33,8 @@ pub fn probe(sb: &[u8]) -> Probe {
         return Probe::Other;
     }
     if sb[56..58] == [0x53, 0xEF] {
-        let le32 = |o: usize| u64::from(u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]));
+        let le32 =
+            |o: usize| u64::from(u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]));
         let log = le32(24);
         if log > 6 {
             return Probe::Other;

@@ -102,7 +102,13 @@ fn mount_api() -> Res<()> {
         ("proc", "proc", "/proc", plain, None),
         ("sysfs", "sysfs", "/sys", plain, None),
         ("devtmpfs", "devtmpfs", "/dev", nosuid, Some("mode=0755")),
-        ("tmpfs", "tmpfs", "/run", nosuid | MsFlags::MS_NODEV, Some("mode=0755")),
+        (
+            "tmpfs",
+            "tmpfs",
+            "/run",
+            nosuid | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
     ] {
         fs::create_dir_all(dir).at("mount-api", dir)?;
         mount(Some(what), dir, Some(fstype), flags, data).at("mount-api", dir)?;
@@ -262,7 +268,10 @@ fn open_verity(r: &Root) -> Res<verity::Superblock> {
             ),
         ));
     }
-    let subject = format!("/dev/mapper/{DM_NAME} (data {}, hash {})", r.root_dev, r.verity_dev);
+    let subject = format!(
+        "/dev/mapper/{DM_NAME} (data {}, hash {})",
+        r.root_dev, r.verity_dev
+    );
     let ctl = dm::Control::open().at("open-verity", &subject)?;
     let (major, minor) = ctl.create(DM_NAME).at("open-verity", &subject)?;
     load_table(&ctl, r, &sb, OnCorruption::Eio).at("open-verity", &subject)?;
@@ -292,7 +301,13 @@ fn load_table(
         &r.roothash,
         mode,
     );
-    ctl.load(DM_NAME, dm::READONLY, sb.data_bytes() / 512, "verity", &params)
+    ctl.load(
+        DM_NAME,
+        dm::READONLY,
+        sb.data_bytes() / 512,
+        "verity",
+        &params,
+    )
 }
 
 /// Mounts the verified root read-only at /sysroot (erofs, or squashfs by magic).
@@ -320,8 +335,14 @@ fn mount_root(r: &Root) -> Res<()> {
         return Err(fail(STEP, &subject, "neither erofs nor squashfs"));
     };
     fs::create_dir_all(SYSROOT).at(STEP, SYSROOT)?;
-    mount(Some(node.as_str()), SYSROOT, Some(fstype), MsFlags::MS_RDONLY, None::<&str>)
-        .at(STEP, format!("{subject} as {fstype}"))?;
+    mount(
+        Some(node.as_str()),
+        SYSROOT,
+        Some(fstype),
+        MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .at(STEP, format!("{subject} as {fstype}"))?;
     console::info(&format!("mounted {node} ({fstype}) read-only on {SYSROOT}"));
     Ok(())
 }
@@ -339,27 +360,43 @@ fn prepare_var(r: &Root) -> Res<()> {
             fail(
                 "find-var",
                 &disk.name,
-                format!("no partition of type var ({}); {}", gpt::VAR, disk.describe()),
+                format!(
+                    "no partition of type var ({}); {}",
+                    gpt::VAR,
+                    disk.describe()
+                ),
             )
         })?;
-    let var_name = disks::partition_name(&disk.name, var.number)
-        .ok_or_else(|| fail("find-var", &disk.name, format!("partition {} has no device", var.number)))?;
+    let var_name = disks::partition_name(&disk.name, var.number).ok_or_else(|| {
+        fail(
+            "find-var",
+            &disk.name,
+            format!("partition {} has no device", var.number),
+        )
+    })?;
     let var_node = format!("/dev/{var_name}");
 
     // Grow the partition (GPT, then the kernel's view).
     let old_backup = table.backup_lba();
-    if let Some(new_last) = table.grow(var.number, disk.lbas).at("grow-var", &var_node)? {
+    if let Some(new_last) = table
+        .grow(var.number, disk.lbas)
+        .at("grow-var", &var_node)?
+    {
         let mut f = File::options()
             .read(true)
             .write(true)
             .open(format!("/dev/{}", disk.name))
             .at("grow-var", format!("/dev/{}", disk.name))?;
-        table.write(&mut f, Some(old_backup)).at("grow-var", format!("/dev/{}", disk.name))?;
+        table
+            .write(&mut f, Some(old_backup))
+            .at("grow-var", format!("/dev/{}", disk.name))?;
         let lba = disk.lba_size;
         let start = var.first_lba * lba;
         let len = (new_last - var.first_lba + 1) * lba;
-        sys::blkpg_resize(&f, var.number, start, len)
-            .at("grow-var", format!("{var_node} (BLKPG resize to {len} bytes)"))?;
+        sys::blkpg_resize(&f, var.number, start, len).at(
+            "grow-var",
+            format!("{var_node} (BLKPG resize to {len} bytes)"),
+        )?;
         console::info(&format!(
             "grew {var_name} from {} MiB to {} MiB",
             var.blocks() * lba >> 20,
@@ -386,15 +423,24 @@ fn prepare_var(r: &Root) -> Res<()> {
         }
     };
     let target = format!("{SYSROOT}/var");
-    mount(Some(var_node.as_str()), target.as_str(), Some("ext4"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None::<&str>)
-        .at("mount-var", format!("{var_node} on {target}"))?;
+    mount(
+        Some(var_node.as_str()),
+        target.as_str(),
+        Some("ext4"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .at("mount-var", format!("{var_node} on {target}"))?;
     let part_bytes = disks::size_bytes(&var_name).at("grow-var-fs", &var_node)?;
     let want = part_bytes / sb.block_size;
     if want > sb.blocks {
         let dir = File::open(&target).at("grow-var-fs", &target)?;
         sys::ext4_resize(&dir, want).at(
             "grow-var-fs",
-            format!("{var_node} (EXT4_IOC_RESIZE_FS from {} to {want} blocks)", sb.blocks),
+            format!(
+                "{var_node} (EXT4_IOC_RESIZE_FS from {} to {want} blocks)",
+                sb.blocks
+            ),
         )?;
         console::info(&format!(
             "grew the ext4 on {var_node} from {} to {want} blocks",
@@ -415,8 +461,14 @@ fn mount_etc() -> Res<()> {
     }
     let etc = format!("{SYSROOT}/etc");
     let opts = format!("lowerdir={etc},upperdir={upper},workdir={work}");
-    mount(Some("overlay"), etc.as_str(), Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
-        .at(STEP, format!("overlay on {etc} ({opts})"))
+    mount(
+        Some("overlay"),
+        etc.as_str(),
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .at(STEP, format!("overlay on {etc} ({opts})"))
 }
 
 /// Replaces the EIO-mode verity table with the command line's corruption mode

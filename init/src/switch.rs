@@ -28,8 +28,14 @@ pub fn switch_root(new_root: &str, init: &str, args: &[String]) -> Res<Infallibl
                 "missing: the root image must have empty /dev, /proc, /sys and /run",
             ));
         }
-        mount(Some(m), target.as_str(), None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-            .at(STEP, format!("moving {m} to {target}"))?;
+        mount(
+            Some(m),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .at(STEP, format!("moving {m} to {target}"))?;
     }
     free_initramfs(new_root)?;
     chdir(new_root).at(STEP, new_root)?;
@@ -54,7 +60,11 @@ fn free_initramfs(new_root: &str) -> Res<()> {
     let t = st.filesystem_type();
     // RAMFS_MAGIC from <linux/magic.h> (nix does not name it).
     if t != FsType(0x8584_58f6) && t != TMPFS_MAGIC {
-        return Err(fail(STEP, "/", "is not an initramfs (ramfs/tmpfs); refusing to delete it"));
+        return Err(fail(
+            STEP,
+            "/",
+            "is not an initramfs (ramfs/tmpfs); refusing to delete it",
+        ));
     }
     let dev = fs::symlink_metadata("/").at(STEP, "/")?.dev();
     remove_tree(Path::new("/"), dev, Path::new(new_root));
@@ -69,7 +79,9 @@ fn remove_tree(dir: &Path, dev: u64, keep: &Path) {
         if p == keep {
             continue;
         }
-        let Ok(md) = fs::symlink_metadata(&p) else { continue };
+        let Ok(md) = fs::symlink_metadata(&p) else {
+            continue;
+        };
         if md.dev() != dev {
             continue;
         }

@@ -99,7 +99,13 @@ pub fn ext4_resize(dir: &File, blocks: u64) -> io::Result<()> {
     let count: u64 = blocks;
     // SAFETY: the request reads one u64 through the pointer, which points to a live
     // local for the whole call.
-    let r = unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_RESIZE_FS as _, &count as *const u64) };
+    let r = unsafe {
+        libc::ioctl(
+            dir.as_raw_fd(),
+            EXT4_IOC_RESIZE_FS as _,
+            &count as *const u64,
+        )
+    };
     check(r)
 }
 

@@ -161,10 +161,14 @@ mod tests {
     fn rejects_damaged_superblocks() {
         let mut b = sample();
         b[0] = b'V';
-        assert!(Superblock::parse(&b).unwrap_err().contains("no verity superblock"));
+        assert!(Superblock::parse(&b)
+            .unwrap_err()
+            .contains("no verity superblock"));
         let mut b = sample();
         b[64..68].copy_from_slice(&4000u32.to_le_bytes());
-        assert!(Superblock::parse(&b).unwrap_err().contains("data block size 4000"));
+        assert!(Superblock::parse(&b)
+            .unwrap_err()
+            .contains("data block size 4000"));
         let mut b = sample();
         b[80..82].copy_from_slice(&300u16.to_le_bytes());
         assert!(Superblock::parse(&b).unwrap_err().contains("salt size 300"));
