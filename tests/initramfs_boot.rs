@@ -97,10 +97,14 @@ struct Kit {
 /// Builds the kernel tree with slipway and packs the initramfs: slipway-init as /init,
 /// the modules (decompressed) and /etc/slipway/modules, as zstd-compressed newc cpio.
 fn kit(dir: &Path) -> Kit {
+    let t = Instant::now();
     let r = recipe(
         dir,
         "kernel.toml",
-        "[image]\nkind = \"base\"\n[packages]\ninclude = [\"linux-image-cloud-amd64\", \"busybox-static\"]\n",
+        // The kernel's maintainer-script helpers (initramfs-tools, kmod, linux-base) are
+        // not needed to take its files: cut them.
+        "[image]\nkind = \"base\"\n[packages]\ninclude = [\"linux-image-cloud-amd64\", \"busybox-static\"]\n\
+         exclude = [\"kmod\", \"linux-base\", \"initramfs-tools\", \"linux-initramfs-tool\"]\n",
     );
     let out = dir.join("kernel-out");
     ok(slipway(
@@ -114,6 +118,7 @@ fn kit(dir: &Path) -> Kit {
             "dir",
         ],
     ));
+    eprintln!("kit: slipway build {:.1} s", t.elapsed().as_secs_f64());
     let rootfs = out.join("rootfs");
     let moddir = rootfs.join("usr/lib/modules");
     let kver = fs::read_dir(&moddir)
@@ -165,7 +170,9 @@ fn kit(dir: &Path) -> Kit {
     assert!(list.contains("dm-verity.ko"), "{deps}");
     fs::create_dir_all(stage.join("etc/slipway")).unwrap();
     fs::write(stage.join("etc/slipway/modules"), &list).unwrap();
+    eprintln!("kit: modules {:.1} s", t.elapsed().as_secs_f64());
     let init = init_binary();
+    eprintln!("kit: init {:.1} s", t.elapsed().as_secs_f64());
     assert!(is_static_elf(&init), "{} is not static", init.display());
     fs::copy(&init, stage.join("init")).unwrap();
 
@@ -193,6 +200,7 @@ fn kit(dir: &Path) -> Kit {
         .arg(&cpio)
         .arg("-o")
         .arg(&initrd));
+    eprintln!("kit: initramfs {:.1} s", t.elapsed().as_secs_f64());
     Kit {
         kernel,
         initrd,
@@ -477,11 +485,7 @@ fn assert_clean(b: &Boot) {
 /// The end of the last partition and the disk's size, from sfdisk.
 fn var_end_and_disk_sectors(disk: &Path) -> (u64, u64) {
     let dump = run(Command::new("sfdisk").arg("--dump").arg(disk));
-    let last = dump
-        .lines()
-        .filter(|l| l.contains("start="))
-        .last()
-        .unwrap();
+    let last = dump.lines().rfind(|l| l.contains("start=")).unwrap();
     let field = |k: &str| -> u64 {
         last.split(',')
             .find_map(|f| {

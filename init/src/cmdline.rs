@@ -1,6 +1,6 @@
 //! The kernel command line (`/proc/cmdline`): splits it like the kernel does (spaces
 //! separate words; double quotes group) and extracts what slipway-init uses:
-//! `roothash=` (systemd's convention), `init=`, and `slipway.verity=`.
+//! `roothash=` (systemd's convention), `init=`, `rootwait=` and `slipway.verity=`.
 
 /// What to do when dm-verity finds a corrupted block after the root is mounted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,7 +23,13 @@ pub struct Cmdline {
     pub init: String,
     /// Behaviour on corruption once the root is mounted.
     pub on_corruption: OnCorruption,
+    /// Seconds to wait for the root disk (`rootwait=N`: the kernel's own parameter,
+    /// which the kernel ignores when an initramfs runs /init).
+    pub rootwait: u64,
 }
+
+/// Seconds to wait for the root disk unless `rootwait=N` says otherwise.
+pub const DEFAULT_ROOTWAIT: u64 = 30;
 
 /// The words of a command line: separated by white space, `"` groups and is dropped.
 pub fn words(s: &str) -> Vec<String> {
@@ -61,6 +67,7 @@ pub fn parse(s: &str) -> Result<Cmdline, String> {
         roothash: None,
         init: "/sbin/init".into(),
         on_corruption: OnCorruption::Panic,
+        rootwait: DEFAULT_ROOTWAIT,
     };
     for w in words(s) {
         let Some((k, v)) = w.split_once('=') else {
@@ -81,6 +88,11 @@ pub fn parse(s: &str) -> Result<Cmdline, String> {
                     return Err(format!("init={v}: expected an absolute path"));
                 }
                 c.init = v.into();
+            }
+            "rootwait" => {
+                c.rootwait = v
+                    .parse()
+                    .map_err(|_| format!("rootwait={v}: expected seconds"))?;
             }
             "slipway.verity" => {
                 c.on_corruption = match v {
@@ -128,6 +140,8 @@ mod tests {
         assert_eq!(d.roothash, None);
         assert_eq!(d.init, "/sbin/init");
         assert_eq!(d.on_corruption, OnCorruption::Panic);
+        assert_eq!(d.rootwait, 30);
+        assert_eq!(parse("rootwait rootwait=3").unwrap().rootwait, 3);
     }
 
     #[test]
@@ -137,5 +151,6 @@ mod tests {
         assert!(parse(&nonhex).is_err());
         assert!(parse("init=sbin/init").unwrap_err().contains("absolute"));
         assert!(parse("slipway.verity=maybe").is_err());
+        assert!(parse("rootwait=soon").unwrap_err().contains("seconds"));
     }
 }

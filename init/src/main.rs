@@ -11,6 +11,8 @@
 //! the real init (systemd). Any failure prints the step, the device and the error on the
 //! console and halts; see `docs/initramfs.md`.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod cmdline;
 mod console;
 mod crc32;
@@ -38,8 +40,6 @@ const SYSROOT: &str = "/sysroot";
 const DM_NAME: &str = "root";
 /// Persistent /etc changes live here on /var (relative to the new root).
 const ETC_STATE: &str = "/var/lib/slipway/etc";
-/// Default seconds to wait for the root disk (`rootwait=N` overrides).
-const DEFAULT_WAIT: u64 = 30;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -66,9 +66,8 @@ fn boot(init_args: &[String]) -> Res<Infallible> {
     let n = modules::load_all()?;
     console::info(&format!("loaded {n} modules"));
     let cmdline = fs::read_to_string("/proc/cmdline").at("read-cmdline", "/proc/cmdline")?;
-    let wait = rootwait(&cmdline);
     let cmdline = cmdline::parse(&cmdline).at("read-cmdline", "/proc/cmdline")?;
-    let root = find_root(&cmdline, wait)?;
+    let root = find_root(&cmdline)?;
     let sb = open_verity(&root)?;
     mount_root(&root)?;
     prepare_var(&root)?;
@@ -80,18 +79,6 @@ fn boot(init_args: &[String]) -> Res<Infallible> {
         cmdline.init
     ));
     switch::switch_root(SYSROOT, &cmdline.init, init_args)
-}
-
-/// `rootwait=N` seconds (the kernel's own parameter; unused by the kernel when an
-/// initramfs runs /init), default 30.
-fn rootwait(cmdline: &str) -> Duration {
-    let secs = cmdline::words(cmdline)
-        .iter()
-        .filter_map(|w| w.strip_prefix("rootwait="))
-        .filter_map(|v| v.parse::<u64>().ok())
-        .last()
-        .unwrap_or(DEFAULT_WAIT);
-    Duration::from_secs(secs)
 }
 
 /// Mounts /proc, /sys, /dev (devtmpfs: the kernel creates the device nodes) and /run.
@@ -141,7 +128,8 @@ fn hash_uuids(roothash: &str) -> Result<(Guid, Guid), String> {
 
 /// Waits for a disk whose GPT has the partition the root hash names; checks its type
 /// and the verity partition's.
-fn find_root(c: &Cmdline, wait: Duration) -> Res<Root> {
+fn find_root(c: &Cmdline) -> Res<Root> {
+    let wait = Duration::from_secs(c.rootwait);
     const STEP: &str = "find-root";
     let roothash = c.roothash.clone().ok_or_else(|| {
         fail(
@@ -399,7 +387,7 @@ fn prepare_var(r: &Root) -> Res<()> {
         )?;
         console::info(&format!(
             "grew {var_name} from {} MiB to {} MiB",
-            var.blocks() * lba >> 20,
+            (var.blocks() * lba) >> 20,
             len >> 20
         ));
     }
@@ -494,12 +482,5 @@ mod tests {
         let (a, z) = hash_uuids(h).unwrap();
         assert_eq!(a.to_string(), "00112233-4455-6677-8899-aabbccddeeff");
         assert_eq!(z.to_string(), "01234567-89ab-cdef-fedc-ba9876543210");
-    }
-
-    #[test]
-    fn rootwait_defaults_to_30_seconds() {
-        assert_eq!(rootwait("console=ttyS0"), Duration::from_secs(30));
-        assert_eq!(rootwait("rootwait=3 x"), Duration::from_secs(3));
-        assert_eq!(rootwait("rootwait"), Duration::from_secs(30));
     }
 }
