@@ -12,6 +12,7 @@ packages=(
   qemu-user-static                  # running arm64 images in tests
   mmdebstrap                        # benchmark peer for assembling trees
   hyperfine                         # benchmarks
+  faketime                          # reproducibility tests build with the clock moved
   qemu-system-x86                   # boot tests (TCG)
   cryptsetup-bin                    # veritysetup: dm-verity hash trees in the initramfs boot test
   erofs-utils                       # mkfs.erofs: read-only root file systems in boot tests

@@ -141,6 +141,15 @@ impl AptState {
         self.dir.join("var/lib/apt/lists/.slipway-updated").exists()
     }
 
+    /// True when the lists were downloaded less than `max_age` ago.
+    pub fn lists_younger_than(&self, max_age: std::time::Duration) -> bool {
+        fs::metadata(self.dir.join("var/lib/apt/lists/.slipway-updated"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < max_age)
+    }
+
     /// Runs `apt-get update` (under the exclusive lock).
     pub fn update(&self, rep: &Reporter) -> Result<()> {
         if !Path::new(KEYRING).exists() {

@@ -67,8 +67,9 @@ struct FetchArgs {
 enum Command {
     /// Resolve RECIPE to exact packages and write RECIPE.lock.
     ///
-    /// Leaves a current lock as it is; re-resolves when the recipe changed. With --update,
-    /// resolves again from fresh package lists (use it when Debian dropped a locked version).
+    /// Leaves a current lock as it is; re-resolves when the recipe changed, from package
+    /// lists at most an hour old (downloaded again when older). With --update, downloads the
+    /// lists and resolves again (use it when Debian dropped a locked version).
     Lock {
         /// Recipe file, or a bundled recipe name such as base/static.
         recipe: String,
@@ -86,15 +87,31 @@ enum Command {
         fetch: FetchArgs,
     },
     /// Build the image: lock (if needed), fetch, assemble and write the outputs.
+    ///
+    /// Outputs go into DIR: rootfs.tar (tar), rootfs/ (dir), oci/ (an OCI image layout with
+    /// the SBOM attached; oci), image.tar (the same plus Docker's manifest.json, for
+    /// `docker load`; oci-archive), sbom.spdx.json and report.json. Base images default to
+    /// oci,oci-archive; other kinds to tar.
     Build {
         /// Recipe file, or a bundled recipe name.
         recipe: String,
         /// Output directory.
         #[arg(short, long, value_name = "DIR", default_value = "out")]
         output: PathBuf,
-        /// Outputs to write (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "tar")]
+        /// Outputs to write (comma-separated; default by image kind, see above).
+        #[arg(long, value_delimiter = ',')]
         format: Vec<pipeline::Format>,
+        /// Debian architectures (comma-separated, e.g. amd64,arm64). Several make a
+        /// multi-arch OCI image index; each architecture has its own lock
+        /// (RECIPE.ARCH.lock unless it is the recipe's own).
+        #[arg(long, value_delimiter = ',', value_name = "ARCH")]
+        arch: Vec<String>,
+        /// OCI: run as root (uid 0) instead of the recipe's user (nonroot by default).
+        #[arg(long)]
+        root: bool,
+        /// OCI layer compression.
+        #[arg(long, value_enum, default_value = "gzip")]
+        compression: crate::writers::oci::Compression,
         #[command(flatten)]
         fetch: FetchArgs,
     },
@@ -104,6 +121,33 @@ enum Command {
         recipe: String,
         /// Destination directory.
         dir: PathBuf,
+        #[command(flatten)]
+        fetch: FetchArgs,
+    },
+    /// Show where an image's bytes are: by package and by directory.
+    ///
+    /// Assembles the tree from the lock (locking and fetching if needed; nothing is written).
+    Inspect {
+        /// Recipe file, or a bundled recipe name.
+        recipe: String,
+        /// Directory depth for the by-directory table.
+        #[arg(long, default_value_t = 3)]
+        depth: usize,
+        /// Rows per table.
+        #[arg(long, default_value_t = 15)]
+        top: usize,
+        #[command(flatten)]
+        fetch: FetchArgs,
+    },
+    /// Show what differs between two images: packages and versions, then files.
+    Diff {
+        /// The first recipe (file or bundled name).
+        a: String,
+        /// The second recipe.
+        b: String,
+        /// List every file that differs (default: a summary and the 20 largest).
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         fetch: FetchArgs,
     },
@@ -244,11 +288,30 @@ fn run(cli: Cli) -> Result<()> {
             recipe,
             output,
             format,
+            arch,
+            root,
+            compression,
             fetch,
         } => {
             let r = load(recipe)?;
             let ctx = context(g, fetch)?;
-            let report = pipeline::build(&ctx, &r, output, format)?;
+            let opts = pipeline::BuildOptions {
+                formats: if format.is_empty() {
+                    pipeline::Format::defaults(&r)
+                } else {
+                    format.clone()
+                },
+                arches: arch.clone(),
+                oci: crate::writers::oci::Options {
+                    compression: *compression,
+                    user: if *root {
+                        crate::writers::oci::UserChoice::Root
+                    } else {
+                        crate::writers::oci::UserChoice::Recipe
+                    },
+                },
+            };
+            let report = pipeline::build(&ctx, &r, output, &opts)?;
             if g.json {
                 print_json(&serde_json::to_value(&report).context("serializing the build report")?)
             } else {
@@ -266,6 +329,89 @@ fn run(cli: Cli) -> Result<()> {
                 dir.display(),
                 bytes as f64 / 1e6
             );
+            Ok(())
+        }
+        Command::Inspect {
+            recipe,
+            depth,
+            top,
+            fetch,
+        } => {
+            let r = load(recipe)?;
+            let ctx = context(g, fetch)?;
+            let (asm, lock) = pipeline::assembled(&ctx, &r)?;
+            let s = crate::inspect::sizes(&asm.tree, *depth);
+            if g.json {
+                return print_json(&serde_json::json!({
+                    "recipe": r.display(), "packages": lock.packages.len(), "sizes": s,
+                }));
+            }
+            println!(
+                "{}: {} packages, {} entries, {:.2} MB",
+                r.display(),
+                lock.packages.len(),
+                s.total.entries,
+                s.total.bytes as f64 / 1e6
+            );
+            for (title, rows) in [("by package", &s.by_package), ("by directory", &s.by_dir)] {
+                println!("\n{title}:");
+                for (name, u) in rows.iter().take(*top) {
+                    println!(
+                        "  {:>9.3} MB {:>6} entries  {name}",
+                        u.bytes as f64 / 1e6,
+                        u.entries
+                    );
+                }
+                if rows.len() > *top {
+                    println!("  ... {} more (--top N)", rows.len() - top);
+                }
+            }
+            Ok(())
+        }
+        Command::Diff { a, b, all, fetch } => {
+            let (ra, rb) = (load(a)?, load(b)?);
+            let ctx = context(g, fetch)?;
+            let (xa, la) = pipeline::assembled(&ctx, &ra)?;
+            let (xb, lb) = pipeline::assembled(&ctx, &rb)?;
+            let d = crate::inspect::diff(&xa.tree, &la.packages, &xb.tree, &lb.packages);
+            if g.json {
+                return print_json(&serde_json::to_value(&d).context("serializing the diff")?);
+            }
+            println!(
+                "{} -> {}: {:.2} MB -> {:.2} MB",
+                ra.display(),
+                rb.display(),
+                d.bytes.0 as f64 / 1e6,
+                d.bytes.1 as f64 / 1e6
+            );
+            println!("packages ({} differ):", d.packages.len());
+            for p in &d.packages {
+                match (&p.from, &p.to) {
+                    (None, Some(v)) => println!("  + {} {v}", p.name),
+                    (Some(v), None) => println!("  - {} {v}", p.name),
+                    (Some(x), Some(y)) => println!("  ~ {} {x} -> {y}", p.name),
+                    (None, None) => {}
+                }
+            }
+            let mut files = d.files.clone();
+            let count = |c: &str| files.iter().filter(|f| f.change == c).count();
+            println!(
+                "files: {} added, {} removed, {} changed content, {} changed metadata or type",
+                count("added"),
+                count("removed"),
+                count("content"),
+                count("metadata") + count("type")
+            );
+            if !*all {
+                files.sort_by_key(|f| std::cmp::Reverse(f.from_bytes.abs_diff(f.to_bytes)));
+                files.truncate(20);
+            }
+            for f in &files {
+                println!(
+                    "  {:<8} {:>10} -> {:<10} {}",
+                    f.change, f.from_bytes, f.to_bytes, f.path
+                );
+            }
             Ok(())
         }
         Command::Recipes => list_recipes(g.json),

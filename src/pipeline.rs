@@ -92,7 +92,7 @@ pub fn lock(ctx: &Context, r: &Recipe, update: bool) -> Result<(Lock, LockAction
         Some(p) => Some(lock(ctx, p, update)?.0),
         None => None,
     };
-    let new = resolve_lock(ctx, r, parent.as_ref())?;
+    let new = resolve_lock(ctx, r, parent.as_ref(), update)?;
     new.write(&r.lock_path())?;
     Ok((new, LockAction::Written))
 }
@@ -132,7 +132,11 @@ pub fn ensure_lock(ctx: &Context, r: &Recipe) -> Result<Lock> {
     }
 }
 
-fn resolve_lock(ctx: &Context, r: &Recipe, parent: Option<&Lock>) -> Result<Lock> {
+/// Package lists younger than this are reused when a recipe is locked (unless `lock
+/// --update`), so locking several recipes in a row downloads the lists once.
+pub const LISTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn resolve_lock(ctx: &Context, r: &Recipe, parent: Option<&Lock>, update: bool) -> Result<Lock> {
     let mut sources = ctx.artifact_sources();
     let mut artifacts = Vec::new();
     for a in &r.artifacts {
@@ -154,7 +158,7 @@ fn resolve_lock(ctx: &Context, r: &Recipe, parent: Option<&Lock>) -> Result<Lock
         if !apt.has_lists() {
             return Err(err(Code::Fetch, "--offline: no package lists in the cache yet; run `slipway lock` once with network access"));
         }
-    } else {
+    } else if update || !apt.lists_younger_than(LISTS_MAX_AGE) {
         apt.update(&ctx.rep)?;
     }
     let stage = ctx.rep.stage("resolving");
@@ -314,13 +318,40 @@ pub fn vendor(ctx: &Context, r: &Recipe, dir: &std::path::Path) -> Result<u64> {
     Ok(total)
 }
 
-/// Output formats of a tree.
+/// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// `rootfs.tar`: a reproducible tar of the tree.
     Tar,
     /// `rootfs/`: the tree as a directory.
     Dir,
+    /// `oci/`: an OCI image layout directory (with the SBOM attached).
+    Oci,
+    /// `image.tar`: the OCI layout plus Docker's manifest.json, for `docker load`.
+    OciArchive,
+}
+
+impl Format {
+    /// The formats built when none are asked for: OCI for base images, a tar otherwise.
+    pub fn defaults(r: &Recipe) -> Vec<Format> {
+        match r.kind {
+            crate::recipe::raw::ImageKind::Base => vec![Format::Oci, Format::OciArchive],
+            _ => vec![Format::Tar],
+        }
+    }
+}
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Outputs.
+    pub formats: Vec<Format>,
+    /// Debian architectures (empty: the recipe's). OCI outputs for several become a
+    /// multi-arch image index; tree outputs are written for the first.
+    pub arches: Vec<String>,
+    /// OCI image settings.
+    pub oci: crate::writers::oci::Options,
 }
 
 /// `slipway build`: lock, fetch, assemble, and write the outputs into `out`.
@@ -328,8 +359,21 @@ pub fn build(
     ctx: &Context,
     r: &Recipe,
     out: &std::path::Path,
-    formats: &[Format],
+    opts: &BuildOptions,
 ) -> Result<crate::report::BuildReport> {
+    let recipes: Vec<Recipe> = if opts.arches.is_empty() {
+        vec![r.clone()]
+    } else {
+        opts.arches
+            .iter()
+            .map(|a| {
+                r.for_arch(a)
+                    .map_err(|e| err(Code::BadInput, format!("--arch: {e:#}")))
+            })
+            .collect::<Result<_>>()?
+    };
+    let r = &recipes[0];
+    let formats = &opts.formats;
     let mut report = crate::report::BuildReport {
         recipe: r.display(),
         image: r.name.clone(),
@@ -389,10 +433,135 @@ pub fn build(
                     sha256: String::new(),
                 });
             }
+            Format::Oci | Format::OciArchive => {}
         }
     }
     report.time("write", t.elapsed().as_secs_f64());
+    if formats
+        .iter()
+        .any(|f| matches!(f, Format::Oci | Format::OciArchive))
+    {
+        let t = std::time::Instant::now();
+        let mut images = Vec::new();
+        let mut first = Some((asm, fetched.lock));
+        for ra in &recipes {
+            let stage = ctx.rep.stage(&format!(
+                "writing the OCI image {} ({})",
+                crate::writers::oci::repository(ra),
+                ra.debian.architecture
+            ));
+            let img = oci_image(ctx, ra, opts.oci, first.take())?;
+            stage.done(format!(
+                "{} layers ({} shared with its base), {:.2} MB compressed, {:.2} MB uncompressed",
+                img.layers.len(),
+                img.layers.iter().filter(|l| l.inherited).count(),
+                img.compressed_size() as f64 / 1e6,
+                img.tar_size() as f64 / 1e6
+            ));
+            images.push(img);
+        }
+        report.time("oci", t.elapsed().as_secs_f64());
+        write_oci_outputs(&images, formats, out, &mut report)?;
+    }
     let json = serde_json::to_vec_pretty(&report).context("serializing the build report")?;
     crate::io::atomic::write(&out.join("report.json"), &json)?;
     Ok(report)
+}
+
+/// `r`'s tree, assembled from its lock (locking and fetching as needed), with the lock.
+pub fn assembled(ctx: &Context, r: &Recipe) -> Result<(crate::assemble::Assembled, Lock)> {
+    let f = fetch(ctx, r)?;
+    Ok((crate::assemble::assemble(&ctx.cache, r, &f.lock)?, f.lock))
+}
+
+/// The OCI image of `r`, on top of its parent's image (built the same way, so its layers
+/// are byte-for-byte the parent's own). `given` is `r`'s tree and lock when the caller
+/// has assembled them already.
+fn oci_image(
+    ctx: &Context,
+    r: &Recipe,
+    opts: crate::writers::oci::Options,
+    given: Option<(crate::assemble::Assembled, Lock)>,
+) -> Result<crate::writers::oci::Image> {
+    let parent = match &r.parent {
+        Some(p) => Some(
+            oci_image(
+                ctx,
+                p,
+                crate::writers::oci::Options {
+                    user: crate::writers::oci::UserChoice::Recipe,
+                    ..opts
+                },
+                None,
+            )
+            .with_context(|| format!("building the base image {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let (asm, lock) = match given {
+        Some(g) => g,
+        None => assembled(ctx, r)?,
+    };
+    let sbom = crate::sbom::spdx(
+        &crate::sbom::Subject {
+            image: &crate::writers::oci::repository(r),
+            architecture: &r.debian.architecture,
+            release: &r.debian.release,
+            epoch: asm.epoch,
+        },
+        &lock,
+        &asm.packages,
+    )?;
+    let layer_cache = ctx.cache.root().join("layers");
+    crate::writers::oci::image(
+        r,
+        crate::writers::oci::Inputs {
+            tree: asm.tree,
+            epoch: asm.epoch,
+            lock: &lock,
+            sbom,
+            parent: parent.as_ref(),
+            layer_cache: &layer_cache,
+        },
+        opts,
+    )
+}
+
+fn write_oci_outputs(
+    images: &[crate::writers::oci::Image],
+    formats: &[Format],
+    out: &std::path::Path,
+    report: &mut crate::report::BuildReport,
+) -> Result<()> {
+    let epoch = report.source_date_epoch;
+    for img in images {
+        let name = if images.len() == 1 {
+            "sbom.spdx.json".to_string()
+        } else {
+            format!("sbom-{}.spdx.json", img.arch)
+        };
+        let path = out.join(name);
+        crate::io::atomic::write(&path, &img.sbom)?;
+        report.outputs.push(crate::report::Output {
+            kind: "sbom".into(),
+            path: path.display().to_string(),
+            size: img.sbom.len() as u64,
+            sha256: crate::io::hash::sha256_hex(&img.sbom),
+        });
+        report.images.push(crate::report::ImageReport::of(img));
+    }
+    for f in formats {
+        match f {
+            Format::Oci => {
+                let o = crate::writers::oci::write_layout(images, &out.join("oci"))?;
+                report.outputs.push(o);
+            }
+            Format::OciArchive => {
+                let o = crate::writers::oci::write_archive(images, &out.join("image.tar"), epoch)?;
+                report.outputs.push(o);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

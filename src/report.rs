@@ -56,6 +56,74 @@ pub struct BuildReport {
     pub tree_bytes: u64,
     /// The SOURCE_DATE_EPOCH mtimes were clamped to.
     pub source_date_epoch: u64,
+    /// OCI images written (one per architecture).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageReport>,
+}
+
+/// One OCI image (one architecture).
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageReport {
+    /// Debian architecture.
+    pub architecture: String,
+    /// `repository:tag`.
+    pub reference: String,
+    /// The manifest digest.
+    pub manifest: String,
+    /// The config digest.
+    pub config: String,
+    /// Layers, bottom first.
+    pub layers: Vec<LayerReport>,
+    /// Compressed bytes (layers and config).
+    pub compressed_bytes: u64,
+    /// Uncompressed layer bytes.
+    pub uncompressed_bytes: u64,
+    /// Compressed bytes of the layers reused from the base image.
+    pub shared_bytes: u64,
+}
+
+/// One layer of an image.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    /// Compressed digest.
+    pub digest: String,
+    /// Uncompressed digest.
+    pub diff_id: String,
+    /// Compressed size.
+    pub size: u64,
+    /// Uncompressed size.
+    pub tar_size: u64,
+    /// Reused from the base image.
+    pub inherited: bool,
+    /// What it holds.
+    pub created_by: String,
+}
+
+impl ImageReport {
+    /// The report of `img`.
+    pub fn of(img: &crate::writers::oci::Image) -> Self {
+        ImageReport {
+            architecture: img.arch.clone(),
+            reference: img.repo_tag.clone(),
+            manifest: img.manifest.1.digest.clone(),
+            config: img.config.1.digest.clone(),
+            layers: img
+                .layers
+                .iter()
+                .map(|l| LayerReport {
+                    digest: l.desc.digest.clone(),
+                    diff_id: l.diff_id.clone(),
+                    size: l.desc.size,
+                    tar_size: l.tar_size,
+                    inherited: l.inherited,
+                    created_by: l.created_by.clone(),
+                })
+                .collect(),
+            compressed_bytes: img.compressed_size(),
+            uncompressed_bytes: img.tar_size(),
+            shared_bytes: img.shared_bytes(),
+        }
+    }
 }
 
 impl BuildReport {
@@ -77,6 +145,24 @@ impl BuildReport {
             ));
             if !o.sha256.is_empty() {
                 s.push_str(&format!(" sha256:{}", o.sha256));
+            }
+        }
+        for i in &self.images {
+            s.push_str(&format!(
+                "\n  image      {} ({}) {}: {} layers, {:.2} MB compressed, {:.2} MB uncompressed",
+                i.reference,
+                i.architecture,
+                i.manifest,
+                i.layers.len(),
+                i.compressed_bytes as f64 / 1e6,
+                i.uncompressed_bytes as f64 / 1e6
+            ));
+            if i.shared_bytes > 0 {
+                s.push_str(&format!(
+                    "; {} layers ({:.2} MB) shared with its base",
+                    i.layers.iter().filter(|l| l.inherited).count(),
+                    i.shared_bytes as f64 / 1e6
+                ));
             }
         }
         for w in &self.warnings {

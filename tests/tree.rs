@@ -230,6 +230,8 @@ fn tars_are_identical_for_root_and_an_ordinary_user_and_across_caches() {
             c.to_str().unwrap(),
             "-o",
             c_dir.join("out").to_str().unwrap(),
+            "--format",
+            "tar",
         ])
         .env("SLIPWAY_CACHE", c_dir.join("cache"))
         .env("HOME", &c_dir)

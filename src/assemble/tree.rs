@@ -289,6 +289,12 @@ impl Tree {
         Ok(())
     }
 
+    /// Inserts `entry` at the already normalized `path` as it is, without creating parents
+    /// or checking symlinks: for subsets of a checked tree (such as OCI layers).
+    pub fn insert_unchecked(&mut self, path: &str, entry: Entry) {
+        self.entries.insert(path.to_string(), entry);
+    }
+
     /// Removes `path` (and, for a directory, everything below it). Returns what was removed.
     pub fn remove(&mut self, path: &str) -> Vec<(String, Entry)> {
         let below: Vec<String> = self.under(path).map(|(k, _)| k.clone()).collect();

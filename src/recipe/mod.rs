@@ -81,6 +81,11 @@ pub struct EntrySpec {
     pub target: Option<String>,
 }
 
+/// The Debian architectures a recipe can name.
+pub const ARCHITECTURES: &[&str] = &[
+    "amd64", "arm64", "armhf", "i386", "ppc64el", "s390x", "riscv64",
+];
+
 /// A checked recipe, with everything it extends merged in.
 #[derive(Debug, Clone)]
 pub struct Recipe {
@@ -96,6 +101,8 @@ pub struct Recipe {
     pub version: String,
     /// Package source.
     pub debian: DebianSource,
+    /// The architecture the recipe file names (its lock file has no suffix).
+    pub declared_architecture: String,
     /// Packages asked for (this recipe and its parents, in order, without duplicates).
     pub include: Vec<String>,
     /// Packages cut from the closure.
@@ -132,11 +139,34 @@ impl Recipe {
         load_chain(path, &mut Vec::new())
     }
 
-    /// The lock file beside the recipe.
+    /// The lock file beside the recipe: `NAME.toml.lock` for the architecture the recipe
+    /// names, `NAME.toml.ARCH.lock` for another one (see [`Recipe::for_arch`]).
     pub fn lock_path(&self) -> PathBuf {
         let mut s = self.path.as_os_str().to_owned();
+        if self.debian.architecture != self.declared_architecture {
+            s.push(".");
+            s.push(&self.debian.architecture);
+        }
         s.push(".lock");
         PathBuf::from(s)
+    }
+
+    /// The same recipe (and the recipes it extends) for another Debian architecture, with
+    /// its own lock file.
+    pub fn for_arch(&self, arch: &str) -> Result<Recipe> {
+        if !ARCHITECTURES.contains(&arch) {
+            bail!(
+                "\"{arch}\" is not a Debian architecture (one of {})",
+                ARCHITECTURES.join(", ")
+            );
+        }
+        let mut r = self.clone();
+        r.debian.architecture = arch.to_string();
+        r.parent = match &self.parent {
+            Some(p) => Some(Box::new(p.for_arch(arch)?)),
+            None => None,
+        };
+        Ok(r)
     }
 
     /// A short display name: the path as given.
@@ -283,11 +313,7 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
             }
             let components = d.components.unwrap_or_else(|| vec!["main".into()]);
             let architecture = d.architecture.unwrap_or_else(|| "amd64".into());
-            if ![
-                "amd64", "arm64", "armhf", "i386", "ppc64el", "s390x", "riscv64",
-            ]
-            .contains(&architecture.as_str())
-            {
+            if !ARCHITECTURES.contains(&architecture.as_str()) {
                 bail!("{f}: debian.architecture: \"{architecture}\" is not a Debian architecture (e.g. amd64, arm64)");
             }
             let src = DebianSource {
@@ -453,6 +479,11 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         disable.extend(s.disable);
     }
     let mut oci = p.map(|p| p.oci.clone()).unwrap_or_default();
+    // Layering, naming and source are the image's own, never inherited.
+    oci.layers = None;
+    oci.repository = None;
+    oci.tag = None;
+    oci.source = None;
     if let Some(o) = raw.oci {
         oci.user = o.user.or(oci.user);
         oci.entrypoint = o.entrypoint.or(oci.entrypoint);
@@ -463,6 +494,10 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
             oci.exposed_ports = o.exposed_ports;
         }
         oci.labels.extend(o.labels);
+        oci.layers = o.layers;
+        oci.repository = o.repository;
+        oci.tag = o.tag;
+        oci.source = o.source;
     }
 
     Ok(Recipe {
@@ -471,6 +506,7 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         kind,
         description,
         version,
+        declared_architecture: debian.architecture.clone(),
         debian,
         include,
         exclude,

@@ -231,4 +231,12 @@ pub struct RawOci {
     pub exposed_ports: Vec<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Most layers for this image's own content (1: a single layer).
+    pub layers: Option<usize>,
+    /// Repository name (default `slipway/<image name>`).
+    pub repository: Option<String>,
+    /// Tag (default `latest`).
+    pub tag: Option<String>,
+    /// The `org.opencontainers.image.source` annotation.
+    pub source: Option<String>,
 }

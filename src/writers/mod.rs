@@ -2,4 +2,5 @@
 //! Each returns what it wrote (path, size, sha256).
 
 pub mod dir;
+pub mod oci;
 pub mod tar;
