@@ -5,7 +5,14 @@ CARGO ?= cargo
 RECIPE ?= base/static
 OUT ?= out
 
-.PHONY: all setup build image test check fmt clippy bench clean
+.PHONY: all setup build init image test check fmt clippy bench clean
+
+# slipway-init (init/) goes into initramfs images: a static binary (static glibc; the musl
+# target is not installed), built with its own size-optimised profile and copied next to
+# the slipway binary, where slipway looks for it (see docs/initramfs.md).
+INIT_TARGET ?= x86_64-unknown-linux-gnu
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+INIT_BIN = $(TARGET_DIR)/$(INIT_TARGET)/init/slipway-init
 
 all: build
 
@@ -14,19 +21,23 @@ setup:
 
 build:
 	$(CARGO) build --release --locked
+	$(MAKE) init
+
+init:
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked --profile init -p slipway-init --target $(INIT_TARGET)
+	install -D -m 0755 $(INIT_BIN) $(TARGET_DIR)/release/slipway-init
 
 image: setup build
 	./target/release/slipway build $(RECIPE) -o $(OUT)/$(notdir $(RECIPE))
 
-test: setup
-	$(CARGO) build --release --locked
-	$(CARGO) nextest run --release --locked --no-fail-fast
+test: setup build
+	$(CARGO) nextest run --release --locked --workspace --no-fail-fast
 
 fmt:
 	$(CARGO) fmt --all -- --check
 
 clippy:
-	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
 
 check: fmt clippy test
 

@@ -13,8 +13,10 @@ packages=(
   mmdebstrap                        # benchmark peer for assembling trees
   hyperfine                         # benchmarks
   faketime                          # reproducibility tests build with the clock moved
-  cryptsetup-bin                    # veritysetup: the reference for slipway's dm-verity tree
-  fdisk                             # sfdisk: reads back slipway's GPT in tests
+  qemu-system-x86                   # boot tests (TCG)
+  cryptsetup-bin                    # veritysetup: the reference for slipway's dm-verity tree; the initramfs boot test
+  erofs-utils                       # mkfs.erofs: read-only root file systems in boot tests
+  fdisk cpio kmod                   # sfdisk (reads back slipway's GPT), cpio, depmod/modprobe (initramfs boot test)
 )
 
 missing=()
