@@ -81,6 +81,15 @@ pub struct EntrySpec {
     pub target: Option<String>,
 }
 
+/// `[applets]`: link every applet a multi-call binary lists (`--list-full`) to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applets {
+    /// The binary, as an absolute image path ("/usr/bin/busybox").
+    pub binary: String,
+    /// Applet paths (absolute) that get no link.
+    pub skip: Vec<String>,
+}
+
 /// A checked recipe, with everything it extends merged in.
 #[derive(Debug, Clone)]
 pub struct Recipe {
@@ -120,6 +129,8 @@ pub struct Recipe {
     /// systemd units to enable and disable beyond what presets say.
     pub enable: Vec<String>,
     pub disable: Vec<String>,
+    /// Applet links of a multi-call binary (busybox), added after the path globs.
+    pub applets: Option<Applets>,
     /// OCI image configuration (base images).
     pub oci: RawOci,
     /// The recipe this one extends, if any.
@@ -452,6 +463,18 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         enable.extend(s.enable);
         disable.extend(s.disable);
     }
+    let applets = match raw.applets {
+        Some(a) => Some(Applets {
+            binary: abs_path(&f, "applets.binary", &a.binary)?,
+            skip: a
+                .skip
+                .iter()
+                .enumerate()
+                .map(|(i, s)| abs_path(&f, &format!("applets.skip[{i}]"), s))
+                .collect::<Result<_>>()?,
+        }),
+        None => p.and_then(|p| p.applets.clone()),
+    };
     let mut oci = p.map(|p| p.oci.clone()).unwrap_or_default();
     if let Some(o) = raw.oci {
         oci.user = o.user.or(oci.user);
@@ -485,6 +508,7 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         alternatives,
         enable,
         disable,
+        applets,
         oci,
         parent,
     })
