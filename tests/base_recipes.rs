@@ -36,7 +36,10 @@ fn copy_recipes(dir: &Path) -> PathBuf {
 fn set_debian(base: &Path, key: &str, value: &str) {
     let p = base.join("static.toml");
     let text = fs::read_to_string(&p).unwrap();
-    assert!(text.contains("\n[debian]\n"), "static.toml has a [debian] table");
+    assert!(
+        text.contains("\n[debian]\n"),
+        "static.toml has a [debian] table"
+    );
     let text = text.replacen(
         "\n[debian]\n",
         &format!("\n[debian]\n{key} = \"{value}\"\n"),
@@ -246,7 +249,10 @@ fn busybox_amd64_has_a_shell_and_every_applet_link() {
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("hello"), "{out}");
     let in_bin = fs::read_dir(b.root.join("usr/bin")).unwrap().count();
-    assert_eq!(lines.next().map(str::trim), Some(in_bin.to_string().as_str()));
+    assert_eq!(
+        lines.next().map(str::trim),
+        Some(in_bin.to_string().as_str())
+    );
     let who = stdout(&run(
         "chroot",
         &[
@@ -427,7 +433,10 @@ fn python_runs_a_flask_app_as_nonroot() {
         let rel = e.path().strip_prefix(root).unwrap().to_string_lossy();
         assert!(!rel.contains("__pycache__"), "{rel}");
         if rel.starts_with("usr/share/doc/") && !e.file_type().is_dir() {
-            assert!(rel.ends_with("/copyright"), "docs other than copyright: {rel}");
+            assert!(
+                rel.ends_with("/copyright"),
+                "docs other than copyright: {rel}"
+            );
         }
         let parts: Vec<&str> = rel.split('/').collect();
         assert!(
@@ -540,7 +549,10 @@ fn nginx_serves_as_65532_and_logs_to_stdout() {
         "access log line on stdout:\n{out}\nstderr:\n{err}"
     );
     assert!(!err.contains("GET /"), "access log on stderr:\n{err}");
-    assert!(!err.contains("[emerg]") && !err.contains("[alert]"), "{err}");
+    assert!(
+        !err.contains("[emerg]") && !err.contains("[alert]"),
+        "{err}"
+    );
 
     // Then the configuration test as root (workers would run as nobody), and the full
     // configuration it loads.
@@ -549,7 +561,13 @@ fn nginx_serves_as_65532_and_logs_to_stdout() {
     let conf = stdout(&run("chroot", &[&root, "/usr/sbin/nginx", "-T"]));
     assert!(conf.contains("listen 8080"), "{conf}");
     assert!(!conf.contains("\nuser "), "no user directive");
-    for dir in ["client_temp", "proxy_temp", "fastcgi_temp", "uwsgi_temp", "scgi_temp"] {
+    for dir in [
+        "client_temp",
+        "proxy_temp",
+        "fastcgi_temp",
+        "uwsgi_temp",
+        "scgi_temp",
+    ] {
         assert!(conf.contains(&format!("/tmp/{dir}")), "{dir} in /tmp");
     }
 }

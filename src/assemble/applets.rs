@@ -79,9 +79,7 @@ pub fn add_links(tree: &mut Tree, r: &Recipe, epoch: u64) -> Result<Option<Linke
             spec.binary
         ),
     };
-    if is_dynamic(&bytes)
-        .with_context(|| format!("{f}: applets.binary: {}", spec.binary))?
-    {
+    if is_dynamic(&bytes).with_context(|| format!("{f}: applets.binary: {}", spec.binary))? {
         bail!(
             "{f}: applets.binary: {} is dynamically linked; slipway runs it outside the image, so it must be a static binary (e.g. busybox-static)",
             spec.binary
@@ -138,7 +136,8 @@ pub fn link(
         } else {
             let mut e = Entry::symlink(&relative_target(&p, binary), epoch);
             e.package = package.clone();
-            tree.put(&p, e).with_context(|| format!("adding the link /{p}"))?;
+            tree.put(&p, e)
+                .with_context(|| format!("adding the link /{p}"))?;
             out.created.push(p);
         }
     }
@@ -272,7 +271,10 @@ mod tests {
             relative_target("usr/sbin/ip", "usr/bin/busybox"),
             "../bin/busybox"
         );
-        assert_eq!(relative_target("linuxrc", "usr/bin/busybox"), "usr/bin/busybox");
+        assert_eq!(
+            relative_target("linuxrc", "usr/bin/busybox"),
+            "usr/bin/busybox"
+        );
         assert_eq!(
             relative_target("usr/lib/x/y", "usr/bin/busybox"),
             "../../bin/busybox"
@@ -289,7 +291,10 @@ mod tests {
             .unwrap();
         let listing = "bin/busybox\nbin/sh\nusr/bin/env\nsbin/ip\nusr/sbin/ip\nlinuxrc\n\n";
         let l = link(&mut t, "usr/bin/busybox", listing, &["linuxrc".into()], 7).unwrap();
-        assert_eq!(l.listed, 5, "bin/busybox, bin/sh, usr/bin/env, sbin/ip, linuxrc");
+        assert_eq!(
+            l.listed, 5,
+            "bin/busybox, bin/sh, usr/bin/env, sbin/ip, linuxrc"
+        );
         assert_eq!(l.created, ["usr/bin/sh", "usr/sbin/ip"]);
         assert_eq!(l.present, ["usr/bin/busybox", "usr/bin/env"]);
         assert_eq!(l.skipped, ["linuxrc"]);

@@ -585,6 +585,29 @@ mod tests {
     }
 
     #[test]
+    fn applets_are_checked_and_inherited() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "bb.toml", "schema-version = 1\n[packages]\ninclude = [\"busybox-static\"]\n[applets]\nbinary = \"/bin/busybox\"\nskip = [\"/linuxrc\"]\n");
+        let c = write(
+            d.path(),
+            "child.toml",
+            "schema-version = 1\nextends = \"bb.toml\"\n",
+        );
+        let a = Recipe::load(&c).unwrap().applets.unwrap();
+        assert_eq!(a.binary, "/bin/busybox");
+        assert_eq!(a.skip, ["/linuxrc"]);
+        let e = err(
+            "schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[applets]\nbinary = \"busybox\"\n",
+        );
+        assert!(
+            e.contains("applets.binary") && e.contains("absolute"),
+            "{e}"
+        );
+        let e = err("schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[applets]\nbinary = \"/bin/busybox\"\nlinks = []\n");
+        assert!(e.contains("applets.links: unknown field"), "{e}");
+    }
+
+    #[test]
     fn extends_merges_and_detects_cycles() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "base.toml", "schema-version = 1\n[debian]\nrelease = \"bookworm\"\n[packages]\ninclude = [\"ca-certificates\"]\nexclude = [\"openssl\"]\n");
