@@ -10,6 +10,7 @@ packages=(
   skopeo umoci                      # OCI image checks
   docker-registry apache2-utils     # a real registry for push tests; htpasswd for its auth
   qemu-user-static                  # running arm64 images in tests
+  curl iproute2                     # base-recipe tests: fetch from nginx in its own network namespace
   mmdebstrap                        # benchmark peer for assembling trees
   hyperfine                         # benchmarks
   faketime                          # reproducibility tests build with the clock moved

@@ -2,8 +2,10 @@
 //! script and without root. Stages, in order:
 //! packages (merged /usr, conflicts, diversions) -> overlays from `rootfs/` -> the
 //! recipe's entries -> fix-ups that do declaratively what maintainer scripts would have
-//! done -> path globs dropped -> merged-/usr links -> mtimes clamped.
+//! done -> path globs dropped -> applet links of a multi-call binary (`[applets]`) ->
+//! merged-/usr links -> mtimes clamped.
 
+pub mod applets;
 pub mod dpkg;
 pub mod fixups;
 pub mod overlay;
@@ -70,6 +72,11 @@ pub fn assemble(cache: &Cache, r: &Recipe, lock: &Lock) -> Result<Assembled> {
     dpkg::write_metadata(&mut tree, r, &pkgs, epoch)?;
     lap("fixups", &mut stages);
     let dropped_bytes = overlay::drop_globs(&mut tree, r)?;
+    let mut scripts = fx.scripts;
+    // After the globs: the links are what the recipe asked for, not package content.
+    if let Some(linked) = applets::add_links(&mut tree, r, epoch)? {
+        scripts.push(linked.summary());
+    }
     tree.add_merged_usr_links(epoch)?;
     fixups::prune_dangling_cert_links(&mut tree);
     tree.clamp_mtimes(epoch);
@@ -77,7 +84,7 @@ pub fn assemble(cache: &Cache, r: &Recipe, lock: &Lock) -> Result<Assembled> {
     Ok(Assembled {
         tree,
         epoch,
-        scripts: fx.scripts,
+        scripts,
         warnings: fx.warnings,
         dropped_bytes,
         stages,

@@ -86,6 +86,15 @@ pub const ARCHITECTURES: &[&str] = &[
     "amd64", "arm64", "armhf", "i386", "ppc64el", "s390x", "riscv64",
 ];
 
+/// `[applets]`: link every applet a multi-call binary lists (`--list-full`) to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applets {
+    /// The binary, as an absolute image path ("/usr/bin/busybox").
+    pub binary: String,
+    /// Applet paths (absolute) that get no link.
+    pub skip: Vec<String>,
+}
+
 /// A checked recipe, with everything it extends merged in.
 #[derive(Debug, Clone)]
 pub struct Recipe {
@@ -127,6 +136,8 @@ pub struct Recipe {
     /// systemd units to enable and disable beyond what presets say.
     pub enable: Vec<String>,
     pub disable: Vec<String>,
+    /// Applet links of a multi-call binary (busybox), added after the path globs.
+    pub applets: Option<Applets>,
     /// OCI image configuration (base images).
     pub oci: RawOci,
     /// The recipe this one extends, if any.
@@ -478,6 +489,18 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         enable.extend(s.enable);
         disable.extend(s.disable);
     }
+    let applets = match raw.applets {
+        Some(a) => Some(Applets {
+            binary: abs_path(&f, "applets.binary", &a.binary)?,
+            skip: a
+                .skip
+                .iter()
+                .enumerate()
+                .map(|(i, s)| abs_path(&f, &format!("applets.skip[{i}]"), s))
+                .collect::<Result<_>>()?,
+        }),
+        None => p.and_then(|p| p.applets.clone()),
+    };
     let mut oci = p.map(|p| p.oci.clone()).unwrap_or_default();
     // Layering, naming and source are the image's own, never inherited.
     oci.layers = None;
@@ -521,6 +544,7 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         alternatives,
         enable,
         disable,
+        applets,
         oci,
         parent,
     })
@@ -594,6 +618,29 @@ mod tests {
         );
         let e = err("[packages]\ninclude = [\"a1\"]\n");
         assert!(e.contains("schema-version: missing"), "{e}");
+    }
+
+    #[test]
+    fn applets_are_checked_and_inherited() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "bb.toml", "schema-version = 1\n[packages]\ninclude = [\"busybox-static\"]\n[applets]\nbinary = \"/bin/busybox\"\nskip = [\"/linuxrc\"]\n");
+        let c = write(
+            d.path(),
+            "child.toml",
+            "schema-version = 1\nextends = \"bb.toml\"\n",
+        );
+        let a = Recipe::load(&c).unwrap().applets.unwrap();
+        assert_eq!(a.binary, "/bin/busybox");
+        assert_eq!(a.skip, ["/linuxrc"]);
+        let e = err(
+            "schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[applets]\nbinary = \"busybox\"\n",
+        );
+        assert!(
+            e.contains("applets.binary") && e.contains("absolute"),
+            "{e}"
+        );
+        let e = err("schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[applets]\nbinary = \"/bin/busybox\"\nlinks = []\n");
+        assert!(e.contains("applets.links: unknown field"), "{e}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub struct RawRecipe {
     pub entry: Vec<RawEntry>,
     pub alternatives: Option<BTreeMap<String, String>>,
     pub systemd: Option<RawSystemd>,
+    pub applets: Option<RawApplets>,
     pub oci: Option<RawOci>,
 }
 
@@ -216,6 +217,17 @@ pub struct RawSystemd {
     pub enable: Vec<String>,
     #[serde(default)]
     pub disable: Vec<String>,
+}
+
+/// `[applets]`: symlinks for the applets of a multi-call binary such as busybox.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawApplets {
+    /// The binary in the image, e.g. "/usr/bin/busybox".
+    pub binary: String,
+    /// Applet paths not to link, e.g. ["/linuxrc"].
+    #[serde(default)]
+    pub skip: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
