@@ -250,11 +250,11 @@ fn nginx_answers_on_8080_as_nonroot() {
     let port = published_port(&name, "8080/tcp");
     let (code, body) = http_get(port, "/");
     assert_eq!(code, 200, "{body}");
-    let top = run(Command::new("docker").args(["top", &name, "-eo", "uid,comm"]));
+    let top = run(Command::new("docker").args(["top", &name, "-eo", "pid,uid,comm"]));
     let uids: Vec<&str> = top
         .lines()
         .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|l| l.split_whitespace().nth(1))
         .collect();
     assert!(
         !uids.is_empty() && uids.iter().all(|u| *u == "65532"),

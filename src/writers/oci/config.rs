@@ -137,10 +137,11 @@ pub fn run_config(r: &Recipe, tree: &Tree, user: UserChoice) -> Result<RunConfig
         }
     }
     if let Some(w) = &o.working_dir {
-        let ok = tree
-            .resolve(w)
-            .and_then(|p| tree.get(&p).map(Entry::is_dir))
-            .unwrap_or(false);
+        let ok = w.trim_matches('/').is_empty()
+            || tree
+                .resolve(w)
+                .and_then(|p| tree.get(&p).map(Entry::is_dir))
+                .unwrap_or(false);
         if !ok {
             bail!(crate::exit::err(
                 crate::exit::Code::BadInput,
