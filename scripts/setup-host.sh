@@ -12,6 +12,9 @@ packages=(
   qemu-user-static                  # running arm64 images in tests
   mmdebstrap                        # benchmark peer for assembling trees
   hyperfine                         # benchmarks
+  kmod                              # depmod -b regenerates a pruned kernel's module index files
+  cpio                              # tests read slipway's initramfs back with GNU cpio
+  qemu-system-x86                   # boot tests (TCG); installed without recommends
 )
 
 missing=()

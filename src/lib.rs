@@ -14,6 +14,7 @@ pub mod effects;
 pub mod exit;
 pub mod fetch;
 pub mod io;
+pub mod kernel;
 pub mod lock;
 pub mod pipeline;
 pub mod recipe;
