@@ -156,7 +156,7 @@ pub fn plan(cat: &Catalog, requests: &[String]) -> Result<ModulePlan> {
                 }
             }
         }
-        by_request.insert(r.clone(), resolved);
+        by_request.insert(normalize(r), resolved);
     }
     while let Some((name, why)) = work.pop() {
         if let Some(m) = keep.get_mut(&name) {
@@ -282,7 +282,7 @@ impl ModulePlan {
                 match self.get(&name) {
                     Some(m) => roots.push(m),
                     None if self.is_builtin_hit(&name) => {}
-                    None => match self.requests.get(&name) {
+                    None => match self.requests.get(&normalize(&name)) {
                         // A request that resolved through an alias.
                         Some(ms) => roots.extend(ms.iter().filter_map(|m| self.get(m))),
                         None => bail!(
@@ -328,5 +328,135 @@ impl ModulePlan {
             }
         }
         visiting.remove(m.name.as_str());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assemble::tree::{Entry, Tree};
+    use crate::kernel::modinfo::tests::tiny_module;
+    use crate::kernel::KernelInfo;
+
+    const KVER: &str = "6.0.0-test";
+
+    /// A kernel with modules a -> b (hard), c (softdep pre: alias-x, post: d, pre:
+    /// nowhere), e (alias alias-x), d, g -> f (built in), and built-in f.
+    fn tree() -> (Tree, KernelInfo) {
+        let dir = format!("usr/lib/modules/{KVER}");
+        let mut t = Tree::new();
+        let m = |name: &str, extra: &str| {
+            tiny_module(format!("{extra}name={name}\0vermagic={KVER} SMP \0").as_bytes())
+        };
+        let mods = [
+            ("kernel/a.ko", m("a", "depends=b\0")),
+            ("kernel/sub/b.ko", m("b", "depends=\0")),
+            ("kernel/c.ko", m("c", "softdep=pre: alias-x nowhere post: d\0")),
+            ("kernel/d.ko", m("d", "")),
+            ("kernel/e-e.ko", m("e_e", "alias=alias-x\0")),
+            ("kernel/g.ko", m("g", "depends=f\0")),
+            ("kernel/h.ko", m("h", "depends=missing\0")),
+            ("kernel/old.ko", tiny_module(b"name=old\0vermagic=5.0.0 SMP\0")),
+        ];
+        for (p, bytes) in mods {
+            t.put(&format!("{dir}/{p}"), Entry::file(bytes, 0o644, 0))
+                .unwrap();
+        }
+        t.put(
+            &format!("{dir}/modules.builtin"),
+            Entry::file(b"kernel/f.ko\n".to_vec(), 0o644, 0),
+        )
+        .unwrap();
+        t.put(
+            &format!("boot/vmlinuz-{KVER}"),
+            Entry::file(vec![0; 4], 0o644, 0),
+        )
+        .unwrap();
+        let k = crate::kernel::find(&t).unwrap();
+        assert_eq!(k.modules_dir, dir);
+        (t, k)
+    }
+
+    fn names(ms: &[&Module]) -> Vec<String> {
+        ms.iter().map(|m| m.name.clone()).collect()
+    }
+
+    #[test]
+    fn closure_follows_hard_and_soft_dependencies() {
+        let (t, k) = tree();
+        let p = crate::kernel::plan(&t, &k, &["a".into(), "c".into(), "f".into(), "g".into()])
+            .unwrap();
+        let kept: Vec<&str> = p.keep.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(kept, ["a", "b", "c", "d", "e_e", "g"]);
+        assert_eq!(p.get("e-e").unwrap().path, format!("{}/kernel/e-e.ko", k.modules_dir));
+        assert_eq!(p.get("c").unwrap().pre, ["e_e"]);
+        assert_eq!(p.get("c").unwrap().post, ["d"]);
+        assert_eq!(p.get("g").unwrap().deps, Vec::<String>::new(), "built-in dep left out");
+        assert_eq!(p.builtin_hits.len(), 1);
+        assert_eq!(p.builtin_hits[0].name, "f");
+        assert!(p.notes.iter().any(|n| n.contains("nowhere")), "{:?}", p.notes);
+        assert_eq!(p.get("b").unwrap().why, ["a"]);
+        assert_eq!(names(&p.load_order(&["a".into()]).unwrap()), ["b", "a"]);
+        assert_eq!(names(&p.load_order(&["c".into()]).unwrap()), ["e_e", "c", "d"]);
+        assert_eq!(
+            names(&p.load_order(&["f".into(), "c".into(), "a".into(), "b".into()]).unwrap()),
+            ["e_e", "c", "d", "b", "a"]
+        );
+        let e = p.load_order(&["h".into()]).unwrap_err().to_string();
+        assert!(e.contains("module h is not in the plan"), "{e}");
+        assert_eq!(p.total_count, 8);
+    }
+
+    #[test]
+    fn requests_resolve_through_aliases() {
+        let (t, k) = tree();
+        let p = crate::kernel::plan(&t, &k, &["alias_x".into()]).unwrap();
+        assert_eq!(p.keep.len(), 1);
+        assert_eq!(names(&p.load_order(&["alias-x".into()]).unwrap()), ["e_e"]);
+    }
+
+    #[test]
+    fn unknown_names_are_errors_naming_them() {
+        let (t, k) = tree();
+        let e = format!("{:#}", crate::kernel::plan(&t, &k, &["dd".into()]).unwrap_err());
+        assert!(
+            e.contains("module \"dd\" is neither a module nor built into kernel 6.0.0-test")
+                && e.contains("did you mean d"),
+            "{e}"
+        );
+        assert!(e.contains("features: storage, root"), "{e}");
+        let e = format!("{:#}", crate::kernel::plan(&t, &k, &["storage".into()]).unwrap_err());
+        assert!(
+            e.contains("feature \"storage\" asks for module \"virtio_pci\""),
+            "{e}"
+        );
+        let e = format!("{:#}", crate::kernel::plan(&t, &k, &["h".into()]).unwrap_err());
+        assert!(e.contains("module h depends on missing"), "{e}");
+        let e = format!("{:#}", crate::kernel::plan(&t, &k, &["old".into()]).unwrap_err());
+        assert!(e.contains("built for kernel \"5.0.0 SMP\""), "{e}");
+    }
+
+    #[test]
+    fn kernels_are_found_or_missing_loudly() {
+        let (mut t, _) = tree();
+        t.put(
+            "usr/lib/modules/7.0/modules.builtin",
+            Entry::file(vec![], 0o644, 0),
+        )
+        .unwrap();
+        // Modules without a kernel image beside them are not a kernel.
+        assert_eq!(crate::kernel::find(&t).unwrap().version, KVER);
+        t.put("boot/vmlinuz-7.0", Entry::file(vec![], 0o644, 0))
+            .unwrap();
+        let e = crate::kernel::find(&t).unwrap_err().to_string();
+        assert!(e.contains("more than one kernel in the image (6.0.0-test, 7.0)"), "{e}");
+        let e = crate::kernel::find(&Tree::new()).unwrap_err().to_string();
+        assert!(e.contains("no kernel in the image"), "{e}");
+        let mut orphan = Tree::new();
+        orphan
+            .put("usr/lib/modules/7.0/modules.builtin", Entry::file(vec![], 0o644, 0))
+            .unwrap();
+        let e = crate::kernel::find(&orphan).unwrap_err().to_string();
+        assert!(e.contains("modules for kernel 7.0 but no boot/vmlinuz-7.0"), "{e}");
     }
 }

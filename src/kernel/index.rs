@@ -143,10 +143,28 @@ impl<'t> Catalog<'t> {
                 info.name
             );
         }
-        if !self.kernel.version.is_empty()
-            && !info.vermagic.is_empty()
-            && info.vermagic.split_whitespace().next() != Some(self.kernel.version.as_str())
-        {
+        Ok(info)
+    }
+
+    /// The `.modinfo` of the loadable module `name` (read once, then cached), which must
+    /// have been built for this kernel.
+    pub fn info(&self, name: &str) -> Result<ModInfo> {
+        let m = self
+            .modules
+            .get(name)
+            .with_context(|| format!("no module {name}"))?;
+        let cached = self.lock_infos().get(name).cloned();
+        let info = match cached {
+            Some(i) => i,
+            None => {
+                let i = self.read_info(m)?;
+                self.lock_infos().insert(name.to_string(), i.clone());
+                i
+            }
+        };
+        // vermagic starts with the release the module was built for; the kernel refuses
+        // a module whose vermagic differs from its own.
+        if info.vermagic.split_whitespace().next() != Some(self.kernel.version.as_str()) {
             bail!(
                 "{}: built for kernel {:?}, not {}",
                 m.path,
@@ -154,20 +172,6 @@ impl<'t> Catalog<'t> {
                 self.kernel.version
             );
         }
-        Ok(info)
-    }
-
-    /// The `.modinfo` of the loadable module `name` (read once, then cached).
-    pub fn info(&self, name: &str) -> Result<ModInfo> {
-        if let Some(i) = self.lock_infos().get(name) {
-            return Ok(i.clone());
-        }
-        let m = self
-            .modules
-            .get(name)
-            .with_context(|| format!("no module {name}"))?;
-        let info = self.read_info(m)?;
-        self.lock_infos().insert(name.to_string(), info.clone());
         Ok(info)
     }
 

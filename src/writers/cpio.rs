@@ -119,7 +119,8 @@ fn clamp32(what: &str, path: &str, v: u64) -> Result<u32> {
     u32::try_from(v).with_context(|| format!("{path}: {what} {v} does not fit in newc's 32 bits"))
 }
 
-/// Writes `tree` as a newc cpio archive into `w`. The root directory is written as `.`.
+/// Writes `tree` as a newc cpio archive into `w`. The tree's root has no entry of its
+/// own (the kernel unpacks into an existing rootfs).
 pub fn write_tree<W: Write>(tree: &Tree, opts: CpioOptions, mut w: W) -> Result<W> {
     // Hard-link groups, keyed by the file the links point at: members in archive order.
     let mut groups: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -390,7 +391,6 @@ mod tests {
 
     fn sample() -> Tree {
         let mut t = Tree::new();
-        t.put("", Entry::dir(0o755, 50)).ok();
         t.put("init", Entry::file(b"#!/bin/sh\n".to_vec(), 0o755, 3_000_000_000))
             .unwrap();
         t.put("usr/bin/busybox", Entry::file(b"BB".to_vec(), 0o755, 7))
@@ -427,7 +427,7 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted, "byte order");
-        assert_eq!(names[0], ".");
+        assert_eq!(names[0], "bin");
         let by = |n: &str| entries.iter().find(|e| e.name == n).unwrap();
         assert_eq!(by("init").mtime, 100, "mtime clamped");
         assert_eq!(by("init").mode, S_IFREG | 0o755);
