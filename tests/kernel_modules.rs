@@ -110,8 +110,8 @@ fn check_pruned(tree: &Tree, k: &KernelInfo, requests: &[String]) -> ModulePlan 
     let planned: BTreeSet<String> = plan.keep.iter().map(|m| m.name.clone()).collect();
     assert_eq!(on_disk, planned, "the pruned tree holds exactly the plan");
     assert_eq!(plan.total_count, plan.keep.len(), "nothing else is left");
-    let dep = String::from_utf8(file(tree, &format!("{}/modules.dep", k.modules_dir)).to_vec())
-        .unwrap();
+    let dep =
+        String::from_utf8(file(tree, &format!("{}/modules.dep", k.modules_dir)).to_vec()).unwrap();
     let mut lines = 0;
     for line in dep.lines() {
         let (m, deps) = line.split_once(':').unwrap();
@@ -133,7 +133,11 @@ fn check_pruned(tree: &Tree, k: &KernelInfo, requests: &[String]) -> ModulePlan 
         assert_eq!(listed, closure, "modules.dep of {name} against .modinfo");
         lines += 1;
     }
-    assert_eq!(lines, plan.keep.len(), "modules.dep has a line per kept module");
+    assert_eq!(
+        lines,
+        plan.keep.len(),
+        "modules.dep has a line per kept module"
+    );
     // depmod is deterministic: the same input gives the same index files, twice.
     let a = kernel::depmod::index_files(tree, k, &plan).unwrap();
     let b = kernel::depmod::index_files(tree, k, &plan).unwrap();
@@ -145,7 +149,14 @@ fn check_pruned(tree: &Tree, k: &KernelInfo, requests: &[String]) -> ModulePlan 
             "{name} in the tree differs from a fresh depmod run"
         );
     }
-    for f in ["modules.dep.bin", "modules.alias.bin", "modules.symbols.bin", "modules.builtin.bin", "modules.softdep", "modules.devname"] {
+    for f in [
+        "modules.dep.bin",
+        "modules.alias.bin",
+        "modules.symbols.bin",
+        "modules.builtin.bin",
+        "modules.softdep",
+        "modules.devname",
+    ] {
         assert!(a.contains_key(f), "depmod wrote no {f}: {:?}", a.keys());
     }
     plan
@@ -242,7 +253,8 @@ fn boot(vmlinuz: &Path, initrd: &Path, log_path: &Path) -> Boot {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60u64);
     // One boot at a time: TCG on a shared two-core machine is slow enough alone.
-    let lock = fs::File::create(Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-boot.lock")).unwrap();
+    let lock =
+        fs::File::create(Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-boot.lock")).unwrap();
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .unwrap();
@@ -251,7 +263,17 @@ fn boot(vmlinuz: &Path, initrd: &Path, log_path: &Path) -> Boot {
     let mut child = Command::new("qemu-system-x86_64")
         // -cpu max: SSE4.2 and the other features cloud CPUs have, so crc32c_intel
         // and friends find their instructions (qemu64 lacks them: ENODEV).
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-nographic", "-no-reboot", "-kernel"])
+        .args([
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-m",
+            "1024",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+        ])
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
@@ -298,7 +320,12 @@ fn boot(vmlinuz: &Path, initrd: &Path, log_path: &Path) -> Boot {
         log_path.display(),
         tail(&log, 40)
     );
-    for bad in ["Kernel panic - not syncing: Attempted to kill init", "Oops", "BUG:", "Call Trace"] {
+    for bad in [
+        "Kernel panic - not syncing: Attempted to kill init",
+        "Oops",
+        "BUG:",
+        "Call Trace",
+    ] {
         let done_at = log.find("SLIPWAY-DONE").unwrap_or(log.len());
         assert!(
             !log[..done_at].contains(bad),
@@ -379,7 +406,10 @@ fn assert_no_load_errors(b: &Boot, log_path: &Path, failed_loads: usize) {
 fn prune_and_boot(release: &str) -> (slipway::kernel::ModuleReport, Boot) {
     let d = tempfile::tempdir().unwrap();
     let asm = assemble(d.path(), release, Some(BOOT_SET));
-    let report = asm.modules.clone().expect("a [kernel] recipe reports its modules");
+    let report = asm
+        .modules
+        .clone()
+        .expect("a [kernel] recipe reports its modules");
     let k = kernel::find(&asm.tree).unwrap();
     assert_eq!(report.kernel, k.version);
     let plan = check_pruned(&asm.tree, &k, &strings(BOOT_SET));
@@ -412,8 +442,12 @@ fn prune_and_boot(release: &str) -> (slipway::kernel::ModuleReport, Boot) {
     let opts = CpioOptions { epoch: asm.epoch };
     let initrd = dir.join("initrd.cpio.xz");
     let a = cpio::write_compressed(&initramfs, opts, Compression::Xz, &initrd).unwrap();
-    let again = cpio::write_compressed(&initramfs, opts, Compression::Xz, &dir.join("again.xz")).unwrap();
-    assert_eq!(a.sha256, again.sha256, "the same tree gave two different initramfs files");
+    let again =
+        cpio::write_compressed(&initramfs, opts, Compression::Xz, &dir.join("again.xz")).unwrap();
+    assert_eq!(
+        a.sha256, again.sha256,
+        "the same tree gave two different initramfs files"
+    );
     let vmlinuz = dir.join("vmlinuz");
     fs::write(&vmlinuz, file(&asm.tree, &k.vmlinuz_path)).unwrap();
     let log_path = dir.join("serial.log");
@@ -467,7 +501,11 @@ fn prune_and_boot(release: &str) -> (slipway::kernel::ModuleReport, Boot) {
 #[test]
 fn trixie_cloud_kernel_pruned_boots_and_loads_every_kept_module() {
     let (report, _) = prune_and_boot("trixie");
-    assert!(report.kept_count < report.total_count / 10, "{}", report.summary());
+    assert!(
+        report.kept_count < report.total_count / 10,
+        "{}",
+        report.summary()
+    );
     assert!(
         report.builtin_hits.iter().any(|b| b.name == "ext4"),
         "ext4 is built into Debian's cloud kernels"
@@ -477,9 +515,17 @@ fn trixie_cloud_kernel_pruned_boots_and_loads_every_kept_module() {
 #[test]
 fn bookworm_cloud_kernel_pruned_boots_and_loads_every_kept_module() {
     let (report, _) = prune_and_boot("bookworm");
-    assert!(report.kept_count < report.total_count / 10, "{}", report.summary());
+    assert!(
+        report.kept_count < report.total_count / 10,
+        "{}",
+        report.summary()
+    );
     // On 6.1 virtio_pci is a module; on 6.12 it is built in.
-    assert!(report.kept.iter().any(|m| m == "virtio_pci"), "{:?}", report.kept);
+    assert!(
+        report.kept.iter().any(|m| m == "virtio_pci"),
+        "{:?}",
+        report.kept
+    );
 }
 
 /// The initramfs an init loads without modprobe: the storage, root and var modules in
@@ -491,7 +537,10 @@ fn load_order_initramfs_boots_with_insmod_and_reads_back_with_gnu_cpio() {
     let asm = assemble(d.path(), "trixie", Some(ALL_FEATURES));
     let k = kernel::find(&asm.tree).unwrap();
     let report = asm.modules.clone().unwrap();
-    eprintln!("trixie, every feature (a containerd host): {}", report.summary());
+    eprintln!(
+        "trixie, every feature (a containerd host): {}",
+        report.summary()
+    );
     let plan = check_pruned(&asm.tree, &k, &strings(ALL_FEATURES));
     let order = plan.load_order(&strings(INITRAMFS_SET)).unwrap();
     // The order loads each module after its dependencies.
@@ -507,7 +556,12 @@ fn load_order_initramfs_boots_with_insmod_and_reads_back_with_gnu_cpio() {
         "load() { n=$1; p=$2; shift 2; for d in \"$@\"; do if [ -e /tmp/failed.$d ]; then echo \"INSMOD-SKIP $n needs $d\"; : > /tmp/failed.$n; return; fi; done; if out=$(insmod $p 2>&1); then echo \"INSMOD-OK $n\"; else echo \"INSMOD-FAIL $n $out\"; : > /tmp/failed.$n; fi; }\n",
     );
     for m in &order {
-        init.push_str(&format!("load {} /{} {}\n", m.name, m.path, m.deps.join(" ")));
+        init.push_str(&format!(
+            "load {} /{} {}\n",
+            m.name,
+            m.path,
+            m.deps.join(" ")
+        ));
     }
     init.push_str(INIT_TAIL);
     let paths: Vec<&str> = order.iter().map(|m| m.path.as_str()).collect();
@@ -515,9 +569,27 @@ fn load_order_initramfs_boots_with_insmod_and_reads_back_with_gnu_cpio() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-boot-load-order");
     fs::create_dir_all(&dir).unwrap();
     let opts = CpioOptions { epoch: asm.epoch };
-    let plain = cpio::write_compressed(&initramfs, opts, Compression::None, &dir.join("initrd.cpio")).unwrap();
-    let zst = cpio::write_compressed(&initramfs, opts, Compression::Zstd, &dir.join("initrd.cpio.zst")).unwrap();
-    let xz = cpio::write_compressed(&initramfs, opts, Compression::Xz, &dir.join("initrd.cpio.xz")).unwrap();
+    let plain = cpio::write_compressed(
+        &initramfs,
+        opts,
+        Compression::None,
+        &dir.join("initrd.cpio"),
+    )
+    .unwrap();
+    let zst = cpio::write_compressed(
+        &initramfs,
+        opts,
+        Compression::Zstd,
+        &dir.join("initrd.cpio.zst"),
+    )
+    .unwrap();
+    let xz = cpio::write_compressed(
+        &initramfs,
+        opts,
+        Compression::Xz,
+        &dir.join("initrd.cpio.xz"),
+    )
+    .unwrap();
     eprintln!(
         "initramfs (storage+root+var, {} modules + busybox): cpio {:.2} MB, zstd-{} {:.2} MB, xz {:.2} MB",
         order.len(),
@@ -528,7 +600,11 @@ fn load_order_initramfs_boots_with_insmod_and_reads_back_with_gnu_cpio() {
     );
     // GNU cpio lists the same names and extracts the same content and links.
     let bytes = fs::read(dir.join("initrd.cpio")).unwrap();
-    let ours: Vec<String> = cpio::parse(&bytes).unwrap().into_iter().map(|e| e.name).collect();
+    let ours: Vec<String> = cpio::parse(&bytes)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     let listed = Command::new("cpio")
         .args(["-t", "--quiet"])
         .stdin(fs::File::open(dir.join("initrd.cpio")).unwrap())
@@ -560,11 +636,18 @@ fn load_order_initramfs_boots_with_insmod_and_reads_back_with_gnu_cpio() {
                 use std::os::unix::fs::MetadataExt;
                 let a = fs::metadata(&on_disk).unwrap();
                 let b = fs::metadata(x.join(t)).unwrap();
-                assert_eq!((a.ino(), a.nlink()), (b.ino(), 3), "{p} is a hard link of {t}");
+                assert_eq!(
+                    (a.ino(), a.nlink()),
+                    (b.ino(), 3),
+                    "{p} is a hard link of {t}"
+                );
             }
             Kind::CharDevice(..) => {
                 use std::os::unix::fs::FileTypeExt;
-                assert!(fs::symlink_metadata(&on_disk).unwrap().file_type().is_char_device());
+                assert!(fs::symlink_metadata(&on_disk)
+                    .unwrap()
+                    .file_type()
+                    .is_char_device());
             }
             _ => assert!(on_disk.is_dir(), "{p}"),
         }
@@ -625,7 +708,14 @@ fn an_unknown_module_is_a_clear_error_naming_it() {
     let t = fails(
         slipway(
             &shared_cache(),
-            &["build", r.to_str().unwrap(), "-o", out.to_str().unwrap(), "--format", "dir"],
+            &[
+                "build",
+                r.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--format",
+                "dir",
+            ],
         ),
         2,
     );
@@ -634,7 +724,10 @@ fn an_unknown_module_is_a_clear_error_naming_it() {
             && t.contains("did you mean virtio_blk"),
         "{t}"
     );
-    assert!(!out.join("rootfs").exists(), "no output after a failed build");
+    assert!(
+        !out.join("rootfs").exists(),
+        "no output after a failed build"
+    );
     // Without a kernel package there is no kernel to prune.
     let r = recipe(
         d.path(),
@@ -642,7 +735,10 @@ fn an_unknown_module_is_a_clear_error_naming_it() {
         "[packages]\ninclude = [\"busybox-static\"]\n[kernel]\nmodules = [\"storage\"]\n",
     );
     let t = fails(
-        slipway(&shared_cache(), &["build", r.to_str().unwrap(), "-o", out.to_str().unwrap()]),
+        slipway(
+            &shared_cache(),
+            &["build", r.to_str().unwrap(), "-o", out.to_str().unwrap()],
+        ),
         2,
     );
     assert!(

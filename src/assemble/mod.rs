@@ -35,6 +35,8 @@ pub struct Assembled {
     pub packages: Vec<packages::Unpacked>,
     /// Kernel modules kept and dropped (recipes with a `[kernel]` table).
     pub modules: Option<crate::kernel::ModuleReport>,
+    /// The module plan behind it, for load orders (an initramfs's module list).
+    pub module_plan: Option<crate::kernel::ModulePlan>,
 }
 
 /// SOURCE_DATE_EPOCH: the environment's, else the newest file mtime among the locked
@@ -72,7 +74,7 @@ pub fn assemble(cache: &Cache, r: &Recipe, lock: &Lock) -> Result<Assembled> {
     fx.run(&mut tree, &pkgs)?;
     dpkg::write_metadata(&mut tree, r, &pkgs, epoch)?;
     lap("fixups", &mut stages);
-    let modules = match &r.kernel {
+    let (modules, module_plan) = match &r.kernel {
         Some(k) => {
             // A kernel or module the recipe names that is not there is bad input (exit
             // 2); a depmod failure is not.
@@ -87,9 +89,9 @@ pub fn assemble(cache: &Cache, r: &Recipe, lock: &Lock) -> Result<Assembled> {
             let report = crate::kernel::prune(&mut tree, &kernel, &plan, epoch)
                 .with_context(|| format!("pruning the modules of kernel {}", kernel.version))?;
             lap("kernel modules", &mut stages);
-            Some(report)
+            (Some(report), Some(plan))
         }
-        None => None,
+        None => (None, None),
     };
     let dropped_bytes = overlay::drop_globs(&mut tree, r)?;
     tree.add_merged_usr_links(epoch)?;
@@ -105,5 +107,6 @@ pub fn assemble(cache: &Cache, r: &Recipe, lock: &Lock) -> Result<Assembled> {
         stages,
         packages: pkgs,
         modules,
+        module_plan,
     })
 }

@@ -187,7 +187,10 @@ pub fn plan(cat: &Catalog, requests: &[String]) -> Result<ModulePlan> {
                 ),
             }
         }
-        let mut soft = |names: &[String], into: &mut Vec<String>, work: &mut Vec<(String, String)>| -> Result<()> {
+        let mut soft = |names: &[String],
+                        into: &mut Vec<String>,
+                        work: &mut Vec<(String, String)>|
+         -> Result<()> {
             for s in names {
                 match resolve(cat, s)? {
                     Resolved::Loadable(ms) => {
@@ -351,12 +354,18 @@ mod tests {
         let mods = [
             ("kernel/a.ko", m("a", "depends=b\0")),
             ("kernel/sub/b.ko", m("b", "depends=\0")),
-            ("kernel/c.ko", m("c", "softdep=pre: alias-x nowhere post: d\0")),
+            (
+                "kernel/c.ko",
+                m("c", "softdep=pre: alias-x nowhere post: d\0"),
+            ),
             ("kernel/d.ko", m("d", "")),
             ("kernel/e-e.ko", m("e_e", "alias=alias-x\0")),
             ("kernel/g.ko", m("g", "depends=f\0")),
             ("kernel/h.ko", m("h", "depends=missing\0")),
-            ("kernel/old.ko", tiny_module(b"name=old\0vermagic=5.0.0 SMP\0")),
+            (
+                "kernel/old.ko",
+                tiny_module(b"name=old\0vermagic=5.0.0 SMP\0"),
+            ),
         ];
         for (p, bytes) in mods {
             t.put(&format!("{dir}/{p}"), Entry::file(bytes, 0o644, 0))
@@ -384,22 +393,39 @@ mod tests {
     #[test]
     fn closure_follows_hard_and_soft_dependencies() {
         let (t, k) = tree();
-        let p = crate::kernel::plan(&t, &k, &["a".into(), "c".into(), "f".into(), "g".into()])
-            .unwrap();
+        let p =
+            crate::kernel::plan(&t, &k, &["a".into(), "c".into(), "f".into(), "g".into()]).unwrap();
         let kept: Vec<&str> = p.keep.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(kept, ["a", "b", "c", "d", "e_e", "g"]);
-        assert_eq!(p.get("e-e").unwrap().path, format!("{}/kernel/e-e.ko", k.modules_dir));
+        assert_eq!(
+            p.get("e-e").unwrap().path,
+            format!("{}/kernel/e-e.ko", k.modules_dir)
+        );
         assert_eq!(p.get("c").unwrap().pre, ["e_e"]);
         assert_eq!(p.get("c").unwrap().post, ["d"]);
-        assert_eq!(p.get("g").unwrap().deps, Vec::<String>::new(), "built-in dep left out");
+        assert_eq!(
+            p.get("g").unwrap().deps,
+            Vec::<String>::new(),
+            "built-in dep left out"
+        );
         assert_eq!(p.builtin_hits.len(), 1);
         assert_eq!(p.builtin_hits[0].name, "f");
-        assert!(p.notes.iter().any(|n| n.contains("nowhere")), "{:?}", p.notes);
+        assert!(
+            p.notes.iter().any(|n| n.contains("nowhere")),
+            "{:?}",
+            p.notes
+        );
         assert_eq!(p.get("b").unwrap().why, ["a"]);
         assert_eq!(names(&p.load_order(&["a".into()]).unwrap()), ["b", "a"]);
-        assert_eq!(names(&p.load_order(&["c".into()]).unwrap()), ["e_e", "c", "d"]);
         assert_eq!(
-            names(&p.load_order(&["f".into(), "c".into(), "a".into(), "b".into()]).unwrap()),
+            names(&p.load_order(&["c".into()]).unwrap()),
+            ["e_e", "c", "d"]
+        );
+        assert_eq!(
+            names(
+                &p.load_order(&["f".into(), "c".into(), "a".into(), "b".into()])
+                    .unwrap()
+            ),
             ["e_e", "c", "d", "b", "a"]
         );
         let e = p.load_order(&["h".into()]).unwrap_err().to_string();
@@ -418,21 +444,33 @@ mod tests {
     #[test]
     fn unknown_names_are_errors_naming_them() {
         let (t, k) = tree();
-        let e = format!("{:#}", crate::kernel::plan(&t, &k, &["dd".into()]).unwrap_err());
+        let e = format!(
+            "{:#}",
+            crate::kernel::plan(&t, &k, &["dd".into()]).unwrap_err()
+        );
         assert!(
             e.contains("module \"dd\" is neither a module nor built into kernel 6.0.0-test")
                 && e.contains("did you mean d"),
             "{e}"
         );
         assert!(e.contains("features: storage, root"), "{e}");
-        let e = format!("{:#}", crate::kernel::plan(&t, &k, &["storage".into()]).unwrap_err());
+        let e = format!(
+            "{:#}",
+            crate::kernel::plan(&t, &k, &["storage".into()]).unwrap_err()
+        );
         assert!(
             e.contains("feature \"storage\" asks for module \"virtio_pci\""),
             "{e}"
         );
-        let e = format!("{:#}", crate::kernel::plan(&t, &k, &["h".into()]).unwrap_err());
+        let e = format!(
+            "{:#}",
+            crate::kernel::plan(&t, &k, &["h".into()]).unwrap_err()
+        );
         assert!(e.contains("module h depends on missing"), "{e}");
-        let e = format!("{:#}", crate::kernel::plan(&t, &k, &["old".into()]).unwrap_err());
+        let e = format!(
+            "{:#}",
+            crate::kernel::plan(&t, &k, &["old".into()]).unwrap_err()
+        );
         assert!(e.contains("built for kernel \"5.0.0 SMP\""), "{e}");
     }
 
@@ -449,14 +487,23 @@ mod tests {
         t.put("boot/vmlinuz-7.0", Entry::file(vec![], 0o644, 0))
             .unwrap();
         let e = crate::kernel::find(&t).unwrap_err().to_string();
-        assert!(e.contains("more than one kernel in the image (6.0.0-test, 7.0)"), "{e}");
+        assert!(
+            e.contains("more than one kernel in the image (6.0.0-test, 7.0)"),
+            "{e}"
+        );
         let e = crate::kernel::find(&Tree::new()).unwrap_err().to_string();
         assert!(e.contains("no kernel in the image"), "{e}");
         let mut orphan = Tree::new();
         orphan
-            .put("usr/lib/modules/7.0/modules.builtin", Entry::file(vec![], 0o644, 0))
+            .put(
+                "usr/lib/modules/7.0/modules.builtin",
+                Entry::file(vec![], 0o644, 0),
+            )
             .unwrap();
         let e = crate::kernel::find(&orphan).unwrap_err().to_string();
-        assert!(e.contains("modules for kernel 7.0 but no boot/vmlinuz-7.0"), "{e}");
+        assert!(
+            e.contains("modules for kernel 7.0 but no boot/vmlinuz-7.0"),
+            "{e}"
+        );
     }
 }

@@ -19,7 +19,11 @@ use std::path::Path;
 
 /// Files of the modules directory that come from the kernel package and are inputs to
 /// depmod, not outputs.
-pub const INPUTS: &[&str] = &["modules.builtin", "modules.builtin.modinfo", "modules.order"];
+pub const INPUTS: &[&str] = &[
+    "modules.builtin",
+    "modules.builtin.modinfo",
+    "modules.order",
+];
 
 /// True for the files depmod writes (`modules.*` other than the inputs).
 pub fn is_index_file(file_name: &str) -> bool {
@@ -106,8 +110,8 @@ pub fn index_files(
         let e = e.with_context(|| format!("reading {}", mdir.display()))?;
         let name = e.file_name().to_string_lossy().into_owned();
         if is_index_file(&name) && e.file_type().is_ok_and(|t| t.is_file()) {
-            let bytes =
-                std::fs::read(e.path()).with_context(|| format!("reading {}", e.path().display()))?;
+            let bytes = std::fs::read(e.path())
+                .with_context(|| format!("reading {}", e.path().display()))?;
             files.insert(name, bytes);
         }
     }
@@ -133,9 +137,7 @@ pub fn install(
         .under(&kernel.modules_dir)
         .filter(|(p, e)| {
             !e.is_dir()
-                && p[kernel.modules_dir.len() + 1..]
-                    .split_once('/')
-                    .is_none()
+                && p[kernel.modules_dir.len() + 1..].split_once('/').is_none()
                 && p.rsplit('/').next().is_some_and(is_index_file)
         })
         .map(|(p, _)| p.clone())

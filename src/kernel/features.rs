@@ -139,10 +139,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), FEATURES.len());
         for f in FEATURES {
-            assert!(f
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'-'));
+            assert!(f.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'));
             assert!(!f.modules.is_empty());
             assert!(feature(f.name).is_some());
         }

@@ -182,10 +182,9 @@ impl<'t> Catalog<'t> {
 
     /// Reads every module's `.modinfo` (on all cores) and builds the alias table.
     fn alias_table(&self) -> Result<&Vec<Alias>> {
-        let r = self.aliases.get_or_init(|| {
-            self.build_alias_table()
-                .map_err(|e| format!("{e:#}"))
-        });
+        let r = self
+            .aliases
+            .get_or_init(|| self.build_alias_table().map_err(|e| format!("{e:#}")));
         r.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
     }
 

@@ -138,7 +138,12 @@ impl ModuleReport {
 /// Removes from `tree` every module of `plan`'s kernel that the plan does not keep (and
 /// directories left empty), keeps `modules.order` to the kept modules, and regenerates
 /// the index files with depmod. Generated files get mtime `epoch`.
-pub fn prune(tree: &mut Tree, kernel: &KernelInfo, plan: &ModulePlan, epoch: u64) -> Result<ModuleReport> {
+pub fn prune(
+    tree: &mut Tree,
+    kernel: &KernelInfo,
+    plan: &ModulePlan,
+    epoch: u64,
+) -> Result<ModuleReport> {
     if plan.kernel != kernel.version {
         bail!(
             "the plan is for kernel {}, not {}",
@@ -162,9 +167,7 @@ pub fn prune(tree: &mut Tree, kernel: &KernelInfo, plan: &ModulePlan, epoch: u64
             let text = String::from_utf8_lossy(c.as_slice());
             let filtered: String = text
                 .lines()
-                .filter(|l| {
-                    modinfo::name_of_path(l).is_some_and(|n| names.contains(n.as_str()))
-                })
+                .filter(|l| modinfo::name_of_path(l).is_some_and(|n| names.contains(n.as_str())))
                 .map(|l| format!("{l}\n"))
                 .collect();
             let mut new = e.clone();

@@ -77,8 +77,8 @@ pub fn normalize(name: &str) -> String {
 /// Reads `.modinfo` from the module file `path` whose (possibly compressed) bytes are
 /// `bytes`.
 pub fn read(path: &str, bytes: &[u8]) -> Result<ModInfo> {
-    let comp = compression_of(path)
-        .with_context(|| format!("{path}: not a kernel module file name"))?;
+    let comp =
+        compression_of(path).with_context(|| format!("{path}: not a kernel module file name"))?;
     let owned;
     let elf: &[u8] = if comp == Compression::None {
         bytes
@@ -124,12 +124,9 @@ pub fn parse(section: &[u8]) -> ModInfo {
         };
         match key {
             "name" => m.name = normalize(value),
-            "depends" => m.depends.extend(
-                value
-                    .split(',')
-                    .filter(|d| !d.is_empty())
-                    .map(normalize),
-            ),
+            "depends" => m
+                .depends
+                .extend(value.split(',').filter(|d| !d.is_empty()).map(normalize)),
             "softdep" => parse_softdep(value, &mut m.pre, &mut m.post),
             "alias" => m.aliases.push(value.to_string()),
             "vermagic" => m.vermagic = value.trim().to_string(),
@@ -283,11 +280,7 @@ pub(crate) mod tests {
         assert_eq!(m.aliases, ["fs-ext9"]);
         assert_eq!(m.vermagic, "6.12.0 SMP mod_unload");
         let mut xz = Vec::new();
-        std::io::Write::write_all(
-            &mut liblzma::write::XzEncoder::new(&mut xz, 6),
-            &ko,
-        )
-        .unwrap();
+        std::io::Write::write_all(&mut liblzma::write::XzEncoder::new(&mut xz, 6), &ko).unwrap();
         assert_eq!(read("kernel/fs/ext9.ko.xz", &xz).unwrap(), m);
         let zst = zstd::encode_all(&ko[..], 3).unwrap();
         assert_eq!(read("kernel/fs/ext9.ko.zst", &zst).unwrap(), m);

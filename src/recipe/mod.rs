@@ -594,7 +594,10 @@ mod tests {
         let c = write(d.path(), "child.toml", "schema-version = 1\nextends = \"base.toml\"\n[packages]\ninclude = [\"busybox-static\"]\n[kernel]\nmodules = [\"root\", \"xt_MASQUERADE\", \"virtio-blk\"]\n");
         let r = Recipe::load(&c).unwrap();
         let k = r.kernel.unwrap();
-        assert_eq!(k.modules, ["storage", "root", "xt_MASQUERADE", "virtio-blk"]);
+        assert_eq!(
+            k.modules,
+            ["storage", "root", "xt_MASQUERADE", "virtio-blk"]
+        );
         assert_eq!(k.package.as_deref(), Some("linux-image-cloud-amd64"));
         assert_eq!(r.include, ["linux-image-cloud-amd64", "busybox-static"]);
         let e = err("schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[kernel]\nmodules = [\"storage\", \"bad name\"]\n");

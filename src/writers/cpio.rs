@@ -128,7 +128,9 @@ pub fn write_tree<W: Write>(tree: &Tree, opts: CpioOptions, mut w: W) -> Result<
         if let Kind::Hardlink(target) = &e.kind {
             match tree.get(target).map(|t| &t.kind) {
                 Some(Kind::File(_)) => groups.entry(target.as_str()).or_default().push(path),
-                _ => bail!("hard link {path} -> {target}: the target is not a regular file in the tree"),
+                _ => bail!(
+                    "hard link {path} -> {target}: the target is not a regular file in the tree"
+                ),
             }
         }
     }
@@ -136,7 +138,11 @@ pub fn write_tree<W: Write>(tree: &Tree, opts: CpioOptions, mut w: W) -> Result<
         members.push(target);
         members.sort();
     }
-    fn group_of<'a>(groups: &HashMap<&str, Vec<&str>>, path: &'a str, e: &'a Entry) -> Option<&'a str> {
+    fn group_of<'a>(
+        groups: &HashMap<&str, Vec<&str>>,
+        path: &'a str,
+        e: &'a Entry,
+    ) -> Option<&'a str> {
         match &e.kind {
             Kind::Hardlink(t) => Some(t.as_str()),
             Kind::File(_) if groups.contains_key(path) => Some(path),
@@ -255,9 +261,11 @@ pub fn write_compressed_to<W: Write>(
             lzma.dict_size(XZ_DICT);
             let mut filters = liblzma::stream::Filters::new();
             filters.lzma2(&lzma);
-            let stream =
-                liblzma::stream::Stream::new_stream_encoder(&filters, liblzma::stream::Check::Crc32)
-                    .context("starting the xz encoder")?;
+            let stream = liblzma::stream::Stream::new_stream_encoder(
+                &filters,
+                liblzma::stream::Check::Crc32,
+            )
+            .context("starting the xz encoder")?;
             let enc = write_tree(tree, opts, liblzma::write::XzEncoder::new_stream(w, stream))?;
             enc.finish().context("finishing the xz stream")
         }
@@ -341,7 +349,10 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<CpioEntry>> {
             .get(pos..pos + 110)
             .with_context(|| format!("truncated header at offset {pos}"))?;
         if &head[..6] != MAGIC && &head[..6] != b"070702" {
-            bail!("offset {pos}: bad magic {:?}", String::from_utf8_lossy(&head[..6]));
+            bail!(
+                "offset {pos}: bad magic {:?}",
+                String::from_utf8_lossy(&head[..6])
+            );
         }
         let mut f = [0u32; 13];
         for (i, v) in f.iter_mut().enumerate() {
@@ -391,8 +402,11 @@ mod tests {
 
     fn sample() -> Tree {
         let mut t = Tree::new();
-        t.put("init", Entry::file(b"#!/bin/sh\n".to_vec(), 0o755, 3_000_000_000))
-            .unwrap();
+        t.put(
+            "init",
+            Entry::file(b"#!/bin/sh\n".to_vec(), 0o755, 3_000_000_000),
+        )
+        .unwrap();
         t.put("usr/bin/busybox", Entry::file(b"BB".to_vec(), 0o755, 7))
             .unwrap();
         let mut link = Entry::file(vec![], 0o644, 1);
@@ -410,8 +424,11 @@ mod tests {
         let mut fifo = Entry::file(vec![], 0o644, 7);
         fifo.kind = Kind::Fifo;
         t.put("run/initctl", fifo).unwrap();
-        t.put(&format!("usr/share/{}", "n".repeat(300)), Entry::file(vec![1; 5], 0o444, 7))
-            .unwrap();
+        t.put(
+            &format!("usr/share/{}", "n".repeat(300)),
+            Entry::file(vec![1; 5], 0o444, 7),
+        )
+        .unwrap();
         t
     }
 
@@ -434,7 +451,9 @@ mod tests {
         // Hard-link group: one inode, nlink 3, data on the last member only.
         let group = ["usr/bin/ash", "usr/bin/busybox", "usr/sbin/modprobe"].map(by);
         assert!(group.iter().all(|e| e.ino == group[0].ino && e.nlink == 3));
-        assert!(group.iter().all(|e| e.mode == S_IFREG | 0o755 && e.mtime == 7));
+        assert!(group
+            .iter()
+            .all(|e| e.mode == S_IFREG | 0o755 && e.mtime == 7));
         assert_eq!(group[0].data, b"");
         assert_eq!(group[1].data, b"");
         assert_eq!(group[2].data, b"BB");
@@ -448,7 +467,11 @@ mod tests {
         let mut inos: Vec<u32> = entries.iter().map(|e| e.ino).collect();
         inos.sort();
         inos.dedup();
-        assert_eq!(inos.len(), entries.len() - 2, "unique inodes except the links");
+        assert_eq!(
+            inos.len(),
+            entries.len() - 2,
+            "unique inodes except the links"
+        );
     }
 
     #[test]
