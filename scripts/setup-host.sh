@@ -17,7 +17,7 @@ packages=(
   qemu-system-x86                   # boot tests (TCG)
   cryptsetup-bin                    # veritysetup: the reference for slipway's dm-verity tree; the initramfs boot test
   erofs-utils                       # mkfs.erofs: read-only root file systems in boot tests
-  fdisk cpio kmod                   # sfdisk (reads back slipway's GPT), cpio, depmod/modprobe (initramfs boot test)
+  fdisk cpio kmod                   # sfdisk (reads back slipway's GPT); cpio reads initramfs back; depmod -b regenerates pruned module indexes
 )
 
 missing=()

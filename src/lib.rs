@@ -16,6 +16,7 @@ pub mod exit;
 pub mod fetch;
 pub mod inspect;
 pub mod io;
+pub mod kernel;
 pub mod lock;
 pub mod pipeline;
 pub mod push;

@@ -374,6 +374,12 @@ pub fn build(
     };
     let r = &recipes[0];
     let formats = &opts.formats;
+    // Every host tool this build will run, checked before any work starts.
+    let mut tools = Vec::new();
+    if r.kernel.is_some() {
+        tools.push("depmod");
+    }
+    crate::tool::require(&tools).map_err(|e| err(Code::BadInput, format!("{e:#}")))?;
     let mut report = crate::report::BuildReport {
         recipe: r.display(),
         image: r.name.clone(),
@@ -409,6 +415,7 @@ pub fn build(
     report.tree_entries = asm.tree.len();
     report.tree_bytes = asm.tree.content_size();
     report.source_date_epoch = asm.epoch;
+    report.kernel_modules = asm.modules.as_ref().map(|m| m.summary());
 
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let t = std::time::Instant::now();

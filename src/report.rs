@@ -56,6 +56,9 @@ pub struct BuildReport {
     pub tree_bytes: u64,
     /// The SOURCE_DATE_EPOCH mtimes were clamped to.
     pub source_date_epoch: u64,
+    /// Kernel modules kept (host images with a `[kernel]` table).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_modules: Option<String>,
     /// OCI images written (one per architecture).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageReport>,
@@ -146,6 +149,9 @@ impl BuildReport {
             if !o.sha256.is_empty() {
                 s.push_str(&format!(" sha256:{}", o.sha256));
             }
+        }
+        if let Some(k) = &self.kernel_modules {
+            s.push_str(&format!("\n  modules    {k}"));
         }
         for i in &self.images {
             s.push_str(&format!(

@@ -179,6 +179,16 @@ pub fn shell_quote(s: &str) -> String {
 /// Host programs slipway may run, the Debian package providing each, and what for.
 pub const HOST_TOOLS: &[(&str, &str, &str)] = &[
     (
+        "depmod",
+        "kmod",
+        "host images: the module index of a pruned kernel",
+    ),
+    (
+        "qemu-aarch64-static",
+        "qemu-user-static",
+        "applet links of foreign-architecture images (arm64)",
+    ),
+    (
         "apt-get",
         "apt",
         "fetching Debian indices and packages (always)",

@@ -2,8 +2,9 @@
 //! script and without root. Stages, in order:
 //! packages (merged /usr, conflicts, diversions) -> overlays from `rootfs/` -> the
 //! recipe's entries -> fix-ups that do declaratively what maintainer scripts would have
-//! done -> path globs dropped -> applet links of a multi-call binary (`[applets]`) ->
-//! merged-/usr links -> mtimes clamped.
+//! done -> kernel modules pruned (`[kernel]`, see [`crate::kernel`]) -> path globs
+//! dropped -> applet links of a multi-call binary (`[applets]`) -> merged-/usr links ->
+//! mtimes clamped.
 
 pub mod applets;
 pub mod dpkg;
@@ -34,6 +35,10 @@ pub struct Assembled {
     pub stages: Vec<(String, f64)>,
     /// The packages, decoded (for reports).
     pub packages: Vec<packages::Unpacked>,
+    /// Kernel modules kept and dropped (recipes with a `[kernel]` table).
+    pub modules: Option<crate::kernel::ModuleReport>,
+    /// The module plan behind it, for load orders (an initramfs's module list).
+    pub module_plan: Option<crate::kernel::ModulePlan>,
 }
 
 /// SOURCE_DATE_EPOCH: the environment's, else the newest file mtime among the locked
@@ -71,6 +76,25 @@ pub fn assemble(cache: &Cache, r: &Recipe, lock: &Lock) -> Result<Assembled> {
     fx.run(&mut tree, &pkgs)?;
     dpkg::write_metadata(&mut tree, r, &pkgs, epoch)?;
     lap("fixups", &mut stages);
+    let (modules, module_plan) = match &r.kernel {
+        Some(k) => {
+            // A kernel or module the recipe names that is not there is bad input (exit
+            // 2); a depmod failure is not.
+            let bad = |e: anyhow::Error| {
+                crate::exit::err(
+                    crate::exit::Code::BadInput,
+                    format!("{}: kernel.modules: {e:#}", r.display()),
+                )
+            };
+            let kernel = crate::kernel::find(&tree).map_err(bad)?;
+            let plan = crate::kernel::plan(&tree, &kernel, &k.modules).map_err(bad)?;
+            let report = crate::kernel::prune(&mut tree, &kernel, &plan, epoch)
+                .with_context(|| format!("pruning the modules of kernel {}", kernel.version))?;
+            lap("kernel modules", &mut stages);
+            (Some(report), Some(plan))
+        }
+        None => (None, None),
+    };
     let dropped_bytes = overlay::drop_globs(&mut tree, r)?;
     let mut scripts = fx.scripts;
     // After the globs: the links are what the recipe asked for, not package content.
@@ -89,5 +113,7 @@ pub fn assemble(cache: &Cache, r: &Recipe, lock: &Lock) -> Result<Assembled> {
         dropped_bytes,
         stages,
         packages: pkgs,
+        modules,
+        module_plan,
     })
 }

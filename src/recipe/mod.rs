@@ -142,6 +142,17 @@ pub struct Recipe {
     pub oci: RawOci,
     /// The recipe this one extends, if any.
     pub parent: Option<Box<Recipe>>,
+    /// `[kernel]`: modules to keep (None: leave the kernel's modules alone).
+    pub kernel: Option<KernelSpec>,
+}
+
+/// The `[kernel]` table, merged with the parent's (modules appended, package overridden).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KernelSpec {
+    /// Feature or module names, without duplicates, in recipe order.
+    pub modules: Vec<String>,
+    /// The kernel package the recipe names (also in `include`).
+    pub package: Option<String>,
 }
 
 impl Recipe {
@@ -365,6 +376,21 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         }
         recommends = pk.recommends.unwrap_or(recommends);
     }
+    let mut kernel = p.and_then(|p| p.kernel.clone());
+    if let Some(k) = raw.kernel {
+        let spec = kernel.get_or_insert_with(KernelSpec::default);
+        for m in k.modules {
+            if !spec.modules.contains(&m.0) {
+                spec.modules.push(m.0);
+            }
+        }
+        if let Some(pkg) = k.package {
+            if !include.contains(&pkg.0) {
+                include.push(pkg.0.clone());
+            }
+            spec.package = Some(pkg.0);
+        }
+    }
     if include.is_empty() {
         bail!("{f}: packages.include: empty (a recipe needs at least one package)");
     }
@@ -547,6 +573,7 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         applets,
         oci,
         parent,
+        kernel,
     })
 }
 
@@ -641,6 +668,28 @@ mod tests {
         );
         let e = err("schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[applets]\nbinary = \"/bin/busybox\"\nlinks = []\n");
         assert!(e.contains("applets.links: unknown field"), "{e}");
+    }
+
+    #[test]
+    fn kernel_table_merges_and_checks_syntax() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "base.toml", "schema-version = 1\n[kernel]\npackage = \"linux-image-cloud-amd64\"\nmodules = [\"storage\", \"root\"]\n");
+        let c = write(d.path(), "child.toml", "schema-version = 1\nextends = \"base.toml\"\n[packages]\ninclude = [\"busybox-static\"]\n[kernel]\nmodules = [\"root\", \"xt_MASQUERADE\", \"virtio-blk\"]\n");
+        let r = Recipe::load(&c).unwrap();
+        let k = r.kernel.unwrap();
+        assert_eq!(
+            k.modules,
+            ["storage", "root", "xt_MASQUERADE", "virtio-blk"]
+        );
+        assert_eq!(k.package.as_deref(), Some("linux-image-cloud-amd64"));
+        assert_eq!(r.include, ["linux-image-cloud-amd64", "busybox-static"]);
+        let e = err("schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[kernel]\nmodules = [\"storage\", \"bad name\"]\n");
+        assert!(
+            e.contains("kernel.modules[1]") && e.contains("not a module or feature name"),
+            "{e}"
+        );
+        let e = err("schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[kernel]\nmodule = [\"storage\"]\n");
+        assert!(e.contains("kernel.module: unknown field"), "{e}");
     }
 
     #[test]

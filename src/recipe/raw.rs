@@ -27,6 +27,7 @@ pub struct RawRecipe {
     pub systemd: Option<RawSystemd>,
     pub applets: Option<RawApplets>,
     pub oci: Option<RawOci>,
+    pub kernel: Option<RawKernel>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,4 +252,38 @@ pub struct RawOci {
     pub tag: Option<String>,
     /// The `org.opencontainers.image.source` annotation.
     pub source: Option<String>,
+}
+
+/// `[kernel]`: which kernel modules a host image keeps.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawKernel {
+    /// Feature names (`storage`, `containers`, ...) or module names.
+    #[serde(default)]
+    pub modules: Vec<ModuleName>,
+    /// The kernel package, added to the packages to install.
+    pub package: Option<PackageName>,
+}
+
+/// A kernel module or module-feature name: letters, digits, `_` and `-` (checked only
+/// for syntax here; whether the kernel has it is checked at assembly).
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct ModuleName(pub String);
+
+impl TryFrom<String> for ModuleName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            Ok(ModuleName(s))
+        } else {
+            Err(format!(
+                "\"{s}\" is not a module or feature name (letters, digits, _ and -, like \"storage\" or \"virtio_blk\")"
+            ))
+        }
+    }
 }

@@ -1,0 +1,169 @@
+//! Regenerates a pruned kernel's module index files with the host's `depmod`. Consumes
+//! the tree and a [`ModulePlan`]; produces `modules.dep`, `modules.alias`,
+//! `modules.softdep`, `modules.symbols`, `modules.devname`, `modules.builtin.bin` and the
+//! other files depmod(8) writes, as tree entries.
+//!
+//! depmod runs on a staging directory holding only the kept modules plus
+//! `modules.builtin`, `modules.builtin.modinfo` and `modules.order`, with a private
+//! configuration directory (the image's own depmod.d files), so nothing of the host's
+//! `/lib/modules` or `/etc/depmod.d` leaks in. The kmod binary index formats
+//! (`*.bin`) are depmod's to write; slipway does not reimplement them.
+
+use super::closure::ModulePlan;
+use super::KernelInfo;
+use crate::assemble::tree::{Entry, Kind, Tree};
+use crate::tool::Tool;
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Files of the modules directory that come from the kernel package and are inputs to
+/// depmod, not outputs.
+pub const INPUTS: &[&str] = &[
+    "modules.builtin",
+    "modules.builtin.modinfo",
+    "modules.order",
+];
+
+/// True for the files depmod writes (`modules.*` other than the inputs).
+pub fn is_index_file(file_name: &str) -> bool {
+    file_name.starts_with("modules.") && !INPUTS.contains(&file_name)
+}
+
+fn file_bytes<'t>(tree: &'t Tree, path: &str) -> Option<&'t [u8]> {
+    match tree.get(path).map(|e| &e.kind) {
+        Some(Kind::File(c)) => Some(c.as_slice()),
+        _ => None,
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs depmod for the kept modules of `plan` and returns the index files it wrote
+/// (file name -> bytes), sorted by name.
+pub fn index_files(
+    tree: &Tree,
+    kernel: &KernelInfo,
+    plan: &ModulePlan,
+) -> Result<BTreeMap<String, Vec<u8>>> {
+    crate::tool::require(&["depmod"])?;
+    let staging = tempfile::Builder::new()
+        .prefix("slipway-depmod-")
+        .tempdir()
+        .context("creating a staging directory for depmod")?;
+    let base = staging.path().join("root");
+    // depmod -b BASE reads BASE/lib/modules/KVER (kmod's default module directory).
+    let mdir = base.join("lib/modules").join(&kernel.version);
+    for m in &plan.keep {
+        let bytes = file_bytes(tree, &m.path)
+            .with_context(|| format!("{}: not a file in the tree", m.path))?;
+        write(&mdir.join(&m.rel), bytes)?;
+    }
+    for name in INPUTS {
+        let path = format!("{}/{name}", kernel.modules_dir);
+        if let Some(bytes) = file_bytes(tree, &path) {
+            write(&mdir.join(name), bytes)?;
+        }
+    }
+    // The image's depmod configuration (etc/ overrides usr/lib/ file by file, as
+    // depmod.d(5) says), and nothing of the host's.
+    let conf = staging.path().join("depmod.d");
+    std::fs::create_dir_all(&conf).with_context(|| format!("creating {}", conf.display()))?;
+    for dir in ["usr/lib/depmod.d", "etc/depmod.d"] {
+        for (path, e) in tree.under(dir) {
+            if let (Kind::File(c), Some(name)) = (&e.kind, path.rsplit('/').next()) {
+                if name.ends_with(".conf") && !path[dir.len() + 1..].contains('/') {
+                    write(&conf.join(name), c.as_slice())?;
+                }
+            }
+        }
+    }
+    // No `-e -F System.map`: Debian's kernel packages ship a placeholder System.map
+    // (the real one is in the -dbg package), against which every symbol is unknown.
+    // The closure follows each module's depends=, which modpost computed from the
+    // symbols; the boot test checks the kernel's own verdict.
+    let out = Tool::new(
+        format!("regenerating the module index of kernel {}", kernel.version),
+        "depmod",
+    )
+    .arg("-b")
+    .arg(&base)
+    .arg("-C")
+    .arg(&conf)
+    .arg(&kernel.version)
+    .run()?;
+    if !out.stderr.trim().is_empty() {
+        bail!(
+            "depmod for kernel {} warned (an inconsistent module set?):\n{}",
+            kernel.version,
+            out.stderr.trim_end()
+        );
+    }
+    let mut files = BTreeMap::new();
+    for e in std::fs::read_dir(&mdir).with_context(|| format!("reading {}", mdir.display()))? {
+        let e = e.with_context(|| format!("reading {}", mdir.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if is_index_file(&name) && e.file_type().is_ok_and(|t| t.is_file()) {
+            let bytes = std::fs::read(e.path())
+                .with_context(|| format!("reading {}", e.path().display()))?;
+            files.insert(name, bytes);
+        }
+    }
+    if !files.contains_key("modules.dep") {
+        bail!(
+            "depmod wrote no modules.dep for kernel {} (in {})",
+            kernel.version,
+            mdir.display()
+        );
+    }
+    Ok(files)
+}
+
+/// Replaces the index files of `kernel` in `tree` with `files`, mode 0644, root-owned,
+/// mtime `epoch`. Index files depmod did not write this time are removed.
+pub fn install(
+    tree: &mut Tree,
+    kernel: &KernelInfo,
+    files: &BTreeMap<String, Vec<u8>>,
+    epoch: u64,
+) -> Result<()> {
+    let stale: Vec<String> = tree
+        .under(&kernel.modules_dir)
+        .filter(|(p, e)| {
+            !e.is_dir()
+                && p[kernel.modules_dir.len() + 1..].split_once('/').is_none()
+                && p.rsplit('/').next().is_some_and(is_index_file)
+        })
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in stale {
+        tree.remove(&p);
+    }
+    for (name, bytes) in files {
+        tree.put(
+            &format!("{}/{name}", kernel.modules_dir),
+            Entry::file(bytes.clone(), 0o644, epoch),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_are_not_index_files() {
+        assert!(is_index_file("modules.dep"));
+        assert!(is_index_file("modules.alias.bin"));
+        assert!(!is_index_file("modules.builtin"));
+        assert!(!is_index_file("modules.order"));
+        assert!(!is_index_file("kernel"));
+    }
+}
