@@ -1000,3 +1000,71 @@ fn retry_policy() {
     assert_eq!(count.load(Ordering::SeqCst), 1, "{msg}");
     assert!(msg.contains("not a registry"), "{msg}");
 }
+
+/// slipway's own images end to end: glibc, then python (which extends it) into the same
+/// repository: python's push skips every glibc layer the registry already holds; skopeo
+/// copies python back with the same digest; the SBOM referrer is pushed with it.
+#[test]
+fn slipway_images_push_and_share_layers() {
+    let reg = Registry::anonymous();
+    let t = tempfile::tempdir().unwrap();
+    let build = |name: &str| -> (PathBuf, Value) {
+        let out = t.path().join(name);
+        let r = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("recipes/base/{name}.toml"));
+        common::ok(common::slipway(
+            &common::shared_cache(),
+            &[
+                "--quiet",
+                "build",
+                r.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--format",
+                "oci",
+            ],
+        ));
+        let rep: Value =
+            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        (out.join("oci"), rep)
+    };
+    let (glibc, grep) = build("glibc");
+    let (python, prep) = build("python");
+    let g = push_ok(
+        &[
+            glibc.to_str().unwrap(),
+            &format!("{}/base/app:glibc", reg.host()),
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(g["digest"], grep["images"][0]["manifest"]);
+    let p = push_ok(
+        &[
+            python.to_str().unwrap(),
+            &format!("{}/base/app:python", reg.host()),
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(p["digest"], prep["images"][0]["manifest"]);
+    let shared = prep["images"][0]["shared_bytes"].as_u64().unwrap();
+    assert!(
+        p["skipped_bytes"].as_u64().unwrap() >= shared,
+        "python's push skips glibc's {shared} bytes of layers: {p}"
+    );
+    assert!(
+        p["referrers"].as_array().is_some_and(|r| !r.is_empty()),
+        "SBOM pushed: {p}"
+    );
+    let back = t.path().join("back");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--preserve-digests",
+        &format!("docker://{}/base/app:python", reg.host()),
+        &format!("oci:{}:python", back.display()),
+    ]);
+    let idx: Value =
+        serde_json::from_slice(&std::fs::read(back.join("index.json")).unwrap()).unwrap();
+    assert_eq!(idx["manifests"][0]["digest"], prep["images"][0]["manifest"]);
+}
