@@ -574,59 +574,80 @@ fn short_flags(t: &str) -> Vec<String> {
     }
 }
 
-fn parse_useradd(words: &[Word]) -> Result<Vec<AccountRequest>> {
+/// Walks the words of a shadow-utils command (useradd, groupadd, usermod): each option,
+/// bundled short flags split and `--long=value` split, goes to `on_opt` (which takes its
+/// value from the [`Args`]); the literal positional arguments are returned in order.
+fn walk_options<'a>(
+    words: &'a [Word],
+    positional: &str,
+    mut on_opt: impl FnMut(&str, Option<&str>, &mut Args<'a>) -> Result<()>,
+) -> Result<Vec<String>> {
     let mut a = Args { words, i: 0 };
-    let mut name = None;
-    let (mut uid, mut group, mut gid, mut home, mut shell, mut gecos) =
-        (None, None, None, None, None, None);
-    let (mut system, mut user_group, mut extra) = (false, true, Vec::new());
+    let mut pos = Vec::new();
     while a.i < words.len() {
         let w = &words[a.i];
         if w.text.starts_with('-') && !w.dynamic {
             // A bundled group like `-rs SHELL` takes its value after the bundle.
             for f in short_flags(&w.text) {
                 let (opt, inline) = split_long(&f);
-                match opt {
-                    "-r" | "--system" => system = true,
-                    "-M" | "--no-create-home" | "-m" | "--create-home" | "-l" | "--no-log-init"
-                    | "-o" | "--non-unique" => {}
-                    "-N" | "--no-user-group" => user_group = false,
-                    "-U" | "--user-group" => user_group = true,
-                    "-u" | "--uid" => uid = Some(parse_id(&a.value(opt, inline)?, opt)?),
-                    "-g" | "--gid" => {
-                        let v = a.value(opt, inline)?;
-                        match v.parse::<u32>() {
-                            Ok(n) => gid = Some(n),
-                            Err(_) => group = Some(v),
-                        }
-                    }
-                    "-G" | "--groups" => {
-                        extra = a
-                            .value(opt, inline)?
-                            .split(',')
-                            .map(str::to_string)
-                            .collect()
-                    }
-                    "-d" | "--home-dir" | "--home" => home = Some(a.value(opt, inline)?),
-                    "-s" | "--shell" => shell = Some(a.value(opt, inline)?),
-                    "-c" | "--comment" => gecos = Some(a.value(opt, inline)?),
-                    "-K" | "--key" | "-p" | "--password" | "-e" | "--expiredate" | "-f"
-                    | "--inactive" | "-k" | "--skel" | "-R" | "--root" | "-P" | "--prefix" => {
-                        a.value(opt, inline)?;
-                    }
-                    _ => bail!("unknown useradd option {opt}"),
-                }
+                on_opt(opt, inline, &mut a)?;
             }
-        } else if name.is_none() {
-            name = Some(lit(w).context("account name")?);
         } else {
-            bail!("unexpected argument {}", w.text);
+            pos.push(lit(w).with_context(|| positional.to_string())?);
         }
         a.i += 1;
     }
-    let Some(name) = name else {
-        bail!("no account name given")
-    };
+    Ok(pos)
+}
+
+/// The one positional argument of a command, or an error.
+fn one_name(pos: Vec<String>, what: &str) -> Result<String> {
+    let mut it = pos.into_iter();
+    match (it.next(), it.next()) {
+        (Some(n), None) => Ok(n),
+        (None, _) => bail!("no {what} given"),
+        (Some(_), Some(extra)) => bail!("unexpected argument {extra}"),
+    }
+}
+
+fn parse_useradd(words: &[Word]) -> Result<Vec<AccountRequest>> {
+    let (mut uid, mut group, mut gid, mut home, mut shell, mut gecos) =
+        (None, None, None, None, None, None);
+    let (mut system, mut user_group, mut extra) = (false, true, Vec::new());
+    let pos = walk_options(words, "account name", |opt, inline, a| {
+        match opt {
+            "-r" | "--system" => system = true,
+            "-M" | "--no-create-home" | "-m" | "--create-home" | "-l" | "--no-log-init" | "-o"
+            | "--non-unique" => {}
+            "-N" | "--no-user-group" => user_group = false,
+            "-U" | "--user-group" => user_group = true,
+            "-u" | "--uid" => uid = Some(parse_id(&a.value(opt, inline)?, opt)?),
+            "-g" | "--gid" => {
+                let v = a.value(opt, inline)?;
+                match v.parse::<u32>() {
+                    Ok(n) => gid = Some(n),
+                    Err(_) => group = Some(v),
+                }
+            }
+            "-G" | "--groups" => {
+                extra = a
+                    .value(opt, inline)?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect()
+            }
+            "-d" | "--home-dir" | "--home" => home = Some(a.value(opt, inline)?),
+            "-s" | "--shell" => shell = Some(a.value(opt, inline)?),
+            "-c" | "--comment" => gecos = Some(a.value(opt, inline)?),
+            "-K" | "--key" | "-p" | "--password" | "-e" | "--expiredate" | "-f" | "--inactive"
+            | "-k" | "--skel" | "-R" | "--root" | "-P" | "--prefix" => {
+                a.value(opt, inline)?;
+            }
+            _ => bail!("unknown useradd option {opt}"),
+        }
+        Ok(())
+    })?;
+    let name = one_name(pos, "account name")?;
     let create_group = user_group && group.is_none() && gid.is_none();
     let mut out = vec![AccountRequest::User {
         name: name.clone(),
@@ -649,66 +670,42 @@ fn parse_useradd(words: &[Word]) -> Result<Vec<AccountRequest>> {
 }
 
 fn parse_groupadd(words: &[Word]) -> Result<Vec<AccountRequest>> {
-    let mut a = Args { words, i: 0 };
-    let (mut name, mut gid, mut system) = (None, None, false);
-    while a.i < words.len() {
-        let w = &words[a.i];
-        if w.text.starts_with('-') && !w.dynamic {
-            for f in short_flags(&w.text) {
-                let (opt, inline) = split_long(&f);
-                match opt {
-                    "-r" | "--system" => system = true,
-                    "-f" | "--force" | "-o" | "--non-unique" => {}
-                    "-g" | "--gid" => gid = Some(parse_id(&a.value(opt, inline)?, opt)?),
-                    "-K" | "--key" | "-p" | "--password" | "-R" | "--root" | "-P" | "--prefix"
-                    | "-U" | "--users" => {
-                        a.value(opt, inline)?;
-                    }
-                    _ => bail!("unknown groupadd option {opt}"),
-                }
+    let (mut gid, mut system) = (None, false);
+    let pos = walk_options(words, "group name", |opt, inline, a| {
+        match opt {
+            "-r" | "--system" => system = true,
+            "-f" | "--force" | "-o" | "--non-unique" => {}
+            "-g" | "--gid" => gid = Some(parse_id(&a.value(opt, inline)?, opt)?),
+            "-K" | "--key" | "-p" | "--password" | "-R" | "--root" | "-P" | "--prefix" | "-U"
+            | "--users" => {
+                a.value(opt, inline)?;
             }
-        } else if name.is_none() {
-            name = Some(lit(w).context("group name")?);
-        } else {
-            bail!("unexpected argument {}", w.text);
+            _ => bail!("unknown groupadd option {opt}"),
         }
-        a.i += 1;
-    }
-    let Some(name) = name else {
-        bail!("no group name given")
-    };
+        Ok(())
+    })?;
+    let name = one_name(pos, "group name")?;
     Ok(vec![AccountRequest::Group { name, gid, system }])
 }
 
 /// `usermod -a -G g1,g2 user`: memberships only; other changes are reported.
 fn parse_usermod(words: &[Word]) -> Result<Vec<AccountRequest>> {
-    let mut a = Args { words, i: 0 };
-    let (mut append, mut groups, mut user) = (false, Vec::new(), None);
-    while a.i < words.len() {
-        let w = &words[a.i];
-        if w.text.starts_with('-') && !w.dynamic {
-            for f in short_flags(&w.text) {
-                let (opt, inline) = split_long(&f);
-                match opt {
-                    "-a" | "--append" => append = true,
-                    "-G" | "--groups" => {
-                        groups = a
-                            .value(opt, inline)?
-                            .split(',')
-                            .map(str::to_string)
-                            .collect()
-                    }
-                    _ => bail!("usermod option {opt} is not supported (only -a -G)"),
-                }
+    let (mut append, mut groups) = (false, Vec::new());
+    let pos = walk_options(words, "user name", |opt, inline, a| {
+        match opt {
+            "-a" | "--append" => append = true,
+            "-G" | "--groups" => {
+                groups = a
+                    .value(opt, inline)?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect()
             }
-        } else {
-            user = Some(lit(w).context("user name")?);
+            _ => bail!("usermod option {opt} is not supported (only -a -G)"),
         }
-        a.i += 1;
-    }
-    let Some(user) = user else {
-        bail!("no user name given")
-    };
+        Ok(())
+    })?;
+    let user = one_name(pos, "user name")?;
     if !append {
         bail!("usermod -G without -a replaces all groups; not supported");
     }
