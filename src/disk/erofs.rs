@@ -1,0 +1,160 @@
+//! The read-only root file system: consumes the image [`Tree`] and produces an erofs
+//! image (lz4hc) whose size is a multiple of 4096, ready for the dm-verity hash tree.
+//!
+//! mkfs.erofs (erofs-utils) reads a directory, so the tree is staged with the dir writer
+//! into a temporary directory beside the output. Nothing of the staging or the host may
+//! reach the image: `-T` stamps every inode and the superblock with the epoch (the host
+//! clock and the staged mtimes are ignored), `-U` fixes the UUID, `-x -1` keeps host
+//! xattrs (SELinux labels of the staging folder) out, and mkfs.erofs sorts directory
+//! entries by name itself, so readdir order does not matter. Ownership comes from the
+//! staged files, which the dir writer chowns when running as root; without root a tree
+//! with non-root owners is refused rather than written with wrong owners.
+//! Why erofs with lz4hc: docs/decisions/0014-root-fs-and-esp.md.
+
+use crate::assemble::tree::{Kind, Tree};
+use crate::tool::Tool;
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// The compressor and level: mkfs.erofs 1.5 writes only lz4 and lz4hc; lz4hc at its
+/// highest level gives the smallest image and the kernel decompresses it as fast as lz4.
+pub const COMPRESSOR: &str = "lz4hc,12";
+/// Physical cluster size: 64 KiB clusters compress lz4hc much better than one block.
+pub const PCLUSTER: u32 = 65536;
+/// Block alignment the dm-verity hash tree needs.
+pub const ALIGN: u64 = 4096;
+
+/// Writes `tree` as an erofs image at `out` (atomically), every timestamp `epoch`, file
+/// system UUID `uuid` (16 bytes, e.g. derived from the recipe hash).
+pub fn write_erofs(
+    tree: &Tree,
+    epoch: u64,
+    uuid: &[u8; 16],
+    out: &Path,
+) -> Result<crate::report::Output> {
+    crate::tool::require(&["mkfs.erofs"])?;
+    if let Some((p, _)) = tree.iter().find(|(_, e)| !e.xattrs.is_empty()) {
+        bail!("writing erofs image {}: /{p} has extended attributes, which the erofs writer does not carry yet", out.display());
+    }
+    let is_root = nix::unistd::geteuid().is_root();
+    let foreign_owner = tree.iter().find(|(_, e)| e.uid != 0 || e.gid != 0);
+    if let (false, Some((p, e))) = (is_root, foreign_owner) {
+        bail!(
+            "writing erofs image {}: /{p} is owned by {}:{}, and only root can stage files with their owners for mkfs.erofs (run as root)",
+            out.display(),
+            e.uid,
+            e.gid
+        );
+    }
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".erofs-staging-")
+        .tempdir_in(dir)
+        .with_context(|| format!("creating a staging directory in {}", dir.display()))?;
+    let root = staging.path().join("root");
+    crate::writers::dir::write_tree(tree, &root)
+        .with_context(|| format!("staging the tree for {}", out.display()))?;
+    fix_modes(tree, &root)?;
+
+    let tmp = crate::io::atomic::temp_path_for(out);
+    let result = mkfs(&root, epoch, uuid, &tmp, !is_root).and_then(|()| finish(&tmp, out));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Modes the staging cannot be trusted with: the root directory (created with the
+/// process umask) and device nodes and fifos (mknod applies the umask).
+fn fix_modes(tree: &Tree, root: &Path) -> Result<()> {
+    let root_mode = tree.get("").map_or(0o755, |e| e.mode & 0o7777);
+    let special = tree.iter().filter(|(_, e)| {
+        matches!(
+            e.kind,
+            Kind::CharDevice(..) | Kind::BlockDevice(..) | Kind::Fifo
+        )
+    });
+    for (p, mode) in std::iter::once((root.to_path_buf(), root_mode))
+        .chain(special.map(|(p, e)| (root.join(p), e.mode & 0o7777)))
+    {
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn uuid_text(u: &[u8; 16]) -> String {
+    let h = crate::io::hash::hex(u);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn mkfs(src: &Path, epoch: u64, uuid: &[u8; 16], dest: &Path, all_root: bool) -> Result<()> {
+    let mut t = Tool::new(
+        format!("writing erofs image {}", dest.display()),
+        "mkfs.erofs",
+    )
+    .arg("--quiet")
+    .arg(format!("-z{COMPRESSOR}"))
+    .arg(format!("-C{PCLUSTER}"))
+    // Tails of files inline in their inodes instead of a block each.
+    .arg("-Eztailpacking")
+    .arg(format!("-T{epoch}"))
+    .arg(format!("-U{}", uuid_text(uuid)))
+    .args(["-x", "-1"]);
+    if all_root {
+        t = t.arg("--all-root");
+    }
+    t.arg(dest)
+        .arg(src)
+        .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .run()?;
+    Ok(())
+}
+
+/// Pads `tmp` to [`ALIGN`], hashes it, fsyncs it and renames it onto `out`.
+fn finish(tmp: &Path, out: &Path) -> Result<crate::report::Output> {
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(tmp)
+        .with_context(|| format!("opening {}", tmp.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("reading the size of {}", tmp.display()))?
+        .len();
+    let size = len.div_ceil(ALIGN) * ALIGN;
+    let pad = usize::try_from(size - len).context("padding size")?;
+    f.write_all(&vec![0u8; pad])
+        .with_context(|| format!("padding {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    drop(f);
+    let (sha256, hashed) = crate::io::hash::sha256_file(tmp)?;
+    if hashed != size {
+        bail!(
+            "{} changed while being written ({hashed} bytes, expected {size})",
+            tmp.display()
+        );
+    }
+    fs::rename(tmp, out)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
+    Ok(crate::report::Output {
+        kind: "erofs".into(),
+        path: out.display().to_string(),
+        size,
+        sha256,
+    })
+}
