@@ -10,8 +10,8 @@
 //! with `objcopy --add-section`; their virtual addresses are computed here from the stub's
 //! own section table (read natively): after the end of its last section, each aligned to
 //! the stub's SectionAlignment, `.linux` last as ukify places it. Nothing of the host
-//! (time, paths) enters: objcopy keeps the stub's PE timestamp and `SOURCE_DATE_EPOCH` is
-//! pinned to it.
+//! (time, paths) enters: objcopy stamps the wall clock into the COFF header, so the
+//! stub's own timestamp is written back afterwards and the PE checksum recomputed.
 
 use crate::tool::Tool;
 use anyhow::{bail, Context, Result};
@@ -116,6 +116,47 @@ pub fn pe_info(pe: &[u8]) -> Result<PeInfo> {
     })
 }
 
+/// Offsets of the COFF TimeDateStamp and of the optional header's CheckSum.
+fn stamp_and_checksum_offsets(pe: &[u8]) -> Result<(usize, usize)> {
+    let nt = u32_at(pe, 0x3c)? as usize;
+    let coff = nt + 4;
+    Ok((coff + 4, coff + 20 + 64))
+}
+
+/// The PE image checksum (as IMAGEHLP's CheckSumMappedFile computes it): the 16-bit
+/// one's-complement-style sum of the file with the CheckSum field taken as zero, plus
+/// the file length.
+pub fn pe_checksum(pe: &[u8]) -> Result<u32> {
+    let (_, at) = stamp_and_checksum_offsets(pe)?;
+    let mut sum: u64 = 0;
+    for (i, w) in pe.chunks(2).enumerate() {
+        let o = i * 2;
+        if o == at || o == at + 2 {
+            continue;
+        }
+        let v = u64::from(w[0]) | (u64::from(*w.get(1).unwrap_or(&0)) << 8);
+        sum += v;
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    u32::try_from(sum + pe.len() as u64).context("PE file too large for a checksum")
+}
+
+/// Sets the COFF TimeDateStamp (objcopy stamps the wall clock into PE output and has no
+/// option against it) and, when the file carries a checksum, recomputes it.
+fn set_timestamp(pe: &mut [u8], timestamp: u32) -> Result<()> {
+    let (ts, cs) = stamp_and_checksum_offsets(pe)?;
+    if pe.len() < cs + 4 {
+        bail!("PE header is truncated");
+    }
+    pe[ts..ts + 4].copy_from_slice(&timestamp.to_le_bytes());
+    if u32_at(pe, cs)? != 0 {
+        let sum = pe_checksum(pe)?;
+        pe[cs..cs + 4].copy_from_slice(&sum.to_le_bytes());
+    }
+    Ok(())
+}
+
 /// The parts of a UKI.
 pub struct Parts<'a> {
     /// systemd's EFI stub (`usr/lib/systemd/boot/efi/linuxx64.efi.stub`).
@@ -163,8 +204,7 @@ pub fn build_uki(p: &Parts) -> Result<Vec<u8>> {
         .context("creating a work directory for the UKI")?;
     let stub = work.path().join("stub.efi");
     fs::write(&stub, p.stub).with_context(|| format!("writing {}", stub.display()))?;
-    let mut t = Tool::new("adding the UKI sections to the EFI stub", "objcopy")
-        .env("SOURCE_DATE_EPOCH", info.timestamp.to_string());
+    let mut t = Tool::new("adding the UKI sections to the EFI stub", "objcopy");
     let mut rva = end.div_ceil(align) * align;
     for (name, bytes) in &payload {
         if bytes.is_empty() {
@@ -181,7 +221,8 @@ pub fn build_uki(p: &Parts) -> Result<Vec<u8>> {
     }
     let out = work.path().join("uki.efi");
     t.arg(&stub).arg(&out).run()?;
-    let uki = fs::read(&out).with_context(|| format!("reading {}", out.display()))?;
+    let mut uki = fs::read(&out).with_context(|| format!("reading {}", out.display()))?;
+    set_timestamp(&mut uki, info.timestamp)?;
     // Check the result the way the stub will read it.
     let got = pe_info(&uki).context("reading back the UKI's PE header")?;
     for (name, bytes) in &payload {
