@@ -466,3 +466,123 @@ fn uki_has_sections_objcopy_reads_back() {
     });
     assert!(again.is_err());
 }
+
+/// Where the boot test keeps its console log: `target/tmp/disk-images/uki-boot.log`.
+fn log_path() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("disk-images");
+    fs::create_dir_all(&d).unwrap();
+    d.join("uki-boot.log")
+}
+
+#[test]
+fn uki_boots_from_the_esp_under_ovmf() {
+    use slipway::disk::gpt::{layout, types, Guid, Want};
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let d = tempfile::tempdir().unwrap();
+    let uki = build_uki(parts());
+    let esp_size = 64u64 << 20;
+    let esp = slipway::disk::esp::build_esp(&esp_files(&uki), esp_size, VOLUME_ID, EPOCH).unwrap();
+    let l = layout(
+        Guid::from_hash(&[7; 32]),
+        &[Want {
+            type_guid: types::ESP,
+            uuid: Guid::from_hash(&[8; 32]),
+            name: "esp".into(),
+            size: esp_size,
+            attributes: 0,
+        }],
+        0,
+    )
+    .unwrap();
+    let disk = d.path().join("disk.raw");
+    let mut f = fs::File::create(&disk).unwrap();
+    f.set_len(l.size).unwrap();
+    l.write_table(&mut f).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &esp, l.partitions[0].offset()).unwrap();
+    drop(f);
+    let vars = d.path().join("OVMF_VARS.fd");
+    fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+
+    let start = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel", "tcg", "-machine", "q35", "-m", "1024", "-smp", "1",
+        ])
+        .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-serial", "stdio", "-no-reboot"])
+        .arg("-drive")
+        .arg("if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd")
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ))
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", disk.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut readers = Vec::new();
+    for mut pipe in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let log = log.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }));
+    }
+    let timeout = Duration::from_secs(300);
+    let exited = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if start.elapsed() > timeout || log.lock().unwrap().contains("end Kernel panic") {
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for r in readers {
+        r.join().unwrap();
+    }
+    let log = log.lock().unwrap().clone();
+    fs::write(log_path(), &log).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+    eprintln!(
+        "UKI boot under OVMF: {:.1} s to power-off",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(
+        exited,
+        "QEMU did not power off ({:?}):\n{tail}",
+        start.elapsed()
+    );
+    assert!(log.contains("UKI-OK"), "{tail}");
+    for bad in ["Kernel panic", "Oops", "BUG:", "Call Trace"] {
+        assert!(!log.contains(bad), "console shows {bad:?}:\n{tail}");
+    }
+    // The kernel got the command line from the UKI's .cmdline section.
+    let cmdline = log
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix("UKI-CMDLINE: "))
+        .unwrap_or_else(|| panic!("no command line printed:\n{tail}"));
+    assert_eq!(cmdline.trim(), CMDLINE);
+    assert_eq!(log.matches("Linux version").count(), 1, "{tail}");
+}
