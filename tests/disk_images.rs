@@ -197,6 +197,15 @@ fn write_all(root: &Path, out: &Path, epoch: u64) {
     fs::create_dir_all(out).unwrap();
     slipway::disk::erofs::write_erofs(&sample_tree(root), epoch, &UUID, &out.join("root.erofs"))
         .unwrap();
+    slipway::disk::erofs::write_root(
+        &sample_tree(root),
+        slipway::disk::erofs::RootFs::SquashfsXz,
+        epoch,
+        &UUID,
+        "amd64",
+        &out.join("root.squashfs"),
+    )
+    .unwrap();
     let uki = build_uki(root);
     fs::write(out.join("uki.efi"), &uki).unwrap();
     let esp = slipway::disk::esp::build_esp(&esp_files(&uki), 64 << 20, VOLUME_ID, epoch).unwrap();
@@ -240,7 +249,7 @@ fn child(dir: &Path, clock: Option<&str>, epoch: u64) -> PathBuf {
         .env("TMPDIR", &tmp)
         .env_remove("SOURCE_DATE_EPOCH");
     run(&mut cmd);
-    for f in ["root.erofs", "esp.img", "uki.efi"] {
+    for f in ["root.erofs", "root.squashfs", "esp.img", "uki.efi"] {
         assert!(out.join(f).is_file(), "the child wrote no {f}");
     }
     out
@@ -255,13 +264,13 @@ fn built_twice_from_other_folders_and_clocks_is_identical() {
         Some("2033-03-03 03:03:03"),
         EPOCH,
     );
-    for f in ["root.erofs", "esp.img", "uki.efi"] {
+    for f in ["root.erofs", "root.squashfs", "esp.img", "uki.efi"] {
         let (x, y) = (fs::read(a.join(f)).unwrap(), fs::read(b.join(f)).unwrap());
         assert!(x == y, "{f} differs between the two builds");
     }
     // The epoch does reach the images (so the comparison above could fail).
     let c = child(&d.path().join("c"), None, EPOCH + 86_400 * 400);
-    for f in ["root.erofs", "esp.img"] {
+    for f in ["root.erofs", "root.squashfs", "esp.img"] {
         assert_ne!(
             fs::read(a.join(f)).unwrap(),
             fs::read(c.join(f)).unwrap(),
@@ -363,6 +372,54 @@ fn erofs_root_reads_back() {
         o.size,
         tree.content_size()
     );
+}
+
+#[test]
+fn squashfs_root_reads_back() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = sample_tree(parts());
+    let img = d.path().join("root.squashfs");
+    let o = slipway::disk::erofs::write_root(
+        &tree,
+        slipway::disk::erofs::RootFs::SquashfsXz,
+        EPOCH,
+        &UUID,
+        "amd64",
+        &img,
+    )
+    .unwrap();
+    assert_eq!(o.size % 4096, 0);
+    assert_eq!(o.sha256, slipway::io::hash::sha256_file(&img).unwrap().0);
+    let stat = run(Command::new("unsquashfs").arg("-s").arg(&img));
+    assert!(stat.contains("Compression xz"), "{stat}");
+    assert!(stat.contains("x86"), "no BCJ filter:\n{stat}");
+    assert!(stat.contains("Tue Nov 14 22:13:20 2023"), "{stat}");
+    let x = d.path().join("x");
+    run(Command::new("unsquashfs")
+        .arg("-q")
+        .arg("-n")
+        .arg("-d")
+        .arg(&x)
+        .arg(&img));
+    for (p, e) in tree.iter() {
+        let got = x.join(p);
+        let m = fs::symlink_metadata(&got).unwrap_or_else(|_| panic!("{p} is missing"));
+        assert_eq!((m.uid(), m.gid()), (e.uid, e.gid), "{p}: owner");
+        assert_eq!(m.mtime() as u64, EPOCH, "{p}: mtime");
+        match &e.kind {
+            Kind::File(c) => assert_eq!(fs::read(&got).unwrap(), c.as_slice(), "{p}"),
+            Kind::Hardlink(t) => assert_eq!(m.ino(), fs::metadata(x.join(t)).unwrap().ino()),
+            Kind::Symlink(t) => assert_eq!(fs::read_link(&got).unwrap().to_str().unwrap(), t),
+            Kind::CharDevice(a, b) => {
+                assert_eq!(m.rdev(), nix::sys::stat::makedev(*a as u64, *b as u64))
+            }
+            _ => {}
+        }
+        if !matches!(e.kind, Kind::Symlink(_)) {
+            assert_eq!(m.mode() & 0o7777, e.mode & 0o7777, "{p}: mode");
+        }
+    }
+    assert!(o.size < tree.content_size());
 }
 
 #[test]
