@@ -232,3 +232,35 @@ pub fn build_uki(p: &Parts) -> Result<Vec<u8>> {
     }
     Ok(uki)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_pe_input_is_refused() {
+        assert!(pe_info(b"not a PE file at all").is_err());
+        let mut mz = vec![0u8; 256];
+        mz[0..2].copy_from_slice(b"MZ");
+        mz[0x3c] = 0x80;
+        assert!(pe_info(&mz).is_err(), "no PE signature");
+        mz[0x80..0x84].copy_from_slice(b"PE\0\0");
+        assert!(pe_info(&mz).is_err(), "no PE32+ optional header");
+    }
+
+    #[test]
+    fn checksum_folds_carries_and_adds_the_length() {
+        // A 0x100-byte "PE" whose checksum field (at 0x40 + 4 + 20 + 64 = 0x98) is skipped.
+        let mut pe = vec![0xffu8; 0x100];
+        pe[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+        let base = pe_checksum(&pe).unwrap();
+        pe[0x98] = 0;
+        assert_eq!(
+            pe_checksum(&pe).unwrap(),
+            base,
+            "the checksum field is ignored"
+        );
+        pe[0xa0] = 0xfe;
+        assert_ne!(pe_checksum(&pe).unwrap(), base);
+    }
+}
