@@ -17,6 +17,9 @@ packages=(
   qemu-system-x86                   # boot tests (TCG)
   cryptsetup-bin                    # veritysetup: the reference for slipway's dm-verity tree; the initramfs boot test
   erofs-utils                       # mkfs.erofs: read-only root file systems in boot tests
+  dosfstools mtools                # mkfs.vfat, mmd/mcopy/mdir: the EFI system partition, without mounting
+  squashfs-tools                    # mksquashfs: size comparison with erofs for the read-only root
+  ovmf                              # UEFI firmware for booting UKIs under QEMU
   fdisk cpio kmod                   # sfdisk (reads back slipway's GPT); cpio reads initramfs back; depmod -b regenerates pruned module indexes
 )
 

@@ -1,0 +1,646 @@
+//! Disk pieces of host images, checked with the reference tools and a real boot: the
+//! erofs root (fsck.erofs extracts the tree back), the EFI system partition (mtools and
+//! fsck.vfat read it), the UKI (objdump lists its sections, objcopy dumps them back), and
+//! all three byte-identical when built from different staging folders under a moved
+//! clock (faketime). The systemd stub, the kernel and busybox come from trixie through
+//! slipway. The boot test starts the UKI from the ESP of a slipway GPT disk under OVMF.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::*;
+use slipway::assemble::tree::{Entry, Kind, Tree};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+const EPOCH: u64 = 1_700_000_000;
+const UUID: [u8; 16] = [0x5a; 16];
+const VOLUME_ID: u32 = 0x5117_3a7e;
+const CMDLINE: &str = "console=ttyS0 no_timer_check panic=-1 slipway.test=uki-cmdline";
+
+/// Runs a host tool; panics with its output on failure; returns stdout.
+fn run(cmd: &mut Command) -> String {
+    let o = cmd
+        .stdin(Stdio::null())
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        o.status,
+        text(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The root of a trixie tree with systemd-boot-efi, the cloud kernel and busybox, built
+/// once per test binary with slipway (`--format dir`).
+fn parts() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("disk-images-parts");
+        fs::create_dir_all(&dir).unwrap();
+        let r = recipe(
+            &dir,
+            "parts.toml",
+            // The kernel's maintainer-script helpers are not needed to take its files.
+            "[image]\nkind = \"base\"\n[packages]\n\
+             include = [\"systemd-boot-efi\", \"linux-image-cloud-amd64\", \"busybox-static\"]\n\
+             exclude = [\"kmod\", \"linux-base\", \"initramfs-tools\", \"linux-initramfs-tool\"]\n",
+        );
+        let out = dir.join("out");
+        ok(slipway(
+            &shared_cache(),
+            &[
+                "build",
+                r.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--format",
+                "dir",
+            ],
+        ));
+        out.join("rootfs")
+    })
+}
+
+/// The kernel image and its release in the parts tree.
+fn kernel(root: &Path) -> (PathBuf, String) {
+    let k = fs::read_dir(root.join("boot"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.starts_with("vmlinuz-"))
+        .expect("no kernel in the parts tree");
+    let release = k.trim_start_matches("vmlinuz-").to_string();
+    (root.join("boot").join(k), release)
+}
+
+fn stub(root: &Path) -> Vec<u8> {
+    fs::read(root.join("usr/lib/systemd/boot/efi/linuxx64.efi.stub")).unwrap()
+}
+
+/// A tree with every kind of entry, foreign owners, special modes, real binaries.
+fn sample_tree(root: &Path) -> Tree {
+    let mut t = Tree::new();
+    let bb = fs::read(root.join("usr/bin/busybox")).unwrap();
+    t.put("usr/bin/busybox", Entry::file(bb, 0o755, EPOCH - 5))
+        .unwrap();
+    t.put("usr/bin/sh", Entry::symlink("busybox", EPOCH))
+        .unwrap();
+    let mut su = Entry::file(b"#!/bin/sh\necho su\n".to_vec(), 0o4755, EPOCH);
+    su.gid = 0;
+    t.put("usr/bin/su", su).unwrap();
+    let text: Vec<u8> = (0..20_000)
+        .flat_map(|i| format!("line {i} of a compressible file\n").into_bytes())
+        .collect();
+    t.put("usr/share/doc/big.txt", Entry::file(text, 0o644, EPOCH))
+        .unwrap();
+    t.put(
+        "usr/share/doc/hard.txt",
+        Entry {
+            kind: Kind::Hardlink("usr/share/doc/big.txt".into()),
+            ..Entry::file(Vec::new(), 0o644, EPOCH)
+        },
+    )
+    .unwrap();
+    let mut owned = Entry::file(b"owned by 1000:1001\n".to_vec(), 0o640, EPOCH);
+    owned.uid = 1000;
+    owned.gid = 1001;
+    t.put("home/user/note", owned).unwrap();
+    let mut home = Entry::dir(0o750, EPOCH);
+    home.uid = 1000;
+    home.gid = 1001;
+    t.put("home/user", home).unwrap();
+    t.put("tmp", Entry::dir(0o1777, EPOCH)).unwrap();
+    t.put(
+        "etc/os-release",
+        Entry::file(b"ID=debian\n".to_vec(), 0o644, EPOCH),
+    )
+    .unwrap();
+    t.put(
+        "dev/null",
+        Entry {
+            kind: Kind::CharDevice(1, 3),
+            ..Entry::file(Vec::new(), 0o666, EPOCH)
+        },
+    )
+    .unwrap();
+    t.put("etc/empty", Entry::file(Vec::new(), 0o600, EPOCH))
+        .unwrap();
+    t
+}
+
+/// The ESP's files: a UKI-sized payload and a loader entry.
+fn esp_files(uki: &[u8]) -> Vec<(String, Vec<u8>)> {
+    vec![
+        (
+            "loader/entries/slipway.conf".into(),
+            b"title slipway\n".to_vec(),
+        ),
+        ("EFI/BOOT/BOOTX64.EFI".into(), uki.to_vec()),
+    ]
+}
+
+/// A tiny initramfs (slipway's cpio writer): busybox as /init's shell, printing the
+/// kernel command line and UKI-OK, then powering off.
+fn tiny_initrd(root: &Path) -> Vec<u8> {
+    let mut t = Tree::new();
+    let bb = fs::read(root.join("usr/bin/busybox")).unwrap();
+    t.put("bin/busybox", Entry::file(bb, 0o755, EPOCH)).unwrap();
+    t.put(
+        "init",
+        Entry::file(
+            b"#!/bin/busybox sh\n/bin/busybox mkdir -p /proc\n/bin/busybox mount -t proc proc /proc\n\
+              echo \"UKI-CMDLINE: $(/bin/busybox cat /proc/cmdline)\"\necho UKI-OK\n\
+              /bin/busybox poweroff -f\n"
+                .to_vec(),
+            0o755,
+            EPOCH,
+        ),
+    )
+    .unwrap();
+    t.put(
+        "dev/console",
+        Entry {
+            kind: Kind::CharDevice(5, 1),
+            ..Entry::file(Vec::new(), 0o600, EPOCH)
+        },
+    )
+    .unwrap();
+    slipway::writers::cpio::write_compressed_to(
+        &t,
+        slipway::writers::cpio::CpioOptions { epoch: EPOCH },
+        slipway::writers::cpio::Compression::Zstd,
+        Vec::new(),
+    )
+    .unwrap()
+}
+
+fn build_uki(root: &Path) -> Vec<u8> {
+    let (k, release) = kernel(root);
+    slipway::disk::uki::build_uki(&slipway::disk::uki::Parts {
+        stub: &stub(root),
+        kernel: &fs::read(k).unwrap(),
+        initrd: &tiny_initrd(root),
+        cmdline: CMDLINE,
+        os_release: &fs::read(root.join("usr/lib/os-release")).unwrap(),
+        uname: Some(&release),
+    })
+    .unwrap()
+}
+
+/// Writes root.erofs, esp.img and uki.efi into `out` (from `epoch`).
+fn write_all(root: &Path, out: &Path, epoch: u64) {
+    fs::create_dir_all(out).unwrap();
+    slipway::disk::erofs::write_erofs(&sample_tree(root), epoch, &UUID, &out.join("root.erofs"))
+        .unwrap();
+    slipway::disk::erofs::write_root(
+        &sample_tree(root),
+        slipway::disk::erofs::RootFs::SquashfsXz,
+        epoch,
+        &UUID,
+        "amd64",
+        &out.join("root.squashfs"),
+    )
+    .unwrap();
+    let uki = build_uki(root);
+    fs::write(out.join("uki.efi"), &uki).unwrap();
+    let esp = slipway::disk::esp::build_esp(&esp_files(&uki), 64 << 20, VOLUME_ID, epoch).unwrap();
+    fs::write(out.join("esp.img"), esp).unwrap();
+}
+
+/// Not a test on its own: the child process of
+/// [`built_twice_from_other_folders_and_clocks_is_identical`] (SLIPWAY_DISK_CHILD=out dir).
+#[test]
+fn child_writes_artifacts() {
+    let Some(out) = std::env::var_os("SLIPWAY_DISK_CHILD") else {
+        return;
+    };
+    let root = PathBuf::from(std::env::var_os("SLIPWAY_DISK_PARTS").unwrap());
+    let epoch = std::env::var("SLIPWAY_DISK_EPOCH")
+        .unwrap()
+        .parse()
+        .unwrap();
+    write_all(&root, Path::new(&out), epoch);
+}
+
+/// Runs [`child_writes_artifacts`] in a new process, its temporary files in `dir/tmp`,
+/// under `faketime` when `clock` is given.
+fn child(dir: &Path, clock: Option<&str>, epoch: u64) -> PathBuf {
+    let out = dir.join("out");
+    let tmp = dir.join("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = match clock {
+        Some(c) => {
+            let mut c2 = Command::new("faketime");
+            c2.arg(c).arg(&exe);
+            c2
+        }
+        None => Command::new(&exe),
+    };
+    cmd.args(["--exact", "child_writes_artifacts", "--nocapture"])
+        .env("SLIPWAY_DISK_CHILD", &out)
+        .env("SLIPWAY_DISK_PARTS", parts())
+        .env("SLIPWAY_DISK_EPOCH", epoch.to_string())
+        .env("TMPDIR", &tmp)
+        .env_remove("SOURCE_DATE_EPOCH");
+    run(&mut cmd);
+    for f in ["root.erofs", "root.squashfs", "esp.img", "uki.efi"] {
+        assert!(out.join(f).is_file(), "the child wrote no {f}");
+    }
+    out
+}
+
+#[test]
+fn built_twice_from_other_folders_and_clocks_is_identical() {
+    let d = tempfile::tempdir().unwrap();
+    let a = child(&d.path().join("first/staging-a"), None, EPOCH);
+    let b = child(
+        &d.path().join("second-folder/deeper/b"),
+        Some("2033-03-03 03:03:03"),
+        EPOCH,
+    );
+    for f in ["root.erofs", "root.squashfs", "esp.img", "uki.efi"] {
+        let (x, y) = (fs::read(a.join(f)).unwrap(), fs::read(b.join(f)).unwrap());
+        assert!(x == y, "{f} differs between the two builds");
+    }
+    // The epoch does reach the images (so the comparison above could fail).
+    let c = child(&d.path().join("c"), None, EPOCH + 86_400 * 400);
+    for f in ["root.erofs", "root.squashfs", "esp.img"] {
+        assert_ne!(
+            fs::read(a.join(f)).unwrap(),
+            fs::read(c.join(f)).unwrap(),
+            "{f} does not depend on the epoch"
+        );
+    }
+}
+
+/// The i_mode of `path`'s inode in an erofs image: dump.erofs gives the inode number
+/// (nid); the inode is at meta_blkaddr * 4096 + nid * 32, i_mode at byte 4 of compact
+/// and extended inodes alike (erofs_fs.h).
+fn inode_mode(img: &Path, path: &str) -> u32 {
+    let nid = nid(img, path);
+    let b = fs::read(img).unwrap();
+    let meta = u32::from_le_bytes(b[1024 + 0x28..1024 + 0x2c].try_into().unwrap()) as u64;
+    let at = (meta * 4096 + nid * 32) as usize + 4;
+    u16::from_le_bytes(b[at..at + 2].try_into().unwrap()) as u32
+}
+
+/// The inode number (nid) of `path` in an erofs image, from dump.erofs.
+fn nid(img: &Path, path: &str) -> u64 {
+    let out = run(Command::new("dump.erofs")
+        .arg(format!("--path=/{path}"))
+        .arg(img));
+    out.split("NID: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no NID for {path}:\n{out}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn erofs_root_reads_back() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = sample_tree(parts());
+    let img = d.path().join("root.erofs");
+    let o = slipway::disk::erofs::write_erofs(&tree, EPOCH, &UUID, &img).unwrap();
+    assert_eq!(o.size % 4096, 0);
+    assert_eq!(o.size, fs::metadata(&img).unwrap().len());
+    assert_eq!(o.sha256, slipway::io::hash::sha256_file(&img).unwrap().0);
+    let sb = run(Command::new("dump.erofs").arg("-s").arg(&img));
+    assert!(
+        sb.contains(&"5a".repeat(4)),
+        "the UUID is not in the superblock:\n{sb}"
+    );
+    let x = d.path().join("x");
+    run(Command::new("fsck.erofs")
+        .arg(format!("--extract={}", x.display()))
+        .arg("--preserve")
+        .arg(&img));
+    let mut checked = 0;
+    for (p, e) in tree.iter() {
+        let got = x.join(p);
+        let m = fs::symlink_metadata(&got).unwrap_or_else(|_| panic!("{p} is missing"));
+        assert_eq!((m.uid(), m.gid()), (e.uid, e.gid), "{p}: owner");
+        match &e.kind {
+            Kind::File(c) => {
+                assert_eq!(fs::read(&got).unwrap(), c.as_slice(), "{p}: content");
+            }
+            Kind::Hardlink(t) => {
+                // One inode (fsck.erofs extracts hard links as copies).
+                assert_eq!(nid(&img, p), nid(&img, t), "{p}: link");
+                assert_eq!(fs::read(&got).unwrap(), fs::read(x.join(t)).unwrap());
+            }
+            Kind::Symlink(t) => {
+                assert_eq!(fs::read_link(&got).unwrap().to_str().unwrap(), t, "{p}");
+            }
+            Kind::Dir => assert_eq!(m.mode() & 0o7777, e.mode & 0o7777, "{p}: mode"),
+            Kind::CharDevice(a, b) => {
+                assert_eq!(
+                    m.rdev(),
+                    nix::sys::stat::makedev(*a as u64, *b as u64),
+                    "{p}"
+                );
+                assert_eq!(m.mode() & 0o7777, e.mode & 0o7777, "{p}: mode");
+            }
+            _ => {}
+        }
+        if !matches!(e.kind, Kind::Symlink(_)) {
+            // fsck.erofs drops setuid bits when extracting (chown after chmod): read the
+            // mode from the inode itself.
+            assert_eq!(inode_mode(&img, p) & 0o7777, e.mode & 0o7777, "{p}: mode");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, tree.len());
+    // Every inode carries the epoch, not the tree's (busybox is older) or the host's.
+    for p in ["usr/bin/busybox", "home/user/note", "tmp"] {
+        let inode = run(Command::new("dump.erofs")
+            .arg(format!("--path=/{p}"))
+            .arg(&img));
+        assert!(inode.contains("Timestamp: 2023-11-14 22:13:20"), "{inode}");
+    }
+    // Compressed: the text file and busybox shrink the image below their content size.
+    assert!(
+        o.size < tree.content_size(),
+        "{} >= {}",
+        o.size,
+        tree.content_size()
+    );
+}
+
+#[test]
+fn squashfs_root_reads_back() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = sample_tree(parts());
+    let img = d.path().join("root.squashfs");
+    let o = slipway::disk::erofs::write_root(
+        &tree,
+        slipway::disk::erofs::RootFs::SquashfsXz,
+        EPOCH,
+        &UUID,
+        "amd64",
+        &img,
+    )
+    .unwrap();
+    assert_eq!(o.size % 4096, 0);
+    assert_eq!(o.sha256, slipway::io::hash::sha256_file(&img).unwrap().0);
+    let stat = run(Command::new("unsquashfs").arg("-s").arg(&img));
+    assert!(stat.contains("Compression xz"), "{stat}");
+    assert!(stat.contains("x86"), "no BCJ filter:\n{stat}");
+    assert!(stat.contains("Tue Nov 14 22:13:20 2023"), "{stat}");
+    let x = d.path().join("x");
+    run(Command::new("unsquashfs")
+        .arg("-q")
+        .arg("-n")
+        .arg("-d")
+        .arg(&x)
+        .arg(&img));
+    for (p, e) in tree.iter() {
+        let got = x.join(p);
+        let m = fs::symlink_metadata(&got).unwrap_or_else(|_| panic!("{p} is missing"));
+        assert_eq!((m.uid(), m.gid()), (e.uid, e.gid), "{p}: owner");
+        assert_eq!(m.mtime() as u64, EPOCH, "{p}: mtime");
+        match &e.kind {
+            Kind::File(c) => assert_eq!(fs::read(&got).unwrap(), c.as_slice(), "{p}"),
+            Kind::Hardlink(t) => assert_eq!(m.ino(), fs::metadata(x.join(t)).unwrap().ino()),
+            Kind::Symlink(t) => assert_eq!(fs::read_link(&got).unwrap().to_str().unwrap(), t),
+            Kind::CharDevice(a, b) => {
+                assert_eq!(m.rdev(), nix::sys::stat::makedev(*a as u64, *b as u64))
+            }
+            _ => {}
+        }
+        if !matches!(e.kind, Kind::Symlink(_)) {
+            assert_eq!(m.mode() & 0o7777, e.mode & 0o7777, "{p}: mode");
+        }
+    }
+    assert!(o.size < tree.content_size());
+}
+
+#[test]
+fn esp_reads_back_with_mtools_and_fsck() {
+    let d = tempfile::tempdir().unwrap();
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    for size in [16u64 << 20, 64 << 20] {
+        let esp =
+            slipway::disk::esp::build_esp(&esp_files(&payload), size, VOLUME_ID, EPOCH).unwrap();
+        assert_eq!(esp.len() as u64, size);
+        let img = d.path().join(format!("esp-{size}.img"));
+        fs::write(&img, &esp).unwrap();
+        let fsck = run(Command::new("fsck.vfat").arg("-n").arg(&img));
+        eprintln!("{fsck}");
+        let dir = run(Command::new("mdir")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-i"])
+            .arg(&img)
+            .arg("::/EFI/BOOT"));
+        assert!(dir.contains("BOOTX64  EFI"), "{dir}");
+        assert!(dir.contains("Serial Number is 5117-3A7E"), "{dir}");
+        assert!(
+            dir.contains("2023-11-14"),
+            "not stamped with the epoch:\n{dir}"
+        );
+        let back = d.path().join("back.efi");
+        run(Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&img)
+            .arg("::/EFI/BOOT/BOOTX64.EFI")
+            .arg(&back));
+        assert!(fs::read(&back).unwrap() == payload, "content differs");
+        if size >= 64 << 20 {
+            // BS_FilSysType of a FAT32 boot sector.
+            assert_eq!(&esp[82..87], b"FAT32", "not FAT32");
+        }
+    }
+    assert!(slipway::disk::esp::build_esp(&esp_files(&payload), 2 << 20, 1, EPOCH).is_err());
+}
+
+#[test]
+fn uki_has_sections_objcopy_reads_back() {
+    let d = tempfile::tempdir().unwrap();
+    let root = parts();
+    let uki = build_uki(root);
+    let p = d.path().join("uki.efi");
+    fs::write(&p, &uki).unwrap();
+    let h = run(Command::new("objdump").arg("-h").arg(&p));
+    let names: Vec<&str> = h
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    for s in [
+        ".osrel", ".cmdline", ".uname", ".initrd", ".linux", ".sdmagic",
+    ] {
+        assert!(names.contains(&s), "no {s}:\n{h}");
+    }
+    // The payload follows the stub's sections, .linux last.
+    assert_eq!(
+        names.iter().rev().find(|n| n.starts_with('.')),
+        Some(&".linux"),
+        "{h}"
+    );
+    let dump = d.path().join("cmdline");
+    run(Command::new("objcopy")
+        .arg(format!("--dump-section=.cmdline={}", dump.display()))
+        .arg(&p)
+        .arg(d.path().join("scratch.efi")));
+    assert_eq!(fs::read_to_string(&dump).unwrap(), CMDLINE);
+    let (k, _) = kernel(root);
+    let linux = d.path().join("linux");
+    run(Command::new("objcopy")
+        .arg(format!("--dump-section=.linux={}", linux.display()))
+        .arg(&p)
+        .arg(d.path().join("scratch2.efi")));
+    assert!(
+        fs::read(linux).unwrap() == fs::read(k).unwrap(),
+        ".linux differs"
+    );
+    // The PE checksum agrees with objcopy's (which copies the UKI and stamps its own time).
+    let copy = d.path().join("copy.efi");
+    run(Command::new("objcopy").arg(&p).arg(&copy));
+    let copied = fs::read(&copy).unwrap();
+    let nt = u32::from_le_bytes(copied[0x3c..0x40].try_into().unwrap()) as usize;
+    let stored = u32::from_le_bytes(copied[nt + 88..nt + 92].try_into().unwrap());
+    assert_ne!(stored, 0, "objcopy wrote no checksum");
+    assert_eq!(slipway::disk::uki::pe_checksum(&copied).unwrap(), stored);
+    let info = slipway::disk::uki::pe_info(&uki).unwrap();
+    assert_eq!(
+        info.timestamp,
+        slipway::disk::uki::pe_info(&stub(root)).unwrap().timestamp
+    );
+    // A UKI is refused as a stub.
+    let again = slipway::disk::uki::build_uki(&slipway::disk::uki::Parts {
+        stub: &uki,
+        kernel: b"k",
+        initrd: b"i",
+        cmdline: "x",
+        os_release: b"ID=x\n",
+        uname: None,
+    });
+    assert!(again.is_err());
+}
+
+/// Where the boot test keeps its console log: `target/tmp/disk-images/uki-boot.log`.
+fn log_path() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("disk-images");
+    fs::create_dir_all(&d).unwrap();
+    d.join("uki-boot.log")
+}
+
+#[test]
+fn uki_boots_from_the_esp_under_ovmf() {
+    use slipway::disk::gpt::{layout, types, Guid, Want};
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let d = tempfile::tempdir().unwrap();
+    let uki = build_uki(parts());
+    let esp_size = 64u64 << 20;
+    let esp = slipway::disk::esp::build_esp(&esp_files(&uki), esp_size, VOLUME_ID, EPOCH).unwrap();
+    let l = layout(
+        Guid::from_hash(&[7; 32]),
+        &[Want {
+            type_guid: types::ESP,
+            uuid: Guid::from_hash(&[8; 32]),
+            name: "esp".into(),
+            size: esp_size,
+            attributes: 0,
+        }],
+        0,
+    )
+    .unwrap();
+    let disk = d.path().join("disk.raw");
+    let mut f = fs::File::create(&disk).unwrap();
+    f.set_len(l.size).unwrap();
+    l.write_table(&mut f).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &esp, l.partitions[0].offset()).unwrap();
+    drop(f);
+    let vars = d.path().join("OVMF_VARS.fd");
+    fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+
+    let start = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel", "tcg", "-machine", "q35", "-m", "1024", "-smp", "1",
+        ])
+        .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-serial", "stdio", "-no-reboot"])
+        .arg("-drive")
+        .arg("if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd")
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ))
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", disk.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut readers = Vec::new();
+    for mut pipe in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let log = log.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }));
+    }
+    let timeout = Duration::from_secs(300);
+    let exited = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if start.elapsed() > timeout || log.lock().unwrap().contains("end Kernel panic") {
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for r in readers {
+        r.join().unwrap();
+    }
+    let log = log.lock().unwrap().clone();
+    fs::write(log_path(), &log).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+    eprintln!(
+        "UKI boot under OVMF: {:.1} s to power-off",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(
+        exited,
+        "QEMU did not power off ({:?}):\n{tail}",
+        start.elapsed()
+    );
+    assert!(log.contains("UKI-OK"), "{tail}");
+    for bad in ["Kernel panic", "Oops", "BUG:", "Call Trace"] {
+        assert!(!log.contains(bad), "console shows {bad:?}:\n{tail}");
+    }
+    // The kernel got the command line from the UKI's .cmdline section.
+    let cmdline = log
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix("UKI-CMDLINE: "))
+        .unwrap_or_else(|| panic!("no command line printed:\n{tail}"));
+    assert_eq!(cmdline.trim(), CMDLINE);
+    assert_eq!(log.matches("Linux version").count(), 1, "{tail}");
+}
