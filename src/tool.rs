@@ -179,6 +179,31 @@ pub fn shell_quote(s: &str) -> String {
 /// Host programs slipway may run, the Debian package providing each, and what for.
 pub const HOST_TOOLS: &[(&str, &str, &str)] = &[
     (
+        "mksquashfs",
+        "squashfs-tools",
+        "host images: the read-only root (squashfs)",
+    ),
+    (
+        "mkfs.erofs",
+        "erofs-utils",
+        "host images: the read-only root (erofs)",
+    ),
+    (
+        "objcopy",
+        "binutils",
+        "host images: the unified kernel image (UKI)",
+    ),
+    (
+        "mkfs.vfat",
+        "dosfstools",
+        "host images: the EFI system partition",
+    ),
+    (
+        "mmd",
+        "mtools",
+        "host images: files on the EFI system partition",
+    ),
+    (
         "depmod",
         "kmod",
         "host images: the module index of a pruned kernel",
