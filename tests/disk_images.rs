@@ -535,8 +535,6 @@ fn log_path() -> PathBuf {
 #[test]
 fn uki_boots_from_the_esp_under_ovmf() {
     use slipway::disk::gpt::{layout, types, Guid, Want};
-    use std::io::Read;
-    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
     let d = tempfile::tempdir().unwrap();
@@ -585,25 +583,7 @@ fn uki_boots_from_the_esp_under_ovmf() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let mut readers = Vec::new();
-    for mut pipe in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let log = log.clone();
-        readers.push(std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                log.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        }));
-    }
+    let (log, readers) = capture_console(&mut child);
     let timeout = Duration::from_secs(300);
     let exited = loop {
         if child.try_wait().unwrap().is_some() {

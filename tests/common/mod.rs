@@ -82,3 +82,33 @@ pub fn http_server(body: Vec<u8>, max: usize) -> String {
     });
     format!("http://127.0.0.1:{port}")
 }
+
+/// The console of a spawned QEMU: its stdout and stderr collected into one shared log by
+/// two reader threads (join them after the process ends).
+pub fn capture_console(
+    child: &mut std::process::Child,
+) -> (
+    std::sync::Arc<std::sync::Mutex<String>>,
+    Vec<std::thread::JoinHandle<()>>,
+) {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut readers = Vec::new();
+    for mut pipe in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let log = log.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }));
+    }
+    (log, readers)
+}
