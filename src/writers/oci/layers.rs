@@ -230,7 +230,7 @@ pub fn plan(
         if rest == 1 {
             for w in &whiteouts {
                 let dir = parent_of(w);
-                let name = &w[dir.len()..].trim_start_matches('/');
+                let name = w[dir.len()..].trim_start_matches('/');
                 let wh = if dir.is_empty() {
                     format!(".wh.{name}")
                 } else {
@@ -328,10 +328,9 @@ fn write_one(
     })
 }
 
-/// A cached compressed layer is used only if it still decompresses to the same tar size
-/// prefix check is cheap; the full check is decompressing, which is what a cache that can
-/// be tampered with needs. Layers are small enough that this costs little next to
-/// compressing at the highest level.
+/// A cached compressed layer is used only if it decompresses to exactly this layer's tar:
+/// the cache can be damaged or tampered with, and decompressing costs little next to
+/// compressing again at the highest level.
 fn check_cached(blob: &[u8], tar: &[u8], compression: Compression) -> bool {
     use std::io::Read;
     let mut out = Vec::with_capacity(tar.len());
