@@ -20,6 +20,7 @@ packages=(
   dosfstools mtools                # mkfs.vfat, mmd/mcopy/mdir: the EFI system partition, without mounting
   squashfs-tools                    # mksquashfs: size comparison with erofs for the read-only root
   ovmf                              # UEFI firmware for booting UKIs under QEMU
+  qemu-utils                        # qemu-img: qcow2 output, test overlays
   fdisk cpio kmod                   # sfdisk (reads back slipway's GPT); cpio reads initramfs back; depmod -b regenerates pruned module indexes
 )
 

@@ -153,6 +153,45 @@ enum Command {
         #[command(flatten)]
         fetch: FetchArgs,
     },
+    /// Boot a host image in QEMU (UEFI/OVMF, q35) with the serial console on the terminal.
+    ///
+    /// IMAGE is a build output directory (holding disk.raw) or a host recipe, which is
+    /// built first into out/NAME. The image itself is never modified: the VM writes to a
+    /// copy-on-write overlay in --state (a fresh temporary directory unless given; give
+    /// the same one again to boot the same machine again). Networking is QEMU user mode
+    /// with restrict=on: the guest reaches nothing but the --forward ports. Quit with
+    /// Ctrl-A X. Needs no root.
+    Boot {
+        /// Output directory with disk.raw, or a host recipe.
+        image: String,
+        /// Provisioning config (TOML, see docs/provisioning.md), passed through fw_cfg;
+        /// checked before QEMU starts.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Accelerator: tcg (default, works everywhere) or kvm (only when asked).
+        #[arg(long, value_enum, default_value = "tcg")]
+        accel: crate::boot::qemu::Accel,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 2048)]
+        memory: u32,
+        /// Guest vCPUs.
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        /// Grow the disk the guest sees to this size (e.g. 4GiB); /var fills it.
+        #[arg(long, value_name = "SIZE")]
+        disk_size: Option<String>,
+        /// Work directory for the overlay, UEFI variables, sockets and console log.
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// Forward 127.0.0.1:HOST to the guest's port GUEST (repeatable), e.g. 8080:80.
+        #[arg(long = "forward", value_name = "HOST:GUEST")]
+        forwards: Vec<String>,
+        /// Attach the test agent's virtio-serial port (agent.sock in --state).
+        #[arg(long)]
+        agent: bool,
+        #[command(flatten)]
+        fetch: FetchArgs,
+    },
     /// List the bundled recipes.
     Recipes,
     /// Check the host: tools slipway runs, the Debian package for each, and the cache.
@@ -234,6 +273,36 @@ fn context(g: &Global, f: &FetchArgs) -> Result<Context> {
         artifact_dirs: f.artifact_dir.clone(),
         vendor: f.vendor.clone(),
     })
+}
+
+/// The disk image `slipway boot` starts: `DIR/disk.raw`, or a recipe's, built first.
+fn boot_image(g: &Global, fetch: &FetchArgs, image: &str) -> Result<PathBuf> {
+    let p = Path::new(image);
+    if p.is_dir() {
+        let d = crate::disk::image::disk_in(p);
+        if !d.is_file() {
+            return Err(exit::err(
+                Code::BadInput,
+                format!(
+                    "{image}: no disk.raw here (build a host recipe with --format disk)"
+                ),
+            ));
+        }
+        return Ok(d);
+    }
+    let r = load(image)?;
+    let ctx = context(g, fetch)?;
+    let out = PathBuf::from("out").join(&r.name);
+    let opts = pipeline::BuildOptions {
+        formats: vec![pipeline::Format::Disk],
+        arches: Vec::new(),
+        oci: crate::writers::oci::Options {
+            compression: crate::writers::oci::Compression::Gzip,
+            user: crate::writers::oci::UserChoice::Recipe,
+        },
+    };
+    pipeline::build(&ctx, &r, &out, &opts)?;
+    Ok(crate::disk::image::disk_in(&out))
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {
@@ -414,6 +483,73 @@ fn run(cli: Cli) -> Result<()> {
                     "  {:<8} {:>10} -> {:<10} {}",
                     f.change, f.from_bytes, f.to_bytes, f.path
                 );
+            }
+            Ok(())
+        }
+        Command::Boot {
+            image,
+            config,
+            accel,
+            memory,
+            cpus,
+            disk_size,
+            state,
+            forwards,
+            agent,
+            fetch,
+        } => {
+            let disk = boot_image(g, fetch, image)?;
+            let mut spec = crate::boot::qemu::VmSpec::new(&disk);
+            spec.accel = *accel;
+            spec.memory_mib = *memory;
+            spec.cpus = *cpus;
+            spec.agent = *agent;
+            spec.no_reboot = false;
+            if let Some(s) = disk_size {
+                let size = crate::recipe::raw::Size::try_from(s.clone())
+                    .map_err(|e| exit::err(Code::BadInput, format!("--disk-size: {e}")))?;
+                spec.disk_size = Some(size.0);
+            }
+            for f in forwards {
+                let (h, gp) = f
+                    .split_once(':')
+                    .and_then(|(h, gp)| Some((h.parse().ok()?, gp.parse().ok()?)))
+                    .ok_or_else(|| {
+                        exit::err(
+                            Code::BadInput,
+                            format!("--forward {f}: expected HOST:GUEST ports, e.g. 8080:80"),
+                        )
+                    })?;
+                spec.host_forwards.push(crate::boot::qemu::HostForward {
+                    host_port: h,
+                    guest_port: gp,
+                });
+            }
+            if let Some(c) = config {
+                crate::boot::check_config(c)
+                    .map_err(|e| exit::err(Code::BadInput, format!("{e:#}")))?;
+                spec.fw_cfg_config = Some(c.clone());
+            }
+            crate::boot::qemu::check_host().map_err(|e| exit::err(Code::BadInput, format!("{e:#}")))?;
+            let tmp;
+            let dir = match state {
+                Some(d) => d.clone(),
+                None => {
+                    tmp = tempfile::Builder::new()
+                        .prefix("slipway-boot-")
+                        .tempdir()
+                        .context("creating a state directory")?;
+                    tmp.path().to_path_buf()
+                }
+            };
+            eprintln!(
+                "booting {} (state in {}; quit with Ctrl-A X)",
+                disk.display(),
+                dir.display()
+            );
+            let st = crate::boot::qemu::run_interactive(&spec, &dir)?;
+            if !st.success() {
+                anyhow::bail!("qemu-system-x86_64 exited with {st}");
             }
             Ok(())
         }

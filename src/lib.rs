@@ -8,12 +8,14 @@
 
 pub mod apt;
 pub mod assemble;
+pub mod boot;
 pub mod cli;
 pub mod deb;
 pub mod disk;
 pub mod effects;
 pub mod exit;
 pub mod fetch;
+pub mod formats;
 pub mod inspect;
 pub mod io;
 pub mod kernel;

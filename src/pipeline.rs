@@ -330,14 +330,21 @@ pub enum Format {
     Oci,
     /// `image.tar`: the OCI layout plus Docker's manifest.json, for `docker load`.
     OciArchive,
+    /// Host images: `disk.raw` (GPT: ESP with the UKI, verified root, /var), `uki.efi`,
+    /// `vmlinuz`, `initrd` and `manifest.json`.
+    #[value(alias = "raw")]
+    Disk,
+    /// Host images: `disk.qcow2`, compressed (implies `disk`).
+    Qcow2,
 }
 
 impl Format {
-    /// The formats built when none are asked for: OCI for base images, a tar otherwise.
+    /// The formats built when none are asked for: OCI for base images, the disk and its
+    /// qcow2 for host images.
     pub fn defaults(r: &Recipe) -> Vec<Format> {
         match r.kind {
             crate::recipe::raw::ImageKind::Base => vec![Format::Oci, Format::OciArchive],
-            _ => vec![Format::Tar],
+            crate::recipe::raw::ImageKind::Host => vec![Format::Disk, Format::Qcow2],
         }
     }
 }
@@ -378,6 +385,34 @@ pub fn build(
     let mut tools = Vec::new();
     if r.kernel.is_some() {
         tools.push("depmod");
+    }
+    let disk_formats: Vec<&dyn crate::formats::DiskFormat> = formats
+        .iter()
+        .filter_map(|f| match f {
+            Format::Qcow2 => crate::formats::by_name("qcow2"),
+            _ => None,
+        })
+        .collect();
+    let wants_disk = formats.contains(&Format::Disk) || !disk_formats.is_empty();
+    let mut init = None;
+    if wants_disk {
+        if r.kind != crate::recipe::raw::ImageKind::Host {
+            return Err(err(
+                Code::BadInput,
+                format!(
+                    "{}: --format disk/qcow2 need a host recipe (image.kind = \"host\")",
+                    r.display()
+                ),
+            ));
+        }
+        tools.extend(crate::disk::image::tools(r));
+        for f in &disk_formats {
+            tools.extend(f.tools());
+        }
+        let path = crate::disk::initramfs::find_init()
+            .and_then(|p| crate::disk::initramfs::read_static(&p))
+            .map_err(|e| err(Code::BadInput, format!("{e:#}")))?;
+        init = Some(path);
     }
     crate::tool::require(&tools).map_err(|e| err(Code::BadInput, format!("{e:#}")))?;
     let mut report = crate::report::BuildReport {
@@ -440,10 +475,41 @@ pub fn build(
                     sha256: String::new(),
                 });
             }
-            Format::Oci | Format::OciArchive => {}
+            Format::Oci | Format::OciArchive | Format::Disk | Format::Qcow2 => {}
         }
     }
     report.time("write", t.elapsed().as_secs_f64());
+    if let Some(init) = &init {
+        let w = crate::disk::image::build(r, &asm, init, out, &ctx.rep)?;
+        for (name, secs) in &w.disk.stages {
+            report.time(name, *secs);
+        }
+        report.outputs.extend(w.outputs);
+        let raw = crate::disk::image::disk_in(out);
+        for f in &disk_formats {
+            let t = std::time::Instant::now();
+            let stage = ctx.rep.stage(&format!("writing {}", f.file_name()));
+            let o = crate::formats::write(*f, &raw, out)?;
+            stage.done(format!("{:.1} MB", o.size as f64 / 1e6));
+            report.outputs.push(o);
+            report.time(f.name(), t.elapsed().as_secs_f64());
+        }
+        let m = crate::disk::manifest::write(
+            r,
+            &fetched.lock,
+            &w.disk,
+            asm.epoch,
+            &report.outputs,
+            out,
+        )?;
+        report.outputs.push(crate::report::Output {
+            kind: "manifest".into(),
+            path: m.display().to_string(),
+            size: std::fs::metadata(&m).map(|m| m.len()).unwrap_or(0),
+            sha256: String::new(),
+        });
+        report.disk = Some(w.disk);
+    }
     if formats
         .iter()
         .any(|f| matches!(f, Format::Oci | Format::OciArchive))

@@ -59,6 +59,9 @@ pub struct BuildReport {
     /// Kernel modules kept (host images with a `[kernel]` table).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_modules: Option<String>,
+    /// The host image's disk (host recipes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::disk::image::HostDisk>,
     /// OCI images written (one per architecture).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageReport>,

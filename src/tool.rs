@@ -296,6 +296,75 @@ pub fn require(programs: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Finds a program slipway builds and puts into images (`slipway-init`,
+/// `slipway-agent`): `$ENV` if set; next to the running executable (where `make build`
+/// installs them); the static build's output under the source tree this slipway was
+/// built from.
+pub fn bundled_binary(name: &str, env: &str) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("${env} is {} but that is not a file", p.display());
+        }
+        return Ok(p);
+    }
+    let mut tried = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        tried.push(dir.join(name));
+        // Test binaries live in target/release/deps.
+        if dir.ends_with("deps") {
+            if let Some(up) = dir.parent() {
+                tried.push(up.join(name));
+            }
+        }
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    tried.push(target.join("x86_64-unknown-linux-gnu/init").join(name));
+    match tried.iter().find(|p| p.is_file()) {
+        Some(p) => Ok(p.clone()),
+        None => bail!(
+            "{name} not found (looked at {}); build it with `make build`, or set ${env}",
+            tried
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Checks that `bytes` (read from `path`) is a 64-bit little-endian ELF executable with
+/// no program interpreter, i.e. statically linked.
+pub fn check_static_elf(path: &Path, bytes: &[u8]) -> Result<()> {
+    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        bail!("{} is not a 64-bit little-endian ELF file", path.display());
+    }
+    let phoff = bytes
+        .get(0x20..0x28)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0) as usize;
+    let (Some(phentsize), Some(phnum)) = (u16_at(0x36), u16_at(0x38)) else {
+        bail!("{}: truncated ELF header", path.display());
+    };
+    for i in 0..phnum as usize {
+        let o = phoff + i * phentsize as usize;
+        let Some(t) = bytes.get(o..o + 4) else {
+            bail!("{}: truncated ELF program headers", path.display());
+        };
+        if u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == 3 {
+            bail!(
+                "{} is dynamically linked (it has an ELF interpreter); images need the static build (`make build`)",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

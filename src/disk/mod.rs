@@ -4,6 +4,10 @@
 
 pub mod erofs;
 pub mod esp;
+pub mod ext4;
 pub mod gpt;
+pub mod image;
+pub mod initramfs;
+pub mod manifest;
 pub mod uki;
 pub mod verity;

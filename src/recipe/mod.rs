@@ -144,6 +144,8 @@ pub struct Recipe {
     pub parent: Option<Box<Recipe>>,
     /// `[kernel]`: modules to keep (None: leave the kernel's modules alone).
     pub kernel: Option<KernelSpec>,
+    /// `[disk]`: the host image's disk layout (merged with the parent's, key by key).
+    pub disk: raw::RawDisk,
 }
 
 /// The `[kernel]` table, merged with the parent's (modules appended, package overridden).
@@ -391,6 +393,13 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
             spec.package = Some(pkg.0);
         }
     }
+    let mut disk = p.map(|p| p.disk.clone()).unwrap_or_default();
+    if let Some(d) = raw.disk {
+        disk.esp_size = d.esp_size.or(disk.esp_size);
+        disk.var_size = d.var_size.or(disk.var_size);
+        disk.root_fs = d.root_fs.or(disk.root_fs);
+        disk.cmdline.extend(d.cmdline);
+    }
     if include.is_empty() {
         bail!("{f}: packages.include: empty (a recipe needs at least one package)");
     }
@@ -574,6 +583,7 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         oci,
         parent,
         kernel,
+        disk,
     })
 }
 

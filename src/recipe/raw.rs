@@ -28,6 +28,7 @@ pub struct RawRecipe {
     pub applets: Option<RawApplets>,
     pub oci: Option<RawOci>,
     pub kernel: Option<RawKernel>,
+    pub disk: Option<RawDisk>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,4 +287,61 @@ impl TryFrom<String> for ModuleName {
             ))
         }
     }
+}
+
+/// `[disk]`: the layout of a host image's disk.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawDisk {
+    /// The EFI system partition's size.
+    pub esp_size: Option<Size>,
+    /// The /var partition's size as built (it grows to fill the disk at first boot).
+    pub var_size: Option<Size>,
+    /// The root file system: `squashfs` (zstd, the default), `squashfs-xz` (smallest,
+    /// slow to build) or `erofs` (lz4hc).
+    pub root_fs: Option<RootFsName>,
+    /// Extra kernel command-line arguments (inside the UKI).
+    #[serde(default)]
+    pub cmdline: Vec<String>,
+}
+
+/// A size written with a unit: "64MiB", "1GiB", "512KiB" (binary units only).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct Size(pub u64);
+
+impl TryFrom<String> for Size {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let mult: u64 = match unit.trim() {
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => 0,
+        };
+        match num.parse::<u64>() {
+            Ok(n) if mult != 0 && n > 0 => n
+                .checked_mul(mult)
+                .map(Size)
+                .ok_or_else(|| format!("\"{s}\" is too large")),
+            _ => Err(format!(
+                "\"{s}\" is not a size (a whole number with KiB, MiB or GiB, e.g. \"256MiB\")"
+            )),
+        }
+    }
+}
+
+/// The root file system's kind.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RootFsName {
+    /// squashfs, zstd.
+    Squashfs,
+    /// squashfs, xz with BCJ.
+    SquashfsXz,
+    /// erofs, lz4hc.
+    Erofs,
 }

@@ -1,0 +1,493 @@
+//! The host image: consumes the assembled tree of a `kind = "host"` recipe (kernel,
+//! pruned modules, systemd, ...) and produces a bootable GPT disk, top-down:
+//!
+//! 1. split the tree: the kernel and systemd's EFI stub go to the UKI, not the root; the
+//!    tree's `/var` moves to `/usr/share/factory/var` with a tmpfiles.d file that copies
+//!    it into the empty /var partition at first boot; `/etc/machine-id` says
+//!    `uninitialized`;
+//! 2. the initramfs (slipway-init + the boot modules), [`crate::disk::initramfs`];
+//! 3. the read-only root (squashfs or erofs) and its dm-verity hash tree;
+//! 4. the UKI (stub + kernel + initramfs + `roothash=` command line + os-release);
+//! 5. the ESP holding the UKI at `EFI/BOOT/BOOTX64.EFI`; the empty /var ext4;
+//! 6. the GPT disk: ESP, root, root-verity, var (types from the Discoverable Partitions
+//!    Specification; root and verity UUIDs are the halves of the root hash, the other
+//!    ids derive from it).
+//!
+//! Everything is a function of the tree and the epoch, so two builds give the same bytes.
+
+use crate::assemble::tree::{Entry, Kind, Tree};
+use crate::disk::erofs::RootFs;
+use crate::disk::gpt::{self, Guid, Want};
+use crate::io::hash::sha256_hex;
+use crate::recipe::raw::RootFsName;
+use crate::recipe::Recipe;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where systemd's EFI stub is in the tree (package systemd-boot-efi).
+pub const STUB: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+/// Where the tree's /var goes in the root.
+pub const FACTORY_VAR: &str = "usr/share/factory/var";
+/// The tmpfiles.d file that copies it back at first boot.
+pub const FACTORY_TMPFILES: &str = "usr/lib/tmpfiles.d/00-slipway-factory-var.conf";
+/// Default ESP size: FAT32, room for two UKIs.
+pub const DEFAULT_ESP: u64 = 64 << 20;
+/// Default /var size as built (grown at first boot).
+pub const DEFAULT_VAR: u64 = 128 << 20;
+/// Kernel arguments every image gets, before the recipe's.
+/// `systemd.firstboot=off`: an image has no one at its console to answer the first-boot
+/// wizard's questions (provisioning configures the node instead); `no_timer_check`:
+/// under emulation the kernel's IO-APIC timer probe can miss its window and panic.
+pub const BASE_CMDLINE: &[&str] = &["console=ttyS0", "no_timer_check", "systemd.firstboot=off"];
+
+/// The host programs a host image build runs.
+pub fn tools(r: &Recipe) -> Vec<&'static str> {
+    let mut t = vec!["depmod", "objcopy", "mkfs.vfat", "mmd", "mcopy", "mkfs.ext4"];
+    t.push(match r.disk.root_fs {
+        Some(RootFsName::Erofs) => "mkfs.erofs",
+        _ => "mksquashfs",
+    });
+    t
+}
+
+/// One partition of the disk, as the manifest lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionInfo {
+    /// Its GPT name.
+    pub name: String,
+    /// Type GUID.
+    pub type_guid: String,
+    /// Partition UUID.
+    pub uuid: String,
+    /// Byte offset on the disk.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Bytes of content written into it (the file system image).
+    pub content: u64,
+}
+
+/// What the disk stage made.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostDisk {
+    /// The kernel release.
+    pub kernel: String,
+    /// The dm-verity root hash (hex).
+    pub root_hash: String,
+    /// The kernel command line inside the UKI.
+    pub cmdline: String,
+    /// The root file system kind.
+    pub root_fs: String,
+    /// The partitions, in table order.
+    pub partitions: Vec<PartitionInfo>,
+    /// The modules the initramfs loads, in order.
+    pub initramfs_modules: Vec<String>,
+    /// Disk size in bytes.
+    pub disk_size: u64,
+    /// Seconds per stage.
+    #[serde(skip)]
+    pub stages: Vec<(String, f64)>,
+}
+
+/// The files the disk stage writes into the output directory.
+pub struct Written {
+    /// What was made.
+    pub disk: HostDisk,
+    /// `disk.raw`, `uki.efi`, `vmlinuz`, `initrd`.
+    pub outputs: Vec<crate::report::Output>,
+}
+
+fn file_bytes<'t>(tree: &'t Tree, path: &str, what: &str) -> Result<&'t [u8]> {
+    let resolved = tree.resolve(path).unwrap_or_else(|| path.to_string());
+    match tree.get(&resolved).map(|e| &e.kind) {
+        Some(Kind::File(c)) => Ok(c.as_slice()),
+        _ => bail!("the image has no {what} (/{path})"),
+    }
+}
+
+/// A 32-byte digest of `parts`, for ids that must not collide between their uses.
+fn derive(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// Splits the assembled tree into the root file system's tree (see the module doc).
+pub fn root_tree(tree: &Tree, epoch: u64) -> Result<Tree> {
+    let mut t = tree.clone();
+    let boot: Vec<String> = t.under("boot").map(|(p, _)| p.clone()).collect();
+    for p in boot {
+        t.remove(&p);
+    }
+    t.remove("usr/lib/systemd/boot");
+    // ConditionNeedsUpdate= (ldconfig, hwdb, journal catalog) compares /usr's mtime
+    // with these stamps: the image is built up to date, and /usr is read-only anyway.
+    let stamp = format!(
+        "# Written by slipway: /usr and this directory were built together.\nTIMESTAMP_NSEC={}\n",
+        u128::from(epoch) * 1_000_000_000
+    );
+    for p in ["etc/.updated", "var/.updated"] {
+        t.remove(p);
+        t.ensure_parents(p, epoch)?;
+        t.put(p, Entry::file(stamp.clone().into_bytes(), 0o644, epoch))?;
+    }
+    // /var: into the factory directory, copied back by tmpfiles at first boot.
+    let var: Vec<(String, Entry)> = t.remove("var");
+    let mut tmpfiles = String::from(
+        "# Written by slipway: the image's /var content, copied into the empty /var\n\
+         # partition at first boot (C copies only what does not exist yet).\n",
+    );
+    let mut moved: Vec<(String, Entry)> = Vec::new();
+    for (p, mut e) in var {
+        if p == "var" {
+            continue;
+        }
+        if let Kind::Hardlink(target) = &e.kind {
+            if let Some(rest) = target.strip_prefix("var/") {
+                e.kind = Kind::Hardlink(format!("{FACTORY_VAR}/{rest}"));
+            }
+        }
+        moved.push((p, e));
+    }
+    moved.sort_by(|a, b| a.0.cmp(&b.0));
+    for (p, e) in &moved {
+        let depth = p.matches('/').count();
+        let bad = p.chars().any(|c| c.is_whitespace() || c == '%' || c == '\\');
+        if depth <= 2 && !bad {
+            match (&e.kind, depth) {
+                (Kind::Dir, 1) => tmpfiles.push_str(&format!(
+                    "d /{p} {:04o} {} {} -\n",
+                    e.mode & 0o7777,
+                    e.uid,
+                    e.gid
+                )),
+                (Kind::Symlink(target), _) => {
+                    tmpfiles.push_str(&format!("L /{p} - - - - {target}\n"))
+                }
+                _ => tmpfiles.push_str(&format!(
+                    "C /{p} - - - - /{FACTORY_VAR}/{}\n",
+                    &p["var/".len()..]
+                )),
+            }
+        }
+    }
+    for (p, e) in moved {
+        let dest = format!("{FACTORY_VAR}/{}", &p["var/".len()..]);
+        t.ensure_parents(&dest, epoch)?;
+        t.insert_unchecked(&dest, e);
+    }
+    t.ensure_parents(FACTORY_TMPFILES, epoch)?;
+    t.put(
+        FACTORY_TMPFILES,
+        Entry::file(tmpfiles.into_bytes(), 0o644, epoch),
+    )?;
+    // Mount points, and first-boot machine-id handling by systemd.
+    for d in ["dev", "proc", "sys", "run", "tmp", "var", "etc"] {
+        if t.get(d).is_none() {
+            t.put(d, Entry::dir(0o755, epoch))?;
+        }
+    }
+    if let Some(e) = t.get_mut("tmp") {
+        e.mode = 0o1777;
+    }
+    // ldconfig.service rebuilds /etc/ld.so.cache on first boot; with /usr read-only
+    // there is nothing to rebuild (and Debian's ldconfig wrapper needs a shell).
+    let mask = "etc/systemd/system/ldconfig.service";
+    if t.get(mask).is_none() && t.get("usr/lib/systemd/system/ldconfig.service").is_some() {
+        t.ensure_parents(mask, epoch)?;
+        t.put(mask, Entry::symlink("/dev/null", epoch))?;
+    }
+    t.remove("etc/machine-id");
+    t.put(
+        "etc/machine-id",
+        Entry::file(b"uninitialized\n".to_vec(), 0o444, epoch),
+    )?;
+    Ok(t)
+}
+
+/// Copies `data` to `f` at `offset`, skipping all-zero 4 KiB blocks (the file is
+/// pre-sized, so they read as zeros and stay sparse).
+fn write_sparse(f: &std::fs::File, data: &[u8], offset: u64, what: &str) -> Result<()> {
+    for (i, block) in data.chunks(4096).enumerate() {
+        if block.iter().all(|b| *b == 0) {
+            continue;
+        }
+        f.write_all_at(block, offset + (i as u64) * 4096)
+            .with_context(|| format!("writing {what} into the disk image"))?;
+    }
+    Ok(())
+}
+
+fn mib_up(n: u64) -> u64 {
+    n.div_ceil(gpt::ALIGN) * gpt::ALIGN
+}
+
+/// Builds the disk of host recipe `r` from its assembled tree into `out` (`disk.raw`,
+/// `uki.efi`, `vmlinuz`, `initrd`); `init` is the slipway-init binary.
+pub fn build(
+    r: &Recipe,
+    asm: &crate::assemble::Assembled,
+    init: &[u8],
+    out: &Path,
+    rep: &crate::io::progress::Reporter,
+) -> Result<Written> {
+    let epoch = asm.epoch;
+    let tree = &asm.tree;
+    let f = r.display();
+    let mut stages = Vec::new();
+    let kernel = crate::kernel::find(tree).with_context(|| format!("{f}: the host image"))?;
+    let plan = asm.module_plan.as_ref().with_context(|| {
+        format!("{f}: a host image needs a [kernel] table naming its modules (e.g. modules = [\"storage\", \"root\", \"var\"])")
+    })?;
+    let vmlinuz = file_bytes(tree, &kernel.vmlinuz_path, "kernel")?;
+    let stub = file_bytes(tree, STUB, "systemd EFI stub").with_context(|| {
+        format!("{f}: add systemd-boot-efi to packages.include (the UKI is built on its stub)")
+    })?;
+    let os_release = file_bytes(tree, "usr/lib/os-release", "os-release")?;
+
+    let t = Instant::now();
+    let stage = rep.stage("building the initramfs");
+    let initrd = crate::disk::initramfs::build(
+        tree,
+        plan,
+        crate::disk::initramfs::BOOT_FEATURES,
+        init,
+        epoch,
+    )
+    .with_context(|| format!("{f}: the initramfs"))?;
+    stage.done(format!(
+        "{} modules, {:.2} MB compressed",
+        initrd.modules.len(),
+        initrd.bytes.len() as f64 / 1e6
+    ));
+    stages.push(("initramfs".to_string(), t.elapsed().as_secs_f64()));
+
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".slipway-disk-")
+        .tempdir_in(out)
+        .with_context(|| format!("creating a staging directory in {}", out.display()))?;
+
+    let t = Instant::now();
+    let fs_kind = match r.disk.root_fs {
+        Some(RootFsName::Erofs) => RootFs::Erofs,
+        Some(RootFsName::SquashfsXz) => RootFs::SquashfsXz,
+        Some(RootFsName::Squashfs) | None => RootFs::SquashfsZstd,
+    };
+    let root = root_tree(tree, epoch)?;
+    let stage = rep.stage("writing the root file system");
+    let seed = derive(&[b"slipway-root", r.name.as_bytes(), &epoch.to_le_bytes()]);
+    let mut fs_uuid = [0u8; 16];
+    fs_uuid.copy_from_slice(&seed[..16]);
+    let root_img = staging.path().join("root.img");
+    crate::disk::erofs::write_root(
+        &root,
+        fs_kind,
+        epoch,
+        &fs_uuid,
+        &r.debian.architecture,
+        &root_img,
+    )?;
+    let root_bytes =
+        std::fs::read(&root_img).with_context(|| format!("reading {}", root_img.display()))?;
+    stage.done(format!(
+        "{} entries, {:.1} MB",
+        root.len(),
+        root_bytes.len() as f64 / 1e6
+    ));
+    stages.push(("root".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let content = Sha256::digest(&root_bytes);
+    let salt = derive(&[b"slipway-verity-salt", &content]);
+    let vuuid = derive(&[b"slipway-verity-uuid", &content]);
+    let mut vuuid16 = [0u8; 16];
+    vuuid16.copy_from_slice(&vuuid[..16]);
+    let verity = crate::disk::verity::format(&root_bytes, &salt, &vuuid16)?;
+    let root_hash = verity.root_hash.clone();
+    stages.push(("verity".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let mut args: Vec<String> = vec![format!("roothash={root_hash}")];
+    args.extend(BASE_CMDLINE.iter().map(|s| s.to_string()));
+    args.extend(r.disk.cmdline.iter().cloned());
+    let cmdline = args.join(" ");
+    let uki = crate::disk::uki::build_uki(&crate::disk::uki::Parts {
+        stub,
+        kernel: vmlinuz,
+        initrd: &initrd.bytes,
+        cmdline: &cmdline,
+        os_release,
+        uname: Some(&kernel.version),
+    })?;
+    stages.push(("uki".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let hash_bytes = crate::io::hash::unhex(&root_hash)?;
+    let ids = derive(&[b"slipway-disk", &hash_bytes]);
+    let esp_size = r.disk.esp_size.map(|s| s.0).unwrap_or(DEFAULT_ESP);
+    let var_size = r.disk.var_size.map(|s| s.0).unwrap_or(DEFAULT_VAR);
+    let volume_id = u32::from_le_bytes([ids[0], ids[1], ids[2], ids[3]]);
+    if (uki.len() as u64) + (1 << 20) > esp_size {
+        bail!(
+            "{f}: disk.esp-size: {} MiB cannot hold the {:.1} MiB UKI",
+            esp_size >> 20,
+            uki.len() as f64 / (1u64 << 20) as f64
+        );
+    }
+    let esp = crate::disk::esp::build_esp(
+        &[("EFI/BOOT/BOOTX64.EFI".to_string(), uki.clone())],
+        esp_size,
+        volume_id,
+        epoch,
+    )?;
+    stages.push(("esp".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let var_uuid = Guid::from_hash(&derive(&[b"slipway-var-fs", &hash_bytes])).to_text();
+    let var_img = staging.path().join("var.img");
+    crate::disk::ext4::write_empty(&var_img, var_size, "var", &var_uuid, epoch)?;
+    let var_bytes =
+        std::fs::read(&var_img).with_context(|| format!("reading {}", var_img.display()))?;
+    stages.push(("var".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let stage = rep.stage("writing the disk image");
+    let (root_type, verity_type) = match r.debian.architecture.as_str() {
+        "amd64" => (gpt::types::ROOT_X86_64, gpt::types::ROOT_VERITY_X86_64),
+        "arm64" => (gpt::types::ROOT_ARM64, gpt::types::ROOT_VERITY_ARM64),
+        a => bail!("{f}: host images for {a} are not supported yet (amd64, arm64)"),
+    };
+    let half = |h: &[u8]| {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(h);
+        Guid::from_uuid_bytes(b)
+    };
+    const READ_ONLY: u64 = 1 << 60;
+    let suffix = if r.debian.architecture == "arm64" {
+        "arm64"
+    } else {
+        "x86-64"
+    };
+    let wants = [
+        Want {
+            type_guid: gpt::types::ESP,
+            uuid: Guid::from_hash(&derive(&[b"slipway-esp", &hash_bytes])),
+            name: "esp".into(),
+            size: esp_size,
+            attributes: 0,
+        },
+        Want {
+            type_guid: root_type,
+            uuid: half(&hash_bytes[..16]),
+            name: format!("root-{suffix}"),
+            size: mib_up(root_bytes.len() as u64),
+            attributes: READ_ONLY,
+        },
+        Want {
+            type_guid: verity_type,
+            uuid: half(&hash_bytes[16..]),
+            name: format!("root-{suffix}-verity"),
+            size: mib_up(verity.hash_image.len() as u64),
+            attributes: READ_ONLY,
+        },
+        Want {
+            type_guid: gpt::types::VAR,
+            uuid: Guid::from_hash(&derive(&[b"slipway-var", &hash_bytes])),
+            name: "var".into(),
+            size: var_size,
+            attributes: 0,
+        },
+    ];
+    let layout = gpt::layout(Guid::from_hash(&ids[16..]), &wants, 0)?;
+    let disk_path = out.join("disk.raw");
+    let mut af = crate::io::atomic::AtomicFile::create(&disk_path)?;
+    {
+        let file = af.file();
+        file.set_len(layout.size)
+            .with_context(|| format!("sizing {}", disk_path.display()))?;
+        layout.write_table(file)?;
+    }
+    let contents: [(&[u8], &str); 4] = [
+        (&esp, "the ESP"),
+        (&root_bytes, "the root file system"),
+        (&verity.hash_image, "the verity hash tree"),
+        (&var_bytes, "the /var file system"),
+    ];
+    let mut partitions = Vec::new();
+    for (p, (data, what)) in layout.partitions.iter().zip(contents) {
+        if data.len() as u64 > p.size() {
+            bail!("{what} ({} bytes) does not fit its partition", data.len());
+        }
+        write_sparse(af.file(), data, p.offset(), what)?;
+        partitions.push(PartitionInfo {
+            name: p.name.clone(),
+            type_guid: p.type_guid.to_text(),
+            uuid: p.uuid.to_text(),
+            offset: p.offset(),
+            size: p.size(),
+            content: data.len() as u64,
+        });
+    }
+    af.commit()?;
+    let (disk_sha, disk_size) = crate::io::hash::sha256_file(&disk_path)?;
+    stage.done(format!(
+        "{:.1} MB: ESP {:.1}, root {:.1}, verity {:.2}, var {:.0} MB",
+        disk_size as f64 / 1e6,
+        esp.len() as f64 / 1e6,
+        root_bytes.len() as f64 / 1e6,
+        verity.hash_image.len() as f64 / 1e6,
+        var_size as f64 / 1e6
+    ));
+    stages.push(("disk".to_string(), t.elapsed().as_secs_f64()));
+
+    let mut outputs = vec![crate::report::Output {
+        kind: "disk-raw".into(),
+        path: disk_path.display().to_string(),
+        size: disk_size,
+        sha256: disk_sha,
+    }];
+    for (name, kind, bytes) in [
+        ("uki.efi", "uki", &uki[..]),
+        ("vmlinuz", "kernel", vmlinuz),
+        ("initrd", "initramfs", &initrd.bytes[..]),
+    ] {
+        let p = out.join(name);
+        crate::io::atomic::write(&p, bytes)?;
+        outputs.push(crate::report::Output {
+            kind: kind.into(),
+            path: p.display().to_string(),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        });
+    }
+    Ok(Written {
+        disk: HostDisk {
+            kernel: kernel.version.clone(),
+            root_hash,
+            cmdline,
+            root_fs: match fs_kind {
+                RootFs::Erofs => "erofs".into(),
+                RootFs::SquashfsXz => "squashfs-xz".into(),
+                RootFs::SquashfsZstd => "squashfs".into(),
+            },
+            partitions,
+            initramfs_modules: initrd.modules,
+            disk_size,
+            stages,
+        },
+        outputs,
+    })
+}
+
+/// The output directory's disk image, for commands that take `DIR` (boot, test).
+pub fn disk_in(dir: &Path) -> PathBuf {
+    dir.join("disk.raw")
+}
