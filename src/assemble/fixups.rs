@@ -515,8 +515,7 @@ impl<'a> Fixups<'a> {
         let victims: Vec<String> = tree
             .under("etc/systemd/system")
             .filter(|(p, e)| {
-                matches!(e.kind, Kind::Symlink(_))
-                    && p.rsplit('/').next().is_some_and(|name| is_off(name))
+                matches!(e.kind, Kind::Symlink(_)) && p.rsplit('/').next().is_some_and(&is_off)
             })
             .map(|(p, _)| p.clone())
             .collect();
