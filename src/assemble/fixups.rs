@@ -475,8 +475,12 @@ impl<'a> Fixups<'a> {
         }
         queue.extend(self.r.enable.iter().map(|x| (x.clone(), None)));
         let mut done = BTreeSet::new();
+        // Disabled and masked units are never enabled; a template stands for its
+        // instances, as with `systemctl disable getty@.service`.
+        let off: Vec<&String> = self.r.disable.iter().chain(&self.r.mask).collect();
+        let is_off = |unit: &str| off.iter().any(|d| unit_matches(d, unit));
         while let Some((unit, pkg)) = queue.pop() {
-            if !done.insert(unit.clone()) || self.r.disable.contains(&unit) {
+            if !done.insert(unit.clone()) || is_off(&unit) {
                 continue;
             }
             let file_name = match unit.split_once('@') {
@@ -506,17 +510,26 @@ impl<'a> Fixups<'a> {
                 did.entry(p).or_default().push(format!("enabled {unit}"));
             }
         }
-        for d in &self.r.disable {
-            let victims: Vec<String> = tree
-                .under("etc/systemd/system")
-                .filter(|(p, e)| {
-                    p.ends_with(&format!("/{d}")) && matches!(e.kind, Kind::Symlink(_))
-                })
-                .map(|(p, _)| p.clone())
-                .collect();
-            for v in victims {
-                tree.remove(&v);
-            }
+        // What packages or overlays enabled (links in .wants/.requires/.upholds and
+        // aliases) goes for disabled and masked units.
+        let victims: Vec<String> = tree
+            .under("etc/systemd/system")
+            .filter(|(p, e)| {
+                matches!(e.kind, Kind::Symlink(_)) && p.rsplit('/').next().is_some_and(&is_off)
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        for v in victims {
+            tree.remove(&v);
+        }
+        // `systemctl mask`: a link to /dev/null in /etc/systemd/system, which wins over
+        // the unit file in /usr/lib (systemd.unit(5), "masked").
+        for m in &self.r.mask {
+            tree.put(
+                &format!("etc/systemd/system/{m}"),
+                Entry::symlink("/dev/null", self.epoch),
+            )
+            .with_context(|| format!("masking {m}"))?;
         }
         Ok(())
     }
@@ -652,6 +665,21 @@ impl<'a> Fixups<'a> {
     }
 }
 
+/// Whether the unit `name` is `pattern` or, for a template pattern (`getty@.service`),
+/// one of its instances (`getty@tty1.service`).
+fn unit_matches(pattern: &str, name: &str) -> bool {
+    if pattern == name {
+        return true;
+    }
+    match pattern.split_once("@.") {
+        Some((prefix, suffix)) => name
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('@'))
+            .is_some_and(|r| r.ends_with(&format!(".{suffix}")) && !r.contains('/')),
+        None => false,
+    }
+}
+
 /// Removes symlinks under /etc/ssl/certs left dangling by the recipe's path globs.
 pub fn prune_dangling_cert_links(tree: &mut Tree) {
     let dangling: Vec<String> = tree
@@ -662,5 +690,81 @@ pub fn prune_dangling_cert_links(tree: &mut Tree) {
         .collect();
     for p in dangling {
         tree.remove(&p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(tree: &Tree, path: &str) -> Option<String> {
+        match &tree.get(path)?.kind {
+            Kind::Symlink(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn masked_units_link_to_dev_null_and_lose_their_enablement() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("r.toml");
+        std::fs::write(
+            &path,
+            "schema-version = 1\n[packages]\ninclude = [\"systemd\"]\n[systemd]\n\
+             enable = [\"getty@ttyS0.service\", \"a.service\"]\nmask = [\"getty@.service\", \"ldconfig.service\"]\n",
+        )
+        .unwrap();
+        let r = Recipe::load(&path).unwrap();
+        let mut tree = Tree::new();
+        let unit = "[Unit]\nDescription=x\n[Install]\nWantedBy=multi-user.target\n";
+        for u in ["getty@.service", "a.service", "ldconfig.service"] {
+            tree.put(
+                &format!("usr/lib/systemd/system/{u}"),
+                Entry::file(unit.as_bytes().to_vec(), 0o644, 1),
+            )
+            .unwrap();
+        }
+        // As a package's postinst (or an overlay) would have left it.
+        tree.put(
+            "etc/systemd/system/getty.target.wants/getty@tty1.service",
+            Entry::symlink("/usr/lib/systemd/system/getty@.service", 1),
+        )
+        .unwrap();
+        let mut fx = Fixups::new(&r, 1);
+        fx.units(&mut tree, &[], &mut BTreeMap::new()).unwrap();
+
+        let sys = "etc/systemd/system";
+        assert_eq!(
+            link(&tree, &format!("{sys}/getty@.service")).as_deref(),
+            Some("/dev/null")
+        );
+        assert_eq!(
+            link(&tree, &format!("{sys}/ldconfig.service")).as_deref(),
+            Some("/dev/null")
+        );
+        assert!(tree
+            .get(&format!("{sys}/getty.target.wants/getty@tty1.service"))
+            .is_none());
+        assert!(tree
+            .get(&format!(
+                "{sys}/multi-user.target.wants/getty@ttyS0.service"
+            ))
+            .is_none());
+        assert_eq!(
+            link(&tree, &format!("{sys}/multi-user.target.wants/a.service")).as_deref(),
+            Some("/usr/lib/systemd/system/a.service")
+        );
+    }
+
+    #[test]
+    fn templates_match_their_instances_only() {
+        assert!(unit_matches("getty@.service", "getty@tty1.service"));
+        assert!(unit_matches("getty@.service", "getty@.service"));
+        assert!(!unit_matches(
+            "getty@.service",
+            "serial-getty@ttyS0.service"
+        ));
+        assert!(!unit_matches("getty@.service", "getty@tty1.socket"));
+        assert!(!unit_matches("a.service", "b.service"));
     }
 }

@@ -136,6 +136,9 @@ pub struct Recipe {
     /// systemd units to enable and disable beyond what presets say.
     pub enable: Vec<String>,
     pub disable: Vec<String>,
+    /// systemd units masked (`/etc/systemd/system/UNIT -> /dev/null`), and so also
+    /// disabled.
+    pub mask: Vec<String>,
     /// Applet links of a multi-call binary (busybox), added after the path globs.
     pub applets: Option<Applets>,
     /// OCI image configuration (base images).
@@ -270,6 +273,28 @@ fn abs_path(f: &str, key: &str, p: &str) -> Result<String> {
         bail!("{f}: {key}: \"{p}\" must be an absolute path inside the image without `..`");
     }
     Ok(p.trim_end_matches('/').to_string())
+}
+
+/// A systemd unit file name (systemd.unit(5)): a name of letters, digits and `:-_.@\\`
+/// with one of the unit-type suffixes.
+fn is_unit_name(u: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        ".service",
+        ".socket",
+        ".target",
+        ".timer",
+        ".path",
+        ".mount",
+        ".automount",
+        ".swap",
+        ".slice",
+        ".scope",
+        ".device",
+    ];
+    SUFFIXES.iter().any(|s| u.len() > s.len() && u.ends_with(s))
+        && u.len() <= 255
+        && u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":-_.@\\".contains(&b))
 }
 
 fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<Recipe> {
@@ -520,9 +545,18 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
     alternatives.extend(raw.alternatives.unwrap_or_default());
     let mut enable = p.map(|p| p.enable.clone()).unwrap_or_default();
     let mut disable = p.map(|p| p.disable.clone()).unwrap_or_default();
+    let mut mask = p.map(|p| p.mask.clone()).unwrap_or_default();
     if let Some(s) = raw.systemd {
         enable.extend(s.enable);
         disable.extend(s.disable);
+        for (i, u) in s.mask.into_iter().enumerate() {
+            if !is_unit_name(&u) {
+                bail!("{f}: systemd.mask[{i}]: \"{u}\" is not a unit name (like \"getty@.service\" or \"ldconfig.service\")");
+            }
+            if !mask.contains(&u) {
+                mask.push(u);
+            }
+        }
     }
     let applets = match raw.applets {
         Some(a) => Some(Applets {
@@ -579,6 +613,7 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         alternatives,
         enable,
         disable,
+        mask,
         applets,
         oci,
         parent,
@@ -700,6 +735,22 @@ mod tests {
         );
         let e = err("schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[kernel]\nmodule = [\"storage\"]\n");
         assert!(e.contains("kernel.module: unknown field"), "{e}");
+    }
+
+    #[test]
+    fn systemd_mask_merges_and_checks_unit_names() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "base.toml", "schema-version = 1\n[packages]\ninclude = [\"systemd\"]\n[systemd]\nmask = [\"getty@.service\"]\n");
+        let c = write(d.path(), "child.toml", "schema-version = 1\nextends = \"base.toml\"\n[systemd]\nmask = [\"ldconfig.service\", \"getty@.service\"]\n");
+        let r = Recipe::load(&c).unwrap();
+        assert_eq!(r.mask, ["getty@.service", "ldconfig.service"]);
+        let e = err(
+            "schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[systemd]\nmask = [\"getty\"]\n",
+        );
+        assert!(
+            e.contains("systemd.mask[0]") && e.contains("not a unit name"),
+            "{e}"
+        );
     }
 
     #[test]

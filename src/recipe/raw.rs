@@ -219,6 +219,9 @@ pub struct RawSystemd {
     pub enable: Vec<String>,
     #[serde(default)]
     pub disable: Vec<String>,
+    /// Units linked to /dev/null in /etc/systemd/system (`systemctl mask`).
+    #[serde(default)]
+    pub mask: Vec<String>,
 }
 
 /// `[applets]`: symlinks for the applets of a multi-call binary such as busybox.
