@@ -8,6 +8,7 @@
 
 pub mod apt;
 pub mod assemble;
+pub mod boot;
 pub mod cli;
 pub mod deb;
 pub mod disk;
