@@ -27,12 +27,23 @@ fn agent_binary() -> PathBuf {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("CARGO_TARGET_DIR", target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args(["build", "--locked", "--profile", "init", "-p", "slipway-agent"])
+        .args([
+            "build",
+            "--locked",
+            "--profile",
+            "init",
+            "-p",
+            "slipway-agent",
+        ])
         .args(["--target", "x86_64-unknown-linux-gnu"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "building slipway-agent:\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "building slipway-agent:\n{}",
+        text(&out)
+    );
     target_dir.join("x86_64-unknown-linux-gnu/init/slipway-agent")
 }
 
@@ -89,7 +100,10 @@ enable = ["hello.service"]
             "schema-version = 1\n[test-agent]\nport = 5\n",
             "test-agent.port: invalid type: integer `5`, expected a string (line 3)",
         ),
-        ("schema-version = 3\n", "schema-version: 3 is not supported (expected 1)"),
+        (
+            "schema-version = 3\n",
+            "schema-version: 3 is not supported (expected 1)",
+        ),
     ];
     for (i, (body, want)) in cases.iter().enumerate() {
         let f = dir.path().join(format!("bad{i}.toml"));
@@ -109,7 +123,10 @@ enable = ["hello.service"]
 #[test]
 fn agent_probe_reads_labels_of_vfat_config_drives() {
     let dir = tempfile::tempdir().unwrap();
-    for (args, label) in [(&["-n", "SLIPWAY"][..], "SLIPWAY"), (&["-F", "32", "-n", "cidata"][..], "cidata")] {
+    for (args, label) in [
+        (&["-n", "SLIPWAY"][..], "SLIPWAY"),
+        (&["-F", "32", "-n", "cidata"][..], "cidata"),
+    ] {
         let img = dir.path().join(format!("{label}.img"));
         File::create(&img).unwrap().set_len(40 << 20).unwrap();
         let o = Command::new("mkfs.vfat")
@@ -120,7 +137,10 @@ fn agent_probe_reads_labels_of_vfat_config_drives() {
             .expect("mkfs.vfat (Debian: dosfstools; scripts/setup-host.sh installs it)");
         assert!(o.status.success(), "{}", text(&o));
         let o = agent(&["probe", img.to_str().unwrap()]);
-        assert_eq!(String::from_utf8_lossy(&o.stdout), format!("vfat {label}\n"));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            format!("vfat {label}\n")
+        );
     }
     let zero = dir.path().join("zero.img");
     File::create(&zero).unwrap().set_len(1 << 20).unwrap();
@@ -191,10 +211,16 @@ fn agent_test_agent_serves_the_client_over_a_pty() {
     assert_eq!(ping.boot_id.len(), 36, "{ping:?}");
 
     let r = c
-        .exec(&["sh", "-c", "echo hi; echo oops >&2; exit 4"], Duration::from_secs(10))
+        .exec(
+            &["sh", "-c", "echo hi; echo oops >&2; exit 4"],
+            Duration::from_secs(10),
+        )
         .unwrap();
     assert_eq!((r.exit, r.signal), (Some(4), None));
-    assert_eq!((r.stdout.as_slice(), r.stderr.as_slice()), (&b"hi\n"[..], &b"oops\n"[..]));
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice()),
+        (&b"hi\n"[..], &b"oops\n"[..])
+    );
 
     let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let target = dir.path().join("sub/blob");
@@ -207,8 +233,13 @@ fn agent_test_agent_serves_the_client_over_a_pty() {
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "300000");
 
     let e = c.read_file("/nonexistent/file").unwrap_err();
-    assert!(format!("{e:#}").contains("reading /nonexistent/file"), "{e:#}");
-    let e = c.exec(&["sleep", "5"], Duration::from_millis(200)).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("reading /nonexistent/file"),
+        "{e:#}"
+    );
+    let e = c
+        .exec(&["sleep", "5"], Duration::from_millis(200))
+        .unwrap_err();
     assert!(format!("{e:#}").contains("timed out after 200 ms"), "{e:#}");
     assert!(c.ping().is_ok());
 }

@@ -161,7 +161,11 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
             _ => table,
         };
         err(
-            if key.is_empty() { "(top level)".into() } else { key },
+            if key.is_empty() {
+                "(top level)".into()
+            } else {
+                key
+            },
             format!(
                 "{} (line {line})",
                 e.message().trim_end().replace('\n', "; ")
@@ -335,7 +339,8 @@ fn key_path_at(text: &str, at: usize) -> (String, Option<String>) {
 /// RFC 1123 host name: dot-separated labels of letters, digits and `-`, 1-63 each, not
 /// starting or ending with `-`; at most 253 in all (Linux takes at most 64).
 fn check_hostname(h: &str) -> Result<(), String> {
-    let bad = || format!("{h:?} is not a host name (expected letters, digits, '-' and '.', at most 64)");
+    let bad =
+        || format!("{h:?} is not a host name (expected letters, digits, '-' and '.', at most 64)");
     if h.is_empty() || h.len() > 64 {
         return Err(bad());
     }
@@ -344,7 +349,9 @@ fn check_hostname(h: &str) -> Result<(), String> {
             || label.len() > 63
             || label.starts_with('-')
             || label.ends_with('-')
-            || !label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            || !label
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-')
         {
             return Err(bad());
         }
@@ -394,7 +401,11 @@ fn parse_owner(o: &str) -> Result<Owner, String> {
         return Ok(Owner::Ids(0, 0));
     }
     if let Some((u, g)) = o.split_once(':') {
-        let num = |s: &str| s.parse::<u32>().ok().filter(|_| s.bytes().all(|c| c.is_ascii_digit()));
+        let num = |s: &str| {
+            s.parse::<u32>()
+                .ok()
+                .filter(|_| s.bytes().all(|c| c.is_ascii_digit()))
+        };
         return match (num(u), num(g)) {
             (Some(u), Some(g)) => Ok(Owner::Ids(u, g)),
             _ => Err(format!(
@@ -410,10 +421,11 @@ fn parse_owner(o: &str) -> Result<Owner, String> {
 fn check_user_name(u: &str) -> Result<(), String> {
     let ok = !u.is_empty()
         && u.len() <= 32
-        && u.bytes().next().is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
-        && u.bytes().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-'
-        });
+        && u.bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
+        && u.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-');
     if ok {
         Ok(())
     } else {
@@ -679,13 +691,19 @@ start = ["app.timer"]
         ];
         for (text, want) in cases {
             let got = error_of(text);
-            assert!(got.starts_with(want), "{text:?}:\n got  {got}\n want {want}...");
+            assert!(
+                got.starts_with(want),
+                "{text:?}:\n got  {got}\n want {want}..."
+            );
         }
     }
 
     #[test]
     fn sysctl_keys_in_both_syntaxes() {
-        assert_eq!(check_sysctl_key("kernel.pid_max").unwrap(), "kernel/pid_max");
+        assert_eq!(
+            check_sysctl_key("kernel.pid_max").unwrap(),
+            "kernel/pid_max"
+        );
         assert_eq!(
             check_sysctl_key("net/ipv4/conf/eth0.100/forwarding").unwrap(),
             "net/ipv4/conf/eth0.100/forwarding"

@@ -174,10 +174,7 @@ pub fn b64_encode(data: &[u8]) -> String {
 /// Decodes standard base64; ASCII whitespace is ignored (TOML multi-line strings), padding
 /// is required, anything else is an error naming the offending character.
 pub fn b64_decode(text: &str) -> Result<Vec<u8>, String> {
-    let chars: Vec<u8> = text
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
+    let chars: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
     if chars.len() % 4 != 0 {
         return Err(format!(
             "base64 length {} is not a multiple of 4",
@@ -249,7 +246,14 @@ mod tests {
         };
         let mut buf = Vec::new();
         write_frame(&mut buf, &req).unwrap();
-        write_frame(&mut buf, &Request { id: 8, op: Op::Ping }).unwrap();
+        write_frame(
+            &mut buf,
+            &Request {
+                id: 8,
+                op: Op::Ping,
+            },
+        )
+        .unwrap();
         let json = br#"{"id":7,"op":"exec","argv":["true"],"timeout_ms":500}"#;
         assert_eq!(&buf[..4], &(json.len() as u32).to_be_bytes());
         assert_eq!(&buf[4..4 + json.len()], json);
@@ -280,7 +284,13 @@ mod tests {
     #[test]
     fn wire_format_of_requests_and_responses() {
         let r: Request = serde_json::from_str(r#"{"id":3,"op":"ping"}"#).unwrap();
-        assert_eq!(r, Request { id: 3, op: Op::Ping });
+        assert_eq!(
+            r,
+            Request {
+                id: 3,
+                op: Op::Ping
+            }
+        );
         let w: Request =
             serde_json::from_str(r#"{"id":4,"op":"write","path":"/x","mode":384,"data":"eA=="}"#)
                 .unwrap();

@@ -137,7 +137,10 @@ pub fn resolve(root: &Path, cfg: Config) -> Result<Resolved, ConfigError> {
         if !e.home.starts_with('/') || e.home == "/" || e.home.contains("..") {
             return Err(ConfigError {
                 key: format!("{}.user", k.key_path),
-                msg: format!("user {:?} has no usable home directory ({:?})", k.user, e.home),
+                msg: format!(
+                    "user {:?} has no usable home directory ({:?})",
+                    k.user, e.home
+                ),
             });
         }
         match ssh.iter_mut().find(|(u, _)| *u == k.user) {
@@ -179,7 +182,9 @@ fn make_dirs(dir: &Path) -> Result<(), String> {
 /// Writes `data` to `path` atomically: `.name.tmp-PID` beside it, owner, mode, fsync,
 /// rename. Missing parent directories are created 0755.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32, owner: (u32, u32)) -> Result<(), String> {
-    let dir = path.parent().ok_or_else(|| format!("{}: no parent", path.display()))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| format!("{}: no parent", path.display()))?;
     make_dirs(dir)?;
     let name = path
         .file_name()
@@ -302,7 +307,12 @@ fn apply_once(
         }
     };
     if let Some(h) = &cfg.hostname {
-        let r = write_atomic(&root.join("etc/hostname"), format!("{h}\n").as_bytes(), 0o644, (0, 0));
+        let r = write_atomic(
+            &root.join("etc/hostname"),
+            format!("{h}\n").as_bytes(),
+            0o644,
+            (0, 0),
+        );
         check(r.map_err(|e| format!("hostname: {e}")), out);
     }
     let mut files = 0;
@@ -327,19 +337,27 @@ fn apply_once(
             let r = make_dirs(&ssh_dir)
                 .and_then(|()| {
                     std::os::unix::fs::chown(&ssh_dir, Some(a.uid), Some(a.gid))
-                        .and_then(|()| fs::set_permissions(&ssh_dir, fs::Permissions::from_mode(0o700)))
+                        .and_then(|()| {
+                            fs::set_permissions(&ssh_dir, fs::Permissions::from_mode(0o700))
+                        })
                         .map_err(|e| format!("{}: {e}", ssh_dir.display()))
                 })
                 .and_then(|()| {
                     let text = a.lines.join("\n") + "\n";
-                    write_atomic(&ssh_dir.join("authorized_keys"), text.as_bytes(), 0o600, (a.uid, a.gid))
+                    write_atomic(
+                        &ssh_dir.join("authorized_keys"),
+                        text.as_bytes(),
+                        0o600,
+                        (a.uid, a.gid),
+                    )
                 });
             check(r.map_err(|e| format!("ssh-authorized-key: {e}")), out);
         }
         done.push(plural(cfg.ssh_keys.len(), "ssh key", "ssh keys"));
     }
     if !cfg.sysctl.is_empty() {
-        let mut text = String::from("# Written by slipway-provision from the provisioning config.\n");
+        let mut text =
+            String::from("# Written by slipway-provision from the provisioning config.\n");
         for s in &cfg.sysctl {
             text.push_str(&format!("{} = {}\n", s.key, s.value));
         }
@@ -351,8 +369,10 @@ fn apply_once(
         for s in &cfg.sysctl {
             // A key whose module is not loaded yet is set by systemd-sysctl later.
             if let Err(e) = sys.write_sysctl(&s.proc_path, &s.value) {
-                out.lines
-                    .push(format!("warning: {source}: sysctl.{:?}: {e} (left to systemd-sysctl)", s.key));
+                out.lines.push(format!(
+                    "warning: {source}: sysctl.{:?}: {e} (left to systemd-sysctl)",
+                    s.key
+                ));
             }
         }
         done.push(plural(cfg.sysctl.len(), "sysctl", "sysctls"));
@@ -365,10 +385,18 @@ fn apply_once(
         // `systemctl enable` reloads the manager, which also picks up new unit files.
         let mut args = vec!["enable"];
         args.extend(cfg.enable.iter().map(String::as_str));
-        check(sys.systemctl(&args).map_err(|e| format!("systemd.enable: {e}")), out);
+        check(
+            sys.systemctl(&args)
+                .map_err(|e| format!("systemd.enable: {e}")),
+            out,
+        );
         done.push(plural(cfg.enable.len(), "unit enabled", "units enabled"));
     } else if unit_files {
-        check(sys.systemctl(&["daemon-reload"]).map_err(|e| format!("file: {e}")), out);
+        check(
+            sys.systemctl(&["daemon-reload"])
+                .map_err(|e| format!("file: {e}")),
+            out,
+        );
     }
     ok
 }
@@ -545,11 +573,17 @@ start = ["other.service"]
             "{out:?}"
         );
         assert_eq!(out.lines.len(), 1, "{out:?}");
-        assert_eq!(fs::read_to_string(root.join("etc/hostname")).unwrap(), "node-1\n");
+        assert_eq!(
+            fs::read_to_string(root.join("etc/hostname")).unwrap(),
+            "node-1\n"
+        );
         let conf = root.join("etc/app/app.conf");
         let m = fs::metadata(&conf).unwrap();
         assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o640, 1000, 1001));
-        assert_eq!(fs::metadata(root.join("etc/app")).unwrap().mode() & 0o7777, 0o755);
+        assert_eq!(
+            fs::metadata(root.join("etc/app")).unwrap().mode() & 0o7777,
+            0o755
+        );
         assert!(root.join("run/app/flag").exists());
         let keys = root.join("home/alice/.ssh/authorized_keys");
         assert_eq!(
@@ -602,7 +636,10 @@ start = ["other.service"]
             ),
             "{out:?}"
         );
-        assert_eq!(fs::read_to_string(root.join("etc/app/app.conf")).unwrap(), "edited\n");
+        assert_eq!(
+            fs::read_to_string(root.join("etc/app/app.conf")).unwrap(),
+            "edited\n"
+        );
         assert!(root.join("run/app/flag").exists());
         assert!(root.join(TEST_AGENT_ENV).exists());
         assert_eq!(
@@ -615,8 +652,14 @@ start = ["other.service"]
         // A different config is applied again.
         let changed = CONFIG.replace("x = 1", "x = 2");
         let out = run(root, found(&changed), &mut Fake::default());
-        assert!(out.lines.last().unwrap().starts_with("applied config"), "{out:?}");
-        assert_eq!(fs::read_to_string(root.join("etc/app/app.conf")).unwrap(), "x = 2\n");
+        assert!(
+            out.lines.last().unwrap().starts_with("applied config"),
+            "{out:?}"
+        );
+        assert_eq!(
+            fs::read_to_string(root.join("etc/app/app.conf")).unwrap(),
+            "x = 2\n"
+        );
     }
 
     #[test]
@@ -636,10 +679,22 @@ start = ["other.service"]
         assert!(!root.join("run").exists());
         assert!(!root.join(STATE).exists());
 
-        let out = run(root, found("schema-version = 1\n[sysctl]\n\"a..b\" = 1\n"), &mut sys);
-        assert!(out.lines[0].starts_with("ERROR: fw_cfg: sysctl.\"a..b\": "), "{out:?}");
-        let out = run(root, Some(("config drive /dev/vdb".into(), vec![0xff])), &mut sys);
-        assert!(out.lines[0].starts_with("ERROR: config drive /dev/vdb: (top level): the config is not UTF-8"));
+        let out = run(
+            root,
+            found("schema-version = 1\n[sysctl]\n\"a..b\" = 1\n"),
+            &mut sys,
+        );
+        assert!(
+            out.lines[0].starts_with("ERROR: fw_cfg: sysctl.\"a..b\": "),
+            "{out:?}"
+        );
+        let out = run(
+            root,
+            Some(("config drive /dev/vdb".into(), vec![0xff])),
+            &mut sys,
+        );
+        assert!(out.lines[0]
+            .starts_with("ERROR: config drive /dev/vdb: (top level): the config is not UTF-8"));
     }
 
     #[test]
@@ -651,7 +706,10 @@ start = ["other.service"]
             ..Fake::default()
         };
         let out = run(root, found(CONFIG), &mut sys);
-        assert!(out.lines[0].starts_with("ERROR: fw_cfg: systemd.enable: no bus"), "{out:?}");
+        assert!(
+            out.lines[0].starts_with("ERROR: fw_cfg: systemd.enable: no bus"),
+            "{out:?}"
+        );
         assert!(out.lines.last().unwrap().contains("with errors"), "{out:?}");
         assert!(!root.join(STATE).exists());
     }
@@ -661,9 +719,12 @@ start = ["other.service"]
         let img = image();
         let root = &img.0;
         fs::remove_file(root.join("usr/sbin/sshd")).unwrap();
-        let text = "schema-version = 1\n[[ssh-authorized-key]]\nuser = \"root\"\nkey = \"ssh-rsa AAAA\"\n";
+        let text =
+            "schema-version = 1\n[[ssh-authorized-key]]\nuser = \"root\"\nkey = \"ssh-rsa AAAA\"\n";
         let out = run(root, found(text), &mut Fake::default());
-        assert!(out.lines[0].starts_with("warning: fw_cfg: ssh-authorized-key: the image has no sshd"));
+        assert!(
+            out.lines[0].starts_with("warning: fw_cfg: ssh-authorized-key: the image has no sshd")
+        );
         assert!(!root.join("root/.ssh").exists());
         let out = run(root, None, &mut Fake::default());
         assert_eq!(out.lines.len(), 1);

@@ -98,7 +98,9 @@ pub struct Probe {
 }
 
 fn trim_label(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).trim_end_matches([' ', '\0']).to_string()
+    String::from_utf8_lossy(b)
+        .trim_end_matches([' ', '\0'])
+        .to_string()
 }
 
 /// Reads the label of a FAT or ISO 9660 file system from its first 33 KiB.

@@ -122,7 +122,11 @@ pub fn handle(req: Request) -> Response {
             argv,
             timeout_ms,
             stdin,
-        } => exec(&argv, timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS), stdin.as_deref()),
+        } => exec(
+            &argv,
+            timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            stdin.as_deref(),
+        ),
         Op::Read { path } => read(&path),
         Op::Write { path, mode, data } => write(&path, mode.unwrap_or(0o644), &data),
     };
@@ -283,17 +287,27 @@ mod tests {
 
     #[test]
     fn exec_captures_output_status_and_signal_with_a_clean_env() {
-        let r = run(&["sh", "-c", "echo out; echo err >&2; env; exit 3"], 10_000, None);
+        let r = run(
+            &["sh", "-c", "echo out; echo err >&2; env; exit 3"],
+            10_000,
+            None,
+        );
         assert!(r.ok, "{r:?}");
         assert_eq!((r.id, r.exit, r.signal), (5, Some(3), None));
         let out = String::from_utf8(b64_decode(r.stdout.as_deref().unwrap()).unwrap()).unwrap();
         assert!(out.starts_with("out\n"), "{out}");
-        assert!(out.contains("PATH=/usr/sbin:/usr/bin:/sbin:/bin\n"), "{out}");
+        assert!(
+            out.contains("PATH=/usr/sbin:/usr/bin:/sbin:/bin\n"),
+            "{out}"
+        );
         assert!(!out.contains("HOME="), "{out}");
         assert_eq!(b64_decode(r.stderr.as_deref().unwrap()).unwrap(), b"err\n");
 
         let r = run(&["cat"], 10_000, Some(b"\x00\xffbytes"));
-        assert_eq!(b64_decode(r.stdout.as_deref().unwrap()).unwrap(), b"\x00\xffbytes");
+        assert_eq!(
+            b64_decode(r.stdout.as_deref().unwrap()).unwrap(),
+            b"\x00\xffbytes"
+        );
 
         let r = run(&["sh", "-c", "kill -TERM $$"], 10_000, None);
         assert_eq!((r.exit, r.signal), (None, Some(15)));
@@ -335,8 +349,14 @@ mod tests {
                 path: "relative".into(),
             },
         });
-        assert_eq!(r.error.as_deref(), Some("\"relative\" is not an absolute path"));
-        let p = handle(Request { id: 4, op: Op::Ping });
+        assert_eq!(
+            r.error.as_deref(),
+            Some("\"relative\" is not an absolute path")
+        );
+        let p = handle(Request {
+            id: 4,
+            op: Op::Ping,
+        });
         assert_eq!(p.boot_id.unwrap().len(), 36);
         assert!(p.uptime.unwrap() > 0.0);
     }

@@ -74,7 +74,10 @@ impl AgentClient {
                 Ok(s) => break s,
                 Err(e)
                     if Instant::now() < deadline
-                        && matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) =>
+                        && matches!(
+                            e.kind(),
+                            ErrorKind::NotFound | ErrorKind::ConnectionRefused
+                        ) =>
                 {
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -297,6 +300,9 @@ mod tests {
         let mut b = agent.join().unwrap();
         protocol::write_frame(&mut b, &Response::failure(3, "no such file")).unwrap();
         let e = client.read_file("/nope").unwrap_err();
-        assert!(format!("{e:#}").contains("the test agent says: no such file"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("the test agent says: no such file"),
+            "{e:#}"
+        );
     }
 }
