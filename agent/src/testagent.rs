@@ -3,8 +3,9 @@
 //! Consumes frames (see `protocol`) from `/dev/virtio-ports/NAME` (or any character
 //! device given with `--device`, e.g. a pty in tests); produces one response frame per
 //! request. One request at a time. A virtio-serial port reports hang-up while no host
-//! is connected and end-of-file when the host disconnects: the agent then reopens the
-//! port and waits, so the host may connect, disconnect and reconnect at will.
+//! is connected, and reads return end-of-file: the agent waits through hang-ups with the
+//! port open and, after end-of-file or an error inside a frame, reopens it (dropping the
+//! half-read frame), so the host may connect, disconnect and reconnect at will.
 
 use crate::protocol::{b64_decode, b64_encode, read_frame, write_frame, Op, Request, Response};
 use crate::provision::write_atomic;
@@ -17,6 +18,7 @@ use std::os::fd::AsFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The PATH commands run with.
@@ -25,6 +27,8 @@ const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 /// How long to wait for the port to appear.
 const APPEAR_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for a finished command's output pipes to close.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
 /// Largest file `read` returns.
 const MAX_READ: u64 = 48 << 20;
 
@@ -65,7 +69,9 @@ fn make_raw(port: &File) {
     }
 }
 
-/// Waits until the port has data; false on hang-up without data (no host connected).
+/// Waits until the port has data. While no host is connected a virtio-serial port
+/// reports hang-up; the agent keeps the port open and looks again every 250 ms (opening
+/// and closing it would signal the host side each time). False only if poll fails.
 fn wait_readable(port: &File) -> bool {
     loop {
         let mut fds = [PollFd::new(port.as_fd(), PollFlags::POLLIN)];
@@ -76,9 +82,10 @@ fn wait_readable(port: &File) -> bool {
                 if r.contains(PollFlags::POLLIN) {
                     return true;
                 }
-                if r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+                if r.contains(PollFlags::POLLNVAL) {
                     return false;
                 }
+                std::thread::sleep(Duration::from_millis(250));
             }
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return false,
@@ -195,15 +202,43 @@ fn owner_of_self() -> (u32, u32) {
     )
 }
 
-/// Drains a pipe on a thread.
-fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+/// A pipe drained on a thread: the bytes so far, and a signal at end of file.
+struct Drain {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+fn drain(pipe: Option<impl Read + Send + 'static>) -> Drain {
+    let bytes = Arc::new(Mutex::new(Vec::new()));
+    let (tx, done) = mpsc::channel();
+    let sink = Arc::clone(&bytes);
     std::thread::spawn(move || {
-        let mut buf = Vec::new();
         if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
+            let mut chunk = [0u8; 16384];
+            while let Ok(n) = p.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut b) = sink.lock() {
+                    b.extend_from_slice(&chunk[..n]);
+                }
+            }
         }
-        buf
-    })
+        let _ = tx.send(());
+    });
+    Drain { bytes, done }
+}
+
+impl Drain {
+    /// The output: waits for end of file, but at most [`PIPE_GRACE`], because a process
+    /// that left the group (setsid) may hold the pipe open forever.
+    fn collect(self) -> Vec<u8> {
+        let _ = self.done.recv_timeout(PIPE_GRACE);
+        self.bytes
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default()
+    }
 }
 
 fn exec(argv: &[String], timeout_ms: u64, stdin: Option<&str>) -> Result<Response, String> {
@@ -245,8 +280,6 @@ fn exec(argv: &[String], timeout_ms: u64, stdin: Option<&str>) -> Result<Respons
                 // The whole group, so grandchildren holding the pipes die too.
                 let _ = killpg(pgid, Signal::SIGKILL);
                 let _ = child.wait();
-                let _ = out.join();
-                let _ = err.join();
                 return Err(format!("{prog}: timed out after {timeout_ms} ms; killed"));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
@@ -256,11 +289,9 @@ fn exec(argv: &[String], timeout_ms: u64, stdin: Option<&str>) -> Result<Respons
     // Background processes the command left behind keep its pipes open: do not wait on
     // them forever.
     let _ = killpg(pgid, Signal::SIGKILL);
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    if let Some(f) = feeder {
-        let _ = f.join();
-    }
+    let stdout = out.collect();
+    let stderr = err.collect();
+    drop(feeder); // a command that did not read all its input no longer matters
     Ok(Response {
         exit: status.code(),
         signal: status.signal(),
@@ -317,6 +348,20 @@ mod tests {
         assert!(!r.ok);
         assert!(r.error.unwrap().contains("timed out after 300 ms"));
         assert!(t.elapsed() < Duration::from_secs(10));
+
+        // A daemon that left the process group still holds the pipes: bounded wait.
+        let t = Instant::now();
+        let r = run(
+            &["sh", "-c", "setsid sleep 5 & echo started"],
+            10_000,
+            None,
+        );
+        assert_eq!(r.exit, Some(0), "{r:?}");
+        assert_eq!(
+            b64_decode(r.stdout.as_deref().unwrap()).unwrap(),
+            b"started\n"
+        );
+        assert!(t.elapsed() < Duration::from_secs(8));
 
         let r = run(&["/nonexistent"], 1000, None);
         assert!(r.error.unwrap().starts_with("starting /nonexistent"));
