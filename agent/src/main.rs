@@ -110,32 +110,28 @@ fn check(file: &Path) -> i32 {
 }
 
 fn test_agent(args: &[&str]) -> i32 {
-    let device = match args {
+    let target = match args {
         [] => {
             let port = std::env::var("SLIPWAY_TEST_AGENT_PORT")
                 .ok()
                 .filter(|p| !p.is_empty())
                 .unwrap_or_else(|| protocol::DEFAULT_PORT.to_string());
-            virtio_port(&port)
+            testagent::Target::Port(port)
         }
-        ["--port", name] if !name.contains('/') => virtio_port(name),
-        ["--device", path] => PathBuf::from(path),
+        ["--port", name] if !name.contains('/') => testagent::Target::Port(name.to_string()),
+        ["--device", path] => testagent::Target::Device(PathBuf::from(path)),
         _ => {
             eprintln!("{USAGE}");
             return 2;
         }
     };
-    match testagent::serve(&device) {
+    match testagent::serve(&target) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("slipway-test-agent: {e}");
             1
         }
     }
-}
-
-fn virtio_port(name: &str) -> PathBuf {
-    Path::new("/dev/virtio-ports").join(name)
 }
 
 fn probe(dev: &Path) -> i32 {

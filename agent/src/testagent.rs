@@ -16,7 +16,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,19 +32,54 @@ const PIPE_GRACE: Duration = Duration::from_secs(2);
 /// Largest file `read` returns.
 const MAX_READ: u64 = 48 << 20;
 
-/// Serves `device` forever (returns only if it never appears or cannot be opened).
-pub fn serve(device: &Path) -> Result<(), String> {
+/// What to serve.
+pub enum Target {
+    /// A virtio-serial port by name.
+    Port(String),
+    /// Any character device (tests: a pty).
+    Device(PathBuf),
+}
+
+/// The device of virtio-serial port `name`: udev's `/dev/virtio-ports/NAME` link, or,
+/// before udev has made it (or without udev), the `/dev/vportXpY` whose sysfs `name`
+/// matches.
+fn find_port(name: &str) -> Option<PathBuf> {
+    let link = Path::new("/dev/virtio-ports").join(name);
+    if link.exists() {
+        return Some(link);
+    }
+    fs::read_dir("/sys/class/virtio-ports")
+        .ok()?
+        .flatten()
+        .find(|e| fs::read_to_string(e.path().join("name")).is_ok_and(|n| n.trim_end() == name))
+        .map(|e| Path::new("/dev").join(e.file_name()))
+        .filter(|p| p.exists())
+}
+
+/// Serves `target` forever (returns only if it never appears or cannot be opened).
+pub fn serve(target: &Target) -> Result<(), String> {
     let start = Instant::now();
-    while !device.exists() {
+    let device = loop {
+        let found = match target {
+            Target::Port(name) => find_port(name),
+            Target::Device(p) => Some(p.clone()).filter(|p| p.exists()),
+        };
+        if let Some(d) = found {
+            break d;
+        }
         if start.elapsed() > APPEAR_TIMEOUT {
+            let what = match target {
+                Target::Port(n) => format!("virtio-serial port {n}"),
+                Target::Device(p) => p.display().to_string(),
+            };
             return Err(format!(
-                "{} did not appear within {} s (is the virtserialport configured?)",
-                device.display(),
+                "{what} did not appear within {} s (is the virtserialport configured?)",
                 APPEAR_TIMEOUT.as_secs()
             ));
         }
         std::thread::sleep(Duration::from_millis(200));
-    }
+    };
+    let device = device.as_path();
     eprintln!("slipway-test-agent: serving {}", device.display());
     loop {
         let port = File::options()
@@ -351,11 +386,7 @@ mod tests {
 
         // A daemon that left the process group still holds the pipes: bounded wait.
         let t = Instant::now();
-        let r = run(
-            &["sh", "-c", "setsid sleep 5 & echo started"],
-            10_000,
-            None,
-        );
+        let r = run(&["sh", "-c", "setsid sleep 5 & echo started"], 10_000, None);
         assert_eq!(r.exit, Some(0), "{r:?}");
         assert_eq!(
             b64_decode(r.stdout.as_deref().unwrap()).unwrap(),
