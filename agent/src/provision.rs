@@ -255,12 +255,12 @@ pub fn run(root: &Path, found: Option<(String, Vec<u8>)>, sys: &mut dyn System) 
     let recorded = fs::read_to_string(&state).unwrap_or_default();
     let again = recorded.lines().next() == Some(&format!("sha256 {digest}"));
     let mut done = Vec::new();
-    let mut failed = false;
-    if !again {
-        failed |= !apply_once(root, &res, &source, sys, &mut out, &mut done);
-    }
-    failed |= !apply_every_boot(root, &res, &source, again, sys, &mut out, &mut done);
-    if !again && !failed {
+    let once_ok = again || apply_once(root, &res, &source, sys, &mut out, &mut done);
+    let boot_ok = apply_every_boot(root, &res, &source, again, sys, &mut out, &mut done);
+    let failed = !once_ok || !boot_ok;
+    // Only the persistent part decides "applied": a unit that fails to start must not
+    // make every later boot rewrite the files (and undo local edits).
+    if !again && once_ok {
         let record = format!("sha256 {digest}\nsource {source}\n");
         if let Err(e) = write_atomic(&state, record.as_bytes(), 0o644, (0, 0)) {
             out.error(&source, e);
@@ -275,11 +275,11 @@ pub fn run(root: &Path, found: Option<(String, Vec<u8>)>, sys: &mut dyn System) 
     out.lines.push(match (again, failed) {
         (false, false) => format!("applied config from {source} (sha256 {short}…): {what}"),
         (false, true) => format!(
-            "applied config from {source} (sha256 {short}…) with errors (see above; retried next boot): {what}"
+            "applied config from {source} (sha256 {short}…) with errors (see above): {what}"
         ),
-        (true, _) => format!(
-            "config from {source} (sha256 {short}…) already applied; this boot: {what}"
-        ),
+        (true, _) => {
+            format!("config from {source} (sha256 {short}…) already applied; this boot: {what}")
+        }
     });
     out
 }
@@ -445,13 +445,17 @@ fn apply_every_boot(
     }
     start.extend(cfg.start.iter().map(String::as_str));
     if let Some(port) = &cfg.test_agent {
+        // Its own call, so a broken user unit cannot keep the test agent from starting.
         let env = format!("SLIPWAY_TEST_AGENT_PORT={port}\n");
-        if let Err(e) = write_atomic(&root.join(TEST_AGENT_ENV), env.as_bytes(), 0o644, (0, 0)) {
-            out.error(source, format!("test-agent: {e}"));
-            ok = false;
+        let r = write_atomic(&root.join(TEST_AGENT_ENV), env.as_bytes(), 0o644, (0, 0))
+            .and_then(|()| sys.systemctl(&["--no-block", "start", TEST_AGENT_UNIT]));
+        match r {
+            Ok(()) => done.push(format!("test agent on {port}")),
+            Err(e) => {
+                out.error(source, format!("test-agent: {e}"));
+                ok = false;
+            }
         }
-        start.push(TEST_AGENT_UNIT);
-        done.push(format!("test agent on {port}"));
     }
     if !start.is_empty() {
         let mut args = vec!["--no-block", "start"];
@@ -476,12 +480,13 @@ mod tests {
     struct Fake {
         calls: Vec<String>,
         fail_systemctl: bool,
+        fail_start: bool,
     }
 
     impl System for Fake {
         fn systemctl(&mut self, args: &[&str]) -> Result<(), String> {
             self.calls.push(format!("systemctl {}", args.join(" ")));
-            if self.fail_systemctl {
+            if self.fail_systemctl || (self.fail_start && args.contains(&"start")) {
                 return Err("no bus".into());
             }
             Ok(())
@@ -606,7 +611,8 @@ start = ["other.service"]
                 "sysctl vm/swappiness=10",
                 "systemctl enable app.service",
                 "sethostname node-1",
-                "systemctl --no-block start app.service other.service slipway-test-agent.service",
+                "systemctl --no-block start slipway-test-agent.service",
+                "systemctl --no-block start app.service other.service",
             ]
         );
         assert!(fs::read_to_string(root.join(STATE))
@@ -646,7 +652,8 @@ start = ["other.service"]
             sys.calls,
             [
                 "sethostname node-1",
-                "systemctl --no-block start other.service slipway-test-agent.service",
+                "systemctl --no-block start slipway-test-agent.service",
+                "systemctl --no-block start other.service",
             ]
         );
         // A different config is applied again.
@@ -712,6 +719,20 @@ start = ["other.service"]
         );
         assert!(out.lines.last().unwrap().contains("with errors"), "{out:?}");
         assert!(!root.join(STATE).exists());
+
+        // A unit that fails to start is reported, but the files count as applied.
+        let mut sys = Fake {
+            fail_start: true,
+            ..Fake::default()
+        };
+        let out = run(root, found(CONFIG), &mut sys);
+        assert!(
+            out.lines
+                .contains(&"ERROR: fw_cfg: test-agent: no bus".to_string()),
+            "{out:?}"
+        );
+        assert!(out.lines.last().unwrap().contains("with errors"), "{out:?}");
+        assert!(root.join(STATE).exists());
     }
 
     #[test]
