@@ -258,6 +258,14 @@ fn agent_boot_provisions_from_a_config_drive_and_fw_cfg_and_serves_the_host() {
     g.wait_for("GUEST-HOSTNAME:", Duration::from_secs(240));
     let console = g.console();
     fs::write(dir.path().join("boot1.log"), &console).unwrap();
+    eprintln!(
+        "{}",
+        console
+            .lines()
+            .filter(|l| l.contains("slipway-"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(
         console.contains("slipway-provision: applied config from config drive /dev/vda (SLIPWAY)"),
         "{console}"
@@ -302,6 +310,14 @@ fn agent_boot_provisions_from_a_config_drive_and_fw_cfg_and_serves_the_host() {
     g.wait_for("GUEST-HOSTNAME:", Duration::from_secs(240));
     let console = g.console();
     fs::write(dir.path().join("boot2.log"), &console).unwrap();
+    eprintln!(
+        "{}",
+        console
+            .lines()
+            .filter(|l| l.contains("slipway-"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(
         console.contains("slipway-provision: config found in fw_cfg and on config drive /dev/vda (SLIPWAY): using fw_cfg"),
         "{console}"

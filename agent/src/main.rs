@@ -71,8 +71,25 @@ fn say(console: &mut Option<File>, line: &str) {
     let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
+/// /dev/console, unless stderr already is the console (then every line would show twice).
+fn open_console() -> Option<File> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let console = File::options().write(true).open("/dev/console").ok()?;
+    let stderr = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(File::from)
+        .and_then(|f| f.metadata());
+    let same = match (console.metadata(), stderr) {
+        (Ok(c), Ok(e)) => e.file_type().is_char_device() && c.rdev() == e.rdev(),
+        _ => false,
+    };
+    (!same).then_some(console)
+}
+
 fn provision() -> i32 {
-    let mut console = File::options().write(true).open("/dev/console").ok();
+    let mut console = open_console();
     let mut notes = Vec::new();
     let found = source::find(&mut notes).map(|f| (f.source, f.bytes));
     for n in &notes {

@@ -273,12 +273,12 @@ pub fn run(root: &Path, found: Option<(String, Vec<u8>)>, sys: &mut dyn System) 
     };
     let short = &digest[..12];
     out.lines.push(match (again, failed) {
-        (false, false) => format!("applied config from {source} (sha256 {short}…): {what}"),
+        (false, false) => format!("applied config from {source} (sha256 {short}...): {what}"),
         (false, true) => format!(
-            "applied config from {source} (sha256 {short}…) with errors (see above): {what}"
+            "applied config from {source} (sha256 {short}...) with errors (see above): {what}"
         ),
         (true, _) => {
-            format!("config from {source} (sha256 {short}…) already applied; this boot: {what}")
+            format!("config from {source} (sha256 {short}...) already applied; this boot: {what}")
         }
     });
     out
@@ -572,7 +572,7 @@ start = ["other.service"]
         let last = out.lines.last().unwrap();
         assert!(
             last.starts_with(&format!(
-                "applied config from fw_cfg (sha256 {}…): hostname, 1 file, 1 ssh key, 1 sysctl, 1 unit enabled",
+                "applied config from fw_cfg (sha256 {}...): hostname, 1 file, 1 ssh key, 1 sysctl, 1 unit enabled",
                 &sha256::hex(CONFIG.as_bytes())[..12]
             )),
             "{out:?}"

@@ -386,7 +386,11 @@ mod tests {
 
         // A daemon that left the process group still holds the pipes: bounded wait.
         let t = Instant::now();
-        let r = run(&["sh", "-c", "setsid sleep 5 & sleep 0.5; echo started"], 10_000, None);
+        let r = run(
+            &["sh", "-c", "setsid sleep 5 & sleep 0.5; echo started"],
+            10_000,
+            None,
+        );
         assert_eq!(r.exit, Some(0), "{r:?}");
         assert_eq!(
             b64_decode(r.stdout.as_deref().unwrap()).unwrap(),
