@@ -162,6 +162,13 @@ fn kit(dir: &Path) -> (PathBuf, PathBuf) {
     (rootfs.join(format!("boot/vmlinuz-{kver}")), initrd)
 }
 
+/// Where the console logs of the boots are kept (in the target directory).
+fn log_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-boot-logs");
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
 struct Guest {
     child: Child,
     log: std::sync::Arc<std::sync::Mutex<String>>,
@@ -174,11 +181,11 @@ impl Guest {
     fn wait_for(&self, what: &str, timeout: Duration) {
         let start = Instant::now();
         while !self.console().contains(what) {
-            assert!(
-                start.elapsed() < timeout,
-                "no {what:?} on the console within {timeout:?}:\n{}",
-                self.console()
-            );
+            if start.elapsed() > timeout {
+                let log = self.console();
+                fs::write(log_dir().join("timeout.log"), &log).unwrap();
+                panic!("no {what:?} on the console within {timeout:?}:\n{log}");
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -257,7 +264,7 @@ fn agent_boot_provisions_from_a_config_drive_and_fw_cfg_and_serves_the_host() {
     let g = boot(&kit, &sock, &drive_arg);
     g.wait_for("GUEST-HOSTNAME:", Duration::from_secs(240));
     let console = g.console();
-    fs::write(dir.path().join("boot1.log"), &console).unwrap();
+    fs::write(log_dir().join("boot1.log"), &console).unwrap();
     eprintln!(
         "{}",
         console
@@ -309,7 +316,7 @@ fn agent_boot_provisions_from_a_config_drive_and_fw_cfg_and_serves_the_host() {
     let g = boot(&kit, &sock, &extra);
     g.wait_for("GUEST-HOSTNAME:", Duration::from_secs(240));
     let console = g.console();
-    fs::write(dir.path().join("boot2.log"), &console).unwrap();
+    fs::write(log_dir().join("boot2.log"), &console).unwrap();
     eprintln!(
         "{}",
         console
