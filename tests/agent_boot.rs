@@ -216,13 +216,7 @@ fn boot(kit: &(PathBuf, PathBuf), sock: &Path, extra: &[String]) -> Guest {
         .arg("-initrd")
         .arg(&kit.1)
         .args(["-append", "console=ttyS0 no_timer_check panic=-1"])
-        .arg("-chardev")
-        .arg(format!(
-            "socket,id=ta,path={},server=on,wait=off",
-            sock.display()
-        ))
-        .args(["-device", "virtio-serial-pci"])
-        .args(["-device", "virtserialport,chardev=ta,name=org.slipway.test"])
+        .args(slipway::boot::agent::qemu_port_args(sock))
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -307,11 +301,7 @@ fn agent_boot_provisions_from_a_config_drive_and_fw_cfg_and_serves_the_host() {
     let fw_cfg = dir.path().join("fw.toml");
     fs::write(&fw_cfg, "schema-version = 1\nhostname = \"from-fw-cfg\"\n").unwrap();
     let mut extra = drive_arg.clone();
-    extra.push("-fw_cfg".into());
-    extra.push(format!(
-        "name=opt/org.slipway/config,file={}",
-        fw_cfg.display()
-    ));
+    extra.extend(slipway::boot::agent::qemu_fw_cfg_args(&fw_cfg));
     let sock = dir.path().join("ta2.sock");
     let g = boot(&kit, &sock, &extra);
     g.wait_for("GUEST-HOSTNAME:", Duration::from_secs(240));

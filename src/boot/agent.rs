@@ -18,6 +18,40 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Where host images carry the agent binary (`make agent` builds it).
+pub const AGENT_IN_IMAGE: &str = "/usr/lib/slipway/slipway-agent";
+/// The unit files (in `agent/units/`) and where images carry them.
+pub const UNITS: &[(&str, &str)] = &[
+    (
+        "agent/units/slipway-provision.service",
+        "/usr/lib/systemd/system/slipway-provision.service",
+    ),
+    (
+        "agent/units/slipway-test-agent.service",
+        "/usr/lib/systemd/system/slipway-test-agent.service",
+    ),
+];
+
+/// QEMU arguments that expose the test agent's port as a unix socket at `sock`.
+pub fn qemu_port_args(sock: &Path) -> Vec<String> {
+    vec![
+        "-chardev".into(),
+        format!("socket,id=ta,path={},server=on,wait=off", sock.display()),
+        "-device".into(),
+        "virtio-serial-pci".into(),
+        "-device".into(),
+        format!("virtserialport,chardev=ta,name={}", protocol::DEFAULT_PORT),
+    ]
+}
+
+/// QEMU arguments that hand the provisioning config `config` to the guest by fw_cfg.
+pub fn qemu_fw_cfg_args(config: &Path) -> Vec<String> {
+    vec![
+        "-fw_cfg".into(),
+        format!("name=opt/org.slipway/config,file={}", config.display()),
+    ]
+}
+
 /// How long plain requests (ping, read, write) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Extra time an exec answer may take beyond the command's own timeout (the guest may be
@@ -247,6 +281,25 @@ fn take_frame(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qemu_arguments() {
+        assert_eq!(
+            qemu_port_args(Path::new("/t/ta.sock")).join(" "),
+            "-chardev socket,id=ta,path=/t/ta.sock,server=on,wait=off -device virtio-serial-pci \
+             -device virtserialport,chardev=ta,name=org.slipway.test"
+        );
+        assert_eq!(
+            qemu_fw_cfg_args(Path::new("/t/c.toml")),
+            ["-fw_cfg", "name=opt/org.slipway/config,file=/t/c.toml"]
+        );
+        for (src, _) in UNITS {
+            assert!(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(src).exists(),
+                "{src}"
+            );
+        }
+    }
 
     #[test]
     fn take_frame_waits_for_whole_frames() {
