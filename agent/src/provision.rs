@@ -143,6 +143,16 @@ pub fn resolve(root: &Path, cfg: Config) -> Result<Resolved, ConfigError> {
                 ),
             });
         }
+        if root.join("usr/sbin/sshd").exists() && !on_writable_fs(root, Path::new(&e.home)) {
+            return Err(ConfigError {
+                key: format!("{}.user", k.key_path),
+                msg: format!(
+                    "the home directory of {:?}, {}, is on the read-only root file system \
+                     (expected it under /etc, /var or /run, or a symlink there)",
+                    k.user, e.home
+                ),
+            });
+        }
         match ssh.iter_mut().find(|(u, _)| *u == k.user) {
             Some((_, a)) => a.lines.push(k.key.clone()),
             None => ssh.push((
@@ -163,6 +173,23 @@ pub fn resolve(root: &Path, cfg: Config) -> Result<Resolved, ConfigError> {
         ssh: ssh.into_iter().map(|(_, a)| a).collect(),
         no_sshd,
     })
+}
+
+/// True when `path` (absolute in the image), or the nearest ancestor that exists, lies
+/// under /etc, /var or /run once symlinks are followed: the only writable places.
+fn on_writable_fs(root: &Path, path: &Path) -> bool {
+    let root = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let mut p = under(&root, path);
+    loop {
+        if let Ok(c) = fs::canonicalize(&p) {
+            let rel = c.strip_prefix(&root).unwrap_or(&c);
+            let rel = rel.strip_prefix("/").unwrap_or(rel);
+            return ["etc", "var", "run"].iter().any(|d| rel.starts_with(d));
+        }
+        if !p.pop() {
+            return false;
+        }
+    }
 }
 
 /// `path` (absolute in the image) under `root`.
@@ -504,9 +531,10 @@ mod tests {
     fn image() -> tempfile_lite::Dir {
         let d = tempfile_lite::Dir::new();
         fs::create_dir_all(d.0.join("etc")).unwrap();
+        fs::create_dir_all(d.0.join("var")).unwrap();
         fs::write(
             d.0.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1001::/home/alice:/bin/sh\n",
+            "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1001::/var/home/alice:/bin/sh\n",
         )
         .unwrap();
         fs::create_dir_all(d.0.join("usr/sbin")).unwrap();
@@ -590,13 +618,13 @@ start = ["other.service"]
             0o755
         );
         assert!(root.join("run/app/flag").exists());
-        let keys = root.join("home/alice/.ssh/authorized_keys");
+        let keys = root.join("var/home/alice/.ssh/authorized_keys");
         assert_eq!(
             fs::read_to_string(&keys).unwrap(),
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 alice@laptop\n"
         );
         assert_eq!(fs::metadata(&keys).unwrap().mode() & 0o777, 0o600);
-        let ssh = fs::metadata(root.join("home/alice/.ssh")).unwrap();
+        let ssh = fs::metadata(root.join("var/home/alice/.ssh")).unwrap();
         assert_eq!((ssh.mode() & 0o777, ssh.uid()), (0o700, 1000));
         assert!(fs::read_to_string(root.join(SYSCTL_CONF))
             .unwrap()
