@@ -5,7 +5,7 @@ CARGO ?= cargo
 RECIPE ?= base/static
 OUT ?= out
 
-.PHONY: all setup build init image test check fmt clippy bench clean
+.PHONY: all setup build init agent image test check fmt clippy bench clean
 
 # slipway-init (init/) goes into initramfs images: a static binary (static glibc; the musl
 # target is not installed), built with its own size-optimised profile and copied next to
@@ -13,6 +13,9 @@ OUT ?= out
 INIT_TARGET ?= x86_64-unknown-linux-gnu
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 INIT_BIN = $(TARGET_DIR)/$(INIT_TARGET)/init/slipway-init
+# slipway-agent (agent/) goes into host images (/usr/lib/slipway/slipway-agent): built the
+# same way as slipway-init (see docs/provisioning.md).
+AGENT_BIN = $(TARGET_DIR)/$(INIT_TARGET)/init/slipway-agent
 
 all: build
 
@@ -22,10 +25,15 @@ setup:
 build:
 	$(CARGO) build --release --locked
 	$(MAKE) init
+	$(MAKE) agent
 
 init:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked --profile init -p slipway-init --target $(INIT_TARGET)
 	install -D -m 0755 $(INIT_BIN) $(TARGET_DIR)/release/slipway-init
+
+agent:
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked --profile init -p slipway-agent --target $(INIT_TARGET)
+	install -D -m 0755 $(AGENT_BIN) $(TARGET_DIR)/release/slipway-agent
 
 image: setup build
 	./target/release/slipway build $(RECIPE) -o $(OUT)/$(notdir $(RECIPE))

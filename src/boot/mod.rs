@@ -1,5 +1,8 @@
-//! Booting images: QEMU with OVMF ([`qemu`]), its monitor ([`qmp`]).
+//! Booting images and talking to them: QEMU with OVMF ([`qemu`]), its monitor
+//! ([`qmp`]), and [`agent`], the host side of the in-image test agent (agent/ crate,
+//! `slipway-agent test-agent`).
 
+pub mod agent;
 pub mod qemu;
 pub mod qmp;
 

@@ -1,0 +1,171 @@
+//! slipway-agent: the agent slipway puts into host images.
+//!
+//! Subcommands:
+//! - `provision`: run once per boot by `slipway-provision.service`; finds a config in
+//!   QEMU fw_cfg or on a config drive and applies it (once per distinct config; per-boot
+//!   effects every boot). Problems are printed on /dev/console and stderr; it always
+//!   exits 0 so a bad config never fails the boot.
+//! - `check FILE`: validates a config on the build host; exit 0, or 2 with the key at
+//!   fault.
+//! - `test-agent [--port NAME | --device PATH]`: serves exec/read/write/ping requests
+//!   over the virtio-serial port `/dev/virtio-ports/NAME` (default `org.slipway.test`,
+//!   or `$SLIPWAY_TEST_AGENT_PORT`).
+//! - `probe DEVICE`: prints the file-system type and label a config drive probe sees.
+//!
+//! Install paths in an image (the image stage copies these):
+//! - `/usr/lib/slipway/slipway-agent` (this static binary, mode 0755);
+//! - `/usr/lib/systemd/system/slipway-provision.service` (from `agent/units/`), enabled
+//!   by the symlink `/etc/systemd/system/sysinit.target.wants/slipway-provision.service`
+//!   (or `systemctl --root=TREE enable`); on a read-only root the symlink can equally
+//!   live in `/usr/lib/systemd/system/sysinit.target.wants/`;
+//! - `/usr/lib/systemd/system/slipway-test-agent.service` (no [Install]; started by
+//!   provision when the config has `[test-agent]`).
+//!
+//! The config format, sources and protocol are in docs/provisioning.md.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod config;
+mod protocol;
+mod provision;
+mod sha256;
+mod source;
+mod testagent;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const USAGE: &str = "usage: slipway-agent provision
+       slipway-agent check FILE
+       slipway-agent test-agent [--port NAME | --device PATH]
+       slipway-agent probe DEVICE
+       slipway-agent --version";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let code = match args.as_slice() {
+        ["provision"] => provision(),
+        ["check", file] => check(Path::new(file)),
+        ["test-agent", rest @ ..] => test_agent(rest),
+        ["probe", dev] => probe(Path::new(dev)),
+        ["--version"] => {
+            println!("slipway-agent {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Prints `slipway-provision: LINE` on the console and on stderr (the journal).
+fn say(console: &mut Option<File>, line: &str) {
+    let line = format!("slipway-provision: {line}\n");
+    if let Some(c) = console {
+        let _ = c.write_all(line.as_bytes());
+    }
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// /dev/console, unless stderr already is the console (then every line would show twice).
+fn open_console() -> Option<File> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let console = File::options().write(true).open("/dev/console").ok()?;
+    let stderr = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(File::from)
+        .and_then(|f| f.metadata());
+    let same = match (console.metadata(), stderr) {
+        (Ok(c), Ok(e)) => e.file_type().is_char_device() && c.rdev() == e.rdev(),
+        _ => false,
+    };
+    (!same).then_some(console)
+}
+
+fn provision() -> i32 {
+    let mut console = open_console();
+    let mut notes = Vec::new();
+    let found = source::find(&mut notes).map(|f| (f.source, f.bytes));
+    for n in &notes {
+        say(&mut console, n);
+    }
+    let out = provision::run(Path::new("/"), found, &mut provision::Live);
+    for l in &out.lines {
+        say(&mut console, l);
+    }
+    // Always 0: a bad config is reported, never a failed unit (see docs/provisioning.md).
+    0
+}
+
+fn check(file: &Path) -> i32 {
+    let text = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return 2;
+        }
+    };
+    let parsed = std::str::from_utf8(&text)
+        .map_err(|_| "(top level): the config is not UTF-8 text (expected TOML)".to_string())
+        .and_then(|t| config::parse(t).map_err(|e| e.to_string()));
+    match parsed {
+        Ok(_) => {
+            println!("{}: ok (sha256 {})", file.display(), sha256::hex(&text));
+            0
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            2
+        }
+    }
+}
+
+fn test_agent(args: &[&str]) -> i32 {
+    let target = match args {
+        [] => {
+            let port = std::env::var("SLIPWAY_TEST_AGENT_PORT")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| protocol::DEFAULT_PORT.to_string());
+            testagent::Target::Port(port)
+        }
+        ["--port", name] if !name.contains('/') => testagent::Target::Port(name.to_string()),
+        ["--device", path] => testagent::Target::Device(PathBuf::from(path)),
+        _ => {
+            eprintln!("{USAGE}");
+            return 2;
+        }
+    };
+    match testagent::serve(&target) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("slipway-test-agent: {e}");
+            1
+        }
+    }
+}
+
+fn probe(dev: &Path) -> i32 {
+    match File::open(dev) {
+        Ok(f) => match source::probe(&f) {
+            Some(p) => {
+                println!("{} {}", p.fstype, p.label);
+                0
+            }
+            None => {
+                println!("unknown");
+                1
+            }
+        },
+        Err(e) => {
+            eprintln!("{}: {e}", dev.display());
+            2
+        }
+    }
+}
