@@ -409,10 +409,9 @@ pub fn build(
         for f in &disk_formats {
             tools.extend(f.tools());
         }
-        let path = crate::disk::initramfs::find_init()
-            .and_then(|p| crate::disk::initramfs::read_static(&p))
+        let b = crate::disk::image::Bundled::find()
             .map_err(|e| err(Code::BadInput, format!("{e:#}")))?;
-        init = Some(path);
+        init = Some(b);
     }
     crate::tool::require(&tools).map_err(|e| err(Code::BadInput, format!("{e:#}")))?;
     let mut report = crate::report::BuildReport {

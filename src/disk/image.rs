@@ -119,9 +119,46 @@ fn derive(parts: &[&[u8]]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Splits the assembled tree into the root file system's tree (see the module doc).
-pub fn root_tree(tree: &Tree, epoch: u64) -> Result<Tree> {
+/// The provisioning agent's unit files, installed with the agent.
+const AGENT_UNITS: &[(&str, &str)] = &[
+    (
+        "usr/lib/systemd/system/slipway-provision.service",
+        include_str!("../../agent/units/slipway-provision.service"),
+    ),
+    (
+        "usr/lib/systemd/system/slipway-test-agent.service",
+        include_str!("../../agent/units/slipway-test-agent.service"),
+    ),
+];
+
+/// Puts the provisioning agent (the static `slipway-agent`) and its units into the
+/// tree, and enables `slipway-provision.service` (sysinit.target). The test agent is
+/// only started by a provisioning config that asks for it: never baked in.
+pub fn add_agent(t: &mut Tree, agent: &[u8], epoch: u64) -> Result<()> {
+    let bin = crate::boot::agent::AGENT_IN_IMAGE.trim_start_matches('/');
+    t.ensure_parents(bin, epoch)?;
+    t.remove(bin);
+    t.put(bin, Entry::file(agent.to_vec(), 0o755, epoch))?;
+    for (path, text) in AGENT_UNITS {
+        t.ensure_parents(path, epoch)?;
+        t.remove(path);
+        t.put(path, Entry::file(text.as_bytes().to_vec(), 0o644, epoch))?;
+    }
+    let link = "etc/systemd/system/sysinit.target.wants/slipway-provision.service";
+    t.ensure_parents(link, epoch)?;
+    t.remove(link);
+    t.put(
+        link,
+        Entry::symlink("/usr/lib/systemd/system/slipway-provision.service", epoch),
+    )?;
+    Ok(())
+}
+
+/// Splits the assembled tree into the root file system's tree (see the module doc),
+/// with the provisioning agent added.
+pub fn root_tree(tree: &Tree, agent: &[u8], epoch: u64) -> Result<Tree> {
     let mut t = tree.clone();
+    add_agent(&mut t, agent, epoch)?;
     let boot: Vec<String> = t.under("boot").map(|(p, _)| p.clone()).collect();
     for p in boot {
         t.remove(&p);
@@ -229,12 +266,29 @@ fn mib_up(n: u64) -> u64 {
     n.div_ceil(gpt::ALIGN) * gpt::ALIGN
 }
 
+/// The static programs slipway puts into host images.
+pub struct Bundled {
+    /// slipway-init (the initramfs's /init).
+    pub init: Vec<u8>,
+    /// slipway-agent (provisioning, test agent).
+    pub agent: Vec<u8>,
+}
+
+impl Bundled {
+    /// Finds and checks both (see [`crate::tool::bundled_binary`]).
+    pub fn find() -> Result<Bundled> {
+        let init = crate::disk::initramfs::read_static(&crate::disk::initramfs::find_init()?)?;
+        let agent = crate::disk::initramfs::read_static(&crate::boot::find_agent()?)?;
+        Ok(Bundled { init, agent })
+    }
+}
+
 /// Builds the disk of host recipe `r` from its assembled tree into `out` (`disk.raw`,
-/// `uki.efi`, `vmlinuz`, `initrd`); `init` is the slipway-init binary.
+/// `uki.efi`, `vmlinuz`, `initrd`), with the programs in `bundled`.
 pub fn build(
     r: &Recipe,
     asm: &crate::assemble::Assembled,
-    init: &[u8],
+    bundled: &Bundled,
     out: &Path,
     rep: &crate::io::progress::Reporter,
 ) -> Result<Written> {
@@ -258,7 +312,7 @@ pub fn build(
         tree,
         plan,
         crate::disk::initramfs::BOOT_FEATURES,
-        init,
+        &bundled.init,
         epoch,
     )
     .with_context(|| format!("{f}: the initramfs"))?;
@@ -281,7 +335,7 @@ pub fn build(
         Some(RootFsName::SquashfsXz) => RootFs::SquashfsXz,
         Some(RootFsName::Squashfs) | None => RootFs::SquashfsZstd,
     };
-    let root = root_tree(tree, epoch)?;
+    let root = root_tree(tree, &bundled.agent, epoch)?;
     let stage = rep.stage("writing the root file system");
     let seed = derive(&[b"slipway-root", r.name.as_bytes(), &epoch.to_le_bytes()]);
     let mut fs_uuid = [0u8; 16];
