@@ -283,9 +283,7 @@ fn boot_image(g: &Global, fetch: &FetchArgs, image: &str) -> Result<PathBuf> {
         if !d.is_file() {
             return Err(exit::err(
                 Code::BadInput,
-                format!(
-                    "{image}: no disk.raw here (build a host recipe with --format disk)"
-                ),
+                format!("{image}: no disk.raw here (build a host recipe with --format disk)"),
             ));
         }
         return Ok(d);
@@ -530,7 +528,8 @@ fn run(cli: Cli) -> Result<()> {
                     .map_err(|e| exit::err(Code::BadInput, format!("{e:#}")))?;
                 spec.fw_cfg_config = Some(c.clone());
             }
-            crate::boot::qemu::check_host().map_err(|e| exit::err(Code::BadInput, format!("{e:#}")))?;
+            crate::boot::qemu::check_host()
+                .map_err(|e| exit::err(Code::BadInput, format!("{e:#}")))?;
             let tmp;
             let dir = match state {
                 Some(d) => d.clone(),
@@ -668,6 +667,12 @@ fn doctor(g: &Global) -> Result<()> {
             );
         }
         println!(
+            "root      {} (needed for: building host disk images (--format disk, qcow2), whose \
+             root file system is staged with its owners; not needed for: lock, fetch, base \
+             images, tar/dir outputs, boot, test)",
+            if root { "yes" } else { "no" }
+        );
+        println!(
             "keyring   {} ({})",
             crate::apt::KEYRING,
             if keyring {
@@ -684,10 +689,6 @@ fn doctor(g: &Global) -> Result<()> {
             Ok(c) => println!("cache     {}", c.root().display()),
             Err(e) => println!("cache     unusable: {e:#}"),
         }
-        println!(
-            "user      {} (base images and trees build rootless; host disk images need no root either)",
-            if root { "root" } else { "not root" }
-        );
     }
     if ok {
         Ok(())

@@ -405,6 +405,17 @@ pub fn build(
                 ),
             ));
         }
+        if !nix::unistd::geteuid().is_root() {
+            return Err(err(
+                Code::BadInput,
+                format!(
+                    "{}: building a host disk image needs root: the root file system is staged \
+                     on disk with its files' owners for mksquashfs/mkfs.erofs (run as root, or \
+                     build --format tar,dir as any user); see `slipway doctor`",
+                    r.display()
+                ),
+            ));
+        }
         tools.extend(crate::disk::image::tools(r));
         for f in &disk_formats {
             tools.extend(f.tools());

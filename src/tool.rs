@@ -309,7 +309,10 @@ pub fn bundled_binary(name: &str, env: &str) -> Result<PathBuf> {
         return Ok(p);
     }
     let mut tried = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         tried.push(dir.join(name));
         // Test binaries live in target/release/deps.
         if dir.ends_with("deps") {
@@ -338,7 +341,11 @@ pub fn bundled_binary(name: &str, env: &str) -> Result<PathBuf> {
 /// Checks that `bytes` (read from `path`) is a 64-bit little-endian ELF executable with
 /// no program interpreter, i.e. statically linked.
 pub fn check_static_elf(path: &Path, bytes: &[u8]) -> Result<()> {
-    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
         bail!("{} is not a 64-bit little-endian ELF file", path.display());
     }

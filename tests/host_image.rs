@@ -124,8 +124,12 @@ fn boot_with_agent(spec: &VmSpec, dir: &Path, name: &str) -> (Vm, AgentClient, f
         );
     };
     let mut a = AgentClient::connect(&vm.work.agent(), Duration::from_secs(30)).unwrap();
-    a.wait_ready(Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("{name}: the test agent does not answer: {e:#}\n{}", vm.tail(40)));
+    a.wait_ready(Duration::from_secs(120)).unwrap_or_else(|e| {
+        panic!(
+            "{name}: the test agent does not answer: {e:#}\n{}",
+            vm.tail(40)
+        )
+    });
     (vm, a, secs)
 }
 
@@ -203,7 +207,10 @@ fn boots_runs_containers_and_persists() {
         let failed = succeed(&mut a, &["systemctl", "--failed", "--no-legend", "--plain"]);
         panic!("system state {state:?}; failed units:\n{failed}");
     }
-    assert_eq!(succeed(&mut a, &["systemctl", "is-active", "containerd"]).trim(), "active");
+    assert_eq!(
+        succeed(&mut a, &["systemctl", "is-active", "containerd"]).trim(),
+        "active"
+    );
     let v = succeed(&mut a, &["ctr", "version"]);
     assert!(v.contains("Server:") && v.contains("Version:"), "{v}");
     // / is the verity device, read-only; /var is the ext4 partition, read-write.
@@ -212,7 +219,10 @@ fn boots_runs_containers_and_persists() {
         .lines()
         .find(|l| l.split(' ').nth(1) == Some("/"))
         .unwrap_or_else(|| panic!("no / in\n{mounts}"));
-    assert!(root.starts_with("/dev/mapper/root / squashfs ro,"), "{root}");
+    assert!(
+        root.starts_with("/dev/mapper/root / squashfs ro,"),
+        "{root}"
+    );
     assert_eq!(read(&mut a, "/sys/block/dm-0/dm/name").trim(), "root");
     assert_eq!(read(&mut a, "/sys/block/dm-0/ro").trim(), "1");
     let var = mounts
@@ -227,9 +237,18 @@ fn boots_runs_containers_and_persists() {
     assert!(etc.starts_with("overlay /etc overlay rw,"), "{etc}");
     // /var grew to the end of the enlarged disk: the partition ends within the GPT's
     // backup area (33 sectors + alignment) of the disk's end.
-    let disk_sectors: u64 = read(&mut a, "/sys/class/block/vda/size").trim().parse().unwrap();
-    let start: u64 = read(&mut a, "/sys/class/block/vda4/start").trim().parse().unwrap();
-    let size: u64 = read(&mut a, "/sys/class/block/vda4/size").trim().parse().unwrap();
+    let disk_sectors: u64 = read(&mut a, "/sys/class/block/vda/size")
+        .trim()
+        .parse()
+        .unwrap();
+    let start: u64 = read(&mut a, "/sys/class/block/vda4/start")
+        .trim()
+        .parse()
+        .unwrap();
+    let size: u64 = read(&mut a, "/sys/class/block/vda4/size")
+        .trim()
+        .parse()
+        .unwrap();
     assert!(
         disk_sectors - (start + size) < 2048 + 34,
         "var ends at {} of {disk_sectors} sectors",
@@ -265,7 +284,14 @@ fn boots_runs_containers_and_persists() {
     // The layout's ref.name annotation is the tag; --base-name gives the repository.
     succeed(
         &mut a,
-        &["ctr", "image", "import", "--base-name", "slipway/busybox", "/var/tmp/busybox.tar"],
+        &[
+            "ctr",
+            "image",
+            "import",
+            "--base-name",
+            "slipway/busybox",
+            "/var/tmp/busybox.tar",
+        ],
     );
     let refs = succeed(&mut a, &["ctr", "image", "ls", "-q"]);
     let r = refs
@@ -275,11 +301,23 @@ fn boots_runs_containers_and_persists() {
         .to_string();
     let out_run = succeed(
         &mut a,
-        &["ctr", "run", "--rm", &r, "bb1", "/bin/echo", "hello from a slipway image"],
+        &[
+            "ctr",
+            "run",
+            "--rm",
+            &r,
+            "bb1",
+            "/bin/echo",
+            "hello from a slipway image",
+        ],
     );
-    assert!(out_run.contains("hello from a slipway image"), "{out_run:?}");
+    assert!(
+        out_run.contains("hello from a slipway image"),
+        "{out_run:?}"
+    );
     // State for the next boots.
-    a.write_file("/var/marker", 0o644, b"written at boot 1\n").unwrap();
+    a.write_file("/var/marker", 0o644, b"written at boot 1\n")
+        .unwrap();
     let machine_id = read(&mut a, "/etc/machine-id");
     assert_eq!(machine_id.trim().len(), 32, "{machine_id:?}");
     let boot1 = a.ping().unwrap().boot_id;
@@ -292,16 +330,25 @@ fn boots_runs_containers_and_persists() {
     spec.fw_cfg_config = Some(bad.clone());
     let mut vm = Vm::start(&spec, &work).unwrap();
     let seen = vm
-        .wait_console(BOOT_TIMEOUT, |c| c.contains("Reached target multi-user.target"))
+        .wait_console(BOOT_TIMEOUT, |c| {
+            c.contains("Reached target multi-user.target")
+        })
         .unwrap();
     keep_log(&vm, "boot2");
-    assert!(seen.is_some(), "boot 2 did not reach multi-user:\n{}", vm.tail(60));
+    assert!(
+        seen.is_some(),
+        "boot 2 did not reach multi-user:\n{}",
+        vm.tail(60)
+    );
     let c = vm.console();
     let err = c
         .lines()
         .find(|l| l.starts_with("slipway-provision: ERROR"))
         .unwrap_or_else(|| panic!("no provisioning error on the console:\n{}", vm.tail(60)));
-    assert!(err.contains("hostnme"), "the error does not name the key: {err}");
+    assert!(
+        err.contains("hostnme"),
+        "the error does not name the key: {err}"
+    );
     assert_clean(&vm, "boot 2");
     // Pull the plug: boot 3 must also survive an unclean stop.
     vm.kill();
@@ -317,7 +364,10 @@ fn boots_runs_containers_and_persists() {
         read(&mut a, "/etc/slipway-test/provisioned"),
         "provisioned at first boot\n"
     );
-    assert!(a.read_file("/etc/slipway-test/bad").is_err(), "the broken config was applied");
+    assert!(
+        a.read_file("/etc/slipway-test/bad").is_err(),
+        "the broken config was applied"
+    );
     assert_eq!(read(&mut a, "/etc/machine-id"), machine_id);
     let state = succeed(&mut a, &["systemctl", "is-system-running", "--wait"]);
     assert_eq!(state.trim(), "running");
@@ -401,7 +451,11 @@ fn boot_corrupt(disk: &Path, dir: &Path, name: &str) -> String {
     std::thread::sleep(Duration::from_secs(3));
     keep_log(&vm, name);
     let c = vm.kill();
-    assert!(seen.is_some(), "{name}: the boot did not stop:\n{}", vm.tail(60));
+    assert!(
+        seen.is_some(),
+        "{name}: the boot did not stop:\n{}",
+        vm.tail(60)
+    );
     assert_eq!(
         c.matches("Linux version").count(),
         1,
@@ -437,14 +491,18 @@ fn builds_reproducibly_and_corruption_stops_the_boot() {
     let sb = d.path().join("sb.raw");
     fs::write(&sb, &disk).unwrap();
     let f = fs::OpenOptions::new().write(true).open(&sb).unwrap();
-    f.write_all_at(&[disk[root_off as usize] ^ 0xff], root_off).unwrap();
+    f.write_all_at(&[disk[root_off as usize] ^ 0xff], root_off)
+        .unwrap();
     drop(f);
     let c = boot_corrupt(&sb, &d.path().join("vm-sb"), "corrupt-superblock");
     assert!(
         c.contains("device-mapper: verity") && c.contains("is corrupted"),
         "no verity error on the console"
     );
-    assert!(c.contains("slipway-init: mount-root"), "not stopped at mount-root");
+    assert!(
+        c.contains("slipway-init: mount-root"),
+        "not stopped at mount-root"
+    );
 
     // One byte in systemd's first block: the root mounts, exec of systemd hits it.
     let sys = d.path().join("sys.raw");
@@ -466,4 +524,61 @@ fn builds_reproducibly_and_corruption_stops_the_boot() {
         c.contains("dm-verity device corrupted"),
         "no verity panic on the console"
     );
+}
+
+#[test]
+fn bad_input_fails_before_any_work() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    // A base recipe cannot make a disk.
+    let t = fails(
+        slipway(
+            &shared_cache(),
+            &[
+                "build",
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("recipes/base/static.toml")
+                    .to_str()
+                    .unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--format",
+                "disk",
+            ],
+        ),
+        2,
+    );
+    assert!(t.contains("need a host recipe"), "{t}");
+    // A bad [disk] size names the file and key.
+    let r = recipe(
+        d.path(),
+        "bad-disk.toml",
+        "[image]\nkind = \"host\"\n[packages]\ninclude = [\"systemd\"]\n[disk]\nesp-size = \"64MB\"\n",
+    );
+    let t = fails(slipway(&shared_cache(), &["build", r.to_str().unwrap()]), 2);
+    assert!(
+        t.contains("bad-disk.toml") && t.contains("esp-size") && t.contains("not a size"),
+        "{t}"
+    );
+    // Not root: refused before locking or fetching, with the reason.
+    let nobody = d.path().join("nobody");
+    fs::create_dir(&nobody).unwrap();
+    fs::set_permissions(
+        d.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    fs::set_permissions(&nobody, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin())
+        .args(["build", recipe_path().to_str().unwrap(), "-o"])
+        .arg(nobody.join("out"))
+        .env("SLIPWAY_CACHE", nobody.join("cache"))
+        .output()
+        .unwrap();
+    let t = fails(o, 2);
+    assert!(t.contains("needs root"), "{t}");
+    assert!(!nobody.join("out").exists());
+    assert!(!out.exists());
 }

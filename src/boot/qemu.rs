@@ -29,7 +29,9 @@ pub const AGENT_PORT: &str = "org.slipway.test";
 pub const FW_CFG_CONFIG: &str = "opt/org.slipway/config";
 
 /// How the guest's CPU is run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Accel {
     /// Emulated (works everywhere; slow).

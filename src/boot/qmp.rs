@@ -35,13 +35,21 @@ pub fn execute(sock: &Path, command: &str) -> Result<()> {
     let mut w = s.try_clone()?;
     let mut r = BufReader::new(s);
     let mut greeting = String::new();
-    r.read_line(&mut greeting).context("reading the QMP greeting")?;
+    r.read_line(&mut greeting)
+        .context("reading the QMP greeting")?;
     if !greeting.contains("QMP") {
-        bail!("{} is not a QMP socket (it said {greeting:?})", sock.display());
+        bail!(
+            "{} is not a QMP socket (it said {greeting:?})",
+            sock.display()
+        );
     }
     w.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
     reply(&mut r, "qmp_capabilities")?;
-    w.write_all(serde_json::json!({ "execute": command }).to_string().as_bytes())?;
+    w.write_all(
+        serde_json::json!({ "execute": command })
+            .to_string()
+            .as_bytes(),
+    )?;
     w.write_all(b"\n")?;
     match reply(&mut r, command) {
         Ok(_) => Ok(()),

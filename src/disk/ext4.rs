@@ -36,16 +36,19 @@ pub fn write_empty(out: &Path, size: u64, label: &str, uuid: &str, epoch: u64) -
     f.set_len(size)
         .with_context(|| format!("sizing {}", out.display()))?;
     drop(f);
-    Tool::new(format!("making the ext4 file system {}", out.display()), "mkfs.ext4")
-        .args(["-q", "-F", "-t", "ext4", "-L", label, "-U", uuid])
-        .arg("-E")
-        .arg(format!(
-            "hash_seed={uuid},lazy_itable_init=0,lazy_journal_init=0,nodiscard,root_owner=0:0"
-        ))
-        .env("MKE2FS_CONFIG", profile.path())
-        .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
-        .env("MKE2FS_DEVICE_SECTSIZE", "512")
-        .arg(out)
-        .run()?;
+    Tool::new(
+        format!("making the ext4 file system {}", out.display()),
+        "mkfs.ext4",
+    )
+    .args(["-q", "-F", "-t", "ext4", "-L", label, "-U", uuid])
+    .arg("-E")
+    .arg(format!(
+        "hash_seed={uuid},lazy_itable_init=0,lazy_journal_init=0,nodiscard,root_owner=0:0"
+    ))
+    .env("MKE2FS_CONFIG", profile.path())
+    .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+    .env("MKE2FS_DEVICE_SECTSIZE", "512")
+    .arg(out)
+    .run()?;
     Ok(())
 }

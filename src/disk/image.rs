@@ -46,7 +46,14 @@ pub const BASE_CMDLINE: &[&str] = &["console=ttyS0", "no_timer_check", "systemd.
 
 /// The host programs a host image build runs.
 pub fn tools(r: &Recipe) -> Vec<&'static str> {
-    let mut t = vec!["depmod", "objcopy", "mkfs.vfat", "mmd", "mcopy", "mkfs.ext4"];
+    let mut t = vec![
+        "depmod",
+        "objcopy",
+        "mkfs.vfat",
+        "mmd",
+        "mcopy",
+        "mkfs.ext4",
+    ];
     t.push(match r.disk.root_fs {
         Some(RootFsName::Erofs) => "mkfs.erofs",
         _ => "mksquashfs",
@@ -196,7 +203,9 @@ pub fn root_tree(tree: &Tree, agent: &[u8], epoch: u64) -> Result<Tree> {
     moved.sort_by(|a, b| a.0.cmp(&b.0));
     for (p, e) in &moved {
         let depth = p.matches('/').count();
-        let bad = p.chars().any(|c| c.is_whitespace() || c == '%' || c == '\\');
+        let bad = p
+            .chars()
+            .any(|c| c.is_whitespace() || c == '%' || c == '\\');
         if depth <= 2 && !bad {
             match (&e.kind, depth) {
                 (Kind::Dir, 1) => tmpfiles.push_str(&format!(

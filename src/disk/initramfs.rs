@@ -36,8 +36,7 @@ fn decompress_module(path: &str, data: &[u8]) -> Result<Vec<u8>> {
     let res = if path.ends_with(".xz") {
         liblzma::read::XzDecoder::new(data).read_to_end(&mut out)
     } else if path.ends_with(".zst") {
-        zstd::stream::read::Decoder::new(data)
-            .and_then(|mut d| d.read_to_end(&mut out))
+        zstd::stream::read::Decoder::new(data).and_then(|mut d| d.read_to_end(&mut out))
     } else if path.ends_with(".gz") {
         flate2::read::GzDecoder::new(data).read_to_end(&mut out)
     } else {

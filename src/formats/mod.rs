@@ -28,11 +28,7 @@ pub fn by_name(name: &str) -> Option<&'static dyn DiskFormat> {
 }
 
 /// Writes format `f` of `raw` into `out_dir`; returns what was written.
-pub fn write(
-    f: &dyn DiskFormat,
-    raw: &Path,
-    out_dir: &Path,
-) -> Result<crate::report::Output> {
+pub fn write(f: &dyn DiskFormat, raw: &Path, out_dir: &Path) -> Result<crate::report::Output> {
     let dest = out_dir.join(f.file_name());
     f.write(raw, &dest)?;
     let (sha256, size) = crate::io::hash::sha256_file(&dest)?;
