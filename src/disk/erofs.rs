@@ -42,7 +42,7 @@ pub enum RootFs {
     SquashfsXz,
     /// squashfs, zstd level [`SQUASHFS_ZSTD_LEVEL`], 128 KiB blocks: host images'
     /// default, 50x faster to write than xz for 17% more bytes
-    /// (docs/decisions/0015-host-image-root.md).
+    /// (docs/decisions/0016-host-image-root.md).
     SquashfsZstd,
 }
 
