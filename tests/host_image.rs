@@ -75,6 +75,8 @@ const BAD: &[&str] = &[
     "emergency.target",
     "rescue.target",
     "Unknown symbol",
+    "Failed to insert module",
+    "modprobe: ERROR",
     "segfault",
     "slipway-init: boot stopped",
 ];
@@ -235,6 +237,13 @@ fn boots_runs_containers_and_persists() {
         .find(|l| l.split(' ').nth(1) == Some("/etc"))
         .unwrap_or_else(|| panic!("no /etc in\n{mounts}"));
     assert!(etc.starts_with("overlay /etc overlay rw,"), "{etc}");
+    for dir in ["/tmp", "/run"] {
+        let m = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(dir))
+            .unwrap_or_else(|| panic!("no {dir} in\n{mounts}"));
+        assert!(m.starts_with("tmpfs "), "{m}");
+    }
     // /var grew to the end of the enlarged disk: the partition ends within the GPT's
     // backup area (33 sectors + alignment) of the disk's end.
     let disk_sectors: u64 = read(&mut a, "/sys/class/block/vda/size")
