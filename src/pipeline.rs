@@ -490,7 +490,7 @@ pub fn build(
     }
     report.time("write", t.elapsed().as_secs_f64());
     if let Some(init) = &init {
-        let w = crate::disk::image::build(r, &asm, init, out, &ctx.rep)?;
+        let w = crate::disk::image::build(r, &asm, init, ctx.cache.root(), out, &ctx.rep)?;
         for (name, secs) in &w.disk.stages {
             report.time(name, *secs);
         }

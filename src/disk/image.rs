@@ -293,11 +293,13 @@ impl Bundled {
 }
 
 /// Builds the disk of host recipe `r` from its assembled tree into `out` (`disk.raw`,
-/// `uki.efi`, `vmlinuz`, `initrd`), with the programs in `bundled`.
+/// `uki.efi`, `vmlinuz`, `initrd`), with the programs in `bundled`; `cache` is slipway's
+/// cache directory (initramfs archives are kept there by content).
 pub fn build(
     r: &Recipe,
     asm: &crate::assemble::Assembled,
     bundled: &Bundled,
+    cache: &Path,
     out: &Path,
     rep: &crate::io::progress::Reporter,
 ) -> Result<Written> {
@@ -317,12 +319,13 @@ pub fn build(
 
     let t = Instant::now();
     let stage = rep.stage("building the initramfs");
-    let initrd = crate::disk::initramfs::build(
+    let initrd = crate::disk::initramfs::build_cached(
         tree,
         plan,
         crate::disk::initramfs::BOOT_FEATURES,
         &bundled.init,
         epoch,
+        &cache.join("initramfs"),
     )
     .with_context(|| format!("{f}: the initramfs"))?;
     stage.done(format!(

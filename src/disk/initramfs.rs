@@ -117,6 +117,71 @@ pub fn build(
     })
 }
 
+/// [`build`], through a cache in `dir` keyed by everything that goes into the archive
+/// (the init binary, the epoch, the features, and each module's path, dependencies and
+/// content digest in load order), so a rebuild with the same kernel and init skips the
+/// decompression and the zstd -19 pass. A damaged entry is rebuilt.
+pub fn build_cached(
+    tree: &Tree,
+    plan: &ModulePlan,
+    features: &[&str],
+    init: &[u8],
+    epoch: u64,
+    dir: &Path,
+) -> Result<Initramfs> {
+    use sha2::{Digest, Sha256};
+    let names: Vec<String> = features.iter().map(|s| s.to_string()).collect();
+    let mut h = Sha256::new();
+    h.update(b"slipway-initramfs-v1\0");
+    h.update(Sha256::digest(init));
+    h.update(epoch.to_le_bytes());
+    for m in plan.load_order(&names)? {
+        h.update(m.name.as_bytes());
+        h.update(b"\0");
+        h.update(m.path.as_bytes());
+        h.update(b"\0");
+        for d in &m.deps {
+            h.update(d.as_bytes());
+            h.update(b"\0");
+        }
+        if let Some(Kind::File(c)) = tree.get(&m.path).map(|e| &e.kind) {
+            h.update(Sha256::digest(c.as_slice()));
+        }
+    }
+    let key = crate::io::hash::hex(&h.finalize());
+    let archive = dir.join(format!("{key}.cpio.zst"));
+    let list = dir.join(format!("{key}.modules"));
+    if let (Ok(bytes), Ok(names)) = (std::fs::read(&archive), std::fs::read_to_string(&list)) {
+        let mut lines = names.lines();
+        let module_bytes = lines.next().and_then(|l| l.parse().ok());
+        // The archive is checked against the digest recorded beside it.
+        let digest = lines.next().unwrap_or_default().to_string();
+        if let Some(module_bytes) = module_bytes {
+            if crate::io::hash::sha256_hex(&bytes) == digest {
+                return Ok(Initramfs {
+                    bytes,
+                    modules: lines.map(str::to_string).collect(),
+                    module_bytes,
+                });
+            }
+        }
+    }
+    let built = build(tree, plan, features, init, epoch)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::io::atomic::write(&archive, &built.bytes)?;
+    let mut text = format!(
+        "{}\n{}\n",
+        built.module_bytes,
+        crate::io::hash::sha256_hex(&built.bytes)
+    );
+    for m in &built.modules {
+        text.push_str(m);
+        text.push('\n');
+    }
+    crate::io::atomic::write(&list, text.as_bytes())?;
+    Ok(built)
+}
+
 /// Finds the static slipway-init binary: `$SLIPWAY_INIT`; next to the running
 /// executable; `target/x86_64-unknown-linux-gnu/init/` under the source tree. A binary
 /// with an ELF interpreter (not static) is refused: nothing in the initramfs could run it.
