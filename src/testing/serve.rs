@@ -65,36 +65,46 @@ fn resolve(dir: &Path, url: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// Serves requests on one connection until the peer closes it. QEMU's `guestfwd` to a
+/// TCP address opens a single connection when the VM starts and carries every guest
+/// connection's bytes over it, so the connection is never closed from this side and
+/// has no read timeout: each answer carries a Content-Length, which is how the guest's
+/// client knows it is complete.
 fn answer(c: TcpStream, dir: &Path) -> Result<()> {
-    c.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let mut r = BufReader::new(c.try_clone()?);
-    let mut request = String::new();
-    r.read_line(&mut request)?;
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h)? == 0 || h.trim().is_empty() {
-            break;
-        }
-    }
-    let mut parts = request.split_whitespace();
-    let (method, url) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let mut w = c;
-    match (method, resolve(dir, url)) {
-        ("GET" | "HEAD", Some(p)) => {
-            let body = std::fs::read(&p)?;
-            write!(w, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n", body.len())?;
-            if method == "GET" {
-                w.write_all(&body)?;
+    loop {
+        let mut request = String::new();
+        if r.read_line(&mut request)? == 0 {
+            return Ok(());
+        }
+        if request.trim().is_empty() {
+            continue;
+        }
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h)? == 0 || h.trim().is_empty() {
+                break;
             }
         }
-        _ => {
-            let body = b"not found\n";
-            write!(w, "HTTP/1.0 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
-            w.write_all(body)?;
+        let mut parts = request.split_whitespace();
+        let (method, url) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        match (method, resolve(dir, url)) {
+            ("GET" | "HEAD", Some(p)) => {
+                let body = std::fs::read(&p)?;
+                write!(w, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n", body.len())?;
+                if method == "GET" {
+                    w.write_all(&body)?;
+                }
+            }
+            _ => {
+                let body = b"not found\n";
+                write!(w, "HTTP/1.0 404 Not Found\r\nContent-Length: {}\r\n\r\n", body.len())?;
+                w.write_all(body)?;
+            }
         }
+        w.flush()?;
     }
-    w.flush()?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -107,16 +117,32 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("hello.txt"), "hi there\n").unwrap();
         let s = Server::start(d.path()).unwrap();
-        let get = |path: &str| {
-            let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-            write!(c, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-            let mut out = String::new();
-            c.read_to_string(&mut out).unwrap();
-            out
+        // One connection, several requests, as QEMU's guestfwd carries them.
+        let c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let mut w = c;
+        let mut get = |path: &str| {
+            write!(w, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+            let (mut head, mut len) = (String::new(), 0usize);
+            loop {
+                let mut l = String::new();
+                r.read_line(&mut l).unwrap();
+                if let Some(v) = l.strip_prefix("Content-Length: ") {
+                    len = v.trim().parse().unwrap();
+                }
+                if l.trim().is_empty() {
+                    break;
+                }
+                head.push_str(&l);
+            }
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body).unwrap();
+            format!("{head}{}", String::from_utf8(body).unwrap())
         };
         let ok = get("/hello.txt");
         assert!(ok.starts_with("HTTP/1.0 200") && ok.ends_with("hi there\n"), "{ok}");
         assert!(get("/../etc/passwd").starts_with("HTTP/1.0 404"));
         assert!(get("/nope").starts_with("HTTP/1.0 404"));
+        assert!(get("/hello.txt").starts_with("HTTP/1.0 200"));
     }
 }

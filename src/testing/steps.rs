@@ -257,7 +257,7 @@ impl Machine {
                 self.start()?;
                 loop {
                     if let Some(vm) = &self.vm {
-                        let c = vm.console();
+                        let c = super::strict::strip_ansi(&vm.console());
                         if let Some(m) = re.find(&c[self.console_mark.min(c.len())..]) {
                             self.console_mark += m.end();
                             self.check_console()?;

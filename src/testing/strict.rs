@@ -89,8 +89,11 @@ impl Watcher {
         None
     }
 
-    /// Checks one line.
+    /// Checks one line (colour escape sequences removed first: systemd colours
+    /// `[FAILED]`).
     pub fn line(&mut self, line: &str) -> Option<Badness> {
+        let plain = strip_ansi(line);
+        let line = plain.as_str();
         let (kind, _) = self.patterns.iter().find(|(_, r)| r.is_match(line))?;
         if self.expected.iter().any(|e| e.is_match(line)) {
             self.tolerated.push(line.to_string());
@@ -101,6 +104,27 @@ impl Watcher {
             line: line.trim().to_string(),
         })
     }
+}
+
+/// `text` without ANSI escape sequences (CSI `ESC [ ... letter`, and lone ESCs).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            for n in chars.by_ref() {
+                if n.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -130,6 +154,9 @@ mod tests {
             let mut w = Watcher::new(&[]);
             assert_eq!(w.line(line).map(|b| b.kind), Some(kind), "{line}");
         }
+        let coloured = "\u{1b}[0;1;31mFAILED\u{1b}[0m] Failed to st\u{1b}[0mart x.service";
+        assert_eq!(strip_ansi(coloured), "FAILED] Failed to start x.service");
+        assert_eq!(Watcher::new(&[]).line(&format!("[{coloured}")).map(|b| b.kind), Some("failed unit"));
         let mut w = Watcher::new(&[]);
         for ok in [
             "[  OK  ] Reached target multi-user.target - Multi-User System.",
