@@ -471,7 +471,12 @@ impl Definition {
                 t.insert("test-agent".into(), toml::Value::Table(toml::Table::new()));
                 (Some(toml::to_string(&t).context("writing the provisioning config")?), true)
             }
-            (None, Some(s)) => (Some(s), false),
+            // Unchecked and used as written (a broken config is a valid test); it starts
+            // the test agent only if it says so itself.
+            (None, Some(s)) => {
+                let agent = s.lines().any(|l| l.trim() == "[test-agent]");
+                (Some(s), agent)
+            }
             // No config of the test's own: the test agent still has to run.
             (None, None) => (
                 Some("schema-version = 1\n\n[test-agent]\n".to_string()),
