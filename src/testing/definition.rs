@@ -244,8 +244,10 @@ pub struct Definition {
     pub expect_failure: Vec<regex::Regex>,
     /// The provisioning config (TOML text) the guest gets; None: none.
     pub provisioning: Option<String>,
-    /// Whether the harness added `[test-agent]` (false for `provisioning-raw`).
+    /// Whether the config starts the test agent.
     pub agent: bool,
+    /// Whether the config is checked before booting (not for `provisioning-raw`).
+    pub check_config: bool,
     /// How the config reaches the guest.
     pub via: Via,
     /// Extra drives.
@@ -305,7 +307,10 @@ impl RawStep {
             actions.push(("wait-for-unit", Action::WaitForUnit(u)));
         }
         if let Some(a) = self.succeed {
-            actions.push(("succeed", Action::Succeed(argv(a, &k("succeed"))?, expect.clone())));
+            actions.push((
+                "succeed",
+                Action::Succeed(argv(a, &k("succeed"))?, expect.clone()),
+            ));
         }
         if let Some(a) = self.fail {
             actions.push(("fail", Action::Fail(argv(a, &k("fail"))?, expect.clone())));
@@ -417,8 +422,9 @@ pub fn parse_mode(s: &str) -> Result<u32> {
     if !(3..=4).contains(&s.len()) {
         bail!("{s:?} is not an octal mode (3 or 4 octal digits, e.g. \"0644\")");
     }
-    u32::from_str_radix(s, 8)
-        .map_err(|_| anyhow::anyhow!("{s:?} is not an octal mode (3 or 4 octal digits, e.g. \"0644\")"))
+    u32::from_str_radix(s, 8).map_err(|_| {
+        anyhow::anyhow!("{s:?} is not an octal mode (3 or 4 octal digits, e.g. \"0644\")")
+    })
 }
 
 fn guest_path(p: &str, key: &str) -> Result<()> {
@@ -441,7 +447,15 @@ impl Definition {
         let de = toml::Deserializer::new(text);
         let raw: RawDefinition = serde_path_to_error::deserialize(de).map_err(|e| {
             let p = e.path().to_string();
-            anyhow::anyhow!("{}{}", if p == "." { String::new() } else { format!("{p}: ") }, e.into_inner().message().trim())
+            anyhow::anyhow!(
+                "{}{}",
+                if p == "." {
+                    String::new()
+                } else {
+                    format!("{p}: ")
+                },
+                e.into_inner().message().trim()
+            )
         })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let name = path
@@ -460,16 +474,19 @@ impl Definition {
             (None, Some(d)) => ImageSource::Dir(base.join(d)),
             _ => bail!("give exactly one of recipe (a host recipe to build) and image (a build output directory)"),
         };
+        let check_config = raw.provisioning_raw.is_none();
         let (provisioning, agent) = match (raw.provisioning, raw.provisioning_raw) {
             (Some(_), Some(_)) => bail!("give provisioning or provisioning-raw, not both"),
             (Some(mut t), None) => {
                 if t.contains_key("test-agent") {
                     bail!("provisioning.test-agent: the harness adds [test-agent] itself; leave it out");
                 }
-                t.entry("schema-version")
-                    .or_insert(toml::Value::Integer(1));
+                t.entry("schema-version").or_insert(toml::Value::Integer(1));
                 t.insert("test-agent".into(), toml::Value::Table(toml::Table::new()));
-                (Some(toml::to_string(&t).context("writing the provisioning config")?), true)
+                (
+                    Some(toml::to_string(&t).context("writing the provisioning config")?),
+                    true,
+                )
             }
             // Unchecked and used as written (a broken config is a valid test); it starts
             // the test agent only if it says so itself.
@@ -557,6 +574,7 @@ impl Definition {
             expect_failure,
             provisioning,
             agent,
+            check_config,
             via: raw.provisioning_via.unwrap_or(Via::FwCfg),
             drives,
             forwards,
@@ -598,7 +616,10 @@ timeout = 10
         assert_eq!(d.name, "t");
         assert_eq!(d.image, ImageSource::Dir(PathBuf::from("qemu/out/x")));
         let cfg = d.provisioning.unwrap();
-        assert!(cfg.contains("schema-version = 1") && cfg.contains("[test-agent]"), "{cfg}");
+        assert!(
+            cfg.contains("schema-version = 1") && cfg.contains("[test-agent]"),
+            "{cfg}"
+        );
         assert_eq!(d.steps.len(), 3);
         assert_eq!(d.steps[1].name, "step[1] succeed hostname");
         assert_eq!(d.steps[2].timeout, Duration::from_secs(10));

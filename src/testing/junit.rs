@@ -59,15 +59,21 @@ pub fn render(results: &[TestResult]) -> String {
 
 /// Writes the report to `path` atomically.
 pub fn write(path: &Path, results: &[TestResult]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
-        path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
         std::process::id()
     ));
     std::fs::write(&tmp, render(results)).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 #[cfg(test)]
@@ -100,7 +106,10 @@ mod tests {
         let x = render(&r);
         assert!(x.contains("tests=\"2\" failures=\"1\""), "{x}");
         assert!(x.contains("name=\"smoke\" time=\"41.2\""), "{x}");
-        assert!(x.contains("message=\"step[1] succeed: the output does not match &quot;x&quot;\""), "{x}");
+        assert!(
+            x.contains("message=\"step[1] succeed: the output does not match &quot;x&quot;\""),
+            "{x}"
+        );
         assert!(x.contains("line &lt;1&gt;[0m</failure>"), "{x}");
     }
 }

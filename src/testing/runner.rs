@@ -70,7 +70,9 @@ pub struct TestResult {
 pub fn discover(dir: &Path, pattern: Option<&str>) -> Result<Vec<Definition>> {
     let mut paths = Vec::new();
     for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let p = e.with_context(|| format!("reading {}", dir.display()))?.path();
+        let p = e
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
         if p.extension().is_some_and(|x| x == "toml") {
             paths.push(p);
         }
@@ -121,7 +123,9 @@ pub fn build_artifacts(ctx: &Pipeline, defs: &[Definition], out: &Path) -> Resul
     for d in defs {
         if let ImageSource::Recipe(r) = &d.image {
             if !a.disks.contains_key(r) {
-                let name = Recipe::load(r).with_context(|| format!("{}: recipe", d.path.display()))?.name;
+                let name = Recipe::load(r)
+                    .with_context(|| format!("{}: recipe", d.path.display()))?
+                    .name;
                 let o = dir.join(&name);
                 eprintln!("building {} (host disk) into {}", r.display(), o.display());
                 build(ctx, r, pipeline::Format::Disk, &o)?;
@@ -134,7 +138,11 @@ pub fn build_artifacts(ctx: &Pipeline, defs: &[Definition], out: &Path) -> Resul
                     let path = crate::cli::find_recipe(&c.recipe)?;
                     let name = Recipe::load(&path)?.name;
                     let o = dir.join(&name);
-                    eprintln!("building {} (OCI archive) into {}", path.display(), o.display());
+                    eprintln!(
+                        "building {} (OCI archive) into {}",
+                        path.display(),
+                        o.display()
+                    );
                     build(ctx, &path, pipeline::Format::OciArchive, &o)?;
                     a.images.insert(c.recipe.clone(), o.join("image.tar"));
                 }
@@ -179,7 +187,12 @@ pub fn vfat_from_dir(dir: &Path, label: &str, img: &Path) -> Result<()> {
 
 /// Flips one byte of the disk the VM will see, in its overlay (`qemu-io`), so the built
 /// image stays untouched.
-fn corrupt(spec: &VmSpec, work: &Path, image_dir: &Path, c: &super::definition::Corrupt) -> Result<String> {
+fn corrupt(
+    spec: &VmSpec,
+    work: &Path,
+    image_dir: &Path,
+    c: &super::definition::Corrupt,
+) -> Result<String> {
     let manifest = image_dir.join("manifest.json");
     let m: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&manifest).with_context(|| format!("reading {}", manifest.display()))?,
@@ -193,7 +206,9 @@ fn corrupt(spec: &VmSpec, work: &Path, image_dir: &Path, c: &super::definition::
             let n = name_of(p);
             n == c.partition
                 || (c.partition == "root" && n.starts_with("root-") && !n.ends_with("-verity"))
-                || (c.partition == "root-verity" && n.starts_with("root-") && n.ends_with("-verity"))
+                || (c.partition == "root-verity"
+                    && n.starts_with("root-")
+                    && n.ends_with("-verity"))
         })
         .with_context(|| {
             format!(
@@ -203,17 +218,25 @@ fn corrupt(spec: &VmSpec, work: &Path, image_dir: &Path, c: &super::definition::
                 parts.iter().map(name_of).collect::<Vec<_>>().join(", ")
             )
         })?;
-    let (off, size) = (part["offset"].as_u64().unwrap_or(0), part["size"].as_u64().unwrap_or(0));
+    let (off, size) = (
+        part["offset"].as_u64().unwrap_or(0),
+        part["size"].as_u64().unwrap_or(0),
+    );
     if c.offset >= size {
-        bail!("corrupt.offset: {} is beyond the partition's {size} bytes", c.offset);
+        bail!(
+            "corrupt.offset: {} is beyond the partition's {size} bytes",
+            c.offset
+        );
     }
     let at = off + c.offset;
     let mut byte = [0u8; 1];
     {
         use std::io::{Read, Seek, SeekFrom};
-        let mut f = std::fs::File::open(&spec.disk).with_context(|| format!("opening {}", spec.disk.display()))?;
+        let mut f = std::fs::File::open(&spec.disk)
+            .with_context(|| format!("opening {}", spec.disk.display()))?;
         f.seek(SeekFrom::Start(at))?;
-        f.read_exact(&mut byte).with_context(|| format!("reading byte {at} of {}", spec.disk.display()))?;
+        f.read_exact(&mut byte)
+            .with_context(|| format!("reading byte {at} of {}", spec.disk.display()))?;
     }
     let w = crate::boot::qemu::prepare(spec, work)?;
     let flipped = byte[0] ^ 0xff;
@@ -222,7 +245,12 @@ fn corrupt(spec: &VmSpec, work: &Path, image_dir: &Path, c: &super::definition::
         .arg(format!("write -P {flipped:#04x} {at} 1"))
         .arg(w.overlay())
         .run()?;
-    Ok(format!("byte {at} ({} + {}) {:#04x} -> {flipped:#04x}", name_of(part), c.offset, byte[0]))
+    Ok(format!(
+        "byte {at} ({} + {}) {:#04x} -> {flipped:#04x}",
+        name_of(part),
+        c.offset,
+        byte[0]
+    ))
 }
 
 /// Runs one test to the end; never panics the run.
@@ -304,7 +332,7 @@ fn prepare_and_run(
         if let Some(cfg) = &def.provisioning {
             let path = dir.join("provisioning.toml");
             std::fs::write(&path, cfg).with_context(|| format!("writing {}", path.display()))?;
-            if def.agent {
+            if def.check_config {
                 crate::boot::check_config(&path)
                     .with_context(|| format!("{}: provisioning", def.path.display()))?;
             }
@@ -324,8 +352,10 @@ fn prepare_and_run(
             let img = dir.join(format!("drive-{i}.img"));
             match d {
                 Drive::Blank(size) => {
-                    let f = std::fs::File::create(&img).with_context(|| format!("creating {}", img.display()))?;
-                    f.set_len(*size).with_context(|| format!("sizing {}", img.display()))?;
+                    let f = std::fs::File::create(&img)
+                        .with_context(|| format!("creating {}", img.display()))?;
+                    f.set_len(*size)
+                        .with_context(|| format!("sizing {}", img.display()))?;
                 }
                 Drive::FromDir { dir: src, label } => vfat_from_dir(src, label, &img)?,
             }
@@ -397,7 +427,10 @@ pub fn run_all(defs: &[Definition], art: &Artifacts, opts: &Options) -> Vec<Test
             });
         }
     });
-    let mut v = results.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+    let mut v = results
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
     v.sort_by_key(|(i, _)| *i);
     v.into_iter().map(|(_, r)| r).collect()
 }

@@ -21,7 +21,10 @@ impl Server {
     /// Serves `dir` on 127.0.0.1:0.
     pub fn start(dir: &Path) -> Result<Server> {
         let l = TcpListener::bind("127.0.0.1:0").context("binding a port on 127.0.0.1")?;
-        let port = l.local_addr().context("reading the server's address")?.port();
+        let port = l
+            .local_addr()
+            .context("reading the server's address")?
+            .port();
         let stop = Arc::new(AtomicBool::new(false));
         let (dir, flag) = (dir.to_path_buf(), Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
@@ -99,7 +102,11 @@ fn answer(c: TcpStream, dir: &Path) -> Result<()> {
             }
             _ => {
                 let body = b"not found\n";
-                write!(w, "HTTP/1.0 404 Not Found\r\nContent-Length: {}\r\n\r\n", body.len())?;
+                write!(
+                    w,
+                    "HTTP/1.0 404 Not Found\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )?;
                 w.write_all(body)?;
             }
         }
@@ -140,7 +147,10 @@ mod tests {
             format!("{head}{}", String::from_utf8(body).unwrap())
         };
         let ok = get("/hello.txt");
-        assert!(ok.starts_with("HTTP/1.0 200") && ok.ends_with("hi there\n"), "{ok}");
+        assert!(
+            ok.starts_with("HTTP/1.0 200") && ok.ends_with("hi there\n"),
+            "{ok}"
+        );
         assert!(get("/../etc/passwd").starts_with("HTTP/1.0 404"));
         assert!(get("/nope").starts_with("HTTP/1.0 404"));
         assert!(get("/hello.txt").starts_with("HTTP/1.0 200"));

@@ -118,7 +118,10 @@ impl Machine {
         } else {
             (
                 self.deadline,
-                format!("the test's timeout ({} s) passed", self.test_timeout.as_secs()),
+                format!(
+                    "the test's timeout ({} s) passed",
+                    self.test_timeout.as_secs()
+                ),
             )
         }
     }
@@ -182,7 +185,13 @@ impl Machine {
         self.agent.as_mut().context("no agent connection")
     }
 
-    fn exec(&mut self, argv: &[String], timeout: Duration, deadline: Instant, miss: &str) -> Result<ExecResult> {
+    fn exec(
+        &mut self,
+        argv: &[String],
+        timeout: Duration,
+        deadline: Instant,
+        miss: &str,
+    ) -> Result<ExecResult> {
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
         let r = self.agent(deadline, miss)?.exec(&args, timeout);
         match r {
@@ -206,7 +215,11 @@ impl Machine {
                 if r.success() != want_ok {
                     bail!(
                         "{} ({}){}",
-                        if want_ok { "the command failed" } else { "the command succeeded but should fail" },
+                        if want_ok {
+                            "the command failed"
+                        } else {
+                            "the command succeeded but should fail"
+                        },
                         status(&r),
                         output(&r)
                     );
@@ -216,7 +229,14 @@ impl Machine {
             Action::WaitUntilSucceeds(argv, expect) => loop {
                 let r = self.exec(argv, left().min(TRY_TIMEOUT), deadline, &miss);
                 let last = match r {
-                    Ok(r) if r.success() && expect.as_ref().is_none_or(|e| e.matches(&String::from_utf8_lossy(&r.stdout))) => break,
+                    Ok(r)
+                        if r.success()
+                            && expect
+                                .as_ref()
+                                .is_none_or(|e| e.matches(&String::from_utf8_lossy(&r.stdout))) =>
+                    {
+                        break
+                    }
                     Ok(r) => format!("{}{}", status(&r), output(&r)),
                     Err(e) => format!("{e:#}"),
                 };
@@ -226,10 +246,22 @@ impl Machine {
                 self.tick()?;
             },
             Action::WaitForUnit(unit) => loop {
-                let argv: Vec<String> = ["systemctl", "show", "-p", "LoadState", "-p", "ActiveState", "-p", "SubState", "-p", "Result", unit]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
+                let argv: Vec<String> = [
+                    "systemctl",
+                    "show",
+                    "-p",
+                    "LoadState",
+                    "-p",
+                    "ActiveState",
+                    "-p",
+                    "SubState",
+                    "-p",
+                    "Result",
+                    unit,
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
                 let r = self.exec(&argv, left().min(TRY_TIMEOUT), deadline, &miss)?;
                 let props = String::from_utf8_lossy(&r.stdout).to_string();
                 let get = |k: &str| {
@@ -246,7 +278,11 @@ impl Machine {
                     break;
                 }
                 if active == "failed" {
-                    bail!("unit {unit} failed (Result={}, SubState={})", get("Result"), get("SubState"));
+                    bail!(
+                        "unit {unit} failed (Result={}, SubState={})",
+                        get("Result"),
+                        get("SubState")
+                    );
                 }
                 if Instant::now() >= deadline {
                     bail!("{miss}; {unit} is {active} ({})", get("SubState"));
@@ -291,13 +327,21 @@ impl Machine {
                 if let Some(e) = expect {
                     let text = String::from_utf8_lossy(&data);
                     if !e.matches(&text) {
-                        bail!("{path} does not match {e}; it holds {:?}", text.chars().take(2000).collect::<String>());
+                        bail!(
+                            "{path} does not match {e}; it holds {:?}",
+                            text.chars().take(2000).collect::<String>()
+                        );
                     }
                 }
             }
             Action::CopyIn(c) => {
                 let data = std::fs::read(&c.from).with_context(|| format!("reading {}", c.from))?;
-                let mode = c.mode.as_deref().map(parse_mode).transpose()?.unwrap_or(0o644);
+                let mode = c
+                    .mode
+                    .as_deref()
+                    .map(parse_mode)
+                    .transpose()?
+                    .unwrap_or(0o644);
                 let r = self.agent(deadline, &miss)?.write_file(&c.to, mode, &data);
                 r.map_err(|e| self.agent_error(e))?;
             }
@@ -306,7 +350,8 @@ impl Machine {
                 let data = r.map_err(|e| self.agent_error(e))?;
                 let to = self.out.join(&c.to);
                 if let Some(p) = to.parent() {
-                    std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+                    std::fs::create_dir_all(p)
+                        .with_context(|| format!("creating {}", p.display()))?;
                 }
                 std::fs::write(&to, data).with_context(|| format!("writing {}", to.display()))?;
             }
@@ -316,7 +361,8 @@ impl Machine {
                     .get(&c.recipe)
                     .with_context(|| format!("the harness did not build {}", c.recipe))?
                     .clone();
-                let data = std::fs::read(&tar).with_context(|| format!("reading {}", tar.display()))?;
+                let data =
+                    std::fs::read(&tar).with_context(|| format!("reading {}", tar.display()))?;
                 let r = self.agent(deadline, &miss)?.write_file(&c.to, 0o644, &data);
                 r.map_err(|e| self.agent_error(e))?;
             }
@@ -324,7 +370,9 @@ impl Machine {
                 let reboot = matches!(step.action, Action::Reboot);
                 let verb = if reboot { "reboot" } else { "poweroff" };
                 // The answer may never come: the agent dies with the guest.
-                let _ = self.agent(deadline, &miss)?.exec(&["systemctl", verb], Duration::from_secs(10));
+                let _ = self
+                    .agent(deadline, &miss)?
+                    .exec(&["systemctl", verb], Duration::from_secs(10));
                 self.agent = None;
                 self.wait_exit(deadline, &format!("{miss} waiting for the guest to {verb}"))?;
                 if reboot {
@@ -334,11 +382,15 @@ impl Machine {
             Action::Crash => {
                 self.start()?;
                 if let Some(vm) = &self.vm {
-                    vm.qmp("system_reset").context("resetting the VM through QMP")?;
+                    vm.qmp("system_reset")
+                        .context("resetting the VM through QMP")?;
                 }
                 // QEMU runs with -no-reboot, so a reset ends it; start it again.
                 self.agent = None;
-                self.wait_exit(deadline, &format!("{miss} waiting for QEMU to stop after the reset"))?;
+                self.wait_exit(
+                    deadline,
+                    &format!("{miss} waiting for QEMU to stop after the reset"),
+                )?;
                 self.boot(deadline, &miss)?;
             }
             Action::Sleep(d) => {
@@ -354,7 +406,9 @@ impl Machine {
     /// Waits until QEMU exits (the guest powered off or reset), checking the console.
     fn wait_exit(&mut self, deadline: Instant, miss: &str) -> Result<()> {
         loop {
-            let Some(vm) = &mut self.vm else { return Ok(()) };
+            let Some(vm) = &mut self.vm else {
+                return Ok(());
+            };
             if vm.exited() {
                 std::thread::sleep(Duration::from_millis(300));
                 self.check_console()?;
@@ -399,7 +453,14 @@ fn output(r: &ExecResult) -> String {
         let t = String::from_utf8_lossy(data);
         let t = t.trim_end();
         if !t.is_empty() {
-            let t: String = t.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+            let t: String = t
+                .chars()
+                .rev()
+                .take(2000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             s.push_str(&format!("\n  {name}: {}", t.replace('\n', "\n    ")));
         }
     }
@@ -409,7 +470,14 @@ fn output(r: &ExecResult) -> String {
 fn check_expect(e: Option<&Expect>, out: &str, r: &ExecResult) -> Result<()> {
     if let Some(e) = e {
         if !e.matches(out) {
-            bail!("the output does not match {e}{}", if output(r).is_empty() { "\n  (no output)".to_string() } else { output(r) });
+            bail!(
+                "the output does not match {e}{}",
+                if output(r).is_empty() {
+                    "\n  (no output)".to_string()
+                } else {
+                    output(r)
+                }
+            );
         }
     }
     Ok(())

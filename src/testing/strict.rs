@@ -13,13 +13,22 @@ const BADNESS: &[(&str, &str)] = &[
     ("kernel oops", r"\bOops: |general protection fault"),
     ("kernel BUG", r"\bBUG: "),
     ("kernel WARNING", r"WARNING: CPU: \d+ PID: |WARNING: at "),
-    ("RCU stall", r"rcu: INFO: rcu_\w+ (self-)?detected stall|rcu_\w+ detected stalls"),
-    ("hung task", r"INFO: task .* blocked for more than \d+ seconds"),
+    (
+        "RCU stall",
+        r"rcu: INFO: rcu_\w+ (self-)?detected stall|rcu_\w+ detected stalls",
+    ),
+    (
+        "hung task",
+        r"INFO: task .* blocked for more than \d+ seconds",
+    ),
     (
         "emergency or rescue mode",
         r"(Entering|entered) (emergency|rescue) mode|You are in (emergency|rescue) mode|Reached target (emergency|rescue)\.target|Started (emergency|rescue)\.service",
     ),
-    ("failed unit", r"\[FAILED\]|Failed to start |Dependency failed for "),
+    (
+        "failed unit",
+        r"\[FAILED\]|Failed to start |Dependency failed for ",
+    ),
     ("segfault", r"segfault at |Segmentation fault|dumped core"),
     ("out of memory", r"Out of memory: Killed|invoked oom-killer"),
     (
@@ -73,9 +82,7 @@ impl Watcher {
 
     /// Checks the whole lines of `console` not seen yet; returns the first bad one.
     pub fn check(&mut self, console: &str) -> Option<Badness> {
-        let Some(end) = console.rfind('\n').map(|i| i + 1) else {
-            return None;
-        };
+        let end = console.rfind('\n').map(|i| i + 1)?;
         if end <= self.scanned {
             return None;
         }
@@ -139,24 +146,56 @@ mod tests {
     #[test]
     fn bad_lines_are_found() {
         for (line, kind) in [
-            ("[   12.3] Kernel panic - not syncing: Attempted to kill init!", "kernel panic"),
+            (
+                "[   12.3] Kernel panic - not syncing: Attempted to kill init!",
+                "kernel panic",
+            ),
             ("[    5.0] Oops: 0000 [#1] PREEMPT SMP NOPTI", "kernel oops"),
-            ("[    5.0] BUG: kernel NULL pointer dereference, address: 0", "kernel BUG"),
-            ("[    5.0] WARNING: CPU: 1 PID: 77 at mm/page_alloc.c:1 x+0x1", "kernel WARNING"),
-            ("[   60.0] rcu: INFO: rcu_preempt self-detected stall on CPU", "RCU stall"),
-            ("You are in emergency mode. After logging in, type", "emergency or rescue mode"),
+            (
+                "[    5.0] BUG: kernel NULL pointer dereference, address: 0",
+                "kernel BUG",
+            ),
+            (
+                "[    5.0] WARNING: CPU: 1 PID: 77 at mm/page_alloc.c:1 x+0x1",
+                "kernel WARNING",
+            ),
+            (
+                "[   60.0] rcu: INFO: rcu_preempt self-detected stall on CPU",
+                "RCU stall",
+            ),
+            (
+                "You are in emergency mode. After logging in, type",
+                "emergency or rescue mode",
+            ),
             ("[FAILED] Failed to start foo.service - Foo.", "failed unit"),
-            ("[    9.1] ctr[300]: segfault at 0 ip 0 sp 0 error 4", "segfault"),
-            ("[    9.1] Out of memory: Killed process 1 (x)", "out of memory"),
-            ("[    2.0] foo: Unknown symbol bar (err -2)", "module load error"),
-            ("[    3.0] device-mapper: verity: 254:0: data block 0 is corrupted", "dm-verity error"),
+            (
+                "[    9.1] ctr[300]: segfault at 0 ip 0 sp 0 error 4",
+                "segfault",
+            ),
+            (
+                "[    9.1] Out of memory: Killed process 1 (x)",
+                "out of memory",
+            ),
+            (
+                "[    2.0] foo: Unknown symbol bar (err -2)",
+                "module load error",
+            ),
+            (
+                "[    3.0] device-mapper: verity: 254:0: data block 0 is corrupted",
+                "dm-verity error",
+            ),
         ] {
             let mut w = Watcher::new(&[]);
             assert_eq!(w.line(line).map(|b| b.kind), Some(kind), "{line}");
         }
         let coloured = "\u{1b}[0;1;31mFAILED\u{1b}[0m] Failed to st\u{1b}[0mart x.service";
         assert_eq!(strip_ansi(coloured), "FAILED] Failed to start x.service");
-        assert_eq!(Watcher::new(&[]).line(&format!("[{coloured}")).map(|b| b.kind), Some("failed unit"));
+        assert_eq!(
+            Watcher::new(&[])
+                .line(&format!("[{coloured}"))
+                .map(|b| b.kind),
+            Some("failed unit")
+        );
         let mut w = Watcher::new(&[]);
         for ok in [
             "[  OK  ] Reached target multi-user.target - Multi-User System.",
