@@ -90,6 +90,8 @@ expect-regex = 'cloud-amd64'
 name = "trigger a kernel panic (sysrq c)"
 succeed = ["systemd-run", "-p", "StandardOutput=file:/proc/sysrq-trigger", "/usr/bin/systemd-escape", "c"]
 timeout = 60
+[[step]]
+sleep = 60
 "#,
     )
     .unwrap();
@@ -125,7 +127,12 @@ timeout = 60
         "{e}"
     );
     m.run(&def.steps[3]).unwrap();
-    let e = err_of(&mut m, &def, 4);
+    // systemd-run returns once the unit started; the panic follows at once (the step
+    // itself may already see it).
+    let e = match m.run(&def.steps[4]) {
+        Ok(()) => err_of(&mut m, &def, 5),
+        Err(e) => format!("{e:#}"),
+    };
     assert!(
         e.contains("console shows kernel panic: ") && e.contains("sysrq triggered crash"),
         "{e}\n{}",
@@ -142,7 +149,7 @@ timeout = 60
     .unwrap();
     std::fs::write(
         defs.join("quick-timeout.toml"),
-        "image = \"../image\"\n[[step]]\nwait-for-console-text = \"this text never appears\"\ntimeout = 3\n",
+        "image = \"../image\"\n[[step]]\nwait-for-console-text = 'Linux version \\S+'\ntimeout = 120\n[[step]]\nwait-for-console-text = \"this text never appears\"\ntimeout = 3\n",
     )
     .unwrap();
     let out = root.join("out");
@@ -161,7 +168,7 @@ timeout = 60
     for want in [
         "PASS quick-pass",
         "FAIL quick-timeout",
-        "step[0] wait-for-console-text /this text never appears/: timed out after 3 s",
+        "step[1] wait-for-console-text /this text never appears/: timed out after 3 s",
         "last 40 console lines:",
         "1 passed, 1 failed, 2 tests",
         "error: 1 of 2 tests failed",
