@@ -626,6 +626,17 @@ timeout = 10
         assert_eq!(d.corrupt.unwrap().offset, 0);
     }
 
+    /// The tests slipway ships parse (cargo runs unit tests in the package root).
+    #[test]
+    fn shipped_definitions_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("qemu");
+        let defs = crate::testing::runner::discover(&dir, None).unwrap();
+        assert!(defs.len() >= 5, "{defs:?}");
+        assert!(defs
+            .iter()
+            .all(|d| matches!(d.image, ImageSource::Recipe(_))));
+    }
+
     #[test]
     fn errors_name_the_key() {
         for (text, want) in [
