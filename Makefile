@@ -5,7 +5,7 @@ CARGO ?= cargo
 RECIPE ?= base/static
 OUT ?= out
 
-.PHONY: all setup build init agent image test check fmt clippy bench clean
+.PHONY: all setup build init agent image test qemu-test check fmt clippy bench clean
 
 # slipway-init (init/) goes into initramfs images: a static binary (static glibc; the musl
 # target is not installed), built with its own size-optimised profile and copied next to
@@ -40,6 +40,10 @@ image: setup build
 
 test: setup build
 	$(CARGO) nextest run --release --locked --workspace --no-fail-fast
+
+# The boot tests in qemu/*.toml (docs/testing.md): one VM at a time under TCG.
+qemu-test: setup build
+	$(TARGET_DIR)/release/slipway test --junit $(OUT)/test/junit.xml
 
 fmt:
 	$(CARGO) fmt --all -- --check

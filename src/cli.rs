@@ -50,8 +50,9 @@ struct Global {
     offline: bool,
 }
 
+/// Where builds take packages and artifacts from (shared by the building commands).
 #[derive(Args, Debug, Default)]
-struct FetchArgs {
+pub struct FetchArgs {
     /// Fail if the lock is missing or does not match the recipe (never write a lock).
     #[arg(long)]
     locked: bool,
@@ -192,6 +193,13 @@ enum Command {
         #[command(flatten)]
         fetch: FetchArgs,
     },
+    /// Run the boot tests in qemu/*.toml (see docs/testing.md).
+    ///
+    /// Builds every image the tests need once, boots each test's VM from a copy-on-write
+    /// overlay under QEMU (TCG unless --accel kvm), runs its steps through the test agent
+    /// and fails a test at once on console badness (panic, oops, failed unit, ...).
+    /// Prints per-test times; exits 1 when a test failed.
+    Test(crate::testing::runner::CliArgs),
     /// List the bundled recipes.
     Recipes,
     /// Check the host: tools slipway runs, the Debian package for each, and the cache.
@@ -551,6 +559,10 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("qemu-system-x86_64 exited with {st}");
             }
             Ok(())
+        }
+        Command::Test(a) => {
+            let ctx = context(g, &a.fetch)?;
+            crate::testing::runner::cli(&ctx, a)
         }
         Command::Recipes => list_recipes(g.json),
         Command::Doctor => doctor(g),

@@ -26,5 +26,6 @@ pub mod recipe;
 pub mod report;
 pub mod resolve;
 pub mod sbom;
+pub mod testing;
 pub mod tool;
 pub mod writers;

@@ -1,0 +1,13 @@
+//! `slipway test`: boot tests for host images. Consumes test definitions (`qemu/*.toml`,
+//! [`definition`]), builds the images they name once per run, boots each on a
+//! copy-on-write overlay under QEMU and drives it through the in-image test agent
+//! ([`steps`]), failing at once on console badness ([`strict`], as CoreOS's kola does).
+//! Produces a summary with per-test times, JUnit XML ([`junit`]) and an exit code
+//! ([`runner`]). How to write a test: docs/testing.md.
+
+pub mod definition;
+pub mod junit;
+pub mod runner;
+pub mod serve;
+pub mod steps;
+pub mod strict;

@@ -1,0 +1,550 @@
+//! `slipway test`: consumes the definitions in a directory (`qemu/` by default) and a
+//! name pattern, produces a [`TestResult`] per test, a human summary with per-test
+//! times, optionally JUnit XML, and the exit code's verdict.
+//!
+//! Every image a run needs (host disks, base images for `copy-image`) is built once
+//! into `OUTPUT/artifacts/` before the first VM starts. Each test gets a fresh work
+//! directory `OUTPUT/<test>/` whose VM boots a copy-on-write overlay of the shared
+//! image; its serial log (`console.log`, all boots) stays there, the overlay goes unless
+//! `--keep`. One VM at a time unless `--jobs` says otherwise: parallel emulated guests on
+//! 2 cores stall (RCU) and time out.
+
+use super::definition::{Action, Definition, Drive, ImageSource, Via};
+use super::serve::Server;
+use super::steps::Machine;
+use crate::boot::qemu::{Accel, GuestForward, VmSpec};
+use crate::pipeline::{self, Context as Pipeline};
+use crate::recipe::Recipe;
+use crate::tool::Tool;
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// How many console lines a failure shows.
+pub const TAIL_LINES: usize = 40;
+
+/// What `slipway test` was asked.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The directory of definitions.
+    pub dir: PathBuf,
+    /// Only tests whose name contains this.
+    pub pattern: Option<String>,
+    /// Where logs, artifacts and (with `keep`) overlays go.
+    pub output: PathBuf,
+    /// VMs at once.
+    pub jobs: usize,
+    /// Accelerator.
+    pub accel: Accel,
+    /// Keep each test's overlay, variables and drives.
+    pub keep: bool,
+}
+
+/// Why a test failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The step and the reason, on one line where possible.
+    pub message: String,
+    /// The last console lines.
+    pub tail: String,
+}
+
+/// One test's outcome.
+#[derive(Debug, Clone)]
+pub struct TestResult {
+    /// The test's name.
+    pub name: String,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// None: passed.
+    pub failure: Option<Failure>,
+    /// The full serial log.
+    pub console_log: PathBuf,
+    /// Seconds from each QEMU start to the test agent's first answer.
+    pub boot_times: Vec<f64>,
+}
+
+/// The definitions in `dir` whose name contains `pattern`, sorted by name.
+pub fn discover(dir: &Path, pattern: Option<&str>) -> Result<Vec<Definition>> {
+    let mut paths = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            paths.push(p);
+        }
+    }
+    paths.sort();
+    let mut defs = Vec::new();
+    for p in paths {
+        let d = Definition::load(&p)?;
+        if pattern.is_none_or(|pat| d.name.contains(pat)) {
+            defs.push(d);
+        }
+    }
+    Ok(defs)
+}
+
+/// Builds `recipe` with `format` into `out` unless this run already did.
+fn build(ctx: &Pipeline, recipe: &Path, format: pipeline::Format, out: &Path) -> Result<()> {
+    let r = Recipe::load(recipe).with_context(|| format!("loading {}", recipe.display()))?;
+    let opts = pipeline::BuildOptions {
+        formats: vec![format],
+        arches: Vec::new(),
+        oci: crate::writers::oci::Options {
+            compression: crate::writers::oci::Compression::Gzip,
+            user: crate::writers::oci::UserChoice::Recipe,
+        },
+    };
+    pipeline::build(ctx, &r, out, &opts)
+        .with_context(|| format!("building {} for the tests", recipe.display()))?;
+    Ok(())
+}
+
+/// The artifacts a set of tests needs, built once: host disks by recipe path, base
+/// images (`image.tar`) by the name used in `copy-image`.
+pub struct Artifacts {
+    /// Recipe path -> build output directory (holding disk.raw).
+    pub disks: HashMap<PathBuf, PathBuf>,
+    /// copy-image recipe -> image.tar.
+    pub images: HashMap<String, PathBuf>,
+}
+
+/// Builds everything `defs` need into `out/artifacts/`.
+pub fn build_artifacts(ctx: &Pipeline, defs: &[Definition], out: &Path) -> Result<Artifacts> {
+    let mut a = Artifacts {
+        disks: HashMap::new(),
+        images: HashMap::new(),
+    };
+    let dir = out.join("artifacts");
+    for d in defs {
+        if let ImageSource::Recipe(r) = &d.image {
+            if !a.disks.contains_key(r) {
+                let name = Recipe::load(r)
+                    .with_context(|| format!("{}: recipe", d.path.display()))?
+                    .name;
+                let o = dir.join(&name);
+                eprintln!("building {} (host disk) into {}", r.display(), o.display());
+                build(ctx, r, pipeline::Format::Disk, &o)?;
+                a.disks.insert(r.clone(), o);
+            }
+        }
+        for s in &d.steps {
+            if let Action::CopyImage(c) = &s.action {
+                if !a.images.contains_key(&c.recipe) {
+                    let path = crate::cli::find_recipe(&c.recipe)?;
+                    let name = Recipe::load(&path)?.name;
+                    let o = dir.join(&name);
+                    eprintln!(
+                        "building {} (OCI archive) into {}",
+                        path.display(),
+                        o.display()
+                    );
+                    build(ctx, &path, pipeline::Format::OciArchive, &o)?;
+                    a.images.insert(c.recipe.clone(), o.join("image.tar"));
+                }
+            }
+        }
+    }
+    Ok(a)
+}
+
+/// Makes a vfat image at `img` holding the files of `dir` (top level and below), with
+/// `label`, without mounting anything (mkfs.vfat + mcopy).
+pub fn vfat_from_dir(dir: &Path, label: &str, img: &Path) -> Result<()> {
+    let mut bytes = 0u64;
+    for e in walkdir::WalkDir::new(dir) {
+        let e = e.with_context(|| format!("reading {}", dir.display()))?;
+        bytes += e.metadata().map(|m| m.len()).unwrap_or(0) + 4096;
+    }
+    let kib = (bytes * 2 / 1024).max(2048);
+    let _ = std::fs::remove_file(img);
+    Tool::new("making a config drive", "mkfs.vfat")
+        .args(["-C", "-n", label])
+        .arg(img)
+        .arg(kib.to_string())
+        .run()?;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("reading {}", dir.display()))?;
+    entries.sort();
+    if !entries.is_empty() {
+        Tool::new("copying files onto a config drive", "mcopy")
+            .arg("-s")
+            .arg("-i")
+            .arg(img)
+            .args(entries)
+            .arg("::/")
+            .run()?;
+    }
+    Ok(())
+}
+
+/// Flips one byte of the disk the VM will see, in its overlay (`qemu-io`), so the built
+/// image stays untouched.
+fn corrupt(
+    spec: &VmSpec,
+    work: &Path,
+    image_dir: &Path,
+    c: &super::definition::Corrupt,
+) -> Result<String> {
+    let manifest = image_dir.join("manifest.json");
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&manifest).with_context(|| format!("reading {}", manifest.display()))?,
+    )
+    .with_context(|| format!("parsing {}", manifest.display()))?;
+    let parts = m["partitions"].as_array().cloned().unwrap_or_default();
+    let name_of = |p: &serde_json::Value| p["name"].as_str().unwrap_or("").to_string();
+    let part = parts
+        .iter()
+        .find(|p| {
+            let n = name_of(p);
+            n == c.partition
+                || (c.partition == "root" && n.starts_with("root-") && !n.ends_with("-verity"))
+                || (c.partition == "root-verity"
+                    && n.starts_with("root-")
+                    && n.ends_with("-verity"))
+        })
+        .with_context(|| {
+            format!(
+                "corrupt.partition: {:?} is not a partition of {} (it has {})",
+                c.partition,
+                manifest.display(),
+                parts.iter().map(name_of).collect::<Vec<_>>().join(", ")
+            )
+        })?;
+    let (off, size) = (
+        part["offset"].as_u64().unwrap_or(0),
+        part["size"].as_u64().unwrap_or(0),
+    );
+    if c.offset >= size {
+        bail!(
+            "corrupt.offset: {} is beyond the partition's {size} bytes",
+            c.offset
+        );
+    }
+    let at = off + c.offset;
+    let mut byte = [0u8; 1];
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&spec.disk)
+            .with_context(|| format!("opening {}", spec.disk.display()))?;
+        f.seek(SeekFrom::Start(at))?;
+        f.read_exact(&mut byte)
+            .with_context(|| format!("reading byte {at} of {}", spec.disk.display()))?;
+    }
+    let w = crate::boot::qemu::prepare(spec, work)?;
+    let flipped = byte[0] ^ 0xff;
+    Tool::new("corrupting one byte of the overlay", "qemu-io")
+        .args(["-f", "qcow2", "-c"])
+        .arg(format!("write -P {flipped:#04x} {at} 1"))
+        .arg(w.overlay())
+        .run()?;
+    Ok(format!(
+        "byte {at} ({} + {}) {:#04x} -> {flipped:#04x}",
+        name_of(part),
+        c.offset,
+        byte[0]
+    ))
+}
+
+/// Runs one test to the end; never panics the run.
+pub fn run_one(def: &Definition, art: &Artifacts, opts: &Options) -> TestResult {
+    let start = Instant::now();
+    let dir = opts.output.join(&def.name);
+    let console_log = dir.join("vm").join("console.log");
+    let mut boot_times = Vec::new();
+    let outcome = prepare_and_run(def, art, opts, &dir, &mut boot_times);
+    if !opts.keep {
+        for f in ["overlay.qcow2", "OVMF_VARS.fd", "qmp.sock", "agent.sock"] {
+            let _ = std::fs::remove_file(dir.join("vm").join(f));
+        }
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".img") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+    TestResult {
+        name: def.name.clone(),
+        seconds: start.elapsed().as_secs_f64(),
+        failure: outcome.err(),
+        console_log,
+        boot_times,
+    }
+}
+
+fn setup_failure(e: anyhow::Error) -> Failure {
+    Failure {
+        message: format!("setting up: {e:#}"),
+        tail: String::new(),
+    }
+}
+
+fn prepare_and_run(
+    def: &Definition,
+    art: &Artifacts,
+    opts: &Options,
+    dir: &Path,
+    boot_times: &mut Vec<f64>,
+) -> std::result::Result<(), Failure> {
+    // A fresh machine every run: the overlay of a previous run must not be reused.
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("removing {}", dir.display()))
+            .map_err(setup_failure)?;
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+        .map_err(setup_failure)?;
+    let image_dir = match &def.image {
+        ImageSource::Dir(d) => d.clone(),
+        ImageSource::Recipe(r) => art
+            .disks
+            .get(r)
+            .cloned()
+            .ok_or_else(|| setup_failure(anyhow::anyhow!("{} was not built", r.display())))?,
+    };
+    let disk = crate::disk::image::disk_in(&image_dir);
+    if !disk.is_file() {
+        return Err(setup_failure(anyhow::anyhow!(
+            "{}: no disk.raw (build a host recipe with --format disk)",
+            image_dir.display()
+        )));
+    }
+    let mut spec = VmSpec::new(&disk);
+    spec.memory_mib = def.memory_mib;
+    spec.cpus = def.cpus;
+    spec.accel = opts.accel;
+    spec.disk_size = def.disk_size;
+    spec.agent = true;
+    spec.no_reboot = true;
+    let work = dir.join("vm");
+    let mut servers = Vec::new();
+    let mut setup = || -> Result<()> {
+        if let Some(cfg) = &def.provisioning {
+            let path = dir.join("provisioning.toml");
+            std::fs::write(&path, cfg).with_context(|| format!("writing {}", path.display()))?;
+            if def.check_config {
+                crate::boot::check_config(&path)
+                    .with_context(|| format!("{}: provisioning", def.path.display()))?;
+            }
+            match def.via {
+                Via::FwCfg => spec.fw_cfg_config = Some(path),
+                Via::Drive => {
+                    let src = dir.join("config-drive");
+                    std::fs::create_dir_all(&src)?;
+                    std::fs::copy(&path, src.join("slipway.toml"))?;
+                    let img = dir.join("config-drive.img");
+                    vfat_from_dir(&src, "SLIPWAY", &img)?;
+                    spec.drives.push(img);
+                }
+            }
+        }
+        for (i, d) in def.drives.iter().enumerate() {
+            let img = dir.join(format!("drive-{i}.img"));
+            match d {
+                Drive::Blank(size) => {
+                    let f = std::fs::File::create(&img)
+                        .with_context(|| format!("creating {}", img.display()))?;
+                    f.set_len(*size)
+                        .with_context(|| format!("sizing {}", img.display()))?;
+                }
+                Drive::FromDir { dir: src, label } => vfat_from_dir(src, label, &img)?,
+            }
+            spec.drives.push(img);
+        }
+        for f in &def.forwards {
+            let s = Server::start(&f.serve)?;
+            spec.guest_forwards.push(GuestForward {
+                guest: f.guest,
+                guest_port: f.port,
+                host_port: s.port,
+            });
+            servers.push(s);
+        }
+        if let Some(c) = &def.corrupt {
+            let what = corrupt(&spec, &work, &image_dir, c)?;
+            std::fs::write(dir.join("corrupted.txt"), format!("{what}\n"))?;
+        }
+        Ok(())
+    };
+    setup().map_err(setup_failure)?;
+    let mut m = Machine::new(
+        spec,
+        &work,
+        dir,
+        def.agent,
+        &def.expect_failure,
+        def.timeout,
+        art.images.clone(),
+    );
+    let result = (|| {
+        m.start().map_err(|e| ("starting the VM".to_string(), e))?;
+        for s in &def.steps {
+            m.run(s).map_err(|e| (s.name.clone(), e))?;
+        }
+        Ok::<(), (String, anyhow::Error)>(())
+    })();
+    m.stop();
+    *boot_times = m.boot_times.clone();
+    drop(servers);
+    result.map_err(|(step, e)| Failure {
+        message: format!("{step}: {e:#}"),
+        tail: m.tail(TAIL_LINES),
+    })
+}
+
+/// Runs `defs` (at most `opts.jobs` at once), printing a line as each ends.
+pub fn run_all(defs: &[Definition], art: &Artifacts, opts: &Options) -> Vec<TestResult> {
+    let queue = Arc::new(Mutex::new((0..defs.len()).collect::<Vec<_>>()));
+    let results = Arc::new(Mutex::new(Vec::new()));
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.max(1) {
+            let (queue, results) = (Arc::clone(&queue), Arc::clone(&results));
+            s.spawn(move || loop {
+                let next = queue.lock().ok().and_then(|mut q| {
+                    if q.is_empty() {
+                        None
+                    } else {
+                        Some(q.remove(0))
+                    }
+                });
+                let Some(i) = next else { break };
+                eprintln!("{}: running ({})", defs[i].name, defs[i].description);
+                let r = run_one(&defs[i], art, opts);
+                print_result(&r);
+                if let Ok(mut v) = results.lock() {
+                    v.push((i, r));
+                }
+            });
+        }
+    });
+    let mut v = results
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    v.sort_by_key(|(i, _)| *i);
+    v.into_iter().map(|(_, r)| r).collect()
+}
+
+fn boots(r: &TestResult) -> String {
+    if r.boot_times.is_empty() {
+        return String::new();
+    }
+    let b: Vec<String> = r.boot_times.iter().map(|t| format!("{t:.1}")).collect();
+    format!("; boot to agent: {} s", b.join(", "))
+}
+
+fn print_result(r: &TestResult) {
+    match &r.failure {
+        None => println!("PASS {} ({:.1} s{})", r.name, r.seconds, boots(r)),
+        Some(f) => {
+            println!("FAIL {} ({:.1} s{})", r.name, r.seconds, boots(r));
+            println!("  {}", f.message.replace('\n', "\n  "));
+            if !f.tail.is_empty() {
+                println!("  last {TAIL_LINES} console lines:");
+                for l in f.tail.lines() {
+                    println!("  | {l}");
+                }
+            }
+            println!("  serial log: {}", r.console_log.display());
+        }
+    }
+}
+
+/// The closing summary: one line per test with its time, then the totals.
+pub fn summary(results: &[TestResult]) -> String {
+    let mut s = String::from("\nsummary:\n");
+    for r in results {
+        s.push_str(&format!(
+            "  {} {:<24} {:>7.1} s{}\n",
+            if r.failure.is_some() { "FAIL" } else { "ok  " },
+            r.name,
+            r.seconds,
+            boots(r)
+        ));
+    }
+    let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    let total: f64 = results.iter().map(|r| r.seconds).sum();
+    s.push_str(&format!(
+        "{} passed, {failed} failed, {} tests in {total:.1} s\n",
+        results.len() - failed,
+        results.len()
+    ));
+    s
+}
+
+/// `slipway test`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct CliArgs {
+    /// Run only the tests whose name contains PATTERN.
+    pub pattern: Option<String>,
+    /// The directory of test definitions.
+    #[arg(long, value_name = "DIR", default_value = "qemu")]
+    pub dir: PathBuf,
+    /// Write a JUnit XML report here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// VMs at once. Keep 1 on 2 cores and in CI: parallel emulated guests stall.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Accelerator: tcg (default) or kvm (only when asked; never probed).
+    #[arg(long, value_enum, default_value = "tcg")]
+    pub accel: Accel,
+    /// Where serial logs, built artifacts and copied-out files go.
+    #[arg(long, value_name = "DIR", default_value = "out/test")]
+    pub output: PathBuf,
+    /// Keep each test's overlay, UEFI variables and drives in the output directory.
+    #[arg(long)]
+    pub keep: bool,
+    /// Build options for the images the tests need.
+    #[command(flatten)]
+    pub fetch: crate::cli::FetchArgs,
+}
+
+/// Runs `slipway test`: discover, build, run, report. A failed test is an error (exit 1)
+/// after the summary and the JUnit file are written.
+pub fn cli(ctx: &Pipeline, a: &CliArgs) -> Result<()> {
+    let opts = Options {
+        dir: a.dir.clone(),
+        pattern: a.pattern.clone(),
+        output: a.output.clone(),
+        jobs: a.jobs.max(1),
+        accel: a.accel,
+        keep: a.keep,
+    };
+    let defs = discover(&opts.dir, opts.pattern.as_deref())
+        .map_err(|e| crate::exit::err(crate::exit::Code::BadInput, format!("{e:#}")))?;
+    if defs.is_empty() {
+        return Err(crate::exit::err(
+            crate::exit::Code::BadInput,
+            format!(
+                "no test in {} matches {:?}",
+                opts.dir.display(),
+                opts.pattern.as_deref().unwrap_or("")
+            ),
+        ));
+    }
+    crate::boot::qemu::check_host()
+        .map_err(|e| crate::exit::err(crate::exit::Code::BadInput, format!("{e:#}")))?;
+    let art = build_artifacts(ctx, &defs, &opts.output)?;
+    let results = run_all(&defs, &art, &opts);
+    print!("{}", summary(&results));
+    if let Some(j) = &a.junit {
+        super::junit::write(j, &results)?;
+        println!("JUnit report: {}", j.display());
+    }
+    let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    if failed > 0 {
+        bail!("{failed} of {} tests failed", results.len());
+    }
+    Ok(())
+}
