@@ -38,8 +38,10 @@ agent:
 image: setup build
 	./target/release/slipway build $(RECIPE) -o $(OUT)/$(notdir $(RECIPE))
 
+# Every test: the cargo tests, then the qemu/ boot-test suite (one VM at a time).
 test: setup build
 	$(CARGO) nextest run --release --locked --workspace --no-fail-fast
+	$(MAKE) qemu-test
 
 # The boot tests in qemu/*.toml (docs/testing.md): one VM at a time under TCG.
 qemu-test: setup build
