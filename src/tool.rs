@@ -234,15 +234,22 @@ pub const HOST_TOOLS: &[(&str, &str, &str)] = &[
         "docker.io",
         "tests: loading and running base images",
     ),
-    ("qemu-system-x86_64", "qemu-system-x86", "boot tests"),
-    ("qemu-img", "qemu-utils", "disk image formats"),
-    ("mkfs.erofs", "erofs-utils", "host images: read-only root"),
-    ("mkfs.ext4", "e2fsprogs", "host images: /var"),
     (
-        "mkfs.vfat",
-        "dosfstools",
-        "host images: EFI system partition",
+        "qemu-system-x86_64",
+        "qemu-system-x86",
+        "slipway boot, slipway test, boot tests",
     ),
+    (
+        "qemu-img",
+        "qemu-utils",
+        "disk.qcow2; the copy-on-write overlays VMs boot from",
+    ),
+    (
+        "qemu-io",
+        "qemu-utils",
+        "slipway test: corrupting a byte of an overlay (integrity tests)",
+    ),
+    ("mkfs.ext4", "e2fsprogs", "host images: the empty /var"),
     (
         "mcopy",
         "mtools",
@@ -251,12 +258,7 @@ pub const HOST_TOOLS: &[(&str, &str, &str)] = &[
     (
         "veritysetup",
         "cryptsetup-bin",
-        "host images: dm-verity hash tree",
-    ),
-    (
-        "qemu-aarch64-static",
-        "qemu-user-static",
-        "tests: running arm64 images",
+        "tests: the reference for slipway's dm-verity tree",
     ),
 ];
 
