@@ -38,14 +38,14 @@ build() { # name cache out recipe
   local t0; t0=$(now)
   SLIPWAY_CACHE=$2 "$SLIPWAY" --quiet build "$4" -o "$3" >/dev/null
   local s; s=$(secs "$t0")
-  printf '%-8s build: %6.2f s\n' "$1" "$s"
-  stages "$3/report.json" || true
+  printf '%-8s build: %6.2f s\n' "$1" "$s" >&2
+  stages "$3/report.json" >&2 || true
   echo "$s"
 }
 
 echo "== $RECIPE"
-cold=$(build cold "$work/cache" "$work/cold" "$RECIPE" | tee /dev/stderr | tail -1)
-warm=$(build warm "$work/cache" "$work/warm" "$RECIPE" | tee /dev/stderr | tail -1)
+cold=$(build cold "$work/cache" "$work/cold" "$RECIPE")
+warm=$(build warm "$work/cache" "$work/warm" "$RECIPE")
 # One overlay file changed, in a copy of the recipe directory.
 mkdir -p "$work/recipes"
 cp -a "$(dirname "$RECIPE")"/. "$work/recipes/"
@@ -53,7 +53,7 @@ r2="$work/recipes/$(basename "$RECIPE")"
 motd="$work/recipes/containerd-host/rootfs/etc/motd"
 mkdir -p "$(dirname "$motd")"; echo "changed $(date +%s%N)" > "$motd"
 SLIPWAY_CACHE=$work/cache "$SLIPWAY" --quiet lock "$r2" >/dev/null
-incr=$(build overlay "$work/cache" "$work/incr" "$r2" | tee /dev/stderr | tail -1)
+incr=$(build overlay "$work/cache" "$work/incr" "$r2")
 
 python3 - "$work/warm/manifest.json" <<'PY'
 import json,sys
