@@ -11,44 +11,11 @@ use slipway::boot::agent::AgentClient;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The static slipway-agent: `SLIPWAY_AGENT`, else built (a no-op when current) into
-/// this build's target directory exactly as `make agent` does.
-fn agent_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("SLIPWAY_AGENT") {
-        return PathBuf::from(p);
-    }
-    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CARGO_TARGET_DIR", target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--locked",
-            "--profile",
-            "init",
-            "-p",
-            "slipway-agent",
-        ])
-        .args(["--target", "x86_64-unknown-linux-gnu"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "building slipway-agent:\n{}",
-        text(&out)
-    );
-    target_dir.join("x86_64-unknown-linux-gnu/init/slipway-agent")
-}
-
 fn agent(args: &[&str]) -> std::process::Output {
-    Command::new(agent_binary())
+    Command::new(static_binary("slipway-agent", "SLIPWAY_AGENT"))
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -186,7 +153,7 @@ fn agent_test_agent_serves_the_client_over_a_pty() {
     }))
     .unwrap();
     let _agent = Killed(
-        Command::new(agent_binary())
+        Command::new(static_binary("slipway-agent", "SLIPWAY_AGENT"))
             .args(["test-agent", "--device", slave_path.to_str().unwrap()])
             .stdin(Stdio::null())
             .spawn()

@@ -27,38 +27,6 @@ const MODULES: &[&str] = &[
     "nls_utf8",
 ];
 
-fn run(cmd: &mut Command) -> String {
-    let o = cmd
-        .stdin(Stdio::null())
-        .env("LC_ALL", "C")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{cmd:?} failed:\n{}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn agent_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("SLIPWAY_AGENT") {
-        return PathBuf::from(p);
-    }
-    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CARGO_TARGET_DIR", target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--locked",
-            "--profile",
-            "init",
-            "-p",
-            "slipway-agent",
-        ])
-        .args(["--target", "x86_64-unknown-linux-gnu"]));
-    target_dir.join("x86_64-unknown-linux-gnu/init/slipway-agent")
-}
-
 /// The guest's /init: mounts the API file systems, loads the modules, provisions, serves.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -149,7 +117,11 @@ fn kit(dir: &Path) -> (PathBuf, PathBuf) {
     fs::write(stage.join("etc/modules-list"), list.join("\n") + "\n").unwrap();
     fs::write(stage.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     fs::copy(rootfs.join("usr/bin/busybox"), stage.join("bin/busybox")).unwrap();
-    fs::copy(agent_binary(), stage.join("usr/lib/slipway/slipway-agent")).unwrap();
+    fs::copy(
+        static_binary("slipway-agent", "SLIPWAY_AGENT"),
+        stage.join("usr/lib/slipway/slipway-agent"),
+    )
+    .unwrap();
     fs::write(stage.join("init"), INIT).unwrap();
     run(Command::new("chmod").arg("0755").arg(stage.join("init")));
     let initrd = dir.join("initrd.cpio");

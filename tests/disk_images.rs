@@ -20,22 +20,6 @@ const UUID: [u8; 16] = [0x5a; 16];
 const VOLUME_ID: u32 = 0x5117_3a7e;
 const CMDLINE: &str = "console=ttyS0 no_timer_check panic=-1 slipway.test=uki-cmdline";
 
-/// Runs a host tool; panics with its output on failure; returns stdout.
-fn run(cmd: &mut Command) -> String {
-    let o = cmd
-        .stdin(Stdio::null())
-        .env("LC_ALL", "C")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd:?} failed ({}):\n{}",
-        o.status,
-        text(&o)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// The root of a trixie tree with systemd-boot-efi, the cloud kernel and busybox, built
 /// once per test binary with slipway (`--format dir`).
 fn parts() -> &'static Path {

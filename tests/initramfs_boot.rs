@@ -32,46 +32,6 @@ const MODULES: &[&str] = &[
     "overlay",
 ];
 
-/// Runs a host tool; panics with its output on failure; returns stdout.
-fn run(cmd: &mut Command) -> String {
-    let o = cmd
-        .stdin(Stdio::null())
-        .env("LC_ALL", "C")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd:?} failed ({}):\n{}",
-        o.status,
-        text(&o)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// The static slipway-init: `SLIPWAY_INIT`, else built (a no-op when current) into this
-/// build's target directory exactly as `make init` does.
-fn init_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("SLIPWAY_INIT") {
-        return PathBuf::from(p);
-    }
-    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CARGO_TARGET_DIR", target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--locked",
-            "--profile",
-            "init",
-            "-p",
-            "slipway-init",
-        ])
-        .args(["--target", "x86_64-unknown-linux-gnu"]));
-    target_dir.join("x86_64-unknown-linux-gnu/init/slipway-init")
-}
-
 /// True when an ELF file has no program interpreter (statically linked).
 fn is_static_elf(p: &Path) -> bool {
     let b = fs::read(p).unwrap();
@@ -169,7 +129,7 @@ fn kit(dir: &Path) -> Kit {
     fs::create_dir_all(stage.join("etc/slipway")).unwrap();
     fs::write(stage.join("etc/slipway/modules"), &list).unwrap();
     eprintln!("kit: modules {:.1} s", t.elapsed().as_secs_f64());
-    let init = init_binary();
+    let init = static_binary("slipway-init", "SLIPWAY_INIT");
     eprintln!("kit: init {:.1} s", t.elapsed().as_secs_f64());
     assert!(is_static_elf(&init), "{} is not static", init.display());
     fs::copy(&init, stage.join("init")).unwrap();

@@ -112,3 +112,39 @@ pub fn capture_console(
     }
     (log, readers)
 }
+
+/// Runs a host command (stdin null, `LC_ALL=C`); asserts success; returns stdout.
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let o = cmd
+        .stdin(std::process::Stdio::null())
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        o.status,
+        text(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A static program of this workspace that goes into images (`slipway-init`,
+/// `slipway-agent`): `$env` if set, else built (a no-op when current) into this build's
+/// target directory exactly as `make build` does.
+pub fn static_binary(package: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CARGO_TARGET_DIR", target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args(["build", "--locked", "--profile", "init", "-p", package])
+        .args(["--target", "x86_64-unknown-linux-gnu"]));
+    target_dir
+        .join("x86_64-unknown-linux-gnu/init")
+        .join(package)
+}
