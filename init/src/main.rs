@@ -71,6 +71,7 @@ fn boot(init_args: &[String]) -> Res<Infallible> {
     let sb = open_verity(&root)?;
     mount_root(&root)?;
     prepare_var(&root)?;
+    var_links()?;
     mount_etc()?;
     arm_verity(&root, &sb, &cmdline)?;
     console::info(&format!(
@@ -434,6 +435,20 @@ fn prepare_var(r: &Root) -> Res<()> {
             "grew the ext4 on {var_node} from {} to {want} blocks",
             sb.blocks
         ));
+    }
+    Ok(())
+}
+
+/// The compatibility links every Linux system has on /var: `run` to `../run` and
+/// `lock` to `../run/lock`. A fresh /var has neither, and systemd marks the system
+/// tainted (`var-run-bad`) when /var/run is not that link, so they are made before
+/// systemd starts. Anything already there is left alone.
+fn var_links() -> Res<()> {
+    for (name, target) in [("run", "../run"), ("lock", "../run/lock")] {
+        let link = format!("{SYSROOT}/var/{name}");
+        if fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(target, &link).at("var-links", &link)?;
+        }
     }
     Ok(())
 }

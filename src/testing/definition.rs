@@ -107,6 +107,7 @@ struct RawStep {
     timeout: Option<u64>,
     expect: Option<String>,
     expect_regex: Option<String>,
+    at_least: Option<u64>,
     wait_for_unit: Option<String>,
     succeed: Option<Vec<String>>,
     fail: Option<Vec<String>>,
@@ -154,6 +155,9 @@ pub enum Expect {
     Literal(String),
     /// Matches this regular expression.
     Regex(regex::Regex),
+    /// Holds a number of at least `min`: the regular expression's first group (or its
+    /// whole match) where one is given, else the whole output.
+    AtLeast(Option<regex::Regex>, u64),
 }
 
 impl Expect {
@@ -162,8 +166,20 @@ impl Expect {
         match self {
             Expect::Literal(s) => out.contains(s.as_str()),
             Expect::Regex(r) => r.is_match(out),
+            Expect::AtLeast(r, min) => match r {
+                None => number_at_least(out, *min),
+                Some(r) => r.captures_iter(out).any(|c| {
+                    let m = c.get(1).or_else(|| c.get(0)).map_or("", |m| m.as_str());
+                    number_at_least(m, *min)
+                }),
+            },
         }
     }
+}
+
+/// Whether `text`, trimmed, is a decimal number of at least `min`.
+fn number_at_least(text: &str, min: u64) -> bool {
+    text.trim().parse::<u64>().is_ok_and(|n| n >= min)
 }
 
 impl std::fmt::Display for Expect {
@@ -171,6 +187,10 @@ impl std::fmt::Display for Expect {
         match self {
             Expect::Literal(s) => write!(f, "{s:?}"),
             Expect::Regex(r) => write!(f, "/{}/", r.as_str()),
+            Expect::AtLeast(None, min) => write!(f, "a number of at least {min}"),
+            Expect::AtLeast(Some(r), min) => {
+                write!(f, "/{}/ with a number of at least {min}", r.as_str())
+            }
         }
     }
 }
@@ -186,8 +206,9 @@ pub enum Action {
     Fail(Vec<String>, Option<Expect>),
     /// Runs a command until it exits 0 (and its output matches).
     WaitUntilSucceeds(Vec<String>, Option<Expect>),
-    /// Waits for a console line matching a regular expression.
-    WaitForConsoleText(regex::Regex),
+    /// Waits for a console line matching a regular expression (and, with `at-least`,
+    /// holding a large enough number: see [`Expect::AtLeast`]).
+    WaitForConsoleText(Expect),
     /// Waits until a TCP port listens in the guest.
     WaitForOpenPort(u16),
     /// Reads a guest file (the image has no `cat`); its content must match.
@@ -295,11 +316,21 @@ fn argv(v: Vec<String>, key: &str) -> Result<Vec<String>> {
 impl RawStep {
     fn check(self, i: usize, base: &Path) -> Result<Step> {
         let key = format!("step[{i}]");
-        let expect = match (&self.expect, &self.expect_regex) {
-            (Some(_), Some(_)) => bail!("{key}: give expect or expect-regex, not both"),
-            (Some(s), None) => Some(Expect::Literal(s.clone())),
-            (None, Some(r)) => Some(Expect::Regex(regex(r, &format!("{key}.expect-regex"))?)),
-            (None, None) => None,
+        let expect = match (&self.expect, &self.expect_regex, self.at_least) {
+            (Some(_), Some(_), _) => bail!("{key}: give expect or expect-regex, not both"),
+            (Some(_), None, Some(_)) => {
+                bail!("{key}: at-least takes the number from expect-regex's first group, not from expect")
+            }
+            (Some(s), None, None) => Some(Expect::Literal(s.clone())),
+            (None, Some(r), min) => {
+                let r = regex(r, &format!("{key}.expect-regex"))?;
+                Some(match min {
+                    Some(m) => Expect::AtLeast(Some(r), m),
+                    None => Expect::Regex(r),
+                })
+            }
+            (None, None, Some(m)) => Some(Expect::AtLeast(None, m)),
+            (None, None, None) => None,
         };
         let mut actions: Vec<(&str, Action)> = Vec::new();
         let k = |n: &str| format!("{key}.{n}");
@@ -322,10 +353,12 @@ impl RawStep {
             ));
         }
         if let Some(t) = self.wait_for_console_text {
-            actions.push((
-                "wait-for-console-text",
-                Action::WaitForConsoleText(regex(&t, &k("wait-for-console-text"))?),
-            ));
+            let r = regex(&t, &k("wait-for-console-text"))?;
+            let e = match self.at_least {
+                Some(m) if self.expect_regex.is_none() => Expect::AtLeast(Some(r), m),
+                _ => Expect::Regex(r),
+            };
+            actions.push(("wait-for-console-text", Action::WaitForConsoleText(e)));
         }
         if let Some(p) = self.wait_for_open_port {
             actions.push(("wait-for-open-port", Action::WaitForOpenPort(p)));
@@ -378,7 +411,12 @@ impl RawStep {
             );
         }
         let (aname, action) = actions.remove(0);
+        let console_at_least = matches!(action, Action::WaitForConsoleText(_))
+            && self.at_least.is_some()
+            && self.expect.is_none()
+            && self.expect_regex.is_none();
         if expect.is_some()
+            && !console_at_least
             && !matches!(
                 action,
                 Action::Succeed(..)
@@ -387,7 +425,7 @@ impl RawStep {
                     | Action::ReadFile(..)
             )
         {
-            bail!("{key}: expect and expect-regex apply to succeed, fail, wait-until-succeeds and read-file only, not {aname}");
+            bail!("{key}: expect, expect-regex and at-least apply to succeed, fail, wait-until-succeeds and read-file (at-least also to wait-for-console-text), not {aname}");
         }
         let timeout = Duration::from_secs(self.timeout.unwrap_or_else(|| default_timeout(&action)));
         let name = self
@@ -407,7 +445,7 @@ fn describe(a: &Action) -> String {
         Action::Succeed(v, _) | Action::Fail(v, _) | Action::WaitUntilSucceeds(v, _) => {
             format!(" {}", crate::tool::shell_quote(&v.join(" ")))
         }
-        Action::WaitForConsoleText(r) => format!(" /{}/", r.as_str()),
+        Action::WaitForConsoleText(e) => format!(" {e}"),
         Action::WaitForOpenPort(p) => format!(" {p}"),
         Action::ReadFile(p, _) => format!(" {p}"),
         Action::CopyIn(c) | Action::CopyOut(c) => format!(" {} -> {}", c.from, c.to),
@@ -643,7 +681,9 @@ timeout = 10
             ("image = \"x\"\nbogus = 1\n[[step]]\ncrash = true", "unknown field `bogus`"),
             ("image = \"x\"\n[[step]]\nsucceed = []", "step[0].succeed: expected a command"),
             ("image = \"x\"\n[[step]]\ncrash = true\nreboot = true", "step[0]: expected exactly one action"),
-            ("image = \"x\"\n[[step]]\nwait-for-unit = \"a\"\nexpect = \"b\"", "expect and expect-regex apply"),
+            ("image = \"x\"\n[[step]]\nwait-for-unit = \"a\"\nexpect = \"b\"", "expect, expect-regex and at-least apply"),
+            ("image = \"x\"\n[[step]]\nwait-for-unit = \"a\"\nat-least = 3", "and at-least apply to"),
+            ("image = \"x\"\n[[step]]\nread-file = \"/a\"\nexpect = \"b\"\nat-least = 3", "step[0]: at-least takes the number"),
             ("image = \"x\"\n[[step]]\nwait-for-console-text = \"(\"", "step[0].wait-for-console-text"),
             ("image = \"x\"\n[[forward]]\nguest = \"1.2.3.4:80\"\nserve = \".\"\n[[step]]\ncrash = true", "forward[0].guest"),
             ("image = \"x\"", "at least one [[step]]"),
@@ -653,5 +693,38 @@ timeout = 10
             let e = format!("{:#}", parse(text).unwrap_err());
             assert!(e.contains(want), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn at_least_reads_the_number_from_the_output_or_the_first_group() {
+        let d = parse(
+            r#"
+image = "x"
+[[step]]
+read-file = "/sys/class/block/vda4/size"
+at-least = 1000
+[[step]]
+succeed = ["df"]
+expect-regex = 'size (\d+) KiB'
+at-least = 1000
+[[step]]
+wait-for-console-text = 'grew .* to (\d+) blocks'
+at-least = 1000
+"#,
+        )
+        .unwrap();
+        let e = |i: usize| match &d.steps[i].action {
+            Action::ReadFile(_, Some(e)) | Action::Succeed(_, Some(e)) => e.clone(),
+            Action::WaitForConsoleText(e) => e.clone(),
+            a => panic!("{a:?}"),
+        };
+        assert!(e(0).matches("1000\n"));
+        assert!(!e(0).matches("999\n"));
+        assert!(!e(0).matches("many"));
+        assert!(e(1).matches("size 20 KiB\nsize 4096 KiB\n"));
+        assert!(!e(1).matches("size 20 KiB\n"));
+        assert!(e(2).matches("grew the ext4 from 10 to 1001 blocks"));
+        assert!(!e(2).matches("grew the ext4 from 5000 to 999 blocks"));
+        assert!(e(2).to_string().contains("at least 1000"), "{}", e(2));
     }
 }

@@ -289,19 +289,20 @@ impl Machine {
                 }
                 self.tick()?;
             },
-            Action::WaitForConsoleText(re) => {
+            Action::WaitForConsoleText(e) => {
                 self.start()?;
                 loop {
                     if let Some(vm) = &self.vm {
                         let c = super::strict::strip_ansi(&vm.console());
-                        if let Some(m) = re.find(&c[self.console_mark.min(c.len())..]) {
-                            self.console_mark += m.end();
+                        let rest = &c[self.console_mark.min(c.len())..];
+                        if let Some(end) = console_match(e, rest) {
+                            self.console_mark += end;
                             self.check_console()?;
                             break;
                         }
                     }
                     if Instant::now() >= deadline {
-                        bail!("{miss}; no console line matched /{}/", re.as_str());
+                        bail!("{miss}; no console line matched {e}");
                     }
                     self.tick()?;
                 }
@@ -465,6 +466,18 @@ fn output(r: &ExecResult) -> String {
         }
     }
     s
+}
+
+/// Where the first console match for `e` in `text` ends.
+fn console_match(e: &Expect, text: &str) -> Option<usize> {
+    match e {
+        Expect::Regex(r) => r.find(text).map(|m| m.end()),
+        Expect::AtLeast(Some(r), _) => r
+            .find_iter(text)
+            .find(|m| e.matches(m.as_str()))
+            .map(|m| m.end()),
+        Expect::Literal(_) | Expect::AtLeast(None, _) => None,
+    }
 }
 
 fn check_expect(e: Option<&Expect>, out: &str, r: &ExecResult) -> Result<()> {
