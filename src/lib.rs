@@ -21,6 +21,7 @@ pub mod io;
 pub mod kernel;
 pub mod lock;
 pub mod pipeline;
+pub mod preload;
 pub mod push;
 pub mod recipe;
 pub mod report;

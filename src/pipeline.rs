@@ -445,7 +445,7 @@ pub fn build(
     report.fetch = Some(fetched.summary);
 
     let stage = ctx.rep.stage("assembling the tree");
-    let asm = crate::assemble::assemble(&ctx.cache, r, &fetched.lock)?;
+    let mut asm = crate::assemble::assemble(&ctx.cache, r, &fetched.lock)?;
     stage.done(format!(
         "{} entries, {:.1} MB ({:.1} MB dropped by path globs)",
         asm.tree.len(),
@@ -454,6 +454,11 @@ pub fn build(
     ));
     for (name, secs) in &asm.stages {
         report.time(name, *secs);
+    }
+    let t = std::time::Instant::now();
+    report.preloaded = crate::preload::add(ctx, r, &mut asm.tree, asm.epoch)?;
+    if !report.preloaded.is_empty() {
+        report.time("preload", t.elapsed().as_secs_f64());
     }
     report.scripts = asm.scripts.clone();
     report.warnings = asm.warnings.clone();
@@ -554,7 +559,9 @@ pub fn build(
 /// `r`'s tree, assembled from its lock (locking and fetching as needed), with the lock.
 pub fn assembled(ctx: &Context, r: &Recipe) -> Result<(crate::assemble::Assembled, Lock)> {
     let f = fetch(ctx, r)?;
-    Ok((crate::assemble::assemble(&ctx.cache, r, &f.lock)?, f.lock))
+    let mut asm = crate::assemble::assemble(&ctx.cache, r, &f.lock)?;
+    crate::preload::add(ctx, r, &mut asm.tree, asm.epoch)?;
+    Ok((asm, f.lock))
 }
 
 /// The OCI image of `r`, on top of its parent's image (built the same way, so its layers

@@ -48,6 +48,9 @@ pub struct BuildReport {
     pub scripts: Vec<String>,
     /// Warnings (scripts slipway cannot account for, and the like).
     pub warnings: Vec<String>,
+    /// Base images a host image carries for containerd (`[[preload]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub preloaded: Vec<crate::preload::Preloaded>,
     /// Per-stage times.
     pub stages: Vec<StageTime>,
     /// Entries in the tree.

@@ -50,6 +50,7 @@ struct RawConfig {
     #[serde(default)]
     sysctl: BTreeMap<String, toml::Value>,
     test_agent: Option<RawTestAgent>,
+    kubernetes: Option<crate::kubernetes::RawKubernetes>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,6 +279,16 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             proc_path,
             value,
         });
+    }
+    if let Some(k) = raw.kubernetes {
+        let f = crate::kubernetes::join_file(k)?;
+        if cfg.files.iter().any(|x| x.path == f.path) {
+            return Err(err(
+                "kubernetes",
+                format!("writes {}, which a [[file]] writes too", f.path.display()),
+            ));
+        }
+        cfg.files.push(f);
     }
     if let Some(t) = raw.test_agent {
         let port = t.port.unwrap_or_else(|| DEFAULT_PORT.to_string());

@@ -26,6 +26,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod config;
+mod kubernetes;
 mod protocol;
 mod provision;
 mod sha256;

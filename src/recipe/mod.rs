@@ -50,6 +50,18 @@ pub struct Artifact {
     pub member: Option<String>,
 }
 
+/// A base image the host image carries and imports into containerd at boot
+/// (`[[preload]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preload {
+    /// The base recipe file (absolute).
+    pub recipe: PathBuf,
+    /// The image name without its tag, e.g. `localhost/slipway/pause`.
+    pub base_name: String,
+    /// The containerd namespace.
+    pub namespace: String,
+}
+
 /// A user the recipe declares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSpec {
@@ -141,6 +153,8 @@ pub struct Recipe {
     pub mask: Vec<String>,
     /// Applet links of a multi-call binary (busybox), added after the path globs.
     pub applets: Option<Applets>,
+    /// Base images built with a host image and imported into its containerd at boot.
+    pub preload: Vec<Preload>,
     /// OCI image configuration (base images).
     pub oci: RawOci,
     /// The recipe this one extends, if any.
@@ -570,6 +584,47 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         }),
         None => p.and_then(|p| p.applets.clone()),
     };
+    let mut preload = p.map(|p| p.preload.clone()).unwrap_or_default();
+    for (i, x) in raw.preload.into_iter().enumerate() {
+        let key = format!("preload[{i}]");
+        let file = dir.join(&x.recipe);
+        if !file.is_file() {
+            bail!(
+                "{f}: {key}.recipe: \"{}\" is not a file (looked at {})",
+                x.recipe,
+                file.display()
+            );
+        }
+        let recipe = file
+            .canonicalize()
+            .with_context(|| format!("{f}: {key}.recipe: \"{}\"", x.recipe))?;
+        let ok_name = !x.base_name.is_empty()
+            && !x.base_name.contains(':')
+            && !x.base_name.contains('@')
+            && x.base_name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "./-_".contains(c));
+        if !ok_name {
+            bail!(
+                "{f}: {key}.base-name: \"{}\" is not an image name without a tag (like \"localhost/slipway/pause\")",
+                x.base_name
+            );
+        }
+        let namespace = x.namespace.unwrap_or_else(|| "k8s.io".into());
+        if namespace.is_empty()
+            || !namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+        {
+            bail!("{f}: {key}.namespace: \"{namespace}\" is not a containerd namespace (like \"k8s.io\")");
+        }
+        preload.retain(|p: &Preload| p.base_name != x.base_name);
+        preload.push(Preload {
+            recipe,
+            base_name: x.base_name,
+            namespace,
+        });
+    }
     let mut oci = p.map(|p| p.oci.clone()).unwrap_or_default();
     // Layering, naming and source are the image's own, never inherited.
     oci.layers = None;
@@ -615,6 +670,7 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         disable,
         mask,
         applets,
+        preload,
         oci,
         parent,
         kernel,

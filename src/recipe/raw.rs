@@ -26,6 +26,8 @@ pub struct RawRecipe {
     pub alternatives: Option<BTreeMap<String, String>>,
     pub systemd: Option<RawSystemd>,
     pub applets: Option<RawApplets>,
+    #[serde(default)]
+    pub preload: Vec<RawPreload>,
     pub oci: Option<RawOci>,
     pub kernel: Option<RawKernel>,
     pub disk: Option<RawDisk>,
@@ -233,6 +235,19 @@ pub struct RawApplets {
     /// Applet paths not to link, e.g. ["/linuxrc"].
     #[serde(default)]
     pub skip: Vec<String>,
+}
+
+/// `[[preload]]`: a slipway base image built with the host image and imported into its
+/// containerd at boot.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawPreload {
+    /// The base recipe, relative to this recipe's file.
+    pub recipe: String,
+    /// The image name without its tag (`ctr images import --base-name`).
+    pub base_name: String,
+    /// containerd namespace (default `k8s.io`, the one the CRI plugin uses).
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
