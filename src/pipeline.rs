@@ -63,6 +63,11 @@ pub fn staleness(r: &Recipe, lock: &Lock) -> Result<Option<String>> {
     }
     if let Some(p) = &r.parent {
         let parent_lock = Lock::read(&p.lock_path())?;
+        if parent_lock.is_none() && lock.parent.is_none() {
+            // Locked without a parent lock file (the parent's artifacts are replaced
+            // here and cannot be locked on their own): this lock pins everything.
+            return Ok(None);
+        }
         let want = parent_lock.as_ref().map(|l| l.input_digest.clone());
         if lock.parent.as_ref().map(|x| Some(x.input_digest.clone())) != Some(want) {
             return Ok(Some(format!(
@@ -81,6 +86,18 @@ pub fn staleness(r: &Recipe, lock: &Lock) -> Result<Option<String>> {
 
 /// `slipway lock`: writes `RECIPE.lock` when it is missing, stale, or `update` is set.
 pub fn lock(ctx: &Context, r: &Recipe, update: bool) -> Result<(Lock, LockAction)> {
+    lock_for(ctx, r, update, &[])
+}
+
+/// [`lock`], leaving out the artifacts installed at `replaced` (destinations a child
+/// recipe installs its own artifacts at). A lock that leaves any out is incomplete for
+/// `r` itself, so it is used for the child's package pins and not written.
+fn lock_for(
+    ctx: &Context,
+    r: &Recipe,
+    update: bool,
+    replaced: &[String],
+) -> Result<(Lock, LockAction)> {
     if !update {
         if let Some(existing) = Lock::read(&r.lock_path())? {
             if staleness(r, &existing)?.is_none() {
@@ -89,10 +106,30 @@ pub fn lock(ctx: &Context, r: &Recipe, update: bool) -> Result<(Lock, LockAction
         }
     }
     let parent = match &r.parent {
-        Some(p) => Some(lock(ctx, p, update)?.0),
+        Some(p) => {
+            // What this recipe installs in place of a different parent artifact.
+            let mine: Vec<String> = r
+                .artifacts
+                .iter()
+                .filter(|a| p.artifacts.iter().any(|pa| pa.dest == a.dest && pa != *a))
+                .map(|a| a.dest.clone())
+                .chain(replaced.iter().cloned())
+                .collect();
+            Some(lock_for(ctx, p, update, &mine)?.0)
+        }
         None => None,
     };
-    let new = resolve_lock(ctx, r, parent.as_ref(), update)?;
+    let mut new = resolve_lock(ctx, r, parent.as_ref(), update, replaced)?;
+    if let Some(p) = &r.parent {
+        // A parent whose own artifacts were left out has no lock file to refer to.
+        if Lock::read(&p.lock_path())?.is_none() {
+            new.parent = None;
+        }
+    }
+    let complete = !r.artifacts.iter().any(|a| replaced.contains(&a.dest));
+    if !complete {
+        return Ok((new, LockAction::Written));
+    }
     new.write(&r.lock_path())?;
     Ok((new, LockAction::Written))
 }
@@ -136,10 +173,16 @@ pub fn ensure_lock(ctx: &Context, r: &Recipe) -> Result<Lock> {
 /// --update`), so locking several recipes in a row downloads the lists once.
 pub const LISTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-fn resolve_lock(ctx: &Context, r: &Recipe, parent: Option<&Lock>, update: bool) -> Result<Lock> {
+fn resolve_lock(
+    ctx: &Context,
+    r: &Recipe,
+    parent: Option<&Lock>,
+    update: bool,
+    replaced: &[String],
+) -> Result<Lock> {
     let mut sources = ctx.artifact_sources();
     let mut artifacts = Vec::new();
-    for a in &r.artifacts {
+    for a in r.artifacts.iter().filter(|a| !replaced.contains(&a.dest)) {
         let blob = artifact::fetch(&ctx.cache, a, &mut sources)?;
         let size = std::fs::metadata(&blob)
             .with_context(|| format!("reading {}", blob.display()))?

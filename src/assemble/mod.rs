@@ -7,6 +7,7 @@
 //! mtimes clamped.
 
 pub mod applets;
+pub mod artifacts;
 pub mod dpkg;
 pub mod fixups;
 pub mod overlay;
@@ -67,6 +68,7 @@ pub fn assemble(cache: &Cache, r: &Recipe, lock: &Lock) -> Result<Assembled> {
     let mut tree = Tree::new();
     tree.put("", tree::Entry::dir(0o755, epoch)).ok();
     packages::insert(&mut tree, &pkgs)?;
+    artifacts::install(&mut tree, r, cache, epoch)?;
     lap("unpack", &mut stages);
     for o in &r.overlays {
         overlay::apply(&mut tree, o, epoch)?;

@@ -27,7 +27,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 
-pub use compress::Compression;
+pub use compress::{decompress, Compression};
 pub use control::parse_control;
 pub use data::{list_data, DataEntry, EntryKind};
 

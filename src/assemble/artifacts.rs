@@ -1,0 +1,106 @@
+//! The artifacts stage of assembly: consumes the recipe's `[[artifact]]` entries (each
+//! already in the cache, verified by sha256 when it was fetched), produces their files
+//! in the tree at their `dest` with their mode. An artifact with `member` is a tar
+//! archive (plain, gzip, xz or zstd, told apart by magic bytes); the named member is
+//! installed instead of the archive.
+
+use super::tree::{Entry, Tree};
+use crate::deb::{decompress, Compression};
+use crate::fetch::cache::Cache;
+use crate::recipe::Recipe;
+use anyhow::{bail, Context, Result};
+use std::io::Read;
+
+/// Largest decompressed archive read (a release tarball of a few binaries is far smaller).
+const ARCHIVE_LIMIT: u64 = 2 << 30;
+
+/// Installs every artifact of `r` into `tree`.
+pub fn install(tree: &mut Tree, r: &Recipe, cache: &Cache, epoch: u64) -> Result<()> {
+    for a in &r.artifacts {
+        let what = || format!("{}: artifact {} ({})", r.display(), a.dest, a.url);
+        let blob = cache.blob_path(&a.sha256);
+        let data = std::fs::read(&blob)
+            .with_context(|| format!("reading {}", blob.display()))
+            .with_context(what)?;
+        let bytes = match &a.member {
+            None => data,
+            Some(m) => member(&data, m).with_context(what)?,
+        };
+        let dest = a.dest.trim_start_matches('/');
+        tree.put(dest, Entry::file(bytes, a.mode, epoch))
+            .with_context(what)?;
+    }
+    Ok(())
+}
+
+/// The compression of `data`, from its first bytes.
+fn sniff(data: &[u8]) -> Compression {
+    if data.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Compression::Xz
+    } else if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// The bytes of regular file `name` in the (maybe compressed) tar archive `data`.
+fn member(data: &[u8], name: &str) -> Result<Vec<u8>> {
+    let tar = decompress(sniff(data), data, ARCHIVE_LIMIT)?;
+    let want = name.trim_start_matches("./");
+    let mut seen = Vec::new();
+    let mut ar = tar::Archive::new(tar.as_slice());
+    for e in ar.entries().context("reading the tar archive")? {
+        let mut e = e.context("reading the tar archive")?;
+        let path = e.path().context("reading a member name")?.into_owned();
+        let p = path.to_string_lossy();
+        let p = p.trim_start_matches("./");
+        if p == want {
+            if !e.header().entry_type().is_file() {
+                bail!("member {name} is not a regular file");
+            }
+            let mut out = Vec::new();
+            e.read_to_end(&mut out)
+                .with_context(|| format!("reading member {name}"))?;
+            return Ok(out);
+        }
+        if seen.len() < 20 {
+            seen.push(p.to_string());
+        }
+    }
+    bail!(
+        "member {name:?} is not in the archive (it holds: {})",
+        if seen.is_empty() { "nothing".into() } else { seen.join(", ") }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tarball(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut t = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        t.append_data(&mut h, name, data).unwrap();
+        t.into_inner().unwrap()
+    }
+
+    #[test]
+    fn members_come_out_of_plain_and_compressed_archives() {
+        let plain = tarball("./tool-1/tool", b"#!tool");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &plain).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(plain.as_slice(), 1).unwrap();
+        for data in [&plain, &gz, &zst] {
+            assert_eq!(member(data, "tool-1/tool").unwrap(), b"#!tool");
+        }
+        let e = format!("{:#}", member(&gz, "tool").unwrap_err());
+        assert!(e.contains("\"tool\" is not in the archive") && e.contains("tool-1/tool"), "{e}");
+    }
+}

@@ -1,0 +1,35 @@
+//! A stand-in for kubelet, kubeadm, kubectl and crictl in CI, where the real binaries
+//! cannot be downloaded. Built by tests/k8s_node.rs with rustc (static), served to the
+//! build as the recipe's artifacts, and so installed by the real fetch, verify, lock and
+//! install path. It says plainly what it is. As kubeadm it records a `join` (its
+//! arguments and the configuration file it was given) under /var/lib/slipway-test.
+
+use std::io::Write;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let name = args[0].rsplit('/').next().unwrap_or("?").to_string();
+    let rest = args[1..].join(" ");
+    if name == "kubeadm" && args.get(1).map(String::as_str) == Some("join") {
+        let config = args
+            .iter()
+            .position(|a| a == "--config")
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_default();
+        let dir = "/var/lib/slipway-test";
+        let saved = std::fs::create_dir_all(dir)
+            .and_then(|_| std::fs::write(format!("{dir}/kubeadm-join.args"), format!("{rest}\n")))
+            .and_then(|_| std::fs::copy(&config, format!("{dir}/kubeadm-join.config")).map(|_| ()));
+        match saved {
+            Ok(()) => println!("slipway stand-in kubeadm: join with {config} (not the real kubeadm)"),
+            Err(e) => {
+                eprintln!("slipway stand-in kubeadm: cannot record the join: {e}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        println!("slipway stand-in {name} {rest}: not the real binary");
+    }
+    let _ = std::io::stdout().flush();
+}
