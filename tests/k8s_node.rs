@@ -30,7 +30,14 @@ fn stand_in(dir: &Path) -> Vec<u8> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/files/k8s-standin.rs");
     let out = dir.join("standin");
     run(Command::new("rustc")
-        .args(["--edition", "2021", "-O", "-C", "target-feature=+crt-static", "-o"])
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "-o",
+        ])
         .arg(&out)
         .arg(&src));
     fs::read(out).unwrap()
@@ -121,9 +128,9 @@ succeed = ["ctr", "--namespace", "k8s.io", "images", "ls", "-q"]
 expect-regex = '(?m)^localhost/slipway/pause:latest$'
 
 [[step]]
-name = "containerd's CRI plugin names it as the sandbox image"
-succeed = ["ctr", "--namespace", "k8s.io", "plugins", "ls", "--detailed", "id==cri"]
-expect-regex = 'sandbox_image|io.containerd.grpc.v1'
+name = "containerd's configuration names it as the CRI sandbox image"
+read-file = "/etc/containerd/config.toml"
+expect-regex = '(?m)^\s*sandbox_image = "localhost/slipway/pause:latest"$'
 
 [[step]]
 wait-for-unit = "slipway-kubeadm-join.service"
@@ -209,7 +216,10 @@ expect = "slipway stand-in crictl"
     if !o.status.success() {
         let console = fs::read_to_string(out.join("k8s-node/vm/console.log")).unwrap_or_default();
         let kube: Vec<&str> = console.lines().filter(|l| l.contains("kube")).collect();
-        panic!("slipway test failed:\n{t}\nconsole lines about kube*:\n{}", kube.join("\n"));
+        panic!(
+            "slipway test failed:\n{t}\nconsole lines about kube*:\n{}",
+            kube.join("\n")
+        );
     }
     drop(server);
 
@@ -234,5 +244,8 @@ expect = "slipway stand-in crictl"
         serde_json::json!([{ "name": "node-labels", "value": "node.example.com/pool=blue,tier=web" }])
     );
     // What the kubeadm artifact was given is that file.
-    assert_eq!(fs::read(out.join("k8s-node/kubeadm-saw.json")).unwrap(), written);
+    assert_eq!(
+        fs::read(out.join("k8s-node/kubeadm-saw.json")).unwrap(),
+        written
+    );
 }

@@ -72,7 +72,11 @@ fn member(data: &[u8], name: &str) -> Result<Vec<u8>> {
     }
     bail!(
         "member {name:?} is not in the archive (it holds: {})",
-        if seen.is_empty() { "nothing".into() } else { seen.join(", ") }
+        if seen.is_empty() {
+            "nothing".into()
+        } else {
+            seen.join(", ")
+        }
     )
 }
 
@@ -101,6 +105,9 @@ mod tests {
             assert_eq!(member(data, "tool-1/tool").unwrap(), b"#!tool");
         }
         let e = format!("{:#}", member(&gz, "tool").unwrap_err());
-        assert!(e.contains("\"tool\" is not in the archive") && e.contains("tool-1/tool"), "{e}");
+        assert!(
+            e.contains("\"tool\" is not in the archive") && e.contains("tool-1/tool"),
+            "{e}"
+        );
     }
 }
