@@ -473,13 +473,13 @@ pub fn build(
     report.tree_bytes = asm.tree.content_size();
     report.source_date_epoch = asm.epoch;
     report.kernel_modules = asm.modules.as_ref().map(|m| m.summary());
-    if init.is_some() {
-        crate::disk::image::check_esp_fits(r, &asm.tree)
-            .map_err(|e| err(Code::BadInput, format!("{e:#}")))?;
-    }
     for w in driver_warnings(r, &asm, &disk_formats) {
         ctx.rep.say(format!("warning: {w}"));
         report.warnings.push(w);
+    }
+    if init.is_some() {
+        crate::disk::image::check_esp_fits(r, &asm.tree)
+            .map_err(|e| err(Code::BadInput, format!("{e:#}")))?;
     }
 
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
