@@ -176,7 +176,8 @@ fn every_format_passes_qemu_img_and_holds_the_raw_disk() {
         .and_then(|s| s.rsplit(' ').next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no compressed share in {check}"));
-    assert!(compressed > 50.0, "{check}");
+    // Clusters that do not shrink (the zstd-compressed root) are stored as they are.
+    assert!(compressed > 10.0, "{check}");
     assert_same_as_raw("qcow2", &qcow2, &raw);
 
     // GCE: GNU tar sees exactly one member, disk.raw, holding disk.raw.
