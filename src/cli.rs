@@ -91,8 +91,11 @@ enum Command {
     ///
     /// Outputs go into DIR: rootfs.tar (tar), rootfs/ (dir), oci/ (an OCI image layout with
     /// the SBOM attached; oci), image.tar (the same plus Docker's manifest.json, for
-    /// `docker load`; oci-archive), sbom.spdx.json and report.json. Base images default to
-    /// oci,oci-archive; other kinds to tar.
+    /// `docker load`; oci-archive), sbom.spdx.json and report.json. Host images: disk.raw
+    /// (disk), disk.qcow2 (qcow2), disk.vhd (vhd, Azure), disk.vmdk (vmdk, AWS/VMware),
+    /// disk.tar.gz (gce), each with a JSON sidecar for the cloud, plus uki.efi and
+    /// manifest.json. Base images default to oci,oci-archive; host images to disk,qcow2;
+    /// other kinds to tar.
     Build {
         /// Recipe file, or a bundled recipe name.
         recipe: String,
@@ -679,7 +682,7 @@ fn doctor(g: &Global) -> Result<()> {
             );
         }
         println!(
-            "root      {} (needed for: building host disk images (--format disk, qcow2), whose \
+            "root      {} (needed for: building host disk images (--format disk, qcow2, vhd, vmdk, gce), whose \
              root file system is staged with its owners; not needed for: lock, fetch, base \
              images, tar/dir outputs, boot, test)",
             if root { "yes" } else { "no" }

@@ -377,8 +377,16 @@ pub enum Format {
     /// `vmlinuz`, `initrd` and `manifest.json`.
     #[value(alias = "raw")]
     Disk,
-    /// Host images: `disk.qcow2`, compressed (implies `disk`).
+    /// Host images: `disk.qcow2`, compressed (OpenStack, local QEMU; implies `disk`).
     Qcow2,
+    /// Host images: `disk.vhd`, a fixed VHD for Azure (implies `disk`).
+    Vhd,
+    /// Host images: `disk.vmdk`, a stream-optimized VMDK for AWS and VMware (implies
+    /// `disk`).
+    Vmdk,
+    /// Host images: `disk.tar.gz`, the GCE image tarball holding `disk.raw` (implies
+    /// `disk`).
+    Gce,
 }
 
 impl Format {
@@ -433,6 +441,9 @@ pub fn build(
         .iter()
         .filter_map(|f| match f {
             Format::Qcow2 => crate::formats::by_name("qcow2"),
+            Format::Vhd => crate::formats::by_name("vhd"),
+            Format::Vmdk => crate::formats::by_name("vmdk"),
+            Format::Gce => crate::formats::by_name("gce"),
             _ => None,
         })
         .collect();
@@ -443,7 +454,7 @@ pub fn build(
             return Err(err(
                 Code::BadInput,
                 format!(
-                    "{}: --format disk/qcow2 need a host recipe (image.kind = \"host\")",
+                    "{}: --format disk, qcow2, vhd, vmdk and gce need a host recipe (image.kind = \"host\")",
                     r.display()
                 ),
             ));
@@ -459,6 +470,7 @@ pub fn build(
                 ),
             ));
         }
+        crate::disk::image::check_sizes(r).map_err(|e| err(Code::BadInput, format!("{e:#}")))?;
         tools.extend(crate::disk::image::tools(r));
         for f in &disk_formats {
             tools.extend(f.tools());
@@ -509,6 +521,14 @@ pub fn build(
     report.tree_bytes = asm.tree.content_size();
     report.source_date_epoch = asm.epoch;
     report.kernel_modules = asm.modules.as_ref().map(|m| m.summary());
+    for w in driver_warnings(r, &asm, &disk_formats) {
+        ctx.rep.say(format!("warning: {w}"));
+        report.warnings.push(w);
+    }
+    if init.is_some() {
+        crate::disk::image::check_esp_fits(r, &asm.tree)
+            .map_err(|e| err(Code::BadInput, format!("{e:#}")))?;
+    }
 
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let t = std::time::Instant::now();
@@ -533,7 +553,13 @@ pub fn build(
                     sha256: String::new(),
                 });
             }
-            Format::Oci | Format::OciArchive | Format::Disk | Format::Qcow2 => {}
+            Format::Oci
+            | Format::OciArchive
+            | Format::Disk
+            | Format::Qcow2
+            | Format::Vhd
+            | Format::Vmdk
+            | Format::Gce => {}
         }
     }
     report.time("write", t.elapsed().as_secs_f64());
@@ -542,15 +568,41 @@ pub fn build(
         for (name, secs) in &w.disk.stages {
             report.time(name, *secs);
         }
-        report.outputs.extend(w.outputs);
         let raw = crate::disk::image::disk_in(out);
+        let raw_out = w
+            .outputs
+            .iter()
+            .find(|o| o.kind == "disk-raw")
+            .context("the disk stage wrote no disk.raw")?
+            .clone();
+        report.outputs.extend(w.outputs.iter().cloned());
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&crate::io::hash::unhex(&raw_out.sha256)?);
+        let src = crate::formats::Source {
+            raw: &raw,
+            digest,
+            epoch: asm.epoch,
+        };
+        let mut sidecars = vec![raw_out];
         for f in &disk_formats {
             let t = std::time::Instant::now();
             let stage = ctx.rep.stage(&format!("writing {}", f.file_name()));
-            let o = crate::formats::write(*f, &raw, out)?;
+            let o = crate::formats::write(*f, &src, out)?;
             stage.done(format!("{:.1} MB", o.size as f64 / 1e6));
+            sidecars.push(o.clone());
             report.outputs.push(o);
             report.time(f.name(), t.elapsed().as_secs_f64());
+        }
+        for o in &sidecars {
+            if let Some(p) = crate::formats::sidecar::write(r, &w.disk, asm.epoch, o)? {
+                let (sha256, size) = crate::io::hash::sha256_file(&p)?;
+                report.outputs.push(crate::report::Output {
+                    kind: "sidecar".into(),
+                    path: p.display().to_string(),
+                    size,
+                    sha256,
+                });
+            }
         }
         let m = crate::disk::manifest::write(
             r,
@@ -597,6 +649,51 @@ pub fn build(
     let json = serde_json::to_vec_pretty(&report).context("serializing the build report")?;
     crate::io::atomic::write(&out.join("report.json"), &json)?;
     Ok(report)
+}
+
+/// One warning for each requested disk format whose platform's drivers the image's
+/// kernel lacks (neither kept as a module nor built in), naming the format and modules.
+fn driver_warnings(
+    r: &Recipe,
+    asm: &crate::assemble::Assembled,
+    formats: &[&dyn crate::formats::DiskFormat],
+) -> Vec<String> {
+    let Some(plan) = &asm.module_plan else {
+        return Vec::new();
+    };
+    if formats.is_empty() {
+        return Vec::new();
+    }
+    // The pruned tree: what is left of the modules directory is what the image has.
+    let cat = match crate::kernel::find(&asm.tree)
+        .and_then(|k| crate::kernel::index::Catalog::open(&asm.tree, &k))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![format!(
+                "{}: cannot check the cloud drivers of kernel {}: {e:#}",
+                r.display(),
+                plan.kernel
+            )]
+        }
+    };
+    let has = |m: &str| {
+        let n = crate::kernel::modinfo::normalize(m);
+        cat.modules.contains_key(&n) || cat.builtin.contains(&n)
+    };
+    let mut out = Vec::new();
+    for f in formats {
+        for (platform, missing) in crate::formats::missing_drivers(*f, has) {
+            out.push(format!(
+                "{}: --format {} is for {platform}, but kernel {} has no {} (add them to [kernel] modules, e.g. the \"network\" and \"storage\" features)",
+                r.display(),
+                f.name(),
+                plan.kernel,
+                missing.join(", ")
+            ));
+        }
+    }
+    out
 }
 
 /// `r`'s tree, assembled from its lock (locking and fetching as needed), with the lock.

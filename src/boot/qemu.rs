@@ -166,11 +166,7 @@ pub fn prepare(spec: &VmSpec, dir: &Path) -> Result<WorkDir> {
     if !w.overlay().exists() {
         let disk = std::fs::canonicalize(&spec.disk)
             .with_context(|| format!("the disk image {}", spec.disk.display()))?;
-        let fmt = if disk.extension().is_some_and(|e| e == "qcow2") {
-            "qcow2"
-        } else {
-            "raw"
-        };
+        let fmt = backing_format(&disk);
         let mut t = Tool::new("creating the copy-on-write overlay", "qemu-img")
             .args(["create", "-q", "-f", "qcow2", "-F", fmt, "-b"])
             .arg(&disk)
@@ -181,6 +177,17 @@ pub fn prepare(spec: &VmSpec, dir: &Path) -> Result<WorkDir> {
         t.run()?;
     }
     Ok(w)
+}
+
+/// QEMU's format name for a disk image, by its extension: qcow2, VHD (`vpc`, which
+/// QEMU does not probe for fixed disks), VMDK; anything else is raw.
+pub fn backing_format(disk: &Path) -> &'static str {
+    match disk.extension().and_then(|e| e.to_str()) {
+        Some("qcow2") => "qcow2",
+        Some("vhd") => "vpc",
+        Some("vmdk") => "vmdk",
+        _ => "raw",
+    }
 }
 
 /// The QEMU command line for `spec` in work directory `w`.

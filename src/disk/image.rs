@@ -61,6 +61,56 @@ pub fn tools(r: &Recipe) -> Vec<&'static str> {
     t
 }
 
+/// The smallest /var the disk stage makes (ext4 with a journal).
+pub const MIN_VAR: u64 = 8 << 20;
+/// The smallest ESP (FAT with room for its tables).
+pub const MIN_ESP: u64 = 2 << 20;
+
+/// Checks the recipe's `[disk]` sizes before any work: whole MiB (partitions are
+/// MiB-aligned), at least [`MIN_ESP`] and [`MIN_VAR`].
+pub fn check_sizes(r: &Recipe) -> Result<()> {
+    let f = r.display();
+    for (key, size, min) in [
+        ("esp-size", r.disk.esp_size.map(|s| s.0), MIN_ESP),
+        ("var-size", r.disk.var_size.map(|s| s.0), MIN_VAR),
+    ] {
+        let Some(size) = size else { continue };
+        if size % gpt::ALIGN != 0 {
+            bail!("{f}: disk.{key}: {size} bytes is not a whole number of MiB (partitions are MiB-aligned)");
+        }
+        if size < min {
+            bail!(
+                "{f}: disk.{key}: {} MiB cannot hold the file system (at least {} MiB)",
+                size >> 20,
+                min >> 20
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks, once the tree is assembled and before the disk is built, that the ESP can
+/// hold the UKI's known parts (kernel and EFI stub; the initramfs and command line come
+/// on top) with 1 MiB for the file system.
+pub fn check_esp_fits(r: &Recipe, tree: &Tree) -> Result<()> {
+    let f = r.display();
+    let esp_size = r.disk.esp_size.map(|s| s.0).unwrap_or(DEFAULT_ESP);
+    let kernel = crate::kernel::find(tree).with_context(|| format!("{f}: the host image"))?;
+    let vmlinuz = file_bytes(tree, &kernel.vmlinuz_path, "kernel")?.len() as u64;
+    let stub = file_bytes(tree, STUB, "systemd EFI stub")
+        .map(|b| b.len() as u64)
+        .unwrap_or(0);
+    if vmlinuz + stub + (1 << 20) > esp_size {
+        bail!(
+            "{f}: disk.esp-size: {} MiB cannot hold the UKI: its kernel and EFI stub alone are {:.1} MiB (use at least {} MiB)",
+            esp_size >> 20,
+            (vmlinuz + stub) as f64 / (1u64 << 20) as f64,
+            (vmlinuz + stub).div_ceil(1 << 20) + 16
+        );
+    }
+    Ok(())
+}
+
 /// One partition of the disk, as the manifest lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionInfo {

@@ -19,7 +19,15 @@ impl super::DiskFormat for Qcow2 {
     fn tools(&self) -> &'static [&'static str] {
         &["qemu-img"]
     }
-    fn write(&self, raw: &Path, dest: &Path) -> Result<()> {
+    fn drivers(&self) -> &'static [super::Drivers] {
+        // OpenStack and local QEMU/KVM: virtio disks and NICs.
+        &[super::Drivers {
+            platform: "openstack",
+            modules: &["virtio_blk", "virtio_net"],
+        }]
+    }
+    fn write(&self, src: &super::Source, dest: &Path) -> Result<()> {
+        let raw = src.raw;
         let tmp = crate::io::atomic::temp_path_for(dest);
         let res = Tool::new(format!("converting {} to qcow2", raw.display()), "qemu-img")
             .args(["convert", "-q", "-f", "raw", "-O", "qcow2", "-c"])
