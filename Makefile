@@ -5,7 +5,7 @@ CARGO ?= cargo
 RECIPE ?= base/static
 OUT ?= out
 
-.PHONY: all setup build init agent image test qemu-test check fmt clippy bench clean
+.PHONY: all setup build init agent node image test qemu-test check fmt clippy bench clean
 
 # slipway-init (init/) goes into initramfs images: a static binary (static glibc; the musl
 # target is not installed), built with its own size-optimised profile and copied next to
@@ -16,6 +16,9 @@ INIT_BIN = $(TARGET_DIR)/$(INIT_TARGET)/init/slipway-init
 # slipway-agent (agent/) goes into host images (/usr/lib/slipway/slipway-agent): built the
 # same way as slipway-init (see docs/provisioning.md).
 AGENT_BIN = $(TARGET_DIR)/$(INIT_TARGET)/init/slipway-agent
+# slipway-node (node/) goes into Kubernetes node images: the node-readiness check and a
+# CRI client; built the same way (see docs/node-check.md).
+NODE_BIN = $(TARGET_DIR)/$(INIT_TARGET)/init/slipway-node
 
 all: build
 
@@ -26,6 +29,7 @@ build:
 	$(CARGO) build --release --locked
 	$(MAKE) init
 	$(MAKE) agent
+	$(MAKE) node
 
 init:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked --profile init -p slipway-init --target $(INIT_TARGET)
@@ -34,6 +38,10 @@ init:
 agent:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked --profile init -p slipway-agent --target $(INIT_TARGET)
 	install -D -m 0755 $(AGENT_BIN) $(TARGET_DIR)/release/slipway-agent
+
+node:
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked --profile init -p slipway-node --target $(INIT_TARGET)
+	install -D -m 0755 $(NODE_BIN) $(TARGET_DIR)/release/slipway-node
 
 image: setup build
 	./target/release/slipway build $(RECIPE) -o $(OUT)/$(notdir $(RECIPE))

@@ -21,6 +21,8 @@ packages=(
   squashfs-tools                    # mksquashfs: size comparison with erofs for the read-only root
   ovmf                              # UEFI firmware for booting UKIs under QEMU
   qemu-utils                        # qemu-img: qcow2 output, test overlays
+  containerd runc                   # slipway-node's CRI tests run a private containerd (bookworm: 1.6) with runc
+  containernetworking-plugins       # CNI plugins (bridge, host-local, loopback): the pod-network CRI test
   fdisk cpio kmod                   # sfdisk (reads back slipway's GPT); cpio reads initramfs back; depmod -b regenerates pruned module indexes
 )
 
