@@ -50,25 +50,16 @@ fn build_image(recipe: &Path, out: &Path) -> PathBuf {
     tar
 }
 
-/// busybox (recipes/base/busybox.toml) and a sandbox image: busybox whose command
-/// sleeps, since a pod sandbox's process must keep running (the pause image's job).
+/// busybox (recipes/base/busybox.toml) and the sandbox image (recipes/base/pause.toml:
+/// catatonit -P, what k8s-node preloads as containerd's sandbox_image).
 fn images(dir: &Path) -> (PathBuf, PathBuf) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let busybox = build_image(
         &repo.join("recipes/base/busybox.toml"),
         &dir.join("busybox"),
     );
-    let recipe = dir.join("sandbox.toml");
-    std::fs::write(
-        &recipe,
-        format!(
-            "schema-version = 1\nextends = \"{}\"\n[image]\nname = \"sandbox\"\n[oci]\ncmd = [\"/bin/sleep\", \"2147483647\"]\n",
-            repo.join("recipes/base/busybox.toml").display()
-        ),
-    )
-    .unwrap();
-    let sandbox = build_image(&recipe, &dir.join("sandbox"));
-    (busybox, sandbox)
+    let pause = build_image(&repo.join("recipes/base/pause.toml"), &dir.join("pause"));
+    (busybox, pause)
 }
 
 /// A private containerd; stopped and cleaned up on drop. Its config also sets
@@ -229,19 +220,19 @@ fn image_ref(c: &Containerd, base: &str) -> String {
         .to_string()
 }
 
-/// Images are imported and the sandbox image ref is known only after import; the
-/// sandbox image's ref comes from the archive's tag (`BASE:TAG`), read with ctr first.
+/// A containerd with busybox and pause imported, pause as its sandbox image; returns it,
+/// busybox's ref and the directory holding the archives. The ref an archive gets is
+/// `BASE:TAG` with the tag from the archive, so a throwaway daemon imports pause first
+/// to learn it (containerd reads sandbox_image only at start).
 fn setup(cni: bool) -> (Containerd, String, tempfile::TempDir) {
     let work = tempfile::tempdir().unwrap();
-    let (busybox, sandbox) = images(work.path());
-    // Import the sandbox image into a throwaway daemon to learn its tag, so the real
-    // one starts with sandbox_image set (containerd reads it only at start).
+    let (busybox, pause) = images(work.path());
     let probe = Containerd::start("unused", false);
-    probe.import(&sandbox, "docker.io/slipway/sandbox");
-    let sandbox_ref = image_ref(&probe, "docker.io/slipway/sandbox");
+    probe.import(&pause, "docker.io/slipway/pause");
+    let pause_ref = image_ref(&probe, "docker.io/slipway/pause");
     drop(probe);
-    let c = Containerd::start(&sandbox_ref, cni);
-    c.import(&sandbox, "docker.io/slipway/sandbox");
+    let c = Containerd::start(&pause_ref, cni);
+    c.import(&pause, "docker.io/slipway/pause");
     c.import(&busybox, "docker.io/slipway/busybox");
     let busybox_ref = image_ref(&c, "docker.io/slipway/busybox");
     (c, busybox_ref, work)
@@ -301,6 +292,27 @@ fn cri_calls_and_run_on_host_network() {
         text(&o)
     );
 
+    // A 100 kB argument: the CreateContainer request spans several DATA frames and more
+    // than HTTP/2's default 64 KiB window (so it waits for containerd's WINDOW_UPDATE);
+    // containerd splits the output line into 16 KiB partial (P) log entries, which must
+    // print as one line again.
+    let long: String = (0..100_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let o = c.cri(&[
+        "run", "--image", &busybox, "--name", "long", "--", "echo", &long,
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout) == format!("{long}\n"),
+        "long line differs"
+    );
+
     // Host network: the pod sees the node's hostname.
     let host = run(&mut Command::new("hostname"));
     let o = c.cri(&[
@@ -355,6 +367,15 @@ fn cri_run_with_pod_network() {
     assert!(
         out.contains(&format!("inet 10.213.{}.", std::process::id() % 250)),
         "{out}"
+    );
+    // Now the runtime is ready on both counts, so the CRI check passes.
+    let o = node(&["check", "--cri-socket", c.sock()]);
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("ok cri: containerd ")
+                && l.ends_with(": RuntimeReady, NetworkReady")),
+        "{t}"
     );
 }
 
