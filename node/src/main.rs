@@ -264,3 +264,61 @@ fn parse_run(args: &[String]) -> Result<run::RunSpec, String> {
         log_root,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn run_arguments() {
+        let s = parse_run(&args(&[
+            "--image",
+            "x:1",
+            "--name",
+            "web-1",
+            "--timeout",
+            "5",
+            "--",
+            "echo",
+            "--name",
+        ]))
+        .unwrap();
+        assert_eq!(s.image, "x:1");
+        assert_eq!(s.name, "web-1");
+        assert_eq!(s.timeout, Duration::from_secs(5));
+        assert_eq!(
+            s.argv,
+            ["echo", "--name"],
+            "after -- everything is the command"
+        );
+        assert!(!s.pod_network);
+        assert!(parse_run(&args(&["--", "true"]))
+            .unwrap_err()
+            .contains("--image is required"));
+        assert!(parse_run(&args(&["--image", "x", "--name", "Web_1"]))
+            .unwrap_err()
+            .contains("DNS label"));
+        assert!(parse_run(&args(&["--image", "x", "--timeout", "5s"]))
+            .unwrap_err()
+            .contains("whole seconds"));
+        assert!(parse_run(&args(&["--image", "x", "echo"]))
+            .unwrap_err()
+            .contains("after --"));
+        assert!(parse_run(&args(&["--image"]))
+            .unwrap_err()
+            .contains("needs a value"));
+    }
+
+    #[test]
+    fn socket_paths() {
+        assert_eq!(
+            socket_path("unix:///run/a.sock"),
+            PathBuf::from("/run/a.sock")
+        );
+        assert_eq!(socket_path("/run/b.sock"), PathBuf::from("/run/b.sock"));
+    }
+}

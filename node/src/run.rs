@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::cri::{self, Client, ContainerSpec, NamespaceMode, SandboxSpec};
 
 /// What to run.
+#[derive(Debug)]
 pub struct RunSpec {
     pub image: String,
     pub name: String,
