@@ -114,6 +114,8 @@ pub struct Conn {
     /// What we may still send on the connection, and the per-stream start value.
     conn_window: i64,
     peer_initial_window: i64,
+    /// What we may still send on the current call's stream.
+    stream_window: i64,
     peer_max_frame: usize,
     /// Highest stream the server promised to finish after GOAWAY.
     goaway: Option<u32>,
@@ -125,7 +127,6 @@ struct Reply {
     headers: Vec<hpack::Field>,
     trailers: Vec<hpack::Field>,
     body: Vec<u8>,
-    window: i64,
 }
 
 impl Conn {
@@ -144,6 +145,7 @@ impl Conn {
             next_stream: 1,
             conn_window: 65_535,
             peer_initial_window: 65_535,
+            stream_window: 65_535,
             peer_max_frame: 16_384,
             goaway: None,
         };
@@ -229,6 +231,8 @@ impl Conn {
                                 if v > 0x7fff_ffff {
                                     return Err(proto("SETTINGS_INITIAL_WINDOW_SIZE too large"));
                                 }
+                                // §6.9.2: a change applies to open streams too.
+                                self.stream_window += i64::from(v) - self.peer_initial_window;
                                 self.peer_initial_window = i64::from(v);
                             }
                             SETTINGS_MAX_FRAME_SIZE => {
@@ -315,16 +319,14 @@ impl Conn {
         body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
         body.extend_from_slice(msg);
 
-        let mut reply = Reply {
-            window: self.peer_initial_window,
-            ..Reply::default()
-        };
+        let mut reply = Reply::default();
+        self.stream_window = self.peer_initial_window;
         let mut sent = 0;
         let mut done = false;
         while sent < body.len() {
             let room = self
                 .conn_window
-                .min(reply.window)
+                .min(self.stream_window)
                 .min(self.peer_max_frame as i64);
             if room <= 0 {
                 // Wait for WINDOW_UPDATE (and answer SETTINGS/PING meanwhile).
@@ -342,7 +344,7 @@ impl Conn {
             };
             self.send(DATA, flags, id, &body[sent..sent + n])?;
             self.conn_window -= n as i64;
-            reply.window -= n as i64;
+            self.stream_window -= n as i64;
             sent += n;
         }
         while !done {
@@ -410,7 +412,7 @@ impl Conn {
                 )))
             }
             WINDOW_UPDATE if f.stream == id => {
-                reply.window += i64::from(window_increment(&f.payload)?);
+                self.stream_window += i64::from(window_increment(&f.payload)?);
                 Ok(false)
             }
             _ => Ok(false),
@@ -550,7 +552,6 @@ mod tests {
             headers: h(&[(":status", "200")]),
             trailers: h(&[("grpc-status", "0")]),
             body: vec![0, 0, 0, 0, 2, 8, 1],
-            window: 0,
         };
         assert_eq!(finish(ok).unwrap(), [8, 1]);
         let err = Reply {
@@ -569,7 +570,6 @@ mod tests {
             headers: h(&[(":status", "200")]),
             trailers: h(&[("grpc-status", "0")]),
             body: vec![0, 0, 0, 0, 9, 1],
-            window: 0,
         };
         assert!(finish(short).is_err());
     }
@@ -642,6 +642,7 @@ mod tests {
             next_stream: 1,
             conn_window: 65_535,
             peer_initial_window: 65_535,
+            stream_window: 65_535,
             peer_max_frame: 16_384,
             goaway: None,
         };
@@ -653,6 +654,74 @@ mod tests {
         let got = c.unary("/x.Y/Z", &[1, 2, 3]).unwrap();
         assert_eq!(got, [0x08, 0x07]);
         assert_eq!(c.peer_max_frame, 32_768);
+        server.join().unwrap();
+    }
+
+    /// Flow control: the peer lowers the initial stream window to 0, then opens it three
+    /// octets at a time; the client sends only what the window allows and waits.
+    #[test]
+    fn request_waits_for_the_stream_window() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let read = |b: &mut UnixStream| {
+            let mut h = [0u8; 9];
+            b.read_exact(&mut h).unwrap();
+            let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+            let mut p = vec![0u8; len];
+            b.read_exact(&mut p).unwrap();
+            (h[3], h[4], p)
+        };
+        let mut out = Vec::new();
+        frame_bytes(&mut out, SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]);
+        b.write_all(&out).unwrap();
+        let server = std::thread::spawn(move || {
+            let (k, f, _) = read(&mut b);
+            assert_eq!((k, f), (SETTINGS, ACK));
+            let (k, _, _) = read(&mut b);
+            assert_eq!(k, HEADERS);
+            let mut got = Vec::new();
+            loop {
+                let mut w = Vec::new();
+                frame_bytes(&mut w, WINDOW_UPDATE, 0, 1, &3u32.to_be_bytes());
+                b.write_all(&w).unwrap();
+                let (k, f, p) = read(&mut b);
+                assert_eq!(k, DATA);
+                assert!(
+                    p.len() <= 3,
+                    "sent {} octets into a 3-octet window",
+                    p.len()
+                );
+                got.extend_from_slice(&p);
+                if f & END_STREAM != 0 {
+                    break;
+                }
+            }
+            assert_eq!(got, [0, 0, 0, 0, 4, 9, 8, 7, 6]);
+            let mut w = Vec::new();
+            let h = hpack::encode(&[(":status", "200"), ("grpc-status", "0")]);
+            frame_bytes(&mut w, HEADERS, END_HEADERS, 1, &h);
+            frame_bytes(&mut w, DATA, END_STREAM, 1, &[0, 0, 0, 0, 0]);
+            b.write_all(&w).unwrap();
+            // The connection window the client gives back (keep the socket open for it).
+            let (k, _, p) = read(&mut b);
+            assert_eq!((k, p), (WINDOW_UPDATE, 5u32.to_be_bytes().to_vec()));
+        });
+        let mut c = Conn {
+            sock: a,
+            what: "pair".into(),
+            dec: hpack::Decoder::new(OUR_TABLE),
+            next_stream: 1,
+            conn_window: 65_535,
+            peer_initial_window: 65_535,
+            stream_window: 65_535,
+            peer_max_frame: 16_384,
+            goaway: None,
+        };
+        // Take in the peer's SETTINGS before the call (as a second call would).
+        let f = c.read_frame().unwrap();
+        assert!(c.connection_frame(f).unwrap().is_none());
+        assert_eq!(c.peer_initial_window, 0);
+        // A trailers-only-style reply with an empty message.
+        assert_eq!(c.unary("/x.Y/Z", &[9, 8, 7, 6]).unwrap(), Vec::<u8>::new());
         server.join().unwrap();
     }
 }
