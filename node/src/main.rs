@@ -8,7 +8,7 @@
 //!   makes, prints its output and exits with its exit code.
 //!
 //! Static and dependency-free: HTTP/2, HPACK and protobuf are written here
-//! (docs/decisions/0017-hand-written-cri-client.md).
+//! (docs/decisions/0018-hand-written-cri-client.md).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
