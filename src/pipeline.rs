@@ -512,6 +512,7 @@ pub fn build(
     }
     let t = std::time::Instant::now();
     report.preloaded = crate::preload::add(ctx, r, &mut asm.tree, asm.epoch)?;
+    crate::preload::add_bundled(r, &mut asm.tree, asm.epoch)?;
     if !report.preloaded.is_empty() {
         report.time("preload", t.elapsed().as_secs_f64());
     }
@@ -701,6 +702,7 @@ pub fn assembled(ctx: &Context, r: &Recipe) -> Result<(crate::assemble::Assemble
     let f = fetch(ctx, r)?;
     let mut asm = crate::assemble::assemble(&ctx.cache, r, &f.lock)?;
     crate::preload::add(ctx, r, &mut asm.tree, asm.epoch)?;
+    crate::preload::add_bundled(r, &mut asm.tree, asm.epoch)?;
     Ok((asm, f.lock))
 }
 

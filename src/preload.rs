@@ -4,6 +4,8 @@
 //! containerd at every boot (an import of images already present changes nothing and
 //! takes well under a second), enabled for multi-user.target.
 //!
+//! It also adds the slipway programs a recipe asks for in `[bundle]` (slipway-node).
+//!
 //! Each base image is built by the normal pipeline from its own recipe and lock, so it
 //! is byte-for-byte the image `slipway build RECIPE --format oci-archive` writes.
 
@@ -29,6 +31,20 @@ pub struct Preloaded {
     /// Its size and sha256.
     pub size: u64,
     pub sha256: String,
+}
+
+/// Where `[bundle] node` puts slipway-node.
+pub const NODE_IN_IMAGE: &str = "usr/bin/slipway-node";
+
+/// Adds the slipway programs `r` asks for in `[bundle]` to `tree`.
+pub fn add_bundled(r: &Recipe, tree: &mut Tree, epoch: u64) -> Result<()> {
+    if r.bundle_node {
+        let path = crate::tool::bundled_binary("slipway-node", "SLIPWAY_NODE")
+            .with_context(|| format!("{}: [bundle] node: run `make build`", r.display()))?;
+        let bytes = crate::disk::initramfs::read_static(&path)?;
+        tree.put(NODE_IN_IMAGE, Entry::file(bytes, 0o755, epoch))?;
+    }
+    Ok(())
 }
 
 /// Builds every image `r` preloads and adds them and the import unit to `tree`.

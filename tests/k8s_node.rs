@@ -11,7 +11,10 @@
 //! ip_forward, bridge-nf-call-iptables, cgroup v2 controllers, overlay and br_netfilter,
 //! the binaries); the kubelet waiting for kubeadm's configuration; and, from a
 //! `[kubernetes]` provisioning section, the JoinConfiguration written field by field and
-//! the join unit running the kubeadm artifact with it.
+//! the join unit running the kubeadm artifact with it; `slipway-node check` passing, and
+//! failing when port 10250 is taken and when br_netfilter is unloaded; and pods run
+//! through containerd's CRI socket by `slipway-node cri run` (the calls kubelet makes),
+//! on the node's network and on the CNI bridge.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -199,6 +202,60 @@ expect = "slipway stand-in kubectl"
 [[step]]
 succeed = ["crictl", "--version"]
 expect = "slipway stand-in crictl"
+
+[[step]]
+name = "the node-readiness check passes"
+succeed = ["slipway-node", "check"]
+expect-regex = '(?s)ok swap.*ok cgroup2.*ok cri: .*ok binaries.*ok port-10250'
+
+[[step]]
+name = "something on kubelet's port: the check fails and says so"
+succeed = ["systemd-run", "--unit=occupy-10250", "--", "socat", "TCP-LISTEN:10250,reuseaddr,fork", "OPEN:/dev/null"]
+
+[[step]]
+wait-for-open-port = 10250
+timeout = 60
+
+[[step]]
+fail = ["slipway-node", "check"]
+expect-regex = '(?m)^FAIL port-10250: '
+
+[[step]]
+succeed = ["systemctl", "stop", "occupy-10250.service"]
+
+[[step]]
+name = "br_netfilter unloaded: the check fails on it and on the bridge sysctl"
+succeed = ["modprobe", "-r", "br_netfilter"]
+
+[[step]]
+fail = ["slipway-node", "check"]
+expect-regex = '(?s)FAIL bridge-nf-call-iptables: .*FAIL br_netfilter: '
+
+[[step]]
+succeed = ["modprobe", "br_netfilter"]
+
+[[step]]
+succeed = ["systemctl", "restart", "systemd-sysctl.service"]
+
+[[step]]
+name = "restored, the check passes again"
+succeed = ["slipway-node", "check"]
+
+[[step]]
+copy-image = {{ recipe = "base/busybox", to = "/var/tmp/busybox.tar" }}
+
+[[step]]
+succeed = ["ctr", "--namespace", "k8s.io", "images", "import", "--base-name", "docker.io/slipway/busybox", "/var/tmp/busybox.tar"]
+
+[[step]]
+name = "a pod through the CRI socket, as kubelet runs one (sandbox from the preloaded pause image)"
+succeed = ["slipway-node", "cri", "run", "--image", "docker.io/slipway/busybox:latest", "--", "echo", "hello from a pod"]
+expect = "hello from a pod"
+
+[[step]]
+name = "a pod with its own network from the CNI bridge plugin"
+succeed = ["slipway-node", "cri", "run", "--pod-network", "--name", "netpod", "--image", "docker.io/slipway/busybox:latest", "--", "ip", "-4", "-o", "addr", "show", "eth0"]
+expect-regex = 'inet \d+\.\d+\.\d+\.\d+/'
 "#
         ),
     )

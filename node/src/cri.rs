@@ -76,12 +76,14 @@ pub struct SandboxSpec {
     pub log_directory: String,
     /// Network namespace: NODE (host network, no CNI) or POD.
     pub network: NamespaceMode,
+    /// `LinuxPodSandboxConfig.cgroup_parent` (empty: the runtime's default).
+    pub cgroup_parent: String,
 }
 
 impl SandboxSpec {
     /// `PodSandboxConfig`: metadata = 1 (`PodSandboxMetadata`: name = 1, uid = 2,
     /// namespace = 3, attempt = 4), hostname = 2, log_directory = 3, labels = 6,
-    /// linux = 8 (`LinuxPodSandboxConfig`: security_context = 2
+    /// linux = 8 (`LinuxPodSandboxConfig`: cgroup_parent = 1, security_context = 2
     /// (`LinuxSandboxSecurityContext`: namespace_options = 1 (`NamespaceOption`:
     /// network = 1, pid = 2, ipc = 3))).
     fn encode(&self) -> Writer {
@@ -96,6 +98,9 @@ impl SandboxSpec {
         let mut sec = Writer::new();
         sec.message(1, &ns);
         let mut linux = Writer::new();
+        if !self.cgroup_parent.is_empty() {
+            linux.string(1, &self.cgroup_parent);
+        }
         linux.message(2, &sec);
         let mut c = Writer::new();
         c.message(1, &meta)
@@ -386,6 +391,7 @@ mod tests {
             hostname: String::new(),
             log_directory: "/l".into(),
             network: NamespaceMode::Node,
+            cgroup_parent: String::new(),
         };
         let b = s.encode().finish();
         let top = fields(&b).unwrap();
@@ -394,5 +400,15 @@ mod tests {
         let ns = fields(sec.as_bytes()).unwrap()[0].1;
         let ns = fields(ns.as_bytes()).unwrap();
         assert_eq!(ns[0], (1, Value::Varint(2)));
+        // With a parent cgroup it comes first in LinuxPodSandboxConfig (field 1).
+        let s = SandboxSpec {
+            cgroup_parent: "slipway-pods.slice".into(),
+            ..s
+        };
+        let b = s.encode().finish();
+        let top = fields(&b).unwrap();
+        let linux = fields(top.iter().find(|(f, _)| *f == 8).unwrap().1.as_bytes()).unwrap();
+        assert_eq!(linux[0].0, 1);
+        assert_eq!(linux[0].1.as_bytes(), b"slipway-pods.slice");
     }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 const USAGE: &str = "usage: slipway-node check [--json] [--root DIR] [--cri-socket PATH]
        slipway-node cri [--cri-socket PATH] version | status | images
        slipway-node cri [--cri-socket PATH] run --image REF [--name NAME] [--pod-network]
-                        [--timeout SECONDS] [--log-root DIR] -- ARGV...
+                        [--timeout SECONDS] [--log-root DIR] [--cgroup-parent P] -- ARGV...
        slipway-node --version";
 
 /// Exit code for bad command lines (as slipway's src/exit.rs).
@@ -212,6 +212,7 @@ fn parse_run(args: &[String]) -> Result<run::RunSpec, String> {
     let mut pod_network = false;
     let mut timeout = Duration::from_secs(120);
     let mut log_root = PathBuf::from("/var/log/pods");
+    let mut cgroup_parent = None;
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
@@ -221,7 +222,7 @@ fn parse_run(args: &[String]) -> Result<run::RunSpec, String> {
                 break;
             }
             "--pod-network" => pod_network = true,
-            "--image" | "--name" | "--timeout" | "--log-root" => {
+            "--image" | "--name" | "--timeout" | "--log-root" | "--cgroup-parent" => {
                 let v = value(args, &mut i).ok_or_else(|| format!("{a} needs a value"))?;
                 match a {
                     "--image" => image = Some(v.to_string()),
@@ -243,6 +244,7 @@ fn parse_run(args: &[String]) -> Result<run::RunSpec, String> {
                             .map_err(|_| format!("--timeout {v:?}: expected whole seconds"))?;
                         timeout = Duration::from_secs(s);
                     }
+                    "--cgroup-parent" => cgroup_parent = Some(v.to_string()),
                     _ => log_root = PathBuf::from(v),
                 }
             }
@@ -262,6 +264,7 @@ fn parse_run(args: &[String]) -> Result<run::RunSpec, String> {
         pod_network,
         timeout,
         log_root,
+        cgroup_parent: cgroup_parent.unwrap_or_else(run::default_cgroup_parent),
     })
 }
 

@@ -20,6 +20,19 @@ pub struct RunSpec {
     pub timeout: Duration,
     /// Where pod log directories go (kubelet: /var/log/pods).
     pub log_root: PathBuf,
+    /// The pod's parent cgroup (`LinuxPodSandboxConfig.cgroup_parent`).
+    pub cgroup_parent: String,
+}
+
+/// The pod's parent cgroup when none is given: a systemd slice where systemd is the init
+/// system (containerd's systemd cgroup driver, which kubelet's systemd driver pairs with,
+/// accepts only `NAME.slice` parents), else none (the cgroupfs driver's default path).
+pub fn default_cgroup_parent() -> String {
+    if Path::new("/run/systemd/system").is_dir() {
+        "slipway-pods.slice".into()
+    } else {
+        String::new()
+    }
 }
 
 /// One parsed line of a CRI container log: `TIMESTAMP STREAM TAG MESSAGE`, where TAG is
@@ -106,6 +119,7 @@ pub fn run(client: &mut Client, spec: &RunSpec) -> Result<i32, String> {
         },
         log_directory: log_dir.display().to_string(),
         network,
+        cgroup_parent: spec.cgroup_parent.clone(),
     };
     let container = ContainerSpec {
         name: spec.name.clone(),

@@ -155,6 +155,8 @@ pub struct Recipe {
     pub applets: Option<Applets>,
     /// Base images built with a host image and imported into its containerd at boot.
     pub preload: Vec<Preload>,
+    /// `[bundle] node`: slipway-node goes into the image.
+    pub bundle_node: bool,
     /// OCI image configuration (base images).
     pub oci: RawOci,
     /// The recipe this one extends, if any.
@@ -625,6 +627,10 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
             namespace,
         });
     }
+    let bundle_node = raw
+        .bundle
+        .and_then(|b| b.node)
+        .unwrap_or_else(|| p.is_some_and(|p| p.bundle_node));
     let mut oci = p.map(|p| p.oci.clone()).unwrap_or_default();
     // Layering, naming and source are the image's own, never inherited.
     oci.layers = None;
@@ -671,6 +677,7 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         mask,
         applets,
         preload,
+        bundle_node,
         oci,
         parent,
         kernel,

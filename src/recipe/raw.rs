@@ -28,6 +28,7 @@ pub struct RawRecipe {
     pub applets: Option<RawApplets>,
     #[serde(default)]
     pub preload: Vec<RawPreload>,
+    pub bundle: Option<RawBundle>,
     pub oci: Option<RawOci>,
     pub kernel: Option<RawKernel>,
     pub disk: Option<RawDisk>,
@@ -235,6 +236,15 @@ pub struct RawApplets {
     /// Applet paths not to link, e.g. ["/linuxrc"].
     #[serde(default)]
     pub skip: Vec<String>,
+}
+
+/// `[bundle]`: slipway's own programs a host image carries besides slipway-agent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawBundle {
+    /// slipway-node (the Kubernetes node-readiness check and CRI client) at
+    /// /usr/bin/slipway-node.
+    pub node: Option<bool>,
 }
 
 /// `[[preload]]`: a slipway base image built with the host image and imported into its
