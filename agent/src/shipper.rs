@@ -1,0 +1,460 @@
+//! `slipway-agent journal-shipper`: sends the journal to an Elasticsearch/OpenSearch
+//! `_bulk` endpoint, at least once. Consumes `journalctl -o json --follow` (from just
+//! after the saved cursor, or from the start of the journal); produces NDJSON `_bulk`
+//! requests of at most [`MAX_BATCH`] entries / [`MAX_BATCH_BYTES`] and, after each
+//! acknowledged one, the cursor of its last entry in [`CURSOR`] (on /var).
+//!
+//! Delivery: a batch is acknowledged only by a 2xx answer whose JSON says
+//! `"errors": false`. Until then it is sent again with exponential back-off (1 s to
+//! 60 s) and nothing more is read: journalctl blocks on its full pipe, so memory stays
+//! bounded by one batch plus a bounded queue while the endpoint is down, and the journal
+//! on disk is the buffer. The cursor is written (atomically, fsynced) only after an
+//! acknowledgement, so a crash re-sends at most the batch in flight (duplicates, never
+//! loss); SIGTERM (a clean shutdown) lets the request in flight finish and its cursor be
+//! written before exiting, so a reboot sends nothing twice. Each document's `_id` is
+//! derived from the journal cursor, so an endpoint that honours `_id` even stores a
+//! re-sent entry once.
+
+use crate::http::{self, Url};
+use crate::sha256;
+use nix::sys::signal::{SigSet, Signal};
+use serde_json::{json, Value};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The saved journal cursor (the last entry the endpoint acknowledged).
+pub const CURSOR: &str = "/var/lib/slipway/journal-shipper.cursor";
+/// Entries per request, at most.
+pub const MAX_BATCH: usize = 500;
+/// Request body size, at most (a single larger entry is sent alone).
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Journal lines queued between the reader and the sender, at most.
+const QUEUE: usize = 256;
+/// A journal line longer than this is cut (journalctl already omits fields over 4 KiB).
+const MAX_LINE: u64 = 256 << 10;
+/// How long a batch waits for more entries once it has one.
+const LINGER: Duration = Duration::from_secs(1);
+/// Back-off between failed sends: doubles from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+/// One request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where to send.
+pub struct Settings {
+    /// The `_bulk` URL.
+    pub url: Url,
+    /// The `_index` of every document.
+    pub index: String,
+}
+
+/// One journal entry, ready to send.
+#[derive(Debug, PartialEq)]
+pub struct Entry {
+    /// `__CURSOR`.
+    pub cursor: String,
+    /// The two NDJSON lines (action, document), each ending in a newline.
+    pub ndjson: String,
+}
+
+/// Turns one `journalctl -o json` line into an entry; `None` for lines that are not a
+/// JSON object with a cursor.
+pub fn entry(line: &str, index: &str) -> Option<Entry> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let cursor = v.get("__CURSOR")?.as_str()?.to_string();
+    let text = |k: &str| -> Value {
+        match v.get(k) {
+            Some(Value::String(s)) => Value::String(s.clone()),
+            // Binary fields come as arrays of byte values.
+            Some(Value::Array(a)) => {
+                let bytes: Vec<u8> = a
+                    .iter()
+                    .filter_map(|b| b.as_u64())
+                    .map(|b| b as u8)
+                    .collect();
+                Value::String(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            _ => Value::Null,
+        }
+    };
+    let ts = v
+        .get("__REALTIME_TIMESTAMP")
+        .and_then(|t| t.as_str())
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(rfc3339_micros);
+    let priority = v
+        .get("PRIORITY")
+        .and_then(|p| p.as_str())
+        .and_then(|p| p.parse::<u8>().ok());
+    let doc = json!({
+        "@timestamp": ts,
+        "host": text("_HOSTNAME"),
+        "unit": text("_SYSTEMD_UNIT"),
+        "syslog_identifier": text("SYSLOG_IDENTIFIER"),
+        "priority": priority,
+        "message": text("MESSAGE"),
+        "boot_id": text("_BOOT_ID"),
+        "cursor": cursor,
+    });
+    let action = json!({"index": {"_index": index, "_id": sha256::hex(cursor.as_bytes())}});
+    Some(Entry {
+        cursor,
+        ndjson: format!("{action}\n{doc}\n"),
+    })
+}
+
+/// Microseconds since the epoch as RFC 3339 UTC (`2026-11-27T23:15:25.123456Z`).
+pub fn rfc3339_micros(us: u64) -> String {
+    let secs = us / 1_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (the proleptic Gregorian calendar).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        us % 1_000_000
+    )
+}
+
+/// Whether a `_bulk` answer acknowledges the whole batch; otherwise why not.
+pub fn acknowledged(status: u16, body: &[u8]) -> Result<(), String> {
+    if !(200..300).contains(&status) {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        return Err(format!("HTTP {status}: {}", text.trim()));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("HTTP {status}, but the answer is not JSON ({e})"))?;
+    match v.get("errors") {
+        Some(Value::Bool(false)) => Ok(()),
+        Some(Value::Bool(true)) => {
+            let first = v
+                .get("items")
+                .and_then(|i| i.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.as_object()?.values().next())
+                .find_map(|r| r.get("error"))
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            Err(format!("the endpoint reports errors: {first}"))
+        }
+        _ => Err(format!(
+            "HTTP {status}, but the answer has no \"errors\" flag"
+        )),
+    }
+}
+
+/// Reads the saved cursor, if any.
+fn saved_cursor(path: &Path) -> Option<String> {
+    let c = std::fs::read_to_string(path).ok()?;
+    let c = c.trim().to_string();
+    (!c.is_empty()).then_some(c)
+}
+
+fn journalctl(cursor: Option<&str>) -> Result<Child, String> {
+    let mut c = Command::new("journalctl");
+    c.args(["-o", "json", "--follow", "--no-pager", "--all"]);
+    match cursor {
+        Some(cur) => c.arg(format!("--after-cursor={cur}")),
+        // Everything the journal still holds.
+        None => c.arg("--no-tail"),
+    };
+    c.env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("starting journalctl: {e}"))
+}
+
+/// Lines of `r` into a bounded queue (the sender's pace holds the reader back).
+fn reader(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = sync_channel(QUEUE);
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        loop {
+            let mut line = Vec::new();
+            match (&mut r).take(MAX_LINE).read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if !line.ends_with(b"\n") {
+                        // Cut: skip the rest of this line.
+                        let mut rest = Vec::new();
+                        let _ = r.read_until(b'\n', &mut rest);
+                    }
+                    if tx
+                        .send(String::from_utf8_lossy(&line).into_owned())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Prints on stderr (the journal) and /dev/console.
+struct Say {
+    console: Option<File>,
+}
+
+impl Say {
+    fn line(&mut self, l: &str) {
+        let l = format!("slipway-journal-shipper: {l}\n");
+        if let Some(c) = &mut self.console {
+            let _ = c.write_all(l.as_bytes());
+        }
+        let _ = std::io::stderr().write_all(l.as_bytes());
+    }
+}
+
+/// Runs until SIGTERM/SIGINT (exit 0) or until journalctl ends (an error).
+pub fn run(s: &Settings, console: Option<File>) -> Result<(), String> {
+    // Block the stop signals in every thread and wait for them in one: no handler, no
+    // unsafe code; the flag is checked between steps.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals
+        .thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            if signals.wait().is_ok() {
+                stop.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    let mut say = Say { console };
+    let cursor_path = Path::new(CURSOR);
+    let cursor = saved_cursor(cursor_path);
+    say.line(&format!(
+        "shipping the journal to {} (index {}), {}",
+        s.url,
+        s.index,
+        match &cursor {
+            Some(_) => format!("after the cursor in {CURSOR}"),
+            None => "from the start of the journal".into(),
+        }
+    ));
+    let mut child = journalctl(cursor.as_deref())?;
+    let out = child
+        .stdout
+        .take()
+        .ok_or("journalctl's output is not captured")?;
+    let lines = reader(out);
+    let mut failures = 0u32;
+    let mut sent_total = 0u64;
+    let result = loop {
+        let batch = match collect(&lines, &s.index, &stop) {
+            Collected::Batch(b) => b,
+            Collected::Stopped => break Ok(()),
+            Collected::Ended => break Err("journalctl ended".to_string()),
+        };
+        let Some(last) = batch.last().map(|e| e.cursor.clone()) else {
+            continue;
+        };
+        let body: String = batch.iter().map(|e| e.ndjson.as_str()).collect();
+        let mut delay = BACKOFF.0;
+        let delivered = loop {
+            let r = http::request(
+                "POST",
+                &s.url,
+                &[("Content-Type", "application/x-ndjson")],
+                body.as_bytes(),
+                REQUEST_TIMEOUT,
+                16 << 20,
+            )
+            .map_err(|e| {
+                if e.unreachable {
+                    format!("the endpoint is unreachable ({e})")
+                } else {
+                    e.msg
+                }
+            })
+            .and_then(|reply| acknowledged(reply.status, &reply.body));
+            match r {
+                Ok(()) => break true,
+                Err(e) => {
+                    failures += 1;
+                    // The first failure, then one line a minute at most (the retries go
+                    // on): enough to see the problem without flooding the console.
+                    if failures == 1 || delay == BACKOFF.1 {
+                        say.line(&format!(
+                            "ERROR: sending {} entries to {}: {e}; retrying in {} s (nothing is lost: the journal keeps them)",
+                            batch.len(),
+                            s.url,
+                            delay.as_secs()
+                        ));
+                    }
+                }
+            }
+            if sleep_unless_stopped(delay, &stop) {
+                break false;
+            }
+            delay = (delay * 2).min(BACKOFF.1);
+        };
+        if !delivered {
+            break Ok(());
+        }
+        if let Err(e) = crate::provision::write_atomic(
+            cursor_path,
+            format!("{last}\n").as_bytes(),
+            0o644,
+            (0, 0),
+        ) {
+            say.line(&format!("ERROR: saving the cursor: {e}"));
+        }
+        sent_total += batch.len() as u64;
+        if failures > 0 {
+            say.line(&format!(
+                "delivered to {} again after {failures} failed attempts",
+                s.url
+            ));
+            failures = 0;
+        }
+        if stop.load(Ordering::SeqCst) {
+            break Ok(());
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    say.line(&format!(
+        "stopped; {sent_total} entries delivered in this run"
+    ));
+    result
+}
+
+enum Collected {
+    Batch(Vec<Entry>),
+    Stopped,
+    Ended,
+}
+
+/// Waits for the first entry (checking the stop flag every second), then takes more
+/// for up to [`LINGER`] or until the batch is full.
+fn collect(lines: &Receiver<String>, index: &str, stop: &AtomicBool) -> Collected {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    let mut first: Option<Instant> = None;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Collected::Stopped;
+        }
+        let wait = match first {
+            None => Duration::from_secs(1),
+            Some(t) => match LINGER.checked_sub(t.elapsed()) {
+                Some(w) => w,
+                None => return Collected::Batch(batch),
+            },
+        };
+        match lines.recv_timeout(wait) {
+            Ok(line) => {
+                if let Some(e) = entry(&line, index) {
+                    bytes += e.ndjson.len();
+                    batch.push(e);
+                    first.get_or_insert_with(Instant::now);
+                    if batch.len() >= MAX_BATCH || bytes >= MAX_BATCH_BYTES {
+                        return Collected::Batch(batch);
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if first.is_some() {
+                    return Collected::Batch(batch);
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return if batch.is_empty() {
+                    Collected::Ended
+                } else {
+                    Collected::Batch(batch)
+                };
+            }
+        }
+    }
+}
+
+/// Sleeps `d` in short steps; true if the stop flag was raised meanwhile.
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if stop.load(Ordering::SeqCst) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100).min(end - Instant::now()));
+    }
+    stop.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339_micros(951_782_400_000_001),
+            "2000-02-29T00:00:00.000001Z"
+        );
+        assert_eq!(
+            rfc3339_micros(1_795_821_325_123_456),
+            "2026-11-27T23:15:25.123456Z"
+        );
+    }
+
+    #[test]
+    fn journal_json_becomes_two_ndjson_lines() {
+        let line = r#"{"__CURSOR":"s=ab;i=1","__REALTIME_TIMESTAMP":"1795821325123456","_HOSTNAME":"n1","_SYSTEMD_UNIT":"x.service","SYSLOG_IDENTIFIER":"x","PRIORITY":"6","MESSAGE":[104,105],"_BOOT_ID":"b1"}"#;
+        let e = entry(line, "journal").unwrap();
+        let mut l = e.ndjson.lines();
+        let action: Value = serde_json::from_str(l.next().unwrap()).unwrap();
+        let doc: Value = serde_json::from_str(l.next().unwrap()).unwrap();
+        assert_eq!(action["index"]["_index"], "journal");
+        assert_eq!(action["index"]["_id"], sha256::hex(b"s=ab;i=1"));
+        assert_eq!(doc["message"], "hi");
+        assert_eq!(doc["priority"], 6);
+        assert_eq!(doc["host"], "n1");
+        assert_eq!(doc["unit"], "x.service");
+        assert_eq!(doc["syslog_identifier"], "x");
+        assert_eq!(doc["boot_id"], "b1");
+        assert_eq!(doc["@timestamp"], "2026-11-27T23:15:25.123456Z");
+        assert!(e.ndjson.ends_with('\n') && l.next().is_none());
+        assert!(entry("not json", "j").is_none());
+        assert!(entry(r#"{"MESSAGE":"no cursor"}"#, "j").is_none());
+    }
+
+    #[test]
+    fn only_2xx_with_errors_false_acknowledges() {
+        assert!(acknowledged(200, br#"{"took":1,"errors":false,"items":[]}"#).is_ok());
+        assert!(acknowledged(503, b"down").unwrap_err().contains("HTTP 503"));
+        let e = acknowledged(
+            200,
+            br#"{"errors":true,"items":[{"index":{"status":429,"error":{"type":"es_rejected_execution_exception"}}}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("es_rejected_execution_exception"), "{e}");
+        assert!(acknowledged(200, b"ok").is_err());
+        assert!(acknowledged(200, b"{}").is_err());
+    }
+}
