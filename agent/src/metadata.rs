@@ -443,6 +443,111 @@ mod tests {
         );
     }
 
+    /// A loopback server answering each request (one per connection) with `f`.
+    fn serve(f: impl Fn(&str, &str) -> (u16, &'static str, String) + Send + 'static) -> Url {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!("http://{}", l.local_addr().unwrap())).unwrap();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let first = head.lines().next().unwrap_or("").to_string();
+                let (status, extra, body) = f(&first, &head);
+                let mut c = c;
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn aws_without_a_token_at_first_then_with_one() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let puts = AtomicU32::new(0);
+        let base = serve(move |first, head| {
+            if first.starts_with("PUT /latest/api/token") {
+                return match puts.fetch_add(1, Ordering::SeqCst) {
+                    0 => (503, "", String::new()),
+                    _ => (200, "", "tok".into()),
+                };
+            }
+            if !head.contains("X-aws-ec2-metadata-token: tok") {
+                return (401, "", String::new());
+            }
+            let path = first.split(' ').nth(1).unwrap_or("");
+            match path {
+                "/latest/meta-data/instance-id" => (200, "", "i-1".into()),
+                "/latest/meta-data/local-hostname" => (200, "", "ip-10-0-0-5.ec2.internal".into()),
+                "/latest/meta-data/public-keys/" => (200, "", "0=k".into()),
+                "/latest/meta-data/public-keys/0/openssh-key" => {
+                    (200, "", "ssh-ed25519 AAAA k\n".into())
+                }
+                _ => (404, "", String::new()),
+            }
+        });
+        let mut notes = Vec::new();
+        let m = find(&base, &mut notes).unwrap();
+        assert!(m.source.starts_with("aws imdsv2 (127.0.0.1:"), "{m:?}");
+        assert_eq!(m.hostname.as_deref(), Some("ip-10-0-0-5"));
+        assert_eq!(m.ssh_keys, ["ssh-ed25519 AAAA k"]);
+        assert_eq!(m.user_data, None);
+        assert!(
+            m.notes[0].contains("no session token at first (PUT /latest/api/token: HTTP 503)"),
+            "{m:?}"
+        );
+        assert!(
+            m.notes[1].contains("without a token was refused (401)"),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn gce_needs_its_flavor_header_and_nothing_listening_is_quick() {
+        let base = serve(|first, head| {
+            if !head.contains("Metadata-Flavor: Google") {
+                return (403, "", String::new());
+            }
+            match first.split(' ').nth(1).unwrap_or("") {
+                "/computeMetadata/v1/instance/hostname" => {
+                    (200, "Metadata-Flavor: Google\r\n", "g1.c.p.internal".into())
+                }
+                "/computeMetadata/v1/instance/attributes/ssh-keys" => (
+                    200,
+                    "Metadata-Flavor: Google\r\n",
+                    "alice:ssh-rsa AAAA a\nroot:ssh-ed25519 BBBB b\n".into(),
+                ),
+                _ => (404, "Metadata-Flavor: Google\r\n", String::new()),
+            }
+        });
+        let m = find(&base, &mut Vec::new()).unwrap();
+        assert!(m.source.starts_with("gce "), "{m:?}");
+        assert_eq!(m.hostname.as_deref(), Some("g1"));
+        assert_eq!(m.ssh_keys, ["ssh-rsa AAAA a", "ssh-ed25519 BBBB b"]);
+        assert_eq!(m.notes.len(), 1, "{m:?}");
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = Url::parse(&format!("http://{}", closed.local_addr().unwrap())).unwrap();
+        drop(closed);
+        let mut notes = Vec::new();
+        assert!(find(&base, &mut notes).is_none());
+        assert!(
+            notes[0].starts_with("no cloud metadata service at 127.0.0.1:"),
+            "{notes:?}"
+        );
+    }
+
     #[test]
     fn user_data_hostname_and_keys_make_one_config() {
         let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 me@host";

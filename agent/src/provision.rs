@@ -808,6 +808,33 @@ start = ["other.service"]
     }
 
     #[test]
+    fn the_journal_shipper_is_started_every_boot_with_its_settings() {
+        let img = image();
+        let root = &img.0;
+        let text = "schema-version = 1\n[journal-shipper]\nurl = \"http://10.0.0.5:9200/_bulk\"\nindex = \"node-logs\"\n";
+        for _boot in 0..2 {
+            let mut sys = Fake::default();
+            let out = run(root, found(text), &mut sys);
+            assert!(
+                out.lines
+                    .last()
+                    .unwrap()
+                    .ends_with(": journal shipper to http://10.0.0.5:9200/_bulk"),
+                "{out:?}"
+            );
+            assert_eq!(
+                sys.calls,
+                ["systemctl --no-block start slipway-journal-shipper.service"]
+            );
+            assert_eq!(
+                fs::read_to_string(root.join(SHIPPER_ENV)).unwrap(),
+                "SLIPWAY_SHIPPER_URL=http://10.0.0.5:9200/_bulk\nSLIPWAY_SHIPPER_INDEX=node-logs\n"
+            );
+            fs::remove_file(root.join(SHIPPER_ENV)).unwrap();
+        }
+    }
+
+    #[test]
     fn keys_without_sshd_go_to_the_etc_overlay_and_no_config_is_said() {
         let img = image();
         let root = &img.0;

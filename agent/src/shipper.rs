@@ -159,6 +159,49 @@ pub fn acknowledged(status: u16, body: &[u8]) -> Result<(), String> {
     }
 }
 
+/// The persistent journal directory: with journald's default `Storage=auto`, the journal
+/// lives in /run (lost at a crash) unless this exists.
+const JOURNAL_DIR: &str = "/var/log/journal";
+
+/// Makes the journal persistent when it is not: creates [`JOURNAL_DIR`] (2755,
+/// group systemd-journal as systemd's packaging makes it) and has journald flush into
+/// it. Otherwise entries not yet delivered at a crash would be lost with /run.
+fn persistent_journal(say: &mut Say) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Path::new(JOURNAL_DIR);
+    if dir.exists() {
+        return;
+    }
+    let gid = std::fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&"systemd-journal")).then(|| f.get(2)?.parse::<u32>().ok())?
+        });
+    let made = std::fs::create_dir_all(dir)
+        .and_then(|()| std::os::unix::fs::chown(dir, Some(0), gid))
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o2755)));
+    if let Err(e) = made {
+        say.line(&format!(
+            "warning: creating {JOURNAL_DIR}: {e}; the journal stays in /run, so entries not yet delivered at a crash are lost"
+        ));
+        return;
+    }
+    let flushed = Command::new("journalctl")
+        .arg("--flush")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .status();
+    match flushed {
+        Ok(s) if s.success() => say.line(&format!(
+            "created {JOURNAL_DIR}: the journal is persistent now, so entries not yet delivered survive a crash"
+        )),
+        Ok(s) => say.line(&format!("warning: journalctl --flush failed ({s})")),
+        Err(e) => say.line(&format!("warning: running journalctl --flush: {e}")),
+    }
+}
+
 /// Reads the saved cursor, if any.
 fn saved_cursor(path: &Path) -> Option<String> {
     let c = std::fs::read_to_string(path).ok()?;
@@ -245,6 +288,7 @@ pub fn run(s: &Settings, console: Option<File>) -> Result<(), String> {
         });
     }
     let mut say = Say { console };
+    persistent_journal(&mut say);
     let cursor_path = Path::new(CURSOR);
     let cursor = saved_cursor(cursor_path);
     say.line(&format!(
