@@ -209,15 +209,12 @@ fn saved_cursor(path: &Path) -> Option<String> {
     (!c.is_empty()).then_some(c)
 }
 
-fn journalctl(cursor: Option<&str>) -> Result<Child, String> {
-    let mut c = Command::new("journalctl");
-    c.args(["-o", "json", "--follow", "--no-pager", "--all"]);
-    match cursor {
-        Some(cur) => c.arg(format!("--after-cursor={cur}")),
-        // Everything the journal still holds.
-        None => c.arg("--no-tail"),
-    };
-    c.env("LC_ALL", "C")
+/// `journalctl -o json --all ARGS`, its output piped.
+fn journalctl(args: &[&str]) -> Result<Child, String> {
+    Command::new("journalctl")
+        .args(["-o", "json", "--all"])
+        .args(args)
+        .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -287,42 +284,125 @@ pub fn run(s: &Settings, console: Option<File>) -> Result<(), String> {
             }
         });
     }
-    let mut say = Say { console };
-    persistent_journal(&mut say);
-    let cursor_path = Path::new(CURSOR);
-    let cursor = saved_cursor(cursor_path);
-    say.line(&format!(
+    let mut p = Pump {
+        s,
+        stop: &stop,
+        say: Say { console },
+        failures: 0,
+        sent: 0,
+        cursor: saved_cursor(Path::new(CURSOR)),
+    };
+    persistent_journal(&mut p.say);
+    p.say.line(&format!(
         "shipping the journal to {} (index {}), {}",
         s.url,
         s.index,
-        match &cursor {
+        match &p.cursor {
             Some(_) => format!("after the cursor in {CURSOR}"),
             None => "from the start of the journal".into(),
         }
     ));
-    let mut child = journalctl(cursor.as_deref())?;
-    let out = child
-        .stdout
-        .take()
-        .ok_or("journalctl's output is not captured")?;
-    let lines = reader(out);
-    let mut failures = 0u32;
-    let mut sent_total = 0u64;
-    let result = loop {
-        let batch = match collect(&lines, &s.index, &stop) {
-            Collected::Batch(b) => b,
-            Collected::Stopped => break Ok(()),
-            Collected::Ended => break Err("journalctl ended".to_string()),
-        };
-        let Some(last) = batch.last().map(|e| e.cursor.clone()) else {
-            continue;
-        };
+    // The rest of the saved cursor's boot first, found by its boot id (the journal's
+    // per-field index) rather than by seeking the cursor in the journal's global
+    // order: after a crash, the last file of that boot was not closed and its global
+    // entry array may end in a torn write, and journalctl's seek then skips the whole
+    // rest of the file (entries that are on disk and not yet delivered).
+    let result = match p.cursor.clone() {
+        Some(c) => match field(&c, "b") {
+            Some(boot) => {
+                let mut j = journalctl(&["--no-pager", &format!("_BOOT_ID={boot}")])?;
+                let r = p.pump(&mut j, Some(&c));
+                let _ = j.kill();
+                let _ = j.wait();
+                r
+            }
+            None => Ok(Flow::Ended),
+        },
+        None => Ok(Flow::Ended),
+    };
+    let result = match result {
+        Ok(Flow::Ended) => {
+            let after = p.cursor.as_ref().map(|c| format!("--after-cursor={c}"));
+            let mut args = vec!["--follow", "--no-pager"];
+            // Without a cursor: everything the journal still holds.
+            args.push(after.as_deref().unwrap_or("--no-tail"));
+            let mut j = journalctl(&args)?;
+            let r = p.pump(&mut j, None);
+            let _ = j.kill();
+            let _ = j.wait();
+            match r {
+                Ok(Flow::Ended) => Err("journalctl ended".to_string()),
+                Ok(Flow::Stopped) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Ok(Flow::Stopped) => Ok(()),
+        Err(e) => Err(e),
+    };
+    p.say.line(&format!(
+        "stopped; {} entries delivered in this run",
+        p.sent
+    ));
+    result
+}
+
+/// How a pass over journalctl's output ended.
+enum Flow {
+    /// journalctl ended (all of a non-follow query was delivered).
+    Ended,
+    /// SIGTERM/SIGINT.
+    Stopped,
+}
+
+/// The sender's state.
+struct Pump<'a> {
+    s: &'a Settings,
+    stop: &'a AtomicBool,
+    say: Say,
+    failures: u32,
+    sent: u64,
+    /// The last acknowledged entry's cursor (saved in [`CURSOR`]).
+    cursor: Option<String>,
+}
+
+impl Pump<'_> {
+    /// Sends `journal`'s entries in acknowledged batches, saving the cursor after each;
+    /// with `after`, only entries that come after that cursor.
+    fn pump(&mut self, journal: &mut Child, after: Option<&str>) -> Result<Flow, String> {
+        let out = journal
+            .stdout
+            .take()
+            .ok_or("journalctl's output is not captured")?;
+        let lines = reader(out);
+        loop {
+            let mut batch = match collect(&lines, &self.s.index, self.stop) {
+                Collected::Batch(b) => b,
+                Collected::Stopped => return Ok(Flow::Stopped),
+                Collected::Ended => return Ok(Flow::Ended),
+            };
+            if let Some(c) = after {
+                batch.retain(|e| comes_after(&e.cursor, c));
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            if !self.deliver(&batch) {
+                return Ok(Flow::Stopped);
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(Flow::Stopped);
+            }
+        }
+    }
+
+    /// Sends one batch until it is acknowledged (true) or the stop flag is raised.
+    fn deliver(&mut self, batch: &[Entry]) -> bool {
         let body: String = batch.iter().map(|e| e.ndjson.as_str()).collect();
         let mut delay = BACKOFF.0;
-        let delivered = loop {
+        loop {
             let r = http::request(
                 "POST",
-                &s.url,
+                &self.s.url,
                 &[("Content-Type", "application/x-ndjson")],
                 body.as_bytes(),
                 REQUEST_TIMEOUT,
@@ -337,55 +417,63 @@ pub fn run(s: &Settings, console: Option<File>) -> Result<(), String> {
             })
             .and_then(|reply| acknowledged(reply.status, &reply.body));
             match r {
-                Ok(()) => break true,
+                Ok(()) => break,
                 Err(e) => {
-                    failures += 1;
+                    self.failures += 1;
                     // The first failure, then one line a minute at most (the retries go
                     // on): enough to see the problem without flooding the console.
-                    if failures == 1 || delay == BACKOFF.1 {
-                        say.line(&format!(
+                    if self.failures == 1 || delay == BACKOFF.1 {
+                        self.say.line(&format!(
                             "ERROR: sending {} entries to {}: {e}; retrying in {} s (nothing is lost: the journal keeps them)",
                             batch.len(),
-                            s.url,
+                            self.s.url,
                             delay.as_secs()
                         ));
                     }
                 }
             }
-            if sleep_unless_stopped(delay, &stop) {
-                break false;
+            if sleep_unless_stopped(delay, self.stop) {
+                return false;
             }
             delay = (delay * 2).min(BACKOFF.1);
-        };
-        if !delivered {
-            break Ok(());
         }
+        let last = &batch[batch.len() - 1].cursor;
         if let Err(e) = crate::provision::write_atomic(
-            cursor_path,
+            Path::new(CURSOR),
             format!("{last}\n").as_bytes(),
             0o644,
             (0, 0),
         ) {
-            say.line(&format!("ERROR: saving the cursor: {e}"));
+            self.say.line(&format!("ERROR: saving the cursor: {e}"));
         }
-        sent_total += batch.len() as u64;
-        if failures > 0 {
-            say.line(&format!(
-                "delivered to {} again after {failures} failed attempts",
-                s.url
+        self.cursor = Some(last.clone());
+        self.sent += batch.len() as u64;
+        if self.failures > 0 {
+            self.say.line(&format!(
+                "delivered to {} again after {} failed attempts",
+                self.s.url, self.failures
             ));
-            failures = 0;
+            self.failures = 0;
         }
-        if stop.load(Ordering::SeqCst) {
-            break Ok(());
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    say.line(&format!(
-        "stopped; {sent_total} entries delivered in this run"
-    ));
-    result
+        true
+    }
+}
+
+/// One `key=value` field of a journal cursor (`s=...;i=...;b=...;m=...;t=...;x=...`).
+fn field<'a>(cursor: &'a str, key: &str) -> Option<&'a str> {
+    cursor
+        .split(';')
+        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Whether entry cursor `e` comes after cursor `c`: by sequence number within one
+/// sequence-number id, else by wall-clock time.
+fn comes_after(e: &str, c: &str) -> bool {
+    let hex = |cur: &str, k: &str| field(cur, k).and_then(|v| u64::from_str_radix(v, 16).ok());
+    match (field(e, "s"), field(c, "s")) {
+        (Some(a), Some(b)) if a == b => hex(e, "i") > hex(c, "i"),
+        _ => hex(e, "t") > hex(c, "t"),
+    }
 }
 
 enum Collected {
@@ -486,6 +574,20 @@ mod tests {
         assert!(e.ndjson.ends_with('\n') && l.next().is_none());
         assert!(entry("not json", "j").is_none());
         assert!(entry(r#"{"MESSAGE":"no cursor"}"#, "j").is_none());
+    }
+
+    #[test]
+    fn cursor_fields_and_order() {
+        let c = "s=aa;i=1f;b=b1;m=10;t=6614af9167980;x=9";
+        assert_eq!(field(c, "b"), Some("b1"));
+        assert_eq!(field(c, "i"), Some("1f"));
+        assert_eq!(field(c, "z"), None);
+        assert!(comes_after("s=aa;i=20;b=b1;m=11;t=6614af9167981;x=1", c));
+        assert!(!comes_after(c, c));
+        assert!(!comes_after("s=aa;i=1e;b=b1;m=9;t=6614af9167990;x=1", c));
+        // Another sequence-number id: by time.
+        assert!(comes_after("s=bb;i=1;b=b2;m=1;t=6614af9167990;x=1", c));
+        assert!(!comes_after("s=bb;i=99;b=b2;m=1;t=6614af9167000;x=1", c));
     }
 
     #[test]
