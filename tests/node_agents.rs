@@ -591,8 +591,16 @@ fn wait_delivered(bulk: &Bulk, lines: &[String], what: &str, a: &mut AgentClient
                 ],
             );
             let cursor = show(a, &["journalctl", "--no-pager", "--header", "-n", "0"]);
+            let reqs: Vec<String> = bulk
+                .server
+                .requests()
+                .iter()
+                .rev()
+                .take(6)
+                .map(|(r, st)| format!("{} {} body {} -> {st}", r.method, r.path, r.body.len()))
+                .collect();
             panic!(
-                "{what}: {} of {} lines missing after 180 s (first {:?}); {} documents received\n\
+                "{what}: {} of {} lines missing after 180 s (first {:?}); {} documents received; last requests {reqs:?}\n\
                  shipper:\n{shipper}\nshiptest lines in the journal:\n{test_lines}\njournal files:\n{cursor}\n{}",
                 missing.len(),
                 lines.len(),
