@@ -51,6 +51,14 @@ struct RawConfig {
     sysctl: BTreeMap<String, toml::Value>,
     test_agent: Option<RawTestAgent>,
     kubernetes: Option<crate::kubernetes::RawKubernetes>,
+    journal_shipper: Option<RawShipper>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawShipper {
+    url: String,
+    index: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,7 +110,21 @@ pub struct Config {
     pub sysctl: Vec<Sysctl>,
     /// The test agent's virtio-serial port, when `[test-agent]` is present.
     pub test_agent: Option<String>,
+    /// Where the journal shipper sends to, when `[journal-shipper]` is present.
+    pub journal_shipper: Option<Shipper>,
 }
+
+/// The `[journal-shipper]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shipper {
+    /// The `_bulk` endpoint, an `http://` URL as written.
+    pub url: String,
+    /// The index every document goes to (default `journal`).
+    pub index: String,
+}
+
+/// The shipper's index when the config names none.
+pub const DEFAULT_INDEX: &str = "journal";
 
 /// One `[[file]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,7 +317,32 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         check_port(&port).map_err(|m| err("test-agent.port", m))?;
         cfg.test_agent = Some(port);
     }
+    if let Some(j) = raw.journal_shipper {
+        crate::http::Url::parse(&j.url).map_err(|m| err("journal-shipper.url", m))?;
+        let index = j.index.unwrap_or_else(|| DEFAULT_INDEX.to_string());
+        check_index(&index).map_err(|m| err("journal-shipper.index", m))?;
+        cfg.journal_shipper = Some(Shipper { url: j.url, index });
+    }
     Ok(cfg)
+}
+
+/// An Elasticsearch/OpenSearch index name: lower case, no `\ / * ? " < > | , #` or
+/// spaces, not starting with `-`, `_` or `+`, at most 255 bytes.
+pub(crate) fn check_index(i: &str) -> Result<(), String> {
+    let ok = !i.is_empty()
+        && i.len() <= 255
+        && i != "."
+        && i != ".."
+        && !i.starts_with(['-', '_', '+'])
+        && i.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.+".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{i:?} is not an index name (expected lower-case letters, digits, '-', '_', '.', e.g. \"{DEFAULT_INDEX}\")"
+        ))
+    }
 }
 
 /// The key path of the TOML construct at byte `at`: the enclosing table header (with
@@ -349,7 +396,7 @@ fn key_path_at(text: &str, at: usize) -> (String, Option<String>) {
 
 /// RFC 1123 host name: dot-separated labels of letters, digits and `-`, 1-63 each, not
 /// starting or ending with `-`; at most 253 in all (Linux takes at most 64).
-fn check_hostname(h: &str) -> Result<(), String> {
+pub(crate) fn check_hostname(h: &str) -> Result<(), String> {
     let bad =
         || format!("{h:?} is not a host name (expected letters, digits, '-' and '.', at most 64)");
     if h.is_empty() || h.len() > 64 {
@@ -447,7 +494,7 @@ fn check_user_name(u: &str) -> Result<(), String> {
 }
 
 /// One authorized_keys line: options are not allowed, the key type must be a known one.
-fn check_ssh_key(k: &str) -> Result<(), String> {
+pub(crate) fn check_ssh_key(k: &str) -> Result<(), String> {
     let k = k.trim();
     let known = ["ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-sha2-"];
     let mut words = k.split_whitespace();
@@ -577,6 +624,9 @@ start = ["app.timer"]
 "vm.swappiness" = "10"
 
 [test-agent]
+
+[journal-shipper]
+url = "http://10.0.2.100:9200/_bulk"
 "#;
 
     fn error_of(text: &str) -> String {
@@ -601,6 +651,11 @@ start = ["app.timer"]
         assert_eq!(c.sysctl[0].value, "1");
         assert_eq!(c.sysctl[1].value, "10");
         assert_eq!(c.test_agent.as_deref(), Some(DEFAULT_PORT));
+        let j = c.journal_shipper.as_ref().unwrap();
+        assert_eq!(
+            (j.url.as_str(), j.index.as_str()),
+            ("http://10.0.2.100:9200/_bulk", "journal")
+        );
         assert_eq!(parse("schema-version = 1").unwrap(), Config::default());
     }
 
@@ -694,6 +749,22 @@ start = ["app.timer"]
             (
                 "schema-version = 1\n[test-agent]\nenabled = true",
                 "test-agent.enabled: unknown field `enabled`",
+            ),
+            (
+                "schema-version = 1\n[journal-shipper]\nurl = \"http//logs:9200/_bulk\"",
+                "journal-shipper.url: \"http//logs:9200/_bulk\" is not an http:// URL",
+            ),
+            (
+                "schema-version = 1\n[journal-shipper]\nurl = \"http://logs:99999/_bulk\"",
+                "journal-shipper.url: \"http://logs:99999/_bulk\": \"99999\" is not a port",
+            ),
+            (
+                "schema-version = 1\n[journal-shipper]\nurl = \"http://logs/_bulk\"\nindex = \"Logs\"",
+                "journal-shipper.index: \"Logs\" is not an index name",
+            ),
+            (
+                "schema-version = 1\n[journal-shipper]\nindex = \"x\"",
+                "journal-shipper: missing field `url`",
             ),
             (
                 "schema-version = 1\n[[file]\n",

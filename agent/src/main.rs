@@ -26,10 +26,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod config;
+mod http;
 mod kubernetes;
+mod metadata;
 mod protocol;
 mod provision;
 mod sha256;
+mod shipper;
 mod source;
 mod testagent;
 
@@ -37,7 +40,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: slipway-agent provision
+const USAGE: &str = "usage: slipway-agent provision [--cloud]
+       slipway-agent journal-shipper
        slipway-agent check FILE
        slipway-agent test-agent [--port NAME | --device PATH]
        slipway-agent probe DEVICE
@@ -48,6 +52,8 @@ fn main() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let code = match args.as_slice() {
         ["provision"] => provision(),
+        ["provision", "--cloud"] => provision_cloud(),
+        ["journal-shipper"] => journal_shipper(),
         ["check", file] => check(Path::new(file)),
         ["test-agent", rest @ ..] => test_agent(rest),
         ["probe", dev] => probe(Path::new(dev)),
@@ -89,6 +95,10 @@ fn open_console() -> Option<File> {
     (!same).then_some(console)
 }
 
+/// Written by `provision` when neither fw_cfg nor a config drive has a config: the
+/// condition of `slipway-metadata.service` (`provision --cloud`, after the network).
+const NO_LOCAL_CONFIG: &str = "/run/slipway/no-local-config";
+
 fn provision() -> i32 {
     let mut console = open_console();
     let mut notes = Vec::new();
@@ -96,12 +106,104 @@ fn provision() -> i32 {
     for n in &notes {
         say(&mut console, n);
     }
+    if found.is_none() {
+        let _ = std::fs::remove_file(NO_LOCAL_CONFIG);
+        if let Err(e) = provision::write_atomic(Path::new(NO_LOCAL_CONFIG), b"", 0o644, (0, 0)) {
+            say(&mut console, &format!("warning: {e}"));
+        }
+        say(
+            &mut console,
+            "no config in fw_cfg or on a config drive; cloud metadata is tried once the network is up",
+        );
+        return 0;
+    }
+    let _ = std::fs::remove_file(NO_LOCAL_CONFIG);
     let out = provision::run(Path::new("/"), found, &mut provision::Live);
     for l in &out.lines {
         say(&mut console, l);
     }
     // Always 0: a bad config is reported, never a failed unit (see docs/provisioning.md).
     0
+}
+
+/// The metadata service's base URL: 169.254.169.254, or `$SLIPWAY_METADATA_URL` (tests
+/// on the build host).
+fn metadata_base() -> Result<http::Url, String> {
+    match std::env::var("SLIPWAY_METADATA_URL") {
+        Ok(u) if !u.is_empty() => {
+            http::Url::parse(&u).map_err(|e| format!("SLIPWAY_METADATA_URL: {e}"))
+        }
+        _ => http::Url::parse(&format!("http://{}", metadata::ADDRESS)),
+    }
+}
+
+/// `provision --cloud`: the metadata sources, then the same apply as `provision`.
+fn provision_cloud() -> i32 {
+    let mut console = open_console();
+    let base = match metadata_base() {
+        Ok(b) => b,
+        Err(e) => {
+            say(&mut console, &format!("ERROR: {e}"));
+            return 0;
+        }
+    };
+    let mut notes = Vec::new();
+    let found = metadata::find(&base, &mut notes).map(|m| {
+        notes.extend(m.notes.iter().cloned());
+        notes.push(format!(
+            "cloud metadata from {}: {}, {}, {}",
+            m.source,
+            m.hostname
+                .as_deref()
+                .map_or("no host name".to_string(), |h| format!("host name {h}")),
+            match m.ssh_keys.len() {
+                1 => "1 ssh key".to_string(),
+                n => format!("{n} ssh keys"),
+            },
+            if m.user_data.is_some() {
+                "user-data"
+            } else {
+                "no user-data"
+            }
+        ));
+        let text = metadata::config_text(&m, &mut notes);
+        (m.source, text.into_bytes())
+    });
+    for n in &notes {
+        say(&mut console, n);
+    }
+    let out = provision::run(Path::new("/"), found, &mut provision::Live);
+    for l in &out.lines {
+        say(&mut console, l);
+    }
+    0
+}
+
+fn journal_shipper() -> i32 {
+    let console = open_console();
+    let url = std::env::var("SLIPWAY_SHIPPER_URL").unwrap_or_default();
+    let index = std::env::var("SLIPWAY_SHIPPER_INDEX")
+        .ok()
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| config::DEFAULT_INDEX.to_string());
+    let url = match http::Url::parse(&url) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("slipway-journal-shipper: SLIPWAY_SHIPPER_URL: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = config::check_index(&index) {
+        eprintln!("slipway-journal-shipper: SLIPWAY_SHIPPER_INDEX: {e}");
+        return 2;
+    }
+    match shipper::run(&shipper::Settings { url, index }, console) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("slipway-journal-shipper: ERROR: {e}");
+            1
+        }
+    }
 }
 
 fn check(file: &Path) -> i32 {

@@ -26,6 +26,14 @@ pub const SYSCTL_CONF: &str = "etc/sysctl.d/90-slipway-provision.conf";
 pub const TEST_AGENT_ENV: &str = "run/slipway/test-agent.env";
 /// The test agent's unit.
 pub const TEST_AGENT_UNIT: &str = "slipway-test-agent.service";
+/// The environment file that tells `slipway-journal-shipper.service` where to send.
+pub const SHIPPER_ENV: &str = "run/slipway/journal-shipper.env";
+/// The journal shipper's unit.
+pub const SHIPPER_UNIT: &str = "slipway-journal-shipper.service";
+/// Where SSH keys go on an image without sshd (whose home directories, like /root, are
+/// on the read-only root): one file per user in the /etc overlay, the layout sshd reads
+/// with `AuthorizedKeysFile /etc/ssh/authorized_keys/%u`.
+pub const KEYS_WITHOUT_SSHD: &str = "etc/ssh/authorized_keys";
 
 /// The effects that are not files under the root.
 pub trait System {
@@ -254,7 +262,7 @@ pub fn run(root: &Path, found: Option<(String, Vec<u8>)>, sys: &mut dyn System) 
     let mut out = Outcome::default();
     let Some((source, bytes)) = found else {
         out.lines.push(
-            "no config found (looked in fw_cfg and config drives labelled SLIPWAY or cidata)"
+            "no config found (looked in fw_cfg, config drives labelled SLIPWAY or cidata, and cloud metadata)"
                 .into(),
         );
         return out;
@@ -355,9 +363,30 @@ fn apply_once(
         done.push(plural(files, "file", "files"));
     }
     if res.no_sshd {
-        out.lines.push(format!(
-            "warning: {source}: ssh-authorized-key: the image has no sshd (/usr/sbin/sshd); keys not installed"
-        ));
+        // No sshd, and homes may be on the read-only root: keep the keys in the /etc
+        // overlay, where an sshd added later (AuthorizedKeysFile
+        // /etc/ssh/authorized_keys/%u) or another login service finds them.
+        let mut users: Vec<&str> = Vec::new();
+        for k in &cfg.ssh_keys {
+            if !users.contains(&k.user.as_str()) {
+                users.push(&k.user);
+            }
+        }
+        for user in users {
+            let text: String = cfg
+                .ssh_keys
+                .iter()
+                .filter(|k| k.user == user)
+                .map(|k| format!("{}\n", k.key))
+                .collect();
+            let path = root.join(KEYS_WITHOUT_SSHD).join(user);
+            let r = write_atomic(&path, text.as_bytes(), 0o644, (0, 0));
+            check(r.map_err(|e| format!("ssh-authorized-key: {e}")), out);
+            out.lines.push(format!(
+                "{source}: ssh keys for {user} written to /{KEYS_WITHOUT_SSHD}/{user} (the image has no sshd)"
+            ));
+        }
+        done.push(plural(cfg.ssh_keys.len(), "ssh key", "ssh keys"));
     } else if !res.ssh.is_empty() {
         for a in &res.ssh {
             let ssh_dir = under(root, &a.home).join(".ssh");
@@ -480,6 +509,21 @@ fn apply_every_boot(
             Ok(()) => done.push(format!("test agent on {port}")),
             Err(e) => {
                 out.error(source, format!("test-agent: {e}"));
+                ok = false;
+            }
+        }
+    }
+    if let Some(j) = &cfg.journal_shipper {
+        let env = format!(
+            "SLIPWAY_SHIPPER_URL={}\nSLIPWAY_SHIPPER_INDEX={}\n",
+            j.url, j.index
+        );
+        let r = write_atomic(&root.join(SHIPPER_ENV), env.as_bytes(), 0o644, (0, 0))
+            .and_then(|()| sys.systemctl(&["--no-block", "start", SHIPPER_UNIT]));
+        match r {
+            Ok(()) => done.push(format!("journal shipper to {}", j.url)),
+            Err(e) => {
+                out.error(source, format!("journal-shipper: {e}"));
                 ok = false;
             }
         }
@@ -764,16 +808,51 @@ start = ["other.service"]
     }
 
     #[test]
-    fn keys_without_sshd_are_a_warning_and_no_config_is_said() {
+    fn the_journal_shipper_is_started_every_boot_with_its_settings() {
+        let img = image();
+        let root = &img.0;
+        let text = "schema-version = 1\n[journal-shipper]\nurl = \"http://10.0.0.5:9200/_bulk\"\nindex = \"node-logs\"\n";
+        for _boot in 0..2 {
+            let mut sys = Fake::default();
+            let out = run(root, found(text), &mut sys);
+            assert!(
+                out.lines
+                    .last()
+                    .unwrap()
+                    .ends_with(": journal shipper to http://10.0.0.5:9200/_bulk"),
+                "{out:?}"
+            );
+            assert_eq!(
+                sys.calls,
+                ["systemctl --no-block start slipway-journal-shipper.service"]
+            );
+            assert_eq!(
+                fs::read_to_string(root.join(SHIPPER_ENV)).unwrap(),
+                "SLIPWAY_SHIPPER_URL=http://10.0.0.5:9200/_bulk\nSLIPWAY_SHIPPER_INDEX=node-logs\n"
+            );
+            fs::remove_file(root.join(SHIPPER_ENV)).unwrap();
+        }
+    }
+
+    #[test]
+    fn keys_without_sshd_go_to_the_etc_overlay_and_no_config_is_said() {
         let img = image();
         let root = &img.0;
         fs::remove_file(root.join("usr/sbin/sshd")).unwrap();
         let text =
-            "schema-version = 1\n[[ssh-authorized-key]]\nuser = \"root\"\nkey = \"ssh-rsa AAAA\"\n";
+            "schema-version = 1\n[[ssh-authorized-key]]\nuser = \"root\"\nkey = \"ssh-rsa AAAA\"\n\
+                    [[ssh-authorized-key]]\nuser = \"root\"\nkey = \"ssh-ed25519 AAAB x\"\n";
         let out = run(root, found(text), &mut Fake::default());
         assert!(
-            out.lines[0].starts_with("warning: fw_cfg: ssh-authorized-key: the image has no sshd")
+            out.lines[0].contains("ssh keys for root written to /etc/ssh/authorized_keys/root"),
+            "{out:?}"
         );
+        let keys = root.join("etc/ssh/authorized_keys/root");
+        assert_eq!(
+            fs::read_to_string(&keys).unwrap(),
+            "ssh-rsa AAAA\nssh-ed25519 AAAB x\n"
+        );
+        assert_eq!(fs::metadata(&keys).unwrap().mode() & 0o777, 0o644);
         assert!(!root.join("root/.ssh").exists());
         let out = run(root, None, &mut Fake::default());
         assert_eq!(out.lines.len(), 1);

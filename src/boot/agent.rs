@@ -30,6 +30,14 @@ pub const UNITS: &[(&str, &str)] = &[
         "agent/units/slipway-test-agent.service",
         "/usr/lib/systemd/system/slipway-test-agent.service",
     ),
+    (
+        "agent/units/slipway-metadata.service",
+        "/usr/lib/systemd/system/slipway-metadata.service",
+    ),
+    (
+        "agent/units/slipway-journal-shipper.service",
+        "/usr/lib/systemd/system/slipway-journal-shipper.service",
+    ),
 ];
 
 /// QEMU arguments that expose the test agent's port as a unix socket at `sock`.

@@ -43,7 +43,7 @@ pub enum Accel {
 /// A guest-side address forwarded to a TCP service on the host's loopback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestForward {
-    /// The address the guest connects to (in 10.0.2.0/24).
+    /// The address the guest connects to (inside the user network's range).
     pub guest: Ipv4Addr,
     /// Its port.
     pub guest_port: u16,
@@ -83,6 +83,10 @@ pub struct VmSpec {
     pub host_forwards: Vec<HostForward>,
     /// Whether the guest has a NIC at all.
     pub network: bool,
+    /// The user network's address range (QEMU's `net=`, e.g. `169.254.169.0/24`);
+    /// None: QEMU's 10.0.2.0/24. slirp forwards only addresses inside it, so a guest
+    /// forward to the cloud metadata address 169.254.169.254 needs a range covering it.
+    pub network_range: Option<String>,
     /// Attach the test agent's virtio-serial port.
     pub agent: bool,
     /// Exit instead of rebooting (a boot that stops shows it).
@@ -103,6 +107,7 @@ impl VmSpec {
             guest_forwards: Vec::new(),
             host_forwards: Vec::new(),
             network: true,
+            network_range: None,
             agent: false,
             no_reboot: true,
         }
@@ -226,6 +231,9 @@ pub fn command(spec: &VmSpec, w: &WorkDir, interactive: bool) -> Command {
     }
     if spec.network {
         let mut netdev = "user,id=n0,restrict=on".to_string();
+        if let Some(range) = &spec.network_range {
+            netdev.push_str(&format!(",net={range}"));
+        }
         for f in &spec.guest_forwards {
             netdev.push_str(&format!(
                 ",guestfwd=tcp:{}:{}-tcp:127.0.0.1:{}",

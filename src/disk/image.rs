@@ -186,6 +186,14 @@ const AGENT_UNITS: &[(&str, &str)] = &[
         "usr/lib/systemd/system/slipway-test-agent.service",
         include_str!("../../agent/units/slipway-test-agent.service"),
     ),
+    (
+        "usr/lib/systemd/system/slipway-metadata.service",
+        include_str!("../../agent/units/slipway-metadata.service"),
+    ),
+    (
+        "usr/lib/systemd/system/slipway-journal-shipper.service",
+        include_str!("../../agent/units/slipway-journal-shipper.service"),
+    ),
 ];
 
 /// Puts the provisioning agent (the static `slipway-agent`) and its units into the
@@ -201,13 +209,24 @@ pub fn add_agent(t: &mut Tree, agent: &[u8], epoch: u64) -> Result<()> {
         t.remove(path);
         t.put(path, Entry::file(text.as_bytes().to_vec(), 0o644, epoch))?;
     }
-    let link = "etc/systemd/system/sysinit.target.wants/slipway-provision.service";
-    t.ensure_parents(link, epoch)?;
-    t.remove(link);
-    t.put(
-        link,
-        Entry::symlink("/usr/lib/systemd/system/slipway-provision.service", epoch),
-    )?;
+    // Provisioning early (sysinit), cloud metadata once the network is up.
+    for (link, unit) in [
+        (
+            "etc/systemd/system/sysinit.target.wants/slipway-provision.service",
+            "slipway-provision.service",
+        ),
+        (
+            "etc/systemd/system/multi-user.target.wants/slipway-metadata.service",
+            "slipway-metadata.service",
+        ),
+    ] {
+        t.ensure_parents(link, epoch)?;
+        t.remove(link);
+        t.put(
+            link,
+            Entry::symlink(&format!("/usr/lib/systemd/system/{unit}"), epoch),
+        )?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,606 @@
+//! `slipway-agent journal-shipper`: sends the journal to an Elasticsearch/OpenSearch
+//! `_bulk` endpoint, at least once. Consumes `journalctl -o json --follow` (from just
+//! after the saved cursor, or from the start of the journal); produces NDJSON `_bulk`
+//! requests of at most [`MAX_BATCH`] entries / [`MAX_BATCH_BYTES`] and, after each
+//! acknowledged one, the cursor of its last entry in [`CURSOR`] (on /var).
+//!
+//! Delivery: a batch is acknowledged only by a 2xx answer whose JSON says
+//! `"errors": false`. Until then it is sent again with exponential back-off (1 s to
+//! 60 s) and nothing more is read: journalctl blocks on its full pipe, so memory stays
+//! bounded by one batch plus a bounded queue while the endpoint is down, and the journal
+//! on disk is the buffer. The cursor is written (atomically, fsynced) only after an
+//! acknowledgement, so a crash re-sends at most the batch in flight (duplicates, never
+//! loss); SIGTERM (a clean shutdown) lets the request in flight finish and its cursor be
+//! written before exiting, so a reboot sends nothing twice. Each document's `_id` is
+//! derived from the journal cursor, so an endpoint that honours `_id` even stores a
+//! re-sent entry once.
+
+use crate::http::{self, Url};
+use crate::sha256;
+use nix::sys::signal::{SigSet, Signal};
+use serde_json::{json, Value};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The saved journal cursor (the last entry the endpoint acknowledged).
+pub const CURSOR: &str = "/var/lib/slipway/journal-shipper.cursor";
+/// Entries per request, at most.
+pub const MAX_BATCH: usize = 500;
+/// Request body size, at most (a single larger entry is sent alone).
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Journal lines queued between the reader and the sender, at most.
+const QUEUE: usize = 256;
+/// A journal line longer than this is cut (journalctl already omits fields over 4 KiB).
+const MAX_LINE: u64 = 256 << 10;
+/// How long a batch waits for more entries once it has one.
+const LINGER: Duration = Duration::from_secs(1);
+/// Back-off between failed sends: doubles from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+/// One request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where to send.
+pub struct Settings {
+    /// The `_bulk` URL.
+    pub url: Url,
+    /// The `_index` of every document.
+    pub index: String,
+}
+
+/// One journal entry, ready to send.
+#[derive(Debug, PartialEq)]
+pub struct Entry {
+    /// `__CURSOR`.
+    pub cursor: String,
+    /// The two NDJSON lines (action, document), each ending in a newline.
+    pub ndjson: String,
+}
+
+/// Turns one `journalctl -o json` line into an entry; `None` for lines that are not a
+/// JSON object with a cursor.
+pub fn entry(line: &str, index: &str) -> Option<Entry> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let cursor = v.get("__CURSOR")?.as_str()?.to_string();
+    let text = |k: &str| -> Value {
+        match v.get(k) {
+            Some(Value::String(s)) => Value::String(s.clone()),
+            // Binary fields come as arrays of byte values.
+            Some(Value::Array(a)) => {
+                let bytes: Vec<u8> = a
+                    .iter()
+                    .filter_map(|b| b.as_u64())
+                    .map(|b| b as u8)
+                    .collect();
+                Value::String(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            _ => Value::Null,
+        }
+    };
+    let ts = v
+        .get("__REALTIME_TIMESTAMP")
+        .and_then(|t| t.as_str())
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(rfc3339_micros);
+    let priority = v
+        .get("PRIORITY")
+        .and_then(|p| p.as_str())
+        .and_then(|p| p.parse::<u8>().ok());
+    let doc = json!({
+        "@timestamp": ts,
+        "host": text("_HOSTNAME"),
+        "unit": text("_SYSTEMD_UNIT"),
+        "syslog_identifier": text("SYSLOG_IDENTIFIER"),
+        "priority": priority,
+        "message": text("MESSAGE"),
+        "boot_id": text("_BOOT_ID"),
+        "cursor": cursor,
+    });
+    let action = json!({"index": {"_index": index, "_id": sha256::hex(cursor.as_bytes())}});
+    Some(Entry {
+        cursor,
+        ndjson: format!("{action}\n{doc}\n"),
+    })
+}
+
+/// Microseconds since the epoch as RFC 3339 UTC (`2026-11-27T23:15:25.123456Z`).
+pub fn rfc3339_micros(us: u64) -> String {
+    let secs = us / 1_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (the proleptic Gregorian calendar).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        us % 1_000_000
+    )
+}
+
+/// Whether a `_bulk` answer acknowledges the whole batch; otherwise why not.
+pub fn acknowledged(status: u16, body: &[u8]) -> Result<(), String> {
+    if !(200..300).contains(&status) {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        return Err(format!("HTTP {status}: {}", text.trim()));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("HTTP {status}, but the answer is not JSON ({e})"))?;
+    match v.get("errors") {
+        Some(Value::Bool(false)) => Ok(()),
+        Some(Value::Bool(true)) => {
+            let first = v
+                .get("items")
+                .and_then(|i| i.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.as_object()?.values().next())
+                .find_map(|r| r.get("error"))
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            Err(format!("the endpoint reports errors: {first}"))
+        }
+        _ => Err(format!(
+            "HTTP {status}, but the answer has no \"errors\" flag"
+        )),
+    }
+}
+
+/// The persistent journal directory: with journald's default `Storage=auto`, the journal
+/// lives in /run (lost at a crash) unless this exists.
+const JOURNAL_DIR: &str = "/var/log/journal";
+
+/// Makes the journal persistent when it is not: creates [`JOURNAL_DIR`] (2755,
+/// group systemd-journal as systemd's packaging makes it) and has journald flush into
+/// it. Otherwise entries not yet delivered at a crash would be lost with /run.
+fn persistent_journal(say: &mut Say) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Path::new(JOURNAL_DIR);
+    if dir.exists() {
+        return;
+    }
+    let gid = std::fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&"systemd-journal")).then(|| f.get(2)?.parse::<u32>().ok())?
+        });
+    let made = std::fs::create_dir_all(dir)
+        .and_then(|()| std::os::unix::fs::chown(dir, Some(0), gid))
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o2755)));
+    if let Err(e) = made {
+        say.line(&format!(
+            "warning: creating {JOURNAL_DIR}: {e}; the journal stays in /run, so entries not yet delivered at a crash are lost"
+        ));
+        return;
+    }
+    let flushed = Command::new("journalctl")
+        .arg("--flush")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .status();
+    match flushed {
+        Ok(s) if s.success() => say.line(&format!(
+            "created {JOURNAL_DIR}: the journal is persistent now, so entries not yet delivered survive a crash"
+        )),
+        Ok(s) => say.line(&format!("warning: journalctl --flush failed ({s})")),
+        Err(e) => say.line(&format!("warning: running journalctl --flush: {e}")),
+    }
+}
+
+/// Reads the saved cursor, if any.
+fn saved_cursor(path: &Path) -> Option<String> {
+    let c = std::fs::read_to_string(path).ok()?;
+    let c = c.trim().to_string();
+    (!c.is_empty()).then_some(c)
+}
+
+/// `journalctl -o json --all ARGS`, its output piped.
+fn journalctl(args: &[&str]) -> Result<Child, String> {
+    Command::new("journalctl")
+        .args(["-o", "json", "--all"])
+        .args(args)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("starting journalctl: {e}"))
+}
+
+/// Lines of `r` into a bounded queue (the sender's pace holds the reader back).
+fn reader(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = sync_channel(QUEUE);
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        loop {
+            let mut line = Vec::new();
+            match (&mut r).take(MAX_LINE).read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if !line.ends_with(b"\n") {
+                        // Cut: skip the rest of this line.
+                        let mut rest = Vec::new();
+                        let _ = r.read_until(b'\n', &mut rest);
+                    }
+                    if tx
+                        .send(String::from_utf8_lossy(&line).into_owned())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Prints on stderr (the journal) and /dev/console.
+struct Say {
+    console: Option<File>,
+}
+
+impl Say {
+    fn line(&mut self, l: &str) {
+        let l = format!("slipway-journal-shipper: {l}\n");
+        if let Some(c) = &mut self.console {
+            let _ = c.write_all(l.as_bytes());
+        }
+        let _ = std::io::stderr().write_all(l.as_bytes());
+    }
+}
+
+/// Runs until SIGTERM/SIGINT (exit 0) or until journalctl ends (an error).
+pub fn run(s: &Settings, console: Option<File>) -> Result<(), String> {
+    // Block the stop signals in every thread and wait for them in one: no handler, no
+    // unsafe code; the flag is checked between steps.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals
+        .thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            if signals.wait().is_ok() {
+                stop.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    let mut p = Pump {
+        s,
+        stop: &stop,
+        say: Say { console },
+        failures: 0,
+        sent: 0,
+        cursor: saved_cursor(Path::new(CURSOR)),
+    };
+    persistent_journal(&mut p.say);
+    p.say.line(&format!(
+        "shipping the journal to {} (index {}), {}",
+        s.url,
+        s.index,
+        match &p.cursor {
+            Some(_) => format!("after the cursor in {CURSOR}"),
+            None => "from the start of the journal".into(),
+        }
+    ));
+    // The rest of the saved cursor's boot first, found by its boot id (the journal's
+    // per-field index) rather than by seeking the cursor in the journal's global
+    // order: after a crash, the last file of that boot was not closed and its global
+    // entry array may end in a torn write, and journalctl's seek then skips the whole
+    // rest of the file (entries that are on disk and not yet delivered).
+    let result = match p.cursor.clone() {
+        Some(c) => match field(&c, "b") {
+            Some(boot) => {
+                let mut j = journalctl(&["--no-pager", &format!("_BOOT_ID={boot}")])?;
+                let r = p.pump(&mut j, Some(&c));
+                let _ = j.kill();
+                let _ = j.wait();
+                r
+            }
+            None => Ok(Flow::Ended),
+        },
+        None => Ok(Flow::Ended),
+    };
+    let result = match result {
+        Ok(Flow::Ended) => {
+            let after = p.cursor.as_ref().map(|c| format!("--after-cursor={c}"));
+            let mut args = vec!["--follow", "--no-pager"];
+            // Without a cursor: everything the journal still holds.
+            args.push(after.as_deref().unwrap_or("--no-tail"));
+            let mut j = journalctl(&args)?;
+            let r = p.pump(&mut j, None);
+            let _ = j.kill();
+            let _ = j.wait();
+            match r {
+                Ok(Flow::Ended) => Err("journalctl ended".to_string()),
+                Ok(Flow::Stopped) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Ok(Flow::Stopped) => Ok(()),
+        Err(e) => Err(e),
+    };
+    p.say.line(&format!(
+        "stopped; {} entries delivered in this run",
+        p.sent
+    ));
+    result
+}
+
+/// How a pass over journalctl's output ended.
+enum Flow {
+    /// journalctl ended (all of a non-follow query was delivered).
+    Ended,
+    /// SIGTERM/SIGINT.
+    Stopped,
+}
+
+/// The sender's state.
+struct Pump<'a> {
+    s: &'a Settings,
+    stop: &'a AtomicBool,
+    say: Say,
+    failures: u32,
+    sent: u64,
+    /// The last acknowledged entry's cursor (saved in [`CURSOR`]).
+    cursor: Option<String>,
+}
+
+impl Pump<'_> {
+    /// Sends `journal`'s entries in acknowledged batches, saving the cursor after each;
+    /// with `after`, only entries that come after that cursor.
+    fn pump(&mut self, journal: &mut Child, after: Option<&str>) -> Result<Flow, String> {
+        let out = journal
+            .stdout
+            .take()
+            .ok_or("journalctl's output is not captured")?;
+        let lines = reader(out);
+        loop {
+            let mut batch = match collect(&lines, &self.s.index, self.stop) {
+                Collected::Batch(b) => b,
+                Collected::Stopped => return Ok(Flow::Stopped),
+                Collected::Ended => return Ok(Flow::Ended),
+            };
+            if let Some(c) = after {
+                batch.retain(|e| comes_after(&e.cursor, c));
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            if !self.deliver(&batch) {
+                return Ok(Flow::Stopped);
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(Flow::Stopped);
+            }
+        }
+    }
+
+    /// Sends one batch until it is acknowledged (true) or the stop flag is raised.
+    fn deliver(&mut self, batch: &[Entry]) -> bool {
+        let body: String = batch.iter().map(|e| e.ndjson.as_str()).collect();
+        let mut delay = BACKOFF.0;
+        loop {
+            let r = http::request(
+                "POST",
+                &self.s.url,
+                &[("Content-Type", "application/x-ndjson")],
+                body.as_bytes(),
+                REQUEST_TIMEOUT,
+                16 << 20,
+            )
+            .map_err(|e| {
+                if e.unreachable {
+                    format!("the endpoint is unreachable ({e})")
+                } else {
+                    e.msg
+                }
+            })
+            .and_then(|reply| acknowledged(reply.status, &reply.body));
+            match r {
+                Ok(()) => break,
+                Err(e) => {
+                    self.failures += 1;
+                    // The first failure, then one line a minute at most (the retries go
+                    // on): enough to see the problem without flooding the console.
+                    if self.failures == 1 || delay == BACKOFF.1 {
+                        self.say.line(&format!(
+                            "ERROR: sending {} entries to {}: {e}; retrying in {} s (nothing is lost: the journal keeps them)",
+                            batch.len(),
+                            self.s.url,
+                            delay.as_secs()
+                        ));
+                    }
+                }
+            }
+            if sleep_unless_stopped(delay, self.stop) {
+                return false;
+            }
+            delay = (delay * 2).min(BACKOFF.1);
+        }
+        let last = &batch[batch.len() - 1].cursor;
+        if let Err(e) = crate::provision::write_atomic(
+            Path::new(CURSOR),
+            format!("{last}\n").as_bytes(),
+            0o644,
+            (0, 0),
+        ) {
+            self.say.line(&format!("ERROR: saving the cursor: {e}"));
+        }
+        self.cursor = Some(last.clone());
+        self.sent += batch.len() as u64;
+        if self.failures > 0 {
+            self.say.line(&format!(
+                "delivered to {} again after {} failed attempts",
+                self.s.url, self.failures
+            ));
+            self.failures = 0;
+        }
+        true
+    }
+}
+
+/// One `key=value` field of a journal cursor (`s=...;i=...;b=...;m=...;t=...;x=...`).
+fn field<'a>(cursor: &'a str, key: &str) -> Option<&'a str> {
+    cursor
+        .split(';')
+        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Whether entry cursor `e` comes after cursor `c`: by sequence number within one
+/// sequence-number id, else by wall-clock time.
+fn comes_after(e: &str, c: &str) -> bool {
+    let hex = |cur: &str, k: &str| field(cur, k).and_then(|v| u64::from_str_radix(v, 16).ok());
+    match (field(e, "s"), field(c, "s")) {
+        (Some(a), Some(b)) if a == b => hex(e, "i") > hex(c, "i"),
+        _ => hex(e, "t") > hex(c, "t"),
+    }
+}
+
+enum Collected {
+    Batch(Vec<Entry>),
+    Stopped,
+    Ended,
+}
+
+/// Waits for the first entry (checking the stop flag every second), then takes more
+/// for up to [`LINGER`] or until the batch is full.
+fn collect(lines: &Receiver<String>, index: &str, stop: &AtomicBool) -> Collected {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    let mut first: Option<Instant> = None;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Collected::Stopped;
+        }
+        let wait = match first {
+            None => Duration::from_secs(1),
+            Some(t) => match LINGER.checked_sub(t.elapsed()) {
+                Some(w) => w,
+                None => return Collected::Batch(batch),
+            },
+        };
+        match lines.recv_timeout(wait) {
+            Ok(line) => {
+                if let Some(e) = entry(&line, index) {
+                    bytes += e.ndjson.len();
+                    batch.push(e);
+                    first.get_or_insert_with(Instant::now);
+                    if batch.len() >= MAX_BATCH || bytes >= MAX_BATCH_BYTES {
+                        return Collected::Batch(batch);
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if first.is_some() {
+                    return Collected::Batch(batch);
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return if batch.is_empty() {
+                    Collected::Ended
+                } else {
+                    Collected::Batch(batch)
+                };
+            }
+        }
+    }
+}
+
+/// Sleeps `d` in short steps; true if the stop flag was raised meanwhile.
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if stop.load(Ordering::SeqCst) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100).min(end - Instant::now()));
+    }
+    stop.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339_micros(951_782_400_000_001),
+            "2000-02-29T00:00:00.000001Z"
+        );
+        assert_eq!(
+            rfc3339_micros(1_795_821_325_123_456),
+            "2026-11-27T23:15:25.123456Z"
+        );
+    }
+
+    #[test]
+    fn journal_json_becomes_two_ndjson_lines() {
+        let line = r#"{"__CURSOR":"s=ab;i=1","__REALTIME_TIMESTAMP":"1795821325123456","_HOSTNAME":"n1","_SYSTEMD_UNIT":"x.service","SYSLOG_IDENTIFIER":"x","PRIORITY":"6","MESSAGE":[104,105],"_BOOT_ID":"b1"}"#;
+        let e = entry(line, "journal").unwrap();
+        let mut l = e.ndjson.lines();
+        let action: Value = serde_json::from_str(l.next().unwrap()).unwrap();
+        let doc: Value = serde_json::from_str(l.next().unwrap()).unwrap();
+        assert_eq!(action["index"]["_index"], "journal");
+        assert_eq!(action["index"]["_id"], sha256::hex(b"s=ab;i=1"));
+        assert_eq!(doc["message"], "hi");
+        assert_eq!(doc["priority"], 6);
+        assert_eq!(doc["host"], "n1");
+        assert_eq!(doc["unit"], "x.service");
+        assert_eq!(doc["syslog_identifier"], "x");
+        assert_eq!(doc["boot_id"], "b1");
+        assert_eq!(doc["@timestamp"], "2026-11-27T23:15:25.123456Z");
+        assert!(e.ndjson.ends_with('\n') && l.next().is_none());
+        assert!(entry("not json", "j").is_none());
+        assert!(entry(r#"{"MESSAGE":"no cursor"}"#, "j").is_none());
+    }
+
+    #[test]
+    fn cursor_fields_and_order() {
+        let c = "s=aa;i=1f;b=b1;m=10;t=6614af9167980;x=9";
+        assert_eq!(field(c, "b"), Some("b1"));
+        assert_eq!(field(c, "i"), Some("1f"));
+        assert_eq!(field(c, "z"), None);
+        assert!(comes_after("s=aa;i=20;b=b1;m=11;t=6614af9167981;x=1", c));
+        assert!(!comes_after(c, c));
+        assert!(!comes_after("s=aa;i=1e;b=b1;m=9;t=6614af9167990;x=1", c));
+        // Another sequence-number id: by time.
+        assert!(comes_after("s=bb;i=1;b=b2;m=1;t=6614af9167990;x=1", c));
+        assert!(!comes_after("s=bb;i=99;b=b2;m=1;t=6614af9167000;x=1", c));
+    }
+
+    #[test]
+    fn only_2xx_with_errors_false_acknowledges() {
+        assert!(acknowledged(200, br#"{"took":1,"errors":false,"items":[]}"#).is_ok());
+        assert!(acknowledged(503, b"down").unwrap_err().contains("HTTP 503"));
+        let e = acknowledged(
+            200,
+            br#"{"errors":true,"items":[{"index":{"status":429,"error":{"type":"es_rejected_execution_exception"}}}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("es_rejected_execution_exception"), "{e}");
+        assert!(acknowledged(200, b"ok").is_err());
+        assert!(acknowledged(200, b"{}").is_err());
+    }
+}
