@@ -131,8 +131,24 @@ pub fn rfc3339_micros(us: u64) -> String {
     )
 }
 
-/// Whether a `_bulk` answer acknowledges the whole batch; otherwise why not.
-pub fn acknowledged(status: u16, body: &[u8]) -> Result<(), String> {
+/// What a `_bulk` answer says of a batch of `n` documents, item by item (the answer's
+/// `items` are in request order).
+#[derive(Debug, Default, PartialEq)]
+pub struct Verdict {
+    /// Items to send again: the endpoint was busy or failed (429, 5xx).
+    pub retry: Vec<usize>,
+    /// Items the endpoint refused for good (another 4xx: a mapping conflict, a
+    /// document too large), with its reason. Sending them again would fail again and
+    /// hold back everything after them, so they are reported and dropped, as Filebeat
+    /// drops events its output rejects as non-retryable.
+    pub rejected: Vec<(usize, String)>,
+}
+
+/// Reads a `_bulk` answer to a batch of `n` documents: `Err` when the batch as a whole
+/// is not acknowledged (not 2xx, not JSON, no `errors` flag, or `errors: true` with
+/// items that do not match the batch), else which items to send again and which were
+/// refused for good.
+pub fn verdict(status: u16, body: &[u8], n: usize) -> Result<Verdict, String> {
     if !(200..300).contains(&status) {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
         return Err(format!("HTTP {status}: {}", text.trim()));
@@ -140,18 +156,37 @@ pub fn acknowledged(status: u16, body: &[u8]) -> Result<(), String> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| format!("HTTP {status}, but the answer is not JSON ({e})"))?;
     match v.get("errors") {
-        Some(Value::Bool(false)) => Ok(()),
+        Some(Value::Bool(false)) => Ok(Verdict::default()),
         Some(Value::Bool(true)) => {
-            let first = v
-                .get("items")
-                .and_then(|i| i.as_array())
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.as_object()?.values().next())
-                .find_map(|r| r.get("error"))
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            Err(format!("the endpoint reports errors: {first}"))
+            let items = v.get("items").and_then(|i| i.as_array());
+            let items = match items {
+                Some(i) if i.len() == n => i,
+                _ => {
+                    return Err(format!(
+                        "the endpoint reports errors, and its items do not match the {n} documents sent"
+                    ))
+                }
+            };
+            let mut out = Verdict::default();
+            for (i, item) in items.iter().enumerate() {
+                // {"index": {"status": 201, "error": {...}}}: one action per item.
+                let r = item.as_object().and_then(|o| o.values().next());
+                let st = r
+                    .and_then(|r| r.get("status"))
+                    .and_then(|s| s.as_u64())
+                    .unwrap_or(0);
+                let why = || {
+                    r.and_then(|r| r.get("error"))
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| format!("status {st}"))
+                };
+                match st {
+                    200..=299 => {}
+                    429 | 500..=599 | 0 => out.retry.push(i),
+                    _ => out.rejected.push((i, why())),
+                }
+            }
+            Ok(out)
         }
         _ => Err(format!(
             "HTTP {status}, but the answer has no \"errors\" flag"
@@ -290,6 +325,7 @@ pub fn run(s: &Settings, console: Option<File>) -> Result<(), String> {
         say: Say { console },
         failures: 0,
         sent: 0,
+        rejected: 0,
         cursor: saved_cursor(Path::new(CURSOR)),
     };
     persistent_journal(&mut p.say);
@@ -340,8 +376,9 @@ pub fn run(s: &Settings, console: Option<File>) -> Result<(), String> {
         Err(e) => Err(e),
     };
     p.say.line(&format!(
-        "stopped; {} entries delivered in this run",
-        p.sent
+        "stopped; {} entries delivered in this run, {} refused by the endpoint",
+        p.sent - p.rejected,
+        p.rejected
     ));
     result
 }
@@ -361,6 +398,8 @@ struct Pump<'a> {
     say: Say,
     failures: u32,
     sent: u64,
+    /// Entries the endpoint refused for good in this run.
+    rejected: u64,
     /// The last acknowledged entry's cursor (saved in [`CURSOR`]).
     cursor: Option<String>,
 }
@@ -395,11 +434,14 @@ impl Pump<'_> {
         }
     }
 
-    /// Sends one batch until it is acknowledged (true) or the stop flag is raised.
+    /// Sends one batch until every entry is acknowledged or refused for good (true), or
+    /// the stop flag is raised (false). Items the endpoint asks to retry (429, 5xx) are
+    /// sent again alone.
     fn deliver(&mut self, batch: &[Entry]) -> bool {
-        let body: String = batch.iter().map(|e| e.ndjson.as_str()).collect();
+        let mut pending: Vec<&Entry> = batch.iter().collect();
         let mut delay = BACKOFF.0;
         loop {
+            let body: String = pending.iter().map(|e| e.ndjson.as_str()).collect();
             let r = http::request(
                 "POST",
                 &self.s.url,
@@ -415,22 +457,39 @@ impl Pump<'_> {
                     e.msg
                 }
             })
-            .and_then(|reply| acknowledged(reply.status, &reply.body));
-            match r {
-                Ok(()) => break,
-                Err(e) => {
-                    self.failures += 1;
-                    // The first failure, then one line a minute at most (the retries go
-                    // on): enough to see the problem without flooding the console.
-                    if self.failures == 1 || delay == BACKOFF.1 {
+            .and_then(|reply| verdict(reply.status, &reply.body, pending.len()));
+            let failure = match r {
+                Ok(v) => {
+                    for (i, why) in &v.rejected {
+                        self.rejected += 1;
                         self.say.line(&format!(
-                            "ERROR: sending {} entries to {}: {e}; retrying in {} s (nothing is lost: the journal keeps them)",
-                            batch.len(),
-                            self.s.url,
-                            delay.as_secs()
+                            "ERROR: {} refused an entry for good, dropped it (cursor {}): {why}",
+                            self.s.url, pending[*i].cursor
                         ));
                     }
+                    if v.retry.is_empty() {
+                        break;
+                    }
+                    let reason = format!(
+                        "{} of {} entries not accepted (busy or failing), sending them again",
+                        v.retry.len(),
+                        pending.len()
+                    );
+                    pending = v.retry.iter().map(|&i| pending[i]).collect();
+                    reason
                 }
+                Err(e) => e,
+            };
+            self.failures += 1;
+            // The first failure, then one line a minute at most (the retries go on):
+            // enough to see the problem without flooding the console.
+            if self.failures == 1 || delay == BACKOFF.1 {
+                self.say.line(&format!(
+                    "ERROR: sending {} entries to {}: {failure}; retrying in {} s (nothing is lost: the journal keeps them)",
+                    pending.len(),
+                    self.s.url,
+                    delay.as_secs()
+                ));
             }
             if sleep_unless_stopped(delay, self.stop) {
                 return false;
@@ -591,16 +650,27 @@ mod tests {
     }
 
     #[test]
-    fn only_2xx_with_errors_false_acknowledges() {
-        assert!(acknowledged(200, br#"{"took":1,"errors":false,"items":[]}"#).is_ok());
-        assert!(acknowledged(503, b"down").unwrap_err().contains("HTTP 503"));
-        let e = acknowledged(
-            200,
-            br#"{"errors":true,"items":[{"index":{"status":429,"error":{"type":"es_rejected_execution_exception"}}}]}"#,
-        )
-        .unwrap_err();
-        assert!(e.contains("es_rejected_execution_exception"), "{e}");
-        assert!(acknowledged(200, b"ok").is_err());
-        assert!(acknowledged(200, b"{}").is_err());
+    fn bulk_answers_item_by_item() {
+        assert_eq!(
+            verdict(200, br#"{"took":1,"errors":false,"items":[]}"#, 3),
+            Ok(Verdict::default())
+        );
+        assert!(verdict(503, b"down", 1).unwrap_err().contains("HTTP 503"));
+        assert!(verdict(200, b"ok", 1).is_err());
+        assert!(verdict(200, b"{}", 1).is_err());
+        let mixed = br#"{"errors":true,"items":[
+            {"index":{"status":201}},
+            {"index":{"status":429,"error":{"type":"es_rejected_execution_exception"}}},
+            {"create":{"status":400,"error":{"type":"mapper_parsing_exception"}}},
+            {"index":{"status":503}}]}"#;
+        let v = verdict(200, mixed, 4).unwrap();
+        assert_eq!(v.retry, vec![1, 3]);
+        assert_eq!(v.rejected.len(), 1);
+        assert_eq!(v.rejected[0].0, 2);
+        assert!(v.rejected[0].1.contains("mapper_parsing_exception"));
+        // Items that do not match what was sent: the whole batch again.
+        let e = verdict(200, mixed, 5).unwrap_err();
+        assert!(e.contains("do not match the 5 documents"), "{e}");
+        assert!(verdict(200, br#"{"errors":true}"#, 1).is_err());
     }
 }
