@@ -1054,61 +1054,43 @@ fn openstack(name: &str, key: &str, user_data: &str) -> Server {
     }))
 }
 
-/// OpenStack, both ways: a config drive (vfat, label `config-2`) with Nova's
-/// `meta_data.json` and a slipway user_data, applied by the early unit with no network
-/// metadata tried; then the metadata service at 169.254.169.254 answering only
-/// `/openstack/...`, reached after AWS, GCE and Azure fall through. Host name, SSH key
-/// and the console's source line each time.
-#[test]
-fn openstack_config_drive_and_metadata() {
-    let d = tempfile::tempdir().unwrap();
-    let disk = build(d.path());
-    let _lock = vm_lock();
-    let ud = "schema-version = 1\n[test-agent]\n";
+/// The files of an OpenStack config drive for server `name` in `dir`:
+/// `openstack/latest/meta_data.json` and `openstack/latest/user_data`.
+fn config_drive_tree(dir: &Path, name: &str, key: &str, user_data: &str) -> PathBuf {
+    let latest = dir.join("openstack/latest");
+    fs::create_dir_all(&latest).unwrap();
+    fs::write(latest.join("meta_data.json"), nova_meta_data(name, key)).unwrap();
+    fs::write(latest.join("user_data"), user_data).unwrap();
+    dir.to_path_buf()
+}
 
-    // Boot 1: an OpenStack config drive (vfat, label config-2, as Nova writes it with
-    // config_drive_format = vfat): applied by the early unit; no network metadata.
-    let key = test_key("os-drive-key");
-    let tree = d.path().join("config-2");
-    fs::create_dir_all(tree.join("openstack/latest")).unwrap();
-    fs::write(
-        tree.join("openstack/latest/meta_data.json"),
-        nova_meta_data("os-drive-1", &key),
-    )
-    .unwrap();
-    fs::write(tree.join("openstack/latest/user_data"), ud).unwrap();
-    let img = d.path().join("config-2.img");
-    slipway::testing::runner::vfat_from_dir(&tree, "config-2", &img).unwrap();
-    let mut spec = VmSpec::new(&disk);
+/// Boots with `img` attached as an OpenStack config drive; checks host name, key and
+/// the console's source lines, and that no network metadata was tried. Returns the
+/// seconds to multi-user.target.
+fn config_drive_boot(disk: &Path, work: &Path, img: &Path, name: &str, key: &str) -> f64 {
+    let mut spec = VmSpec::new(disk);
     spec.agent = true;
-    spec.drives = vec![img];
-    let (mut vm, secs) = start(
-        &spec,
-        &d.path().join("os-drive"),
-        "openstack-drive",
-        "Reached target multi-user.target",
-    );
-    let mut a = agent(&vm, "openstack-drive");
-    assert_eq!(
-        read(&mut a, "/proc/sys/kernel/hostname").trim(),
-        "os-drive-1"
-    );
-    assert_eq!(read(&mut a, "/etc/hostname").trim(), "os-drive-1");
+    spec.drives = vec![img.to_path_buf()];
+    let (mut vm, secs) = start(&spec, work, name, "Reached target multi-user.target");
+    let mut a = agent(&vm, name);
+    assert_eq!(read(&mut a, "/proc/sys/kernel/hostname").trim(), name);
+    assert_eq!(read(&mut a, "/etc/hostname").trim(), name);
     assert_eq!(
         read(&mut a, "/etc/ssh/authorized_keys/root"),
         format!("{key}\n")
     );
     let c = vm.console();
+    let summary = format!(": host name {name}, 1 ssh key, user-data");
     let source = c
         .lines()
         .find_map(|l| {
             let rest = l.split("slipway-provision: metadata from ").nth(1)?;
-            rest.strip_suffix(": host name os-drive-1, 1 ssh key, user-data")
-                .map(str::to_string)
+            rest.strip_suffix(summary.as_str()).map(str::to_string)
         })
-        .unwrap_or_else(|| panic!("no config-drive metadata line:\n{}", vm.tail(40)));
+        .unwrap_or_else(|| panic!("{name}: no config-drive metadata line:\n{}", vm.tail(40)));
     assert!(
-        source.starts_with("config drive /dev/vd") && source.ends_with(" (config-2, openstack)"),
+        source.starts_with("config drive /dev/vd")
+            && source.to_lowercase().ends_with(" (config-2, openstack)"),
         "{source}"
     );
     assert!(
@@ -1120,16 +1102,57 @@ fn openstack_config_drive_and_metadata() {
     );
     assert!(
         !c.contains("cloud metadata is tried") && !c.contains("no cloud metadata service"),
-        "the metadata service was tried despite the config drive:\n{}",
+        "{name}: the metadata service was tried despite the config drive:\n{}",
         vm.tail(40)
     );
-    assert_running(&mut a, &vm, "openstack-drive");
-    keep_log(&vm, "openstack-drive");
-    assert_clean(&vm, "openstack-drive");
+    assert_running(&mut a, &vm, name);
+    keep_log(&vm, name);
+    assert_clean(&vm, name);
     vm.kill();
-    eprintln!("openstack: config drive boot reached multi-user.target after {secs:.1} s");
+    secs
+}
 
-    // Boot 2: the OpenStack metadata service at 169.254.169.254, which answers AWS's,
+/// OpenStack, every way: config drives (label `config-2`) with Nova's `meta_data.json`
+/// and a slipway `user_data`, as vfat and as iso9660 (Nova's default, made with the
+/// genisoimage options Nova's config drive builder uses), each applied by the early unit
+/// with no network metadata tried; then the metadata service at 169.254.169.254
+/// answering only `/openstack/...`, reached after AWS, GCE and Azure fall through. Host
+/// name, SSH key and the console's source line each time.
+#[test]
+fn openstack_config_drive_and_metadata() {
+    let d = tempfile::tempdir().unwrap();
+    let disk = build(d.path());
+    let _lock = vm_lock();
+    let ud = "schema-version = 1\n[test-agent]\n";
+
+    // Boot 1: vfat (Nova's config_drive_format = vfat), made without mounting.
+    let key = test_key("os-vfat-key");
+    let tree = config_drive_tree(&d.path().join("vfat"), "os-vfat-1", &key, ud);
+    let img = d.path().join("config-2.img");
+    slipway::testing::runner::vfat_from_dir(&tree, "config-2", &img).unwrap();
+    let secs = config_drive_boot(&disk, &d.path().join("os-vfat"), &img, "os-vfat-1", &key);
+    eprintln!("openstack: vfat config drive boot reached multi-user.target after {secs:.1} s");
+
+    // Boot 2: iso9660 with Rock Ridge and Joliet, as Nova writes it by default.
+    let key = test_key("os-iso-key");
+    let tree = config_drive_tree(&d.path().join("iso"), "os-iso-1", &key, ud);
+    let iso = d.path().join("config-2.iso");
+    run(std::process::Command::new("genisoimage")
+        .arg("-o")
+        .arg(&iso)
+        .args([
+            "-ldots",
+            "-allow-lowercase",
+            "-allow-multidot",
+            "-l",
+            "-quiet",
+        ])
+        .args(["-J", "-r", "-V", "config-2"])
+        .arg(&tree));
+    let secs = config_drive_boot(&disk, &d.path().join("os-iso"), &iso, "os-iso-1", &key);
+    eprintln!("openstack: iso9660 config drive boot reached multi-user.target after {secs:.1} s");
+
+    // Boot 3: the OpenStack metadata service at 169.254.169.254, which answers AWS's,
     // GCE's and Azure's requests with 404, so the agent falls through to it.
     let key = test_key("os-meta-key");
     let meta = openstack("os-meta-2", &key, ud);
