@@ -18,6 +18,7 @@ packages=(
   cryptsetup-bin                    # veritysetup: the reference for slipway's dm-verity tree; the initramfs boot test
   erofs-utils                       # mkfs.erofs: read-only root file systems in boot tests
   dosfstools mtools                # mkfs.vfat, mmd/mcopy/mdir: the EFI system partition, without mounting
+  genisoimage                       # iso9660 OpenStack config drives in boot tests (what Nova itself runs)
   squashfs-tools                    # mksquashfs: size comparison with erofs for the read-only root
   ovmf                              # UEFI firmware for booting UKIs under QEMU
   qemu-utils                        # qemu-img: qcow2 output, test overlays

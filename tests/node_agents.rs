@@ -1045,3 +1045,190 @@ fn no_source_metrics_and_a_bad_config() {
     keep_log(&vm, "bad-config");
     assert_clean(&vm, "bad-config");
 }
+
+/// Nova's `meta_data.json` for a server named `name` (host name `NAME.novalocal`, the
+/// default `dhcp_domain`) with one key pair, as documented in
+/// <https://docs.openstack.org/nova/latest/user/metadata.html>; members the agent does
+/// not use are there as a real document has them.
+fn nova_meta_data(name: &str, key: &str) -> String {
+    serde_json::json!({
+        "uuid": "d8e02d56-2648-49a3-bf97-6be8f1204f38",
+        "availability_zone": "nova",
+        "hostname": format!("{name}.novalocal"),
+        "launch_index": 0,
+        "meta": {"role": "container-host"},
+        "project_id": "f7ac731cc11f40efbc03a9f9e1d1d21f",
+        "public_keys": {"test-key": format!("{key}\n")},
+        "keys": [{"name": "test-key", "type": "ssh", "data": format!("{key}\n")}],
+        "name": name,
+    })
+    .to_string()
+}
+
+/// The OpenStack metadata service (Nova's `/openstack/` tree): `latest` and dated
+/// versions of `meta_data.json` and `user_data`; 404 for everything else, as Nova
+/// answers AWS-, GCE- and Azure-style paths it does not have.
+fn openstack(name: &str, key: &str, user_data: &str) -> Server {
+    let (meta, user_data) = (nova_meta_data(name, key), user_data.to_string());
+    Server::start(Arc::new(move |r: &Req| {
+        let file = r
+            .path
+            .strip_prefix("/openstack/")
+            .and_then(|p| p.split_once('/'))
+            .filter(|(v, _)| *v == "latest" || *v == "2012-08-10")
+            .map(|(_, f)| f);
+        match (r.method.as_str(), file) {
+            ("GET", Some("meta_data.json")) => answer(200, meta.clone()),
+            ("GET", Some("user_data")) => answer(200, user_data.clone()),
+            _ => answer(404, "Not Found"),
+        }
+    }))
+}
+
+/// The files of an OpenStack config drive for server `name` in `dir`:
+/// `openstack/latest/meta_data.json` and `openstack/latest/user_data`.
+fn config_drive_tree(dir: &Path, name: &str, key: &str, user_data: &str) -> PathBuf {
+    let latest = dir.join("openstack/latest");
+    fs::create_dir_all(&latest).unwrap();
+    fs::write(latest.join("meta_data.json"), nova_meta_data(name, key)).unwrap();
+    fs::write(latest.join("user_data"), user_data).unwrap();
+    dir.to_path_buf()
+}
+
+/// Boots with `img` attached as an OpenStack config drive; checks host name, key and
+/// the console's source lines, and that no network metadata was tried. Returns the
+/// seconds to multi-user.target.
+fn config_drive_boot(disk: &Path, work: &Path, img: &Path, name: &str, key: &str) -> f64 {
+    let mut spec = VmSpec::new(disk);
+    spec.agent = true;
+    spec.drives = vec![img.to_path_buf()];
+    let (mut vm, secs) = start(&spec, work, name, "Reached target multi-user.target");
+    let mut a = agent(&vm, name);
+    assert_eq!(read(&mut a, "/proc/sys/kernel/hostname").trim(), name);
+    assert_eq!(read(&mut a, "/etc/hostname").trim(), name);
+    assert_eq!(
+        read(&mut a, "/etc/ssh/authorized_keys/root"),
+        format!("{key}\n")
+    );
+    let c = vm.console();
+    let summary = format!(": host name {name}, 1 ssh key, user-data");
+    let source = c
+        .lines()
+        .find_map(|l| {
+            let rest = l.split("slipway-provision: metadata from ").nth(1)?;
+            rest.strip_suffix(summary.as_str()).map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("{name}: no config-drive metadata line:\n{}", vm.tail(40)));
+    assert!(
+        source.starts_with("config drive /dev/vd")
+            && source.to_lowercase().ends_with(" (config-2, openstack)"),
+        "{source}"
+    );
+    assert!(
+        c.contains(&format!(
+            "slipway-provision: applied config from {source} (sha256 "
+        )),
+        "{}",
+        vm.tail(40)
+    );
+    assert!(
+        !c.contains("cloud metadata is tried") && !c.contains("no cloud metadata service"),
+        "{name}: the metadata service was tried despite the config drive:\n{}",
+        vm.tail(40)
+    );
+    assert_running(&mut a, &vm, name);
+    keep_log(&vm, name);
+    assert_clean(&vm, name);
+    vm.kill();
+    secs
+}
+
+/// OpenStack, every way: config drives (label `config-2`) with Nova's `meta_data.json`
+/// and a slipway `user_data`, as vfat and as iso9660 (Nova's default, made with the
+/// genisoimage options Nova's config drive builder uses), each applied by the early unit
+/// with no network metadata tried; then the metadata service at 169.254.169.254
+/// answering only `/openstack/...`, reached after AWS, GCE and Azure fall through. Host
+/// name, SSH key and the console's source line each time.
+#[test]
+fn openstack_config_drive_and_metadata() {
+    let d = tempfile::tempdir().unwrap();
+    let disk = build(d.path());
+    let _lock = vm_lock();
+    let ud = "schema-version = 1\n[test-agent]\n";
+
+    // Boot 1: vfat (Nova's config_drive_format = vfat), made without mounting.
+    let key = test_key("os-vfat-key");
+    let tree = config_drive_tree(&d.path().join("vfat"), "os-vfat-1", &key, ud);
+    let img = d.path().join("config-2.img");
+    slipway::testing::runner::vfat_from_dir(&tree, "config-2", &img).unwrap();
+    let secs = config_drive_boot(&disk, &d.path().join("os-vfat"), &img, "os-vfat-1", &key);
+    eprintln!("openstack: vfat config drive boot reached multi-user.target after {secs:.1} s");
+
+    // Boot 2: iso9660 with Rock Ridge and Joliet, as Nova writes it by default.
+    let key = test_key("os-iso-key");
+    let tree = config_drive_tree(&d.path().join("iso"), "os-iso-1", &key, ud);
+    let iso = d.path().join("config-2.iso");
+    run(std::process::Command::new("genisoimage")
+        .arg("-o")
+        .arg(&iso)
+        .args([
+            "-ldots",
+            "-allow-lowercase",
+            "-allow-multidot",
+            "-l",
+            "-quiet",
+        ])
+        .args(["-J", "-r", "-V", "config-2"])
+        .arg(&tree));
+    let secs = config_drive_boot(&disk, &d.path().join("os-iso"), &iso, "os-iso-1", &key);
+    eprintln!("openstack: iso9660 config drive boot reached multi-user.target after {secs:.1} s");
+
+    // Boot 3: the OpenStack metadata service at 169.254.169.254, which answers AWS's,
+    // GCE's and Azure's requests with 404, so the agent falls through to it.
+    let key = test_key("os-meta-key");
+    let meta = openstack("os-meta-2", &key, ud);
+    let spec = metadata_spec(&disk, vec![meta.forward(METADATA, 80)]);
+    let (mut vm, secs) = start(
+        &spec,
+        &d.path().join("os-meta"),
+        "openstack-metadata",
+        "Reached target multi-user.target",
+    );
+    let mut a = agent(&vm, "openstack-metadata");
+    assert_identity(
+        &mut a,
+        &vm,
+        "os-meta-2",
+        &key,
+        "openstack (169.254.169.254:80)",
+    );
+    let reqs = meta.requests();
+    for (path, status) in [
+        ("/latest/meta-data/instance-id", 404),
+        ("/computeMetadata/v1/instance/hostname", 404),
+        ("/openstack/latest/meta_data.json", 200),
+        ("/openstack/latest/user_data", 200),
+    ] {
+        assert!(
+            reqs.iter().any(|(r, s)| r.path == path && *s == status),
+            "no {path} answered {status}: {reqs:?}"
+        );
+    }
+    assert!(
+        reqs.iter()
+            .any(|(r, s)| r.path.starts_with("/metadata/instance/compute") && *s == 404),
+        "{reqs:?}"
+    );
+    assert!(
+        vm.console().contains(
+            "slipway-provision: cloud metadata from openstack (169.254.169.254:80): host name os-meta-2, 1 ssh key, user-data"
+        ),
+        "{}",
+        vm.tail(40)
+    );
+    assert_running(&mut a, &vm, "openstack-metadata");
+    keep_log(&vm, "openstack-metadata");
+    assert_clean(&vm, "openstack-metadata");
+    vm.kill();
+    eprintln!("openstack: metadata service boot reached multi-user.target after {secs:.1} s");
+}

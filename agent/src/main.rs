@@ -2,7 +2,8 @@
 //!
 //! Subcommands:
 //! - `provision`: run once per boot by `slipway-provision.service`; finds a config in
-//!   QEMU fw_cfg or on a config drive and applies it (once per distinct config; per-boot
+//!   QEMU fw_cfg or on a config drive (slipway's own, or OpenStack's `config-2`) and
+//!   applies it (once per distinct config; per-boot
 //!   effects every boot). Problems are printed on /dev/console and stderr; it always
 //!   exits 0 so a bad config never fails the boot.
 //! - `check FILE`: validates a config on the build host; exit 0, or 2 with the key at
@@ -150,22 +151,7 @@ fn provision_cloud() -> i32 {
     let mut notes = Vec::new();
     let found = metadata::find(&base, &mut notes).map(|m| {
         notes.extend(m.notes.iter().cloned());
-        notes.push(format!(
-            "cloud metadata from {}: {}, {}, {}",
-            m.source,
-            m.hostname
-                .as_deref()
-                .map_or("no host name".to_string(), |h| format!("host name {h}")),
-            match m.ssh_keys.len() {
-                1 => "1 ssh key".to_string(),
-                n => format!("{n} ssh keys"),
-            },
-            if m.user_data.is_some() {
-                "user-data"
-            } else {
-                "no user-data"
-            }
-        ));
+        notes.push(format!("cloud metadata from {}: {}", m.source, m.summary()));
         let text = metadata::config_text(&m, &mut notes);
         (m.source, text.into_bytes())
     });

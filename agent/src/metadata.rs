@@ -15,6 +15,10 @@
 //!
 //! When nothing accepts a TCP connection on 169.254.169.254:80 within the connect
 //! time-out, no source is tried further (they all share the address).
+//!
+//! OpenStack's config drive (label `config-2`) carries the same two files; `source`
+//! reads them from the drive and hands them to [`openstack_meta_data`] and
+//! [`config_text`] here, so both OpenStack paths parse one way.
 
 use crate::http::{self, Reply, Url};
 use std::time::Duration;
@@ -32,6 +36,12 @@ const MAX_BODY: usize = 1 << 20;
 /// Azure's IMDS API version (the first with `userData` in the compute document).
 pub const AZURE_API_VERSION: &str = "2021-02-01";
 
+/// Nova's metadata document, under `/openstack/` on the service and at the top of a
+/// config drive.
+pub const OPENSTACK_META_DATA: &str = "openstack/latest/meta_data.json";
+/// Nova's user-data, beside it (absent when the server was created without any).
+pub const OPENSTACK_USER_DATA: &str = "openstack/latest/user_data";
+
 /// What a metadata service said.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Metadata {
@@ -45,6 +55,27 @@ pub struct Metadata {
     pub user_data: Option<Vec<u8>>,
     /// Things worth printing (a fallback taken, a key skipped).
     pub notes: Vec<String>,
+}
+
+impl Metadata {
+    /// `host name NAME, 1 ssh key, user-data`: what the source gave, for the console.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}, {}, {}",
+            self.hostname
+                .as_deref()
+                .map_or("no host name".to_string(), |h| format!("host name {h}")),
+            match self.ssh_keys.len() {
+                1 => "1 ssh key".to_string(),
+                n => format!("{n} ssh keys"),
+            },
+            if self.user_data.is_some() {
+                "user-data"
+            } else {
+                "no user-data"
+            }
+        )
+    }
 }
 
 /// Tries the sources at `base` (normally `http://169.254.169.254`); `None` when no
@@ -336,29 +367,109 @@ fn azure(c: &Client) -> Result<Option<Metadata>, String> {
 // --- OpenStack -------------------------------------------------------------------------
 
 fn openstack(c: &Client) -> Result<Option<Metadata>, String> {
-    let r = c.get("/openstack/latest/meta_data.json", &[])?;
+    let path = format!("/{OPENSTACK_META_DATA}");
+    let r = c.get(&path, &[])?;
     if r.status != 200 {
         return Ok(None);
     }
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.body) else {
-        return Ok(None);
+    // Anything but a JSON object is some other service answering on this path.
+    let v = match serde_json::from_slice::<serde_json::Value>(&r.body) {
+        Ok(v) if v.is_object() => v,
+        _ => return Ok(None),
     };
+    let mut m = openstack_fields(&v).map_err(|e| format!("GET {path}: {e}"))?;
+    m.user_data = optional(c.get(&format!("/{OPENSTACK_USER_DATA}"), &[])?, "user_data")?;
+    Ok(Some(m))
+}
+
+/// Parses Nova's `meta_data.json` (from the metadata service or a config drive): the
+/// host name from `hostname` (Nova's `<name>.<dhcp_domain>`, e.g. `test.novalocal`), or
+/// else `name` (the server's display name), first label only; the OpenSSH keys from
+/// `public_keys`, an object of key-pair name to key. Other members (`uuid`, `meta`,
+/// `keys`, `devices`, ...) are not used. Errors name the key and what was expected. See
+/// <https://docs.openstack.org/nova/latest/user/metadata.html>.
+pub fn openstack_meta_data(json: &[u8]) -> Result<Metadata, crate::config::ConfigError> {
+    let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| {
+        bad(
+            "(top level)",
+            format!("not JSON ({e}); expected Nova's metadata object"),
+        )
+    })?;
+    openstack_fields(&v)
+}
+
+fn bad(key: impl Into<String>, msg: impl Into<String>) -> crate::config::ConfigError {
+    crate::config::ConfigError {
+        key: key.into(),
+        msg: msg.into(),
+    }
+}
+
+/// The JSON type of `v`, for messages.
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn openstack_fields(v: &serde_json::Value) -> Result<Metadata, crate::config::ConfigError> {
+    let Some(obj) = v.as_object() else {
+        return Err(bad(
+            "(top level)",
+            format!("expected a JSON object, found {}", kind(v)),
+        ));
+    };
+    let text = |key: &str| -> Result<Option<&str>, crate::config::ConfigError> {
+        match obj.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.as_str())),
+            Some(other) => Err(bad(
+                key,
+                format!("expected a string, found {}", kind(other)),
+            )),
+        }
+    };
+    let hostname = text("hostname")?;
+    let name = text("name")?;
     let mut m = Metadata {
         source: "openstack".into(),
-        hostname: v
-            .get("hostname")
-            .or_else(|| v.get("name"))
-            .and_then(|h| h.as_str())
-            .and_then(short_name),
+        hostname: hostname
+            .and_then(short_name)
+            .or_else(|| name.and_then(short_name)),
         ..Metadata::default()
     };
-    if let Some(keys) = v.get("public_keys").and_then(|k| k.as_object()) {
-        for k in keys.values().filter_map(|k| k.as_str()) {
-            m.ssh_keys.extend(lines(k.as_bytes()));
+    match obj.get("public_keys") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(keys)) => {
+            for (name, k) in keys {
+                let Some(k) = k.as_str() else {
+                    return Err(bad(
+                        format!("public_keys.{name:?}"),
+                        format!(
+                            "expected a string (an OpenSSH public key line), found {}",
+                            kind(k)
+                        ),
+                    ));
+                };
+                m.ssh_keys.extend(lines(k.as_bytes()));
+            }
+        }
+        Some(other) => {
+            return Err(bad(
+                "public_keys",
+                format!(
+                    "expected an object of key-pair names to OpenSSH keys, found {}",
+                    kind(other)
+                ),
+            ))
         }
     }
-    m.user_data = optional(c.get("/openstack/latest/user_data", &[])?, "user_data")?;
-    Ok(Some(m))
+    Ok(m)
 }
 
 /// The provisioning config for `m`: its user-data when that is a slipway config (TOML
@@ -544,6 +655,101 @@ mod tests {
         assert!(find(&base, &mut notes).is_none());
         assert!(
             notes[0].starts_with("no cloud metadata service at 127.0.0.1:"),
+            "{notes:?}"
+        );
+    }
+
+    /// Nova's example document (docs.openstack.org/nova/latest/user/metadata.html),
+    /// shortened; the key carries Nova's trailing newline.
+    const NOVA_META_DATA: &str = r#"{
+        "uuid": "d8e02d56-2648-49a3-bf97-6be8f1204f38",
+        "availability_zone": "nova",
+        "hostname": "test.novalocal",
+        "launch_index": 0,
+        "meta": {"role": "webserver"},
+        "project_id": "f7ac731cc11f40efbc03a9f9e1d1d21f",
+        "public_keys": {"mykey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 Generated-by-Nova\n"},
+        "name": "test"
+    }"#;
+
+    #[test]
+    fn openstack_meta_data_good() {
+        let m = openstack_meta_data(NOVA_META_DATA.as_bytes()).unwrap();
+        assert_eq!(m.hostname.as_deref(), Some("test"));
+        assert_eq!(
+            m.ssh_keys,
+            ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 Generated-by-Nova"]
+        );
+        assert_eq!(m.summary(), "host name test, 1 ssh key, no user-data");
+
+        // `name` when there is no `hostname`; no keys at all is fine.
+        let m = openstack_meta_data(br#"{"name": "web-1", "public_keys": null}"#).unwrap();
+        assert_eq!(m.hostname.as_deref(), Some("web-1"));
+        assert!(m.ssh_keys.is_empty());
+        let m = openstack_meta_data(b"{}").unwrap();
+        assert_eq!((m.hostname, m.ssh_keys.len()), (None, 0));
+    }
+
+    #[test]
+    fn openstack_meta_data_bad_names_the_key() {
+        let e = |json: &str| {
+            openstack_meta_data(json.as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            e("{\"hostname\": ").starts_with("(top level): not JSON ("),
+            "{}",
+            e("{\"hostname\": ")
+        );
+        assert_eq!(
+            e("[]"),
+            "(top level): expected a JSON object, found an array"
+        );
+        assert_eq!(
+            e(r#"{"hostname": 7}"#),
+            "hostname: expected a string, found a number"
+        );
+        assert_eq!(
+            e(r#"{"name": ["a"]}"#),
+            "name: expected a string, found an array"
+        );
+        assert_eq!(
+            e(r#"{"public_keys": ["ssh-ed25519 AAAA"]}"#),
+            "public_keys: expected an object of key-pair names to OpenSSH keys, found an array"
+        );
+        assert_eq!(
+            e(r#"{"public_keys": {"ok": "ssh-ed25519 AAAA", "my key": {"data": "x"}}}"#),
+            "public_keys.\"my key\": expected a string (an OpenSSH public key line), found an object"
+        );
+    }
+
+    #[test]
+    fn openstack_metadata_service_after_the_others() {
+        let base = serve(|first, _| match first.split(' ').nth(1).unwrap_or("") {
+            "/openstack/latest/meta_data.json" => (200, "", NOVA_META_DATA.to_string()),
+            "/openstack/latest/user_data" => (200, "", "schema-version = 1\n".into()),
+            _ => (404, "", String::new()),
+        });
+        let mut notes = Vec::new();
+        let m = find(&base, &mut notes).unwrap();
+        assert!(m.source.starts_with("openstack (127.0.0.1:"), "{m:?}");
+        assert_eq!(m.hostname.as_deref(), Some("test"));
+        assert_eq!(m.ssh_keys.len(), 1);
+        assert_eq!(m.user_data.as_deref(), Some(&b"schema-version = 1\n"[..]));
+        assert!(notes.is_empty(), "{notes:?}");
+
+        // A malformed document is reported with the path and the key.
+        let base = serve(|first, _| match first.split(' ').nth(1).unwrap_or("") {
+            "/openstack/latest/meta_data.json" => (200, "", r#"{"public_keys": 1}"#.into()),
+            _ => (404, "", String::new()),
+        });
+        let mut notes = Vec::new();
+        assert!(find(&base, &mut notes).is_none());
+        assert!(
+            notes[0].starts_with(
+                "warning: cloud metadata (openstack): GET /openstack/latest/meta_data.json: public_keys: expected an object"
+            ),
             "{notes:?}"
         );
     }

@@ -262,7 +262,7 @@ pub fn run(root: &Path, found: Option<(String, Vec<u8>)>, sys: &mut dyn System) 
     let mut out = Outcome::default();
     let Some((source, bytes)) = found else {
         out.lines.push(
-            "no config found (looked in fw_cfg, config drives labelled SLIPWAY or cidata, and cloud metadata)"
+            "no config found (looked in fw_cfg, config drives labelled SLIPWAY, cidata or config-2, and cloud metadata)"
                 .into(),
         );
         return out;

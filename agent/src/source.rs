@@ -1,8 +1,12 @@
 //! Where a config comes from, in order: QEMU fw_cfg (`opt/org.slipway/config`), then a
-//! config drive (a vfat or iso9660 file system labelled `SLIPWAY` or `cidata` holding
-//! `slipway.toml`). Consumes the running system's /sys and /dev; produces the config
-//! bytes and a source name for messages, plus notes (both present, unreadable drive).
+//! slipway config drive (a vfat or iso9660 file system labelled `SLIPWAY` or `cidata`
+//! holding `slipway.toml`), then an OpenStack config drive (label `config-2`, holding
+//! Nova's `openstack/latest/meta_data.json` and `user_data`, made into a config by
+//! `metadata`, exactly as the OpenStack metadata service's answers are). Consumes the
+//! running system's /sys and /dev; produces the config bytes and a source name for
+//! messages, plus notes (more than one source present, unreadable drive).
 
+use crate::metadata::{self, Metadata};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::fs::{self, File};
 use std::io::Read;
@@ -17,38 +21,85 @@ pub const DRIVE_FILE: &str = "slipway.toml";
 /// File-system labels of config drives (compared case-insensitively: iso9660 volume IDs
 /// are often upper case).
 pub const LABELS: &[&str] = &["SLIPWAY", "cidata"];
+/// The label of an OpenStack config drive (Nova writes iso9660 by default, vfat when
+/// `config_drive_format = vfat`; see
+/// <https://docs.openstack.org/nova/latest/user/config-drive.html>).
+pub const OPENSTACK_LABEL: &str = "config-2";
 /// A config is small; anything larger is refused rather than read into memory.
 const MAX_CONFIG: u64 = 4 << 20;
 
 /// A found config.
 pub struct Found {
-    /// `fw_cfg` or `config drive /dev/vdb (SLIPWAY)`.
+    /// `fw_cfg`, `config drive /dev/vdb (SLIPWAY)` or
+    /// `config drive /dev/vdb (config-2, openstack)`.
     pub source: String,
     /// The raw config.
     pub bytes: Vec<u8>,
 }
 
-/// Looks for a config in fw_cfg, then on config drives; `notes` gets lines to print.
-pub fn find(notes: &mut Vec<String>) -> Option<Found> {
-    let fw = read_fw_cfg(notes);
-    let drive = read_drive(notes);
-    match (fw, drive) {
-        (Some(bytes), Some(d)) => {
-            notes.push(format!(
-                "config found in fw_cfg and on {}: using fw_cfg",
-                d.source
-            ));
-            Some(Found {
-                source: "fw_cfg".into(),
-                bytes,
-            })
+/// A source that has something, before one is chosen.
+enum Candidate {
+    Config(Found),
+    OpenStack(Metadata),
+}
+
+impl Candidate {
+    fn source(&self) -> &str {
+        match self {
+            Candidate::Config(f) => &f.source,
+            Candidate::OpenStack(m) => &m.source,
         }
-        (Some(bytes), None) => Some(Found {
+    }
+}
+
+/// `in fw_cfg` or `on config drive ...`, for the note about more than one source.
+fn place(source: &str) -> String {
+    if source == "fw_cfg" {
+        "in fw_cfg".into()
+    } else {
+        format!("on {source}")
+    }
+}
+
+/// Looks for a config in fw_cfg, then on slipway config drives, then on OpenStack
+/// config drives; the first wins. `notes` gets lines to print.
+pub fn find(notes: &mut Vec<String>) -> Option<Found> {
+    let mut all = Vec::new();
+    if let Some(bytes) = read_fw_cfg(notes) {
+        all.push(Candidate::Config(Found {
             source: "fw_cfg".into(),
             bytes,
-        }),
-        (None, d) => d,
+        }));
     }
+    let drives = labelled_drives();
+    if let Some(f) = read_drive(&drives, notes) {
+        all.push(Candidate::Config(f));
+    }
+    if let Some(m) = read_openstack_drive(&drives, notes) {
+        all.push(Candidate::OpenStack(m));
+    }
+    let mut all = all.into_iter();
+    let first = all.next()?;
+    for other in all {
+        notes.push(format!(
+            "config found {} and {}: using {}",
+            place(first.source()),
+            place(other.source()),
+            first.source()
+        ));
+    }
+    Some(match first {
+        Candidate::Config(f) => f,
+        Candidate::OpenStack(m) => {
+            notes.extend(m.notes.iter().cloned());
+            notes.push(format!("metadata from {}: {}", m.source, m.summary()));
+            let text = metadata::config_text(&m, notes);
+            Found {
+                source: m.source,
+                bytes: text.into_bytes(),
+            }
+        }
+    })
 }
 
 fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -134,11 +185,14 @@ pub fn probe(dev: &impl FileExt) -> Option<Probe> {
     })
 }
 
-/// Block devices to look at: /dev/disk/by-label/{SLIPWAY,cidata} first (udev may not be
-/// done yet, so then every device the kernel lists in /sys/class/block).
-fn candidates() -> Vec<PathBuf> {
+/// Config drives: every block device whose file system has one of [`LABELS`] or
+/// [`OPENSTACK_LABEL`], with its probe. /dev/disk/by-label comes first; udev may not be
+/// done yet, so then every device the kernel lists in /sys/class/block (not loop, ram or
+/// dm devices), probed here.
+fn labelled_drives() -> Vec<(PathBuf, Probe)> {
+    let labels: Vec<&str> = LABELS.iter().copied().chain([OPENSTACK_LABEL]).collect();
     let mut devs: Vec<PathBuf> = Vec::new();
-    for l in LABELS {
+    for l in &labels {
         if let Ok(p) = fs::canonicalize(Path::new("/dev/disk/by-label").join(l)) {
             devs.push(p);
         }
@@ -157,47 +211,128 @@ fn candidates() -> Vec<PathBuf> {
             devs.push(p);
         }
     }
-    devs
+    devs.into_iter()
+        .filter_map(|dev| {
+            let p = probe(&File::open(&dev).ok()?)?;
+            labels
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(&p.label))
+                .then_some((dev, p))
+        })
+        .collect()
 }
 
-fn read_drive(notes: &mut Vec<String>) -> Option<Found> {
-    for dev in candidates() {
-        let Ok(f) = File::open(&dev) else { continue };
-        let Some(p) = probe(&f) else { continue };
+/// The first slipway config drive with a `slipway.toml`.
+fn read_drive(drives: &[(PathBuf, Probe)], notes: &mut Vec<String>) -> Option<Found> {
+    for (dev, p) in drives {
         if !LABELS.iter().any(|l| l.eq_ignore_ascii_case(&p.label)) {
             continue;
         }
-        drop(f);
         let source = format!("config drive {} ({})", dev.display(), p.label);
-        match read_from_drive(&dev, p.fstype) {
-            Ok(Some(bytes)) => return Some(Found { source, bytes }),
-            Ok(None) => notes.push(format!("warning: {source}: no {DRIVE_FILE} on it")),
-            Err(e) => notes.push(format!("warning: {source}: {e}")),
+        match with_mounted(dev, p.fstype, |dir| read_optional(dir, DRIVE_FILE)) {
+            Ok(Ok(Some(bytes))) => return Some(Found { source, bytes }),
+            Ok(Ok(None)) => notes.push(format!("warning: {source}: no {DRIVE_FILE} on it")),
+            Ok(Err(e)) | Err(e) => notes.push(format!("warning: {source}: {e}")),
         }
     }
     None
 }
 
-/// Mounts `dev` read-only in a directory under /run, reads slipway.toml, unmounts.
-fn read_from_drive(dev: &Path, fstype: &str) -> Result<Option<Vec<u8>>, String> {
+/// The first OpenStack config drive whose metadata reads and parses.
+fn read_openstack_drive(drives: &[(PathBuf, Probe)], notes: &mut Vec<String>) -> Option<Metadata> {
+    for (dev, p) in drives {
+        if !p.label.eq_ignore_ascii_case(OPENSTACK_LABEL) {
+            continue;
+        }
+        let source = format!("config drive {} ({}, openstack)", dev.display(), p.label);
+        let files = with_mounted(dev, p.fstype, |dir| {
+            Ok::<_, String>((
+                read_optional(dir, metadata::OPENSTACK_META_DATA)?,
+                read_optional(dir, metadata::OPENSTACK_USER_DATA)?,
+            ))
+        });
+        match files {
+            Ok(Ok((meta, user_data))) => {
+                if let Some(m) = openstack_drive(&source, meta, user_data, notes) {
+                    return Some(m);
+                }
+            }
+            Ok(Err(e)) | Err(e) => notes.push(format!("warning: {source}: {e}")),
+        }
+    }
+    None
+}
+
+/// Nova's two files from an OpenStack config drive as [`Metadata`]. A drive with
+/// user_data but no meta_data.json (some tools write only that) gives the user-data
+/// alone; a meta_data.json that does not parse makes the drive unusable (an error naming
+/// the file and the key), as does a drive with neither file.
+fn openstack_drive(
+    source: &str,
+    meta: Option<Vec<u8>>,
+    user_data: Option<Vec<u8>>,
+    notes: &mut Vec<String>,
+) -> Option<Metadata> {
+    let mut m = match (meta, &user_data) {
+        (Some(json), _) => match metadata::openstack_meta_data(&json) {
+            Ok(m) => m,
+            Err(e) => {
+                notes.push(format!(
+                    "ERROR: {source}: {}: {e}; the drive is not used",
+                    metadata::OPENSTACK_META_DATA
+                ));
+                return None;
+            }
+        },
+        (None, Some(_)) => {
+            notes.push(format!(
+                "warning: {source}: no {}; only its user_data is used",
+                metadata::OPENSTACK_META_DATA
+            ));
+            Metadata::default()
+        }
+        (None, None) => {
+            notes.push(format!(
+                "warning: {source}: neither {} nor {} on it",
+                metadata::OPENSTACK_META_DATA,
+                metadata::OPENSTACK_USER_DATA
+            ));
+            return None;
+        }
+    };
+    m.source = source.to_string();
+    m.user_data = user_data;
+    Some(m)
+}
+
+/// `rel` (a path with `/`) under `dir`, or its upper-case form (iso9660 without Rock
+/// Ridge or Joliet may show names in upper case); `None` when neither exists.
+fn read_optional(dir: &Path, rel: &str) -> Result<Option<Vec<u8>>, String> {
+    let file = [rel.to_string(), rel.to_uppercase()]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file());
+    match file {
+        Some(p) => read_limited(&p)
+            .map(Some)
+            .map_err(|e| format!("reading {rel}: {e}")),
+        None => Ok(None),
+    }
+}
+
+/// Mounts `dev` read-only (nosuid, nodev, noexec) in a directory under /run, runs `f` on
+/// it, unmounts.
+fn with_mounted<T>(dev: &Path, fstype: &str, f: impl FnOnce(&Path) -> T) -> Result<T, String> {
     let dir = PathBuf::from(format!("/run/slipway/config-drive.{}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let mounted = mount(Some(dev), &dir, Some(fstype), flags, None::<&str>)
-        .map_err(|e| format!("mounting {} ({fstype}) read-only: {e}", dev.display()));
-    let result = mounted.and_then(|()| {
-        // iso9660 without Rock Ridge/Joliet may show names in upper case.
-        let names = [DRIVE_FILE.to_string(), DRIVE_FILE.to_uppercase()];
-        let file = names.iter().map(|n| dir.join(n)).find(|p| p.is_file());
-        let r = match file {
-            Some(p) => read_limited(&p)
-                .map(Some)
-                .map_err(|e| format!("reading {DRIVE_FILE}: {e}")),
-            None => Ok(None),
-        };
-        let _ = umount2(&dir, MntFlags::MNT_DETACH);
-        r
-    });
+    let result = mount(Some(dev), &dir, Some(fstype), flags, None::<&str>)
+        .map_err(|e| format!("mounting {} ({fstype}) read-only: {e}", dev.display()))
+        .map(|()| {
+            let r = f(&dir);
+            let _ = umount2(&dir, MntFlags::MNT_DETACH);
+            r
+        });
     let _ = fs::remove_dir(&dir);
     result
 }
@@ -244,6 +379,72 @@ mod tests {
         let mut no_sig = fat16(b"SLIPWAY    ");
         no_sig[38] = 0;
         assert!(probe(&MemDev(no_sig)).is_none());
+    }
+
+    #[test]
+    fn openstack_drive_files() {
+        let src = "config drive /dev/vdb (config-2, openstack)";
+        let meta = br#"{"hostname": "os-1.novalocal", "public_keys": {"k": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 k"}}"#;
+        let ud = b"schema-version = 1\n[test-agent]\n";
+        let mut notes = Vec::new();
+        let m = openstack_drive(src, Some(meta.to_vec()), Some(ud.to_vec()), &mut notes).unwrap();
+        assert_eq!(m.source, src);
+        assert_eq!(m.hostname.as_deref(), Some("os-1"));
+        assert!(notes.is_empty(), "{notes:?}");
+        let cfg = crate::config::parse(&metadata::config_text(&m, &mut notes)).unwrap();
+        assert_eq!(cfg.hostname.as_deref(), Some("os-1"));
+        assert_eq!(cfg.ssh_keys.len(), 1);
+        assert!(cfg.test_agent.is_some());
+
+        // user_data that is not a slipway config: host name and key only, reported.
+        let m = openstack_drive(
+            src,
+            Some(meta.to_vec()),
+            Some(b"#!/bin/sh\nhostname x\n".to_vec()),
+            &mut notes,
+        )
+        .unwrap();
+        let cfg = crate::config::parse(&metadata::config_text(&m, &mut notes)).unwrap();
+        assert_eq!(
+            (cfg.hostname.as_deref(), cfg.ssh_keys.len()),
+            (Some("os-1"), 1)
+        );
+        assert!(cfg.test_agent.is_none());
+        assert!(
+            notes[0].starts_with(&format!("ERROR: {src} user-data: it is not TOML")),
+            "{notes:?}"
+        );
+
+        // A bad meta_data.json: the file and the key, and the drive is not used.
+        let mut notes = Vec::new();
+        let bad = br#"{"hostname": "h", "public_keys": {"k": 1}}"#;
+        assert!(openstack_drive(src, Some(bad.to_vec()), Some(ud.to_vec()), &mut notes).is_none());
+        assert_eq!(
+            notes,
+            [format!(
+                "ERROR: {src}: openstack/latest/meta_data.json: public_keys.\"k\": expected a string (an OpenSSH public key line), found a number; the drive is not used"
+            )]
+        );
+
+        // Only user_data: used, with a warning; neither file: not used.
+        let mut notes = Vec::new();
+        let m = openstack_drive(src, None, Some(ud.to_vec()), &mut notes).unwrap();
+        assert_eq!((m.hostname, m.user_data.is_some()), (None, true));
+        assert!(
+            notes[0].contains("no openstack/latest/meta_data.json"),
+            "{notes:?}"
+        );
+        assert!(openstack_drive(src, None, None, &mut notes).is_none());
+        assert!(notes[1].contains("neither"), "{notes:?}");
+    }
+
+    #[test]
+    fn several_sources_are_reported_by_place() {
+        assert_eq!(place("fw_cfg"), "in fw_cfg");
+        assert_eq!(
+            place("config drive /dev/vdb (config-2, openstack)"),
+            "on config drive /dev/vdb (config-2, openstack)"
+        );
     }
 
     struct MemDev(Vec<u8>);
