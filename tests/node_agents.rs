@@ -1144,7 +1144,7 @@ fn config_drive_boot(disk: &Path, work: &Path, img: &Path, name: &str, key: &str
 }
 
 /// OpenStack, every way: config drives (label `config-2`) with Nova's `meta_data.json`
-/// and a slipway `user_data`, as vfat and as iso9660 (Nova's default, made with the
+/// and a slipway `user_data`, as iso9660 (Nova's default, made with the
 /// genisoimage options Nova's config drive builder uses), each applied by the early unit
 /// with no network metadata tried; then the metadata service at 169.254.169.254
 /// answering only `/openstack/...`, reached after AWS, GCE and Azure fall through. Host
@@ -1156,15 +1156,10 @@ fn openstack_config_drive_and_metadata() {
     let _lock = vm_lock();
     let ud = "schema-version = 1\n[test-agent]\n";
 
-    // Boot 1: vfat (Nova's config_drive_format = vfat), made without mounting.
-    let key = test_key("os-vfat-key");
-    let tree = config_drive_tree(&d.path().join("vfat"), "os-vfat-1", &key, ud);
-    let img = d.path().join("config-2.img");
-    slipway::testing::runner::vfat_from_dir(&tree, "config-2", &img).unwrap();
-    let secs = config_drive_boot(&disk, &d.path().join("os-vfat"), &img, "os-vfat-1", &key);
-    eprintln!("openstack: vfat config drive boot reached multi-user.target after {secs:.1} s");
-
-    // Boot 2: iso9660 with Rock Ridge and Joliet, as Nova writes it by default.
+    // A vfat config-2 drive (Nova's config_drive_format = vfat) takes the same path
+    // once found (the label scan is unit-tested in agent/src/source.rs, and a vfat
+    // drive is booted in qemu/provisioning-drive.toml): one boot fewer in CI.
+    // Boot 1: iso9660 with Rock Ridge and Joliet, as Nova writes it by default.
     let key = test_key("os-iso-key");
     let tree = config_drive_tree(&d.path().join("iso"), "os-iso-1", &key, ud);
     let iso = d.path().join("config-2.iso");
@@ -1183,7 +1178,7 @@ fn openstack_config_drive_and_metadata() {
     let secs = config_drive_boot(&disk, &d.path().join("os-iso"), &iso, "os-iso-1", &key);
     eprintln!("openstack: iso9660 config drive boot reached multi-user.target after {secs:.1} s");
 
-    // Boot 3: the OpenStack metadata service at 169.254.169.254, which answers AWS's,
+    // Boot 2: the OpenStack metadata service at 169.254.169.254, which answers AWS's,
     // GCE's and Azure's requests with 404, so the agent falls through to it.
     let key = test_key("os-meta-key");
     let meta = openstack("os-meta-2", &key, ud);
