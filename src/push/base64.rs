@@ -1,49 +1,23 @@
-//! Base64 (RFC 4648 section 4, standard alphabet, padded) for HTTP Basic credentials and
-//! the `auth` field of Docker's config.json. Consumes bytes or text; produces text or bytes.
+//! Base64 (RFC 4648 section 4, standard alphabet) for HTTP Basic credentials and the
+//! `auth` field of Docker's config.json. The coding itself is the test agent protocol's
+//! (`agent/src/protocol.rs`); this adds what credentials need: padding optional,
+//! whitespace refused. Consumes bytes or text; produces text or bytes.
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+use crate::boot::agent::protocol::{b64_decode, b64_encode};
 
 /// Encodes `data` with padding.
 pub fn encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    b64_encode(data)
 }
 
 /// Decodes standard base64; padding is optional, whitespace is not allowed.
 pub fn decode(text: &str) -> Option<Vec<u8>> {
     let t = text.trim_end_matches('=');
-    if text.len() - t.len() > 2 || t.len() % 4 == 1 {
+    if text.len() - t.len() > 2 || t.len() % 4 == 1 || t.bytes().any(|c| c.is_ascii_whitespace()) {
         return None;
     }
-    let mut out = Vec::with_capacity(t.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in t.bytes() {
-        let v = ALPHABET.iter().position(|&a| a == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    let padded = format!("{t}{}", "=".repeat((4 - t.len() % 4) % 4));
+    b64_decode(&padded).ok()
 }
 
 #[cfg(test)]

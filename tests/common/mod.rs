@@ -148,3 +148,16 @@ pub fn static_binary(package: &str, env: &str) -> PathBuf {
         .join("x86_64-unknown-linux-gnu/init")
         .join(package)
 }
+
+/// The library's kola-strict console check (`slipway::testing::strict`, what `slipway
+/// test` applies) over a whole console, plus any `extra` substrings a test also
+/// forbids: panics naming the first bad line, with `tail` (the console's end).
+pub fn assert_console_clean(console: &str, what: &str, extra: &[&str], tail: &str) {
+    let mut w = slipway::testing::strict::Watcher::new(&[]);
+    if let Some(b) = w.check(&format!("{console}\n")) {
+        panic!("{what}: console shows {}: {:?}\n{tail}", b.kind, b.line);
+    }
+    if let Some(bad) = extra.iter().find(|b| console.contains(*b)) {
+        panic!("{what}: console shows {bad:?}\n{tail}");
+    }
+}
