@@ -5,8 +5,8 @@
 //! upstream's containerd 2.2.1 and runc 1.3.4 nor kubelet run in CI**. What runs instead:
 //!
 //! - containerd and runc: **Debian's containerd 2.x and runc 1.3** (the `containerd` and
-//!   `runc` packages of Debian forky, the next release, fetched and unpacked by slipway
-//!   itself from the host's Debian mirror), repacked into a tarball shaped like
+//!   `runc` packages of Debian forky, the next release, downloaded with apt-get from the
+//!   host's Debian mirror and unpacked with dpkg-deb), repacked into a tarball shaped like
 //!   upstream's (`bin/containerd`, `bin/containerd-shim-runc-v2`, `bin/ctr`) and a bare
 //!   runc binary, as upstream publishes them. Debian's build of a 2.x containerd reads the
 //!   same version-3 configuration; its runc links libseccomp and glibc dynamically where
@@ -38,30 +38,60 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-/// Debian forky's containerd (2.x) and runc, unpacked by slipway into `dir/rootfs`.
+/// Debian forky's containerd (2.x) and runc, downloaded with apt-get from the host's
+/// Debian mirror (slipway's own reading of /etc/apt, so no host name is written here)
+/// into a private apt state under `dir`, and unpacked there with dpkg-deb; returns the
+/// unpacked tree.
+///
+/// Not through a slipway recipe: slipway refuses an expired Release file
+/// (`APT::Update::Error-Mode=any`), and the InRelease of a testing suite is valid for a
+/// week only, so a mirror snapshot older than that (as on the machines CI runs on)
+/// fails. apt still checks the archive signatures here; only the date check is off,
+/// for this test stand-in.
 fn debian_containerd_2(dir: &Path) -> std::path::PathBuf {
-    let r = dir.join("containerd-forky.toml");
+    let m = slipway::recipe::mirror::from_host(Path::new("/etc/apt")).unwrap();
+    let state = dir.join("apt");
+    for sub in ["lists/partial", "cache/archives/partial", "debs"] {
+        fs::create_dir_all(state.join(sub)).unwrap();
+    }
+    fs::write(state.join("status"), "").unwrap();
     fs::write(
-        &r,
-        "# Stand-in source for upstream containerd 2.x and runc (tests/k8s_node_upstream.rs).\n\
-         schema-version = 1\n\n[image]\nname = \"containerd-forky\"\n\n\
-         [debian]\nrelease = \"forky\"\nsuites = [\"forky\"]\n\n\
-         [packages]\ninclude = [\"containerd\", \"runc\"]\n",
+        state.join("sources.list"),
+        format!(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {} forky main\n",
+            m.archive
+        ),
     )
     .unwrap();
-    let out = dir.join("containerd-forky");
-    ok(slipway(
-        &shared_cache(),
-        &[
-            "build",
-            r.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--format",
-            "dir",
-        ],
-    ));
-    out.join("rootfs")
+    let opts: Vec<String> = [
+        format!("Dir::State={}", state.display()),
+        format!("Dir::State::Lists={}", state.join("lists").display()),
+        format!("Dir::State::status={}", state.join("status").display()),
+        format!("Dir::Cache={}", state.join("cache").display()),
+        format!("Dir::Etc::SourceList={}", state.join("sources.list").display()),
+        "Dir::Etc::SourceParts=/nonexistent".into(),
+        "APT::Architecture=amd64".into(),
+        "Acquire::Check-Valid-Until=false".into(),
+        "Acquire::Languages=none".into(),
+        // The private state is under a root-only temporary directory.
+        "APT::Sandbox::User=root".into(),
+    ]
+    .iter()
+    .flat_map(|o| ["-o".to_string(), o.clone()])
+    .collect();
+    run(Command::new("apt-get").args(&opts).args(["-q", "update"]));
+    run(Command::new("apt-get")
+        .args(&opts)
+        .args(["-q", "download", "containerd/forky", "runc/forky"])
+        .current_dir(state.join("debs")));
+    let root = dir.join("debian-containerd-2");
+    for e in fs::read_dir(state.join("debs")).unwrap() {
+        run(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(e.unwrap().path())
+            .arg(&root));
+    }
+    root
 }
 
 /// One [[artifact]] table.
