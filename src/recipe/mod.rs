@@ -413,7 +413,10 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
         for (i, x) in pk.exclude.iter().enumerate() {
             let name = |s: &str| s.split('=').next().map(str::to_string);
             if pk.include.iter().any(|n| name(&n.0) == name(&x.0)) {
-                bail!("{f}: packages.exclude[{i}]: \"{}\" is also in this recipe's packages.include", x.0);
+                bail!(
+                    "{f}: packages.exclude[{i}]: \"{}\" is also in this recipe's packages.include",
+                    x.0
+                );
             }
             include.retain(|n| name(n) != name(&x.0));
         }
@@ -866,11 +869,17 @@ mod tests {
         let bad = write(d.path(), "bad.toml", "schema-version = 1\nextends = \"base.toml\"\n[packages]\ninclude = [\"runc=1.3.0\"]\nexclude = [\"socat\", \"runc\"]\n");
         let e = format!("{:#}", Recipe::load(&bad).unwrap_err());
         assert!(
-            e.contains("bad.toml: packages.exclude[1]: \"runc\" is also in this recipe's packages.include"),
+            e.contains(
+                "bad.toml: packages.exclude[1]: \"runc\" is also in this recipe's packages.include"
+            ),
             "{e}"
         );
         // A child including what its parent excludes is still refused.
-        let back = write(d.path(), "back.toml", "schema-version = 1\nextends = \"base.toml\"\n[packages]\ninclude = [\"dbus\"]\n");
+        let back = write(
+            d.path(),
+            "back.toml",
+            "schema-version = 1\nextends = \"base.toml\"\n[packages]\ninclude = [\"dbus\"]\n",
+        );
         let e = format!("{:#}", Recipe::load(&back).unwrap_err());
         assert!(
             e.contains("back.toml: packages.exclude: \"dbus\" is also in packages.include"),
