@@ -250,6 +250,20 @@ fn resolve_lock(
         })
         .collect();
     if let Some(p) = parent {
+        // Includes of the parent that this recipe's exclude takes back (docs/recipes.md,
+        // "Extending"): the parent's packages only they pulled in leave the closure.
+        let taken_back: Vec<&str> = r.parent.as_ref().map_or(Vec::new(), |pr| {
+            r.exclude
+                .iter()
+                .filter(|x| {
+                    pr.include
+                        .iter()
+                        .any(|i| i.split('=').next() == Some(x.as_str()))
+                })
+                .map(String::as_str)
+                .collect()
+        });
+        let mut dropped = Vec::new();
         for pp in &p.packages {
             match packages.iter().find(|x| x.name == pp.name) {
                 Some(x) if x.version == pp.version => {}
@@ -265,6 +279,7 @@ fn resolve_lock(
                         ),
                     ))
                 }
+                None if !taken_back.is_empty() => dropped.push(pp.name.as_str()),
                 None => {
                     return Err(err(
                         Code::BadInput,
@@ -276,6 +291,13 @@ fn resolve_lock(
                     ))
                 }
             }
+        }
+        if !dropped.is_empty() {
+            ctx.rep.say(format!(
+                "    note: excluding the parent's {} leaves out its packages {}",
+                taken_back.join(", "),
+                dropped.join(", ")
+            ));
         }
     }
     let cuts = res

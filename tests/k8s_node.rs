@@ -18,6 +18,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::k8s::{sha, stand_in, tarball};
 use common::*;
 use serde_json::Value;
 use std::fs;
@@ -27,41 +28,6 @@ use std::process::Command;
 const ENDPOINT: &str = "10.0.2.200:6443";
 const TOKEN: &str = "k8stst.0123456789abcdef";
 const CA_HASH: &str = "sha256:5f2a4e0b0c0d0e0f101112131415161718191a1b1c1d1e1f2021222324252627";
-
-/// Builds the stand-in into `dir` and returns its bytes.
-fn stand_in(dir: &Path) -> Vec<u8> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/files/k8s-standin.rs");
-    let out = dir.join("standin");
-    run(Command::new("rustc")
-        .args([
-            "--edition",
-            "2021",
-            "-O",
-            "-C",
-            "target-feature=+crt-static",
-            "-o",
-        ])
-        .arg(&out)
-        .arg(&src));
-    fs::read(out).unwrap()
-}
-
-/// A gzip tarball holding `name` (mode 0755) with `data`.
-fn tarball(name: &str, data: &[u8]) -> Vec<u8> {
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let mut t = tar::Builder::new(gz);
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o755);
-    h.set_cksum();
-    t.append_data(&mut h, name, data).unwrap();
-    t.into_inner().unwrap().finish().unwrap()
-}
-
-fn sha(data: &[u8]) -> String {
-    use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(data))
-}
 
 #[test]
 fn k8s_node_with_stand_in_kubernetes_binaries_boots_and_joins_from_provisioning() {
@@ -79,7 +45,7 @@ fn k8s_node_with_stand_in_kubernetes_binaries_boots_and_joins_from_provisioning(
             sha(&bin)
         ));
     }
-    let crictl = tarball("crictl", &bin);
+    let crictl = tarball(&[("crictl", &bin)]);
     fs::write(www.join("crictl.tar.gz"), &crictl).unwrap();
     artifacts.push_str(&format!(
         "[[artifact]]\nurl = \"http://127.0.0.1:{}/crictl.tar.gz\"\nsha256 = \"{}\"\ndest = \"/usr/bin/crictl\"\nmode = \"0755\"\nmember = \"crictl\"\n",

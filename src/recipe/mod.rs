@@ -407,6 +407,19 @@ fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<
     let mut exclude: Vec<String> = p.map(|p| p.exclude.clone()).unwrap_or_default();
     let mut recommends = p.is_some_and(|p| p.recommends);
     if let Some(pk) = raw.packages {
+        // A child's exclude takes back what its parent includes (k8s-node-upstream.toml
+        // drops containerd-host's Debian containerd and runc for upstream's binaries);
+        // one recipe both including and excluding a name stays an error.
+        for (i, x) in pk.exclude.iter().enumerate() {
+            let name = |s: &str| s.split('=').next().map(str::to_string);
+            if pk.include.iter().any(|n| name(&n.0) == name(&x.0)) {
+                bail!(
+                    "{f}: packages.exclude[{i}]: \"{}\" is also in this recipe's packages.include",
+                    x.0
+                );
+            }
+            include.retain(|n| name(n) != name(&x.0));
+        }
         for n in pk.include {
             if !include.contains(&n.0) {
                 include.push(n.0);
@@ -838,5 +851,39 @@ mod tests {
         );
         let e = format!("{:#}", Recipe::load(&b).unwrap_err());
         assert!(e.contains("cycle"), "{e}");
+    }
+
+    #[test]
+    fn a_child_excludes_what_its_parent_includes() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "base.toml", "schema-version = 1\n[packages]\ninclude = [\"systemd\", \"containerd=1.7.24~ds1-10\", \"runc\"]\nexclude = [\"dbus\"]\n");
+        let c = write(d.path(), "child.toml", "schema-version = 1\nextends = \"base.toml\"\n[packages]\ninclude = [\"conntrack\"]\nexclude = [\"containerd\", \"runc\"]\n");
+        let r = Recipe::load(&c).unwrap();
+        assert_eq!(r.include, ["systemd", "conntrack"]);
+        assert_eq!(r.exclude, ["dbus", "containerd", "runc"]);
+        // The parent itself is unchanged.
+        let p = r.parent.as_ref().unwrap();
+        assert_eq!(p.include, ["systemd", "containerd=1.7.24~ds1-10", "runc"]);
+        // One recipe including and excluding the same name is still an error, naming
+        // the file and the key.
+        let bad = write(d.path(), "bad.toml", "schema-version = 1\nextends = \"base.toml\"\n[packages]\ninclude = [\"runc=1.3.0\"]\nexclude = [\"socat\", \"runc\"]\n");
+        let e = format!("{:#}", Recipe::load(&bad).unwrap_err());
+        assert!(
+            e.contains(
+                "bad.toml: packages.exclude[1]: \"runc\" is also in this recipe's packages.include"
+            ),
+            "{e}"
+        );
+        // A child including what its parent excludes is still refused.
+        let back = write(
+            d.path(),
+            "back.toml",
+            "schema-version = 1\nextends = \"base.toml\"\n[packages]\ninclude = [\"dbus\"]\n",
+        );
+        let e = format!("{:#}", Recipe::load(&back).unwrap_err());
+        assert!(
+            e.contains("back.toml: packages.exclude: \"dbus\" is also in packages.include"),
+            "{e}"
+        );
     }
 }
