@@ -5,7 +5,7 @@
 //! k8s-node.toml and replaces those four artifacts with a small static stand-in program
 //! (tests/files/k8s-standin.rs, built here with rustc) served by an HTTP server on the
 //! host's loopback: the build goes through the real fetch, verify (sha256), lock and
-//! install path. It then boots the image with `slipway test` (one boot) and checks:
+//! install path. It then boots the image with `slipway test` (two boots) and checks:
 //! multi-user with no failed unit; the pause image (base/pause.toml, catatonit) in
 //! containerd's k8s.io namespace; the node settings kubeadm's preflight wants (swap off,
 //! ip_forward, bridge-nf-call-iptables, cgroup v2 controllers, overlay and br_netfilter,
@@ -14,7 +14,9 @@
 //! the join unit running the kubeadm artifact with it; `slipway-node check` passing, and
 //! failing when port 10250 is taken and when br_netfilter is unloaded; and pods run
 //! through containerd's CRI socket by `slipway-node cri run` (the calls kubelet makes),
-//! on the node's network and on the CNI bridge.
+//! on the node's network and on the CNI bridge. Then a reboot: the join unit is skipped
+//! (the stand-in kubeadm wrote kubelet.conf, as a successful join does) and kubeadm ran
+//! once in the two boots.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -222,6 +224,24 @@ expect = "hello from a pod"
 name = "a pod with its own network from the CNI bridge plugin"
 succeed = ["slipway-node", "cri", "run", "--pod-network", "--name", "netpod", "--image", "docker.io/slipway/busybox:latest", "--", "ip", "-4", "-o", "addr", "show", "eth0"]
 expect-regex = 'inet \d+\.\d+\.\d+\.\d+/'
+
+[[step]]
+name = "after a reboot the join does not run again (kubelet.conf exists)"
+reboot = true
+
+[[step]]
+succeed = ["systemctl", "is-system-running", "--wait"]
+expect-regex = "^running"
+timeout = 300
+
+[[step]]
+succeed = ["systemctl", "show", "--property=ConditionResult", "--property=ActiveState", "slipway-kubeadm-join.service"]
+expect-regex = '(?s)ConditionResult=no.*ActiveState=inactive|(?s)ActiveState=inactive.*ConditionResult=no'
+
+[[step]]
+name = "kubeadm join ran once in two boots"
+read-file = "/var/lib/slipway-test/kubeadm-join.count"
+expect-regex = '\Ajoin\n\z'
 "#
         ),
     )

@@ -2,7 +2,9 @@
 //! cannot be downloaded. Built by tests/k8s_node.rs with rustc (static), served to the
 //! build as the recipe's artifacts, and so installed by the real fetch, verify, lock and
 //! install path. It says plainly what it is. As kubeadm it records a `join` (its
-//! arguments and the configuration file it was given) under /var/lib/slipway-test.
+//! arguments, the configuration file it was given and a count) under
+//! /var/lib/slipway-test, and writes /etc/kubernetes/kubelet.conf as a successful join
+//! does.
 
 use std::io::Write;
 
@@ -18,9 +20,25 @@ fn main() {
             .cloned()
             .unwrap_or_default();
         let dir = "/var/lib/slipway-test";
+        // A line per join in kubeadm-join.count, and kubelet.conf written as a
+        // successful `kubeadm join` writes it: the join unit must not run again.
+        let count = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(format!("{dir}/kubeadm-join.count"))
+                .and_then(|mut f| f.write_all(b"join\n"))
+        };
         let saved = std::fs::create_dir_all(dir)
             .and_then(|_| std::fs::write(format!("{dir}/kubeadm-join.args"), format!("{rest}\n")))
-            .and_then(|_| std::fs::copy(&config, format!("{dir}/kubeadm-join.config")).map(|_| ()));
+            .and_then(|_| std::fs::copy(&config, format!("{dir}/kubeadm-join.config")).map(|_| ()))
+            .and_then(|_| count())
+            .and_then(|_| {
+                std::fs::write(
+                    "/etc/kubernetes/kubelet.conf",
+                    "# written by the slipway stand-in kubeadm, not a real kubeconfig\n",
+                )
+            });
         match saved {
             Ok(()) => println!("slipway stand-in kubeadm: join with {config} (not the real kubeadm)"),
             Err(e) => {
