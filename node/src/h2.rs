@@ -600,15 +600,20 @@ mod tests {
             frame_bytes(&mut out, SETTINGS, 0, 0, &[0, 5, 0, 0, 0x80, 0]);
             frame_bytes(&mut out, PING, 0, 0, &[1, 2, 3, 4, 5, 6, 7, 8]);
             b.write_all(&out).unwrap();
-            let (k, f, _) = read(&mut b);
-            assert_eq!((k, f), (HEADERS, END_HEADERS));
-            let (k, f, p) = read(&mut b);
-            assert_eq!((k, f), (DATA, END_STREAM));
-            assert_eq!(p, [0, 0, 0, 0, 3, 1, 2, 3]);
-            let (k, f, _) = read(&mut b);
-            assert_eq!((k, f), (SETTINGS, ACK));
-            let (k, f, p) = read(&mut b);
-            assert_eq!((k, f, p), (PING, ACK, vec![1, 2, 3, 4, 5, 6, 7, 8]));
+            // The request and the two acknowledgements, in whichever order the
+            // client's reads and writes interleave with ours (the request's HEADERS
+            // always before its DATA).
+            let frames: Vec<_> = (0..4).map(|_| read(&mut b)).collect();
+            let at = |kind: u8| frames.iter().position(|(k, _, _)| *k == kind);
+            let (h, d) = (at(HEADERS).unwrap(), at(DATA).unwrap());
+            assert!(h < d, "DATA before HEADERS: {frames:?}");
+            assert_eq!(frames[h].1, END_HEADERS);
+            assert_eq!(frames[d].1, END_STREAM);
+            assert_eq!(frames[d].2, [0, 0, 0, 0, 3, 1, 2, 3]);
+            let s = &frames[at(SETTINGS).unwrap()];
+            assert_eq!(s.1, ACK);
+            let p = &frames[at(PING).unwrap()];
+            assert_eq!((p.1, &p.2), (ACK, &vec![1, 2, 3, 4, 5, 6, 7, 8]));
             // Response headers: :status 200 (static index 8) then content-type as a
             // Huffman literal with incremental indexing, split across two frames.
             let mut block = vec![0x88, 0x5f];
@@ -633,6 +638,9 @@ mod tests {
             // The client gives back the window it used.
             let (k, _, p) = read(&mut b);
             assert_eq!((k, p), (WINDOW_UPDATE, 10u32.to_be_bytes().to_vec()));
+            // Kept open until the client is done: it may still write after this (a
+            // stream-level window update), and a closed peer would fail that write.
+            b
         });
         let sock = std::env::temp_dir().join("unused");
         let mut c = Conn {
@@ -654,7 +662,7 @@ mod tests {
         let got = c.unary("/x.Y/Z", &[1, 2, 3]).unwrap();
         assert_eq!(got, [0x08, 0x07]);
         assert_eq!(c.peer_max_frame, 32_768);
-        server.join().unwrap();
+        let _peer = server.join().unwrap();
     }
 
     /// Flow control: the peer lowers the initial stream window to 0, then opens it three
