@@ -27,19 +27,93 @@ packages=(
   fdisk cpio kmod                   # sfdisk (reads back slipway's GPT); cpio reads initramfs back; depmod -b regenerates pruned module indexes
 )
 
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup-host: all ${#packages[@]} host packages present"
-  exit 0
-fi
+# Every QEMU package comes from the host's own release (bookworm: QEMU 7.2), never half
+# from backports: a preinstalled backports qemu-utils would otherwise be removed when
+# qemu-system-x86 7.2 is installed, leaving no qemu-img (docs/decisions/0022-boot-time.md).
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "setup-host: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
   SUDO="sudo"
 fi
-echo "setup-host: installing ${missing[*]}"
-$SUDO apt-get update -q
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+apt_ready=0
+apt_update() {
+  [ "$apt_ready" = 1 ] && return 0
+  if [ -n "$SUDO" ] && ! command -v sudo >/dev/null; then
+    echo "setup-host: need root (or sudo) to run apt-get" >&2; exit 1
+  fi
+  $SUDO apt-get update -q
+  apt_ready=1
+}
+installed_version() { { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null || true; } | sed -n 's/^install ok installed //p'; }
+
+missing=()
+for p in "${packages[@]}"; do
+  [ -n "$(installed_version "$p")" ] || missing+=("$p")
+done
+
+# QEMU packages installed in a version no configured source carries (a backports build the
+# machine came with): they are put back to the release's version with the rest.
+qemu=()
+for p in $( (printf '%s\n' "${packages[@]}"; dpkg-query -W -f='${Package}\n' 'qemu-*' 2>/dev/null) | grep '^qemu-' | sort -u); do
+  v=$(installed_version "$p")
+  if [ -n "$v" ] || printf '%s\n' "${missing[@]}" | grep -qx "$p"; then qemu+=("$p"); fi
+done
+foreign=()
+for p in "${qemu[@]}"; do
+  v=$(installed_version "$p")
+  [ -n "$v" ] || continue
+  if ! apt-cache madison "$p" 2>/dev/null | awk -F'|' '{gsub(/ /, "", $2); print $2}' | grep -qxF "$v"; then
+    foreign+=("$p")
+  fi
+done
+if [ ${#foreign[@]} -gt 0 ]; then
+  apt_update  # a fresh machine may have no package lists yet: ask again with them
+  again=()
+  for p in "${foreign[@]}"; do
+    v=$(installed_version "$p")
+    apt-cache madison "$p" | awk -F'|' '{gsub(/ /, "", $2); print $2}' | grep -qxF "$v" || again+=("$p")
+  done
+  foreign=("${again[@]}")
+fi
+
+if [ ${#missing[@]} -eq 0 ] && [ ${#foreign[@]} -eq 0 ]; then
+  echo "setup-host: all ${#packages[@]} host packages present"
+else
+  args=()
+  for p in "${missing[@]}"; do
+    case " ${qemu[*]} " in *" $p "*) [ ${#foreign[@]} -gt 0 ] && [ -n "$codename" ] && p="$p/$codename" ;; esac
+    args+=("$p")
+  done
+  if [ ${#foreign[@]} -gt 0 ]; then
+    [ -n "$codename" ] || { echo "setup-host: no VERSION_CODENAME in /etc/os-release" >&2; exit 1; }
+    echo "setup-host: ${foreign[*]}: installed from no configured source; putting every QEMU package on $codename's version"
+    for p in "${qemu[@]}"; do
+      case " ${args[*]} " in *" $p/$codename "*) ;; *) args+=("$p/$codename") ;; esac
+    done
+  fi
+  apt_update
+  # Plan first: an install that would remove a package is refused, naming it.
+  plan=$(DEBIAN_FRONTEND=noninteractive $SUDO apt-get -s install -y -q --no-install-recommends --allow-downgrades "${args[@]}" 2>&1) || {
+    echo "$plan" | tail -20 >&2; echo "setup-host: apt-get cannot plan the install of: ${args[*]}" >&2; exit 1; }
+  removed=$(echo "$plan" | sed -n 's/^Remv \([^ ]*\).*/\1/p' | tr '\n' ' ')
+  if [ -n "$removed" ]; then
+    echo "setup-host: refusing: installing ${args[*]} would remove: $removed" >&2
+    echo "$plan" | grep '^Remv' >&2
+    exit 1
+  fi
+  echo "setup-host: installing ${args[*]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends --allow-downgrades "${args[@]}"
+fi
+
+# Every tool `slipway doctor` lists (src/host-tools.tsv) must now be present.
+absent=()
+while IFS=$'\t' read -r tool pkg _; do
+  case "$tool" in ''|'#'*) continue ;; esac
+  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || [ -x "/sbin/$tool" ] || absent+=("$tool ($pkg)")
+done < "$(dirname "$0")/../src/host-tools.tsv"
+if [ ${#absent[@]} -gt 0 ]; then
+  echo "setup-host: after setup these tools are still missing: ${absent[*]}" >&2
+  exit 1
+fi
+echo "setup-host: every host tool slipway doctor lists is present"

@@ -647,9 +647,9 @@ fn list_recipes(json: bool) -> Result<()> {
 fn doctor(g: &Global) -> Result<()> {
     let mut ok = true;
     let mut rows = Vec::new();
-    for (prog, pkg, what) in crate::tool::HOST_TOOLS {
+    for (prog, pkg, what) in crate::tool::host_tools() {
         let found = crate::tool::which(prog);
-        if found.is_none() && (*prog == "apt-get" || *prog == "gpgv") {
+        if found.is_none() && (prog == "apt-get" || prog == "gpgv") {
             ok = false;
         }
         rows.push(serde_json::json!({"tool": prog, "package": pkg, "for": what, "path": found.map(|p| p.display().to_string())}));

@@ -176,96 +176,30 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Host programs slipway may run, the Debian package providing each, and what for.
-pub const HOST_TOOLS: &[(&str, &str, &str)] = &[
-    (
-        "mksquashfs",
-        "squashfs-tools",
-        "host images: the read-only root (squashfs)",
-    ),
-    (
-        "mkfs.erofs",
-        "erofs-utils",
-        "host images: the read-only root (erofs)",
-    ),
-    (
-        "objcopy",
-        "binutils",
-        "host images: the unified kernel image (UKI)",
-    ),
-    (
-        "mkfs.vfat",
-        "dosfstools",
-        "host images: the EFI system partition",
-    ),
-    (
-        "mmd",
-        "mtools",
-        "host images: files on the EFI system partition",
-    ),
-    (
-        "depmod",
-        "kmod",
-        "host images: the module index of a pruned kernel",
-    ),
-    (
-        "qemu-aarch64-static",
-        "qemu-user-static",
-        "applet links of foreign-architecture images (arm64)",
-    ),
-    (
-        "apt-get",
-        "apt",
-        "fetching Debian indices and packages (always)",
-    ),
-    (
-        "gpgv",
-        "gpgv",
-        "apt's signature check of the archive (always)",
-    ),
-    (
-        "skopeo",
-        "skopeo",
-        "tests: inspecting and copying OCI images",
-    ),
-    ("umoci", "umoci", "tests: unpacking OCI images"),
-    (
-        "docker",
-        "docker.io",
-        "tests: loading and running base images",
-    ),
-    (
-        "qemu-system-x86_64",
-        "qemu-system-x86",
-        "slipway boot, slipway test, boot tests",
-    ),
-    (
-        "qemu-img",
-        "qemu-utils",
-        "disk.qcow2; the copy-on-write overlays VMs boot from",
-    ),
-    (
-        "qemu-io",
-        "qemu-utils",
-        "slipway test: corrupting a byte of an overlay (integrity tests)",
-    ),
-    ("mkfs.ext4", "e2fsprogs", "host images: the empty /var"),
-    (
-        "mcopy",
-        "mtools",
-        "host images: filling the EFI system partition",
-    ),
-    (
-        "veritysetup",
-        "cryptsetup-bin",
-        "tests: the reference for slipway's dm-verity tree",
-    ),
-];
+/// The host tools slipway runs, with their Debian packages and what they are for:
+/// `src/host-tools.tsv`, which `scripts/setup-host.sh` reads too, so that the setup checks
+/// exactly what `slipway doctor` lists.
+const HOST_TOOLS_TSV: &str = include_str!("host-tools.tsv");
+
+/// One row of the host-tool table: (program, Debian package, what for).
+pub type HostTool = (&'static str, &'static str, &'static str);
+
+/// The host-tool table, in file order.
+pub fn host_tools() -> Vec<HostTool> {
+    HOST_TOOLS_TSV
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.splitn(3, '\t');
+            Some((f.next()?, f.next()?, f.next()?))
+        })
+        .collect()
+}
 
 /// The Debian package that provides `program`, if slipway knows it.
 pub fn package_for(program: &str) -> Option<&'static str> {
-    HOST_TOOLS
-        .iter()
+    host_tools()
+        .into_iter()
         .find(|(p, _, _)| *p == program)
         .map(|(_, pkg, _)| *pkg)
 }
@@ -377,6 +311,18 @@ pub fn check_static_elf(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_tool_table_parses_every_row() {
+        let rows = host_tools();
+        let data_lines = HOST_TOOLS_TSV
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .count();
+        assert_eq!(rows.len(), data_lines, "a row without three tab-separated fields");
+        assert_eq!(package_for("qemu-img"), Some("qemu-utils"));
+        assert!(rows.iter().all(|(p, k, w)| !p.is_empty() && !k.is_empty() && !w.is_empty()));
+    }
 
     #[test]
     fn failure_names_command_and_stderr() {
