@@ -201,7 +201,7 @@ pub fn package_for(program: &str) -> Option<&'static str> {
     host_tools()
         .into_iter()
         .find(|(p, _, _)| *p == program)
-        .map(|(_, pkg, _)| *pkg)
+        .map(|(_, pkg, _)| pkg)
 }
 
 /// The full path of `program` on `PATH`, if any.
