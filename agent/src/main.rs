@@ -12,6 +12,11 @@
 //!   over the virtio-serial port `/dev/virtio-ports/NAME` (default `org.slipway.test`,
 //!   or `$SLIPWAY_TEST_AGENT_PORT`).
 //! - `probe DEVICE`: prints the file-system type and label a config drive probe sees.
+//! - `health`: the readiness check of `slipway-health.service` (see `ready.rs`): prints
+//!   `slipway-health: ...` on the console once containerd answers, the network is online
+//!   and provisioning is done; exit 1 with `slipway-health: NOT READY: ...` otherwise.
+//! - `announce-ready`: run by `slipway-ready.service` once `slipway-ready.target` is
+//!   reached: prints `slipway-ready` and the seconds since the kernel started.
 //!
 //! Install paths in an image (the image stage copies these):
 //! - `/usr/lib/slipway/slipway-agent` (this static binary, mode 0755);
@@ -32,6 +37,7 @@ mod kubernetes;
 mod metadata;
 mod protocol;
 mod provision;
+mod ready;
 mod sha256;
 mod shipper;
 mod source;
@@ -46,6 +52,8 @@ const USAGE: &str = "usage: slipway-agent provision [--cloud]
        slipway-agent check FILE
        slipway-agent test-agent [--port NAME | --device PATH]
        slipway-agent probe DEVICE
+       slipway-agent health
+       slipway-agent announce-ready
        slipway-agent --version";
 
 fn main() {
@@ -58,6 +66,8 @@ fn main() {
         ["check", file] => check(Path::new(file)),
         ["test-agent", rest @ ..] => test_agent(rest),
         ["probe", dev] => probe(Path::new(dev)),
+        ["health"] => health(),
+        ["announce-ready"] => announce_ready(),
         ["--version"] => {
             println!("slipway-agent {}", env!("CARGO_PKG_VERSION"));
             0
@@ -123,8 +133,46 @@ fn provision() -> i32 {
     for l in &out.lines {
         say(&mut console, l);
     }
+    record_outcome(&mut console, &out.lines);
     // Always 0: a bad config is reported, never a failed unit (see docs/provisioning.md).
     0
+}
+
+/// Records that provisioning is done (applied, found nothing, or reported an error) in
+/// `/run/slipway/provisioned`, with its last line: what `ready` waits for.
+fn record_outcome(console: &mut Option<File>, lines: &[String]) {
+    let last = lines.last().map(String::as_str).unwrap_or("done");
+    let path = Path::new(ready::PROVISIONED);
+    if let Err(e) = provision::write_atomic(path, format!("{last}\n").as_bytes(), 0o644, (0, 0)) {
+        say(console, &format!("warning: {e}"));
+    }
+}
+
+/// `health`: waits for the readiness conditions; a failed unit when one does not hold.
+fn health() -> i32 {
+    let (line, code) = match ready::check(Path::new("/")) {
+        Ok(summary) => (format!("slipway-health: {summary}"), 0),
+        Err(why) => (format!("slipway-health: NOT READY: {why}"), 1),
+    };
+    to_console_and_stdout(&line);
+    code
+}
+
+/// `announce-ready`: the boot's readiness marker, with the kernel's uptime.
+fn announce_ready() -> i32 {
+    let up = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    to_console_and_stdout(&format!("{} ({up} s after the kernel started)", ready::MARKER));
+    0
+}
+
+fn to_console_and_stdout(line: &str) {
+    if let Some(mut c) = open_console() {
+        let _ = writeln!(c, "{line}");
+    }
+    println!("{line}");
 }
 
 /// The metadata service's base URL: 169.254.169.254, or `$SLIPWAY_METADATA_URL` (tests
@@ -145,6 +193,7 @@ fn provision_cloud() -> i32 {
         Ok(b) => b,
         Err(e) => {
             say(&mut console, &format!("ERROR: {e}"));
+            record_outcome(&mut console, &[format!("ERROR: {e}")]);
             return 0;
         }
     };
@@ -162,6 +211,7 @@ fn provision_cloud() -> i32 {
     for l in &out.lines {
         say(&mut console, l);
     }
+    record_outcome(&mut console, &out.lines);
     0
 }
 

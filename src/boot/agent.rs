@@ -38,6 +38,18 @@ pub const UNITS: &[(&str, &str)] = &[
         "agent/units/slipway-journal-shipper.service",
         "/usr/lib/systemd/system/slipway-journal-shipper.service",
     ),
+    (
+        "agent/units/slipway-health.service",
+        "/usr/lib/systemd/system/slipway-health.service",
+    ),
+    (
+        "agent/units/slipway-ready.target",
+        "/usr/lib/systemd/system/slipway-ready.target",
+    ),
+    (
+        "agent/units/slipway-ready.service",
+        "/usr/lib/systemd/system/slipway-ready.service",
+    ),
 ];
 
 /// QEMU arguments that expose the test agent's port as a unix socket at `sock`.

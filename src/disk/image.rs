@@ -194,10 +194,23 @@ const AGENT_UNITS: &[(&str, &str)] = &[
         "usr/lib/systemd/system/slipway-journal-shipper.service",
         include_str!("../../agent/units/slipway-journal-shipper.service"),
     ),
+    (
+        "usr/lib/systemd/system/slipway-health.service",
+        include_str!("../../agent/units/slipway-health.service"),
+    ),
+    (
+        "usr/lib/systemd/system/slipway-ready.target",
+        include_str!("../../agent/units/slipway-ready.target"),
+    ),
+    (
+        "usr/lib/systemd/system/slipway-ready.service",
+        include_str!("../../agent/units/slipway-ready.service"),
+    ),
 ];
 
 /// Puts the provisioning agent (the static `slipway-agent`) and its units into the
-/// tree, and enables `slipway-provision.service` (sysinit.target). The test agent is
+/// tree, and enables `slipway-provision.service` (sysinit.target), the cloud metadata
+/// unit and the readiness marker `slipway-ready.service` (multi-user.target). The test agent is
 /// only started by a provisioning config that asks for it: never baked in.
 pub fn add_agent(t: &mut Tree, agent: &[u8], epoch: u64) -> Result<()> {
     let bin = crate::boot::agent::AGENT_IN_IMAGE.trim_start_matches('/');
@@ -218,6 +231,11 @@ pub fn add_agent(t: &mut Tree, agent: &[u8], epoch: u64) -> Result<()> {
         (
             "etc/systemd/system/multi-user.target.wants/slipway-metadata.service",
             "slipway-metadata.service",
+        ),
+        // The readiness marker (slipway-ready.target and its health check come with it).
+        (
+            "etc/systemd/system/multi-user.target.wants/slipway-ready.service",
+            "slipway-ready.service",
         ),
     ] {
         t.ensure_parents(link, epoch)?;
