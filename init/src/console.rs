@@ -84,6 +84,13 @@ pub fn info(msg: &str) {
     to_kmsg(6, msg);
 }
 
+/// A milestone for the kernel log at notice level: on the console with the kernel's
+/// default log level and with `loglevel=6`, which hides the `info` notes (the boot phases
+/// `bench/boot.sh` times, and events a test waits for, such as growing /var).
+pub fn mark(msg: &str) {
+    to_kmsg(5, msg);
+}
+
 /// A note that must reach the console (waiting for a device).
 pub fn notice(msg: &str) {
     to_console(&format!("slipway-init: {msg}\n"));

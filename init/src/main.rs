@@ -63,6 +63,7 @@ fn boot(init_args: &[String]) -> Res<Infallible> {
     let start = Instant::now();
     mount_api()?;
     console::open();
+    console::mark("started");
     let n = modules::load_all()?;
     console::info(&format!("loaded {n} modules"));
     let cmdline = fs::read_to_string("/proc/cmdline").at("read-cmdline", "/proc/cmdline")?;
@@ -74,7 +75,7 @@ fn boot(init_args: &[String]) -> Res<Infallible> {
     var_links()?;
     mount_etc()?;
     arm_verity(&root, &sb, &cmdline)?;
-    console::info(&format!(
+    console::mark(&format!(
         "root ready after {:.2} s; switching to {}",
         start.elapsed().as_secs_f64(),
         cmdline.init
@@ -431,7 +432,7 @@ fn prepare_var(r: &Root) -> Res<()> {
                 sb.blocks
             ),
         )?;
-        console::info(&format!(
+        console::mark(&format!(
             "grew the ext4 on {var_node} from {} to {want} blocks",
             sb.blocks
         ));
