@@ -9,7 +9,7 @@ every serial-console line on the host, and prints one JSON object with the phase
   ready       switch     -> "slipway-ready ("               (systemd to the readiness marker)
   total       QEMU start -> "slipway-ready ("
 
-With --config FILE the provisioning config goes in by fw_cfg (bench/boot.sh uses one to
+BENCH_QEMU_CPU picks another CPU model (default max, as slipway boot). With --config FILE the provisioning config goes in by fw_cfg (bench/boot.sh uses one to
 print `systemd-analyze blame` on the console after the marker) and the console is read
 until the line "bench:done". Used by bench/boot.sh; usable alone:
 
@@ -29,7 +29,8 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def qemu_command(work, disk, config):
-    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-cpu", "max",
+    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35",
+           "-cpu", os.environ.get("BENCH_QEMU_CPU", "max"),
            "-m", "2048", "-smp", "2", "-nodefaults", "-no-user-config", "-display", "none",
            "-serial", "stdio", "-no-reboot",
            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",

@@ -1,17 +1,19 @@
 //! Self-tests of the boot-test harness (`slipway test`, src/testing/): a wrong expected
 //! output, a unit that does not exist, a time-out and a kernel panic each fail with a
-//! clear message, and no QEMU process is left behind. One containerd-host image is
-//! built (about 10 s) and booted once for the four failures (the harness's `Machine`
-//! keeps the VM across failed steps); then the real binary runs two short tests (a pass
-//! and a time-out, neither waiting for a full boot) for the summary, the exit code and
-//! JUnit. Needs `make build` (the bundled slipway-init and slipway-agent), QEMU and OVMF
+//! clear message, and no QEMU process is left behind. kola-strict still catches trouble
+//! on the boot-time-tuned image (its console runs at a lower kernel log level): a
+//! segfaulting program, a failing unit and a module that fails to load each fail a step
+//! with the watcher's verdict. The containerd-host image comes from the shared fixture
+//! cache and boots once for all of these (the harness's `Machine` keeps the VM across
+//! failed steps); then the real binary runs two short tests (a pass and a time-out,
+//! neither waiting for a full boot) for the summary, the exit code and JUnit. Needs `make build` (the bundled slipway-init and slipway-agent), QEMU and OVMF
 //! (scripts/setup-host.sh).
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{bin, shared_cache, slipway};
+use common::bin;
 use slipway::boot::qemu::VmSpec;
 use slipway::testing::definition::Definition;
 use slipway::testing::steps::Machine;
@@ -47,6 +49,32 @@ fn err_of(m: &mut Machine, def: &Definition, i: usize) -> String {
     }
 }
 
+/// Runs provocation `i` and, when the step itself passed (the trouble came after it
+/// returned), the wait after it; returns the error that failed one of them.
+fn provoked(m: &mut Machine, def: &Definition, i: usize) -> String {
+    match m.run(&def.steps[i]) {
+        Ok(()) => err_of(m, def, i + 1),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// Builds tests/files/segv.rs (a program that writes to address 0) as a static binary.
+fn build_segv(out: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/files/segv.rs");
+    common::run(
+        Command::new("rustc")
+            .args([
+                "--edition",
+                "2021",
+                "-C",
+                "target-feature=+crt-static",
+                "-o",
+            ])
+            .arg(out)
+            .arg(&src),
+    );
+}
+
 #[test]
 fn failures_are_clear_and_no_qemu_is_left_behind() {
     let tmp = tempfile::Builder::new()
@@ -54,23 +82,18 @@ fn failures_are_clear_and_no_qemu_is_left_behind() {
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     let root = tmp.path();
-    let image = root.join("image");
-    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/containerd-host.toml");
-    common::ok(slipway(
-        &shared_cache(),
-        &[
-            "build",
-            recipe.to_str().unwrap(),
-            "-o",
-            image.to_str().unwrap(),
-            "--format",
-            "disk",
-        ],
-    ));
+    let image = common::fixtures::host_image("containerd-host");
+    std::os::unix::fs::symlink(&image, root.join("image")).unwrap();
 
-    // One boot, four failures: the VM keeps running after a failed step.
+    // One boot, seven failures: the VM keeps running after a failed step.
     let defs = root.join("defs");
     std::fs::create_dir_all(&defs).unwrap();
+    build_segv(&defs.join("segv"));
+    std::fs::write(
+        defs.join("bad-module.conf"),
+        "# a module that does not exist: systemd-modules-load fails to load it\nslipway-no-such-module\n",
+    )
+    .unwrap();
     let def = Definition::parse(
         &defs.join("failures.toml"),
         r#"
@@ -86,6 +109,25 @@ timeout = 3
 [[step]]
 read-file = "/proc/sys/kernel/osrelease"
 expect-regex = 'cloud-amd64'
+[[step]]
+copy-in = { from = "segv", to = "/var/tmp/segv", mode = "0755" }
+[[step]]
+name = "a program segfaults"
+succeed = ["systemd-run", "--unit=segv", "/var/tmp/segv"]
+[[step]]
+sleep = 15
+[[step]]
+name = "a unit fails"
+succeed = ["systemd-run", "--unit=fails", "-p", "Type=oneshot", "/usr/bin/systemd-escape"]
+[[step]]
+sleep = 15
+[[step]]
+copy-in = { from = "bad-module.conf", to = "/etc/modules-load.d/slipway-bad.conf" }
+[[step]]
+name = "a module fails to load"
+succeed = ["systemctl", "restart", "systemd-modules-load.service"]
+[[step]]
+sleep = 15
 [[step]]
 name = "trigger a kernel panic (sysrq c)"
 succeed = ["systemd-run", "-p", "StandardOutput=file:/proc/sysrq-trigger", "/usr/bin/systemd-escape", "c"]
@@ -127,10 +169,31 @@ sleep = 60
         "{e}"
     );
     m.run(&def.steps[3]).unwrap();
+    m.run(&def.steps[4]).unwrap();
+    // Each provocation, then a wait the console fails: the first bad line decides the kind.
+    for (setup, step, kind) in [
+        (None, 5, "segfault"),
+        (None, 7, "failed unit"),
+        (Some(9), 10, "module load error"),
+    ] {
+        if let Some(i) = setup {
+            m.run(&def.steps[i]).unwrap();
+        }
+        let e = provoked(&mut m, &def, step);
+        assert!(
+            e.contains(&format!("console shows {kind}: ")),
+            "{} should fail as {kind}: {e}\n{}",
+            def.steps[step].name,
+            m.tail(40)
+        );
+        // Later lines of the same event (the unit's failure after a segfault, say) may
+        // fail one more step; let them pass before the next provocation.
+        let _ = m.run(&def.steps[step + 1]);
+    }
     // systemd-run returns once the unit started; the panic follows at once (the step
     // itself may already see it).
-    let e = match m.run(&def.steps[4]) {
-        Ok(()) => err_of(&mut m, &def, 5),
+    let e = match m.run(&def.steps[12]) {
+        Ok(()) => err_of(&mut m, &def, 13),
         Err(e) => format!("{e:#}"),
     };
     assert!(
