@@ -583,10 +583,95 @@ mod tests {
         url
     }
 
+    /// What a logged server saw: each request line with the status it answered.
+    type Log = std::sync::Arc<std::sync::Mutex<Vec<(String, u16)>>>;
+
+    /// [`serve`], recording every request line and its status.
+    fn serve_logged(
+        f: impl Fn(&str, &str) -> (u16, &'static str, String) + Send + 'static,
+    ) -> (Url, Log) {
+        let log = Log::default();
+        let log2 = std::sync::Arc::clone(&log);
+        let url = serve(move |first, head| {
+            let a = f(first, head);
+            // `find` first connects once without a request, to see whether anything
+            // listens: that is no request.
+            if !first.is_empty() {
+                log2.lock().unwrap().push((first.to_string(), a.0));
+            }
+            a
+        });
+        (url, log)
+    }
+
+    /// The value of header `name` in a request head (case-insensitive name).
+    fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// A valid ed25519 public key line (32 key bytes after the type string).
+    fn key_line(comment: &str) -> String {
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&11u32.to_be_bytes());
+        blob.extend_from_slice(b"ssh-ed25519");
+        blob.extend_from_slice(&32u32.to_be_bytes());
+        blob.extend(comment.bytes().cycle().take(32));
+        format!(
+            "ssh-ed25519 {} {comment}",
+            crate::protocol::b64_encode(&blob)
+        )
+    }
+
+    /// User-data as the boot tests give it: the test agent and a journal shipper.
+    const USER_DATA: &str = "schema-version = 1\n[test-agent]\n[journal-shipper]\nurl = \"http://169.254.169.100:9200/_bulk\"\nindex = \"node-logs\"\n";
+
+    /// Applies what a source gave, as `provision --cloud` does (config_text, then
+    /// provision::run), to an image without sshd (like the host images) and checks the
+    /// result: host name, root's key, the shipper's settings, the test agent and the
+    /// shipper started, and the console's last line naming the source.
+    fn assert_applied(m: &Metadata, host: &str, key: &str) {
+        use crate::provision::{self, tests as p};
+        let img = p::image();
+        let root = &img.0;
+        std::fs::remove_file(root.join("usr/sbin/sshd")).unwrap();
+        let mut notes = Vec::new();
+        let text = config_text(m, &mut notes);
+        let mut sys = p::Fake::default();
+        let out = provision::run(root, Some((m.source.clone(), text.into_bytes())), &mut sys);
+        let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap_or_default();
+        assert_eq!(read("etc/hostname"), format!("{host}\n"), "{out:?}");
+        assert_eq!(read("etc/ssh/authorized_keys/root"), format!("{key}\n"));
+        assert!(
+            read(provision::SHIPPER_ENV)
+                .starts_with("SLIPWAY_SHIPPER_URL=http://169.254.169.100:9200/_bulk\n"),
+            "{out:?}"
+        );
+        for unit in [provision::TEST_AGENT_UNIT, provision::SHIPPER_UNIT] {
+            assert!(
+                sys.calls
+                    .iter()
+                    .any(|c| c.contains("start") && c.ends_with(unit)),
+                "{unit} not started: {:?}",
+                sys.calls
+            );
+        }
+        let last = out.lines.last().unwrap();
+        assert!(
+            last.starts_with(&format!("applied config from {} (sha256 ", m.source)),
+            "{out:?}"
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
     #[test]
     fn aws_without_a_token_at_first_then_with_one() {
         use std::sync::atomic::{AtomicU32, Ordering};
         let puts = AtomicU32::new(0);
+        let key = key_line("aws-key");
+        let key2 = key.clone();
         let base = serve(move |first, head| {
             if first.starts_with("PUT /latest/api/token") {
                 return match puts.fetch_add(1, Ordering::SeqCst) {
@@ -602,9 +687,8 @@ mod tests {
                 "/latest/meta-data/instance-id" => (200, "", "i-1".into()),
                 "/latest/meta-data/local-hostname" => (200, "", "ip-10-0-0-5.ec2.internal".into()),
                 "/latest/meta-data/public-keys/" => (200, "", "0=k".into()),
-                "/latest/meta-data/public-keys/0/openssh-key" => {
-                    (200, "", "ssh-ed25519 AAAA k\n".into())
-                }
+                "/latest/meta-data/public-keys/0/openssh-key" => (200, "", format!("{key}\n")),
+                "/latest/user-data" => (200, "", USER_DATA.into()),
                 _ => (404, "", String::new()),
             }
         });
@@ -612,8 +696,8 @@ mod tests {
         let m = find(&base, &mut notes).unwrap();
         assert!(m.source.starts_with("aws imdsv2 (127.0.0.1:"), "{m:?}");
         assert_eq!(m.hostname.as_deref(), Some("ip-10-0-0-5"));
-        assert_eq!(m.ssh_keys, ["ssh-ed25519 AAAA k"]);
-        assert_eq!(m.user_data, None);
+        assert_eq!(m.ssh_keys, [key2.as_str()]);
+        assert_eq!(m.user_data.as_deref(), Some(USER_DATA.as_bytes()));
         assert!(
             m.notes[0].contains("no session token at first (PUT /latest/api/token: HTTP 503)"),
             "{m:?}"
@@ -621,6 +705,129 @@ mod tests {
         assert!(
             m.notes[1].contains("without a token was refused (401)"),
             "{m:?}"
+        );
+        assert_applied(&m, "ip-10-0-0-5", &key2);
+    }
+
+    /// GCE as a boot test once served it: a request without `Metadata-Flavor: Google`,
+    /// or with `X-Forwarded-For`, is refused (403); every answer carries the header. The
+    /// key of user `admin` goes to root (noted); host name, key and user-data apply.
+    #[test]
+    fn gce_metadata_is_applied() {
+        let key = key_line("gce-key");
+        let served = key.clone();
+        let (base, log) = serve_logged(move |first, head| {
+            if header(head, "Metadata-Flavor") != Some("Google")
+                || header(head, "X-Forwarded-For").is_some()
+            {
+                return (403, "", "Missing Metadata-Flavor:Google header.".into());
+            }
+            let flavor = "Metadata-Flavor: Google\r\n";
+            match first.split(' ').nth(1).unwrap_or("") {
+                "/computeMetadata/v1/instance/hostname" => {
+                    (200, flavor, "gce-node-3.c.slipway-test.internal".into())
+                }
+                "/computeMetadata/v1/instance/attributes/ssh-keys" => {
+                    (200, flavor, format!("admin:{served}\n"))
+                }
+                "/computeMetadata/v1/instance/attributes/user-data" => {
+                    (200, flavor, USER_DATA.into())
+                }
+                _ => (404, flavor, String::new()),
+            }
+        });
+        let mut notes = Vec::new();
+        let m = find(&base, &mut notes).unwrap();
+        assert!(m.source.starts_with("gce (127.0.0.1:"), "{m:?}");
+        assert_eq!(m.summary(), "host name gce-node-3, 1 ssh key, user-data");
+        assert_eq!(
+            m.notes,
+            ["gce: the key for user \"admin\" is installed for root (the image has no other login user)"]
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+        let log = log.lock().unwrap().clone();
+        assert!(
+            log.iter().any(|(l, s)| *s == 200
+                && l.starts_with("GET /computeMetadata/v1/instance/attributes/ssh-keys ")),
+            "{log:?}"
+        );
+        assert_applied(&m, "gce-node-3", &key);
+    }
+
+    /// Azure IMDS as a boot test once served it: without `Metadata: true`, or without an
+    /// `api-version`, every request is refused with 400 (so AWS's and GCE's requests
+    /// are, and the agent goes on to Azure); the compute document gives the host name
+    /// (`osProfile.computerName`), the keys (`publicKeys[].keyData`) and base64
+    /// `userData`, which apply.
+    #[test]
+    fn azure_metadata_needs_its_header_and_an_api_version() {
+        let key = key_line("azure-key");
+        let doc = |user_data: &str| {
+            serde_json::json!({
+                "name": "azure-node-5",
+                "vmId": "6a3b8e4f-0000-4000-8000-000000000001",
+                "osProfile": {"computerName": "azure-node-5", "adminUsername": "azureuser"},
+                "publicKeys": [{"keyData": key, "path": "/home/azureuser/.ssh/authorized_keys"}],
+                "userData": user_data,
+            })
+            .to_string()
+        };
+        let imds = |doc: String| {
+            serve_logged(move |first, head| {
+                let target = first.split(' ').nth(1).unwrap_or("");
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                if header(head, "Metadata") != Some("true") {
+                    return (
+                        400,
+                        "",
+                        r#"{"error":"Bad request. Required metadata header not specified"}"#.into(),
+                    );
+                }
+                if !query.split('&').any(|q| q.starts_with("api-version=")) {
+                    return (
+                        400,
+                        "",
+                        r#"{"error":"Bad request. api-version was not specified"}"#.into(),
+                    );
+                }
+                match path {
+                    "/metadata/instance/compute" => (200, "", doc.clone()),
+                    _ => (404, "", r#"{"error":"Not found"}"#.into()),
+                }
+            })
+        };
+        let (base, log) = imds(doc(&crate::protocol::b64_encode(USER_DATA.as_bytes())));
+        let mut notes = Vec::new();
+        let m = find(&base, &mut notes).unwrap();
+        assert!(m.source.starts_with("azure imds (127.0.0.1:"), "{m:?}");
+        assert_eq!(m.summary(), "host name azure-node-5, 1 ssh key, user-data");
+        assert!(notes.is_empty() && m.notes.is_empty(), "{notes:?} {m:?}");
+        let log = log.lock().unwrap().clone();
+        let at = |req: &str, status: u16| {
+            log.iter()
+                .position(|(l, s)| l.starts_with(req) && *s == status)
+                .unwrap_or_else(|| panic!("no {req} answered {status}: {log:?}"))
+        };
+        let azure = at(
+            &format!("GET /metadata/instance/compute?api-version={AZURE_API_VERSION} "),
+            200,
+        );
+        for refused in [
+            "PUT /latest/api/token ",
+            "GET /latest/meta-data/instance-id ",
+            "GET /computeMetadata/v1/instance/hostname ",
+        ] {
+            assert!(at(refused, 400) < azure, "{log:?}");
+        }
+        assert_applied(&m, "azure-node-5", &key);
+
+        // userData that is not base64: the source is reported, nothing of it applies.
+        let (base, _) = imds(doc("not base64!"));
+        let mut notes = Vec::new();
+        assert!(find(&base, &mut notes).is_none());
+        assert!(
+            notes[0].starts_with("warning: cloud metadata (azure): compute.userData: "),
+            "{notes:?}"
         );
     }
 
@@ -726,18 +933,38 @@ mod tests {
 
     #[test]
     fn openstack_metadata_service_after_the_others() {
-        let base = serve(|first, _| match first.split(' ').nth(1).unwrap_or("") {
+        // Nova answers the other clouds' paths with 404.
+        let (base, log) = serve_logged(|first, _| match first.split(' ').nth(1).unwrap_or("") {
             "/openstack/latest/meta_data.json" => (200, "", NOVA_META_DATA.to_string()),
-            "/openstack/latest/user_data" => (200, "", "schema-version = 1\n".into()),
+            "/openstack/latest/user_data" => (200, "", USER_DATA.into()),
             _ => (404, "", String::new()),
         });
         let mut notes = Vec::new();
         let m = find(&base, &mut notes).unwrap();
         assert!(m.source.starts_with("openstack (127.0.0.1:"), "{m:?}");
-        assert_eq!(m.hostname.as_deref(), Some("test"));
-        assert_eq!(m.ssh_keys.len(), 1);
-        assert_eq!(m.user_data.as_deref(), Some(&b"schema-version = 1\n"[..]));
+        assert_eq!(m.summary(), "host name test, 1 ssh key, user-data");
+        assert_eq!(m.user_data.as_deref(), Some(USER_DATA.as_bytes()));
         assert!(notes.is_empty(), "{notes:?}");
+        let log = log.lock().unwrap().clone();
+        let at = |req: &str, status: u16| {
+            log.iter()
+                .position(|(l, s)| l.starts_with(req) && *s == status)
+                .unwrap_or_else(|| panic!("no {req} answered {status}: {log:?}"))
+        };
+        let meta = at("GET /openstack/latest/meta_data.json ", 200);
+        assert!(at("GET /openstack/latest/user_data ", 200) > meta);
+        for other in [
+            "GET /latest/meta-data/instance-id ",
+            "GET /computeMetadata/v1/instance/hostname ",
+            "GET /metadata/instance/compute?",
+        ] {
+            assert!(at(other, 404) < meta, "{log:?}");
+        }
+        assert_applied(
+            &m,
+            "test",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 Generated-by-Nova",
+        );
 
         // A malformed document is reported with the path and the key.
         let base = serve(|first, _| match first.split(' ').nth(1).unwrap_or("") {

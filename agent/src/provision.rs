@@ -542,14 +542,16 @@ fn apply_every_boot(
     ok
 }
 
+/// Also used by other modules' tests (metadata) to apply what they found.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
+    /// A system that records what provisioning asked of it.
     #[derive(Default)]
-    struct Fake {
-        calls: Vec<String>,
+    pub(crate) struct Fake {
+        pub(crate) calls: Vec<String>,
         fail_systemctl: bool,
         fail_start: bool,
     }
@@ -572,7 +574,8 @@ mod tests {
         }
     }
 
-    fn image() -> tempfile_lite::Dir {
+    /// A root with /etc/passwd (root, alice) and an sshd.
+    pub(crate) fn image() -> tempfile_lite::Dir {
         let d = tempfile_lite::Dir::new();
         fs::create_dir_all(d.0.join("etc")).unwrap();
         fs::create_dir_all(d.0.join("var")).unwrap();
@@ -587,7 +590,7 @@ mod tests {
     }
 
     /// A directory removed on drop (the agent crate has no dev-dependencies).
-    mod tempfile_lite {
+    pub(crate) mod tempfile_lite {
         use std::path::PathBuf;
         pub struct Dir(pub PathBuf);
         impl Dir {
@@ -774,6 +777,56 @@ start = ["other.service"]
         );
         assert!(out.lines[0]
             .starts_with("ERROR: config drive /dev/vdb: (top level): the config is not UTF-8"));
+    }
+
+    /// A config whose only fault is the shipper's URL: none of the rest (host name, test
+    /// agent) is applied either, and the error names the key and the value. The boot
+    /// that shows a rejected config fails no unit is qemu/provisioning-broken.toml.
+    #[test]
+    fn a_malformed_shipper_url_rejects_the_whole_config() {
+        let img = image();
+        let root = &img.0;
+        let text = "schema-version = 1\nhostname = \"bad-1\"\n[test-agent]\n\
+                    [journal-shipper]\nurl = \"http//logs.example:9200/_bulk\"\n";
+        let mut sys = Fake::default();
+        let out = run(root, found(text), &mut sys);
+        assert!(
+            out.lines[0].starts_with(
+                "ERROR: fw_cfg: journal-shipper.url: \"http//logs.example:9200/_bulk\" is not an http:// URL"
+            ),
+            "{out:?}"
+        );
+        let digest = sha256::hex(text.as_bytes());
+        assert_eq!(
+            out.lines[1],
+            format!(
+                "config from fw_cfg (sha256 {}) not applied; nothing of it was changed",
+                &digest[..12]
+            )
+        );
+        assert_eq!(out.lines.len(), 2, "{out:?}");
+        assert!(sys.calls.is_empty(), "{:?}", sys.calls);
+        for p in ["etc/hostname", SHIPPER_ENV, TEST_AGENT_ENV, STATE] {
+            assert!(!root.join(p).exists(), "{p} was written");
+        }
+    }
+
+    /// No config anywhere (what `provision --cloud` hands on when no metadata service
+    /// answered): one line that says where it looked, and nothing is touched.
+    #[test]
+    fn no_config_is_said_and_nothing_changes() {
+        let img = image();
+        let root = &img.0;
+        let mut sys = Fake::default();
+        let out = run(root, None, &mut sys);
+        assert_eq!(
+            out.lines,
+            ["no config found (looked in fw_cfg, config drives labelled SLIPWAY, cidata or config-2, and cloud metadata)"]
+        );
+        assert!(sys.calls.is_empty(), "{:?}", sys.calls);
+        for p in ["etc/hostname", SHIPPER_ENV, TEST_AGENT_ENV, STATE] {
+            assert!(!root.join(p).exists(), "{p} was written");
+        }
     }
 
     #[test]

@@ -441,24 +441,7 @@ impl Pump<'_> {
         let mut pending: Vec<&Entry> = batch.iter().collect();
         let mut delay = BACKOFF.0;
         loop {
-            let body: String = pending.iter().map(|e| e.ndjson.as_str()).collect();
-            let r = http::request(
-                "POST",
-                &self.s.url,
-                &[("Content-Type", "application/x-ndjson")],
-                body.as_bytes(),
-                REQUEST_TIMEOUT,
-                16 << 20,
-            )
-            .map_err(|e| {
-                if e.unreachable {
-                    format!("the endpoint is unreachable ({e})")
-                } else {
-                    e.msg
-                }
-            })
-            .and_then(|reply| verdict(reply.status, &reply.body, pending.len()));
-            let failure = match r {
+            let failure = match post(&self.s.url, &pending) {
                 Ok(v) => {
                     for (i, why) in &v.rejected {
                         self.rejected += 1;
@@ -484,12 +467,8 @@ impl Pump<'_> {
             // The first failure, then one line a minute at most (the retries go on):
             // enough to see the problem without flooding the console.
             if self.failures == 1 || delay == BACKOFF.1 {
-                self.say.line(&format!(
-                    "ERROR: sending {} entries to {}: {failure}; retrying in {} s (nothing is lost: the journal keeps them)",
-                    pending.len(),
-                    self.s.url,
-                    delay.as_secs()
-                ));
+                self.say
+                    .line(&retry_line(pending.len(), &self.s.url, &failure, delay));
             }
             if sleep_unless_stopped(delay, self.stop) {
                 return false;
@@ -516,6 +495,36 @@ impl Pump<'_> {
         }
         true
     }
+}
+
+/// Sends `pending` as one `_bulk` request to `url` and reads the verdict; `Err` says why
+/// the batch as a whole was not acknowledged (nothing answering is said as such).
+fn post(url: &Url, pending: &[&Entry]) -> Result<Verdict, String> {
+    let body: String = pending.iter().map(|e| e.ndjson.as_str()).collect();
+    http::request(
+        "POST",
+        url,
+        &[("Content-Type", "application/x-ndjson")],
+        body.as_bytes(),
+        REQUEST_TIMEOUT,
+        16 << 20,
+    )
+    .map_err(|e| {
+        if e.unreachable {
+            format!("the endpoint is unreachable ({e})")
+        } else {
+            e.msg
+        }
+    })
+    .and_then(|reply| verdict(reply.status, &reply.body, pending.len()))
+}
+
+/// The console line for a failed send of `n` entries (without the program's prefix).
+fn retry_line(n: usize, url: &Url, failure: &str, delay: Duration) -> String {
+    format!(
+        "ERROR: sending {n} entries to {url}: {failure}; retrying in {} s (nothing is lost: the journal keeps them)",
+        delay.as_secs()
+    )
 }
 
 /// One `key=value` field of a journal cursor (`s=...;i=...;b=...;m=...;t=...;x=...`).
@@ -672,5 +681,107 @@ mod tests {
         let e = verdict(200, mixed, 5).unwrap_err();
         assert!(e.contains("do not match the 5 documents"), "{e}");
         assert!(verdict(200, br#"{"errors":true}"#, 1).is_err());
+    }
+
+    /// Journal entries `a`, `b`, ... as `journalctl -o json` gives them.
+    fn entries(n: u8) -> Vec<Entry> {
+        (0..n)
+            .map(|i| {
+                let line = format!(
+                    r#"{{"__CURSOR":"s=ab;i={i}","__REALTIME_TIMESTAMP":"1","MESSAGE":"{}"}}"#,
+                    char::from(b'a' + i)
+                );
+                entry(&line, "node-logs").unwrap()
+            })
+            .collect()
+    }
+
+    /// A `_bulk` endpoint on the loopback that answers one request with `status` and
+    /// `body`; the request it got comes back through the handle.
+    fn endpoint(status: u16, body: &'static str) -> (Url, std::thread::JoinHandle<String>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!("http://{}/_bulk", l.local_addr().unwrap())).unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 4096];
+            // Head, then as much body as Content-Length says.
+            loop {
+                let text = String::from_utf8_lossy(&got).into_owned();
+                if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if rest.len() >= len {
+                        break;
+                    }
+                }
+                let n = c.read(&mut b).unwrap();
+                assert!(n > 0, "the client closed early");
+                got.extend_from_slice(&b[..n]);
+            }
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            String::from_utf8(got).unwrap()
+        });
+        (url, t)
+    }
+
+    #[test]
+    fn a_batch_is_posted_as_ndjson_and_judged_item_by_item() {
+        let batch = entries(3);
+        let pending: Vec<&Entry> = batch.iter().collect();
+        let (url, seen) = endpoint(
+            200,
+            r#"{"errors":true,"items":[{"index":{"status":201}},{"index":{"status":429}},{"index":{"status":400,"error":{"type":"mapper_parsing_exception"}}}]}"#,
+        );
+        let v = post(&url, &pending).unwrap();
+        assert_eq!(v.retry, [1]);
+        assert_eq!(v.rejected[0].0, 2);
+        let req = seen.join().unwrap();
+        assert!(req.starts_with("POST /_bulk HTTP/1.1\r\n"), "{req}");
+        assert!(
+            req.contains("Content-Type: application/x-ndjson\r\n"),
+            "{req}"
+        );
+        let body: String = batch.iter().map(|e| e.ndjson.as_str()).collect();
+        assert!(req.ends_with(&format!("\r\n\r\n{body}")), "{req}");
+
+        let (url, seen) = endpoint(503, r#"{"error":"unavailable"}"#);
+        let e = post(&url, &pending).unwrap_err();
+        assert_eq!(e, r#"HTTP 503: {"error":"unavailable"}"#);
+        seen.join().unwrap();
+    }
+
+    /// An endpoint nothing answers: the failure says so, names the address, and the
+    /// console line names the URL (a boot once showed this with a dead address).
+    #[test]
+    fn a_dead_endpoint_is_reported_unreachable() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let url = Url::parse(&format!("http://{addr}/_bulk")).unwrap();
+        let batch = entries(2);
+        let pending: Vec<&Entry> = batch.iter().collect();
+        let e = post(&url, &pending).unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "the endpoint is unreachable (connecting to {addr}: "
+            )),
+            "{e}"
+        );
+        let line = retry_line(pending.len(), &url, &e, BACKOFF.0);
+        assert!(
+            line.starts_with(&format!(
+                "ERROR: sending 2 entries to http://{addr}/_bulk: the endpoint is unreachable ("
+            )),
+            "{line}"
+        );
+        assert!(line.ends_with("; retrying in 1 s (nothing is lost: the journal keeps them)"));
     }
 }
