@@ -43,8 +43,12 @@ pub fn check(root: &Path) -> Result<String, String> {
     if let Some(ctr) = ctr_binary(root) {
         parts.push(wait_for("containerd", || containerd(&ctr))?);
     }
-    parts.push(wait_for("network", || network(&root.join(NETIF_LINKS.trim_start_matches('/'))))?);
-    parts.push(wait_for("provisioning", || provisioned(&root.join(PROVISIONED.trim_start_matches('/'))))?);
+    parts.push(wait_for("network", || {
+        network(&root.join(NETIF_LINKS.trim_start_matches('/')))
+    })?);
+    parts.push(wait_for("provisioning", || {
+        provisioned(&root.join(PROVISIONED.trim_start_matches('/')))
+    })?);
     Ok(parts.join("; "))
 }
 
@@ -91,7 +95,7 @@ fn containerd(ctr: &Path) -> Look {
 }
 
 /// One link as networkd describes it in `/run/systemd/netif/links/INDEX`.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Link {
     admin: String,
     oper: String,
@@ -185,7 +189,8 @@ mod tests {
 
     #[test]
     fn reads_networkd_link_state() {
-        let l = parse_link("# This is private data.\nADMIN_STATE=configured\nOPER_STATE=routable\n");
+        let l =
+            parse_link("# This is private data.\nADMIN_STATE=configured\nOPER_STATE=routable\n");
         assert_eq!(l, link("configured", "routable"));
     }
 
@@ -202,10 +207,7 @@ mod tests {
             network_verdict(&[lo.clone(), eth("configured", "routable")]).unwrap(),
             "network online (enp0s1)"
         );
-        assert_eq!(
-            network_verdict(&[lo]).unwrap(),
-            "no managed network link"
-        );
+        assert_eq!(network_verdict(&[lo]).unwrap(), "no managed network link");
     }
 
     #[test]
@@ -225,9 +227,17 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         // A stand-in ctr that prints only the client part, as ctr does with no daemon.
         let ctr = d.join("ctr");
-        std::fs::write(&ctr, "#!/bin/sh\necho 'Client:'\necho '  Version: 1.7'\nexit 1\n").unwrap();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&ctr).unwrap().permissions(), 0o755);
-        std::fs::set_permissions(&ctr, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::write(
+            &ctr,
+            "#!/bin/sh\necho 'Client:'\necho '  Version: 1.7'\nexit 1\n",
+        )
+        .unwrap();
+        std::os::unix::fs::PermissionsExt::set_mode(
+            &mut std::fs::metadata(&ctr).unwrap().permissions(),
+            0o755,
+        );
+        std::fs::set_permissions(&ctr, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         assert!(containerd(&ctr).is_err());
         std::fs::write(
             &ctr,
