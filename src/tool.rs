@@ -319,9 +319,15 @@ mod tests {
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
             .count();
-        assert_eq!(rows.len(), data_lines, "a row without three tab-separated fields");
+        assert_eq!(
+            rows.len(),
+            data_lines,
+            "a row without three tab-separated fields"
+        );
         assert_eq!(package_for("qemu-img"), Some("qemu-utils"));
-        assert!(rows.iter().all(|(p, k, w)| !p.is_empty() && !k.is_empty() && !w.is_empty()));
+        assert!(rows
+            .iter()
+            .all(|(p, k, w)| !p.is_empty() && !k.is_empty() && !w.is_empty()));
     }
 
     #[test]

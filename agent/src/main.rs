@@ -164,7 +164,10 @@ fn announce_ready() -> i32 {
         .ok()
         .and_then(|s| s.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into());
-    to_console_and_stdout(&format!("{} ({up} s after the kernel started)", ready::MARKER));
+    to_console_and_stdout(&format!(
+        "{} ({up} s after the kernel started)",
+        ready::MARKER
+    ));
     0
 }
 
