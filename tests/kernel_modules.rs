@@ -1,23 +1,27 @@
 //! Issue "host image: kernel and modules": real Debian cloud kernels pruned to a recipe's
 //! module features, index files regenerated with depmod, an initramfs written by
-//! slipway's cpio writer, and a boot under QEMU (TCG) that loads every kept module and
-//! fails on any module-load error in the kernel log.
+//! slipway's cpio writer, and a boot under QEMU (TCG, through the `Vm` API's
+//! direct-kernel boot) that loads every kept module and fails on any module-load error
+//! in the kernel log.
 //!
 //! The boot uses busybox-static as the initramfs's only program: `/init` is a shell
 //! script that mounts /proc, /sys and /dev, loads modules, prints what happened between
-//! markers, and powers off. The test reads the serial console.
+//! markers, and powers off. The test reads the serial console. Two boots: trixie (the
+//! storage, root and var modules insmod-ed in [`ModulePlan::load_order`] first, as an
+//! init without modprobe would, then every other kept module of a containerd host
+//! modprobe-d) and bookworm (every kept module of the boot set modprobe-d).
 #![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;
 use slipway::assemble::tree::{Entry, Kind, Tree};
-use slipway::kernel::{self, KernelInfo, ModulePlan};
+use slipway::boot::qemu::{DirectKernel, Vm, VmSpec};
+use slipway::kernel::{self, KernelInfo, Module, ModulePlan};
 use slipway::writers::cpio::{self, Compression, CpioOptions};
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The features the boot test keeps (the issue's virtio VM with verity and containers,
@@ -215,6 +219,8 @@ $b poweroff -f
 /// What a boot printed.
 struct Boot {
     log: String,
+    /// Where the console was saved.
+    log_path: PathBuf,
     /// Seconds from starting QEMU until /init printed its first line.
     to_init: f64,
     /// Seconds until QEMU exited.
@@ -239,6 +245,14 @@ impl Boot {
             .map(|s| s.to_string())
             .collect()
     }
+    /// The first console line where the word `marker` is followed by the word `name`
+    /// (`INSMOD-OK virtio_blk`).
+    fn marked(&self, marker: &str, name: &str) -> Option<&str> {
+        self.log.lines().find(|l| {
+            let mut w = l.split_whitespace().skip_while(|x| *x != marker);
+            w.next().is_some() && w.next() == Some(name)
+        })
+    }
 }
 
 fn tail(log: &str, n: usize) -> String {
@@ -246,71 +260,47 @@ fn tail(log: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Boots `vmlinuz` with `initrd` under QEMU TCG; the serial log is saved beside them.
-fn boot(vmlinuz: &Path, initrd: &Path, log_path: &Path) -> Boot {
-    let timeout = std::env::var("SLIPWAY_BOOT_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60u64);
-    // One boot at a time: TCG on a shared two-core machine is slow enough alone.
+/// Boots `vmlinuz` with `initrd` through the Vm API (direct kernel, no disk, no NIC,
+/// one vCPU, 1 GiB, TCG); the serial log is saved as `dir/serial.log`. Asserts QEMU
+/// finished, /init got to its end, and no panic, oops or BUG came before.
+fn boot(vmlinuz: &Path, initrd: &Path, dir: &Path) -> Boot {
+    let timeout = Duration::from_secs(
+        std::env::var("SLIPWAY_BOOT_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60u64),
+    );
+    // One boot of this file at a time: TCG on a shared two-core machine is slow enough
+    // alone (`$SLIPWAY_VM_LOCK` serialises VMs across test binaries when set).
     let lock =
         fs::File::create(Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-boot.lock")).unwrap();
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .unwrap();
-    let out = fs::File::create(log_path).unwrap();
-    let start = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        // -cpu max: SSE4.2 and the other features cloud CPUs have, so crc32c_intel
-        // and friends find their instructions (qemu64 lacks them: ENODEV).
-        .args([
-            "-accel",
-            "tcg",
-            "-cpu",
-            "max",
-            "-m",
-            "1024",
-            "-nographic",
-            "-no-reboot",
-            "-kernel",
-        ])
-        .arg(vmlinuz)
-        .arg("-initrd")
-        .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 loglevel=4"])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("qemu-system-x86_64 (Debian: qemu-system-x86; run scripts/setup-host.sh)");
-    let mut to_init = None;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if to_init.is_none()
-            && fs::read_to_string(log_path)
-                .unwrap_or_default()
-                .contains("SLIPWAY-INIT")
-        {
-            to_init = Some(start.elapsed().as_secs_f64());
-        }
-        if start.elapsed() > Duration::from_secs(timeout) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let total = start.elapsed().as_secs_f64();
-    let mut log = String::new();
-    fs::File::open(log_path)
-        .unwrap()
-        .read_to_string(&mut log)
+    // The Vm API's CPU is `-cpu max`: SSE4.2 and the other features cloud CPUs have, so
+    // crc32c_intel and friends find their instructions (qemu64 lacks them: ENODEV).
+    let mut spec = VmSpec::direct(DirectKernel {
+        kernel: vmlinuz.to_path_buf(),
+        initrd: Some(initrd.to_path_buf()),
+        cmdline: "console=ttyS0 panic=-1 loglevel=4".into(),
+    });
+    spec.memory_mib = 1024;
+    spec.cpus = 1;
+    spec.network = false;
+    let work = dir.join("vm");
+    let _ = fs::remove_dir_all(&work);
+    let mut vm = Vm::start(&spec, &work).expect("starting QEMU (run scripts/setup-host.sh)");
+    let to_init = vm
+        .wait_console(timeout, |c| c.contains("SLIPWAY-INIT"))
         .unwrap();
+    let exited = vm.wait_exit(timeout.saturating_sub(vm.started.elapsed()));
+    let total = vm.started.elapsed().as_secs_f64();
+    let log = vm.kill();
+    let log_path = dir.join("serial.log");
+    fs::write(&log_path, &log).unwrap();
     assert!(
-        status.is_some(),
-        "QEMU did not finish in {timeout} s (log {}):\n{}",
+        exited,
+        "QEMU did not finish in {timeout:?} (log {}):\n{}",
         log_path.display(),
         tail(&log, 40)
     );
@@ -320,13 +310,13 @@ fn boot(vmlinuz: &Path, initrd: &Path, log_path: &Path) -> Boot {
         log_path.display(),
         tail(&log, 40)
     );
+    let done_at = log.find("SLIPWAY-DONE").unwrap_or(log.len());
     for bad in [
         "Kernel panic - not syncing: Attempted to kill init",
         "Oops",
         "BUG:",
         "Call Trace",
     ] {
-        let done_at = log.find("SLIPWAY-DONE").unwrap_or(log.len());
         assert!(
             !log[..done_at].contains(bad),
             "console shows {bad:?} (log {}):\n{}",
@@ -338,6 +328,7 @@ fn boot(vmlinuz: &Path, initrd: &Path, log_path: &Path) -> Boot {
         to_init: to_init.unwrap_or(total),
         total,
         log,
+        log_path,
     }
 }
 
@@ -377,7 +368,7 @@ fn needs_hyperv(plan: &ModulePlan) -> BTreeSet<String> {
 /// first hands a module file to finit_module(2) as it is; when the final load fails, the
 /// kernel's complaint about that first (compressed, so not ELF) attempt stays in the log
 /// as "Invalid ELF header magic". One such line per expected failure is allowed.
-fn assert_no_load_errors(b: &Boot, log_path: &Path, failed_loads: usize) {
+fn assert_no_load_errors(b: &Boot, failed_loads: usize) {
     let dmesg = b.section("DMESG");
     assert!(!dmesg.is_empty(), "no dmesg section:\n{}", tail(&b.log, 40));
     let magic = dmesg
@@ -387,7 +378,7 @@ fn assert_no_load_errors(b: &Boot, log_path: &Path, failed_loads: usize) {
     assert!(
         magic <= failed_loads,
         "{magic} \"Invalid ELF header magic\" lines for {failed_loads} expected failures (log {})",
-        log_path.display()
+        b.log_path.display()
     );
     let bad: Vec<&&str> = dmesg
         .iter()
@@ -397,25 +388,101 @@ fn assert_no_load_errors(b: &Boot, log_path: &Path, failed_loads: usize) {
     assert!(
         bad.is_empty(),
         "module load errors in the kernel log (log {}):\n{bad:#?}",
-        log_path.display()
+        b.log_path.display()
     );
 }
 
-/// Full flow for one release: assemble + prune, check the tree, boot an initramfs
-/// holding every kept module, modprobe each, and check the kernel's verdict.
-fn prune_and_boot(release: &str) -> (slipway::kernel::ModuleReport, Boot) {
-    let d = tempfile::tempdir().unwrap();
-    let asm = assemble(d.path(), release, Some(BOOT_SET));
+/// Asserts each of `names` was loaded by /init's `marker` (`INSMOD` or `MODPROBE`) and
+/// is in /proc/modules; the Hyper-V ones must load, or fail with ENODEV ("No such
+/// device"), or (insmod) be skipped because a dependency failed.
+fn assert_loaded<'a>(
+    b: &Boot,
+    names: impl IntoIterator<Item = &'a str>,
+    marker: &str,
+    hyperv: &BTreeSet<String>,
+) {
+    let loaded = b.loaded();
+    let (ok, fail, skip) = (
+        format!("{marker}-OK"),
+        format!("{marker}-FAIL"),
+        format!("{marker}-SKIP"),
+    );
+    for name in names {
+        let done = b.marked(&ok, name).is_some();
+        if hyperv.contains(name) {
+            let failed = b.marked(&fail, name);
+            assert!(
+                done || b.marked(&skip, name).is_some()
+                    || failed.is_some_and(|l| l.contains("No such device")),
+                "{name}: expected to load or fail with ENODEV off Hyper-V: {failed:?}"
+            );
+            continue;
+        }
+        assert!(
+            done && loaded.contains(name),
+            "{name} did not load with {marker} (log {}):\n{}",
+            b.log_path.display(),
+            b.log
+                .lines()
+                .filter(|l| l.contains(name) || l.contains(marker))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+/// /init lines that insmod `order`, each after its dependencies; a module whose
+/// dependency failed is skipped (`INSMOD-SKIP`), a failure prints `INSMOD-FAIL`.
+fn insmod_lines(order: &[&Module]) -> String {
+    let mut s = String::from(
+        "load() { n=$1; p=$2; shift 2; for d in \"$@\"; do if [ -e /tmp/failed.$d ]; then echo \"INSMOD-SKIP $n needs $d\"; : > /tmp/failed.$n; return; fi; done; if out=$(insmod $p 2>&1); then echo \"INSMOD-OK $n\"; else echo \"INSMOD-FAIL $n $out\"; : > /tmp/failed.$n; fi; }\n",
+    );
+    for m in order {
+        s.push_str(&format!(
+            "load {} /{} {}\n",
+            m.name,
+            m.path,
+            m.deps.join(" ")
+        ));
+    }
+    s
+}
+
+/// /init lines that modprobe each of `names` (`MODPROBE-OK` or `MODPROBE-FAIL`).
+fn modprobe_lines<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    names
+        .into_iter()
+        .map(|n| {
+            format!(
+                "if out=$(modprobe {n} 2>&1); then echo \"MODPROBE-OK {n}\"; else echo \"MODPROBE-FAIL {n} $out\"; fi\n"
+            )
+        })
+        .collect()
+}
+
+/// A release's kernel pruned to some features, checked against its plan.
+struct Pruned {
+    asm: slipway::assemble::Assembled,
+    k: KernelInfo,
+    plan: ModulePlan,
+    report: slipway::kernel::ModuleReport,
+}
+
+/// Assembles and prunes `release` to `features` in `dir`, and checks the tree
+/// ([`check_pruned`]) and the build's module report against the plan.
+fn prune(dir: &Path, release: &str, features: &[&str]) -> Pruned {
+    fs::create_dir_all(dir).unwrap();
+    let asm = assemble(dir, release, Some(features));
     let report = asm
         .modules
         .clone()
         .expect("a [kernel] recipe reports its modules");
     let k = kernel::find(&asm.tree).unwrap();
     assert_eq!(report.kernel, k.version);
-    let plan = check_pruned(&asm.tree, &k, &strings(BOOT_SET));
+    let plan = check_pruned(&asm.tree, &k, &strings(features));
     assert_eq!(report.kept_count, plan.keep.len());
     eprintln!(
-        "{release}: {} (kept: {})",
+        "{release} {features:?}: {} (kept: {})",
         report.summary(),
         report.kept.join(" ")
     );
@@ -428,79 +495,83 @@ fn prune_and_boot(release: &str) -> (slipway::kernel::ModuleReport, Boot) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut init = INIT_HEAD.to_string();
-    for m in &plan.keep {
-        init.push_str(&format!(
-            "if out=$(modprobe {0} 2>&1); then echo \"MODPROBE-OK {0}\"; else echo \"MODPROBE-FAIL {0} $out\"; fi\n",
-            m.name
-        ));
+    Pruned {
+        asm,
+        k,
+        plan,
+        report,
     }
-    init.push_str(INIT_TAIL);
-    let initramfs = initramfs_tree(&asm.tree, &k, &init, None);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kernel-boot-{release}"));
-    fs::create_dir_all(&dir).unwrap();
-    let opts = CpioOptions { epoch: asm.epoch };
-    let initrd = dir.join("initrd.cpio.xz");
-    let a = cpio::write_compressed(&initramfs, opts, Compression::Xz, &initrd).unwrap();
+}
+
+/// Boots `p`'s kernel with an initramfs holding every kept module (written twice with
+/// `compression`: the same bytes), whose /init insmods `order` first and then
+/// modprobes every other kept module; checks the kernel version, every load, and the
+/// kernel log. `dir` keeps the files and the console.
+fn boot_every_module(p: &Pruned, order: &[&Module], compression: Compression, dir: &Path) -> Boot {
+    let first: BTreeSet<&str> = order.iter().map(|m| m.name.as_str()).collect();
+    let rest: Vec<&str> = p
+        .plan
+        .keep
+        .iter()
+        .map(|m| m.name.as_str())
+        .filter(|n| !first.contains(n))
+        .collect();
+    let init = format!(
+        "{INIT_HEAD}{}{}{INIT_TAIL}",
+        insmod_lines(order),
+        modprobe_lines(rest.iter().copied())
+    );
+    let initramfs = initramfs_tree(&p.asm.tree, &p.k, &init, None);
+    fs::create_dir_all(dir).unwrap();
+    let opts = CpioOptions { epoch: p.asm.epoch };
+    let initrd = dir.join("initrd.cpio.boot");
+    let a = cpio::write_compressed(&initramfs, opts, compression, &initrd).unwrap();
     let again =
-        cpio::write_compressed(&initramfs, opts, Compression::Xz, &dir.join("again.xz")).unwrap();
+        cpio::write_compressed(&initramfs, opts, compression, &dir.join("again.cpio")).unwrap();
     assert_eq!(
         a.sha256, again.sha256,
         "the same tree gave two different initramfs files"
     );
     let vmlinuz = dir.join("vmlinuz");
-    fs::write(&vmlinuz, file(&asm.tree, &k.vmlinuz_path)).unwrap();
-    let log_path = dir.join("serial.log");
-    let b = boot(&vmlinuz, &initrd, &log_path);
+    fs::write(&vmlinuz, file(&p.asm.tree, &p.k.vmlinuz_path)).unwrap();
+    let b = boot(&vmlinuz, &initrd, dir);
     eprintln!(
-        "{release}: initramfs {:.2} MB (xz), /init after {:.1} s, done after {:.1} s",
+        "{}: initramfs {:.2} MB ({compression:?}), {} insmod + {} modprobe, /init after {:.1} s, done after {:.1} s",
+        p.k.version,
         mb(a.size),
+        order.len(),
+        rest.len(),
         b.to_init,
         b.total
     );
     assert!(
-        b.log.contains(&format!("kernel={}", k.version)),
+        b.log.contains(&format!("kernel={}", p.k.version)),
         "booted another kernel?\n{}",
         tail(&b.log, 20)
     );
-    // Every kept module loaded, except the Hyper-V ones off Hyper-V, which must fail
-    // with "No such device" and nothing else.
-    let hyperv = needs_hyperv(&plan);
-    let loaded = b.loaded();
-    for m in &plan.keep {
-        let ok = b.log.contains(&format!("MODPROBE-OK {}", m.name));
-        if hyperv.contains(&m.name) {
-            let fail = b
-                .log
-                .lines()
-                .find(|l| l.contains(&format!("MODPROBE-FAIL {} ", m.name)));
-            assert!(
-                ok || fail.is_some_and(|l| l.contains("No such device")),
-                "{}: expected to load or fail with ENODEV off Hyper-V: {fail:?}",
-                m.name
-            );
-        } else {
-            assert!(
-                ok && loaded.contains(&m.name),
-                "{} did not load (log {}):\n{}",
-                m.name,
-                log_path.display(),
-                b.log
-                    .lines()
-                    .filter(|l| l.contains(&m.name))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-    }
-    let failed = b.log.matches("MODPROBE-FAIL").count();
-    assert_no_load_errors(&b, &log_path, failed);
-    (report, b)
+    let hyperv = needs_hyperv(&p.plan);
+    assert_loaded(&b, first.iter().copied(), "INSMOD", &hyperv);
+    assert_loaded(&b, rest.iter().copied(), "MODPROBE", &hyperv);
+    let failed = b.log.matches("INSMOD-FAIL").count() + b.log.matches("MODPROBE-FAIL").count();
+    assert_no_load_errors(&b, failed);
+    b
 }
 
+/// Where a release's boot files and console are kept: `target/tmp/kernel-boot-<name>/`.
+fn boot_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kernel-boot-{name}"))
+}
+
+/// trixie in one boot: the containerd host's modules (every feature) pruned, the storage,
+/// root and var modules insmod-ed in [`ModulePlan::load_order`] (each after its
+/// dependencies, as an init without modprobe loads them), then every other kept module
+/// modprobe-d, from a zstd initramfs. The recipe's boot set is pruned and checked on
+/// the host too; the boot loads all of it (it is a subset of every feature).
 #[test]
-fn trixie_cloud_kernel_pruned_boots_and_loads_every_kept_module() {
-    let (report, _) = prune_and_boot("trixie");
+fn trixie_cloud_kernel_pruned_loads_in_order_and_every_kept_module() {
+    let d = tempfile::tempdir().unwrap();
+    let boot_set = prune(&d.path().join("boot-set"), "trixie", BOOT_SET);
+    let report = &boot_set.report;
     assert!(
         report.kept_count < report.total_count / 10,
         "{}",
@@ -510,39 +581,16 @@ fn trixie_cloud_kernel_pruned_boots_and_loads_every_kept_module() {
         report.builtin_hits.iter().any(|b| b.name == "ext4"),
         "ext4 is built into Debian's cloud kernels"
     );
-}
-
-#[test]
-fn bookworm_cloud_kernel_pruned_boots_and_loads_every_kept_module() {
-    let (report, _) = prune_and_boot("bookworm");
-    assert!(
-        report.kept_count < report.total_count / 10,
-        "{}",
-        report.summary()
-    );
-    // On 6.1 virtio_pci is a module; on 6.12 it is built in.
-    assert!(
-        report.kept.iter().any(|m| m == "virtio_pci"),
-        "{:?}",
-        report.kept
-    );
-}
-
-/// The initramfs an init loads without modprobe: the storage, root and var modules in
-/// [`ModulePlan::load_order`], each loaded with insmod after its dependencies, zstd and
-/// xz compressed (sizes printed), booted from the zstd one; also read back with GNU cpio.
-#[test]
-fn load_order_initramfs_boots_with_insmod_and_reads_back_with_gnu_cpio() {
-    let d = tempfile::tempdir().unwrap();
-    let asm = assemble(d.path(), "trixie", Some(ALL_FEATURES));
-    let k = kernel::find(&asm.tree).unwrap();
-    let report = asm.modules.clone().unwrap();
-    eprintln!(
-        "trixie, every feature (a containerd host): {}",
-        report.summary()
-    );
-    let plan = check_pruned(&asm.tree, &k, &strings(ALL_FEATURES));
-    let order = plan.load_order(&strings(INITRAMFS_SET)).unwrap();
+    let all = prune(&d.path().join("all"), "trixie", ALL_FEATURES);
+    let booted: BTreeSet<&str> = all.plan.keep.iter().map(|m| m.name.as_str()).collect();
+    for m in &boot_set.plan.keep {
+        assert!(
+            booted.contains(m.name.as_str()),
+            "{} is kept for {BOOT_SET:?} but not for every feature",
+            m.name
+        );
+    }
+    let order = all.plan.load_order(&strings(INITRAMFS_SET)).unwrap();
     // The order loads each module after its dependencies.
     for (i, m) in order.iter().enumerate() {
         for dep in m.deps.iter().chain(m.pre.iter()) {
@@ -550,64 +598,65 @@ fn load_order_initramfs_boots_with_insmod_and_reads_back_with_gnu_cpio() {
             assert!(j < i, "{} comes before its dependency {dep}", m.name);
         }
     }
-    let hyperv = needs_hyperv(&plan);
-    let mut init = INIT_HEAD.to_string();
-    init.push_str(
-        "load() { n=$1; p=$2; shift 2; for d in \"$@\"; do if [ -e /tmp/failed.$d ]; then echo \"INSMOD-SKIP $n needs $d\"; : > /tmp/failed.$n; return; fi; done; if out=$(insmod $p 2>&1); then echo \"INSMOD-OK $n\"; else echo \"INSMOD-FAIL $n $out\"; : > /tmp/failed.$n; fi; }\n",
+    let dir = boot_dir("trixie");
+    load_order_initramfs_reads_back_with_gnu_cpio(&all, &order, &dir);
+    boot_every_module(&all, &order, Compression::Zstd, &dir);
+}
+
+#[test]
+fn bookworm_cloud_kernel_pruned_boots_and_loads_every_kept_module() {
+    let d = tempfile::tempdir().unwrap();
+    let p = prune(d.path(), "bookworm", BOOT_SET);
+    boot_every_module(&p, &[], Compression::Xz, &boot_dir("bookworm"));
+    assert!(
+        p.report.kept_count < p.report.total_count / 10,
+        "{}",
+        p.report.summary()
     );
-    for m in &order {
-        init.push_str(&format!(
-            "load {} /{} {}\n",
-            m.name,
-            m.path,
-            m.deps.join(" ")
-        ));
-    }
-    init.push_str(INIT_TAIL);
+    // On 6.1 virtio_pci is a module; on 6.12 it is built in.
+    assert!(
+        p.report.kept.iter().any(|m| m == "virtio_pci"),
+        "{:?}",
+        p.report.kept
+    );
+}
+
+/// The initramfs an init loads without modprobe: only the modules of `order` (the
+/// storage, root and var set) and an /init that insmods them, written without
+/// compression, zstd and xz (sizes printed); GNU cpio lists the same names and
+/// extracts the same content, links and device node.
+fn load_order_initramfs_reads_back_with_gnu_cpio(p: &Pruned, order: &[&Module], dir: &Path) {
+    let init = format!("{INIT_HEAD}{}{INIT_TAIL}", insmod_lines(order));
     let paths: Vec<&str> = order.iter().map(|m| m.path.as_str()).collect();
-    let initramfs = initramfs_tree(&asm.tree, &k, &init, Some(&paths));
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-boot-load-order");
-    fs::create_dir_all(&dir).unwrap();
-    let opts = CpioOptions { epoch: asm.epoch };
-    let plain = cpio::write_compressed(
-        &initramfs,
-        opts,
-        Compression::None,
-        &dir.join("initrd.cpio"),
-    )
-    .unwrap();
-    let zst = cpio::write_compressed(
-        &initramfs,
-        opts,
-        Compression::Zstd,
-        &dir.join("initrd.cpio.zst"),
-    )
-    .unwrap();
-    let xz = cpio::write_compressed(
-        &initramfs,
-        opts,
-        Compression::Xz,
-        &dir.join("initrd.cpio.xz"),
-    )
-    .unwrap();
+    let initramfs = initramfs_tree(&p.asm.tree, &p.k, &init, Some(&paths));
+    fs::create_dir_all(dir).unwrap();
+    let opts = CpioOptions { epoch: p.asm.epoch };
+    let mut sizes = Vec::new();
+    for (c, name) in [
+        (Compression::None, "initrd.cpio"),
+        (Compression::Zstd, "initrd.cpio.zst"),
+        (Compression::Xz, "initrd.cpio.xz"),
+    ] {
+        let w = cpio::write_compressed(&initramfs, opts, c, &dir.join(name)).unwrap();
+        sizes.push(mb(w.size));
+    }
     eprintln!(
         "initramfs (storage+root+var, {} modules + busybox): cpio {:.2} MB, zstd-{} {:.2} MB, xz {:.2} MB",
         order.len(),
-        mb(plain.size),
+        sizes[0],
         cpio::ZSTD_LEVEL,
-        mb(zst.size),
-        mb(xz.size)
+        sizes[1],
+        sizes[2]
     );
-    // GNU cpio lists the same names and extracts the same content and links.
-    let bytes = fs::read(dir.join("initrd.cpio")).unwrap();
-    let ours: Vec<String> = cpio::parse(&bytes)
+    let plain = dir.join("initrd.cpio");
+    let ours: Vec<String> = cpio::parse(&fs::read(&plain).unwrap())
         .unwrap()
         .into_iter()
         .map(|e| e.name)
         .collect();
     let listed = Command::new("cpio")
         .args(["-t", "--quiet"])
-        .stdin(fs::File::open(dir.join("initrd.cpio")).unwrap())
+        .stdin(fs::File::open(&plain).unwrap())
         .output()
         .expect("cpio (Debian: cpio; run scripts/setup-host.sh)");
     assert!(listed.status.success());
@@ -623,7 +672,7 @@ fn load_order_initramfs_boots_with_insmod_and_reads_back_with_gnu_cpio() {
     let st = Command::new("cpio")
         .args(["-i", "-d", "-m", "--quiet", "--no-absolute-filenames"])
         .current_dir(&x)
-        .stdin(fs::File::open(dir.join("initrd.cpio")).unwrap())
+        .stdin(fs::File::open(&plain).unwrap())
         .status()
         .unwrap();
     assert!(st.success());
@@ -652,48 +701,6 @@ fn load_order_initramfs_boots_with_insmod_and_reads_back_with_gnu_cpio() {
             _ => assert!(on_disk.is_dir(), "{p}"),
         }
     }
-    let b = boot(
-        &{
-            let v = dir.join("vmlinuz");
-            fs::write(&v, file(&asm.tree, &k.vmlinuz_path)).unwrap();
-            v
-        },
-        &dir.join("initrd.cpio.zst"),
-        &dir.join("serial.log"),
-    );
-    eprintln!(
-        "load-order boot (zstd initramfs): /init after {:.1} s, done after {:.1} s",
-        b.to_init, b.total
-    );
-    let loaded = b.loaded();
-    for m in &order {
-        if hyperv.contains(&m.name) {
-            let line = b
-                .log
-                .lines()
-                .find(|l| l.starts_with("INSMOD-") && l.contains(&format!(" {} ", m.name)));
-            assert!(
-                line.is_some_and(|l| l.starts_with("INSMOD-OK")
-                    || l.starts_with("INSMOD-SKIP")
-                    || l.contains("No such device")),
-                "{}: expected to load or fail with ENODEV off Hyper-V: {line:?}",
-                m.name
-            );
-            continue;
-        }
-        assert!(
-            b.log.contains(&format!("INSMOD-OK {}", m.name)) && loaded.contains(&m.name),
-            "{} did not load in order:\n{}",
-            m.name,
-            b.log
-                .lines()
-                .filter(|l| l.contains("INSMOD"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
-    let failed = b.log.matches("INSMOD-FAIL").count();
-    assert_no_load_errors(&b, &dir.join("serial.log"), failed);
 }
 
 #[test]

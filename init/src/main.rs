@@ -499,4 +499,25 @@ mod tests {
         assert_eq!(a.to_string(), "00112233-4455-6677-8899-aabbccddeeff");
         assert_eq!(z.to_string(), "01234567-89ab-cdef-fedc-ba9876543210");
     }
+
+    /// A roothash whose first half is no partition's UUID stops the boot at find-root,
+    /// naming that UUID and where it comes from. The real scan runs over this
+    /// machine's disks (none carries the made-up UUID); `rootwait=0` scans once.
+    #[test]
+    fn a_wrong_roothash_names_the_partition_uuid_it_did_not_find() {
+        let hash = "5117a9e0b0075e7d00c0ffee0badf00d0123456789abcdeffedcba9876543210";
+        let c = cmdline::parse(&format!("console=ttyS0 roothash={hash} rootwait=0")).unwrap();
+        let Err(e) = find_root(&c) else {
+            panic!("a disk of this machine has the partition UUID of roothash={hash}");
+        };
+        // The UUID text of the first 16 bytes, as in the partition table's tools.
+        let h = &hash[..32];
+        let uuid = [&h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]].join("-");
+        assert_eq!(e.step, "find-root");
+        assert_eq!(e.subject, format!("partition UUID {uuid}"));
+        let want = format!(
+            "find-root: partition UUID {uuid}: no partition with UUID {uuid} (the first 128 bits of roothash=) on any disk after 0 s; seen: "
+        );
+        assert!(e.to_string().starts_with(&want), "{e}");
+    }
 }

@@ -1,5 +1,7 @@
-//! Booting images and talking to them: QEMU with OVMF ([`qemu`]), its monitor
-//! ([`qmp`]), and [`agent`], the host side of the in-image test agent (agent/ crate,
+//! Booting images and talking to them: QEMU ([`qemu`]: a disk under OVMF, or a kernel
+//! and initramfs booted directly; every boot counted in `$SLIPWAY_BOOT_LOG` and
+//! serialised across processes by `$SLIPWAY_VM_LOCK`), its monitor ([`qmp`]), and
+//! [`agent`], the host side of the in-image test agent (agent/ crate,
 //! `slipway-agent test-agent`).
 
 pub mod agent;

@@ -7,17 +7,36 @@
 //! per work directory, so a VM can be stopped and started again on the same overlay
 //! (reboot tests) while the built image stays byte-for-byte what users get. UEFI
 //! firmware is OVMF (`OVMF_CODE_4M.fd` read-only, a private copy of the variables).
+//! A spec with a [`DirectKernel`] boots that kernel and initramfs instead (QEMU's
+//! `-kernel`, `-initrd`, `-append`; no OVMF), with the disk optional: the initramfs
+//! and kernel-module tests, which have a kernel but no bootable disk. Everything else
+//! (machine, CPU, console, overlay, QMP) is the same one command line.
 //! User-mode networking always runs with `restrict=on`: the guest reaches only the
 //! forwards listed, to services on the host's loopback.
+//!
+//! Two environment variables let a CI run count and serialise boots across every
+//! process that boots (cargo tests, `slipway test`, `slipway boot`):
+//! - `SLIPWAY_BOOT_LOG` ([`BOOT_LOG_ENV`]): each QEMU start ([`Vm::start`],
+//!   [`run_interactive`]) appends one line `<unix time> <disk or kernel> <accel>` to
+//!   this file (opened in append mode, one `write` per line, so processes do not
+//!   interleave); the number of lines is the number of boots.
+//! - `SLIPWAY_VM_LOCK` ([`VM_LOCK_ENV`]): before QEMU starts, the process takes an
+//!   exclusive `flock(2)` on this file (created if missing) and holds it until the last
+//!   of its VMs is dropped or killed, so VMs of different processes never run at once.
+//!   VMs of one process share the process's lock (a test that starts the next boot
+//!   before dropping the last does not deadlock). Do not point it at a file the
+//!   process's parent already holds with `flock(1)`: the child would wait for itself.
 
 use crate::tool::Tool;
 use anyhow::{bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The firmware code and variable template (Debian's `ovmf`).
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -27,6 +46,10 @@ pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 pub const AGENT_PORT: &str = "org.slipway.test";
 /// The fw_cfg name the provisioning agent reads its config from.
 pub const FW_CFG_CONFIG: &str = "opt/org.slipway/config";
+/// The file each QEMU start appends a line to (see the module documentation).
+pub const BOOT_LOG_ENV: &str = "SLIPWAY_BOOT_LOG";
+/// The file whose exclusive `flock` a process holds while its VMs run.
+pub const VM_LOCK_ENV: &str = "SLIPWAY_VM_LOCK";
 
 /// How the guest's CPU is run.
 #[derive(
@@ -38,6 +61,16 @@ pub enum Accel {
     Tcg,
     /// Hardware virtualisation (/dev/kvm); only when asked.
     Kvm,
+}
+
+impl Accel {
+    /// QEMU's name for it (`-accel`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
 }
 
 /// A guest-side address forwarded to a TCP service on the host's loopback.
@@ -60,10 +93,24 @@ pub struct HostForward {
     pub guest_port: u16,
 }
 
+/// A kernel QEMU loads itself (`-kernel`, `-initrd`, `-append`), in place of OVMF
+/// starting the UKI on the disk's ESP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectKernel {
+    /// The kernel image (`vmlinuz`).
+    pub kernel: PathBuf,
+    /// The initramfs (a newc cpio, compressed or not).
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line. The console is the first serial port, so it
+    /// usually starts with `console=ttyS0`.
+    pub cmdline: String,
+}
+
 /// Everything about one VM.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
-    /// The image booted (through an overlay).
+    /// The image booted (through an overlay). Empty (`PathBuf::new()`, as
+    /// [`VmSpec::direct`] leaves it): no disk, which only a [`DirectKernel`] boot allows.
     pub disk: PathBuf,
     /// Grow the overlay to this size (the guest sees a bigger disk); None: as the image.
     pub disk_size: Option<u64>,
@@ -73,6 +120,8 @@ pub struct VmSpec {
     pub cpus: u32,
     /// Accelerator.
     pub accel: Accel,
+    /// Boot this kernel and initramfs directly (no OVMF); None: UEFI from the disk.
+    pub kernel: Option<DirectKernel>,
     /// A provisioning config passed through fw_cfg.
     pub fw_cfg_config: Option<PathBuf>,
     /// Extra raw drives (config drives, data disks), attached read-write as virtio.
@@ -102,6 +151,7 @@ impl VmSpec {
             memory_mib: 2048,
             cpus: 2,
             accel: Accel::Tcg,
+            kernel: None,
             fw_cfg_config: None,
             drives: Vec::new(),
             guest_forwards: Vec::new(),
@@ -112,6 +162,28 @@ impl VmSpec {
             no_reboot: true,
         }
     }
+
+    /// A direct-kernel boot with the defaults of [`VmSpec::new`] and no disk (set
+    /// [`VmSpec::disk`] to boot with one, as `/dev/vda`).
+    pub fn direct(kernel: DirectKernel) -> VmSpec {
+        VmSpec {
+            kernel: Some(kernel),
+            ..VmSpec::new(Path::new(""))
+        }
+    }
+
+    /// Whether a disk is attached (through the overlay).
+    pub fn has_disk(&self) -> bool {
+        !self.disk.as_os_str().is_empty()
+    }
+
+    /// What boots: the kernel of a direct boot, else the disk (the boot log's field).
+    pub fn boots(&self) -> &Path {
+        match &self.kernel {
+            Some(k) => &k.kernel,
+            None => &self.disk,
+        }
+    }
 }
 
 /// Host programs a boot needs.
@@ -120,10 +192,41 @@ pub const TOOLS: &[&str] = &["qemu-system-x86_64", "qemu-img"];
 /// Checks the host can boot images: QEMU, qemu-img and OVMF present.
 pub fn check_host() -> Result<()> {
     crate::tool::require(TOOLS)?;
+    check_ovmf()
+}
+
+fn check_ovmf() -> Result<()> {
     for f in [OVMF_CODE, OVMF_VARS] {
         if !Path::new(f).is_file() {
             bail!("{f} not found (Debian: ovmf)");
         }
+    }
+    Ok(())
+}
+
+/// Checks what `spec` needs: QEMU, qemu-img for a disk, OVMF for a UEFI boot, and the
+/// kernel and initramfs files of a direct boot.
+pub fn check_spec(spec: &VmSpec) -> Result<()> {
+    crate::tool::require(&TOOLS[..1])?;
+    if spec.has_disk() {
+        crate::tool::require(&TOOLS[1..])?;
+    }
+    match &spec.kernel {
+        None if !spec.has_disk() => bail!("a VM needs a disk or a kernel to boot"),
+        None => check_ovmf()?,
+        Some(k) => {
+            for f in std::iter::once(&k.kernel).chain(&k.initrd) {
+                if !f.is_file() {
+                    bail!(
+                        "{}: not a file (the direct-kernel boot's kernel or initramfs)",
+                        f.display()
+                    );
+                }
+            }
+        }
+    }
+    if spec.disk_size.is_some() && !spec.has_disk() {
+        bail!("disk_size is set but the VM has no disk");
     }
     Ok(())
 }
@@ -158,17 +261,18 @@ impl WorkDir {
 }
 
 /// Creates the overlay and variable store in `dir` unless they exist (so a second
-/// start continues on the same disk).
+/// start continues on the same disk). A direct-kernel boot has no variable store, and
+/// a VM without a disk no overlay.
 pub fn prepare(spec: &VmSpec, dir: &Path) -> Result<WorkDir> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let w = WorkDir {
         dir: dir.to_path_buf(),
     };
-    if !w.vars().exists() {
+    if spec.kernel.is_none() && !w.vars().exists() {
         std::fs::copy(OVMF_VARS, w.vars())
             .with_context(|| format!("copying {OVMF_VARS} to {}", w.vars().display()))?;
     }
-    if !w.overlay().exists() {
+    if spec.has_disk() && !w.overlay().exists() {
         let disk = std::fs::canonicalize(&spec.disk)
             .with_context(|| format!("the disk image {}", spec.disk.display()))?;
         let fmt = backing_format(&disk);
@@ -198,29 +302,45 @@ pub fn backing_format(disk: &Path) -> &'static str {
 /// The QEMU command line for `spec` in work directory `w`.
 pub fn command(spec: &VmSpec, w: &WorkDir, interactive: bool) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
-    let accel = match spec.accel {
-        Accel::Tcg => "tcg",
-        Accel::Kvm => "kvm",
-    };
-    c.args(["-accel", accel, "-machine", "q35", "-cpu", "max"])
-        .args(["-m", &spec.memory_mib.to_string()])
-        .args(["-smp", &spec.cpus.to_string()])
-        .args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-serial", if interactive { "mon:stdio" } else { "stdio" }]);
+    c.args([
+        "-accel",
+        spec.accel.name(),
+        "-machine",
+        "q35",
+        "-cpu",
+        "max",
+    ])
+    .args(["-m", &spec.memory_mib.to_string()])
+    .args(["-smp", &spec.cpus.to_string()])
+    .args(["-nodefaults", "-no-user-config", "-display", "none"])
+    .args(["-serial", if interactive { "mon:stdio" } else { "stdio" }]);
     if spec.no_reboot {
         c.arg("-no-reboot");
     }
-    c.arg("-drive").arg(format!(
-        "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-    ));
-    c.arg("-drive").arg(format!(
-        "if=pflash,format=raw,unit=1,file={}",
-        w.vars().display()
-    ));
-    c.arg("-drive").arg(format!(
-        "file={},format=qcow2,if=virtio,discard=unmap",
-        w.overlay().display()
-    ));
+    match &spec.kernel {
+        None => {
+            c.arg("-drive").arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+            ));
+            c.arg("-drive").arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                w.vars().display()
+            ));
+        }
+        Some(k) => {
+            c.arg("-kernel").arg(&k.kernel);
+            if let Some(initrd) = &k.initrd {
+                c.arg("-initrd").arg(initrd);
+            }
+            c.args(["-append", &k.cmdline]);
+        }
+    }
+    if spec.has_disk() {
+        c.arg("-drive").arg(format!(
+            "file={},format=qcow2,if=virtio,discard=unmap",
+            w.overlay().display()
+        ));
+    }
     for d in &spec.drives {
         c.arg("-drive")
             .arg(format!("file={},format=raw,if=virtio", d.display()));
@@ -230,23 +350,7 @@ pub fn command(spec: &VmSpec, w: &WorkDir, interactive: bool) -> Command {
             .arg(format!("name={FW_CFG_CONFIG},file={}", cfg.display()));
     }
     if spec.network {
-        let mut netdev = "user,id=n0,restrict=on".to_string();
-        if let Some(range) = &spec.network_range {
-            netdev.push_str(&format!(",net={range}"));
-        }
-        for f in &spec.guest_forwards {
-            netdev.push_str(&format!(
-                ",guestfwd=tcp:{}:{}-tcp:127.0.0.1:{}",
-                f.guest, f.guest_port, f.host_port
-            ));
-        }
-        for f in &spec.host_forwards {
-            netdev.push_str(&format!(
-                ",hostfwd=tcp:127.0.0.1:{}-:{}",
-                f.host_port, f.guest_port
-            ));
-        }
-        c.args(["-netdev", &netdev])
+        c.args(["-netdev", &netdev(spec)])
             .args(["-device", "virtio-net-pci,netdev=n0"]);
     }
     if spec.agent {
@@ -266,6 +370,136 @@ pub fn command(spec: &VmSpec, w: &WorkDir, interactive: bool) -> Command {
     c
 }
 
+/// The user network: restricted, with the spec's range and forwards.
+fn netdev(spec: &VmSpec) -> String {
+    let mut netdev = "user,id=n0,restrict=on".to_string();
+    if let Some(range) = &spec.network_range {
+        netdev.push_str(&format!(",net={range}"));
+    }
+    for f in &spec.guest_forwards {
+        netdev.push_str(&format!(
+            ",guestfwd=tcp:{}:{}-tcp:127.0.0.1:{}",
+            f.guest, f.guest_port, f.host_port
+        ));
+    }
+    for f in &spec.host_forwards {
+        netdev.push_str(&format!(
+            ",hostfwd=tcp:127.0.0.1:{}-:{}",
+            f.host_port, f.guest_port
+        ));
+    }
+    netdev
+}
+
+/// Appends the boot-log line for a start of `spec` to `log` (see the module docs).
+fn record_boot(log: &Path, spec: &VmSpec) -> Result<()> {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let line = format!("{secs} {} {}\n", spec.boots().display(), spec.accel.name());
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening the boot log {} (${BOOT_LOG_ENV})", log.display()))?;
+    f.write_all(line.as_bytes())
+        .with_context(|| format!("appending to the boot log {}", log.display()))
+}
+
+/// Counts a start of `spec` in `$SLIPWAY_BOOT_LOG`, when set.
+fn count_boot(spec: &VmSpec) -> Result<()> {
+    match std::env::var_os(BOOT_LOG_ENV) {
+        Some(log) => record_boot(Path::new(&log), spec),
+        None => Ok(()),
+    }
+}
+
+/// Opens `path` (creating it if missing) and waits for an exclusive flock on it,
+/// saying so on stderr when another process holds it.
+fn flock_exclusive(path: &Path) -> Result<Flock<File>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        // Opened read-only when it exists: flock needs no write access, and O_CREAT on
+        // another user's file in /tmp fails under fs.protected_regular.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("creating the VM lock {}", path.display()))?,
+        Err(e) => return Err(e).with_context(|| format!("opening the VM lock {}", path.display())),
+    };
+    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => return Ok(l),
+        Err((f, nix::errno::Errno::EWOULDBLOCK)) => f,
+        Err((_, e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    };
+    eprintln!(
+        "waiting for the VM lock {} (${VM_LOCK_ENV}): another process runs a VM",
+        path.display()
+    );
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {}", path.display()))
+}
+
+/// The VM lock as one process holds it: taken by the process's first running VM and
+/// released with its last.
+struct LockState {
+    held: Option<Flock<File>>,
+    users: usize,
+}
+
+impl LockState {
+    fn acquire(&mut self, path: &Path) -> Result<()> {
+        if self.users == 0 {
+            self.held = Some(flock_exclusive(path)?);
+        }
+        self.users += 1;
+        Ok(())
+    }
+
+    fn release(&mut self) {
+        self.users = self.users.saturating_sub(1);
+        if self.users == 0 {
+            self.held = None;
+        }
+    }
+}
+
+static VM_LOCK: Mutex<LockState> = Mutex::new(LockState {
+    held: None,
+    users: 0,
+});
+
+fn vm_lock_state() -> MutexGuard<'static, LockState> {
+    // The state stays consistent even if a holder panicked: a count and a file.
+    VM_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One VM's share of the process's VM lock (`$SLIPWAY_VM_LOCK`).
+struct VmLockShare;
+
+impl VmLockShare {
+    /// Takes a share when `$SLIPWAY_VM_LOCK` is set (waiting for other processes).
+    fn take() -> Result<Option<VmLockShare>> {
+        let Some(path) = std::env::var_os(VM_LOCK_ENV) else {
+            return Ok(None);
+        };
+        vm_lock_state().acquire(Path::new(&path))?;
+        Ok(Some(VmLockShare))
+    }
+}
+
+impl Drop for VmLockShare {
+    fn drop(&mut self) {
+        vm_lock_state().release();
+    }
+}
+
 /// A running VM whose console is captured.
 pub struct Vm {
     child: Child,
@@ -275,17 +509,56 @@ pub struct Vm {
     readers: Vec<std::thread::JoinHandle<()>>,
     /// When QEMU started.
     pub started: Instant,
+    /// Dropped after `child` is reaped (fields drop after [`Drop::drop`]).
+    lock: Option<VmLockShare>,
+}
+
+/// Copies QEMU's output (stdout, then stderr lines prefixed `qemu: `) into `console`
+/// and the log file, carriage returns removed.
+fn capture(
+    mut r: Box<dyn Read + Send>,
+    prefix: &'static str,
+    console: Arc<Mutex<String>>,
+    log: Arc<Mutex<File>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+            let text = if prefix.is_empty() {
+                text
+            } else {
+                text.lines().map(|l| format!("{prefix}{l}\n")).collect()
+            };
+            if let Ok(mut c) = console.lock() {
+                c.push_str(&text);
+            }
+            if let Ok(mut l) = log.lock() {
+                let _ = l.write_all(text.as_bytes());
+            }
+        }
+    })
 }
 
 impl Vm {
     /// Starts QEMU for `spec` in `dir` (overlay created if missing), capturing the
-    /// serial console into memory and appending it to `console.log`.
+    /// serial console into memory and appending it to `console.log`. Waits for the VM
+    /// lock and counts the boot first (see the module documentation).
     pub fn start(spec: &VmSpec, dir: &Path) -> Result<Vm> {
-        check_host()?;
+        check_spec(spec)?;
         let work = prepare(spec, dir)?;
         for s in [work.qmp(), work.agent()] {
             let _ = std::fs::remove_file(s);
         }
+        let lock = VmLockShare::take()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(work.console_log())
+            .with_context(|| format!("opening {}", work.console_log().display()))?;
         let mut cmd = command(spec, &work, false);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -293,53 +566,40 @@ impl Vm {
         let mut child = cmd
             .spawn()
             .context("starting qemu-system-x86_64 (Debian: qemu-system-x86)")?;
+        let started = Instant::now();
         let console = Arc::new(Mutex::new(String::new()));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(work.console_log())
-            .with_context(|| format!("opening {}", work.console_log().display()))?;
         let log = Arc::new(Mutex::new(log));
+        let out = child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>);
+        let err = child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn Read + Send>);
         let mut readers = Vec::new();
-        let out: Box<dyn Read + Send> = match child.stdout.take() {
-            Some(o) => Box::new(o),
-            None => bail!("qemu's stdout is not captured"),
-        };
-        let err: Box<dyn Read + Send> = match child.stderr.take() {
-            Some(e) => Box::new(e),
-            None => bail!("qemu's stderr is not captured"),
-        };
-        for (mut r, prefix) in [(out, ""), (err, "qemu: ")] {
-            let console = Arc::clone(&console);
-            let log = Arc::clone(&log);
-            readers.push(std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = r.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
-                    let text = if prefix.is_empty() {
-                        text
-                    } else {
-                        text.lines().map(|l| format!("{prefix}{l}\n")).collect()
-                    };
-                    if let Ok(mut c) = console.lock() {
-                        c.push_str(&text);
-                    }
-                    if let Ok(mut l) = log.lock() {
-                        let _ = l.write_all(text.as_bytes());
-                    }
-                }
-            }));
+        for (pipe, prefix) in [(out, ""), (err, "qemu: ")] {
+            if let Some(pipe) = pipe {
+                readers.push(capture(
+                    pipe,
+                    prefix,
+                    Arc::clone(&console),
+                    Arc::clone(&log),
+                ));
+            }
         }
-        Ok(Vm {
+        let vm = Vm {
             child,
             work,
             console,
             readers,
-            started: Instant::now(),
-        })
+            started,
+            lock,
+        };
+        // After the spawn: a QEMU that did not start is not a boot. On an error here
+        // the Vm is dropped, which stops QEMU.
+        count_boot(spec)?;
+        Ok(vm)
     }
 
     /// Everything the console printed since this start.
@@ -400,10 +660,12 @@ impl Vm {
         crate::boot::qmp::execute(&self.work.qmp(), command)
     }
 
-    /// Stops QEMU at once (like pulling the plug) and collects the console.
+    /// Stops QEMU at once (like pulling the plug), releases the VM lock, and
+    /// collects the console.
     pub fn kill(&mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.lock = None;
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
@@ -419,11 +681,183 @@ impl Drop for Vm {
 }
 
 /// Runs QEMU for `spec` with the console on the terminal (`slipway boot`); returns
-/// QEMU's exit status. Ctrl-A X quits.
+/// QEMU's exit status. Ctrl-A X quits. Holds the VM lock and counts the boot like
+/// [`Vm::start`].
 pub fn run_interactive(spec: &VmSpec, dir: &Path) -> Result<std::process::ExitStatus> {
-    check_host()?;
+    check_spec(spec)?;
     let work = prepare(spec, dir)?;
+    let _lock = VmLockShare::take()?;
     let mut cmd = command(spec, &work, true);
-    cmd.status()
-        .context("running qemu-system-x86_64 (Debian: qemu-system-x86)")
+    let mut child = cmd
+        .spawn()
+        .context("running qemu-system-x86_64 (Debian: qemu-system-x86)")?;
+    if let Err(e) = count_boot(spec) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    child.wait().context("waiting for qemu-system-x86_64")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(c: &Command) -> Vec<String> {
+        c.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The value after each occurrence of `flag`.
+    fn values<'a>(a: &'a [String], flag: &str) -> Vec<&'a str> {
+        a.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    fn work() -> WorkDir {
+        WorkDir {
+            dir: PathBuf::from("/w"),
+        }
+    }
+
+    #[test]
+    fn backing_format_follows_the_extension() {
+        for (file, fmt) in [
+            ("out/disk.qcow2", "qcow2"),
+            ("out/disk.vhd", "vpc"),
+            ("out/disk.vmdk", "vmdk"),
+            ("out/disk.raw", "raw"),
+            ("out/disk.img", "raw"),
+            ("disk", "raw"),
+            ("out/disk.QCOW2", "raw"),
+        ] {
+            assert_eq!(backing_format(Path::new(file)), fmt, "{file}");
+        }
+    }
+
+    #[test]
+    fn a_direct_kernel_boot_has_no_firmware_and_an_optional_disk() {
+        let k = DirectKernel {
+            kernel: PathBuf::from("/k/vmlinuz"),
+            initrd: Some(PathBuf::from("/k/initrd.zst")),
+            cmdline: "console=ttyS0 roothash=ab".into(),
+        };
+        let mut spec = VmSpec::direct(k.clone());
+        spec.network = false;
+        spec.memory_mib = 1024;
+        spec.cpus = 1;
+        assert!(!spec.has_disk());
+        assert_eq!(spec.boots(), Path::new("/k/vmlinuz"));
+        let a = args(&command(&spec, &work(), false));
+        assert_eq!(values(&a, "-kernel"), ["/k/vmlinuz"]);
+        assert_eq!(values(&a, "-initrd"), ["/k/initrd.zst"]);
+        assert_eq!(values(&a, "-append"), ["console=ttyS0 roothash=ab"]);
+        assert_eq!(values(&a, "-machine"), ["q35"]);
+        assert_eq!(values(&a, "-m"), ["1024"]);
+        assert_eq!(values(&a, "-smp"), ["1"]);
+        assert_eq!(values(&a, "-serial"), ["stdio"]);
+        assert!(a.iter().any(|x| x == "-no-reboot"), "{a:?}");
+        assert!(
+            values(&a, "-drive").is_empty(),
+            "no firmware, no disk: {a:?}"
+        );
+        assert!(values(&a, "-netdev").is_empty(), "{a:?}");
+        assert_eq!(values(&a, "-qmp"), ["unix:/w/qmp.sock,server=on,wait=off"]);
+
+        // With a disk: the overlay, and still no pflash; no initrd: no -initrd.
+        spec.disk = PathBuf::from("/img/disk.raw");
+        spec.kernel = Some(DirectKernel { initrd: None, ..k });
+        let a = args(&command(&spec, &work(), false));
+        assert_eq!(
+            values(&a, "-drive"),
+            ["file=/w/overlay.qcow2,format=qcow2,if=virtio,discard=unmap"]
+        );
+        assert!(values(&a, "-initrd").is_empty(), "{a:?}");
+        assert_eq!(spec.boots(), Path::new("/k/vmlinuz"));
+    }
+
+    #[test]
+    fn a_uefi_boot_has_ovmf_and_no_kernel() {
+        let spec = VmSpec::new(Path::new("/img/disk.vhd"));
+        let a = args(&command(&spec, &work(), false));
+        let drives = values(&a, "-drive");
+        assert_eq!(drives.len(), 3, "{drives:?}");
+        assert!(drives[0].starts_with("if=pflash,") && drives[0].contains(OVMF_CODE));
+        assert_eq!(
+            drives[1],
+            "if=pflash,format=raw,unit=1,file=/w/OVMF_VARS.fd"
+        );
+        assert!(drives[2].starts_with("file=/w/overlay.qcow2,format=qcow2"));
+        for flag in ["-kernel", "-initrd", "-append"] {
+            assert!(!a.iter().any(|x| x == flag), "{flag} in {a:?}");
+        }
+        assert_eq!(values(&a, "-netdev"), ["user,id=n0,restrict=on"]);
+        assert_eq!(spec.boots(), Path::new("/img/disk.vhd"));
+    }
+
+    #[test]
+    fn a_spec_needs_a_disk_or_a_kernel() {
+        let e = check_spec(&VmSpec::new(Path::new(""))).unwrap_err();
+        assert!(format!("{e}").contains("needs a disk or a kernel"), "{e}");
+        let spec = VmSpec::direct(DirectKernel {
+            kernel: PathBuf::from("/nonexistent/vmlinuz"),
+            initrd: None,
+            cmdline: String::new(),
+        });
+        let e = check_spec(&spec).unwrap_err();
+        assert!(format!("{e}").contains("/nonexistent/vmlinuz"), "{e}");
+    }
+
+    #[test]
+    fn each_start_appends_one_line_to_the_boot_log() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("boots.log");
+        let before = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        record_boot(&log, &VmSpec::new(Path::new("/img/disk.raw"))).unwrap();
+        let mut k = VmSpec::direct(DirectKernel {
+            kernel: PathBuf::from("/k/vmlinuz"),
+            initrd: None,
+            cmdline: String::new(),
+        });
+        k.accel = Accel::Kvm;
+        record_boot(&log, &k).unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        for l in &lines {
+            let t: u64 = l[0].parse().unwrap();
+            assert!(t >= before && t < before + 60, "{text}");
+        }
+        assert_eq!(lines[0][1..], ["/img/disk.raw", "tcg"]);
+        assert_eq!(lines[1][1..], ["/k/vmlinuz", "kvm"]);
+    }
+
+    #[test]
+    fn the_vm_lock_is_held_while_any_vm_of_the_process_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("vm.lock");
+        // Another open file description, as another process would have.
+        let other_can_lock = || {
+            let f = File::open(&path).unwrap();
+            Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok()
+        };
+        let mut s = LockState {
+            held: None,
+            users: 0,
+        };
+        s.acquire(&path).unwrap();
+        assert!(path.exists(), "the lock file is created");
+        assert!(!other_can_lock());
+        s.acquire(&path).unwrap();
+        s.release();
+        assert!(!other_can_lock(), "released with the first of two VMs");
+        s.release();
+        assert!(other_can_lock(), "still held after the last VM");
+    }
 }
