@@ -5,7 +5,7 @@ CARGO ?= cargo
 RECIPE ?= base/static
 OUT ?= out
 
-.PHONY: all setup build init agent node image test qemu-test check fmt clippy bench clean
+.PHONY: all setup build init agent node image test test-host test-vm qemu-test check fmt clippy bench clean
 
 # slipway-init (init/) goes into initramfs images: a static binary (static glibc; the musl
 # target is not installed), built with its own size-optimised profile and copied next to
@@ -46,14 +46,41 @@ node:
 image: setup build
 	./target/release/slipway build $(RECIPE) -o $(OUT)/$(notdir $(RECIPE))
 
-# Every test: the cargo tests, then the qemu/ boot-test suite (one VM at a time).
-test: setup build
-	$(CARGO) nextest run --release --locked --workspace --no-fail-fast
-	$(MAKE) qemu-test
+# Tests. Under TCG a guest needs a core to itself, so the tests that boot QEMU run apart
+# from everything else and one at a time. Which test binaries boot is listed once, in
+# .config/nextest.toml (the test group `vm`).
+# - test-host: every cargo test that boots nothing, at full parallelism;
+# - test-vm: the test binaries in the group `vm`, one test at a time, then the qemu/
+#   suite (`slipway test`);
+# - test: both, in that order.
+# Images are built once per content key into the fixture cache $(SLIPWAY_FIXTURES),
+# shared by every cargo test process and `slipway test` (src/testing/fixtures.rs). Every
+# VM holds an exclusive flock on $(SLIPWAY_VM_LOCK) while it runs (src/boot/qemu.rs), so
+# no two VMs run at once even across processes; do not run these targets under
+# `flock` on that same file (a VM would wait for its own parent).
+NEXTEST = $(CARGO) nextest run --release --locked --workspace --no-fail-fast
+SLIPWAY_FIXTURES ?= $(abspath $(TARGET_DIR))/tmp/fixtures
+SLIPWAY_VM_LOCK ?= $(abspath $(TARGET_DIR))/vm.lock
+export SLIPWAY_FIXTURES SLIPWAY_VM_LOCK
+TEST_HOST = $(NEXTEST) -E 'not group(vm)'
+TEST_VM = $(NEXTEST) -E 'group(vm)'
+QEMU_TEST = $(TARGET_DIR)/release/slipway test --junit $(OUT)/test/junit.xml
 
-# The boot tests in qemu/*.toml (docs/testing.md): one VM at a time under TCG.
+test: setup build
+	$(TEST_HOST)
+	$(TEST_VM)
+	$(QEMU_TEST)
+
+test-host: setup build
+	$(TEST_HOST)
+
+test-vm: setup build
+	$(TEST_VM)
+	$(QEMU_TEST)
+
+# The boot tests in qemu/*.toml (docs/testing.md) alone: one VM at a time under TCG.
 qemu-test: setup build
-	$(TARGET_DIR)/release/slipway test --junit $(OUT)/test/junit.xml
+	$(QEMU_TEST)
 
 fmt:
 	$(CARGO) fmt --all -- --check

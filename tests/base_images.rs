@@ -12,7 +12,6 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 fn repo_recipe(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,29 +29,10 @@ fn json_file(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
-/// Every bundled image built once per test process into one directory (nextest runs each
-/// test in its own process; builds are warm after the first).
+/// A bundled base image, built once per run for every test process (a fixture: these
+/// tests consume the images; `every_image_repeats_...` builds its second copy on purpose).
 fn built(name: &str) -> PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR
-        .get_or_init(|| tempfile::tempdir().unwrap())
-        .path()
-        .join(name);
-    if !dir.join("report.json").exists() {
-        ok(slipway(
-            &shared_cache(),
-            &[
-                "--quiet",
-                "build",
-                repo_recipe(name).to_str().unwrap(),
-                "-o",
-                dir.to_str().unwrap(),
-                "--format",
-                "oci,oci-archive",
-            ],
-        ));
-    }
-    dir
+    fixtures::base_image(&format!("base/{name}"))
 }
 
 fn manifest_of(out: &Path) -> String {
@@ -191,21 +171,7 @@ fn busybox_runs_a_shell_and_a_dockerfile_run_step() {
 
 #[test]
 fn busybox_root_variant_runs_as_uid_0() {
-    let d = tempfile::tempdir().unwrap();
-    let out = d.path().join("root");
-    ok(slipway(
-        &shared_cache(),
-        &[
-            "--quiet",
-            "build",
-            repo_recipe("busybox").to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--root",
-            "--format",
-            "oci-archive",
-        ],
-    ));
+    let out = fixtures::build("base/busybox", &["--root", "--format", "oci-archive"]);
     let img = docker_load(&out);
     assert!(img.ends_with(":latest-root"), "{img}");
     let said =

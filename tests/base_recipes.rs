@@ -79,6 +79,19 @@ fn build(base: &Path, name: &str, out: &Path) -> Built {
     }
 }
 
+/// A bundled base image from the fixture cache (built once per run for every test
+/// process; the builds themselves are tested elsewhere).
+fn fixture(name: &str) -> Built {
+    let out = fixtures::base_image(&format!("base/{name}"));
+    let report = serde_json::from_slice(&fs::read(out.join("report.json")).unwrap()).unwrap();
+    Built {
+        root: out.join("rootfs"),
+        secs: fixtures::build_seconds(&out),
+        out,
+        report,
+    }
+}
+
 /// Size of `gzip -9` of the image's rootfs.tar, and one summary line printed for the log.
 fn measure(name: &str, b: &Built) -> u64 {
     let gz = Command::new("gzip")
@@ -227,9 +240,7 @@ fn check_applet_links(root: &Path, listed: &BTreeSet<String>, report: &serde_jso
 
 #[test]
 fn busybox_amd64_has_a_shell_and_every_applet_link() {
-    let d = tempfile::tempdir().unwrap();
-    let base = copy_recipes(d.path());
-    let b = build(&base, "busybox", &d.path().join("out"));
+    let b = fixture("busybox");
     measure("busybox", &b);
     if skip_unless_root("busybox_amd64_has_a_shell_and_every_applet_link") {
         return;
@@ -343,11 +354,9 @@ fn all_paths(root: &Path) -> BTreeSet<String> {
 
 #[test]
 fn glibc_libraries_resolve_in_the_image_and_gconv_is_only_in_full() {
-    let d = tempfile::tempdir().unwrap();
-    let base = copy_recipes(d.path());
-    let b = build(&base, "glibc", &d.path().join("glibc"));
+    let b = fixture("glibc");
     let gz = measure("glibc", &b);
-    let full = build(&base, "glibc-full", &d.path().join("glibc-full"));
+    let full = fixture("glibc-full");
     measure("glibc-full", &full);
     let root = &b.root;
     let multiarch = root.join("usr/lib/x86_64-linux-gnu");
@@ -423,9 +432,7 @@ fn glibc_libraries_resolve_in_the_image_and_gconv_is_only_in_full() {
 
 #[test]
 fn python_runs_a_flask_app_as_nonroot() {
-    let d = tempfile::tempdir().unwrap();
-    let base = copy_recipes(d.path());
-    let b = build(&base, "python", &d.path().join("out"));
+    let b = fixture("python");
     measure("python", &b);
     let root = &b.root;
     for e in walkdir::WalkDir::new(root) {
@@ -481,13 +488,19 @@ print(r.get_data(as_text=True).strip())
 #[test]
 fn nginx_serves_as_65532_and_logs_to_stdout() {
     let d = tempfile::tempdir().unwrap();
-    let base = copy_recipes(d.path());
-    let b = build(&base, "nginx", &d.path().join("out"));
+    let b = fixture("nginx");
     measure("nginx", &b);
-    let root = b.root.to_str().unwrap().to_string();
     if skip_unless_root("nginx_serves_as_65532_and_logs_to_stdout") {
         return;
     }
+    // nginx writes its temporary directories into /tmp: it runs in a copy, the fixture
+    // stays as built.
+    let copy = d.path().join("rootfs");
+    run(
+        "cp",
+        &["-a", b.root.to_str().unwrap(), copy.to_str().unwrap()],
+    );
+    let root = copy.to_str().unwrap().to_string();
     // The image's nginx, as uid 65532, in a new network and mount namespace. /dev and
     // /proc come from the host (a container runtime provides them), and the stdio pipes
     // are handed to 65532 as runc does, so /dev/stdout can be reopened.

@@ -66,10 +66,68 @@ fn k8s_node_with_stand_in_kubernetes_binaries_boots_and_joins_from_provisioning(
     .unwrap();
     let qemu = d.path().join("qemu");
     fs::create_dir_all(&qemu).unwrap();
-    fs::write(
-        qemu.join("k8s-node.toml"),
-        format!(
-            r#"description = "k8s-node (stand-in kubelet/kubeadm: the real kubelet does not run in CI)"
+    fs::write(qemu.join("k8s-node.toml"), definition()).unwrap();
+    let out = d.path().join("out");
+    let o = Command::new(common::bin())
+        .args(["test", "--dir"])
+        .arg(&qemu)
+        .arg("--output")
+        .arg(&out)
+        .env("SLIPWAY_CACHE", shared_cache())
+        // The images shared with the other tests (base/busybox) come from the fixture
+        // cache; the node image, with this run's stand-ins, is built into it.
+        .env("SLIPWAY_FIXTURES", fixtures::root())
+        .output()
+        .unwrap();
+    let t = text(&o);
+    if !o.status.success() {
+        let console = fs::read_to_string(out.join("k8s-node/vm/console.log")).unwrap_or_default();
+        let kube: Vec<&str> = console.lines().filter(|l| l.contains("kube")).collect();
+        panic!(
+            "slipway test failed:\n{t}\nconsole lines about kube*:\n{}",
+            kube.join("\n")
+        );
+    }
+    drop(server);
+
+    // The JoinConfiguration, field by field against the config above.
+    let written = fs::read(out.join("k8s-node/join.json")).unwrap();
+    let v: Value = serde_json::from_slice(&written).unwrap();
+    assert_eq!(v["apiVersion"], "kubeadm.k8s.io/v1beta4");
+    assert_eq!(v["kind"], "JoinConfiguration");
+    let bt = &v["discovery"]["bootstrapToken"];
+    assert_eq!(bt["apiServerEndpoint"], ENDPOINT);
+    assert_eq!(bt["token"], TOKEN);
+    assert_eq!(bt["caCertHashes"], serde_json::json!([CA_HASH]));
+    let reg = &v["nodeRegistration"];
+    assert_eq!(reg["name"], "worker-7");
+    assert_eq!(reg["criSocket"], "unix:///run/containerd/containerd.sock");
+    assert_eq!(
+        reg["taints"],
+        serde_json::json!([{ "key": "dedicated", "value": "ci", "effect": "NoSchedule" }])
+    );
+    assert_eq!(
+        reg["kubeletExtraArgs"],
+        serde_json::json!([{ "name": "node-labels", "value": "node.example.com/pool=blue,tier=web" }])
+    );
+    // What the kubeadm artifact was given is that file.
+    assert_eq!(
+        fs::read(out.join("k8s-node/kubeadm-saw.json")).unwrap(),
+        written
+    );
+}
+
+/// The `slipway test` definition: provisioning with a `[kubernetes]` section, the steps
+/// of the first boot, a reboot and the steps of the second.
+fn definition() -> String {
+    DEFINITION
+        .replace("{ENDPOINT}", ENDPOINT)
+        .replace("{TOKEN}", TOKEN)
+        .replace("{CA_HASH}", CA_HASH)
+}
+
+/// [`definition`] with `{ENDPOINT}`, `{TOKEN}` and `{CA_HASH}` still to fill in.
+const DEFINITION: &str = r#"description = "k8s-node (stand-in kubelet/kubeadm: the real kubelet does not run in CI)"
 recipe = "../k8s-node-ci.toml"
 timeout = 600
 
@@ -81,8 +139,8 @@ api-server-endpoint = "{ENDPOINT}"
 token = "{TOKEN}"
 ca-cert-hashes = ["{CA_HASH}"]
 node-name = "worker-7"
-labels = {{ "node.example.com/pool" = "blue", tier = "web" }}
-taint = [{{ key = "dedicated", value = "ci", effect = "NoSchedule" }}]
+labels = { "node.example.com/pool" = "blue", tier = "web" }
+taint = [{ key = "dedicated", value = "ci", effect = "NoSchedule" }]
 
 [[step]]
 name = "multi-user with no failed unit"
@@ -115,10 +173,10 @@ read-file = "/var/lib/slipway-test/kubeadm-join.args"
 expect-regex = '^join --config /etc/kubernetes/slipway-join.json\n$'
 
 [[step]]
-copy-out = {{ from = "/etc/kubernetes/slipway-join.json", to = "join.json" }}
+copy-out = { from = "/etc/kubernetes/slipway-join.json", to = "join.json" }
 
 [[step]]
-copy-out = {{ from = "/var/lib/slipway-test/kubeadm-join.config", to = "kubeadm-saw.json" }}
+copy-out = { from = "/var/lib/slipway-test/kubeadm-join.config", to = "kubeadm-saw.json" }
 
 [[step]]
 name = "kubelet waits for kubeadm's configuration instead of failing"
@@ -210,7 +268,7 @@ name = "restored, the check passes again"
 succeed = ["slipway-node", "check"]
 
 [[step]]
-copy-image = {{ recipe = "base/busybox", to = "/var/tmp/busybox.tar" }}
+copy-image = { recipe = "base/busybox", to = "/var/tmp/busybox.tar" }
 
 [[step]]
 succeed = ["ctr", "--namespace", "k8s.io", "images", "import", "--base-name", "docker.io/slipway/busybox", "/var/tmp/busybox.tar"]
@@ -242,53 +300,4 @@ expect-regex = '(?s)ConditionResult=no.*ActiveState=inactive|(?s)ActiveState=ina
 name = "kubeadm join ran once in two boots"
 read-file = "/var/lib/slipway-test/kubeadm-join.count"
 expect-regex = '\Ajoin\n\z'
-"#
-        ),
-    )
-    .unwrap();
-    let out = d.path().join("out");
-    let o = Command::new(common::bin())
-        .args(["test", "--dir"])
-        .arg(&qemu)
-        .arg("--output")
-        .arg(&out)
-        .env("SLIPWAY_CACHE", shared_cache())
-        .output()
-        .unwrap();
-    let t = text(&o);
-    if !o.status.success() {
-        let console = fs::read_to_string(out.join("k8s-node/vm/console.log")).unwrap_or_default();
-        let kube: Vec<&str> = console.lines().filter(|l| l.contains("kube")).collect();
-        panic!(
-            "slipway test failed:\n{t}\nconsole lines about kube*:\n{}",
-            kube.join("\n")
-        );
-    }
-    drop(server);
-
-    // The JoinConfiguration, field by field against the config above.
-    let written = fs::read(out.join("k8s-node/join.json")).unwrap();
-    let v: Value = serde_json::from_slice(&written).unwrap();
-    assert_eq!(v["apiVersion"], "kubeadm.k8s.io/v1beta4");
-    assert_eq!(v["kind"], "JoinConfiguration");
-    let bt = &v["discovery"]["bootstrapToken"];
-    assert_eq!(bt["apiServerEndpoint"], ENDPOINT);
-    assert_eq!(bt["token"], TOKEN);
-    assert_eq!(bt["caCertHashes"], serde_json::json!([CA_HASH]));
-    let reg = &v["nodeRegistration"];
-    assert_eq!(reg["name"], "worker-7");
-    assert_eq!(reg["criSocket"], "unix:///run/containerd/containerd.sock");
-    assert_eq!(
-        reg["taints"],
-        serde_json::json!([{ "key": "dedicated", "value": "ci", "effect": "NoSchedule" }])
-    );
-    assert_eq!(
-        reg["kubeletExtraArgs"],
-        serde_json::json!([{ "name": "node-labels", "value": "node.example.com/pool=blue,tier=web" }])
-    );
-    // What the kubeadm artifact was given is that file.
-    assert_eq!(
-        fs::read(out.join("k8s-node/kubeadm-saw.json")).unwrap(),
-        written
-    );
-}
+"#;

@@ -221,9 +221,149 @@ fn k8s_node_upstream_with_debian_containerd_2_stand_in_boots_and_runs_pods() {
     .unwrap();
     let qemu = d.path().join("qemu");
     fs::create_dir_all(&qemu).unwrap();
-    fs::write(
-        qemu.join("k8s-node-upstream.toml"),
-        r#"description = "k8s-node-upstream (Debian's containerd 2.x and runc stand in for upstream's; stand-in kubelet/kubeadm)"
+    fs::write(qemu.join("k8s-node-upstream.toml"), DEFINITION).unwrap();
+    let out = d.path().join("out");
+    let started = std::time::Instant::now();
+    let o = Command::new(common::bin())
+        .args(["test", "--dir"])
+        .arg(&qemu)
+        .arg("--output")
+        .arg(&out)
+        .env("SLIPWAY_CACHE", shared_cache())
+        // The images shared with the other tests (base/busybox) come from the fixture
+        // cache; the node image, with this run's stand-ins, is built into it.
+        .env("SLIPWAY_FIXTURES", fixtures::root())
+        .output()
+        .unwrap();
+    let t = text(&o);
+    if !o.status.success() {
+        let console =
+            fs::read_to_string(out.join("k8s-node-upstream/vm/console.log")).unwrap_or_default();
+        let tail: Vec<&str> = console
+            .lines()
+            .filter(|l| l.contains("containerd") || l.contains("kube") || l.contains("Failed"))
+            .collect();
+        panic!(
+            "slipway test failed:\n{t}\nconsole lines about containerd, kube*, failures:\n{}",
+            tail.join("\n")
+        );
+    }
+    eprintln!(
+        "build + boot: {:.0} s\n{t}",
+        started.elapsed().as_secs_f64()
+    );
+    drop(server);
+
+    // The built disk, as a user gets it.
+    check_built_disk(
+        &out.join("artifacts/k8s-node-upstream-ci"),
+        d.path(),
+        &containerd,
+        &runc,
+    );
+}
+
+/// The built disk (`built`, the output directory linked from `OUTPUT/artifacts/`) as a
+/// user gets it: the root file system copied out to `work` and listed: the upstream
+/// binaries (the served `containerd` and `runc` bytes) in place of Debian's packages,
+/// containerd's unit and its version-3 configuration.
+fn check_built_disk(built: &Path, work: &Path, containerd: &[u8], runc: &[u8]) {
+    let (img, manifest) = root_image(built, work);
+    eprintln!(
+        "sizes: root file system {} bytes, disk.raw {} bytes",
+        fs::metadata(&img).unwrap().len(),
+        fs::metadata(built.join("disk.raw")).unwrap().len()
+    );
+    let listing = run(Command::new("unsquashfs").arg("-lln").arg(&img));
+    let packages: Vec<&str> = manifest["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for gone in ["containerd", "runc"] {
+        assert!(
+            !packages.contains(&gone),
+            "Debian's {gone} is installed: {packages:?}"
+        );
+    }
+    assert!(packages.contains(&"containernetworking-plugins"));
+    let line = |path: &str| {
+        listing
+            .lines()
+            .find(|l| {
+                l.ends_with(&format!("squashfs-root{path}"))
+                    || l.contains(&format!("squashfs-root{path} -> "))
+            })
+            .map(str::to_string)
+    };
+    for path in [
+        "/usr/bin/containerd",
+        "/usr/bin/containerd-shim-runc-v2",
+        "/usr/bin/ctr",
+        "/usr/bin/runc",
+        "/usr/bin/kubelet",
+        "/usr/bin/crictl",
+    ] {
+        let l = line(path).unwrap_or_else(|| panic!("{path} is not in the image"));
+        assert!(l.starts_with("-rwxr-xr-x 0/0 "), "{l}");
+    }
+    for absent in [
+        "/usr/sbin/runc",
+        "/usr/share/doc/containerd/copyright",
+        "/usr/lib/containerd",
+    ] {
+        assert!(line(absent).is_none(), "{absent} is in the image");
+    }
+    let enabled = line("/etc/systemd/system/multi-user.target.wants/containerd.service")
+        .expect("containerd.service is not enabled");
+    assert!(
+        enabled.ends_with("-> /usr/lib/systemd/system/containerd.service"),
+        "{enabled}"
+    );
+    assert_eq!(file_in(&img, "/usr/bin/containerd", work), containerd);
+    assert_eq!(file_in(&img, "/usr/bin/runc", work), runc);
+    let unit = String::from_utf8(file_in(
+        &img,
+        "/usr/lib/systemd/system/containerd.service",
+        work,
+    ))
+    .unwrap();
+    for want in [
+        "ExecStart=/usr/bin/containerd\n",
+        "Delegate=yes\n",
+        "KillMode=process\n",
+    ] {
+        assert!(
+            unit.contains(want),
+            "containerd.service lacks {want:?}:\n{unit}"
+        );
+    }
+    let config = String::from_utf8(file_in(&img, "/etc/containerd/config.toml", work)).unwrap();
+    let v: toml::Value = toml::from_str(&config).unwrap();
+    assert_eq!(v["version"].as_integer(), Some(3));
+    let p = &v["plugins"];
+    assert_eq!(
+        p["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"].as_str(),
+        Some("localhost/slipway/pause:latest")
+    );
+    let runc_opts = &p["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]["options"];
+    assert_eq!(runc_opts["SystemdCgroup"].as_bool(), Some(true));
+    assert_eq!(runc_opts["BinaryName"].as_str(), Some("/usr/bin/runc"));
+    let cni = &p["io.containerd.cri.v1.runtime"]["cni"];
+    assert_eq!(
+        cni["bin_dirs"].as_array().unwrap()[0].as_str(),
+        Some("/usr/lib/cni")
+    );
+    assert!(
+        line("/usr/lib/cni/bridge").is_some(),
+        "the CNI bridge plugin is not in /usr/lib/cni"
+    );
+}
+
+/// The `slipway test` definition: one boot, no provisioning (the harness adds the test
+/// agent).
+const DEFINITION: &str = r#"description = "k8s-node-upstream (Debian's containerd 2.x and runc stand in for upstream's; stand-in kubelet/kubeadm)"
 recipe = "../k8s-node-upstream-ci.toml"
 timeout = 600
 
@@ -285,129 +425,4 @@ succeed = ["ctr", "--namespace", "k8s.io", "images", "import", "--base-name", "d
 name = "a pod on the CNI bridge through the CRI socket (sandbox from the pinned pause image, runc at /usr/bin, Debian's CNI plugins named by bin_dirs)"
 succeed = ["slipway-node", "cri", "run", "--pod-network", "--name", "netpod", "--image", "docker.io/slipway/busybox:latest", "--", "ip", "-4", "-o", "addr", "show", "eth0"]
 expect-regex = 'inet \d+\.\d+\.\d+\.\d+/'
-"#,
-    )
-    .unwrap();
-    let out = d.path().join("out");
-    let started = std::time::Instant::now();
-    let o = Command::new(common::bin())
-        .args(["test", "--dir"])
-        .arg(&qemu)
-        .arg("--output")
-        .arg(&out)
-        .env("SLIPWAY_CACHE", shared_cache())
-        .output()
-        .unwrap();
-    let t = text(&o);
-    if !o.status.success() {
-        let console =
-            fs::read_to_string(out.join("k8s-node-upstream/vm/console.log")).unwrap_or_default();
-        let tail: Vec<&str> = console
-            .lines()
-            .filter(|l| l.contains("containerd") || l.contains("kube") || l.contains("Failed"))
-            .collect();
-        panic!(
-            "slipway test failed:\n{t}\nconsole lines about containerd, kube*, failures:\n{}",
-            tail.join("\n")
-        );
-    }
-    eprintln!(
-        "build + boot: {:.0} s\n{t}",
-        started.elapsed().as_secs_f64()
-    );
-    drop(server);
-
-    // The built disk, as a user gets it.
-    let built = out.join("artifacts/k8s-node-upstream-ci");
-    let (img, manifest) = root_image(&built, d.path());
-    eprintln!(
-        "sizes: root file system {} bytes, disk.raw {} bytes",
-        fs::metadata(&img).unwrap().len(),
-        fs::metadata(built.join("disk.raw")).unwrap().len()
-    );
-    let listing = run(Command::new("unsquashfs").arg("-lln").arg(&img));
-    let packages: Vec<&str> = manifest["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
-    for gone in ["containerd", "runc"] {
-        assert!(
-            !packages.contains(&gone),
-            "Debian's {gone} is installed: {packages:?}"
-        );
-    }
-    assert!(packages.contains(&"containernetworking-plugins"));
-    let line = |path: &str| {
-        listing
-            .lines()
-            .find(|l| {
-                l.ends_with(&format!("squashfs-root{path}"))
-                    || l.contains(&format!("squashfs-root{path} -> "))
-            })
-            .map(str::to_string)
-    };
-    for path in [
-        "/usr/bin/containerd",
-        "/usr/bin/containerd-shim-runc-v2",
-        "/usr/bin/ctr",
-        "/usr/bin/runc",
-        "/usr/bin/kubelet",
-        "/usr/bin/crictl",
-    ] {
-        let l = line(path).unwrap_or_else(|| panic!("{path} is not in the image"));
-        assert!(l.starts_with("-rwxr-xr-x 0/0 "), "{l}");
-    }
-    for absent in [
-        "/usr/sbin/runc",
-        "/usr/share/doc/containerd/copyright",
-        "/usr/lib/containerd",
-    ] {
-        assert!(line(absent).is_none(), "{absent} is in the image");
-    }
-    let enabled = line("/etc/systemd/system/multi-user.target.wants/containerd.service")
-        .expect("containerd.service is not enabled");
-    assert!(
-        enabled.ends_with("-> /usr/lib/systemd/system/containerd.service"),
-        "{enabled}"
-    );
-    assert_eq!(file_in(&img, "/usr/bin/containerd", d.path()), containerd);
-    assert_eq!(file_in(&img, "/usr/bin/runc", d.path()), runc);
-    let unit = String::from_utf8(file_in(
-        &img,
-        "/usr/lib/systemd/system/containerd.service",
-        d.path(),
-    ))
-    .unwrap();
-    for want in [
-        "ExecStart=/usr/bin/containerd\n",
-        "Delegate=yes\n",
-        "KillMode=process\n",
-    ] {
-        assert!(
-            unit.contains(want),
-            "containerd.service lacks {want:?}:\n{unit}"
-        );
-    }
-    let config = String::from_utf8(file_in(&img, "/etc/containerd/config.toml", d.path())).unwrap();
-    let v: toml::Value = toml::from_str(&config).unwrap();
-    assert_eq!(v["version"].as_integer(), Some(3));
-    let p = &v["plugins"];
-    assert_eq!(
-        p["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"].as_str(),
-        Some("localhost/slipway/pause:latest")
-    );
-    let runc_opts = &p["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]["options"];
-    assert_eq!(runc_opts["SystemdCgroup"].as_bool(), Some(true));
-    assert_eq!(runc_opts["BinaryName"].as_str(), Some("/usr/bin/runc"));
-    let cni = &p["io.containerd.cri.v1.runtime"]["cni"];
-    assert_eq!(
-        cni["bin_dirs"].as_array().unwrap()[0].as_str(),
-        Some("/usr/lib/cni")
-    );
-    assert!(
-        line("/usr/lib/cni/bridge").is_some(),
-        "the CNI bridge plugin is not in /usr/lib/cni"
-    );
-}
+"#;

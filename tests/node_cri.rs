@@ -1,7 +1,7 @@
 //! slipway-node against a real containerd on this host (Debian's containerd 1.6 and runc,
 //! installed by scripts/setup-host.sh): a private daemon per test (own root, state,
 //! socket and config under a temporary directory; the host's Docker containerd is never
-//! touched), images built by slipway and imported with `ctr`, and the static
+//! touched), images built by slipway (fixtures, once per run) and imported with `ctr`, and the static
 //! `slipway-node` binary exactly as `make build` makes it.
 //!
 //! kubelet itself does not run here: the CRI calls are made by slipway-node the way
@@ -16,7 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{ok, run, shared_cache, slipway, static_binary, text};
+use common::{fixtures, ok, run, static_binary, text};
 
 fn node_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -32,34 +32,16 @@ fn node(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Builds `recipe` as an OCI archive into `out`; returns out/image.tar.
-fn build_image(recipe: &Path, out: &Path) -> PathBuf {
-    ok(slipway(
-        &shared_cache(),
-        &[
-            "build",
-            recipe.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--format",
-            "oci-archive",
-        ],
-    ));
-    let tar = out.join("image.tar");
-    assert!(tar.is_file(), "no {}", tar.display());
-    tar
-}
-
 /// busybox (recipes/base/busybox.toml) and the sandbox image (recipes/base/pause.toml:
-/// catatonit -P, what k8s-node preloads as containerd's sandbox_image).
-fn images(dir: &Path) -> (PathBuf, PathBuf) {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let busybox = build_image(
-        &repo.join("recipes/base/busybox.toml"),
-        &dir.join("busybox"),
-    );
-    let pause = build_image(&repo.join("recipes/base/pause.toml"), &dir.join("pause"));
-    (busybox, pause)
+/// catatonit -P, what k8s-node preloads as containerd's sandbox_image): their OCI
+/// archives, from the fixture cache (built once per run).
+fn images() -> (PathBuf, PathBuf) {
+    let archive = |name: &str| {
+        let tar = fixtures::base_image(name).join("image.tar");
+        assert!(tar.is_file(), "no {}", tar.display());
+        tar
+    };
+    (archive("base/busybox"), archive("base/pause"))
 }
 
 /// A private containerd; stopped and cleaned up on drop. Its config also sets
@@ -220,13 +202,12 @@ fn image_ref(c: &Containerd, base: &str) -> String {
         .to_string()
 }
 
-/// A containerd with busybox and pause imported, pause as its sandbox image; returns it,
-/// busybox's ref and the directory holding the archives. The ref an archive gets is
-/// `BASE:TAG` with the tag from the archive, so a throwaway daemon imports pause first
-/// to learn it (containerd reads sandbox_image only at start).
-fn setup(cni: bool) -> (Containerd, String, tempfile::TempDir) {
-    let work = tempfile::tempdir().unwrap();
-    let (busybox, pause) = images(work.path());
+/// A containerd with busybox and pause imported, pause as its sandbox image; returns it
+/// and busybox's ref. The ref an archive gets is `BASE:TAG` with the tag from the
+/// archive, so a throwaway daemon imports pause first to learn it (containerd reads
+/// sandbox_image only at start).
+fn setup(cni: bool) -> (Containerd, String) {
+    let (busybox, pause) = images();
     let probe = Containerd::start("unused", false);
     probe.import(&pause, "docker.io/slipway/pause");
     let pause_ref = image_ref(&probe, "docker.io/slipway/pause");
@@ -235,12 +216,12 @@ fn setup(cni: bool) -> (Containerd, String, tempfile::TempDir) {
     c.import(&pause, "docker.io/slipway/pause");
     c.import(&busybox, "docker.io/slipway/busybox");
     let busybox_ref = image_ref(&c, "docker.io/slipway/busybox");
-    (c, busybox_ref, work)
+    (c, busybox_ref)
 }
 
 #[test]
 fn cri_calls_and_run_on_host_network() {
-    let (c, busybox, _work) = setup(false);
+    let (c, busybox) = setup(false);
 
     let v = ok(c.cri(&["version"]));
     assert!(v.contains("RuntimeName:  containerd"), "{v}");
@@ -338,7 +319,7 @@ fn cri_calls_and_run_on_host_network() {
 
 #[test]
 fn cri_run_with_pod_network() {
-    let (c, busybox, _work) = setup(true);
+    let (c, busybox) = setup(true);
     // With a CNI config the network becomes ready (the plugin reloads it).
     let start = Instant::now();
     loop {
@@ -383,7 +364,7 @@ fn cri_run_with_pod_network() {
 /// own, and the CRI check follows the runtime's network state.
 #[test]
 fn check_on_this_host() {
-    let (c, _busybox, _work) = setup(false);
+    let (c, _busybox) = setup(false);
     let o = node(&["check", "--cri-socket", c.sock()]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let line = |name: &str| -> (bool, String) {

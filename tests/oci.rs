@@ -84,24 +84,30 @@ fn static_hello(dir: &Path) -> PathBuf {
 #[test]
 fn static_image_loads_runs_and_is_read_by_oci_tools() {
     let d = tempfile::tempdir().unwrap();
-    let out = d.path().join("out");
-    let rep = build(&shared_cache(), &repo_recipe("base/static"), &out, &[]);
+    let out = fixtures::base_image("base/static");
+    let rep = json_file(&out.join("report.json"));
     let img = &rep["images"][0];
     let manifest = img["manifest"].as_str().unwrap().to_string();
     let compressed = img["compressed_bytes"].as_u64().unwrap();
     println!("static: {compressed} bytes compressed, manifest {manifest}");
 
-    // The layout: index.json names the manifest by tag; the config's diff_ids and history
-    // match the layers; media types are OCI's.
     let layout = out.join("oci");
+    let index = check_layout(&layout, &manifest);
+    check_sbom(&out, &index, &manifest);
+    check_tools_and_docker(&out, &manifest, d.path());
+}
+
+/// The layout: index.json names the manifest by tag; the config's diff_ids and history
+/// match the layers; media types are OCI's. Returns index.json.
+fn check_layout(layout: &Path, manifest: &str) -> Value {
     let index = json_file(&layout.join("index.json"));
     let top = &index["manifests"][0];
-    assert_eq!(top["digest"], manifest.as_str());
+    assert_eq!(top["digest"], manifest);
     assert_eq!(
         top["annotations"]["org.opencontainers.image.ref.name"],
         "latest"
     );
-    let m: Value = serde_json::from_slice(&blob(&layout, &manifest)).unwrap();
+    let m: Value = serde_json::from_slice(&blob(layout, manifest)).unwrap();
     assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
     assert_eq!(
         m["config"]["mediaType"],
@@ -114,7 +120,7 @@ fn static_image_loads_runs_and_is_read_by_oci_tools() {
         );
     }
     let cfg: Value =
-        serde_json::from_slice(&blob(&layout, m["config"]["digest"].as_str().unwrap())).unwrap();
+        serde_json::from_slice(&blob(layout, m["config"]["digest"].as_str().unwrap())).unwrap();
     let layers = m["layers"].as_array().unwrap();
     assert_eq!(
         cfg["rootfs"]["diff_ids"].as_array().unwrap().len(),
@@ -129,7 +135,7 @@ fn static_image_loads_runs_and_is_read_by_oci_tools() {
             l["mediaType"],
             "application/vnd.oci.image.layer.v1.tar+gzip"
         );
-        let gz = blob(&layout, l["digest"].as_str().unwrap());
+        let gz = blob(layout, l["digest"].as_str().unwrap());
         assert_eq!(gz.len() as u64, l["size"].as_u64().unwrap());
         let mut tar = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut tar).unwrap();
@@ -137,8 +143,12 @@ fn static_image_loads_runs_and_is_read_by_oci_tools() {
         assert_eq!(diff.as_str().unwrap(), format!("sha256:{hex}"));
     }
     assert_eq!(cfg["config"]["User"], "65532:65532");
+    index
+}
 
-    // The SBOM: beside the image and attached to it.
+/// The SBOM: beside the image and attached to it.
+fn check_sbom(out: &Path, index: &Value, manifest: &str) {
+    let layout = out.join("oci");
     let sbom = json_file(&out.join("sbom.spdx.json"));
     assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
     let lock =
@@ -169,24 +179,28 @@ fn static_image_loads_runs_and_is_read_by_oci_tools() {
         .expect("SBOM artifact in index.json");
     let am: Value =
         serde_json::from_slice(&blob(&layout, art["digest"].as_str().unwrap())).unwrap();
-    assert_eq!(am["subject"]["digest"], manifest.as_str());
+    assert_eq!(am["subject"]["digest"], manifest);
     assert_eq!(
         blob(&layout, am["layers"][0]["digest"].as_str().unwrap()),
         std::fs::read(out.join("sbom.spdx.json")).unwrap()
     );
+}
 
-    // skopeo and umoci accept the layout and the archive.
+/// skopeo and umoci accept the layout and the archive; Docker loads it, builds FROM it
+/// with a static binary copied in, and runs that.
+fn check_tools_and_docker(out: &Path, manifest: &str, tmp: &Path) {
+    let layout = out.join("oci");
     let si: Value = serde_json::from_str(&run(Command::new("skopeo")
         .args(["inspect"])
         .arg(format!("oci:{}:latest", layout.display()))))
     .unwrap();
-    assert_eq!(si["Digest"], manifest.as_str());
+    assert_eq!(si["Digest"], manifest);
     let sa: Value = serde_json::from_str(&run(Command::new("skopeo").args(["inspect"]).arg(
         format!("oci-archive:{}:latest", out.join("image.tar").display()),
     )))
     .unwrap();
-    assert_eq!(sa["Digest"], manifest.as_str());
-    let bundle = d.path().join("bundle");
+    assert_eq!(sa["Digest"], manifest);
+    let bundle = tmp.join("bundle");
     run(Command::new("umoci")
         .args(["unpack", "--rootless", "--image"])
         .arg(format!("{}:latest", layout.display()))
@@ -199,8 +213,8 @@ fn static_image_loads_runs_and_is_read_by_oci_tools() {
     // Docker: load, then build FROM it with a static binary copied in, and run.
     let r = docker_load(&out.join("image.tar"));
     assert_eq!(r, "slipway/static:latest");
-    let hello = static_hello(d.path());
-    let ctx = d.path().join("ctx");
+    let hello = static_hello(tmp);
+    let ctx = tmp.join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::copy(&hello, ctx.join("hello")).unwrap();
     std::fs::write(
@@ -239,7 +253,9 @@ fn sha2_hex(b: &[u8]) -> String {
 fn same_digest_from_another_cache_and_a_moved_clock() {
     let d = tempfile::tempdir().unwrap();
     let r = repo_recipe("base/static");
-    let a = build(&shared_cache(), &r, &d.path().join("a"), &[]);
+    // a: the fixture every test consumes; b: built again on purpose.
+    let a_dir = fixtures::base_image("base/static");
+    let a = json_file(&a_dir.join("report.json"));
     // A fresh cache (packages fetched again, nothing decoded or compressed yet) and the
     // wall clock five days ahead. The fetch runs on the real clock: apt rightly refuses
     // a Release file whose Valid-Until the moved clock has passed (the security suite's
@@ -263,7 +279,7 @@ fn same_digest_from_another_cache_and_a_moved_clock() {
     ok(o);
     let b = json_file(&d.path().join("b/report.json"));
     assert_eq!(a["images"][0]["manifest"], b["images"][0]["manifest"]);
-    let ha = sha2_hex(&std::fs::read(d.path().join("a/image.tar")).unwrap());
+    let ha = sha2_hex(&std::fs::read(a_dir.join("image.tar")).unwrap());
     let hb = sha2_hex(&std::fs::read(d.path().join("b/image.tar")).unwrap());
     assert_eq!(ha, hb, "image.tar byte-identical");
     // zstd layers are reproducible too, and differ from gzip ones.
@@ -299,12 +315,11 @@ fn same_digest_from_another_cache_and_a_moved_clock() {
 fn multi_arch_index_for_amd64_and_arm64() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
-    let rep = build(
-        &shared_cache(),
-        &repo_recipe("base/static"),
-        &out,
-        &["--arch", "amd64,arm64"],
-    );
+    // A copy of the recipe (it extends nothing and has no overlay), so that the arm64
+    // lock the build writes beside it stays out of the source tree.
+    let r = d.path().join("static.toml");
+    std::fs::copy(repo_recipe("base/static"), &r).unwrap();
+    let rep = build(&shared_cache(), &r, &out, &["--arch", "amd64,arm64"]);
     let layout = out.join("oci");
     let index = json_file(&layout.join("index.json"));
     let top = &index["manifests"][0];
@@ -344,9 +359,8 @@ fn multi_arch_index_for_amd64_and_arm64() {
                 .as_str()
                 .unwrap()
                 .contains("arch=all")));
-    assert!(repo_recipe("base/static")
-        .with_extension("toml.arm64.lock")
-        .is_file());
+    assert!(r.with_extension("toml.arm64.lock").is_file());
+    assert!(r.with_extension("toml.lock").is_file());
     // skopeo picks the arm64 image from the index.
     let si: Value = serde_json::from_str(&run(Command::new("skopeo")
         .args(["--override-arch", "arm64", "inspect"])
@@ -360,7 +374,11 @@ fn multi_arch_index_for_amd64_and_arm64() {
 fn bad_oci_config_is_a_clear_error_and_keeps_the_old_image() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
-    build(&shared_cache(), &repo_recipe("base/static"), &out, &[]);
+    // The previous good output: a copy of the fixture (the failing builds write to it).
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(fixtures::base_image("base/static"))
+        .arg(&out));
     let before = std::fs::read(out.join("image.tar")).unwrap();
     let index_before = std::fs::read(out.join("oci/index.json")).unwrap();
     let parent = repo_recipe("base/static");

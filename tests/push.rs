@@ -1009,20 +1009,7 @@ fn slipway_images_push_and_share_layers() {
     let reg = Registry::anonymous();
     let t = tempfile::tempdir().unwrap();
     let build = |name: &str| -> (PathBuf, Value) {
-        let out = t.path().join(name);
-        let r = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("recipes/base/{name}.toml"));
-        common::ok(common::slipway(
-            &common::shared_cache(),
-            &[
-                "--quiet",
-                "build",
-                r.to_str().unwrap(),
-                "-o",
-                out.to_str().unwrap(),
-                "--format",
-                "oci",
-            ],
-        ));
+        let out = common::fixtures::base_image(&format!("base/{name}"));
         let rep: Value =
             serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
         (out.join("oci"), rep)

@@ -5,16 +5,7 @@
 mod common;
 use common::*;
 use std::fs;
-use std::path::{Path, PathBuf};
-
-fn repo_recipe(name: &str, into: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("recipes")
-        .join(name);
-    let dest = into.join(src.file_name().unwrap());
-    fs::copy(&src, &dest).unwrap();
-    dest
-}
+use std::path::Path;
 
 fn build(cache: &Path, recipe: &Path, out: &Path, formats: &str) -> String {
     ok(slipway(
@@ -36,10 +27,7 @@ fn sha256(p: &Path) -> String {
 
 #[test]
 fn static_tree_has_users_ca_bundle_zoneinfo_and_no_shell_or_libc() {
-    let d = tempfile::tempdir().unwrap();
-    let r = repo_recipe("base/static.toml", d.path());
-    let out = d.path().join("out");
-    build(&shared_cache(), &r, &out, "dir,tar");
+    let out = fixtures::base_image("base/static");
     let root = out.join("rootfs");
     let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap();
     assert!(

@@ -3,9 +3,11 @@
 //! copy-on-write overlay under QEMU and drives it through the in-image test agent
 //! ([`steps`]), failing at once on console badness ([`strict`], as CoreOS's kola does).
 //! Produces a summary with per-test times, JUnit XML ([`junit`]) and an exit code
-//! ([`runner`]). How to write a test: docs/testing.md.
+//! ([`runner`]). The images are shared with the cargo tests through the fixture cache
+//! ([`fixtures`]). How to write a test: docs/testing.md.
 
 pub mod definition;
+pub mod fixtures;
 pub mod junit;
 pub mod runner;
 pub mod serve;

@@ -3,13 +3,17 @@
 //! times, optionally JUnit XML, and the exit code's verdict.
 //!
 //! Every image a run needs (host disks, base images for `copy-image`) is built once
-//! into `OUTPUT/artifacts/` before the first VM starts. Each test gets a fresh work
-//! directory `OUTPUT/<test>/` whose VM boots a copy-on-write overlay of the shared
-//! image; its serial log (`console.log`, all boots) stays there, the overlay goes unless
-//! `--keep`. One VM at a time unless `--jobs` says otherwise: parallel emulated guests on
-//! 2 cores stall (RCU) and time out.
+//! into `OUTPUT/artifacts/` before the first VM starts. With a fixture cache
+//! (`--fixtures DIR` or `$SLIPWAY_FIXTURES`, [`super::fixtures`]) it is taken from the
+//! cache, or built into it, and `OUTPUT/artifacts/NAME` is a link to it: an image a
+//! cargo test built is not built again here, and the other way round. Each test gets a
+//! fresh work directory `OUTPUT/<test>/` whose VM boots a copy-on-write overlay of the
+//! shared image; its serial log (`console.log`, all boots) stays there, the overlay goes
+//! unless `--keep`. One VM at a time unless `--jobs` says otherwise: parallel emulated
+//! guests on 2 cores stall (RCU) and time out.
 
 use super::definition::{Action, Definition, Drive, ImageSource, Via};
+use super::fixtures::{self, Builder, Cache};
 use super::serve::Server;
 use super::steps::Machine;
 use crate::boot::qemu::{Accel, GuestForward, VmSpec};
@@ -88,11 +92,11 @@ pub fn discover(dir: &Path, pattern: Option<&str>) -> Result<Vec<Definition>> {
     Ok(defs)
 }
 
-/// Builds `recipe` with `format` into `out` unless this run already did.
-fn build(ctx: &Pipeline, recipe: &Path, format: pipeline::Format, out: &Path) -> Result<()> {
+/// Builds `recipe` with `formats` into `out`.
+fn build(ctx: &Pipeline, recipe: &Path, formats: &[pipeline::Format], out: &Path) -> Result<()> {
     let r = Recipe::load(recipe).with_context(|| format!("loading {}", recipe.display()))?;
     let opts = pipeline::BuildOptions {
-        formats: vec![format],
+        formats: formats.to_vec(),
         arches: Vec::new(),
         oci: crate::writers::oci::Options {
             compression: crate::writers::oci::Compression::Gzip,
@@ -104,6 +108,98 @@ fn build(ctx: &Pipeline, recipe: &Path, format: pipeline::Format, out: &Path) ->
     Ok(())
 }
 
+/// Builds for the fixture cache in this process, through the pipeline: what `slipway
+/// build RECIPE --format FORMATS` does (gzip layers, the recipe's user).
+struct InProcess<'a> {
+    ctx: &'a Pipeline,
+    formats: &'a [pipeline::Format],
+}
+
+impl Builder for InProcess<'_> {
+    fn who(&self) -> String {
+        "slipway test".into()
+    }
+
+    fn lock(&self, recipe: &Path) -> Result<()> {
+        // With --locked nothing is written: the build then names the stale lock.
+        if !self.ctx.locked {
+            let r =
+                Recipe::load(recipe).with_context(|| format!("loading {}", recipe.display()))?;
+            pipeline::lock(self.ctx, &r, false)?;
+        }
+        Ok(())
+    }
+
+    fn build(&self, recipe: &Path, _args: &[String], out: &Path) -> Result<String> {
+        build(self.ctx, recipe, self.formats, out)?;
+        Ok(format!(
+            "built in-process by slipway test (pid {}); its progress went to stderr\n",
+            std::process::id()
+        ))
+    }
+}
+
+/// `ln -sfn target at`: `at` (a link, file or directory left by an earlier run) replaced
+/// by a symbolic link to `target`.
+fn link(target: &Path, at: &Path) -> Result<()> {
+    if let Some(dir) = at.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(at) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(at),
+        Ok(_) => std::fs::remove_file(at),
+        Err(_) => Ok(()),
+    }
+    .with_context(|| format!("removing {}", at.display()))?;
+    std::os::unix::fs::symlink(target, at)
+        .with_context(|| format!("linking {} to {}", at.display(), target.display()))
+}
+
+/// `recipe` built with `formats` (`what` says what for): into `dir/NAME`, or from the
+/// fixture cache with `dir/NAME` linked to it. Returns the build's output directory.
+fn provide(
+    ctx: &Pipeline,
+    cache: Option<&Cache>,
+    recipe: &Path,
+    formats: &[pipeline::Format],
+    dir: &Path,
+    what: &str,
+) -> Result<PathBuf> {
+    let name = Recipe::load(recipe)
+        .with_context(|| format!("loading {}", recipe.display()))?
+        .name;
+    let o = dir.join(&name);
+    let Some(cache) = cache else {
+        // A link an earlier run with a fixture cache left: never build into the cache.
+        if o.is_symlink() {
+            std::fs::remove_file(&o).with_context(|| format!("removing {}", o.display()))?;
+        }
+        eprintln!(
+            "building {} ({what}) into {}",
+            recipe.display(),
+            o.display()
+        );
+        build(ctx, recipe, formats, &o)?;
+        return Ok(o);
+    };
+    let args = fixtures::format_args(formats);
+    eprintln!(
+        "{} ({what}, {}): from the fixture cache {}",
+        recipe.display(),
+        args.join(" "),
+        cache.dir().display()
+    );
+    let f = cache.get(recipe, &args, &InProcess { ctx, formats })?;
+    eprintln!(
+        "{} {} (built in {:.0} s)",
+        if f.built { "built now:" } else { "cached:" },
+        f.dir.display(),
+        f.seconds
+    );
+    link(&f.dir, &o)?;
+    Ok(f.dir)
+}
+
 /// The artifacts a set of tests needs, built once: host disks by recipe path, base
 /// images (`image.tar`) by the name used in `copy-image`.
 pub struct Artifacts {
@@ -113,22 +209,29 @@ pub struct Artifacts {
     pub images: HashMap<String, PathBuf>,
 }
 
-/// Builds everything `defs` need into `out/artifacts/`.
-pub fn build_artifacts(ctx: &Pipeline, defs: &[Definition], out: &Path) -> Result<Artifacts> {
+/// Builds everything `defs` need into `out/artifacts/`, or takes it from the fixture
+/// `cache` (host disks with [`fixtures::HOST_FORMATS`], base images with
+/// [`fixtures::BASE_FORMATS`], as the cargo tests ask for them).
+pub fn build_artifacts(
+    ctx: &Pipeline,
+    defs: &[Definition],
+    out: &Path,
+    cache: Option<&Cache>,
+) -> Result<Artifacts> {
     let mut a = Artifacts {
         disks: HashMap::new(),
         images: HashMap::new(),
     };
     let dir = out.join("artifacts");
+    let image_formats: &[pipeline::Format] = match cache {
+        Some(_) => fixtures::BASE_FORMATS,
+        None => &[pipeline::Format::OciArchive],
+    };
     for d in defs {
         if let ImageSource::Recipe(r) = &d.image {
             if !a.disks.contains_key(r) {
-                let name = Recipe::load(r)
-                    .with_context(|| format!("{}: recipe", d.path.display()))?
-                    .name;
-                let o = dir.join(&name);
-                eprintln!("building {} (host disk) into {}", r.display(), o.display());
-                build(ctx, r, pipeline::Format::Disk, &o)?;
+                let o = provide(ctx, cache, r, fixtures::HOST_FORMATS, &dir, "host disk")
+                    .with_context(|| format!("{}: recipe", d.path.display()))?;
                 a.disks.insert(r.clone(), o);
             }
         }
@@ -136,14 +239,7 @@ pub fn build_artifacts(ctx: &Pipeline, defs: &[Definition], out: &Path) -> Resul
             if let Action::CopyImage(c) = &s.action {
                 if !a.images.contains_key(&c.recipe) {
                     let path = crate::cli::find_recipe(&c.recipe)?;
-                    let name = Recipe::load(&path)?.name;
-                    let o = dir.join(&name);
-                    eprintln!(
-                        "building {} (OCI archive) into {}",
-                        path.display(),
-                        o.display()
-                    );
-                    build(ctx, &path, pipeline::Format::OciArchive, &o)?;
+                    let o = provide(ctx, cache, &path, image_formats, &dir, "OCI archive")?;
                     a.images.insert(c.recipe.clone(), o.join("image.tar"));
                 }
             }
@@ -505,6 +601,11 @@ pub struct CliArgs {
     /// Keep each test's overlay, UEFI variables and drives in the output directory.
     #[arg(long)]
     pub keep: bool,
+    /// Take the images from this fixture cache, or build them into it: the cache the
+    /// cargo tests share (default `$SLIPWAY_FIXTURES`; without either, images are built
+    /// into OUTPUT/artifacts/ for this run only).
+    #[arg(long, value_name = "DIR")]
+    pub fixtures: Option<PathBuf>,
     /// Build options for the images the tests need.
     #[command(flatten)]
     pub fetch: crate::cli::FetchArgs,
@@ -535,7 +636,18 @@ pub fn cli(ctx: &Pipeline, a: &CliArgs) -> Result<()> {
     }
     crate::boot::qemu::check_host()
         .map_err(|e| crate::exit::err(crate::exit::Code::BadInput, format!("{e:#}")))?;
-    let art = build_artifacts(ctx, &defs, &opts.output)?;
+    let dir = a
+        .fixtures
+        .clone()
+        .or_else(|| std::env::var_os(fixtures::DIR_ENV).map(PathBuf::from));
+    let cache = match dir {
+        Some(d) => {
+            let exe = std::env::current_exe().context("finding the slipway binary")?;
+            Some(Cache::open(&d, &exe)?)
+        }
+        None => None,
+    };
+    let art = build_artifacts(ctx, &defs, &opts.output, cache.as_ref())?;
     let results = run_all(&defs, &art, &opts);
     print!("{}", summary(&results));
     if let Some(j) = &a.junit {

@@ -1,29 +1,22 @@
-//! Images built once per test run: a content-addressed fixture cache shared by every test
-//! process (and by `slipway test`, which reads the same directory through
-//! `SLIPWAY_FIXTURES`).
-//!
-//! An image's key is the sha256 of everything that decides its bytes: the build arguments,
-//! every file under `recipes/` (recipes, locks, overlays) and under the recipe's own
-//! directory when it lives elsewhere, and the slipway, slipway-init, slipway-agent and
-//! slipway-node binaries. A build runs under an exclusive lock on the key, into a
-//! temporary directory renamed into place, so tests that need the same image wait for
-//! one build and never see half an output. Every build that really runs is appended to
-//! `builds.log` in the cache directory: `.ci/run` counts them.
+//! Images built once per test run, for tests that consume an image rather than test its
+//! build: the library's fixture cache (`slipway::testing::fixtures`: key, lock, layout,
+//! `builds.log`), with the slipway binary under test as its builder. `slipway test`
+//! shares the same cache when `SLIPWAY_FIXTURES` names it (`make test` and `.ci/run` set
+//! it), so a host disk or base image a cargo test built is not built again by the qemu/
+//! suite, and the other way round.
 //!
 //! Tests of the build itself (reproducibility, failures) do not use this: they build on
-//! purpose.
+//! purpose. A test must not write into a fixture: other processes read it.
 
-use super::{bin, ok, shared_cache, slipway};
-use sha2::{Digest, Sha256};
+use super::{bin, shared_cache, slipway, text};
+use slipway::testing::fixtures::{self as lib, Builder, Cache};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Instant;
 
 /// The cache directory: `$SLIPWAY_FIXTURES`, or `target/tmp/fixtures`.
 pub fn root() -> PathBuf {
-    let p = std::env::var_os("SLIPWAY_FIXTURES")
+    let p = std::env::var_os(lib::DIR_ENV)
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures"));
     fs::create_dir_all(&p).unwrap();
@@ -36,108 +29,104 @@ pub fn recipes_dir() -> PathBuf {
 }
 
 /// A host recipe built with `--format disk` (disk.raw, the ESP, root and UKI files and
-/// manifest.json): the output directory.
+/// manifest.json): the output directory. The same fixture `slipway test` boots.
 pub fn host_image(recipe: &str) -> PathBuf {
-    build(recipe, &["--format", "disk"])
+    let args = lib::format_args(lib::HOST_FORMATS);
+    build(recipe, &args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-/// `slipway build RECIPE -o DIR ARGS...` once per key; returns DIR. `recipe` is a bundled
-/// name (`containerd-host`, `base/busybox`) or a path.
+/// A base recipe built with every output a consumer reads (`rootfs/`, `rootfs.tar`,
+/// `oci/`, `image.tar`, report.json): the output directory. The same fixture `slipway
+/// test` imports for `copy-image`.
+pub fn base_image(recipe: &str) -> PathBuf {
+    let args = lib::format_args(lib::BASE_FORMATS);
+    build(recipe, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// `slipway build RECIPE -o DIR ARGS...` once per content key; returns DIR. `recipe` is
+/// a bundled name (`containerd-host`, `base/busybox`) or a path.
 pub fn build(recipe: &str, args: &[&str]) -> PathBuf {
-    let key = key(recipe, args);
-    let name = recipe
-        .trim_end_matches(".toml")
-        .rsplit('/')
-        .next()
-        .unwrap_or("image")
-        .to_string();
-    let root = root();
-    let out = root.join(format!("{name}-{}", &key[..16]));
-    let lock = fs::File::create(root.join(format!("{name}-{}.lock", &key[..16]))).unwrap();
-    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .unwrap();
-    if out.join(".complete").is_file() {
-        return out;
+    let path = recipe_path(recipe);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let f = cache()
+        .get(&path, &args, &Binary)
+        .unwrap_or_else(|e| panic!("fixture {recipe} ({}): {e:?}", args.join(" ")));
+    if f.built {
+        eprintln!(
+            "fixture {} ({}) built in {:.1} s",
+            path.display(),
+            args.join(" "),
+            f.seconds
+        );
     }
-    let tmp = root.join(format!(".{name}-{}.tmp-{}", &key[..16], std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
-    let t = Instant::now();
-    let mut argv = vec!["build", recipe, "-o"];
-    let tmp_s = tmp.display().to_string();
-    argv.push(&tmp_s);
-    argv.extend_from_slice(args);
-    let log = ok(slipway(&shared_cache(), &argv));
-    let secs = t.elapsed().as_secs_f64();
-    fs::write(tmp.join(".build.log"), &log).unwrap();
-    fs::write(tmp.join(".complete"), &key).unwrap();
-    let _ = fs::remove_dir_all(&out);
-    fs::rename(&tmp, &out).unwrap();
-    let mut counter = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(root.join("builds.log"))
-        .unwrap();
-    writeln!(counter, "{name} {} {secs:.1}s {}", &key[..16], args.join(" ")).unwrap();
-    eprintln!("fixture {name} ({}) built in {secs:.1} s", args.join(" "));
-    out
+    f.dir
 }
 
-/// The sha256 of the binaries slipway builds images with (computed once per process).
-fn binaries_digest() -> &'static str {
-    static D: OnceLock<String> = OnceLock::new();
-    D.get_or_init(|| {
-        let mut h = Sha256::new();
-        let dir = bin().parent().map(Path::to_path_buf).unwrap_or_default();
-        for b in ["slipway", "slipway-init", "slipway-agent", "slipway-node"] {
-            h.update(b.as_bytes());
-            // A missing helper binary is part of the key too (the build fails on it).
-            h.update(fs::read(dir.join(b)).unwrap_or_default());
-        }
-        hex(&h.finalize())
-    })
+/// How long the build of the fixture in `dir` took (seconds), from its `.fixture.json`.
+pub fn build_seconds(dir: &Path) -> f64 {
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join(".fixture.json")).unwrap()).unwrap();
+    m["seconds"].as_f64().unwrap()
 }
 
-fn key(recipe: &str, args: &[&str]) -> String {
-    let mut h = Sha256::new();
-    h.update(b"slipway-fixture-v1\0");
-    h.update(recipe.as_bytes());
-    for a in args {
-        h.update(b"\0");
-        h.update(a.as_bytes());
-    }
-    h.update(binaries_digest().as_bytes());
-    hash_tree(&mut h, &recipes_dir());
+/// A path as given, else a bundled recipe `recipes/NAME.toml`.
+fn recipe_path(recipe: &str) -> PathBuf {
     let p = Path::new(recipe);
     if p.is_file() {
-        if let Some(dir) = p.parent() {
-            hash_tree(&mut h, dir);
-        }
+        return p.to_path_buf();
     }
-    hex(&h.finalize())
+    let name = recipe.trim_end_matches(".toml");
+    let bundled = recipes_dir().join(format!("{name}.toml"));
+    assert!(
+        bundled.is_file(),
+        "{recipe}: no such recipe file or bundled recipe"
+    );
+    bundled
 }
 
-/// Every regular file and symlink under `dir`, by sorted relative path.
-fn hash_tree(h: &mut Sha256, dir: &Path) {
-    let mut entries: Vec<PathBuf> = walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| !e.file_type().is_dir())
-        .map(|e| e.into_path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        let rel = p.strip_prefix(dir).unwrap_or(&p);
-        h.update(rel.as_os_str().as_encoded_bytes());
-        h.update(b"\0");
-        match fs::read_link(&p) {
-            Ok(t) => h.update(t.as_os_str().as_encoded_bytes()),
-            Err(_) => h.update(fs::read(&p).unwrap_or_default()),
-        }
-        h.update(b"\0");
-    }
+/// The cache of this test process (the binaries are hashed once).
+fn cache() -> &'static Cache {
+    static C: OnceLock<Cache> = OnceLock::new();
+    C.get_or_init(|| Cache::open(&root(), &bin()).unwrap())
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// The slipway binary under test, with the tests' shared package cache.
+struct Binary;
+
+impl Builder for Binary {
+    fn who(&self) -> String {
+        format!("cargo test, pid {}", std::process::id())
+    }
+
+    fn lock(&self, recipe: &Path) -> anyhow::Result<()> {
+        let o = slipway(&shared_cache(), &["lock", &recipe.to_string_lossy()]);
+        anyhow::ensure!(
+            o.status.success(),
+            "slipway lock failed ({}):\n{}",
+            o.status,
+            text(&o)
+        );
+        Ok(())
+    }
+
+    fn build(&self, recipe: &Path, args: &[String], out: &Path) -> anyhow::Result<String> {
+        let mut argv = vec![
+            "build".to_string(),
+            recipe.to_string_lossy().into_owned(),
+            "-o".to_string(),
+            out.to_string_lossy().into_owned(),
+        ];
+        argv.extend_from_slice(args);
+        let o = slipway(
+            &shared_cache(),
+            &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let log = text(&o);
+        anyhow::ensure!(
+            o.status.success(),
+            "slipway build failed ({}):\n{log}",
+            o.status
+        );
+        Ok(log)
+    }
 }
