@@ -1,47 +1,40 @@
 //! Cloud disk formats of the container host (`recipes/containerd-host.toml` built with
-//! `--format disk,qcow2,vhd,vmdk,gce`; needs root, like every host disk build).
+//! `--format disk` and every format of `slipway::formats::ALL`; needs root, like every
+//! host disk build).
 //!
 //! - `every_format_passes_qemu_img_and_holds_the_raw_disk`: qemu-img reads the VHD as
 //!   `vpc` (fixed footer, virtual size a whole number of MiB), the VMDK as
-//!   `streamOptimized` and the qcow2 as compressed, `check` is clean where QEMU has a
-//!   check, and `compare` finds each identical to `disk.raw`; GNU tar lists exactly one
-//!   member `disk.raw` in the GCE tarball, identical to `disk.raw`; the manifest and the
-//!   JSON sidecars list each file with its real size and sha256.
+//!   `streamOptimized` and the qcow2 as compressed, and `check` is clean where QEMU has a
+//!   check; GNU tar lists exactly one member `disk.raw` in the GCE tarball, identical to
+//!   `disk.raw`; the manifest and the JSON sidecars list each file with its real size and
+//!   sha256. Then every format is read the way `slipway boot` and the boot tests start a
+//!   VM on it: through the qcow2 overlay `slipway::boot::qemu::prepare` makes, whose
+//!   backing driver follows the file name (`vpc` for the VHD, which QEMU does not probe);
+//!   `qemu-img compare` must find the guest's view identical to `disk.raw`. That is what
+//!   booting each format proved beyond booting `disk.raw` (which the `qemu/` suite and
+//!   other tests do): the guest sees the same bytes, so it boots the same way.
 //! - `built_again_offline_under_a_moved_clock_is_identical`: a second build into
 //!   another directory, with another cache (fetched on the real clock, then built
 //!   `--offline` under `faketime`), gives every file byte for byte.
-//! - `each_format_boots_to_multi_user`: one boot per format under OVMF (TCG), on a
-//!   qcow2 overlay over the file itself (vpc, vmdk, qcow2) or over the raw disk
-//!   extracted from the GCE tarball: multi-user.target, `systemctl is-system-running`
-//!   says running, no console badness.
 //! - `bad_input_fails_before_any_work` and
 //!   `missing_cloud_drivers_warn_and_a_small_esp_stops_before_the_disk`.
 //!
-//! The first test to run builds the shared output (`target/tmp/cloud-formats/a`) under
-//! a file lock; the others reuse it while the slipway binary is the same.
+//! The first build is a fixture (`common::fixtures::build`): built once per content key
+//! under a file lock, shared by the tests of this file.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;
-use slipway::boot::agent::AgentClient;
-use slipway::boot::qemu::{Vm, VmSpec};
+use slipway::boot::qemu::{backing_format, prepare, VmSpec};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+/// The bundled recipe (what the fixture builds) and its file (what the second build
+/// of the reproducibility test names).
+const RECIPE_NAME: &str = "containerd-host";
 const RECIPE: &str = "recipes/containerd-host.toml";
-const FORMATS: &str = "disk,qcow2,vhd,vmdk,gce";
-/// The disk files, by manifest kind.
-const FILES: &[(&str, &str)] = &[
-    ("disk-raw", "disk.raw"),
-    ("qcow2", "disk.qcow2"),
-    ("vhd", "disk.vhd"),
-    ("vmdk", "disk.vmdk"),
-    ("gce", "disk.tar.gz"),
-];
-/// TCG boots on a loaded 2-core machine: generous, but bounded.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 const MIB: u64 = 1 << 20;
 
 fn recipe_path() -> PathBuf {
@@ -54,6 +47,25 @@ fn work_dir() -> PathBuf {
     d
 }
 
+/// `disk` and every format slipway has: `disk,qcow2,vhd,vmdk,gce`.
+fn formats() -> String {
+    std::iter::once("disk")
+        .chain(slipway::formats::ALL.iter().map(|f| f.name()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The disk files, by manifest kind: `disk.raw` and each format's file.
+fn files_by_kind() -> Vec<(&'static str, &'static str)> {
+    std::iter::once(("disk-raw", "disk.raw"))
+        .chain(
+            slipway::formats::ALL
+                .iter()
+                .map(|f| (f.name(), f.file_name())),
+        )
+        .collect()
+}
+
 fn build_args(out: &Path) -> Vec<String> {
     vec![
         "build".into(),
@@ -61,36 +73,20 @@ fn build_args(out: &Path) -> Vec<String> {
         "-o".into(),
         out.display().to_string(),
         "--format".into(),
-        FORMATS.into(),
+        formats(),
     ]
 }
 
-/// The shared build's output directory: built once per slipway binary (the binary's
-/// sha256 is the marker), under an exclusive lock so parallel tests wait for it.
+/// The shared build's output directory (a fixture: built once per content key, under a
+/// lock, so parallel tests wait for it).
 fn shared_build() -> PathBuf {
-    let dir = work_dir();
-    let lock = fs::File::create(dir.join("lock")).unwrap();
-    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .unwrap();
-    let out = dir.join("a");
-    let marker = dir.join("a.built-by");
-    let (bin_sha, _) = slipway::io::hash::sha256_file(&bin()).unwrap();
-    if fs::read_to_string(&marker).ok().as_deref() == Some(bin_sha.as_str()) && out.is_dir() {
-        return out;
-    }
-    let _ = fs::remove_file(&marker);
-    let _ = fs::remove_dir_all(&out);
     let t = Instant::now();
-    let args = build_args(&out);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let text = ok(slipway(&shared_cache(), &args));
+    let out = fixtures::build(RECIPE_NAME, &["--format", &formats()]);
     eprintln!(
-        "containerd-host, {FORMATS}: built in {:.1} s",
+        "containerd-host, {}: ready in {:.1} s",
+        formats(),
         t.elapsed().as_secs_f64()
     );
-    fs::write(dir.join("a.log"), &text).unwrap();
-    fs::write(&marker, bin_sha).unwrap();
     out
 }
 
@@ -105,38 +101,15 @@ fn qemu_img_info(fmt: &str, path: &Path) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
-/// `qemu-img compare` exits 0 only when the guest-visible contents are identical
-/// (with different sizes, the larger one's extra bytes must be zero).
-fn assert_same_as_raw(fmt: &str, path: &Path, raw: &Path) {
-    let o = Command::new("qemu-img")
-        .args(["compare", "-f", fmt, "-F", "raw"])
-        .arg(path)
-        .arg(raw)
-        .env("LC_ALL", "C")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{}: differs from disk.raw:\n{}",
-        path.display(),
-        text(&o)
-    );
-}
-
-#[test]
-fn every_format_passes_qemu_img_and_holds_the_raw_disk() {
-    let out = shared_build();
-    let raw = out.join("disk.raw");
-    let raw_len = fs::metadata(&raw).unwrap().len();
-
-    // VHD: QEMU does not probe fixed VHDs (the footer is at the end), so say vpc.
-    let vhd = out.join("disk.vhd");
-    let info = qemu_img_info("vpc", &vhd);
+/// VHD: QEMU does not probe fixed VHDs (the footer is at the end), so say vpc. Returns
+/// the virtual size.
+fn check_vhd(vhd: &Path, raw_len: u64) -> u64 {
+    let info = qemu_img_info("vpc", vhd);
     assert_eq!(info["format"], "vpc");
     let vsize = info["virtual-size"].as_u64().unwrap();
     assert_eq!(vsize % MIB, 0, "VHD virtual size {vsize} is not whole MiB");
     assert!(vsize >= raw_len);
-    let bytes = fs::read(&vhd).unwrap();
+    let bytes = fs::read(vhd).unwrap();
     assert_eq!(
         bytes.len() as u64,
         vsize + 512,
@@ -145,12 +118,12 @@ fn every_format_passes_qemu_img_and_holds_the_raw_disk() {
     let footer = slipway::formats::vhd::parse_footer(&bytes[bytes.len() - 512..]).unwrap();
     assert_eq!(footer.disk_type, 2, "disk type fixed");
     assert_eq!(footer.size, vsize);
-    drop(bytes);
-    assert_same_as_raw("vpc", &vhd, &raw);
+    vsize
+}
 
-    // VMDK: stream-optimized, compressed, clean.
-    let vmdk = out.join("disk.vmdk");
-    let info = qemu_img_info("vmdk", &vmdk);
+/// VMDK: stream-optimized, compressed, clean.
+fn check_vmdk(vmdk: &Path, raw_len: u64) {
+    let info = qemu_img_info("vmdk", vmdk);
     assert_eq!(
         info["format-specific"]["data"]["create-type"],
         "streamOptimized"
@@ -160,15 +133,15 @@ fn every_format_passes_qemu_img_and_holds_the_raw_disk() {
         true
     );
     assert_eq!(info["virtual-size"].as_u64().unwrap(), raw_len);
-    let check = run(Command::new("qemu-img").arg("check").arg(&vmdk));
+    let check = run(Command::new("qemu-img").arg("check").arg(vmdk));
     assert!(check.contains("No errors were found"), "{check}");
-    assert_same_as_raw("vmdk", &vmdk, &raw);
+}
 
-    // qcow2: compressed clusters, clean.
-    let qcow2 = out.join("disk.qcow2");
-    let info = qemu_img_info("qcow2", &qcow2);
+/// qcow2: compressed clusters, clean.
+fn check_qcow2(qcow2: &Path) {
+    let info = qemu_img_info("qcow2", qcow2);
     assert_eq!(info["format-specific"]["data"]["compression-type"], "zlib");
-    let check = run(Command::new("qemu-img").arg("check").arg(&qcow2));
+    let check = run(Command::new("qemu-img").arg("check").arg(qcow2));
     assert!(check.contains("No errors were found"), "{check}");
     let compressed: f64 = check
         .split("% compressed clusters")
@@ -178,39 +151,40 @@ fn every_format_passes_qemu_img_and_holds_the_raw_disk() {
         .unwrap_or_else(|| panic!("no compressed share in {check}"));
     // Clusters that do not shrink (the zstd-compressed root) are stored as they are.
     assert!(compressed > 10.0, "{check}");
-    assert_same_as_raw("qcow2", &qcow2, &raw);
+}
 
-    // GCE: GNU tar sees exactly one member, disk.raw, holding disk.raw.
-    let tgz = out.join("disk.tar.gz");
-    let list = run(Command::new("tar").arg("-tzf").arg(&tgz));
+/// GCE: GNU tar sees exactly one member, disk.raw, holding disk.raw; returns the
+/// extracted file (the disk GCE makes from the tarball) inside `x`.
+fn check_gce(tgz: &Path, raw: &Path, x: &Path) -> PathBuf {
+    let list = run(Command::new("tar").arg("-tzf").arg(tgz));
     assert_eq!(list, "disk.raw\n");
-    let x = tempfile::tempdir_in(work_dir()).unwrap();
-    run(Command::new("tar")
-        .arg("-xzf")
-        .arg(&tgz)
-        .arg("-C")
-        .arg(x.path()));
+    run(Command::new("tar").arg("-xzf").arg(tgz).arg("-C").arg(x));
+    let got = x.join("disk.raw");
     assert_eq!(
-        slipway::io::hash::sha256_file(&x.path().join("disk.raw")).unwrap(),
-        slipway::io::hash::sha256_file(&raw).unwrap(),
+        slipway::io::hash::sha256_file(&got).unwrap(),
+        slipway::io::hash::sha256_file(raw).unwrap(),
         "the tarball's disk.raw differs"
     );
+    got
+}
 
-    // Manifest and sidecars: every file with its real size and sha256.
+/// Manifest and sidecars: every file with its real size and sha256, and each cloud's
+/// registration.
+fn check_manifest(out: &Path, vhd_vsize: u64) {
     let m = json(&out.join("manifest.json"));
-    for (kind, name) in FILES {
+    for (kind, name) in files_by_kind() {
         let (sha, size) = slipway::io::hash::sha256_file(&out.join(name)).unwrap();
         let a = m["artifacts"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|a| a["name"] == *name)
+            .find(|a| a["name"] == name)
             .unwrap_or_else(|| panic!("{name} not in the manifest"));
-        assert_eq!(a["kind"], *kind);
+        assert_eq!(a["kind"], kind);
         assert_eq!(a["sha256"], sha.as_str(), "{name}");
         assert_eq!(a["size"], size, "{name}");
         let s = json(&out.join(format!("{name}.json")));
-        assert_eq!(s["file"], *name);
+        assert_eq!(s["file"], name);
         assert_eq!(s["sha256"], sha.as_str(), "{name}.json");
         assert_eq!(s["size"], size, "{name}.json");
         assert_eq!(s["boot_mode"], "uefi");
@@ -222,37 +196,103 @@ fn every_format_passes_qemu_img_and_holds_the_raw_disk() {
             .starts_with("containerd-host-1-"));
         assert_eq!(s["description"], m["description"]);
     }
+    let sidecar = |name: &str| json(&out.join(format!("{name}.json")));
     assert_eq!(
-        json(&out.join("disk.vhd.json"))["virtual_size"].as_u64(),
-        Some(vsize)
+        sidecar("disk.vhd")["virtual_size"].as_u64(),
+        Some(vhd_vsize)
     );
+    for (name, platform) in [
+        ("disk.vhd", "azure"),
+        ("disk.vmdk", "aws"),
+        ("disk.tar.gz", "gce"),
+    ] {
+        assert_eq!(sidecar(name)["register"]["platform"], platform, "{name}");
+    }
+}
+
+/// What a guest booted on `disk` by the `Vm` API sees: the qcow2 overlay
+/// [`prepare`] creates in `dir` over `disk`, read by `qemu-img compare` through QEMU's
+/// block layer (the overlay, then the backing file with the driver `backing_format`
+/// picked), must be `disk.raw` byte for byte. `driver` is the driver the file needs.
+fn assert_guest_sees_raw(disk: &Path, driver: &str, raw: &Path, dir: &Path) {
+    assert_eq!(backing_format(disk), driver, "{}", disk.display());
+    let w = prepare(&VmSpec::new(disk), dir).unwrap();
+    let chain = run(Command::new("qemu-img")
+        .args(["info", "--backing-chain", "--output", "json", "-f", "qcow2"])
+        .arg(w.overlay()));
+    let chain: serde_json::Value = serde_json::from_str(&chain).unwrap();
+    assert_eq!(chain[0]["backing-filename-format"], driver, "{chain:#}");
+    assert_eq!(chain[1]["format"], driver, "{chain:#}");
     assert_eq!(
-        json(&out.join("disk.vhd.json"))["register"]["platform"],
-        "azure"
+        chain[1]["filename"],
+        fs::canonicalize(disk).unwrap().to_str().unwrap(),
+        "{chain:#}"
     );
-    assert_eq!(
-        json(&out.join("disk.vmdk.json"))["register"]["platform"],
-        "aws"
+    // Exit 0 only when the guest-visible contents are identical (with different sizes,
+    // the larger one's extra bytes must be zero).
+    let o = Command::new("qemu-img")
+        .args(["compare", "-f", "qcow2", "-F", "raw"])
+        .arg(w.overlay())
+        .arg(raw)
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}: a guest would not see disk.raw:\n{}",
+        disk.display(),
+        text(&o)
     );
-    assert_eq!(
-        json(&out.join("disk.tar.gz.json"))["register"]["platform"],
-        "gce"
-    );
+}
+
+#[test]
+fn every_format_passes_qemu_img_and_holds_the_raw_disk() {
+    let out = shared_build();
+    let raw = out.join("disk.raw");
+    let raw_len = fs::metadata(&raw).unwrap().len();
+    let d = tempfile::tempdir_in(work_dir()).unwrap();
+
+    let vhd_vsize = check_vhd(&out.join("disk.vhd"), raw_len);
+    check_vmdk(&out.join("disk.vmdk"), raw_len);
+    check_qcow2(&out.join("disk.qcow2"));
+    let gce_raw = check_gce(&out.join("disk.tar.gz"), &raw, d.path());
+    check_manifest(&out, vhd_vsize);
     // containerd-host has every cloud's drivers: no driver warning.
-    let log = fs::read_to_string(work_dir().join("a.log")).unwrap();
+    let log = fs::read_to_string(out.join(".build.log")).unwrap();
     assert!(
         !log.contains(" is for "),
         "unexpected driver warning:\n{log}"
     );
+
+    // Every format, as a VM would be started on it. A format added to slipway without
+    // a line here fails the test.
+    for f in slipway::formats::ALL {
+        let (disk, driver) = match f.name() {
+            "vhd" => (out.join(f.file_name()), "vpc"),
+            "vmdk" => (out.join(f.file_name()), "vmdk"),
+            "qcow2" => (out.join(f.file_name()), "qcow2"),
+            // GCE boots the raw disk it unpacks from the tarball.
+            "gce" => (gce_raw.clone(), "raw"),
+            other => panic!("format {other}: no guest-view check in this test"),
+        };
+        let t = Instant::now();
+        assert_guest_sees_raw(&disk, driver, &raw, &d.path().join(f.name()));
+        eprintln!(
+            "{}: guest view = disk.raw ({driver}), {:.1} s",
+            f.name(),
+            t.elapsed().as_secs_f64()
+        );
+    }
 }
 
-/// Every file of `dir` (names and bytes), sorted.
+/// Every file of `dir` (names and bytes), sorted; not the fixture's own dot files.
 fn files(dir: &Path) -> Vec<(String, PathBuf)> {
     let mut v: Vec<(String, PathBuf)> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
         .filter(|e| e.file_type().unwrap().is_file())
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(n, _)| !n.starts_with('.'))
         .collect();
     v.sort();
     v
@@ -305,88 +345,8 @@ fn built_again_offline_under_a_moved_clock_is_identical() {
         );
         assert_eq!(x, y, "{name} differs between the two builds");
     }
-    for (_, name) in FILES {
+    for (_, name) in files_by_kind() {
         assert!(fa.iter().any(|(n, _)| n == name), "{name} was not built");
-    }
-}
-
-/// Besides the library's kola-strict check: slipway-init giving up.
-const BAD: &[&str] = &["slipway-init: boot stopped"];
-
-const AGENT_CONFIG: &str = "schema-version = 1\nhostname = \"cloud-node\"\n\n[test-agent]\n";
-
-/// Boots `disk` on an overlay; asserts multi-user, a running system and a clean
-/// console; returns the seconds from QEMU start to multi-user.target.
-fn boot(disk: &Path, dir: &Path, name: &str) -> f64 {
-    let cfg = dir.join("config.toml");
-    fs::create_dir_all(dir).unwrap();
-    fs::write(&cfg, AGENT_CONFIG).unwrap();
-    let mut spec = VmSpec::new(disk);
-    spec.agent = true;
-    spec.fw_cfg_config = Some(cfg);
-    let logs = work_dir().join("logs");
-    fs::create_dir_all(&logs).unwrap();
-    let mut vm = Vm::start(&spec, &dir.join("vm")).unwrap();
-    let seen = vm
-        .wait_console(BOOT_TIMEOUT, |c| {
-            c.contains("Reached target multi-user.target") || c.contains("boot stopped")
-        })
-        .unwrap();
-    let keep = |vm: &Vm| fs::write(logs.join(format!("{name}.log")), vm.console()).unwrap();
-    keep(&vm);
-    let Some(secs) = seen.filter(|_| !vm.console().contains("boot stopped")) else {
-        panic!("{name}: no multi-user.target:\n{}", vm.tail(60));
-    };
-    let mut a = AgentClient::connect(&vm.work.agent(), Duration::from_secs(30)).unwrap();
-    a.wait_ready(Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("{name}: no test agent: {e:#}\n{}", vm.tail(40)));
-    let r = a
-        .exec(
-            &["systemctl", "is-system-running", "--wait"],
-            Duration::from_secs(180),
-        )
-        .unwrap();
-    let state = String::from_utf8_lossy(&r.stdout).trim().to_string();
-    if state != "running" {
-        let f = a
-            .exec(
-                &["systemctl", "--failed", "--no-legend", "--plain"],
-                Duration::from_secs(60),
-            )
-            .unwrap();
-        panic!(
-            "{name}: system {state:?}; failed units:\n{}",
-            String::from_utf8_lossy(&f.stdout)
-        );
-    }
-    drop(a);
-    vm.kill();
-    keep(&vm);
-    assert_console_clean(&vm.console(), name, BAD, &vm.tail(60));
-    secs
-}
-
-#[test]
-fn each_format_boots_to_multi_user() {
-    let out = shared_build();
-    let d = tempfile::tempdir_in(work_dir()).unwrap();
-    // GCE: the raw disk as GCE unpacks it from the tarball.
-    let gce = d.path().join("gce");
-    fs::create_dir_all(&gce).unwrap();
-    run(Command::new("tar")
-        .arg("-xzf")
-        .arg(out.join("disk.tar.gz"))
-        .arg("-C")
-        .arg(&gce));
-    // One VM at a time.
-    for (name, disk) in [
-        ("vhd", out.join("disk.vhd")),
-        ("vmdk", out.join("disk.vmdk")),
-        ("qcow2", out.join("disk.qcow2")),
-        ("gce", gce.join("disk.raw")),
-    ] {
-        let secs = boot(&disk, &d.path().join(name), name);
-        eprintln!("{name}: QEMU start to multi-user.target: {secs:.1} s");
     }
 }
 

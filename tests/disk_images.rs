@@ -1,9 +1,12 @@
-//! Disk pieces of host images, checked with the reference tools and a real boot: the
-//! erofs root (fsck.erofs extracts the tree back), the EFI system partition (mtools and
-//! fsck.vfat read it), the UKI (objdump lists its sections, objcopy dumps them back), and
-//! all three byte-identical when built from different staging folders under a moved
-//! clock (faketime). The systemd stub, the kernel and busybox come from trixie through
-//! slipway. The boot test starts the UKI from the ESP of a slipway GPT disk under OVMF.
+//! Disk pieces of host images, checked with the reference tools: the erofs and squashfs
+//! roots (fsck.erofs and unsquashfs extract the tree back), the EFI system partition
+//! (mtools and fsck.vfat read it), the UKI (objdump lists its sections, objcopy dumps
+//! them back, `.cmdline` byte for byte), and all of them byte-identical when built from
+//! different staging folders under a moved clock (faketime). The systemd stub, the
+//! kernel and busybox come from trixie through slipway (a `--format dir` fixture built
+//! once per run). That a slipway UKI starts from the ESP under OVMF and the kernel gets
+//! its `.cmdline` is proven by every boot of a host image (`slipway test`'s `qemu/`
+//! suite and the Vm-API tests), which start the real UKI that way.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -12,7 +15,7 @@ use slipway::assemble::tree::{Entry, Kind, Tree};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 const EPOCH: u64 = 1_700_000_000;
@@ -20,34 +23,38 @@ const UUID: [u8; 16] = [0x5a; 16];
 const VOLUME_ID: u32 = 0x5117_3a7e;
 const CMDLINE: &str = "console=ttyS0 no_timer_check panic=-1 slipway.test=uki-cmdline";
 
-/// The root of a trixie tree with systemd-boot-efi, the cloud kernel and busybox, built
-/// once per test binary with slipway (`--format dir`).
+/// The parts recipe: the kernel's maintainer-script helpers are not needed to take its
+/// files.
+const PARTS_RECIPE: &str = "schema-version = 1\n[image]\nkind = \"base\"\n[packages]\n\
+     include = [\"systemd-boot-efi\", \"linux-image-cloud-amd64\", \"busybox-static\"]\n\
+     exclude = [\"kmod\", \"linux-base\", \"initramfs-tools\", \"linux-initramfs-tool\"]\n";
+
+/// The root of a trixie tree with systemd-boot-efi, the cloud kernel and busybox: a
+/// fixture (`slipway build --format dir`, once per run for every test process).
 fn parts() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("disk-images-parts");
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("disk-images-parts");
+        // The fixture key covers the recipe's directory: only the recipe and its lock
+        // live there, both settled (under a lock) before any process computes the key,
+        // so the key is the same in every process and the build does not change it.
+        let dir = base.join("recipe");
         fs::create_dir_all(&dir).unwrap();
-        let r = recipe(
-            &dir,
-            "parts.toml",
-            // The kernel's maintainer-script helpers are not needed to take its files.
-            "[image]\nkind = \"base\"\n[packages]\n\
-             include = [\"systemd-boot-efi\", \"linux-image-cloud-amd64\", \"busybox-static\"]\n\
-             exclude = [\"kmod\", \"linux-base\", \"initramfs-tools\", \"linux-initramfs-tool\"]\n",
-        );
-        let out = dir.join("out");
-        ok(slipway(
-            &shared_cache(),
-            &[
-                "build",
-                r.to_str().unwrap(),
-                "-o",
-                out.to_str().unwrap(),
-                "--format",
-                "dir",
-            ],
-        ));
-        out.join("rootfs")
+        let lock = fs::File::create(base.join("recipe.flock")).unwrap();
+        let guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let r = dir.join("parts.toml");
+        let lock_file = dir.join("parts.toml.lock");
+        if fs::read_to_string(&r).ok().as_deref() != Some(PARTS_RECIPE) {
+            let _ = fs::remove_file(&lock_file);
+            fs::write(&r, PARTS_RECIPE).unwrap();
+        }
+        if !lock_file.is_file() {
+            ok(slipway(&shared_cache(), &["lock", r.to_str().unwrap()]));
+        }
+        drop(guard);
+        fixtures::build(r.to_str().unwrap(), &["--format", "dir"]).join("rootfs")
     })
 }
 
@@ -507,104 +514,4 @@ fn uki_has_sections_objcopy_reads_back() {
         uname: None,
     });
     assert!(again.is_err());
-}
-
-/// Where the boot test keeps its console log: `target/tmp/disk-images/uki-boot.log`.
-fn log_path() -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("disk-images");
-    fs::create_dir_all(&d).unwrap();
-    d.join("uki-boot.log")
-}
-
-#[test]
-fn uki_boots_from_the_esp_under_ovmf() {
-    use slipway::disk::gpt::{layout, types, Guid, Want};
-    use std::time::{Duration, Instant};
-
-    let d = tempfile::tempdir().unwrap();
-    let uki = build_uki(parts());
-    let esp_size = 64u64 << 20;
-    let esp = slipway::disk::esp::build_esp(&esp_files(&uki), esp_size, VOLUME_ID, EPOCH).unwrap();
-    let l = layout(
-        Guid::from_hash(&[7; 32]),
-        &[Want {
-            type_guid: types::ESP,
-            uuid: Guid::from_hash(&[8; 32]),
-            name: "esp".into(),
-            size: esp_size,
-            attributes: 0,
-        }],
-        0,
-    )
-    .unwrap();
-    let disk = d.path().join("disk.raw");
-    let mut f = fs::File::create(&disk).unwrap();
-    f.set_len(l.size).unwrap();
-    l.write_table(&mut f).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, &esp, l.partitions[0].offset()).unwrap();
-    drop(f);
-    let vars = d.path().join("OVMF_VARS.fd");
-    fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
-
-    let start = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel", "tcg", "-machine", "q35", "-m", "1024", "-smp", "1",
-        ])
-        .args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-serial", "stdio", "-no-reboot"])
-        .arg("-drive")
-        .arg("if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd")
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=1,file={}",
-            vars.display()
-        ))
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", disk.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (log, readers) = capture_console(&mut child);
-    let timeout = Duration::from_secs(300);
-    let exited = loop {
-        if child.try_wait().unwrap().is_some() {
-            break true;
-        }
-        if start.elapsed() > timeout || log.lock().unwrap().contains("end Kernel panic") {
-            let _ = child.kill();
-            let _ = child.wait();
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    for r in readers {
-        r.join().unwrap();
-    }
-    let log = log.lock().unwrap().clone();
-    fs::write(log_path(), &log).unwrap();
-    let lines: Vec<&str> = log.lines().collect();
-    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-    eprintln!(
-        "UKI boot under OVMF: {:.1} s to power-off",
-        start.elapsed().as_secs_f64()
-    );
-    assert!(
-        exited,
-        "QEMU did not power off ({:?}):\n{tail}",
-        start.elapsed()
-    );
-    assert!(log.contains("UKI-OK"), "{tail}");
-    for bad in ["Kernel panic", "Oops", "BUG:", "Call Trace"] {
-        assert!(!log.contains(bad), "console shows {bad:?}:\n{tail}");
-    }
-    // The kernel got the command line from the UKI's .cmdline section.
-    let cmdline = log
-        .lines()
-        .find_map(|l| l.trim_end_matches('\r').strip_prefix("UKI-CMDLINE: "))
-        .unwrap_or_else(|| panic!("no command line printed:\n{tail}"));
-    assert_eq!(cmdline.trim(), CMDLINE);
-    assert_eq!(log.matches("Linux version").count(), 1, "{tail}");
 }

@@ -3,8 +3,9 @@
 //! holding `slipway.toml`), then an OpenStack config drive (label `config-2`, holding
 //! Nova's `openstack/latest/meta_data.json` and `user_data`, made into a config by
 //! `metadata`, exactly as the OpenStack metadata service's answers are). Consumes the
-//! running system's /sys and /dev; produces the config bytes and a source name for
-//! messages, plus notes (more than one source present, unreadable drive).
+//! running system's /sys and /dev through [`Machine`] (so the choice is unit-tested with
+//! a fake machine); produces the config bytes and a source name for messages, plus notes
+//! (more than one source present, unreadable drive).
 
 use crate::metadata::{self, Metadata};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -61,22 +62,72 @@ fn place(source: &str) -> String {
     }
 }
 
-/// Looks for a config in fw_cfg, then on slipway config drives, then on OpenStack
-/// config drives; the first wins. `notes` gets lines to print.
+/// What [`find`] reads from the machine, so that the choice between sources can be
+/// tested without one: the running system is [`Live`]; the unit tests use a fake.
+pub trait Machine {
+    /// The config blob QEMU's fw_cfg provides, if any (`notes` gets a warning when it
+    /// is there but unreadable).
+    fn fw_cfg(&mut self, notes: &mut Vec<String>) -> Option<Vec<u8>>;
+    /// The block devices whose file system [`probe`] recognises, in the order to try
+    /// them, each with its probe.
+    fn probed_devices(&mut self) -> Vec<(PathBuf, Probe)>;
+    /// The files `rels` (paths with `/`; `None` for one that is absent) of the file
+    /// system on `dev`, mounted read-only.
+    fn read_files(
+        &mut self,
+        dev: &Path,
+        fstype: &str,
+        rels: &[&str],
+    ) -> Result<Vec<Option<Vec<u8>>>, String>;
+}
+
+/// The running system: /sys/firmware/qemu_fw_cfg, /dev/disk/by-label and
+/// /sys/class/block, and read-only mounts under /run.
+pub struct Live;
+
+impl Machine for Live {
+    fn fw_cfg(&mut self, notes: &mut Vec<String>) -> Option<Vec<u8>> {
+        read_fw_cfg(notes)
+    }
+
+    fn probed_devices(&mut self) -> Vec<(PathBuf, Probe)> {
+        probed_block_devices()
+    }
+
+    fn read_files(
+        &mut self,
+        dev: &Path,
+        fstype: &str,
+        rels: &[&str],
+    ) -> Result<Vec<Option<Vec<u8>>>, String> {
+        with_mounted(dev, fstype, |dir| {
+            rels.iter().map(|r| read_optional(dir, r)).collect()
+        })?
+    }
+}
+
+/// Looks for a config on the running system: [`find_on`] with [`Live`].
 pub fn find(notes: &mut Vec<String>) -> Option<Found> {
+    find_on(&mut Live, notes)
+}
+
+/// Looks for a config in fw_cfg, then on slipway config drives, then on OpenStack
+/// config drives; the first wins, whatever order the devices come in. `notes` gets
+/// lines to print, among them one per other source found.
+pub fn find_on(m: &mut impl Machine, notes: &mut Vec<String>) -> Option<Found> {
     let mut all = Vec::new();
-    if let Some(bytes) = read_fw_cfg(notes) {
+    if let Some(bytes) = m.fw_cfg(notes) {
         all.push(Candidate::Config(Found {
             source: "fw_cfg".into(),
             bytes,
         }));
     }
-    let drives = labelled_drives();
-    if let Some(f) = read_drive(&drives, notes) {
+    let drives = labelled_drives(m);
+    if let Some(f) = read_drive(m, &drives, notes) {
         all.push(Candidate::Config(f));
     }
-    if let Some(m) = read_openstack_drive(&drives, notes) {
-        all.push(Candidate::OpenStack(m));
+    if let Some(md) = read_openstack_drive(m, &drives, notes) {
+        all.push(Candidate::OpenStack(md));
     }
     let mut all = all.into_iter();
     let first = all.next()?;
@@ -90,12 +141,12 @@ pub fn find(notes: &mut Vec<String>) -> Option<Found> {
     }
     Some(match first {
         Candidate::Config(f) => f,
-        Candidate::OpenStack(m) => {
-            notes.extend(m.notes.iter().cloned());
-            notes.push(format!("metadata from {}: {}", m.source, m.summary()));
-            let text = metadata::config_text(&m, notes);
+        Candidate::OpenStack(md) => {
+            notes.extend(md.notes.iter().cloned());
+            notes.push(format!("metadata from {}: {}", md.source, md.summary()));
+            let text = metadata::config_text(&md, notes);
             Found {
-                source: m.source,
+                source: md.source,
                 bytes: text.into_bytes(),
             }
         }
@@ -185,19 +236,38 @@ pub fn probe(dev: &impl FileExt) -> Option<Probe> {
     })
 }
 
-/// Config drives: every block device whose file system has one of [`LABELS`] or
-/// [`OPENSTACK_LABEL`], with its probe. /dev/disk/by-label comes first; udev may not be
-/// done yet, so then every device the kernel lists in /sys/class/block (not loop, ram or
-/// dm devices), probed here.
-fn labelled_drives() -> Vec<(PathBuf, Probe)> {
+/// Config drives: every probed device whose file system has one of [`LABELS`] or
+/// [`OPENSTACK_LABEL`] (compared case-insensitively), in the machine's order.
+fn labelled_drives(m: &mut impl Machine) -> Vec<(PathBuf, Probe)> {
+    m.probed_devices()
+        .into_iter()
+        .filter(|(_, p)| {
+            LABELS
+                .iter()
+                .chain([&OPENSTACK_LABEL])
+                .any(|l| l.eq_ignore_ascii_case(&p.label))
+        })
+        .collect()
+}
+
+/// Block devices with a file system [`probe`] recognises on the running system.
+fn probed_block_devices() -> Vec<(PathBuf, Probe)> {
+    probed_block_devices_in(Path::new("/"))
+}
+
+/// Block devices with a file system [`probe`] recognises, under `root` (`/`, or a
+/// directory tree in tests): the config-drive labels under /dev/disk/by-label first;
+/// udev may not be done yet (or not run at all), so then every device the kernel lists
+/// in /sys/class/block (not loop, ram or dm devices), probed here, by name.
+fn probed_block_devices_in(root: &Path) -> Vec<(PathBuf, Probe)> {
     let labels: Vec<&str> = LABELS.iter().copied().chain([OPENSTACK_LABEL]).collect();
     let mut devs: Vec<PathBuf> = Vec::new();
     for l in &labels {
-        if let Ok(p) = fs::canonicalize(Path::new("/dev/disk/by-label").join(l)) {
+        if let Ok(p) = fs::canonicalize(root.join("dev/disk/by-label").join(l)) {
             devs.push(p);
         }
     }
-    let mut names: Vec<String> = fs::read_dir("/sys/class/block")
+    let mut names: Vec<String> = fs::read_dir(root.join("sys/class/block"))
         .into_iter()
         .flatten()
         .flatten()
@@ -206,7 +276,7 @@ fn labelled_drives() -> Vec<(PathBuf, Probe)> {
         .collect();
     names.sort();
     for n in names {
-        let p = Path::new("/dev").join(n);
+        let p = root.join("dev").join(n);
         if !devs.contains(&p) {
             devs.push(p);
         }
@@ -214,50 +284,54 @@ fn labelled_drives() -> Vec<(PathBuf, Probe)> {
     devs.into_iter()
         .filter_map(|dev| {
             let p = probe(&File::open(&dev).ok()?)?;
-            labels
-                .iter()
-                .any(|l| l.eq_ignore_ascii_case(&p.label))
-                .then_some((dev, p))
+            Some((dev, p))
         })
         .collect()
 }
 
 /// The first slipway config drive with a `slipway.toml`.
-fn read_drive(drives: &[(PathBuf, Probe)], notes: &mut Vec<String>) -> Option<Found> {
+fn read_drive(
+    m: &mut impl Machine,
+    drives: &[(PathBuf, Probe)],
+    notes: &mut Vec<String>,
+) -> Option<Found> {
     for (dev, p) in drives {
         if !LABELS.iter().any(|l| l.eq_ignore_ascii_case(&p.label)) {
             continue;
         }
         let source = format!("config drive {} ({})", dev.display(), p.label);
-        match with_mounted(dev, p.fstype, |dir| read_optional(dir, DRIVE_FILE)) {
-            Ok(Ok(Some(bytes))) => return Some(Found { source, bytes }),
-            Ok(Ok(None)) => notes.push(format!("warning: {source}: no {DRIVE_FILE} on it")),
-            Ok(Err(e)) | Err(e) => notes.push(format!("warning: {source}: {e}")),
+        let file = m.read_files(dev, p.fstype, &[DRIVE_FILE]);
+        match file.map(|v| v.into_iter().next().flatten()) {
+            Ok(Some(bytes)) => return Some(Found { source, bytes }),
+            Ok(None) => notes.push(format!("warning: {source}: no {DRIVE_FILE} on it")),
+            Err(e) => notes.push(format!("warning: {source}: {e}")),
         }
     }
     None
 }
 
 /// The first OpenStack config drive whose metadata reads and parses.
-fn read_openstack_drive(drives: &[(PathBuf, Probe)], notes: &mut Vec<String>) -> Option<Metadata> {
+fn read_openstack_drive(
+    m: &mut impl Machine,
+    drives: &[(PathBuf, Probe)],
+    notes: &mut Vec<String>,
+) -> Option<Metadata> {
     for (dev, p) in drives {
         if !p.label.eq_ignore_ascii_case(OPENSTACK_LABEL) {
             continue;
         }
         let source = format!("config drive {} ({}, openstack)", dev.display(), p.label);
-        let files = with_mounted(dev, p.fstype, |dir| {
-            Ok::<_, String>((
-                read_optional(dir, metadata::OPENSTACK_META_DATA)?,
-                read_optional(dir, metadata::OPENSTACK_USER_DATA)?,
-            ))
-        });
-        match files {
-            Ok(Ok((meta, user_data))) => {
-                if let Some(m) = openstack_drive(&source, meta, user_data, notes) {
-                    return Some(m);
+        let rels = [metadata::OPENSTACK_META_DATA, metadata::OPENSTACK_USER_DATA];
+        match m.read_files(dev, p.fstype, &rels) {
+            Ok(files) => {
+                let mut files = files.into_iter();
+                let meta = files.next().flatten();
+                let user_data = files.next().flatten();
+                if let Some(md) = openstack_drive(&source, meta, user_data, notes) {
+                    return Some(md);
                 }
             }
-            Ok(Err(e)) | Err(e) => notes.push(format!("warning: {source}: {e}")),
+            Err(e) => notes.push(format!("warning: {source}: {e}")),
         }
     }
     None
@@ -445,6 +519,257 @@ mod tests {
             place("config drive /dev/vdb (config-2, openstack)"),
             "on config drive /dev/vdb (config-2, openstack)"
         );
+    }
+
+    fn iso9660(volume_id: &str) -> Vec<u8> {
+        let mut iso = vec![0u8; 40960];
+        iso[32768] = 1;
+        iso[32769..32774].copy_from_slice(b"CD001");
+        let id = format!("{volume_id:<32}");
+        iso[32768 + 40..32768 + 72].copy_from_slice(id.as_bytes());
+        iso
+    }
+
+    /// A drive of [`FakeMachine`]: its device path, its first sectors (what [`probe`]
+    /// reads) and the files on its file system (`None`: it cannot be mounted).
+    struct FakeDrive {
+        dev: PathBuf,
+        image: Vec<u8>,
+        files: Option<Vec<(&'static str, Vec<u8>)>>,
+    }
+
+    fn drive(dev: &str, image: Vec<u8>, files: &[(&'static str, &str)]) -> FakeDrive {
+        FakeDrive {
+            dev: dev.into(),
+            image,
+            files: Some(
+                files
+                    .iter()
+                    .map(|(n, t)| (*n, t.as_bytes().to_vec()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// A machine with an optional fw_cfg blob and in-memory drives, in device order.
+    #[derive(Default)]
+    struct FakeMachine {
+        fw_cfg: Option<Vec<u8>>,
+        drives: Vec<FakeDrive>,
+        /// The devices whose file system was read, in order.
+        mounted: Vec<PathBuf>,
+    }
+
+    impl Machine for FakeMachine {
+        fn fw_cfg(&mut self, _: &mut Vec<String>) -> Option<Vec<u8>> {
+            self.fw_cfg.clone()
+        }
+
+        fn probed_devices(&mut self) -> Vec<(PathBuf, Probe)> {
+            self.drives
+                .iter()
+                .filter_map(|d| Some((d.dev.clone(), probe(&MemDev(d.image.clone()))?)))
+                .collect()
+        }
+
+        fn read_files(
+            &mut self,
+            dev: &Path,
+            fstype: &str,
+            rels: &[&str],
+        ) -> Result<Vec<Option<Vec<u8>>>, String> {
+            self.mounted.push(dev.to_path_buf());
+            let d = self.drives.iter().find(|d| d.dev == dev).unwrap();
+            assert_eq!(
+                Some(fstype),
+                probe(&MemDev(d.image.clone())).map(|p| p.fstype)
+            );
+            let files = d.files.as_ref().ok_or_else(|| {
+                format!("mounting {} ({fstype}) read-only: EINVAL", dev.display())
+            })?;
+            Ok(rels
+                .iter()
+                .map(|r| files.iter().find(|(n, _)| n == r).map(|(_, b)| b.clone()))
+                .collect())
+        }
+    }
+
+    const FROM_FW_CFG: &str = "schema-version = 1\nhostname = \"from-fw-cfg\"\n";
+    const FROM_DRIVE: &str = "schema-version = 1\nhostname = \"from-drive\"\n";
+    const NOVA_META: &str = r#"{"hostname": "os-1.novalocal"}"#;
+
+    /// The source and the config text `find_on` chose.
+    fn chosen(m: &mut FakeMachine, notes: &mut Vec<String>) -> Option<(String, String)> {
+        let f = find_on(m, notes)?;
+        Some((f.source, String::from_utf8(f.bytes).unwrap()))
+    }
+
+    #[test]
+    fn fw_cfg_wins_over_a_config_drive() {
+        let slipway = drive(
+            "/dev/vda",
+            fat16(b"SLIPWAY    "),
+            &[(DRIVE_FILE, FROM_DRIVE)],
+        );
+        let mut m = FakeMachine {
+            fw_cfg: Some(FROM_FW_CFG.into()),
+            drives: vec![slipway],
+            ..FakeMachine::default()
+        };
+        let mut notes = Vec::new();
+        assert_eq!(
+            chosen(&mut m, &mut notes),
+            Some(("fw_cfg".into(), FROM_FW_CFG.into()))
+        );
+        assert_eq!(
+            notes,
+            ["config found in fw_cfg and on config drive /dev/vda (SLIPWAY): using fw_cfg"]
+        );
+        assert_eq!(m.mounted, [Path::new("/dev/vda")], "the drive was not read");
+
+        // The same drive alone is used, and nothing is noted.
+        m.fw_cfg = None;
+        let mut notes = Vec::new();
+        assert_eq!(
+            chosen(&mut m, &mut notes),
+            Some(("config drive /dev/vda (SLIPWAY)".into(), FROM_DRIVE.into()))
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    #[test]
+    fn a_slipway_drive_wins_over_an_openstack_drive_whatever_the_device_order() {
+        let openstack = drive(
+            "/dev/vda",
+            iso9660("config-2"),
+            &[(metadata::OPENSTACK_META_DATA, NOVA_META)],
+        );
+        let cidata = drive("/dev/vdb", iso9660("CIDATA"), &[(DRIVE_FILE, FROM_DRIVE)]);
+        let mut m = FakeMachine {
+            drives: vec![openstack, cidata],
+            ..FakeMachine::default()
+        };
+        let mut notes = Vec::new();
+        assert_eq!(
+            chosen(&mut m, &mut notes),
+            Some(("config drive /dev/vdb (CIDATA)".into(), FROM_DRIVE.into()))
+        );
+        assert_eq!(
+            notes,
+            [
+                "config found on config drive /dev/vdb (CIDATA) and on config drive /dev/vda \
+              (config-2, openstack): using config drive /dev/vdb (CIDATA)"
+            ]
+        );
+
+        // fw_cfg before both: one note for each source left out.
+        m.fw_cfg = Some(FROM_FW_CFG.into());
+        let mut notes = Vec::new();
+        assert_eq!(chosen(&mut m, &mut notes).unwrap().0, "fw_cfg");
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[1].starts_with("config found in fw_cfg and on config drive /dev/vda (config-2"),
+            "{notes:?}"
+        );
+
+        // The OpenStack drive alone: Nova's metadata made into a config.
+        m.fw_cfg = None;
+        m.drives.pop();
+        let mut notes = Vec::new();
+        let (source, text) = chosen(&mut m, &mut notes).unwrap();
+        assert_eq!(source, "config drive /dev/vda (config-2, openstack)");
+        let cfg = crate::config::parse(&text).unwrap();
+        assert_eq!(cfg.hostname.as_deref(), Some("os-1"));
+    }
+
+    #[test]
+    fn drives_without_a_config_or_a_known_label_are_passed_over() {
+        let mut m = FakeMachine {
+            drives: vec![
+                drive(
+                    "/dev/vda",
+                    fat16(b"DATA       "),
+                    &[(DRIVE_FILE, FROM_DRIVE)],
+                ),
+                drive("/dev/vdb", fat16(b"SLIPWAY    "), &[]),
+                FakeDrive {
+                    files: None,
+                    ..drive("/dev/vdc", fat16(b"slipway    "), &[])
+                },
+                drive("/dev/vdd", vec![0u8; 40960], &[(DRIVE_FILE, FROM_DRIVE)]),
+            ],
+            ..FakeMachine::default()
+        };
+        let mut notes = Vec::new();
+        assert_eq!(chosen(&mut m, &mut notes), None);
+        assert_eq!(
+            notes,
+            [
+                "warning: config drive /dev/vdb (SLIPWAY): no slipway.toml on it",
+                "warning: config drive /dev/vdc (slipway): mounting /dev/vdc (vfat) read-only: EINVAL",
+            ]
+        );
+        assert_eq!(m.mounted, [Path::new("/dev/vdb"), Path::new("/dev/vdc")]);
+
+        // A later good drive is still found.
+        let cidata = drive(
+            "/dev/vde",
+            fat16(b"cidata     "),
+            &[(DRIVE_FILE, FROM_DRIVE)],
+        );
+        m.drives.push(cidata);
+        let mut notes = Vec::new();
+        assert_eq!(
+            chosen(&mut m, &mut notes),
+            Some(("config drive /dev/vde (cidata)".into(), FROM_DRIVE.into()))
+        );
+        assert_eq!(notes.len(), 2, "{notes:?}");
+    }
+
+    #[test]
+    fn block_devices_are_found_without_udev_and_by_label_first() {
+        let d = crate::provision::tests::tempfile_lite::Dir::new();
+        let root = fs::canonicalize(&d.0).unwrap();
+        fs::create_dir_all(root.join("dev")).unwrap();
+        let images = [
+            ("vda", vec![0u8; 40960]),
+            ("vdb", fat16(b"SLIPWAY    ")),
+            ("vdc", iso9660("config-2")),
+            ("loop0", fat16(b"SLIPWAY    ")),
+            ("ram0", fat16(b"SLIPWAY    ")),
+            ("dm-0", fat16(b"SLIPWAY    ")),
+        ];
+        for (name, image) in &images {
+            fs::create_dir_all(root.join("sys/class/block").join(name)).unwrap();
+            fs::write(root.join("dev").join(name), image).unwrap();
+        }
+        let found = |root: &Path| -> Vec<(PathBuf, String)> {
+            probed_block_devices_in(root)
+                .into_iter()
+                .map(|(p, probe)| (p, probe.label))
+                .collect()
+        };
+        // No /dev/disk/by-label (udev has not run): the kernel's list, by name, without
+        // loop, ram and dm devices or a device without a known file system.
+        let dev = |n: &str| root.join("dev").join(n);
+        assert_eq!(
+            found(&root),
+            [
+                (dev("vdb"), "SLIPWAY".into()),
+                (dev("vdc"), "config-2".into())
+            ]
+        );
+        // udev's link: that device first, and once.
+        fs::create_dir_all(root.join("dev/disk/by-label")).unwrap();
+        std::os::unix::fs::symlink("../../vdc", root.join("dev/disk/by-label/config-2")).unwrap();
+        assert_eq!(
+            found(&root),
+            [
+                (dev("vdc"), "config-2".into()),
+                (dev("vdb"), "SLIPWAY".into())
+            ]
+        );
+        fs::remove_dir_all(&root).unwrap();
     }
 
     struct MemDev(Vec<u8>);
