@@ -30,28 +30,22 @@ const PARTS_RECIPE: &str = "schema-version = 1\n[image]\nkind = \"base\"\n[packa
      exclude = [\"kmod\", \"linux-base\", \"initramfs-tools\", \"linux-initramfs-tool\"]\n";
 
 /// The root of a trixie tree with systemd-boot-efi, the cloud kernel and busybox: a
-/// fixture (`slipway build --format dir`, once per run for every test process).
+/// fixture (`slipway build --format dir`, once per run for every test process; the
+/// fixture cache locks the recipe before keying it).
 fn parts() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("disk-images-parts");
-        // The fixture key covers the recipe's directory: only the recipe and its lock
-        // live there, both settled (under a lock) before any process computes the key,
-        // so the key is the same in every process and the build does not change it.
-        let dir = base.join("recipe");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("disk-images-parts");
         fs::create_dir_all(&dir).unwrap();
-        let lock = fs::File::create(base.join("recipe.flock")).unwrap();
+        // Every test process writes the recipe: one at a time, and only when it differs,
+        // so no process keys a half-written file.
+        let lock = fs::File::create(dir.join("recipe.flock")).unwrap();
         let guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
             .unwrap();
         let r = dir.join("parts.toml");
-        let lock_file = dir.join("parts.toml.lock");
         if fs::read_to_string(&r).ok().as_deref() != Some(PARTS_RECIPE) {
-            let _ = fs::remove_file(&lock_file);
             fs::write(&r, PARTS_RECIPE).unwrap();
-        }
-        if !lock_file.is_file() {
-            ok(slipway(&shared_cache(), &["lock", r.to_str().unwrap()]));
         }
         drop(guard);
         fixtures::build(r.to_str().unwrap(), &["--format", "dir"]).join("rootfs")
