@@ -123,7 +123,8 @@ fn reconnect(mut a: AgentClient, vm: &Vm) -> AgentClient {
         .unwrap_or_else(|e| panic!("no answer after reconnecting: {e:#}\n{}", vm.tail(60)));
     assert_eq!(again.boot_id, first.boot_id, "not the same boot");
     assert!(again.uptime >= first.uptime, "{again:?} before {first:?}");
-    a.write_file("/run/slipway-test-x", 0o644, b"written").unwrap();
+    a.write_file("/run/slipway-test-x", 0o644, b"written")
+        .unwrap();
     assert_eq!(a.read_file("/run/slipway-test-x").unwrap(), b"written");
     // The image has no shell or coreutils: systemd-escape is a program it has.
     let r = a
