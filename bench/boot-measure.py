@@ -15,7 +15,7 @@ until the line "bench:done". Used by bench/boot.sh; usable alone:
 
   bench/boot-measure.py out/containerd-host/disk.raw
 """
-import argparse, json, os, re, shutil, subprocess, sys, tempfile, time
+import argparse, json, os, re, select, shutil, subprocess, sys, tempfile, time
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
@@ -49,12 +49,15 @@ def boot(disk, config, timeout, log_path):
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                         os.path.abspath(disk), f"{work}/overlay.qcow2"], check=True)
         t0 = time.monotonic()
-        p = subprocess.Popen(qemu_command(work, disk, config), stdin=subprocess.DEVNULL,
+        p = subprocess.Popen(qemu_command(work, disk, config), stdin=subprocess.DEVNULL, bufsize=0,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         seen, lines, blame = {}, [], []
         end_re = re.compile(r"^bench:done") if config else MARKS[-1][1]
         in_blame = False
         while time.monotonic() - t0 < timeout:
+            # A silent console must not outlive the time-out: wait for a line at most 1 s.
+            if not select.select([p.stdout], [], [], 1.0)[0]:
+                continue
             raw = p.stdout.readline()
             if not raw:
                 break

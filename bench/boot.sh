@@ -12,7 +12,7 @@
 #
 # k8s-node needs kubelet and kubeadm, which this machine cannot download: without
 # K8S_NODE_IMAGE it uses the newest k8s-node image the test suite built with stand-ins
-# (target/tmp/fixtures/k8s-node-*, or out/test/artifacts/k8s-node), and says so.
+# (target/tmp/fixtures/k8s-node-ci-* or out/ci/fixtures/k8s-node-ci-*), and says so.
 # Run it with nothing else running: two guests, or a build beside a guest, halve each
 # other on 2 cores. Needs root for the host-image build.
 set -euo pipefail
@@ -30,7 +30,7 @@ images=("containerd-host=$OUT/containerd-host")
 
 k8s=${K8S_NODE_IMAGE:-}
 if [ -z "$k8s" ]; then
-  k8s=$(ls -dt target/tmp/fixtures/k8s-node-[0-9a-f]* out/test/artifacts/k8s-node 2>/dev/null \
+  k8s=$(ls -dt target/tmp/fixtures/k8s-node-ci-* out/ci/fixtures/k8s-node-ci-* 2>/dev/null \
         | while read -r d; do [ -f "$d/disk.raw" ] && echo "$d" && break; done || true)
   [ -n "$k8s" ] && echo "== k8s-node: using $k8s (built by the test suite with stand-in kubelet/kubeadm)"
 fi
