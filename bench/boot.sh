@@ -50,7 +50,9 @@ content = """
 [Unit]
 Description=bench: systemd-analyze blame on the console
 Requires=slipway-ready.service
-After=slipway-ready.service
+# multi-user.target too: a target orders itself after what it wants unless told
+# otherwise, and this unit is after slipway-ready.service, which is after multi-user.
+After=multi-user.target slipway-ready.service
 [Service]
 Type=oneshot
 StandardOutput=tty
