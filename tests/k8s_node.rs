@@ -25,7 +25,6 @@ use common::*;
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 const ENDPOINT: &str = "10.0.2.200:6443";
 const TOKEN: &str = "k8stst.0123456789abcdef";
@@ -68,17 +67,7 @@ fn k8s_node_with_stand_in_kubernetes_binaries_boots_and_joins_from_provisioning(
     fs::create_dir_all(&qemu).unwrap();
     fs::write(qemu.join("k8s-node.toml"), definition()).unwrap();
     let out = d.path().join("out");
-    let o = Command::new(common::bin())
-        .args(["test", "--dir"])
-        .arg(&qemu)
-        .arg("--output")
-        .arg(&out)
-        .env("SLIPWAY_CACHE", shared_cache())
-        // The images shared with the other tests (base/busybox) come from the fixture
-        // cache; the node image, with this run's stand-ins, is built into it.
-        .env("SLIPWAY_FIXTURES", fixtures::root())
-        .output()
-        .unwrap();
+    let o = common::k8s::slipway_test(&qemu, &out);
     let t = text(&o);
     if !o.status.success() {
         let console = fs::read_to_string(out.join("k8s-node/vm/console.log")).unwrap_or_default();

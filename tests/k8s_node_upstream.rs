@@ -224,17 +224,7 @@ fn k8s_node_upstream_with_debian_containerd_2_stand_in_boots_and_runs_pods() {
     fs::write(qemu.join("k8s-node-upstream.toml"), DEFINITION).unwrap();
     let out = d.path().join("out");
     let started = std::time::Instant::now();
-    let o = Command::new(common::bin())
-        .args(["test", "--dir"])
-        .arg(&qemu)
-        .arg("--output")
-        .arg(&out)
-        .env("SLIPWAY_CACHE", shared_cache())
-        // The images shared with the other tests (base/busybox) come from the fixture
-        // cache; the node image, with this run's stand-ins, is built into it.
-        .env("SLIPWAY_FIXTURES", fixtures::root())
-        .output()
-        .unwrap();
+    let o = common::k8s::slipway_test(&qemu, &out);
     let t = text(&o);
     if !o.status.success() {
         let console =

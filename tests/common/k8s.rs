@@ -48,3 +48,19 @@ pub fn sha(data: &[u8]) -> String {
     use sha2::Digest;
     format!("{:x}", sha2::Sha256::digest(data))
 }
+
+/// Runs `slipway test` on the definitions in `qemu`, writing to `out`, with the shared
+/// package cache and the fixture cache (the images shared with the other tests, such as
+/// base/busybox, come from it; the node image, with this run's stand-ins, is built
+/// into it).
+pub fn slipway_test(qemu: &Path, out: &Path) -> std::process::Output {
+    Command::new(super::bin())
+        .args(["test", "--dir"])
+        .arg(qemu)
+        .arg("--output")
+        .arg(out)
+        .env("SLIPWAY_CACHE", super::shared_cache())
+        .env("SLIPWAY_FIXTURES", super::fixtures::root())
+        .output()
+        .unwrap()
+}
