@@ -610,14 +610,6 @@ fn scrape(port: u16) -> Option<String> {
     out.starts_with("HTTP/1.0 200").then_some(out)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn assert_metrics(vm: &Vm, port: u16, name: &str) {
     let mut body = None;
     wait_until(Duration::from_secs(120), "node-exporter on :9100", || {

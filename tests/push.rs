@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{bin, text};
+use common::{bin, free_port, text};
 use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 use slipway::io::hash::sha256_hex;
@@ -23,14 +23,6 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 // ---------------------------------------------------------------- the registry
 

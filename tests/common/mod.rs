@@ -66,6 +66,15 @@ pub fn recipe(dir: &Path, name: &str, body: &str) -> PathBuf {
     p
 }
 
+/// A loopback TCP port free at the time of the call.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Serves `body` for every GET on a loopback port, for `max` requests; returns the URL base.
 pub fn http_server(body: Vec<u8>, max: usize) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
