@@ -20,7 +20,7 @@ AGENT_BIN = $(TARGET_DIR)/$(INIT_TARGET)/init/slipway-agent
 # CRI client; built the same way (see docs/node-check.md).
 NODE_BIN = $(TARGET_DIR)/$(INIT_TARGET)/init/slipway-node
 
-all: build
+all: setup build
 
 setup:
 	./scripts/setup-host.sh
