@@ -434,27 +434,100 @@ pub struct BuildOptions {
     pub oci: crate::writers::oci::Options,
 }
 
-/// `slipway build`: lock, fetch, assemble, and write the outputs into `out`.
+/// `slipway build`: lock, fetch, assemble, and write the outputs into `out` as one
+/// transaction: every output is written into a private staging directory beside `out`,
+/// swapped in whole at the end ([`crate::io::staging`]). A build that fails or is
+/// interrupted leaves the previous output as it was.
 pub fn build(
     ctx: &Context,
     r: &Recipe,
     out: &std::path::Path,
     opts: &BuildOptions,
 ) -> Result<crate::report::BuildReport> {
-    let recipes: Vec<Recipe> = if opts.arches.is_empty() {
-        vec![r.clone()]
-    } else {
-        opts.arches
-            .iter()
-            .map(|a| {
-                r.for_arch(a)
-                    .map_err(|e| err(Code::BadInput, format!("--arch: {e:#}")))
-            })
-            .collect::<Result<_>>()?
-    };
+    let recipes = arch_recipes(r, opts)?;
     let r = &recipes[0];
-    let formats = &opts.formats;
-    // Every host tool this build will run, checked before any work starts.
+    let plan = plan(r, &opts.formats)?;
+    let staged = crate::io::staging::Staged::begin(out)?;
+    for p in staged.removed() {
+        ctx.rep.say(format!(
+            "removed {} (left by an interrupted build)",
+            p.display()
+        ));
+    }
+    crate::io::faults::point("staged")?;
+    let dir = staged.path().to_path_buf();
+    let mut report = crate::report::BuildReport {
+        recipe: r.display(),
+        image: r.name.clone(),
+        lock: r.lock_path().display().to_string(),
+        ..Default::default()
+    };
+    let fetched = fetch_into(ctx, r, &mut report)?;
+    let asm = assemble_into(ctx, r, &plan, &fetched.lock, &mut report)?;
+    write_trees(&asm, &opts.formats, &dir, &mut report)?;
+    if let Some(init) = &plan.init {
+        write_disk(
+            ctx,
+            r,
+            &asm,
+            init,
+            &plan.disk_formats,
+            &fetched.lock,
+            &dir,
+            &mut report,
+        )?;
+    }
+    if opts
+        .formats
+        .iter()
+        .any(|f| matches!(f, Format::Oci | Format::OciArchive))
+    {
+        write_oci(ctx, &recipes, opts, (asm, fetched.lock), &dir, &mut report)?;
+    }
+    // The report names the files where they will be once the output is swapped in.
+    for o in &mut report.outputs {
+        o.path = staged
+            .final_path(std::path::Path::new(&o.path))
+            .display()
+            .to_string();
+    }
+    let json = serde_json::to_vec_pretty(&report).context("serializing the build report")?;
+    crate::io::atomic::write(&dir.join("report.json"), &json)?;
+    crate::io::faults::point("report")?;
+    if !staged.commit()? {
+        ctx.rep.say(format!(
+            "note: the file system of {} cannot exchange directories (renameat2 \
+             RENAME_EXCHANGE): the output was swapped in by two renames",
+            out.display()
+        ));
+    }
+    Ok(report)
+}
+
+/// The recipe once per `--arch` (the recipe's own architecture when none is given).
+fn arch_recipes(r: &Recipe, opts: &BuildOptions) -> Result<Vec<Recipe>> {
+    if opts.arches.is_empty() {
+        return Ok(vec![r.clone()]);
+    }
+    opts.arches
+        .iter()
+        .map(|a| {
+            r.for_arch(a)
+                .map_err(|e| err(Code::BadInput, format!("--arch: {e:#}")))
+        })
+        .collect()
+}
+
+/// What a build will do, checked before any work starts.
+struct Plan {
+    /// The disk formats derived from `disk.raw`.
+    disk_formats: Vec<&'static dyn crate::formats::DiskFormat>,
+    /// The programs that go into a host image, when a disk is built.
+    init: Option<crate::disk::image::Bundled>,
+}
+
+/// Checks that `formats` fit `r` and that every host tool the build runs is there.
+fn plan(r: &Recipe, formats: &[Format]) -> Result<Plan> {
     let mut tools = Vec::new();
     if r.kernel.is_some() {
         tools.push("depmod");
@@ -502,12 +575,15 @@ pub fn build(
         init = Some(b);
     }
     crate::tool::require(&tools).map_err(|e| err(Code::BadInput, format!("{e:#}")))?;
-    let mut report = crate::report::BuildReport {
-        recipe: r.display(),
-        image: r.name.clone(),
-        lock: r.lock_path().display().to_string(),
-        ..Default::default()
-    };
+    Ok(Plan { disk_formats, init })
+}
+
+/// Locks and fetches `r`, recording what was fetched in `report`.
+fn fetch_into(
+    ctx: &Context,
+    r: &Recipe,
+    report: &mut crate::report::BuildReport,
+) -> Result<Fetched> {
     let t = std::time::Instant::now();
     let fetched = fetch(ctx, r)?;
     report.time("lock+fetch", t.elapsed().as_secs_f64());
@@ -519,10 +595,20 @@ pub fn build(
         .iter()
         .map(|c| format!("{} -> {} ({})", c.from, c.to, c.relation))
         .collect();
-    report.fetch = Some(fetched.summary);
+    report.fetch = Some(fetched.summary.clone());
+    Ok(fetched)
+}
 
+/// Assembles the tree of `r` (with preloaded images), recording it in `report`.
+fn assemble_into(
+    ctx: &Context,
+    r: &Recipe,
+    plan: &Plan,
+    lock: &Lock,
+    report: &mut crate::report::BuildReport,
+) -> Result<crate::assemble::Assembled> {
     let stage = ctx.rep.stage("assembling the tree");
-    let mut asm = crate::assemble::assemble(&ctx.cache, r, &fetched.lock)?;
+    let mut asm = crate::assemble::assemble(&ctx.cache, r, lock)?;
     stage.done(format!(
         "{} entries, {:.1} MB ({:.1} MB dropped by path globs)",
         asm.tree.len(),
@@ -544,16 +630,24 @@ pub fn build(
     report.tree_bytes = asm.tree.content_size();
     report.source_date_epoch = asm.epoch;
     report.kernel_modules = asm.modules.as_ref().map(|m| m.summary());
-    for w in driver_warnings(r, &asm, &disk_formats) {
+    for w in driver_warnings(r, &asm, &plan.disk_formats) {
         ctx.rep.say(format!("warning: {w}"));
         report.warnings.push(w);
     }
-    if init.is_some() {
+    if plan.init.is_some() {
         crate::disk::image::check_esp_fits(r, &asm.tree)
             .map_err(|e| err(Code::BadInput, format!("{e:#}")))?;
     }
+    Ok(asm)
+}
 
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+/// `rootfs.tar` and `rootfs/`, when asked for.
+fn write_trees(
+    asm: &crate::assemble::Assembled,
+    formats: &[Format],
+    out: &std::path::Path,
+    report: &mut crate::report::BuildReport,
+) -> Result<()> {
     let t = std::time::Instant::now();
     for f in formats {
         match f {
@@ -565,6 +659,7 @@ pub fn build(
                     &path,
                 )?;
                 report.outputs.push(o);
+                crate::io::faults::point("tar")?;
             }
             Format::Dir => {
                 let path = out.join("rootfs");
@@ -575,6 +670,7 @@ pub fn build(
                     size: asm.tree.content_size(),
                     sha256: String::new(),
                 });
+                crate::io::faults::point("dir")?;
             }
             Format::Oci
             | Format::OciArchive
@@ -586,92 +682,106 @@ pub fn build(
         }
     }
     report.time("write", t.elapsed().as_secs_f64());
-    if let Some(init) = &init {
-        let w = crate::disk::image::build(r, &asm, init, ctx.cache.root(), out, &ctx.rep)?;
-        for (name, secs) in &w.disk.stages {
-            report.time(name, *secs);
-        }
-        let raw = crate::disk::image::disk_in(out);
-        let raw_out = w
-            .outputs
-            .iter()
-            .find(|o| o.kind == "disk-raw")
-            .context("the disk stage wrote no disk.raw")?
-            .clone();
-        report.outputs.extend(w.outputs.iter().cloned());
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(&crate::io::hash::unhex(&raw_out.sha256)?);
-        let src = crate::formats::Source {
-            raw: &raw,
-            digest,
-            epoch: asm.epoch,
-        };
-        let mut sidecars = vec![raw_out];
-        for f in &disk_formats {
-            let t = std::time::Instant::now();
-            let stage = ctx.rep.stage(&format!("writing {}", f.file_name()));
-            let o = crate::formats::write(*f, &src, out)?;
-            stage.done(format!("{:.1} MB", o.size as f64 / 1e6));
-            sidecars.push(o.clone());
-            report.outputs.push(o);
-            report.time(f.name(), t.elapsed().as_secs_f64());
-        }
-        for o in &sidecars {
-            if let Some(p) = crate::formats::sidecar::write(r, &w.disk, asm.epoch, o)? {
-                let (sha256, size) = crate::io::hash::sha256_file(&p)?;
-                report.outputs.push(crate::report::Output {
-                    kind: "sidecar".into(),
-                    path: p.display().to_string(),
-                    size,
-                    sha256,
-                });
-            }
-        }
-        let m = crate::disk::manifest::write(
-            r,
-            &fetched.lock,
-            &w.disk,
-            asm.epoch,
-            &report.outputs,
-            out,
-        )?;
-        report.outputs.push(crate::report::Output {
-            kind: "manifest".into(),
-            path: m.display().to_string(),
-            size: std::fs::metadata(&m).map(|m| m.len()).unwrap_or(0),
-            sha256: String::new(),
-        });
-        report.disk = Some(w.disk);
+    Ok(())
+}
+
+/// The host disk (`disk.raw`, UKI, kernel, initrd), the disk formats derived from it,
+/// their sidecars and `manifest.json`.
+#[allow(clippy::too_many_arguments)]
+fn write_disk(
+    ctx: &Context,
+    r: &Recipe,
+    asm: &crate::assemble::Assembled,
+    init: &crate::disk::image::Bundled,
+    disk_formats: &[&dyn crate::formats::DiskFormat],
+    lock: &Lock,
+    out: &std::path::Path,
+    report: &mut crate::report::BuildReport,
+) -> Result<()> {
+    let w = crate::disk::image::build(r, asm, init, ctx.cache.root(), out, &ctx.rep)?;
+    for (name, secs) in &w.disk.stages {
+        report.time(name, *secs);
     }
-    if formats
+    let raw = crate::disk::image::disk_in(out);
+    let raw_out = w
+        .outputs
         .iter()
-        .any(|f| matches!(f, Format::Oci | Format::OciArchive))
-    {
+        .find(|o| o.kind == "disk-raw")
+        .context("the disk stage wrote no disk.raw")?
+        .clone();
+    report.outputs.extend(w.outputs.iter().cloned());
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(&crate::io::hash::unhex(&raw_out.sha256)?);
+    let src = crate::formats::Source {
+        raw: &raw,
+        digest,
+        epoch: asm.epoch,
+    };
+    let mut sidecars = vec![raw_out];
+    for f in disk_formats {
         let t = std::time::Instant::now();
-        let mut images = Vec::new();
-        let mut first = Some((asm, fetched.lock));
-        for ra in &recipes {
-            let stage = ctx.rep.stage(&format!(
-                "writing the OCI image {} ({})",
-                crate::writers::oci::repository(ra),
-                ra.debian.architecture
-            ));
-            let img = oci_image(ctx, ra, opts.oci, first.take())?;
-            stage.done(format!(
-                "{} layers ({} shared with its base), {:.2} MB compressed, {:.2} MB uncompressed",
-                img.layers.len(),
-                img.layers.iter().filter(|l| l.inherited).count(),
-                img.compressed_size() as f64 / 1e6,
-                img.tar_size() as f64 / 1e6
-            ));
-            images.push(img);
-        }
-        report.time("oci", t.elapsed().as_secs_f64());
-        write_oci_outputs(&images, formats, out, &mut report)?;
+        let stage = ctx.rep.stage(&format!("writing {}", f.file_name()));
+        let o = crate::formats::write(*f, &src, out)?;
+        stage.done(format!("{:.1} MB", o.size as f64 / 1e6));
+        sidecars.push(o.clone());
+        report.outputs.push(o);
+        report.time(f.name(), t.elapsed().as_secs_f64());
     }
-    let json = serde_json::to_vec_pretty(&report).context("serializing the build report")?;
-    crate::io::atomic::write(&out.join("report.json"), &json)?;
-    Ok(report)
+    crate::io::faults::point("formats")?;
+    for o in &sidecars {
+        if let Some(p) = crate::formats::sidecar::write(r, &w.disk, asm.epoch, o)? {
+            let (sha256, size) = crate::io::hash::sha256_file(&p)?;
+            report.outputs.push(crate::report::Output {
+                kind: "sidecar".into(),
+                path: p.display().to_string(),
+                size,
+                sha256,
+            });
+        }
+    }
+    let m = crate::disk::manifest::write(r, lock, &w.disk, asm.epoch, &report.outputs, out)?;
+    let (sha256, size) = crate::io::hash::sha256_file(&m)?;
+    report.outputs.push(crate::report::Output {
+        kind: "manifest".into(),
+        path: m.display().to_string(),
+        size,
+        sha256,
+    });
+    report.disk = Some(w.disk);
+    Ok(())
+}
+
+/// The OCI image of every architecture, then `oci/`, `image.tar` and the SBOMs.
+fn write_oci(
+    ctx: &Context,
+    recipes: &[Recipe],
+    opts: &BuildOptions,
+    first: (crate::assemble::Assembled, Lock),
+    out: &std::path::Path,
+    report: &mut crate::report::BuildReport,
+) -> Result<()> {
+    let t = std::time::Instant::now();
+    let mut images = Vec::new();
+    let mut first = Some(first);
+    for ra in recipes {
+        let stage = ctx.rep.stage(&format!(
+            "writing the OCI image {} ({})",
+            crate::writers::oci::repository(ra),
+            ra.debian.architecture
+        ));
+        let img = oci_image(ctx, ra, opts.oci, first.take())?;
+        stage.done(format!(
+            "{} layers ({} shared with its base), {:.2} MB compressed, {:.2} MB uncompressed",
+            img.layers.len(),
+            img.layers.iter().filter(|l| l.inherited).count(),
+            img.compressed_size() as f64 / 1e6,
+            img.tar_size() as f64 / 1e6
+        ));
+        images.push(img);
+    }
+    report.time("oci", t.elapsed().as_secs_f64());
+    write_oci_outputs(&images, &opts.formats, out, report)?;
+    crate::io::faults::point("oci")
 }
 
 /// One warning for each requested disk format whose platform's drivers the image's

@@ -56,6 +56,7 @@ pub fn add(ctx: &Context, r: &Recipe, tree: &mut Tree, epoch: u64) -> Result<Vec
         .prefix("preload-")
         .tempdir_in(ctx.cache.root())
         .with_context(|| format!("creating a directory in {}", ctx.cache.root().display()))?;
+    let _cleanup = crate::io::signals::register(work.path());
     let mut done = Vec::new();
     let mut unit = String::from(
         "# Written by slipway from the recipe's [[preload]] entries: imports the images this\n\

@@ -456,6 +456,7 @@ pub fn build(
         root_bytes.len() as f64 / 1e6
     ));
     stages.push(("root".to_string(), t.elapsed().as_secs_f64()));
+    crate::io::faults::point("disk")?;
 
     let t = Instant::now();
     let content = Sha256::digest(&root_bytes);

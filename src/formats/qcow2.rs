@@ -29,6 +29,13 @@ impl super::DiskFormat for Qcow2 {
     fn write(&self, src: &super::Source, dest: &Path) -> Result<()> {
         let raw = src.raw;
         let tmp = crate::io::atomic::temp_path_for(dest);
+        let _cleanup = crate::io::signals::register(&tmp);
+        // Created here (O_EXCL, never through a symlink, mode 0644) and written in place
+        // by qemu-img, which opens an existing file without replacing it.
+        drop(crate::io::atomic::create_new(
+            &tmp,
+            crate::io::atomic::FILE_MODE,
+        )?);
         let res = Tool::new(format!("converting {} to qcow2", raw.display()), "qemu-img")
             .args(["convert", "-q", "-f", "raw", "-O", "qcow2", "-c"])
             .args(["-o", "compat=1.1,compression_type=zlib", "-m", "1"])

@@ -1,5 +1,9 @@
-//! Small I/O building blocks shared by every stage: hashing, atomic files, progress.
+//! Small I/O building blocks shared by every stage: hashing, atomic files, progress, and
+//! the output transaction (staging, signals, the test points that interrupt it).
 
 pub mod atomic;
+pub mod faults;
 pub mod hash;
 pub mod progress;
+pub mod signals;
+pub mod staging;

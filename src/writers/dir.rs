@@ -16,7 +16,9 @@ pub fn write_tree(tree: &Tree, dest: &Path) -> Result<usize> {
         .unwrap_or(Path::new("."));
     fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let staging = crate::io::atomic::temp_path_for(dest);
-    fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    // The top directory's mode is explicit (0755), not the umask's; the tree's own
+    // directories get their modes from the tree below.
+    crate::io::atomic::create_dir(&staging, crate::io::atomic::DIR_MODE)?;
     let result = fill(tree, &staging);
     if let Err(e) = result {
         let _ = make_writable_and_remove(&staging);

@@ -315,19 +315,29 @@ const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 /// is complete). Returns the digest of the top descriptor (manifest or index).
 pub fn write_layout(images: &[Image], dir: &Path) -> Result<crate::report::Output> {
     let (blobs, index) = layout_files(images)?;
+    use crate::io::atomic::{create_dir, create_new, DIR_MODE, FILE_MODE};
+    use std::io::Write as _;
+    // A fresh directory (mkdir fails on any existing name), files created O_EXCL, modes
+    // explicit.
     let staged = crate::io::atomic::temp_path_for(dir);
-    let _ = std::fs::remove_dir_all(&staged);
+    let _cleanup = crate::io::signals::register(&staged);
+    let write_new = |p: &Path, bytes: &[u8]| -> Result<()> {
+        create_new(p, FILE_MODE)?
+            .write_all(bytes)
+            .with_context(|| format!("writing {}", p.display()))
+    };
     let res = (|| -> Result<u64> {
+        create_dir(&staged, DIR_MODE)?;
+        create_dir(&staged.join("blobs"), DIR_MODE)?;
         let bdir = staged.join("blobs/sha256");
-        std::fs::create_dir_all(&bdir).with_context(|| format!("creating {}", bdir.display()))?;
+        create_dir(&bdir, DIR_MODE)?;
         let mut total = 0;
         for (hex, bytes) in &blobs.0 {
-            std::fs::write(bdir.join(hex), &bytes[..])
-                .with_context(|| format!("writing blob {hex} into {}", staged.display()))?;
+            write_new(&bdir.join(hex), &bytes[..])?;
             total += bytes.len() as u64;
         }
-        std::fs::write(staged.join("oci-layout"), OCI_LAYOUT).context("writing oci-layout")?;
-        std::fs::write(staged.join("index.json"), &index).context("writing index.json")?;
+        write_new(&staged.join("oci-layout"), OCI_LAYOUT)?;
+        write_new(&staged.join("index.json"), &index)?;
         Ok(total)
     })();
     let total = match res {
