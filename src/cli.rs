@@ -62,6 +62,11 @@ pub struct FetchArgs {
     /// Take packages and artifacts from a directory written by `slipway vendor`.
     #[arg(long, value_name = "DIR")]
     vendor: Option<PathBuf>,
+    /// Let the recipe's overlays and file:// artifacts name paths outside the directory
+    /// of the recipe file that declares them (by default they must stay inside, so a
+    /// recipe cannot copy host files such as /etc/shadow into an image).
+    #[arg(long)]
+    allow_host_paths: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -270,9 +275,12 @@ fn recipe_dirs() -> Vec<PathBuf> {
     v
 }
 
-fn load(arg: &str) -> Result<Recipe> {
+fn load(arg: &str, f: &FetchArgs) -> Result<Recipe> {
     let path = find_recipe(arg)?;
-    Recipe::load(&path).map_err(|e| exit::err(Code::BadInput, format!("{e:#}")))
+    let opts = crate::recipe::LoadOptions {
+        allow_host_paths: f.allow_host_paths,
+    };
+    Recipe::load_with(&path, opts)
 }
 
 fn context(g: &Global, f: &FetchArgs) -> Result<Context> {
@@ -299,7 +307,7 @@ fn boot_image(g: &Global, fetch: &FetchArgs, image: &str) -> Result<PathBuf> {
         }
         return Ok(d);
     }
-    let r = load(image)?;
+    let r = load(image, fetch)?;
     let ctx = context(g, fetch)?;
     let out = PathBuf::from("out").join(&r.name);
     let opts = pipeline::BuildOptions {
@@ -330,7 +338,7 @@ fn run(cli: Cli) -> Result<()> {
             update,
             fetch,
         } => {
-            let r = load(recipe)?;
+            let r = load(recipe, fetch)?;
             let ctx = context(g, fetch)?;
             if fetch.locked {
                 let l = pipeline::ensure_lock(&ctx, &r)?;
@@ -340,7 +348,7 @@ fn run(cli: Cli) -> Result<()> {
             report_lock(g, &r, &l, &action)
         }
         Command::Fetch { recipe, fetch } => {
-            let r = load(recipe)?;
+            let r = load(recipe, fetch)?;
             let ctx = context(g, fetch)?;
             let f = pipeline::fetch(&ctx, &r)?;
             if g.json {
@@ -373,7 +381,7 @@ fn run(cli: Cli) -> Result<()> {
             compression,
             fetch,
         } => {
-            let r = load(recipe)?;
+            let r = load(recipe, fetch)?;
             let ctx = context(g, fetch)?;
             let opts = pipeline::BuildOptions {
                 formats: if format.is_empty() {
@@ -400,7 +408,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Vendor { recipe, dir, fetch } => {
-            let r = load(recipe)?;
+            let r = load(recipe, fetch)?;
             let ctx = context(g, fetch)?;
             let bytes = pipeline::vendor(&ctx, &r, dir)?;
             println!(
@@ -418,7 +426,7 @@ fn run(cli: Cli) -> Result<()> {
             top,
             fetch,
         } => {
-            let r = load(recipe)?;
+            let r = load(recipe, fetch)?;
             let ctx = context(g, fetch)?;
             let (asm, lock) = pipeline::assembled(&ctx, &r)?;
             let s = crate::inspect::sizes(&asm.tree, *depth);
@@ -450,7 +458,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Diff { a, b, all, fetch } => {
-            let (ra, rb) = (load(a)?, load(b)?);
+            let (ra, rb) = (load(a, fetch)?, load(b, fetch)?);
             let ctx = context(g, fetch)?;
             let (xa, la) = pipeline::assembled(&ctx, &ra)?;
             let (xb, lb) = pipeline::assembled(&ctx, &rb)?;

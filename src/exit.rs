@@ -41,10 +41,40 @@ pub fn err(code: Code, msg: impl Into<String>) -> anyhow::Error {
     })
 }
 
+/// `e` with exit code `code`, its chain of causes kept (unless it already has one).
+pub fn with_code(code: Code, e: anyhow::Error) -> anyhow::Error {
+    if e.chain().any(|c| c.is::<Coded>() || c.is::<Chained>()) {
+        return e;
+    }
+    anyhow::Error::new(Chained { code, inner: e })
+}
+
+/// An error given a code after the fact: shows as the error it wraps.
+#[derive(Debug)]
+struct Chained {
+    code: Code,
+    inner: anyhow::Error,
+}
+
+impl fmt::Display for Chained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl std::error::Error for Chained {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source()
+    }
+}
+
 /// The exit code for `e`: the first coded error in its chain, else 1.
 pub fn code_of(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
         if let Some(c) = cause.downcast_ref::<Coded>() {
+            return c.code as i32;
+        }
+        if let Some(c) = cause.downcast_ref::<Chained>() {
             return c.code as i32;
         }
         if cause

@@ -64,41 +64,46 @@ pub fn add_links(tree: &mut Tree, r: &Recipe, epoch: u64) -> Result<Option<Linke
     let Some(spec) = &r.applets else {
         return Ok(None);
     };
-    let f = r.display();
-    let wanted = merged_usr(&normalize(&spec.binary)?);
-    let binary = tree.resolve(&wanted).with_context(|| {
-        format!(
-            "{f}: applets.binary: {} is not in the image (is its package included, or did paths.drop remove it? keep it with paths.keep)",
+    let at = spec.at.sub("binary");
+    let wanted = merged_usr(&normalize(&spec.binary).map_err(|e| at.wrap(e))?);
+    let binary = tree.resolve(&wanted).ok_or_else(|| {
+        at.err(format!(
+            "{} is not in the image (is its package included, or did paths.drop remove it? keep it with paths.keep)",
             spec.binary
-        )
+        ))
     })?;
     let bytes = match &tree.get(&binary).map(|e| &e.kind) {
         Some(Kind::File(c)) => c.as_slice().to_vec(),
-        _ => bail!(
-            "{f}: applets.binary: {} is not a regular file in the image",
-            spec.binary
-        ),
+        _ => {
+            return Err(at.err(format!(
+                "{} is not a regular file in the image",
+                spec.binary
+            )))
+        }
     };
-    if is_dynamic(&bytes).with_context(|| format!("{f}: applets.binary: {}", spec.binary))? {
-        bail!(
-            "{f}: applets.binary: {} is dynamically linked; slipway runs it outside the image, so it must be a static binary (e.g. busybox-static)",
+    if is_dynamic(&bytes).map_err(|e| at.wrap(e.context(spec.binary.clone())))? {
+        return Err(at.err(format!(
+            "{} is dynamically linked; slipway runs it outside the image, so it must be a static binary (e.g. busybox-static)",
             spec.binary
-        );
+        )));
     }
     let listing = list_applets(&bytes, &binary, &r.debian.architecture)
-        .with_context(|| format!("{f}: applets: listing the applets of {}", spec.binary))?;
+        .with_context(|| format!("{}: listing the applets of {}", spec.at, spec.binary))?;
     let skip: Vec<String> = spec
         .skip
         .iter()
         .map(|s| normalize(s).map(|p| merged_usr(&p)))
-        .collect::<Result<_>>()?;
-    let linked = link(tree, &binary, &listing, &skip, epoch)
-        .with_context(|| format!("{f}: applets: linking the applets of {}", spec.binary))?;
+        .collect::<Result<_>>()
+        .map_err(|e| spec.at.sub("skip").wrap(e))?;
+    let linked = link(tree, &binary, &listing, &skip, epoch).map_err(|e| {
+        spec.at
+            .wrap(e.context(format!("linking the applets of {}", spec.binary)))
+    })?;
     if linked.listed == 0 {
-        bail!(
-            "{f}: applets: {} --list-full printed no applet paths",
+        return Err(at.err(format!(
+            "{} --list-full printed no applet paths",
             spec.binary
-        );
+        )));
     }
     Ok(Some(linked))
 }

@@ -314,7 +314,7 @@ impl<'a> Fixups<'a> {
                 gid: Some(g.gid),
                 system: true,
             })
-            .with_context(|| format!("{}: group {}", self.r.display(), g.name))?;
+            .map_err(|e| g.at.wrap(e))?;
         }
         for u in &self.r.users {
             acc.apply(&users::AccountRequest::User {
@@ -328,15 +328,15 @@ impl<'a> Fixups<'a> {
                 gecos: Some(u.gecos.clone()),
                 create_group: false,
             })
-            .with_context(|| format!("{}: user {}", self.r.display(), u.name))?;
+            .map_err(|e| u.at.wrap(e))?;
         }
         for g in &self.r.groups {
-            for m in &g.members {
+            for (i, m) in g.members.iter().enumerate() {
                 acc.apply(&users::AccountRequest::Member {
                     user: m.clone(),
                     group: g.name.clone(),
                 })
-                .with_context(|| format!("{}: group {} member {m}", self.r.display(), g.name))?;
+                .map_err(|e| g.at.sub(&format!("members[{i}]")).wrap(e))?;
             }
         }
         for u in pkgs {
@@ -423,8 +423,10 @@ impl<'a> Fixups<'a> {
                     .push(format!("{}: alternative not reproduced: {l}", u.name));
             }
         }
-        let links = alternatives::choose(&all, &self.r.alternatives)
-            .with_context(|| format!("{}: alternatives", self.r.display()))?;
+        let links = alternatives::choose(&all, &self.r.alternatives, &|name, msg| {
+            let at = self.r.alternatives_at.get(name).cloned();
+            at.unwrap_or_else(|| self.r.at("alternatives")).err(msg)
+        })?;
         for l in links {
             let path = merged_usr(l.path.trim_start_matches('/'));
             if let Some(old) = tree.get(&path) {
@@ -489,10 +491,11 @@ impl<'a> Fixups<'a> {
             };
             let Some(body) = text(tree, &format!("{DIR}/{file_name}")) else {
                 if pkg.is_none() {
-                    anyhow::bail!(
-                        "{}: systemd.enable: unit {unit} is not in the image (looked in /{DIR})",
-                        self.r.display()
-                    );
+                    let at = self.r.enable_at.get(&unit).cloned();
+                    let at = at.unwrap_or_else(|| self.r.at("systemd.enable"));
+                    return Err(at.err(format!(
+                        "unit {unit} is not in the image (looked in /{DIR})"
+                    )));
                 }
                 continue;
             };

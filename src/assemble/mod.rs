@@ -70,8 +70,13 @@ pub fn assemble(cache: &Cache, r: &Recipe, lock: &Lock) -> Result<Assembled> {
     packages::insert(&mut tree, &pkgs)?;
     artifacts::install(&mut tree, r, cache, epoch)?;
     lap("unpack", &mut stages);
-    for o in &r.overlays {
-        overlay::apply(&mut tree, o, epoch)?;
+    for (i, o) in r.overlays.iter().enumerate() {
+        let at = r
+            .overlay_at
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| r.at("paths.overlays"));
+        overlay::apply(&mut tree, o, &at, &r.allow_setuid, epoch)?;
     }
     overlay::apply_entries(&mut tree, r, epoch)?;
     let mut fx = fixups::Fixups::new(r, epoch);
@@ -82,12 +87,8 @@ pub fn assemble(cache: &Cache, r: &Recipe, lock: &Lock) -> Result<Assembled> {
         Some(k) => {
             // A kernel or module the recipe names that is not there is bad input (exit
             // 2); a depmod failure is not.
-            let bad = |e: anyhow::Error| {
-                crate::exit::err(
-                    crate::exit::Code::BadInput,
-                    format!("{}: kernel.modules: {e:#}", r.display()),
-                )
-            };
+            let at = r.kernel_at.clone().unwrap_or_else(|| r.at("kernel"));
+            let bad = |e: anyhow::Error| at.sub("modules").wrap(e);
             let kernel = crate::kernel::find(&tree).map_err(bad)?;
             let plan = crate::kernel::plan(&tree, &kernel, &k.modules).map_err(bad)?;
             let report = crate::kernel::prune(&mut tree, &kernel, &plan, epoch)

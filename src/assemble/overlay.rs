@@ -3,13 +3,22 @@
 
 use super::tree::{Entry, Kind, Tree};
 use crate::recipe::raw::EntryType;
-use crate::recipe::Recipe;
-use anyhow::{bail, Context, Result};
+use crate::recipe::{Origin, Recipe};
+use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// Copies the directory `dir` into the tree (root-owned; modes from the files).
-pub fn apply(tree: &mut Tree, dir: &Path, epoch: u64) -> Result<()> {
+/// Copies the directory `dir` into the tree (root-owned; modes from the files). `at` is
+/// where the recipe names the overlay: a file that is not a regular file, directory or
+/// symlink, or a setuid/setgid file whose image path is not in `allow_setuid`
+/// (`paths.allow-setuid`), is bad input (exit 2) naming it.
+pub fn apply(
+    tree: &mut Tree,
+    dir: &Path,
+    at: &Origin,
+    allow_setuid: &[String],
+    epoch: u64,
+) -> Result<()> {
     for e in walkdir::WalkDir::new(dir).sort_by_file_name().min_depth(1) {
         let e = e.with_context(|| format!("reading overlay {}", dir.display()))?;
         let rel = e
@@ -23,8 +32,18 @@ pub fn apply(tree: &mut Tree, dir: &Path, epoch: u64) -> Result<()> {
             .symlink_metadata()
             .with_context(|| format!("reading {}", e.path().display()))?;
         let mode = meta.permissions().mode() & 0o7777;
+        let image_path = super::tree::merged_usr(&rel);
+        if mode & 0o6000 != 0
+            && !meta.file_type().is_symlink()
+            && !allow_setuid.contains(&image_path)
+        {
+            return Err(at.err(format!(
+                "{} has mode {mode:04o} (setuid/setgid); list \"{image_path}\" in paths.allow-setuid to keep it, or clear the bits",
+                e.path().display()
+            )));
+        }
         let entry = if meta.is_dir() {
-            if tree.get(&rel).is_some_and(Entry::is_dir) {
+            if tree.get(&image_path).is_some_and(Entry::is_dir) {
                 continue;
             }
             Entry::dir(mode, epoch)
@@ -37,20 +56,18 @@ pub fn apply(tree: &mut Tree, dir: &Path, epoch: u64) -> Result<()> {
                 .with_context(|| format!("reading {}", e.path().display()))?;
             Entry::file(bytes, mode, epoch)
         } else {
-            bail!(
-                "overlay {}: {} is not a file, directory or symlink",
-                dir.display(),
-                rel
-            );
+            return Err(at.err(format!(
+                "{} is not a file, directory or symlink (a FIFO, socket or device cannot go into an image from an overlay)",
+                e.path().display()
+            )));
         };
-        let rel = super::tree::merged_usr(&rel);
-        tree.put(&rel, entry)
-            .with_context(|| format!("overlay {}: {rel}", dir.display()))?;
+        tree.put(&image_path, entry)
+            .map_err(|err| at.wrap(err.context(format!("{}", e.path().display()))))?;
     }
     Ok(())
 }
 
-fn id_of(r: &Recipe, name: Option<&str>, user: bool) -> Result<u32> {
+fn id_of(r: &Recipe, at: &Origin, name: Option<&str>, user: bool) -> Result<u32> {
     let Some(n) = name else { return Ok(0) };
     if let Ok(id) = n.parse() {
         return Ok(id);
@@ -60,12 +77,12 @@ fn id_of(r: &Recipe, name: Option<&str>, user: bool) -> Result<u32> {
     } else {
         r.groups.iter().find(|g| g.name == n).map(|g| g.gid)
     };
-    found.with_context(|| {
-        format!(
-            "{}: entry owner {n:?} is not a {} the recipe declares",
-            r.display(),
+    found.ok_or_else(|| {
+        at.err(format!(
+            "{n:?} is not a {} the recipe declares (declare it with [[{}]], or give a number)",
+            if user { "user" } else { "group" },
             if user { "user" } else { "group" }
-        )
+        ))
     })
 }
 
@@ -81,20 +98,19 @@ pub fn apply_entries(tree: &mut Tree, r: &Recipe, epoch: u64) -> Result<()> {
             ),
             EntryType::Symlink => Entry::symlink(e.target.as_deref().unwrap_or_default(), epoch),
         };
-        entry.uid = id_of(r, e.owner.as_deref(), true)?;
-        entry.gid = id_of(r, e.group.as_deref(), false)?;
+        entry.uid = id_of(r, &e.at.sub("owner"), e.owner.as_deref(), true)?;
+        entry.gid = id_of(r, &e.at.sub("group"), e.group.as_deref(), false)?;
         let path = super::tree::merged_usr(e.path.trim_start_matches('/'));
         if let (Some(old), Kind::Dir) = (tree.get(&path), &entry.kind) {
             if !old.is_dir() {
-                bail!(
-                    "{}: entry {}: a non-directory is already there",
-                    r.display(),
-                    e.path
-                );
+                return Err(e
+                    .at
+                    .sub("path")
+                    .err(format!("{}: a non-directory is already there", e.path)));
             }
         }
         tree.put(&path, entry)
-            .with_context(|| format!("{}: entry {}", r.display(), e.path))?;
+            .map_err(|err| e.at.sub("path").wrap(err))?;
     }
     Ok(())
 }

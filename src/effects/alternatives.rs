@@ -129,8 +129,13 @@ fn take<'a, const N: usize>(lit: &[&'a str], at: usize, usage: &str) -> Result<[
 /// named in `overrides` (name -> path, like `--set`), and returns the links, group by
 /// group in order of first registration: master `LINK -> /etc/alternatives/NAME`,
 /// `/etc/alternatives/NAME -> PATH`, then the same for each slave of the chosen
-/// alternative. An override naming a group or path nobody registered is an error.
-pub fn choose(alts: &[Alternative], overrides: &BTreeMap<String, String>) -> Result<Vec<Link>> {
+/// alternative. An override naming a group or path nobody registered is an error, made by
+/// `bad(group name, message)` (the recipe's key for that group).
+pub fn choose(
+    alts: &[Alternative],
+    overrides: &BTreeMap<String, String>,
+    bad: &dyn Fn(&str, String) -> anyhow::Error,
+) -> Result<Vec<Link>> {
     let mut order: Vec<&str> = Vec::new();
     for a in alts {
         if !order.contains(&a.name.as_str()) {
@@ -139,9 +144,10 @@ pub fn choose(alts: &[Alternative], overrides: &BTreeMap<String, String>) -> Res
     }
     for (name, path) in overrides {
         if !order.contains(&name.as_str()) {
-            bail!(
-                "alternatives override {name} = {path}: no package registers the link group {name}"
-            );
+            return Err(bad(
+                name,
+                format!("override {name} = {path}: no package registers the link group {name}"),
+            ));
         }
     }
     let mut links = Vec::new();
@@ -150,10 +156,19 @@ pub fn choose(alts: &[Alternative], overrides: &BTreeMap<String, String>) -> Res
         let chosen = match overrides.get(name) {
             Some(p) => match group.iter().find(|a| &a.path == p) {
                 Some(a) => *a,
-                None => bail!(
-                    "alternatives override {name} = {p}: not a registered alternative (registered: {})",
-                    group.iter().map(|a| a.path.as_str()).collect::<Vec<_>>().join(", ")
-                ),
+                None => {
+                    return Err(bad(
+                        name,
+                        format!(
+                            "override {name} = {p}: not a registered alternative (registered: {})",
+                            group
+                                .iter()
+                                .map(|a| a.path.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ))
+                }
             },
             None => {
                 let mut best = group[0];
@@ -191,6 +206,10 @@ fn push_pair(links: &mut Vec<Link>, link: &str, name: &str, path: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plain(_: &str, msg: String) -> anyhow::Error {
+        anyhow::anyhow!(msg)
+    }
 
     // The shape of iptables' postinst in bookworm and trixie (tabs and spaces mixed
     // as in the real file).
@@ -235,7 +254,7 @@ fi\n";
                 ],
             }
         );
-        let links = choose(&alts, &BTreeMap::new()).unwrap();
+        let links = choose(&alts, &BTreeMap::new(), &plain).unwrap();
         let pairs: Vec<(&str, &str)> = links
             .iter()
             .map(|l| (l.path.as_str(), l.target.as_str()))
@@ -262,12 +281,12 @@ fi\n";
             "iptables".to_string(),
             "/usr/sbin/iptables-legacy".to_string(),
         );
-        let links = choose(&alts, &ov).unwrap();
+        let links = choose(&alts, &ov, &plain).unwrap();
         assert_eq!(links[1].target, "/usr/sbin/iptables-legacy");
         assert_eq!(links[5].target, "/usr/sbin/iptables-legacy-save");
 
         ov.insert("iptables".to_string(), "/usr/sbin/nope".to_string());
-        let e = choose(&alts, &ov).unwrap_err().to_string();
+        let e = choose(&alts, &ov, &plain).unwrap_err().to_string();
         assert!(e.contains("not a registered alternative"), "{e}");
     }
 
@@ -291,7 +310,7 @@ update-alternatives --remove x /usr/bin/x-a\n";
             "{}",
             unparsed[2]
         );
-        let links = choose(&alts, &BTreeMap::new()).unwrap();
+        let links = choose(&alts, &BTreeMap::new(), &plain).unwrap();
         assert_eq!(links[1].target, "/usr/bin/x-a");
     }
 
@@ -299,13 +318,13 @@ update-alternatives --remove x /usr/bin/x-a\n";
         #[test]
         fn parser_never_panics(s in "\\PC*") {
             let (alts, _) = parse_script_report(&s);
-            let _ = choose(&alts, &BTreeMap::new());
+            let _ = choose(&alts, &BTreeMap::new(), &plain);
         }
 
         #[test]
         fn call_like_input_never_panics(s in "update-alternatives( --install| --slave| --set| [a-z/$]+| -?[0-9]+| \\\\\n){0,20}") {
             let (alts, _) = parse_script_report(&s);
-            let _ = choose(&alts, &BTreeMap::new());
+            let _ = choose(&alts, &BTreeMap::new(), &plain);
         }
     }
 }

@@ -5,13 +5,19 @@
 //! keys rejected, then validation and merging into [`Recipe`]. Every error names the file,
 //! the key path and the line, and says what was expected.
 
+pub mod check;
 pub mod mirror;
+pub mod origin;
 pub mod raw;
+pub mod spans;
+mod validate;
 
 use anyhow::{bail, Context, Result};
+pub use origin::Origin;
 use raw::{EntryType, ImageKind, RawOci, RawRecipe};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The schema version this slipway reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -71,6 +77,8 @@ pub struct UserSpec {
     pub home: String,
     pub shell: String,
     pub gecos: String,
+    /// Where the recipe declares it (`user[N]`).
+    pub at: Origin,
 }
 
 /// A group the recipe declares.
@@ -79,6 +87,8 @@ pub struct GroupSpec {
     pub name: String,
     pub gid: u32,
     pub members: Vec<String>,
+    /// Where the recipe declares it (`group[N]`).
+    pub at: Origin,
 }
 
 /// A file, directory or symlink the recipe adds to the tree.
@@ -91,6 +101,8 @@ pub struct EntrySpec {
     pub group: Option<String>,
     pub content: Option<String>,
     pub target: Option<String>,
+    /// Where the recipe declares it (`entry[N]`).
+    pub at: Origin,
 }
 
 /// The Debian architectures a recipe can name.
@@ -105,6 +117,8 @@ pub struct Applets {
     pub binary: String,
     /// Applet paths (absolute) that get no link.
     pub skip: Vec<String>,
+    /// Where the recipe declares it (`applets`).
+    pub at: Origin,
 }
 
 /// A checked recipe, with everything it extends merged in.
@@ -136,6 +150,11 @@ pub struct Recipe {
     pub keep: Vec<String>,
     /// Overlay directories (absolute), applied in order after the packages.
     pub overlays: Vec<PathBuf>,
+    /// Where each overlay is declared (`paths.overlays[N]`), in the order of `overlays`.
+    pub overlay_at: Vec<Origin>,
+    /// Image paths (relative, merged /usr) whose overlay files may keep setuid or setgid
+    /// bits (`paths.allow-setuid`); any other such file is refused.
+    pub allow_setuid: Vec<String>,
     /// Pinned non-Debian files.
     pub artifacts: Vec<Artifact>,
     /// Users and groups the recipe declares.
@@ -145,9 +164,13 @@ pub struct Recipe {
     pub entries: Vec<EntrySpec>,
     /// update-alternatives choices: name -> path.
     pub alternatives: BTreeMap<String, String>,
+    /// Where each alternatives choice is declared.
+    pub alternatives_at: BTreeMap<String, Origin>,
     /// systemd units to enable and disable beyond what presets say.
     pub enable: Vec<String>,
     pub disable: Vec<String>,
+    /// Where each unit of `enable` is declared.
+    pub enable_at: BTreeMap<String, Origin>,
     /// systemd units masked (`/etc/systemd/system/UNIT -> /dev/null`), and so also
     /// disabled.
     pub mask: Vec<String>,
@@ -165,6 +188,18 @@ pub struct Recipe {
     pub kernel: Option<KernelSpec>,
     /// `[disk]`: the host image's disk layout (merged with the parent's, key by key).
     pub disk: raw::RawDisk,
+    /// Where `[kernel]` is declared (for module errors found at assembly).
+    pub kernel_at: Option<Origin>,
+    /// Key positions in this recipe's own file.
+    pub spans: Arc<spans::Spans>,
+}
+
+/// How a recipe is loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// `--allow-host-paths`: overlays and `file://` artifacts may lie outside the
+    /// directory of the recipe file that names them.
+    pub allow_host_paths: bool,
 }
 
 /// The `[kernel]` table, merged with the parent's (modules appended, package overridden).
@@ -179,7 +214,18 @@ pub struct KernelSpec {
 impl Recipe {
     /// Loads and checks `path` and every recipe it extends.
     pub fn load(path: &Path) -> Result<Recipe> {
-        load_chain(path, &mut Vec::new())
+        Self::load_with(path, LoadOptions::default())
+    }
+
+    /// [`Recipe::load`] with options. Every error it returns exits 2 (bad input).
+    pub fn load_with(path: &Path, opts: LoadOptions) -> Result<Recipe> {
+        load_chain(path, &mut Vec::new(), opts)
+            .map_err(|e| crate::exit::with_code(crate::exit::Code::BadInput, e))
+    }
+
+    /// Where `key` is in this recipe's own file (for errors found after loading).
+    pub fn at(&self, key: &str) -> Origin {
+        Origin::new(&self.display(), key, self.spans.clone())
     }
 
     /// The lock file beside the recipe: `NAME.toml.lock` for the architecture the recipe
@@ -218,39 +264,39 @@ impl Recipe {
     }
 }
 
-/// The line (1-based) of byte offset `pos` in `text`.
-fn line_of(text: &str, pos: usize) -> usize {
-    text[..pos.min(text.len())]
-        .bytes()
-        .filter(|&b| b == b'\n')
-        .count()
-        + 1
-}
-
 /// Parses the raw recipe, turning serde errors into `file: key: message (line N)`.
 pub fn parse_raw(path: &Path, text: &str) -> Result<RawRecipe> {
+    parse_toml(path, text)
+}
+
+/// Parses any slipway TOML file (recipes, locks) into `T`; an error names the file, the
+/// key path and the line, and exits 2.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
     let de = toml::Deserializer::new(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
         let line = inner
             .span()
-            .map(|s| format!(" (line {})", line_of(text, s.start)))
+            .map(|s| format!(" (line {})", spans::line_of(text, s.start)))
             .unwrap_or_default();
         let key = if key == "." || key.is_empty() {
             String::new()
         } else {
             format!("{key}: ")
         };
-        anyhow::anyhow!(
-            "{}: {key}{}{line}",
-            path.display(),
-            inner.message().trim_end()
+        crate::exit::err(
+            crate::exit::Code::BadInput,
+            format!(
+                "{}: {key}{}{line}",
+                path.display(),
+                inner.message().trim_end()
+            ),
         )
     })
 }
 
-fn load_chain(path: &Path, seen: &mut Vec<PathBuf>) -> Result<Recipe> {
+fn load_chain(path: &Path, seen: &mut Vec<PathBuf>, opts: LoadOptions) -> Result<Recipe> {
     let canon = path
         .canonicalize()
         .with_context(|| format!("{}: cannot read recipe", path.display()))?;
@@ -260,442 +306,35 @@ fn load_chain(path: &Path, seen: &mut Vec<PathBuf>) -> Result<Recipe> {
             path.display()
         );
     }
-    seen.push(canon);
+    seen.push(canon.clone());
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read recipe", path.display()))?;
     let raw = parse_raw(path, &text)?;
-    let f = path.display().to_string();
+    let here = validate::Here::new(path, &canon, &text, opts);
     match raw.schema_version {
         Some(SCHEMA_VERSION) => {}
         Some(v) => {
-            bail!("{f}: schema-version: {v} is not supported (this slipway reads {SCHEMA_VERSION})")
+            return Err(here.bad(
+                "schema-version",
+                format!("{v} is not supported (this slipway reads {SCHEMA_VERSION})"),
+            ))
         }
-        None => bail!(
-            "{f}: schema-version: missing (add `schema-version = {SCHEMA_VERSION}` at the top)"
-        ),
+        None => {
+            return Err(here.bad(
+                "schema-version",
+                format!("missing (add `schema-version = {SCHEMA_VERSION}` at the top)"),
+            ))
+        }
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     let parent = match &raw.extends {
         Some(p) => Some(Box::new(
-            load_chain(&dir.join(p), seen).with_context(|| format!("{f}: extends: \"{p}\""))?,
+            load_chain(&dir.join(p), seen, opts)
+                .with_context(|| here.at("extends").message(format!("\"{p}\"")))?,
         )),
         None => None,
     };
-    validate(path, raw, parent)
-}
-
-fn abs_path(f: &str, key: &str, p: &str) -> Result<String> {
-    if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
-        bail!("{f}: {key}: \"{p}\" must be an absolute path inside the image without `..`");
-    }
-    Ok(p.trim_end_matches('/').to_string())
-}
-
-/// A systemd unit file name (systemd.unit(5)): a name of letters, digits and `:-_.@\\`
-/// with one of the unit-type suffixes.
-fn is_unit_name(u: &str) -> bool {
-    const SUFFIXES: &[&str] = &[
-        ".service",
-        ".socket",
-        ".target",
-        ".timer",
-        ".path",
-        ".mount",
-        ".automount",
-        ".swap",
-        ".slice",
-        ".scope",
-        ".device",
-    ];
-    SUFFIXES.iter().any(|s| u.len() > s.len() && u.ends_with(s))
-        && u.len() <= 255
-        && u.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b":-_.@\\".contains(&b))
-}
-
-fn validate(path: &Path, raw: RawRecipe, parent: Option<Box<Recipe>>) -> Result<Recipe> {
-    let f = path.display().to_string();
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let p = parent.as_deref();
-    let image = raw.image;
-    let name = match image.as_ref().and_then(|i| i.name.clone()) {
-        Some(n) => n,
-        None => path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    };
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        bail!("{f}: image.name: \"{name}\" is not a valid image name (letters, digits, - _ .)");
-    }
-    let kind = image
-        .as_ref()
-        .and_then(|i| i.kind)
-        .or(p.map(|p| p.kind))
-        .unwrap_or(ImageKind::Base);
-    let description = image
-        .as_ref()
-        .and_then(|i| i.description.clone())
-        .unwrap_or_default();
-    let version = image
-        .as_ref()
-        .and_then(|i| i.version.clone())
-        .or(p.map(|p| p.version.clone()))
-        .unwrap_or_else(|| "0".into());
-
-    let debian = match (raw.debian, p) {
-        (None, Some(p)) => p.debian.clone(),
-        (d, parent) => {
-            let d = d.unwrap_or(raw::RawDebian {
-                release: None,
-                suites: None,
-                components: None,
-                architecture: None,
-                mirror: None,
-                security_mirror: None,
-            });
-            let base = parent.map(|p| p.debian.clone());
-            let release = d
-                .release
-                .map(|r| r.0)
-                .or(base.as_ref().map(|b| b.release.clone()))
-                .unwrap_or_else(|| DEFAULT_RELEASE.into());
-            let suites = d.suites.unwrap_or_else(|| {
-                vec![
-                    release.clone(),
-                    format!("{release}-updates"),
-                    format!("{release}-security"),
-                ]
-            });
-            for s in &suites {
-                if s != &release && !s.starts_with(&format!("{release}-")) {
-                    bail!("{f}: debian.suites: \"{s}\" is not a suite of release {release} (expected {release}, {release}-updates or {release}-security)");
-                }
-            }
-            let components = d.components.unwrap_or_else(|| vec!["main".into()]);
-            let architecture = d.architecture.unwrap_or_else(|| "amd64".into());
-            if !ARCHITECTURES.contains(&architecture.as_str()) {
-                bail!("{f}: debian.architecture: \"{architecture}\" is not a Debian architecture (e.g. amd64, arm64)");
-            }
-            let src = DebianSource {
-                release,
-                suites,
-                components,
-                architecture,
-                mirror: d.mirror.or(base.as_ref().and_then(|b| b.mirror.clone())),
-                security_mirror: d
-                    .security_mirror
-                    .or(base.as_ref().and_then(|b| b.security_mirror.clone())),
-            };
-            if let Some(b) = &base {
-                if b.release != src.release || b.architecture != src.architecture {
-                    bail!(
-                        "{f}: debian: release/architecture {}/{} differ from the recipe it extends ({}/{}); a child inherits its parent's lock",
-                        src.release, src.architecture, b.release, b.architecture
-                    );
-                }
-            }
-            src
-        }
-    };
-
-    let mut include: Vec<String> = p.map(|p| p.include.clone()).unwrap_or_default();
-    let mut exclude: Vec<String> = p.map(|p| p.exclude.clone()).unwrap_or_default();
-    let mut recommends = p.is_some_and(|p| p.recommends);
-    if let Some(pk) = raw.packages {
-        // A child's exclude takes back what its parent includes (k8s-node-upstream.toml
-        // drops containerd-host's Debian containerd and runc for upstream's binaries);
-        // one recipe both including and excluding a name stays an error.
-        for (i, x) in pk.exclude.iter().enumerate() {
-            let name = |s: &str| s.split('=').next().map(str::to_string);
-            if pk.include.iter().any(|n| name(&n.0) == name(&x.0)) {
-                bail!(
-                    "{f}: packages.exclude[{i}]: \"{}\" is also in this recipe's packages.include",
-                    x.0
-                );
-            }
-            include.retain(|n| name(n) != name(&x.0));
-        }
-        for n in pk.include {
-            if !include.contains(&n.0) {
-                include.push(n.0);
-            }
-        }
-        for n in pk.exclude {
-            if !exclude.contains(&n.0) {
-                exclude.push(n.0);
-            }
-        }
-        recommends = pk.recommends.unwrap_or(recommends);
-    }
-    let mut kernel = p.and_then(|p| p.kernel.clone());
-    if let Some(k) = raw.kernel {
-        let spec = kernel.get_or_insert_with(KernelSpec::default);
-        for m in k.modules {
-            if !spec.modules.contains(&m.0) {
-                spec.modules.push(m.0);
-            }
-        }
-        if let Some(pkg) = k.package {
-            if !include.contains(&pkg.0) {
-                include.push(pkg.0.clone());
-            }
-            spec.package = Some(pkg.0);
-        }
-    }
-    let mut disk = p.map(|p| p.disk.clone()).unwrap_or_default();
-    if let Some(d) = raw.disk {
-        disk.esp_size = d.esp_size.or(disk.esp_size);
-        disk.var_size = d.var_size.or(disk.var_size);
-        disk.root_fs = d.root_fs.or(disk.root_fs);
-        disk.cmdline.extend(d.cmdline);
-    }
-    if include.is_empty() {
-        bail!("{f}: packages.include: empty (a recipe needs at least one package)");
-    }
-    for x in &exclude {
-        if include
-            .iter()
-            .any(|i| i.split('=').next() == Some(x.as_str()))
-        {
-            bail!("{f}: packages.exclude: \"{x}\" is also in packages.include");
-        }
-    }
-
-    let mut drop = p.map(|p| p.drop.clone()).unwrap_or_default();
-    let mut keep = p.map(|p| p.keep.clone()).unwrap_or_default();
-    let mut overlays = p.map(|p| p.overlays.clone()).unwrap_or_default();
-    if let Some(paths) = raw.paths {
-        for (i, g) in paths.drop.iter().chain(paths.keep.iter()).enumerate() {
-            glob::Pattern::new(g.trim_start_matches('/')).map_err(|e| {
-                anyhow::anyhow!("{f}: paths.drop/keep[{i}]: \"{g}\" is not a valid glob: {e}")
-            })?;
-        }
-        drop.extend(
-            paths
-                .drop
-                .into_iter()
-                .map(|g| g.trim_start_matches('/').to_string()),
-        );
-        keep.extend(
-            paths
-                .keep
-                .into_iter()
-                .map(|g| g.trim_start_matches('/').to_string()),
-        );
-        for o in paths.overlays {
-            let d = dir.join(&o);
-            if !d.is_dir() {
-                bail!(
-                    "{f}: paths.overlays: \"{o}\" is not a directory (looked at {})",
-                    d.display()
-                );
-            }
-            overlays.push(
-                d.canonicalize()
-                    .with_context(|| format!("{f}: paths.overlays: \"{o}\""))?,
-            );
-        }
-    }
-
-    let mut artifacts = p.map(|p| p.artifacts.clone()).unwrap_or_default();
-    for (i, a) in raw.artifact.into_iter().enumerate() {
-        let key = format!("artifact[{i}]");
-        let scheme_ok = ["http://", "https://", "file://"]
-            .iter()
-            .any(|s| a.url.starts_with(s));
-        if !scheme_ok {
-            bail!(
-                "{f}: {key}.url: \"{}\" is not an http, https or file URL",
-                a.url
-            );
-        }
-        let dest = abs_path(&f, &format!("{key}.dest"), &a.dest)?;
-        artifacts.retain(|x: &Artifact| x.dest != dest);
-        artifacts.push(Artifact {
-            url: a.url,
-            sha256: a.sha256.0,
-            dest,
-            mode: a.mode.map_or(0o644, |m| m.0),
-            member: a.member,
-        });
-    }
-
-    let mut users = p.map(|p| p.users.clone()).unwrap_or_default();
-    for u in raw.user {
-        users.retain(|x: &UserSpec| x.name != u.name);
-        users.push(UserSpec {
-            gid: u.gid.unwrap_or(u.uid),
-            home: u.home.unwrap_or_else(|| "/nonexistent".into()),
-            shell: u.shell.unwrap_or_else(|| "/usr/sbin/nologin".into()),
-            gecos: u.gecos.unwrap_or_else(|| u.name.clone()),
-            name: u.name,
-            uid: u.uid,
-        });
-    }
-    let mut groups = p.map(|p| p.groups.clone()).unwrap_or_default();
-    for g in raw.group {
-        groups.retain(|x: &GroupSpec| x.name != g.name);
-        groups.push(GroupSpec {
-            name: g.name,
-            gid: g.gid,
-            members: g.members,
-        });
-    }
-    let mut entries = p.map(|p| p.entries.clone()).unwrap_or_default();
-    for (i, e) in raw.entry.into_iter().enumerate() {
-        let key = format!("entry[{i}]");
-        let path = abs_path(&f, &format!("{key}.path"), &e.path)?;
-        match e.kind {
-            EntryType::Symlink if e.target.is_none() => {
-                bail!("{f}: {key}.target: a symlink needs a target")
-            }
-            EntryType::File if e.content.is_none() => {
-                bail!("{f}: {key}.content: a file needs content")
-            }
-            _ => {}
-        }
-        entries.retain(|x: &EntrySpec| x.path != path);
-        entries.push(EntrySpec {
-            path,
-            kind: e.kind,
-            mode: e.mode.map(|m| m.0),
-            owner: e.owner,
-            group: e.group,
-            content: e.content,
-            target: e.target,
-        });
-    }
-    let mut alternatives = p.map(|p| p.alternatives.clone()).unwrap_or_default();
-    alternatives.extend(raw.alternatives.unwrap_or_default());
-    let mut enable = p.map(|p| p.enable.clone()).unwrap_or_default();
-    let mut disable = p.map(|p| p.disable.clone()).unwrap_or_default();
-    let mut mask = p.map(|p| p.mask.clone()).unwrap_or_default();
-    if let Some(s) = raw.systemd {
-        enable.extend(s.enable);
-        disable.extend(s.disable);
-        for (i, u) in s.mask.into_iter().enumerate() {
-            if !is_unit_name(&u) {
-                bail!("{f}: systemd.mask[{i}]: \"{u}\" is not a unit name (like \"getty@.service\" or \"ldconfig.service\")");
-            }
-            if !mask.contains(&u) {
-                mask.push(u);
-            }
-        }
-    }
-    let applets = match raw.applets {
-        Some(a) => Some(Applets {
-            binary: abs_path(&f, "applets.binary", &a.binary)?,
-            skip: a
-                .skip
-                .iter()
-                .enumerate()
-                .map(|(i, s)| abs_path(&f, &format!("applets.skip[{i}]"), s))
-                .collect::<Result<_>>()?,
-        }),
-        None => p.and_then(|p| p.applets.clone()),
-    };
-    let mut preload = p.map(|p| p.preload.clone()).unwrap_or_default();
-    for (i, x) in raw.preload.into_iter().enumerate() {
-        let key = format!("preload[{i}]");
-        let file = dir.join(&x.recipe);
-        if !file.is_file() {
-            bail!(
-                "{f}: {key}.recipe: \"{}\" is not a file (looked at {})",
-                x.recipe,
-                file.display()
-            );
-        }
-        let recipe = file
-            .canonicalize()
-            .with_context(|| format!("{f}: {key}.recipe: \"{}\"", x.recipe))?;
-        let ok_name = !x.base_name.is_empty()
-            && !x.base_name.contains(':')
-            && !x.base_name.contains('@')
-            && x.base_name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "./-_".contains(c));
-        if !ok_name {
-            bail!(
-                "{f}: {key}.base-name: \"{}\" is not an image name without a tag (like \"localhost/slipway/pause\")",
-                x.base_name
-            );
-        }
-        let namespace = x.namespace.unwrap_or_else(|| "k8s.io".into());
-        if namespace.is_empty()
-            || !namespace
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
-        {
-            bail!("{f}: {key}.namespace: \"{namespace}\" is not a containerd namespace (like \"k8s.io\")");
-        }
-        preload.retain(|p: &Preload| p.base_name != x.base_name);
-        preload.push(Preload {
-            recipe,
-            base_name: x.base_name,
-            namespace,
-        });
-    }
-    let bundle_node = raw
-        .bundle
-        .and_then(|b| b.node)
-        .unwrap_or_else(|| p.is_some_and(|p| p.bundle_node));
-    let mut oci = p.map(|p| p.oci.clone()).unwrap_or_default();
-    // Layering, naming and source are the image's own, never inherited.
-    oci.layers = None;
-    oci.repository = None;
-    oci.tag = None;
-    oci.source = None;
-    if let Some(o) = raw.oci {
-        oci.user = o.user.or(oci.user);
-        oci.entrypoint = o.entrypoint.or(oci.entrypoint);
-        oci.cmd = o.cmd.or(oci.cmd);
-        oci.env.extend(o.env);
-        oci.working_dir = o.working_dir.or(oci.working_dir);
-        if !o.exposed_ports.is_empty() {
-            oci.exposed_ports = o.exposed_ports;
-        }
-        oci.labels.extend(o.labels);
-        oci.layers = o.layers;
-        oci.repository = o.repository;
-        oci.tag = o.tag;
-        oci.source = o.source;
-    }
-
-    Ok(Recipe {
-        path: path.to_path_buf(),
-        name,
-        kind,
-        description,
-        version,
-        declared_architecture: debian.architecture.clone(),
-        debian,
-        include,
-        exclude,
-        recommends,
-        drop,
-        keep,
-        overlays,
-        artifacts,
-        users,
-        groups,
-        entries,
-        alternatives,
-        enable,
-        disable,
-        mask,
-        applets,
-        preload,
-        bundle_node,
-        oci,
-        parent,
-        kernel,
-        disk,
-    })
+    validate::recipe(&here, raw, parent)
 }
 
 #[cfg(test)]

@@ -129,6 +129,9 @@ pub struct RawPaths {
     pub keep: Vec<String>,
     #[serde(default)]
     pub overlays: Vec<String>,
+    /// Image paths whose overlay files may keep setuid or setgid bits.
+    #[serde(default)]
+    pub allow_setuid: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,8 +356,9 @@ impl TryFrom<String> for Size {
         match num.parse::<u64>() {
             Ok(n) if mult != 0 && n > 0 => n
                 .checked_mul(mult)
+                .filter(|&b| b <= super::check::MAX_SIZE)
                 .map(Size)
-                .ok_or_else(|| format!("\"{s}\" is too large")),
+                .ok_or_else(|| format!("\"{s}\" is too large (at most 16TiB)")),
             _ => Err(format!(
                 "\"{s}\" is not a size (a whole number with KiB, MiB or GiB, e.g. \"256MiB\")"
             )),
