@@ -7,11 +7,13 @@
 use super::tree::{merged_usr, Content, Entry, Kind, Tree};
 use crate::deb::{self, DataEntry, EntryKind};
 use crate::fetch::cache::Cache;
+use crate::fetch::verify;
 use crate::lock::LockedPackage;
 use crate::resolve::relation;
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -83,18 +85,16 @@ pub fn unpack_all(cache: &Cache, pkgs: &[LockedPackage]) -> Result<Vec<Unpacked>
 
 fn unpack_one(cache: &Cache, p: &LockedPackage) -> Result<Unpacked> {
     let dir = cache.decoded_dir().join(&p.sha256);
-    let (control, data) = if dir.join("data.tar").is_file() && dir.join("control.tar").is_file() {
-        let data = std::fs::read(dir.join("data.tar"))
-            .with_context(|| format!("reading {}", dir.display()))?;
-        let control = read_control_tar(
-            &std::fs::read(dir.join("control.tar"))
-                .with_context(|| format!("reading {}", dir.display()))?,
-        )?;
-        (control, data)
-    } else {
-        let d = deb::read_deb(&cache.blob_path(&p.sha256))?;
-        store_decoded(&dir, &d)?;
-        (d.control, d.data_tar)
+    let (control, data) = match read_decoded(&dir)? {
+        Decoded::Valid { control, data } => (read_control_tar(&control)?, data),
+        Decoded::Absent => decode_and_store(cache, p, &dir)?,
+        Decoded::Bad(why) => {
+            crate::fetch::cache::warn(&format!(
+                "cache: {} {}: decoded {why}; decoding it again from the verified .deb",
+                p.name, p.version
+            ));
+            decode_and_store(cache, p, &dir)?
+        }
     };
     let entries = deb::list_data(&p.name, &data)?;
     let fields = deb::parse_control(&String::from_utf8_lossy(
@@ -113,12 +113,135 @@ fn unpack_one(cache: &Cache, p: &LockedPackage) -> Result<Unpacked> {
     })
 }
 
-fn store_decoded(dir: &Path, d: &deb::Deb) -> Result<()> {
-    let parent = dir.parent().context("decoded dir has a parent")?;
-    let tmp = crate::io::atomic::temp_path_for(dir);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    std::fs::write(tmp.join("data.tar"), &d.data_tar)
-        .with_context(|| format!("writing {}", tmp.display()))?;
+/// Control members by name.
+type Control = BTreeMap<String, Vec<u8>>;
+
+/// The record of a decoded entry: one `SHA256 SIZE NAME` line per file, written when the
+/// entry was decoded and checked against the files whenever they are read.
+const SUMS: &str = "sums";
+/// The files of a decoded entry, in the order of its `sums`.
+const DECODED_FILES: [&str; 2] = ["data.tar", "control.tar"];
+
+/// What the decoded cache holds for one package.
+enum Decoded {
+    /// Both files, each matching the digest recorded when it was decoded.
+    Valid { control: Vec<u8>, data: Vec<u8> },
+    /// Nothing, or an entry from a version that recorded no digests.
+    Absent,
+    /// An entry that does not match its record (the reason, naming the file).
+    Bad(String),
+}
+
+/// Reads the decoded entry `dir`, verifying each file against `sums` while reading it.
+fn read_decoded(dir: &Path) -> Result<Decoded> {
+    let sums_path = dir.join(SUMS);
+    let sums = match std::fs::read_to_string(&sums_path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Decoded::Absent),
+        Err(e) => return Ok(Decoded::Bad(format!("{}: {e}", sums_path.display()))),
+    };
+    let Some(record) = parse_sums(&sums) else {
+        return Ok(Decoded::Bad(format!(
+            "{}: not a list of sha256, size and name",
+            sums_path.display()
+        )));
+    };
+    let mut files = Vec::with_capacity(DECODED_FILES.len());
+    for ((sha, size), name) in record.into_iter().zip(DECODED_FILES) {
+        let path = dir.join(name);
+        match verify::read_verified(&path, &sha, size) {
+            Ok(Ok(bytes)) => files.push(bytes),
+            Ok(Err(m)) => return Ok(Decoded::Bad(format!("{}: {m}", path.display()))),
+            Err(e) => return Ok(Decoded::Bad(format!("{e:#}"))),
+        }
+    }
+    let control = files.pop().context("two decoded files")?;
+    let data = files.pop().context("two decoded files")?;
+    Ok(Decoded::Valid { control, data })
+}
+
+/// The (sha256, size) of each of [`DECODED_FILES`] from a `sums` file, in that order.
+fn parse_sums(text: &str) -> Option<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for (line, want) in text.lines().zip(DECODED_FILES) {
+        let mut w = line.split(' ');
+        let (sha, size, name) = (w.next()?, w.next()?, w.next()?);
+        if name != want || w.next().is_some() || !crate::io::hash::is_sha256_hex(sha) {
+            return None;
+        }
+        out.push((sha.to_string(), size.parse().ok()?));
+    }
+    (out.len() == DECODED_FILES.len() && text.lines().count() == out.len()).then_some(out)
+}
+
+/// Decodes the package's .deb (hashed against the lock first) and stores the result as
+/// the decoded entry `dir`, replacing whatever is there. Returns (control, data.tar).
+fn decode_and_store(cache: &Cache, p: &LockedPackage, dir: &Path) -> Result<(Control, Vec<u8>)> {
+    let blob = cache.blob_path(&p.sha256);
+    let mut f = verify::open_nofollow(&blob).with_context(|| {
+        format!(
+            "opening {} (run the build again to fetch it again)",
+            blob.display()
+        )
+    })?;
+    let hint = f.metadata().map_or(p.size, |m| m.len());
+    let (bytes, digest) = verify::read_hashing(&mut f, hint)
+        .with_context(|| format!("reading {}", blob.display()))?;
+    if digest != p.sha256 {
+        // Changed since the fetch checked it: drop it so that the next run fetches it.
+        let _ = cache.check(&p.sha256);
+        bail!(crate::fetch::cache::DigestMismatch {
+            what: format!("{} (run the build again to fetch it again)", blob.display()),
+            expected: p.sha256.clone(),
+            actual: digest,
+        });
+    }
+    let d = deb::read_deb_bytes(&blob.display().to_string(), &bytes)?;
+    drop(bytes);
+    store_decoded(cache, dir, &d)?;
+    Ok((d.control, d.data_tar))
+}
+
+/// Writes `d` as a decoded entry in a work directory of the cache (files created with
+/// `O_EXCL|O_NOFOLLOW`, 0600, hashed while written) and renames it to `dir`. An entry
+/// already at `dir` is moved aside first. The files are not fsynced: a torn write after a
+/// crash fails its `sums` check and is decoded again.
+fn store_decoded(cache: &Cache, dir: &Path, d: &deb::Deb) -> Result<()> {
+    let work = cache.temp_dir()?;
+    let staged = work.path().join("decoded");
+    std::fs::DirBuilder::new()
+        .mode(verify::DIR_MODE)
+        .create(&staged)
+        .with_context(|| format!("creating {}", staged.display()))?;
+    let control = control_tar(d)?;
+    let mut sums = String::new();
+    for (name, bytes) in DECODED_FILES.iter().zip([&d.data_tar, &control]) {
+        let path = staged.join(name);
+        let file = verify::create_new(&path, verify::FILE_MODE)?;
+        let mut w = crate::io::hash::HashingWriter::new(file);
+        w.write_all(bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let (_, sha, size) = w.finish();
+        sums.push_str(&format!("{sha} {size} {name}\n"));
+    }
+    let sums_path = staged.join(SUMS);
+    verify::create_new(&sums_path, verify::FILE_MODE)?
+        .write_all(sums.as_bytes())
+        .with_context(|| format!("writing {}", sums_path.display()))?;
+    // The bad or old entry goes into the work directory, removed with it.
+    match std::fs::rename(dir, work.path().join("old")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("moving aside {}", dir.display())),
+    }
+    // Fails when another build stored it in between: theirs is checked like ours when
+    // it is read.
+    let _ = std::fs::rename(&staged, dir);
+    Ok(())
+}
+
+/// The control members as a plain tar, the form the decoded cache keeps them in.
+fn control_tar(d: &deb::Deb) -> Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, bytes) in &d.control {
         let mut h = tar::Header::new_ustar();
@@ -127,17 +250,7 @@ fn store_decoded(dir: &Path, d: &deb::Deb) -> Result<()> {
         b.append_data(&mut h, name, bytes.as_slice())
             .context("writing decoded control")?;
     }
-    std::fs::write(
-        tmp.join("control.tar"),
-        b.into_inner().context("finishing decoded control")?,
-    )
-    .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    if std::fs::rename(&tmp, dir).is_err() {
-        // Another build stored it first: theirs is as good as ours.
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    Ok(())
+    b.into_inner().context("finishing decoded control")
 }
 
 fn read_control_tar(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>> {

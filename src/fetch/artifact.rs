@@ -2,7 +2,8 @@
 //! taken from `--artifact-dir` by sha256 for air-gapped builds, verified, and cached by
 //! digest like packages.
 
-use super::cache::{BlobState, Cache};
+use super::cache::{copy_hashing, warn, BlobState, Cache};
+use super::verify::{create_new, FILE_MODE};
 use crate::exit::{err, Code};
 use crate::io::hash::{sha256_file, HashingWriter};
 use crate::recipe::Artifact;
@@ -59,13 +60,20 @@ fn how_to_provide(a: &Artifact) -> String {
 
 /// Makes sure the artifact is in the cache and returns its blob path.
 pub fn fetch(cache: &Cache, a: &Artifact, src: &mut Sources) -> Result<PathBuf> {
-    if cache.check(&a.sha256)? == BlobState::Valid {
-        return Ok(cache.blob_path(&a.sha256));
+    match cache.check(&a.sha256)? {
+        BlobState::Valid => return Ok(cache.blob_path(&a.sha256)),
+        BlobState::Corrupt => warn(&format!(
+            "cache: artifact {} ({}): the cached copy did not match its sha256 {}; fetching it again",
+            a.dest, a.url, a.sha256
+        )),
+        BlobState::Missing => {}
     }
     if let Some(p) = src.local(&a.sha256)? {
         let tmp = cache.temp_dir()?;
         let copy = tmp.path().join("artifact");
-        std::fs::copy(&p, &copy).with_context(|| format!("copying {}", p.display()))?;
+        let mut from =
+            std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
+        copy_hashing(&mut from, &copy)?;
         return cache.insert(&copy, &a.sha256);
     }
     if src.offline {
@@ -106,8 +114,7 @@ pub fn fetch(cache: &Cache, a: &Artifact, src: &mut Sources) -> Result<PathBuf> 
 
 /// Downloads `url` to `dest`, hashing while writing. Returns (sha256, size).
 fn download(url: &str, dest: &Path) -> Result<(String, u64)> {
-    let file =
-        std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let file = create_new(dest, FILE_MODE)?;
     let mut w = HashingWriter::new(std::io::BufWriter::new(file));
     if let Some(path) = url.strip_prefix("file://") {
         let mut f = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;

@@ -1,15 +1,30 @@
 //! The content-addressed cache (`$SLIPWAY_CACHE`, default `~/.cache/slipway`).
 //!
-//! Blobs live at `blobs/sha256/XX/DIGEST`, keyed by content, never by URL. Inserts are
-//! atomic renames, so two builds sharing a cache never see a partial file. A blob is
-//! re-hashed whenever its size, mtime or inode differ from the stamp written when it was
-//! last verified, so a corrupted or truncated entry is detected and fetched again.
+//! Blobs live at `blobs/sha256/XX/DIGEST`, keyed by content, never by URL. Every use
+//! re-hashes the whole blob ([`Cache::check`]): a stamp of size, mtime and inode would
+//! miss a flipped byte that keeps those three, and hashing is cheap next to the build
+//! (decision 0023). Inserts are verified, then renamed into place from a private work
+//! directory, so two builds sharing a cache never see a partial file and no temporary
+//! name in a shared directory can be planted in advance.
+//!
+//! Work directories (`tmp/work-*`) hold downloads and decodes in progress. Each is locked
+//! (`flock`) by the process using it; [`Cache::open`] removes the ones whose lock is not
+//! held, i.e. the leftovers of a killed run.
+//!
+//! Files are 0600 and directories 0700 ([`verify::FILE_MODE`], [`verify::DIR_MODE`]):
+//! the cache is per user, and an artifact blob may be a copy of a private host file.
 
-use crate::io::hash::sha256_file;
+use super::verify::{self, open_nofollow, DIR_MODE, FILE_MODE};
+use crate::io::hash::sha256_reader;
 use anyhow::{bail, Context, Result};
-use std::fs;
-use std::os::unix::fs::MetadataExt;
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// Leftover `.new-*` directories older than this are removed: they are only ever that
+/// name between `mkdir` and the `rename` that follows it.
+const STALE_NEW: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The cache root and its layout.
 #[derive(Debug, Clone)]
@@ -30,21 +45,26 @@ pub enum BlobState {
 
 impl Cache {
     /// Opens the cache at `root`, or `$SLIPWAY_CACHE`, `$XDG_CACHE_HOME/slipway`,
-    /// `~/.cache/slipway`, in that order.
+    /// `~/.cache/slipway`, in that order. Removes the work directories of killed runs.
     pub fn open(root: Option<PathBuf>) -> Result<Cache> {
         let root = match root {
             Some(r) => r,
             None => default_root()?,
         };
         for sub in ["blobs/sha256", "tmp", "apt", "decoded"] {
-            fs::create_dir_all(root.join(sub)).with_context(|| {
-                format!("creating cache directory {}", root.join(sub).display())
-            })?;
+            mkdir_private(&root.join(sub))?;
         }
         let root = root
             .canonicalize()
             .with_context(|| format!("opening cache {}", root.display()))?;
-        Ok(Cache { root })
+        // Caches written by older versions have 0755 directories and 0644 blobs: closing
+        // the top directories makes everything under them private at once.
+        for sub in ["blobs", "tmp", "decoded"] {
+            restrict(&root.join(sub), DIR_MODE)?;
+        }
+        let cache = Cache { root };
+        cache.remove_stale_work()?;
+        Ok(cache)
     }
 
     /// The cache root.
@@ -60,51 +80,63 @@ impl Cache {
             .join(sha256)
     }
 
-    fn stamp_path(&self, sha256: &str) -> PathBuf {
+    /// Where older versions kept a blob's (size, mtime, inode) stamp; removed on sight.
+    fn legacy_stamp_path(&self, sha256: &str) -> PathBuf {
         self.root
             .join("blobs/sha256")
             .join(&sha256[..2])
             .join(format!("{sha256}.ok"))
     }
 
-    fn stamp_of(meta: &fs::Metadata) -> String {
-        format!(
-            "{} {} {} {}",
-            meta.len(),
-            meta.mtime(),
-            meta.mtime_nsec(),
-            meta.ino()
-        )
-    }
-
-    /// Checks the blob: cheap when its stamp matches, a full hash otherwise. A blob that
-    /// fails the check is removed so that it is fetched again.
+    /// Checks the blob by hashing all of it. A blob that fails the check (or is not a
+    /// regular file) is removed so that it is fetched again.
     pub fn check(&self, sha256: &str) -> Result<BlobState> {
         let path = self.blob_path(sha256);
-        let meta = match fs::metadata(&path) {
-            Ok(m) => m,
+        let file = match open_nofollow(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BlobState::Missing),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return self.discard(sha256);
+            }
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
         };
-        let stamp = Self::stamp_of(&meta);
-        if fs::read_to_string(self.stamp_path(sha256)).is_ok_and(|s| s == stamp) {
-            return Ok(BlobState::Valid);
+        let meta = file
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?;
+        if !meta.is_file() {
+            return self.discard(sha256);
         }
-        let (digest, _) = sha256_file(&path)?;
-        if digest == sha256 {
-            crate::io::atomic::write(&self.stamp_path(sha256), stamp.as_bytes())?;
-            Ok(BlobState::Valid)
-        } else {
-            let _ = fs::remove_file(&path);
-            let _ = fs::remove_file(self.stamp_path(sha256));
-            Ok(BlobState::Corrupt)
+        let (digest, _) = sha256_reader(std::io::BufReader::with_capacity(1 << 20, &file))
+            .with_context(|| format!("reading {}", path.display()))?;
+        if digest != sha256 {
+            return self.discard(sha256);
         }
+        if meta.mode() & 0o077 != 0 {
+            file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+                .with_context(|| format!("setting the mode of {}", path.display()))?;
+        }
+        let _ = fs::remove_file(self.legacy_stamp_path(sha256));
+        Ok(BlobState::Valid)
     }
 
-    /// Moves (or copies, across file systems) `src` into the cache after checking that its
-    /// content has digest `sha256`. Returns the blob path.
+    fn discard(&self, sha256: &str) -> Result<BlobState> {
+        let path = self.blob_path(sha256);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+        let _ = fs::remove_file(self.legacy_stamp_path(sha256));
+        Ok(BlobState::Corrupt)
+    }
+
+    /// Moves `src` (a file in one of this cache's work directories) into the cache after
+    /// checking that its content has digest `sha256`; a file elsewhere is copied. The
+    /// blob is 0600. Returns the blob path.
     pub fn insert(&self, src: &Path, sha256: &str) -> Result<PathBuf> {
-        let (digest, _) = sha256_file(src)?;
+        let file = open_nofollow(src).with_context(|| format!("opening {}", src.display()))?;
+        let (digest, _) = sha256_reader(std::io::BufReader::with_capacity(1 << 20, &file))
+            .with_context(|| format!("reading {}", src.display()))?;
         if digest != sha256 {
             bail!(DigestMismatch {
                 what: src.display().to_string(),
@@ -114,27 +146,96 @@ impl Cache {
         }
         let dest = self.blob_path(sha256);
         let parent = dest.parent().context("blob path has a parent")?;
-        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        let tmp = crate::io::atomic::temp_path_for(&dest);
-        if fs::rename(src, &tmp).is_err() {
-            fs::copy(src, &tmp)
-                .with_context(|| format!("copying {} into the cache", src.display()))?;
+        mkdir_private(parent)?;
+        let inside = src.starts_with(self.root.join("tmp"));
+        if !inside || fs::rename(src, &dest).is_err() {
+            // Across file systems, or a file the caller keeps: copy through a work
+            // directory of ours, verifying the copy as it is written.
+            let work = self.temp_dir()?;
+            let copy = work.path().join("blob");
+            let mut from = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+            let (n, copied) = copy_hashing(&mut from, &copy)?;
+            if copied != sha256 {
+                bail!(DigestMismatch {
+                    what: format!("{} ({n} bytes copied)", src.display()),
+                    expected: sha256.into(),
+                    actual: copied
+                });
+            }
+            fs::rename(&copy, &dest)
+                .with_context(|| format!("renaming into {}", dest.display()))?;
+        } else {
+            file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+                .with_context(|| format!("setting the mode of {}", dest.display()))?;
+            file.sync_all()
+                .with_context(|| format!("syncing {}", dest.display()))?;
         }
-        fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
-        let meta = fs::metadata(&dest).with_context(|| format!("reading {}", dest.display()))?;
-        crate::io::atomic::write(&self.stamp_path(sha256), Self::stamp_of(&meta).as_bytes())?;
+        let _ = fs::remove_file(self.legacy_stamp_path(sha256));
         Ok(dest)
     }
 
-    /// A fresh private working directory under the cache (removed when dropped).
-    pub fn temp_dir(&self) -> Result<tempfile::TempDir> {
-        tempfile::Builder::new()
-            .prefix(&format!("work-{}-", std::process::id()))
-            .tempdir_in(self.root.join("tmp"))
-            .context("creating a temporary directory in the cache")
+    /// A fresh private working directory under the cache, locked for as long as the
+    /// returned value lives and removed when it is dropped.
+    pub fn temp_dir(&self) -> Result<WorkDir> {
+        let tmp = self.root.join("tmp");
+        // Made under a name the sweep ignores, locked, then given its `work-` name: the
+        // sweep of another process never sees it unlocked.
+        let fresh = tempfile::Builder::new()
+            .prefix(".new-")
+            .permissions(fs::Permissions::from_mode(DIR_MODE))
+            .tempdir_in(&tmp)
+            .context("creating a temporary directory in the cache")?
+            .keep();
+        let lock = lock_dir(&fresh)
+            .and_then(|l| l.context("a new work directory is locked by another process"));
+        let lock = match lock {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&fresh);
+                return Err(e);
+            }
+        };
+        let suffix = fresh
+            .file_name()
+            .map(|s| s.to_string_lossy().trim_start_matches(".new-").to_string())
+            .unwrap_or_default();
+        let path = tmp.join(format!("work-{}-{suffix}", std::process::id()));
+        if let Err(e) = fs::rename(&fresh, &path) {
+            let _ = fs::remove_dir_all(&fresh);
+            return Err(e).with_context(|| format!("renaming {}", fresh.display()));
+        }
+        Ok(WorkDir { path, _lock: lock })
+    }
+
+    /// Removes the work directories whose lock nobody holds (left by a killed run).
+    fn remove_stale_work(&self) -> Result<()> {
+        let tmp = self.root.join("tmp");
+        let entries = fs::read_dir(&tmp).with_context(|| format!("reading {}", tmp.display()))?;
+        for e in entries {
+            let e = e.with_context(|| format!("reading {}", tmp.display()))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if !meta.is_dir() {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            if name.starts_with("work-") {
+                // Held while removing, so that a second sweep does not race this one.
+                if let Ok(Some(_held)) = lock_dir(&path) {
+                    let _ = fs::remove_dir_all(&path);
+                }
+            } else if name.starts_with(".new-")
+                && meta
+                    .modified()
+                    .is_ok_and(|m| m.elapsed().is_ok_and(|a| a > STALE_NEW))
+            {
+                let _ = fs::remove_dir_all(&path);
+            }
+        }
+        Ok(())
     }
 
     /// The directory holding apt state for one package source.
@@ -146,6 +247,88 @@ impl Cache {
     pub fn decoded_dir(&self) -> PathBuf {
         self.root.join("decoded")
     }
+}
+
+/// A locked private directory under the cache's `tmp/`, removed on drop.
+#[derive(Debug)]
+pub struct WorkDir {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl WorkDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        // Before the lock is released (fields drop after this).
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Takes the exclusive lock of the directory `dir` without waiting: `None` when another
+/// process holds it.
+fn lock_dir(dir: &Path) -> Result<Option<Flock<File>>> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(dir)
+        .with_context(|| format!("opening {}", dir.display()))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e).with_context(|| format!("locking {}", dir.display())),
+    }
+}
+
+/// Creates `dir` and its missing parents with mode 0700.
+fn mkdir_private(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .with_context(|| format!("creating cache directory {}", dir.display()))
+}
+
+/// Sets the mode of the directory `dir` to `mode` unless it is already.
+fn restrict(dir: &Path, mode: u32) -> Result<()> {
+    let meta = fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if meta.is_dir() && meta.mode() & 0o7777 != mode {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Copies `from` into the new file `to` (0600, created with `O_EXCL|O_NOFOLLOW`),
+/// hashing while writing, and syncs it. Returns (size, sha256).
+pub fn copy_hashing(from: &mut impl std::io::Read, to: &Path) -> Result<(u64, String)> {
+    use std::io::Write;
+    let file = verify::create_new(to, FILE_MODE)?;
+    let mut w =
+        crate::io::hash::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    std::io::copy(from, &mut w).with_context(|| format!("writing {}", to.display()))?;
+    w.flush()
+        .with_context(|| format!("writing {}", to.display()))?;
+    let (buf, digest, n) = w.finish();
+    let file = buf
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("writing {}", to.display()))?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", to.display()))?;
+    Ok((n, digest))
+}
+
+/// Prints one warning line about the cache on stderr. The stages that find a bad entry
+/// (fetch, decode) have no reporter, and a repaired entry should be seen even with
+/// `--quiet`.
+pub fn warn(msg: &str) {
+    eprintln!("warning: {msg}");
 }
 
 fn default_root() -> Result<PathBuf> {
@@ -185,34 +368,4 @@ impl std::fmt::Display for DigestMismatch {
 impl std::error::Error for DigestMismatch {}
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::io::hash::sha256_hex;
-
-    #[test]
-    fn insert_check_and_detect_corruption() {
-        let d = tempfile::tempdir().unwrap();
-        let cache = Cache::open(Some(d.path().join("c"))).unwrap();
-        let src = d.path().join("f");
-        fs::write(&src, b"package bytes").unwrap();
-        let sha = sha256_hex(b"package bytes");
-        assert_eq!(cache.check(&sha).unwrap(), BlobState::Missing);
-        let p = cache.insert(&src, &sha).unwrap();
-        assert_eq!(cache.check(&sha).unwrap(), BlobState::Valid);
-        // Same size, different bytes, as a bit flip would leave it.
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        fs::write(&p, b"package bytez").unwrap();
-        assert_eq!(cache.check(&sha).unwrap(), BlobState::Corrupt);
-        assert!(!p.exists(), "a corrupt blob is removed");
-    }
-
-    #[test]
-    fn insert_rejects_wrong_digest() {
-        let d = tempfile::tempdir().unwrap();
-        let cache = Cache::open(Some(d.path().join("c"))).unwrap();
-        let src = d.path().join("f");
-        fs::write(&src, b"x").unwrap();
-        let err = cache.insert(&src, &sha256_hex(b"y")).unwrap_err();
-        assert!(err.downcast_ref::<DigestMismatch>().is_some());
-    }
-}
+mod tests;

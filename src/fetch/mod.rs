@@ -4,3 +4,4 @@
 pub mod artifact;
 pub mod cache;
 pub mod packages;
+pub mod verify;

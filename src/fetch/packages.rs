@@ -2,7 +2,7 @@
 //! comes from a vendor directory or from the archive through `apt-get download`, and is
 //! verified against the lock's sha256 before it enters the cache.
 
-use super::cache::{BlobState, Cache};
+use super::cache::{copy_hashing, warn, BlobState, Cache};
 use crate::apt::AptState;
 use crate::exit::{err, Code};
 use crate::io::hash::sha256_file;
@@ -62,9 +62,9 @@ pub fn fetch(
         match cache.check(&p.sha256)? {
             BlobState::Valid => sum.cached += 1,
             BlobState::Corrupt => {
-                rep.say(format!(
-                    "    cache entry for {} {} was corrupt: fetching it again",
-                    p.name, p.version
+                warn(&format!(
+                    "cache: {} {}: the cached .deb did not match its sha256 {}; fetching it again",
+                    p.name, p.version, p.sha256
                 ));
                 sum.repaired += 1;
                 missing.push(p);
@@ -79,7 +79,9 @@ pub fn fetch(
             if f.is_file() {
                 let tmp = cache.temp_dir()?;
                 let copy = tmp.path().join("pkg.deb");
-                std::fs::copy(&f, &copy).with_context(|| format!("copying {}", f.display()))?;
+                let mut from =
+                    std::fs::File::open(&f).with_context(|| format!("opening {}", f.display()))?;
+                copy_hashing(&mut from, &copy)?;
                 cache
                     .insert(&copy, &p.sha256)
                     .with_context(|| format!("vendored {}", f.display()))?;
@@ -197,8 +199,11 @@ fn unserved<'a>(apt: &AptState, want: &[&'a LockedPackage]) -> Result<Vec<&'a Lo
         .collect())
 }
 
-/// Copies every locked package out of the cache into `dir/debs` (for `slipway vendor`).
+/// Copies every locked package out of the cache into `dir/debs` (for `slipway vendor`),
+/// verifying each copy as it is written. Copies are 0644: a vendor directory is meant to
+/// be shared and carries only public packages.
 pub fn vendor(cache: &Cache, pkgs: &[LockedPackage], dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::PermissionsExt;
     let debs = dir.join("debs");
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
     let mut total = 0;
@@ -207,10 +212,31 @@ pub fn vendor(cache: &Cache, pkgs: &[LockedPackage], dir: &Path) -> Result<u64> 
         if dest.is_file() && sha256_file(&dest)?.0 == p.sha256 {
             continue;
         }
-        let tmp = crate::io::atomic::temp_path_for(&dest);
-        std::fs::copy(cache.blob_path(&p.sha256), &tmp)
+        let blob = cache.blob_path(&p.sha256);
+        let mut from =
+            std::fs::File::open(&blob).with_context(|| format!("opening {}", blob.display()))?;
+        // A random name created with O_EXCL: nothing planted in `debs` is written through.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", vendor_name(p)))
+            .permissions(std::fs::Permissions::from_mode(0o644))
+            .tempfile_in(&debs)
+            .with_context(|| format!("creating a temporary file in {}", debs.display()))?;
+        let mut w = crate::io::hash::HashingWriter::new(tmp.as_file_mut());
+        std::io::copy(&mut from, &mut w)
             .with_context(|| format!("copying {} into {}", p.name, debs.display()))?;
-        std::fs::rename(&tmp, &dest).with_context(|| format!("writing {}", dest.display()))?;
+        let (_, digest, _) = w.finish();
+        if digest != p.sha256 {
+            anyhow::bail!(super::cache::DigestMismatch {
+                what: blob.display().to_string(),
+                expected: p.sha256.clone(),
+                actual: digest
+            });
+        }
+        tmp.as_file()
+            .sync_all()
+            .with_context(|| format!("syncing {}", dest.display()))?;
+        tmp.persist(&dest)
+            .with_context(|| format!("writing {}", dest.display()))?;
         total += p.size;
     }
     Ok(total)
