@@ -60,7 +60,7 @@ impl AptState {
                 _ => mirror::from_host(Path::new("/etc/apt"))?,
             },
         };
-        let sources = sources_list(src, &mirrors);
+        let sources = sources_list(src, &mirrors)?;
         let key = format!(
             "{}-{}-{}",
             src.release,
@@ -233,9 +233,20 @@ fn write_if_changed(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-fn sources_list(src: &DebianSource, m: &mirror::Mirrors) -> String {
+/// The sources.list(5) lines for `src`. Every word is checked again here (recipes are
+/// checked when they load; SLIPWAY_MIRROR and the host's sources are not), so no value
+/// can add an option or a line.
+fn sources_list(src: &DebianSource, m: &mirror::Mirrors) -> Result<String> {
+    use crate::recipe::check;
+    for uri in [&m.archive, &m.security] {
+        check::mirror_uri(uri).map_err(|why| anyhow::anyhow!("mirror {uri:?} {why}"))?;
+    }
+    for c in &src.components {
+        check::component(c).map_err(|why| anyhow::anyhow!("component {c:?} {why}"))?;
+    }
     let mut s = String::new();
     for suite in &src.suites {
+        check::suite(suite).map_err(|why| anyhow::anyhow!("suite {suite:?} {why}"))?;
         let uri = if suite.ends_with("-security") {
             &m.security
         } else {
@@ -246,7 +257,7 @@ fn sources_list(src: &DebianSource, m: &mirror::Mirrors) -> String {
             src.components.join(" ")
         ));
     }
-    s
+    Ok(s)
 }
 
 /// apt's configuration: everything under our own directory, nothing from the host

@@ -5,7 +5,7 @@
 
 use crate::io::hash::sha256_hex;
 use crate::recipe::Recipe;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -118,7 +118,119 @@ pub fn input_digest(r: &Recipe) -> String {
     format!("sha256:{}", sha256_hex(s.as_bytes()))
 }
 
+/// A Debian version (Debian Policy 5.6.12): digits, letters, `. + ~ - :`.
+fn is_version(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".+~-:".contains(&b))
+}
+
+fn is_package(s: &str) -> bool {
+    crate::recipe::raw::PackageName::try_from(s.to_string()).is_ok() && !s.contains('=')
+}
+
+fn is_sha256(s: &str) -> bool {
+    crate::io::hash::is_sha256_hex(s)
+}
+
 impl Lock {
+    /// Checks every value that becomes a URL, a file name or a line of a system file
+    /// (dpkg's status): names, versions, architectures, suites, digests. An error names
+    /// the lock file, the key and the line, and exits 2.
+    fn check(&self, path: &Path, text: &str) -> Result<()> {
+        let spans = std::sync::Arc::new(crate::recipe::spans::Spans::parse(text));
+        let at =
+            |key: &str| crate::recipe::Origin::new(&path.display().to_string(), key, spans.clone());
+        if self.lock_version != LOCK_VERSION {
+            return Err(at("lock-version").err(format!(
+                "{} is not supported (expected {LOCK_VERSION}); run `slipway lock --update`",
+                self.lock_version
+            )));
+        }
+        let digest_ok = |d: &str| d.strip_prefix("sha256:").is_some_and(is_sha256);
+        if !digest_ok(&self.input_digest) {
+            return Err(at("input-digest").err(format!(
+                "{:?} is not a sha256:HEX digest",
+                self.input_digest
+            )));
+        }
+        if let Some(p) = &self.parent {
+            if !digest_ok(&p.input_digest) {
+                return Err(at("parent.input-digest")
+                    .err(format!("{:?} is not a sha256:HEX digest", p.input_digest)));
+            }
+        }
+        let arch_ok = |a: &str| a == "all" || crate::recipe::ARCHITECTURES.contains(&a);
+        if !crate::recipe::ARCHITECTURES.contains(&self.architecture.as_str()) {
+            return Err(at("architecture").err(format!(
+                "{:?} is not a Debian architecture",
+                self.architecture
+            )));
+        }
+        if crate::recipe::raw::Release::try_from(self.release.clone()).is_err() {
+            return Err(at("release").err(format!(
+                "{:?} is not a supported Debian release",
+                self.release
+            )));
+        }
+        for (i, p) in self.packages.iter().enumerate() {
+            let key = |k: &str| at(&format!("package[{i}].{k}"));
+            let bad = [
+                ("name", is_package(&p.name), "a Debian package name"),
+                ("version", is_version(&p.version), "a Debian version"),
+                (
+                    "architecture",
+                    arch_ok(&p.architecture),
+                    "a Debian architecture or all",
+                ),
+                (
+                    "sha256",
+                    is_sha256(&p.sha256),
+                    "a sha256 digest (64 lower-case hex digits)",
+                ),
+                (
+                    "source",
+                    is_package(&p.source),
+                    "a Debian source package name",
+                ),
+                (
+                    "source-version",
+                    is_version(&p.source_version),
+                    "a Debian version",
+                ),
+                (
+                    "suite",
+                    crate::recipe::check::suite(&p.suite).is_ok(),
+                    "an apt suite",
+                ),
+            ];
+            if let Some((k, _, what)) = bad.iter().find(|(_, ok, _)| !ok) {
+                return Err(key(k).err(format!("not {what}")));
+            }
+        }
+        for (i, a) in self.artifacts.iter().enumerate() {
+            let key = |k: &str| at(&format!("artifact[{i}].{k}"));
+            if !is_sha256(&a.sha256) {
+                return Err(key("sha256").err("not a sha256 digest (64 lower-case hex digits)"));
+            }
+            if !a.dest.starts_with('/')
+                || a.dest.split('/').any(|c| c == "..")
+                || a.dest.chars().any(char::is_control)
+            {
+                return Err(key("dest").err(format!(
+                    "{:?} is not an absolute image path without `..`",
+                    a.dest
+                )));
+            }
+            if a.url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(key("url").err(format!("{:?} is not a URL", a.url)));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads a lock file; `Ok(None)` when there is none.
     pub fn read(path: &Path) -> Result<Option<Lock>> {
         let text = match std::fs::read_to_string(path) {
@@ -126,20 +238,8 @@ impl Lock {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let lock: Lock = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: not a valid slipway lock: {}",
-                path.display(),
-                e.message()
-            )
-        })?;
-        if lock.lock_version != LOCK_VERSION {
-            bail!(
-                "{}: lock-version {} is not supported (expected {LOCK_VERSION}); run `slipway lock --update`",
-                path.display(),
-                lock.lock_version
-            );
-        }
+        let lock: Lock = crate::recipe::parse_toml(path, &text)?;
+        lock.check(path, &text)?;
         Ok(Some(lock))
     }
 

@@ -86,18 +86,16 @@ pub fn component(s: &str) -> Expect {
     })
 }
 
-/// A mirror URI for sources.list(5): http, https or file, no whitespace, control
-/// characters, `[` or `]`.
+/// A mirror URI for sources.list(5): http, https or file, no whitespace or control
+/// characters (a word of its own: it cannot add options or lines).
 pub fn mirror_uri(s: &str) -> Expect {
     let ok = ["http://", "https://", "file:/"]
         .iter()
         .any(|p| s.starts_with(p))
         && s.len() <= 2048
-        && !s
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '[' || c == ']');
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control());
     ok.then_some(()).ok_or_else(|| {
-        "is not a mirror URI (http://, https:// or file:/, no spaces, newlines or brackets)".into()
+        "is not a mirror URI (http://, https:// or file:/, no spaces or newlines)".into()
     })
 }
 
