@@ -258,6 +258,9 @@ impl Accounts {
                 ..
             } => {
                 check_name(name)?;
+                for (what, v) in [("gecos", gecos), ("home", home), ("shell", shell)] {
+                    check_field(name, what, v.as_deref())?;
+                }
                 if self.user(name).is_some() {
                     return Ok(());
                 }
@@ -381,6 +384,15 @@ fn split_members(s: &str) -> Vec<String> {
         .filter(|m| !m.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// passwd(5) fields go verbatim into a colon-separated, line-per-entry file: a ':' or a
+/// newline would add fields or entries (a uid-0 line from a GECOS, say).
+fn check_field(user: &str, what: &str, v: Option<&str>) -> Result<()> {
+    if let Some(v) = v.filter(|v| v.contains(':') || v.chars().any(char::is_control)) {
+        bail!("user {user}: {what} {v:?} would corrupt /etc/passwd (no ':', newline or control characters)");
+    }
+    Ok(())
 }
 
 /// Names go verbatim into colon-separated files: refuse what would corrupt them.

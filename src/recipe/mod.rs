@@ -320,10 +320,14 @@ fn load_chain(path: &Path, seen: &mut Vec<PathBuf>, opts: LoadOptions) -> Result
             ))
         }
         None => {
-            return Err(here.bad(
-                "schema-version",
-                format!("missing (add `schema-version = {SCHEMA_VERSION}` at the top)"),
-            ))
+            // A missing key has no line of its own: it belongs at the top.
+            return Err(crate::exit::err(
+                crate::exit::Code::BadInput,
+                format!(
+                    "{}: schema-version: missing (add `schema-version = {SCHEMA_VERSION}` at the top, line 1)",
+                    path.display()
+                ),
+            ));
         }
     }
     let dir = path.parent().unwrap_or(Path::new("."));
