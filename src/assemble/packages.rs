@@ -437,6 +437,104 @@ pub fn insert(tree: &mut Tree, pkgs: &[Unpacked]) -> Result<Vec<Diversion>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::hash::sha256_hex;
+
+    fn member(b: &mut tar::Builder<Vec<u8>>, path: &str, body: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
+        h.set_cksum();
+        b.append_data(&mut h, path, body).unwrap();
+    }
+
+    /// A cache holding one small .deb, and its lock entry.
+    fn cache_with_deb() -> (tempfile::TempDir, Cache, LockedPackage) {
+        let mut control = tar::Builder::new(Vec::new());
+        member(
+            &mut control,
+            "./control",
+            b"Package: p\nVersion: 1\nArchitecture: all\n",
+        );
+        let mut data = tar::Builder::new(Vec::new());
+        let body: Vec<u8> = (0..50_000u32).map(|i| (i * 31 % 253) as u8).collect();
+        member(&mut data, "./p.bin", &body);
+        let mut deb = b"!<arch>\n".to_vec();
+        for (name, bytes) in [
+            ("debian-binary", b"2.0\n".to_vec()),
+            ("control.tar", control.into_inner().unwrap()),
+            ("data.tar", data.into_inner().unwrap()),
+        ] {
+            let head = format!(
+                "{name:<16}0           0     0     100644  {:<10}`\n",
+                bytes.len()
+            );
+            deb.extend_from_slice(head.as_bytes());
+            deb.extend_from_slice(&bytes);
+        }
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(Some(d.path().join("c"))).unwrap();
+        let sha = sha256_hex(&deb);
+        let f = d.path().join("p.deb");
+        std::fs::write(&f, &deb).unwrap();
+        cache.insert(&f, &sha).unwrap();
+        let p = LockedPackage {
+            name: "p".into(),
+            version: "1".into(),
+            architecture: "all".into(),
+            size: deb.len() as u64,
+            sha256: sha,
+            source: "p".into(),
+            source_version: "1".into(),
+            suite: "trixie".into(),
+        };
+        (d, cache, p)
+    }
+
+    #[test]
+    fn a_changed_decoded_data_tar_is_decoded_again() {
+        let (_d, cache, p) = cache_with_deb();
+        let first = unpack_all(&cache, std::slice::from_ref(&p)).unwrap();
+        let path = cache.decoded_dir().join(&p.sha256).join("data.tar");
+        let good = std::fs::read(&path).unwrap();
+        assert_eq!(good, *first[0].data);
+        for at in [0, 700, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x20;
+            std::fs::write(&path, &bad).unwrap();
+            let again = unpack_all(&cache, std::slice::from_ref(&p)).unwrap();
+            assert_eq!(again[0].data, first[0].data, "byte {at}");
+            assert_eq!(std::fs::read(&path).unwrap(), good, "repaired in the cache");
+        }
+        // An entry without a record (an older version's) is decoded again too.
+        std::fs::remove_file(cache.decoded_dir().join(&p.sha256).join(SUMS)).unwrap();
+        unpack_all(&cache, std::slice::from_ref(&p)).unwrap();
+        assert!(cache.decoded_dir().join(&p.sha256).join(SUMS).is_file());
+    }
+
+    /// Directory symlinks planted at every name the old code staged a decode under
+    /// (`decoded/.SHA.tmp-PID-N`) are not written through.
+    #[test]
+    fn planted_symlinks_at_decode_staging_names_are_not_followed() {
+        let (d, cache, p) = cache_with_deb();
+        let victim = d.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        let pid = std::process::id();
+        for n in 0..512 {
+            let planted = cache
+                .decoded_dir()
+                .join(format!(".{}.tmp-{pid}-{n}", p.sha256));
+            std::os::unix::fs::symlink(&victim, planted).unwrap();
+        }
+        unpack_all(&cache, std::slice::from_ref(&p)).unwrap();
+        assert!(
+            std::fs::read_dir(&victim).unwrap().next().is_none(),
+            "nothing was written through a planted link"
+        );
+        assert!(cache.decoded_dir().join(&p.sha256).join(SUMS).is_file());
+    }
 
     #[test]
     fn diversions_parse() {

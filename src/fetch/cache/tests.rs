@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::io::hash::sha256_hex;
+use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
 
 fn mode(p: &Path) -> u32 {
     fs::symlink_metadata(p).unwrap().mode() & 0o7777
