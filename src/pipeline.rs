@@ -448,10 +448,11 @@ pub fn build(
     let r = &recipes[0];
     let plan = plan(r, &opts.formats)?;
     let staged = crate::io::staging::Staged::begin(out)?;
-    for p in staged.removed() {
+    if let Some(first) = staged.removed().first() {
         ctx.rep.say(format!(
-            "removed {} (left by an interrupted build)",
-            p.display()
+            "removed {} and {} more left by interrupted builds",
+            first.display(),
+            staged.removed().len() - 1
         ));
     }
     crate::io::faults::point("staged")?;
