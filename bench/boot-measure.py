@@ -9,6 +9,10 @@ every serial-console line on the host, and prints one JSON object with the phase
   ready       switch     -> "slipway-ready ("               (systemd to the readiness marker)
   total       QEMU start -> "slipway-ready ("
 
+With --kernel/--initrd/--append the same firmware loads a kernel and initramfs from
+fw_cfg instead of the disk's UKI (bench/boot-floor.sh), and --until REGEX ends the boot at
+the first line that matches.
+
 BENCH_QEMU_CPU picks another CPU model (default max, as slipway boot). With --config FILE the provisioning config goes in by fw_cfg (bench/boot.sh uses one to
 print `systemd-analyze blame` on the console after the marker) and the console is read
 until the line "bench:done". Used by bench/boot.sh; usable alone:
@@ -28,31 +32,38 @@ MARKS = [
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def qemu_command(work, disk, config):
+def qemu_command(work, disk, config, direct=None):
     cmd = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35",
            "-cpu", os.environ.get("BENCH_QEMU_CPU", "max"),
            "-m", "2048", "-smp", "2", "-nodefaults", "-no-user-config", "-display", "none",
            "-serial", "stdio", "-no-reboot",
            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
            "-drive", f"if=pflash,format=raw,unit=1,file={work}/vars.fd",
-           "-drive", f"file={work}/overlay.qcow2,format=qcow2,if=virtio,discard=unmap",
            "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0"]
+    if disk:
+        cmd += ["-drive", f"file={work}/overlay.qcow2,format=qcow2,if=virtio,discard=unmap"]
+    if direct:
+        kernel, initrd, append = direct
+        cmd += ["-kernel", kernel, "-initrd", initrd, "-append", append]
     if config:
         cmd += ["-fw_cfg", f"name=opt/org.slipway/config,file={os.path.abspath(config)}"]
     return cmd
 
 
-def boot(disk, config, timeout, log_path):
+def boot(disk, config, timeout, log_path, direct=None, until=None):
     work = tempfile.mkdtemp(prefix="slipway-bench-boot-")
     try:
         shutil.copy(OVMF_VARS, f"{work}/vars.fd")
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-                        os.path.abspath(disk), f"{work}/overlay.qcow2"], check=True)
+        if disk:
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                            os.path.abspath(disk), f"{work}/overlay.qcow2"], check=True)
         t0 = time.monotonic()
-        p = subprocess.Popen(qemu_command(work, disk, config), stdin=subprocess.DEVNULL, bufsize=0,
+        p = subprocess.Popen(qemu_command(work, disk, config, direct), stdin=subprocess.DEVNULL, bufsize=0,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         seen, lines, blame = {}, [], []
         end_re = re.compile(r"^bench:done") if config else MARKS[-1][1]
+        if until:
+            end_re = re.compile(until)
         in_blame = False
         while time.monotonic() - t0 < timeout:
             # A silent console must not outlive the time-out: wait for a line at most 1 s.
@@ -97,14 +108,20 @@ def phases(seen):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("disk")
+    ap.add_argument("disk", help="disk image (\"\" for none, with --kernel)")
     ap.add_argument("--config", help="provisioning config passed by fw_cfg")
     ap.add_argument("--timeout", type=float, default=240)
     ap.add_argument("--log", help="write the timestamped console here")
+    ap.add_argument("--kernel", help="boot this kernel through the firmware's fw_cfg loader")
+    ap.add_argument("--initrd", help="with --kernel: the initramfs")
+    ap.add_argument("--append", default="", help="with --kernel: the command line")
+    ap.add_argument("--until", help="end the boot at the first console line matching this")
     a = ap.parse_args()
-    seen, blame = boot(a.disk, a.config, a.timeout, a.log)
-    print(json.dumps({"disk": a.disk, "phases": phases(seen), "blame": blame[:10]}))
-    return 0 if "ready" in seen else 1
+    direct = (a.kernel, a.initrd, a.append) if a.kernel else None
+    seen, blame = boot(a.disk, a.config, a.timeout, a.log, direct, a.until)
+    print(json.dumps({"disk": a.disk, "seen": seen, "phases": phases(seen), "blame": blame[:10]}))
+    last = "init" if a.until else "ready"
+    return 0 if last in seen else 1
 
 
 if __name__ == "__main__":
