@@ -497,8 +497,8 @@ pub fn build(
     crate::io::faults::point("report")?;
     if !staged.commit()? {
         ctx.rep.say(format!(
-            "note: the file system of {} cannot exchange directories (renameat2 \
-             RENAME_EXCHANGE): the output was swapped in by two renames",
+            "note: {} was not swapped in one step (it is a mount point, or its file system \
+             lacks renameat2 RENAME_EXCHANGE): see docs/decisions/0023-output-transaction.md",
             out.display()
         ));
     }

@@ -54,6 +54,8 @@ pub struct Staged {
     /// The output path, its symlinks resolved.
     target: PathBuf,
     staging: PathBuf,
+    /// The output is a mount point: staged inside it, swapped entry by entry.
+    mount_point: bool,
     committed: bool,
     /// Stale staging directories and leftovers removed when the build started.
     removed: Vec<PathBuf>,
@@ -72,7 +74,13 @@ impl Staged {
         check_replaceable(&target, out)?;
         let mut removed = remove_stale(&parent, &name)?;
         removed.extend(remove_leftovers(&target)?);
-        let staging = parent.join(format!(".{name}.staging-{:016x}", atomic::random_u64()));
+        let mount_point = is_mount_point(&target, &parent);
+        let staging = if mount_point {
+            // A mount point cannot be renamed: stage inside it, swap entry by entry.
+            target.join(format!(".slipway-staging-{:016x}", atomic::random_u64()))
+        } else {
+            parent.join(format!(".{name}.staging-{:016x}", atomic::random_u64()))
+        };
         let reg = signals::register(&staging);
         atomic::create_dir(&staging, 0o700)?;
         let dir = File::open(&staging).with_context(|| format!("opening {}", staging.display()))?;
@@ -83,6 +91,7 @@ impl Staged {
             given: out.to_path_buf(),
             target,
             staging,
+            mount_point,
             committed: false,
             removed,
             _staging_lock: staging_lock,
@@ -127,6 +136,10 @@ impl Staged {
     }
 
     fn swap(&self) -> Result<bool> {
+        if self.mount_point {
+            self.swap_entries()?;
+            return Ok(false);
+        }
         if fs::symlink_metadata(&self.target).is_err() {
             fs::rename(&self.staging, &self.target).with_context(|| {
                 format!(
@@ -162,6 +175,50 @@ impl Drop for Staged {
         if !self.committed {
             let _ = atomic::remove_tree(&self.staging);
         }
+    }
+}
+
+impl Staged {
+    /// The output is a mount point (a volume): each new entry is exchanged with the old
+    /// one of its name (`report.json` last), then old entries the new set lacks go. Each
+    /// entry is swapped atomically, the set is not.
+    fn swap_entries(&self) -> Result<()> {
+        let read = |d: &Path| -> Result<Vec<std::ffi::OsString>> {
+            let mut v: Vec<_> = fs::read_dir(d)
+                .with_context(|| format!("reading {}", d.display()))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<_>>()
+                .with_context(|| format!("reading {}", d.display()))?;
+            v.sort_by_key(|n| n == "report.json");
+            Ok(v)
+        };
+        let new = read(&self.staging)?;
+        for n in &new {
+            let (from, to) = (self.staging.join(n), self.target.join(n));
+            if fs::symlink_metadata(&to).is_ok() && !atomic::exchange(&from, &to)? {
+                atomic::remove_tree(&to)?;
+            }
+            if fs::symlink_metadata(&from).is_ok() && fs::symlink_metadata(&to).is_err() {
+                fs::rename(&from, &to)
+                    .with_context(|| format!("renaming {} to {}", from.display(), to.display()))?;
+            }
+        }
+        let own = self.staging.file_name();
+        for n in read(&self.target)? {
+            if !new.contains(&n) && Some(n.as_os_str()) != own {
+                atomic::remove_tree(&self.target.join(&n))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `target` (an existing directory) is mounted on a file system other than
+/// `parent`'s.
+fn is_mount_point(target: &Path, parent: &Path) -> bool {
+    match (fs::symlink_metadata(target), fs::metadata(parent)) {
+        (Ok(t), Ok(p)) => t.is_dir() && t.dev() != p.dev(),
+        _ => false,
     }
 }
 
@@ -272,7 +329,12 @@ fn remove_leftovers(target: &Path) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        if (n.starts_with('.') && n.contains(".tmp-")) || n.starts_with(".slipway-disk-") {
+        // `.slipway-staging-*`: staging inside an output that is a mount point; its
+        // build is over, as this one holds the output's lock.
+        if (n.starts_with('.') && n.contains(".tmp-"))
+            || n.starts_with(".slipway-disk-")
+            || n.starts_with(".slipway-staging-")
+        {
             atomic::remove_tree(&e.path())?;
             removed.push(e.path());
         }
@@ -438,6 +500,38 @@ mod tests {
         assert_eq!(names(&out), ["report.json"]);
         drop(s);
         drop(held);
+    }
+
+    /// An output that is a mount point (a volume) cannot be renamed: staged inside it and
+    /// swapped entry by entry. Needs root for the tmpfs; skipped (saying so) without.
+    #[test]
+    fn a_mount_point_output_is_swapped_entry_by_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&out)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs (not root?)");
+            return;
+        }
+        let result = std::panic::catch_unwind(|| {
+            fs::write(out.join("report.json"), b"old").unwrap();
+            fs::write(out.join("gone.tar"), b"old").unwrap();
+            let s = Staged::begin(&out).unwrap();
+            assert!(s.path().starts_with(&out));
+            fs::write(s.path().join("report.json"), b"new").unwrap();
+            fs::create_dir(s.path().join("oci")).unwrap();
+            assert!(!s.commit().unwrap());
+            assert_eq!(names(&out), ["oci", "report.json"]);
+            assert_eq!(fs::read(out.join("report.json")).unwrap(), b"new");
+            assert_eq!(names(d.path()), ["out"]);
+        });
+        let _ = std::process::Command::new("umount").arg(&out).status();
+        result.unwrap();
     }
 
     #[test]
