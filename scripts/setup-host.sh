@@ -96,12 +96,7 @@ else
   # Plan first: an install that would remove a package is refused, naming it.
   plan=$(DEBIAN_FRONTEND=noninteractive $SUDO apt-get -s install -y -q --no-install-recommends --allow-downgrades "${args[@]}" 2>&1) || {
     echo "$plan" | tail -20 >&2; echo "setup-host: apt-get cannot plan the install of: ${args[*]}" >&2; exit 1; }
-  removed=$(echo "$plan" | sed -n 's/^Remv \([^ ]*\).*/\1/p' | tr '\n' ' ')
-  if [ -n "$removed" ]; then
-    echo "setup-host: refusing: installing ${args[*]} would remove: $removed" >&2
-    echo "$plan" | grep '^Remv' >&2
-    exit 1
-  fi
+  printf '%s\n' "$plan" | "$(dirname "$0")/apt-plan-check.sh" "${args[@]}"
   echo "setup-host: installing ${args[*]}"
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends --allow-downgrades "${args[@]}"
 fi

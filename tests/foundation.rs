@@ -384,3 +384,42 @@ fn help_documents_exit_codes_and_doctor_names_packages() {
     );
     assert!(t.contains("apt-get") && t.contains("erofs-utils"), "{t}");
 }
+
+/// scripts/setup-host.sh pipes its `apt-get -s` plan through scripts/apt-plan-check.sh:
+/// a plan that removes a package (as installing bookworm's QEMU once removed the
+/// machine's backports qemu-utils) is refused, naming it; a plan without removals passes.
+#[test]
+fn setup_refuses_an_install_plan_that_removes_a_package() {
+    use std::io::Write;
+    let check = |plan: &str| {
+        let mut child = std::process::Command::new("scripts/apt-plan-check.sh")
+            .arg("qemu-system-x86/bookworm")
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("scripts/apt-plan-check.sh runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(plan.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let removing = "Inst qemu-system-x86 (1:7.2+dfsg-7+deb12u18 Debian:12.13/stable [amd64])\n\
+                    Remv qemu-utils [1:10.0.2+ds-2+deb13u1~bpo12+1]\n\
+                    Conf qemu-system-x86 (1:7.2+dfsg-7+deb12u18 Debian:12.13/stable [amd64])\n";
+    let (code, err) = check(removing);
+    assert_eq!(code, Some(1), "a removing plan must be refused: {err}");
+    assert!(
+        err.contains("would remove: qemu-utils") && err.contains("qemu-system-x86/bookworm"),
+        "the refusal names the package removed and what was asked: {err}"
+    );
+    let plain = "Inst qemu-system-x86 (1:7.2+dfsg-7+deb12u18 Debian:12.13/stable [amd64])\n";
+    let (code, err) = check(plain);
+    assert_eq!(code, Some(0), "a plan without removals passes: {err}");
+}
