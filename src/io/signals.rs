@@ -80,10 +80,13 @@ fn clean_up_and_exit(sig: nix::sys::signal::Signal) -> ! {
     for (_, p) in list.iter().rev() {
         let _ = crate::io::atomic::remove_tree(p);
     }
-    eprintln!(
-        "slipway: interrupted by {}: removed the partial output{}",
-        sig.as_str(),
-        if list.is_empty() { " (none)" } else { "" }
-    );
+    if list.is_empty() {
+        eprintln!("slipway: interrupted by {}", sig.as_str());
+    } else {
+        eprintln!(
+            "slipway: interrupted by {}: removed the partial output",
+            sig.as_str()
+        );
+    }
     std::process::exit(128 + sig as i32)
 }
