@@ -275,7 +275,7 @@ mod tests {
     fn round_trip_is_byte_identical() {
         let lock = Lock {
             lock_version: LOCK_VERSION,
-            input_digest: "sha256:00".into(),
+            input_digest: format!("sha256:{}", "00".repeat(32)),
             release: "trixie".into(),
             architecture: "amd64".into(),
             parent: None,
@@ -299,5 +299,24 @@ mod tests {
         let back = Lock::read(&p).unwrap().unwrap();
         assert_eq!(back, lock);
         assert_eq!(back.to_text().unwrap(), t);
+    }
+
+    #[test]
+    fn a_bad_value_names_file_key_and_line_and_exits_2() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.lock");
+        let text = format!(
+            "lock-version = 1\ninput-digest = \"sha256:{}\"\nrelease = \"trixie\"\narchitecture = \"amd64\"\n[[package]]\nname = \"a1\"\nversion = \"1\\n2\"\narchitecture = \"all\"\nsize = 1\nsha256 = \"{}\"\nsource = \"a1\"\nsource-version = \"1\"\nsuite = \"trixie\"\n",
+            "0".repeat(64),
+            "1".repeat(64)
+        );
+        std::fs::write(&p, text).unwrap();
+        let e = Lock::read(&p).unwrap_err();
+        let m = format!("{e:#}");
+        assert_eq!(crate::exit::code_of(&e), 2, "{m}");
+        assert!(
+            m.contains("x.lock: package[0].version: not a Debian version (line 7)"),
+            "{m}"
+        );
     }
 }

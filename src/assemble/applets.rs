@@ -370,4 +370,24 @@ mod tests {
         assert_eq!(qemu_for("ppc64el").unwrap(), "qemu-ppc64le-static");
         assert!(qemu_for("m68k").is_err());
     }
+
+    #[test]
+    fn a_missing_binary_is_bad_input_with_file_key_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("r.toml");
+        std::fs::write(
+            &path,
+            "schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[applets]\nbinary = \"/bin/busybox\"\n",
+        )
+        .unwrap();
+        let r = Recipe::load(&path).unwrap();
+        let e = add_links(&mut Tree::new(), &r, 1).unwrap_err();
+        let m = format!("{e:#}");
+        assert_eq!(crate::exit::code_of(&e), 2, "{m}");
+        assert!(
+            m.contains("r.toml: applets.binary: /bin/busybox is not in the image"),
+            "{m}"
+        );
+        assert!(m.contains("(line 5)"), "{m}");
+    }
 }

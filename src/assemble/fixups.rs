@@ -770,4 +770,70 @@ mod tests {
         assert!(!unit_matches("getty@.service", "getty@tty1.socket"));
         assert!(!unit_matches("a.service", "b.service"));
     }
+
+    /// A recipe in a temporary directory and the 1-based line of `marker` in it.
+    fn recipe(body: &str, marker: &str) -> (tempfile::TempDir, Recipe, usize) {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("r.toml");
+        let text = format!("schema-version = 1\n[packages]\ninclude = [\"systemd\"]\n{body}");
+        std::fs::write(&path, &text).unwrap();
+        let line = text.lines().position(|l| l.contains(marker)).unwrap() + 1;
+        (d, Recipe::load(&path).unwrap(), line)
+    }
+
+    fn assert_recipe_error(e: anyhow::Error, key: &str, line: usize) {
+        let m = format!("{e:#}");
+        assert_eq!(crate::exit::code_of(&e), 2, "{m}");
+        assert!(m.contains(&format!("r.toml: {key}")), "{m}");
+        assert!(m.contains(&format!("(line {line})")), "{m}");
+    }
+
+    #[test]
+    fn recipe_mistakes_found_at_assembly_name_file_key_and_line() {
+        // An unknown group member.
+        let (_d, r, line) = recipe(
+            "[[group]]\nname = \"g\"\ngid = 500\nmembers = [\"ghost\"]\n",
+            "ghost",
+        );
+        let e = Fixups::new(&r, 1)
+            .accounts(&mut Tree::new(), &[], &mut BTreeMap::new())
+            .unwrap_err();
+        assert_recipe_error(e, "group[0].members[0]", line);
+
+        // A uid base-passwd already gives to root.
+        let (_d, r, line) = recipe("[[user]]\nname = \"admin\"\nuid = 0\n", "[[user]]");
+        let mut tree = Tree::new();
+        for (p, t) in [
+            ("passwd.master", "root:*:0:0:root:/root:/bin/sh\n"),
+            ("group.master", "root:*:0:\n"),
+        ] {
+            let p = format!("usr/share/base-passwd/{p}");
+            tree.put(&p, Entry::file(t.as_bytes().to_vec(), 0o644, 1))
+                .unwrap();
+        }
+        let e = Fixups::new(&r, 1)
+            .accounts(&mut tree, &[], &mut BTreeMap::new())
+            .unwrap_err();
+        assert_recipe_error(e, "user[0]", line);
+
+        // An alternatives group no package registers.
+        let (_d, r, line) = recipe(
+            "[alternatives]\niptables = \"/usr/sbin/iptables-legacy\"\n",
+            "iptables =",
+        );
+        let e = Fixups::new(&r, 1)
+            .alternatives(&mut Tree::new(), &[], &mut BTreeMap::new())
+            .unwrap_err();
+        assert_recipe_error(e, "alternatives.iptables", line);
+
+        // A unit to enable that the image lacks.
+        let (_d, r, line) = recipe("[systemd]\nenable = [\"ghost.service\"]\n", "ghost");
+        let mut tree = Tree::new();
+        tree.put("usr/lib/systemd/system", Entry::dir(0o755, 1))
+            .unwrap();
+        let e = Fixups::new(&r, 1)
+            .units(&mut tree, &[], &mut BTreeMap::new())
+            .unwrap_err();
+        assert_recipe_error(e, "systemd.enable[0]", line);
+    }
 }

@@ -142,3 +142,84 @@ pub fn drop_globs(tree: &mut Tree, r: &Recipe) -> Result<u64> {
     });
     Ok(removed.iter().map(|(_, s)| s).sum())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recipe with the overlay `rootfs/` (made by `fill`) and `body`.
+    fn recipe(body: &str, fill: impl Fn(&Path)) -> (tempfile::TempDir, Recipe) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("rootfs/usr/bin")).unwrap();
+        fill(&d.path().join("rootfs"));
+        let path = d.path().join("r.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[paths]\noverlays = [\"rootfs\"]\n{body}"
+            ),
+        )
+        .unwrap();
+        let r = Recipe::load(&path).unwrap();
+        (d, r)
+    }
+
+    fn apply_overlay(r: &Recipe) -> Result<Tree> {
+        let mut t = Tree::new();
+        apply(&mut t, &r.overlays[0], &r.overlay_at[0], &r.allow_setuid, 1)?;
+        Ok(t)
+    }
+
+    fn assert_exit_2(e: anyhow::Error, key: &str, line: usize, what: &str) {
+        let m = format!("{e:#}");
+        assert_eq!(crate::exit::code_of(&e), 2, "{m}");
+        assert!(m.contains(&format!("r.toml: {key}")), "{m}");
+        assert!(m.contains(&format!("(line {line})")), "{m}");
+        assert!(m.contains(what), "{m}");
+    }
+
+    #[test]
+    fn a_fifo_in_an_overlay_is_bad_input() {
+        let (_d, r) = recipe("", |root| {
+            nix::unistd::mkfifo(&root.join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        });
+        let e = apply_overlay(&r).unwrap_err();
+        assert_exit_2(
+            e,
+            "paths.overlays[0]",
+            5,
+            "pipe is not a file, directory or symlink",
+        );
+    }
+
+    #[test]
+    fn setuid_overlay_files_need_allow_setuid() {
+        let fill = |root: &Path| {
+            let f = root.join("usr/bin/foo");
+            std::fs::write(&f, b"x").unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        };
+        let (_d, r) = recipe("", fill);
+        let e = apply_overlay(&r).unwrap_err();
+        assert_exit_2(e, "paths.overlays[0]", 5, "paths.allow-setuid");
+        // Listed (as /bin/foo, which merged /usr makes usr/bin/foo): kept with its bits.
+        let (_d, r) = recipe("allow-setuid = [\"/bin/foo\"]\n", fill);
+        let t = apply_overlay(&r).unwrap();
+        assert_eq!(t.get("usr/bin/foo").unwrap().mode, 0o4755);
+    }
+
+    #[test]
+    fn an_unknown_entry_owner_is_bad_input() {
+        let (_d, r) = recipe(
+            "[[entry]]\npath = \"/srv\"\ntype = \"dir\"\nowner = \"ghost\"\n",
+            |_| {},
+        );
+        let e = apply_entries(&mut Tree::new(), &r, 1).unwrap_err();
+        assert_exit_2(
+            e,
+            "entry[0].owner",
+            9,
+            "\"ghost\" is not a user the recipe declares",
+        );
+    }
+}

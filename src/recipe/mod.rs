@@ -529,4 +529,49 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn host_paths_are_confined_to_the_declaring_recipes_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().join("base");
+        std::fs::create_dir_all(base.join("rootfs")).unwrap();
+        std::fs::create_dir_all(d.path().join("shared")).unwrap();
+        write(&base, "p.toml", "schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[paths]\noverlays = [\"rootfs\"]\n");
+        // Inherited overlays resolve against the parent's file.
+        let c = write(
+            d.path(),
+            "c.toml",
+            "schema-version = 1\nextends = \"base/p.toml\"\n",
+        );
+        let r = Recipe::load(&c).unwrap();
+        assert_eq!(r.overlays, [base.join("rootfs").canonicalize().unwrap()]);
+        assert_eq!(
+            r.overlay_at[0].file(),
+            base.join("p.toml").display().to_string()
+        );
+        // A parent reaching into its parent directory is refused, even though that
+        // directory holds the child.
+        write(&base, "q.toml", "schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[paths]\noverlays = [\"../shared\"]\n");
+        let c = write(
+            d.path(),
+            "c2.toml",
+            "schema-version = 1\nextends = \"base/q.toml\"\n",
+        );
+        let e = Recipe::load(&c).unwrap_err();
+        let m = format!("{e:#}");
+        assert_eq!(crate::exit::code_of(&e), 2, "{m}");
+        assert!(
+            m.contains("q.toml: paths.overlays[0]") && m.contains("(line 5)"),
+            "{m}"
+        );
+        let opts = LoadOptions {
+            allow_host_paths: true,
+        };
+        Recipe::load_with(&c, opts).unwrap();
+        // A relative file:// URL is made absolute against the recipe's directory.
+        let a = write(d.path(), "a.toml", &format!("schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[[artifact]]\nurl = \"file://shared/x\"\nsha256 = \"{}\"\ndest = \"/x\"\n", "0".repeat(64)));
+        let r = Recipe::load(&a).unwrap();
+        let want = d.path().canonicalize().unwrap().join("shared/x");
+        assert_eq!(r.artifacts[0].url, format!("file://{}", want.display()));
+    }
 }
