@@ -5,12 +5,17 @@
 //! (<https://github.com/opencontainers/distribution-spec/blob/main/spec.md>). Requests go
 //! out anonymously first; a 401 is answered from its `WWW-Authenticate` challenge with
 //! Basic credentials or a Bearer token from the challenge's realm (cached per scope for
-//! the run). Connection errors and 429/502/503/504 are retried with exponential backoff;
-//! other 4xx answers are returned at once.
+//! the run), if [`super::trust`] lets the realm have them. Connection errors and
+//! 429/502/503/504 are retried with exponential backoff; other 4xx answers are returned
+//! at once. Every request, backoff and read ends by the push's [`Deadline`], and every
+//! read by the per-read time-out.
 
 use super::auth::{self, Challenge, Credentials};
+use super::deadline::{secs, Deadline, DeadlineReader, Timeouts, CONNECT};
 use super::reference::Reference;
+use super::trust::RealmPolicy;
 use crate::exit::{self, Code};
+use crate::io::hash::sha256_reader;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::io::Read;
@@ -65,8 +70,11 @@ pub struct Reply {
     /// The HTTP status.
     pub status: u16,
     headers: Vec<(String, String)>,
-    /// The body as text.
-    pub body: String,
+    /// The body (empty when it was hashed instead).
+    pub body: Vec<u8>,
+    /// `sha256:<hex>` and length of a body read with [`ReadBody::Hash`] (the length stops
+    /// one past the limit).
+    pub hashed: Option<(String, u64)>,
 }
 
 impl Reply {
@@ -80,7 +88,7 @@ impl Reply {
 
     /// The registry's error document (`errors[].code: message`), or the body's start.
     pub fn error_text(&self) -> String {
-        registry_errors(&self.body)
+        registry_errors(&String::from_utf8_lossy(&self.body))
     }
 }
 
@@ -135,15 +143,46 @@ enum Auth {
     },
 }
 
+/// Transport settings of a push.
+#[derive(Debug, Clone, Default)]
+pub struct Net {
+    /// Registries (`HOST:PORT` or `HOST`) reached over plain HTTP although not loopback.
+    pub insecure: Vec<String>,
+    /// Token realm hosts (`HOST` or `HOST:PORT`) trusted although on another site.
+    pub trust_realm: Vec<String>,
+    /// The retry policy.
+    pub retry: Retry,
+    /// The overall deadline and the per-read time-out.
+    pub timeouts: Timeouts,
+}
+
+/// What to do with a reply's body.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadBody {
+    /// Keep it (at most [`MAX_REPLY`] bytes).
+    Keep,
+    /// For a 200 answer, hash it instead of keeping it, reading at most `limit` + 1 bytes
+    /// (a blob read back to confirm its digest).
+    Hash {
+        /// The expected size.
+        limit: u64,
+    },
+}
+
+/// The largest reply body kept in memory: 4 MiB, the manifest limit registries apply.
+pub const MAX_REPLY: u64 = 4 << 20;
+
 /// A client for one repository of one registry.
 pub struct Client {
     agent: ureq::Agent,
     base: String,
     registry: String,
+    host: String,
     repo: String,
     creds: Option<Credentials>,
     auth: Auth,
-    retry: Retry,
+    net: Net,
+    deadline: Deadline,
 }
 
 /// True when `host` is a loopback address or `localhost`.
@@ -156,34 +195,61 @@ fn retryable(status: u16) -> bool {
     matches!(status, 429 | 502 | 503 | 504)
 }
 
+/// What one answered request means for the request loop.
+enum Outcome {
+    Done(Reply),
+    Again,
+    Problem(String),
+}
+
+/// A transport error, saying which limit a time-out hit.
+fn describe(e: &ureq::Error, read: Duration) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) {
+                return format!(
+                    "{e} (nothing for {}, the read time-out: --read-timeout)",
+                    secs(read)
+                );
+            }
+        }
+        cause = c.source();
+    }
+    e.to_string()
+}
+
 impl Client {
-    /// A client for `r`: plain HTTP for loopback hosts and those in `insecure`
-    /// (`HOST:PORT` or `HOST`), HTTPS otherwise.
-    pub fn new(
-        r: &Reference,
-        insecure: &[String],
-        creds: Option<Credentials>,
-        retry: Retry,
-    ) -> Self {
+    /// A client for `r`: plain HTTP for loopback hosts and those in `net.insecure`
+    /// (`HOST:PORT` or `HOST`), HTTPS otherwise; every request ends by `deadline`.
+    pub fn new(r: &Reference, net: &Net, creds: Option<Credentials>, deadline: Deadline) -> Self {
         let plain = is_loopback(r.host())
-            || insecure
+            || net
+                .insecure
                 .iter()
                 .any(|i| i == &r.registry || i == r.host() || i == r.api_host());
         let scheme = if plain { "http" } else { "https" };
+        // Per-read and per-write limits are the socket's; ureq never forwards
+        // Authorization on a redirect (RedirectAuthHeaders::Never, its default).
         let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
-            .timeout_read(Duration::from_secs(120))
-            .timeout_write(Duration::from_secs(120))
+            .timeout_connect(CONNECT)
+            .timeout_read(net.timeouts.read)
+            .timeout_write(net.timeouts.read)
             .user_agent(concat!("slipway/", env!("CARGO_PKG_VERSION")))
             .build();
         Client {
             agent,
             base: format!("{scheme}://{}", r.api_host()),
             registry: r.registry.clone(),
+            host: super::reference::host_of(r.api_host()).to_ascii_lowercase(),
             repo: r.repo.clone(),
             creds,
             auth: Auth::Anonymous,
-            retry,
+            net: net.clone(),
+            deadline,
         }
     }
 
@@ -199,7 +265,7 @@ impl Client {
 
     /// The retry policy.
     pub fn retry(&self) -> Retry {
-        self.retry
+        self.net.retry
     }
 
     /// Checks that the registry speaks the distribution API (`GET /v2/`), answering its
@@ -254,6 +320,41 @@ impl Client {
         }
     }
 
+    /// The error once the overall deadline has passed; `last` is the latest problem.
+    fn deadline_error(&self, last: &str) -> anyhow::Error {
+        let last = if last.is_empty() {
+            String::new()
+        } else {
+            format!("; last: {last}")
+        };
+        exit::err(
+            Code::Fetch,
+            format!(
+                "push to registry {} ({}) did not finish within its {} deadline (--timeout or SLIPWAY_PUSH_TIMEOUT){last}",
+                self.registry,
+                self.base,
+                secs(self.deadline.total())
+            ),
+        )
+    }
+
+    /// Sleeps the backoff after `failed` failures, never past the deadline.
+    pub fn backoff(&self, failed: u32) {
+        std::thread::sleep(self.net.retry.delay(failed).min(self.deadline.remaining()));
+    }
+
+    /// A request that ends by the deadline: one starting with less time left than a read
+    /// time-out gets the time left as its own limit.
+    fn request(&self, method: &str, url: &str) -> ureq::Request {
+        let req = self.agent.request(method, url);
+        let left = self.deadline.remaining();
+        if left <= self.net.timeouts.read {
+            req.timeout(left)
+        } else {
+            req
+        }
+    }
+
     /// Sends one request, answering auth challenges; with `retry`, retries connection
     /// errors and 429/502/503/504 with backoff. Any other status is returned as a [`Reply`].
     pub fn send(
@@ -261,82 +362,135 @@ impl Client {
         method: &str,
         path_or_url: &str,
         headers: &[(&str, &str)],
+        body: Body<'_>,
+        retry: bool,
+    ) -> Result<Reply> {
+        self.send_with(method, path_or_url, headers, body, retry, ReadBody::Keep)
+    }
+
+    /// [`Client::send`], reading the body as `read` says.
+    pub fn send_with(
+        &mut self,
+        method: &str,
+        path_or_url: &str,
+        headers: &[(&str, &str)],
         mut body: Body<'_>,
         retry: bool,
+        read: ReadBody,
     ) -> Result<Reply> {
         let url = self.url(path_or_url);
         let mut failed = 0u32;
         let mut refreshed = false;
         let mut challenged = 0u32;
+        let mut last = String::new();
         loop {
+            if self.deadline.passed() {
+                return Err(self.deadline_error(&last));
+            }
             let sent_auth = self.authorization(&url);
-            let mut req = self.agent.request(method, &url);
-            for (k, v) in headers {
-                req = req.set(k, v);
-            }
-            if let Some(a) = &sent_auth {
-                req = req.set("Authorization", a);
-            }
-            let result = match &mut body {
-                Body::Empty => req.call(),
-                Body::Bytes(b, ct) => req.set("Content-Type", ct).send_bytes(b),
-                Body::File {
-                    path,
-                    size,
-                    progress,
-                } => {
-                    let f = std::fs::File::open(&**path)
-                        .with_context(|| format!("opening {}", path.display()))?;
-                    let reader = Counting {
-                        inner: std::io::BufReader::with_capacity(1 << 20, f),
-                        progress: &mut **progress,
-                    };
-                    req.set("Content-Type", "application/octet-stream")
-                        .set("Content-Length", &size.to_string())
-                        .send(reader)
-                }
-            };
+            let result = self.attempt(method, &url, headers, &mut body, sent_auth.as_deref())?;
             let problem = match result {
                 Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
-                    let reply = read_reply(resp)?;
-                    if reply.status == 401 {
-                        challenged += 1;
-                        if challenged > 3 {
-                            return Err(self.auth_error(&format!(
-                                "still HTTP 401 after answering {} challenges: {}",
-                                challenged - 1,
-                                reply.error_text()
-                            )));
+                    match read_reply(resp, read, self.deadline) {
+                        Err(e) => format!("{method} {url}: reading the answer: {e}"),
+                        Ok(reply) => {
+                            let sent = sent_auth.is_some();
+                            match self.on_reply(reply, sent, &mut challenged, &mut refreshed)? {
+                                Outcome::Done(r) => return Ok(r),
+                                Outcome::Again => continue,
+                                Outcome::Problem(p) => format!("{method} {url}: {p}"),
+                            }
                         }
-                        self.answer_challenge(&reply, sent_auth.is_some(), &mut refreshed)?;
-                        continue;
                     }
-                    if !retryable(reply.status) {
-                        return Ok(reply);
-                    }
-                    format!(
-                        "{method} {url}: HTTP {}: {}",
-                        reply.status,
-                        reply.error_text()
-                    )
                 }
-                Err(e) => format!("{method} {url}: {e}"),
+                Err(e) => format!("{method} {url}: {}", describe(&e, self.net.timeouts.read)),
             };
             failed += 1;
-            if !retry {
-                return Err(anyhow::Error::new(Transient(problem)));
+            if self.deadline.passed() {
+                return Err(self.deadline_error(&problem));
             }
-            if failed >= self.retry.attempts {
+            last = problem;
+            if !retry {
+                return Err(anyhow::Error::new(Transient(last)));
+            }
+            if failed >= self.net.retry.attempts {
                 return Err(exit::err(
                     Code::Fetch,
                     format!(
-                        "registry {} is unreachable or failing after {failed} attempts: {problem}",
+                        "registry {} is unreachable or failing after {failed} attempts: {last}",
                         self.base
                     ),
                 ));
             }
-            std::thread::sleep(self.retry.delay(failed));
+            self.backoff(failed);
         }
+    }
+
+    /// One request, its body streamed; `Err` only for a local failure (the file).
+    fn attempt(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &mut Body<'_>,
+        auth: Option<&str>,
+    ) -> Result<std::result::Result<ureq::Response, ureq::Error>> {
+        let mut req = self.request(method, url);
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        if let Some(a) = auth {
+            req = req.set("Authorization", a);
+        }
+        Ok(match body {
+            Body::Empty => req.call(),
+            Body::Bytes(b, ct) => req.set("Content-Type", ct).send_bytes(b),
+            Body::File {
+                path,
+                size,
+                progress,
+            } => {
+                let f = std::fs::File::open(&**path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                let reader = Counting {
+                    inner: std::io::BufReader::with_capacity(1 << 20, f),
+                    progress: &mut **progress,
+                };
+                req.set("Content-Type", "application/octet-stream")
+                    .set("Content-Length", &size.to_string())
+                    .send(DeadlineReader::new(reader, self.deadline))
+            }
+        })
+    }
+
+    /// Sorts an answer: done, answered a 401 (send again), or a retryable problem.
+    fn on_reply(
+        &mut self,
+        reply: Reply,
+        sent_auth: bool,
+        challenged: &mut u32,
+        refreshed: &mut bool,
+    ) -> Result<Outcome> {
+        if reply.status == 401 {
+            *challenged += 1;
+            if *challenged > 3 {
+                return Err(self.auth_error(&format!(
+                    "still HTTP 401 after answering {} challenges: {}",
+                    *challenged - 1,
+                    reply.error_text()
+                )));
+            }
+            self.answer_challenge(&reply, sent_auth, refreshed)?;
+            return Ok(Outcome::Again);
+        }
+        if !retryable(reply.status) {
+            return Ok(Outcome::Done(reply));
+        }
+        Ok(Outcome::Problem(format!(
+            "HTTP {}: {}",
+            reply.status,
+            reply.error_text()
+        )))
     }
 
     /// Handles a 401: switches to Basic or fetches a Bearer token, or fails clearly.
@@ -349,7 +503,7 @@ impl Client {
         let header = reply.header("WWW-Authenticate").unwrap_or("");
         let challenges = auth::parse_challenges(header);
         let pick = |s: &str| challenges.iter().find(|c| c.scheme == s).cloned();
-        let answered = if reply.body.trim().is_empty() {
+        let answered = if reply.body.trim_ascii().is_empty() {
             format!("HTTP 401, WWW-Authenticate: {header}")
         } else {
             format!("HTTP 401: {}", reply.error_text())
@@ -396,40 +550,21 @@ impl Client {
         )
     }
 
-    /// Gets a token for the push scope from the challenge's realm.
+    /// Gets a token for the push scope from the challenge's realm, if the realm may have
+    /// the credentials (see [`super::trust`]); a refused realm gets no request at all.
     fn fetch_token(&mut self, ch: &Challenge) -> Result<()> {
         let Some(realm) = ch.param("realm").map(str::to_string) else {
             return Err(self.auth_error("the Bearer challenge names no realm"));
         };
+        let policy = RealmPolicy {
+            registry_host: &self.host,
+            trusted: &self.net.trust_realm,
+            insecure: &self.net.insecure,
+        };
+        policy.check(&realm).map_err(|why| self.auth_error(&why))?;
         let service = ch.param("service").map(str::to_string);
         let scope = self.scope();
-        let mut failed = 0u32;
-        let reply = loop {
-            let mut req = self.agent.get(&realm).query("scope", &scope);
-            if let Some(s) = &service {
-                req = req.query("service", s);
-            }
-            if let Some(c) = &self.creds {
-                req = req.set("Authorization", &c.basic_header());
-            }
-            let problem = match req.call() {
-                Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
-                    let reply = read_reply(resp)?;
-                    if !retryable(reply.status) {
-                        break reply;
-                    }
-                    format!("HTTP {}", reply.status)
-                }
-                Err(e) => e.to_string(),
-            };
-            failed += 1;
-            if failed >= self.retry.attempts {
-                return Err(self.auth_error(&format!(
-                    "token service {realm} unreachable after {failed} attempts: {problem}"
-                )));
-            }
-            std::thread::sleep(self.retry.delay(failed));
-        };
+        let reply = self.token_request(&realm, service.as_deref(), &scope)?;
         if reply.status != 200 {
             return Err(self.auth_error(&format!(
                 "token service {realm} refused scope {scope:?}: HTTP {}: {}",
@@ -437,7 +572,7 @@ impl Client {
                 reply.error_text()
             )));
         }
-        let v: serde_json::Value = serde_json::from_str(&reply.body)
+        let v: serde_json::Value = serde_json::from_slice(&reply.body)
             .map_err(|e| self.auth_error(&format!("token service {realm} sent no JSON: {e}")))?;
         let token = v
             .get("token")
@@ -468,22 +603,76 @@ impl Client {
         }
         Ok(())
     }
+
+    /// `GET realm?scope=..&service=..` with the credentials, retried like any request.
+    fn token_request(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<Reply> {
+        let mut failed = 0u32;
+        loop {
+            if self.deadline.passed() {
+                return Err(self.deadline_error(&format!("token service {realm}")));
+            }
+            let mut req = self.request("GET", realm).query("scope", scope);
+            if let Some(s) = service {
+                req = req.query("service", s);
+            }
+            if let Some(c) = &self.creds {
+                req = req.set("Authorization", &c.basic_header());
+            }
+            let problem = match req.call() {
+                Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
+                    match read_reply(resp, ReadBody::Keep, self.deadline) {
+                        Ok(reply) if !retryable(reply.status) => return Ok(reply),
+                        Ok(reply) => format!("HTTP {}", reply.status),
+                        Err(e) => format!("reading the answer: {e}"),
+                    }
+                }
+                Err(e) => describe(&e, self.net.timeouts.read),
+            };
+            failed += 1;
+            if self.deadline.passed() {
+                return Err(self.deadline_error(&format!("token service {realm}: {problem}")));
+            }
+            if failed >= self.net.retry.attempts {
+                return Err(self.auth_error(&format!(
+                    "token service {realm} unreachable after {failed} attempts: {problem}"
+                )));
+            }
+            self.backoff(failed);
+        }
+    }
 }
 
-fn read_reply(resp: ureq::Response) -> Result<Reply> {
+/// Reads an answer: headers, then the body as `mode` says, never past the deadline.
+fn read_reply(resp: ureq::Response, mode: ReadBody, deadline: Deadline) -> std::io::Result<Reply> {
     let status = resp.status();
     let headers = resp
         .headers_names()
         .into_iter()
         .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string())))
         .collect();
-    let body = resp
-        .into_string()
-        .context("reading the registry's answer")?;
+    let reader = DeadlineReader::new(resp.into_reader(), deadline);
+    let mut body = Vec::new();
+    let mut hashed = None;
+    match mode {
+        ReadBody::Hash { limit } if status == 200 => {
+            let (hex, n) = sha256_reader(reader.take(limit.saturating_add(1)))?;
+            hashed = Some((format!("sha256:{hex}"), n));
+        }
+        _ => {
+            reader.take(MAX_REPLY + 1).read_to_end(&mut body)?;
+            if body.len() as u64 > MAX_REPLY {
+                return Err(std::io::Error::other(format!(
+                    "the answer is larger than {} MiB",
+                    MAX_REPLY >> 20
+                )));
+            }
+        }
+    }
     Ok(Reply {
         status,
         headers,
         body,
+        hashed,
     })
 }
 
@@ -518,7 +707,8 @@ mod tests {
     #[test]
     fn schemes_and_urls() {
         let r: Reference = "127.0.0.1:5000/a/b:t".parse().unwrap();
-        let c = Client::new(&r, &[], None, Retry::default());
+        let dl = Deadline::after(Duration::from_secs(60));
+        let c = Client::new(&r, &Net::default(), None, dl);
         assert_eq!(c.base(), "http://127.0.0.1:5000");
         assert_eq!(
             c.url("/v2/a/b/blobs/uploads/x?y=1"),
@@ -529,15 +719,14 @@ mod tests {
             "https://s3.example/up?sig=1"
         );
         let r: Reference = "registry.example:5000/a".parse().unwrap();
-        assert!(Client::new(&r, &[], None, Retry::default())
+        assert!(Client::new(&r, &Net::default(), None, dl)
             .base()
             .starts_with("https://"));
-        let c = Client::new(
-            &r,
-            &["registry.example:5000".into()],
-            None,
-            Retry::default(),
-        );
+        let net = Net {
+            insecure: vec!["registry.example:5000".into()],
+            ..Net::default()
+        };
+        let c = Client::new(&r, &net, None, dl);
         assert_eq!(c.base(), "http://registry.example:5000");
     }
 

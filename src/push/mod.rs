@@ -11,16 +11,19 @@
 pub mod auth;
 pub mod base64;
 pub mod client;
+pub mod deadline;
 pub mod layout;
 pub mod reference;
 pub mod referrers;
+pub mod trust;
 pub mod upload;
 
 use crate::exit::{self, Code};
 use crate::io::progress::{Counter, Reporter};
 use anyhow::{Context, Result};
 use auth::Credentials;
-use client::{Client, Retry};
+use client::{Client, Net};
+use deadline::{Deadline, Timeouts};
 use layout::{Blob, Descriptor, OCI_INDEX};
 use reference::Reference;
 use serde::Serialize;
@@ -37,12 +40,10 @@ pub struct Options {
     pub reference: Reference,
     /// The `org.opencontainers.image.ref.name` to pick when index.json lists several images.
     pub ref_name: Option<String>,
-    /// Registries (`HOST:PORT` or `HOST`) reached over plain HTTP although not loopback.
-    pub insecure: Vec<String>,
+    /// Transport: plain-HTTP registries, trusted token realms, retries, time limits.
+    pub net: Net,
     /// Credentials, used only when the registry asks.
     pub credentials: Option<Credentials>,
-    /// The retry policy.
-    pub retry: Retry,
 }
 
 /// What happened to one artifact manifest (an SBOM) that refers to the image.
@@ -109,6 +110,7 @@ fn short(digest: &str) -> &str {
 /// Pushes the layout in `opts` and reports what it did.
 pub fn push(opts: &Options, rep: &Reporter) -> Result<PushReport> {
     let start = Instant::now();
+    let deadline = Deadline::after(opts.net.timeouts.total);
     let stage = rep.stage(&format!("push {}", opts.reference));
     let plan = layout::load(&opts.layout, opts.ref_name.as_deref())?;
     let top = plan
@@ -129,9 +131,9 @@ pub fn push(opts: &Options, rep: &Reporter) -> Result<PushReport> {
     }
     let mut c = Client::new(
         &opts.reference,
-        &opts.insecure,
+        &opts.net,
         opts.credentials.clone(),
-        opts.retry,
+        deadline,
     );
     let mut report = PushReport {
         reference: opts.reference.to_string(),
@@ -222,7 +224,7 @@ fn push_blobs(
 ) -> Result<()> {
     let mut missing = Vec::new();
     for b in blobs {
-        if upload::blob_exists(c, &b.digest)? {
+        if upload::blob_exists(c, b)? {
             rep.say(format!("    exists {} ({})", short(&b.digest), mb(b.size)));
             report.skipped += 1;
             report.skipped_bytes += b.size;
@@ -326,6 +328,15 @@ pub struct PushArgs {
     /// Use plain HTTP for this registry (loopback registries always use HTTP). Repeatable.
     #[arg(long, value_name = "HOST:PORT")]
     pub insecure: Vec<String>,
+    /// Let a token realm on HOST (another site than the registry's) have the credentials. Repeatable.
+    #[arg(long, value_name = "HOST")]
+    pub trust_realm: Vec<String>,
+    /// Overall deadline for the push: seconds, or 90s, 10m, 1h [default: 1h; env SLIPWAY_PUSH_TIMEOUT].
+    #[arg(long, value_name = "DURATION", value_parser = deadline::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Longest wait for any byte from the registry [default: 60s; env SLIPWAY_PUSH_READ_TIMEOUT].
+    #[arg(long, value_name = "DURATION", value_parser = deadline::parse_duration)]
+    pub read_timeout: Option<std::time::Duration>,
     /// User name for the registry (password from --password-stdin or SLIPWAY_REGISTRY_PASSWORD).
     #[arg(long, short = 'u')]
     pub username: Option<String>,
@@ -352,9 +363,13 @@ pub fn run(args: &PushArgs, json: bool, quiet: bool, offline: bool) -> Result<()
         layout: args.layout.clone(),
         reference,
         ref_name: args.ref_name.clone(),
-        insecure: args.insecure.clone(),
+        net: Net {
+            insecure: args.insecure.clone(),
+            trust_realm: args.trust_realm.clone(),
+            retry: client::Retry::default(),
+            timeouts: timeouts(args)?,
+        },
         credentials,
-        retry: Retry::default(),
     };
     let report = push(&opts, &rep)?;
     if json {
@@ -366,6 +381,31 @@ pub fn run(args: &PushArgs, json: bool, quiet: bool, offline: bool) -> Result<()
         println!("{}", report.pushed);
     }
     Ok(())
+}
+
+/// Time limits: the flags, else `SLIPWAY_PUSH_TIMEOUT` / `SLIPWAY_PUSH_READ_TIMEOUT`,
+/// else the defaults.
+fn timeouts(args: &PushArgs) -> Result<Timeouts> {
+    let pick = |flag: Option<std::time::Duration>, var: &str, default| match flag {
+        Some(d) => Ok(d),
+        None => match std::env::var(var) {
+            Ok(v) => deadline::parse_duration(&v)
+                .map_err(|e| exit::err(Code::BadInput, format!("{var}: {e}"))),
+            Err(_) => Ok(default),
+        },
+    };
+    Ok(Timeouts {
+        total: pick(
+            args.timeout,
+            "SLIPWAY_PUSH_TIMEOUT",
+            deadline::DEFAULT_TOTAL,
+        )?,
+        read: pick(
+            args.read_timeout,
+            "SLIPWAY_PUSH_READ_TIMEOUT",
+            deadline::DEFAULT_READ,
+        )?,
+    })
 }
 
 /// Credentials, first found wins: --username (+ --password-stdin or

@@ -2,22 +2,99 @@
 //! blob uploads (`POST` then `PUT <Location>?digest=`), and manifest `GET`/`PUT`.
 //!
 //! Consumes layout [`Blob`]s and [`Manifest`]s; produces the registry's acknowledgement,
-//! checked (status, `Docker-Content-Digest`). Endpoint reference:
-//! <https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-blobs>.
+//! confirmed by digest: a blob or manifest counts as in the registry only when the
+//! registry's `Docker-Content-Digest` names its digest or, without that header, when
+//! reading it back (`HEAD`, then `GET` hashed while read) gives its digest and size. A
+//! registry that names or serves anything else fails the push with exit 4. Endpoint
+//! reference: <https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-blobs>.
 
-use super::client::{Body, Client, Reply, Transient};
+use super::client::{Body, Client, ReadBody, Reply, Transient};
 use super::layout::{Blob, Manifest};
 use crate::exit::{self, Code};
 use anyhow::{bail, Result};
 
-/// True when the repository already has `digest`.
-pub fn blob_exists(c: &mut Client, digest: &str) -> Result<bool> {
-    let path = format!("/v2/{}/blobs/{digest}", c.repo());
+/// The registry's `Docker-Content-Digest`: `true` when it names `want`, `false` when
+/// absent, an error when it names something else.
+fn header_confirms(c: &Client, r: &Reply, what: &str, want: &str) -> Result<bool> {
+    match r.header("Docker-Content-Digest").map(str::trim) {
+        Some(d) if d == want => Ok(true),
+        Some(d) => Err(unconfirmed(c, what, want, &format!("reports {d} for it"))),
+        None => Ok(false),
+    }
+}
+
+/// The exit-4 error for a registry that does not hold what it should.
+fn unconfirmed(c: &Client, what: &str, want: &str, found: &str) -> anyhow::Error {
+    exit::err(
+        Code::Fetch,
+        format!(
+            "registry {} did not confirm {what} {want}: it {found}; the push is not complete",
+            c.base()
+        ),
+    )
+}
+
+/// True when the repository already has `blob`, confirmed by digest.
+pub fn blob_exists(c: &mut Client, blob: &Blob) -> Result<bool> {
+    let path = format!("/v2/{}/blobs/{}", c.repo(), blob.digest);
     let r = c.send("HEAD", &path, &[], Body::Empty, true)?;
     match r.status {
-        200 => Ok(true),
+        200 => {
+            if !header_confirms(c, &r, "blob", &blob.digest)? {
+                read_back_blob(c, blob)?;
+            }
+            Ok(true)
+        }
         404 => Ok(false),
         s => Err(rejected(c, &format!("HEAD {path}"), s, &r)),
+    }
+}
+
+/// Confirms an uploaded `blob`: `HEAD`, and `GET` when the `HEAD` names no digest.
+fn confirm_blob(c: &mut Client, blob: &Blob) -> Result<()> {
+    let path = format!("/v2/{}/blobs/{}", c.repo(), blob.digest);
+    let r = c.send("HEAD", &path, &[], Body::Empty, true)?;
+    match r.status {
+        200 => {
+            if !header_confirms(c, &r, "blob", &blob.digest)? {
+                read_back_blob(c, blob)?;
+            }
+            Ok(())
+        }
+        404 => Err(unconfirmed(
+            c,
+            "blob",
+            &blob.digest,
+            "answers HTTP 404 for it after accepting its upload",
+        )),
+        s => Err(rejected(c, &format!("HEAD {path}"), s, &r)),
+    }
+}
+
+/// `GET`s `blob`, hashing at most one byte more than its size.
+fn read_back_blob(c: &mut Client, blob: &Blob) -> Result<()> {
+    let path = format!("/v2/{}/blobs/{}", c.repo(), blob.digest);
+    let limit = ReadBody::Hash { limit: blob.size };
+    let r = c.send_with("GET", &path, &[], Body::Empty, true, limit)?;
+    match (r.status, &r.hashed) {
+        (200, Some((d, n))) if *d == blob.digest && *n == blob.size => Ok(()),
+        (200, Some((d, n))) => {
+            let size = if *n > blob.size {
+                format!("more than {} bytes", blob.size)
+            } else {
+                format!("{n} bytes with {d}")
+            };
+            Err(unconfirmed(
+                c,
+                "blob",
+                &blob.digest,
+                &format!("serves {size} for it"),
+            ))
+        }
+        (s, _) => Err(exit::with_code(
+            Code::Fetch,
+            rejected(c, &format!("GET {path}"), s, &r),
+        )),
     }
 }
 
@@ -68,10 +145,8 @@ pub fn upload_blob(c: &mut Client, blob: &Blob, progress: &mut dyn FnMut(u64)) -
         };
         match c.send("PUT", &put, &[], body, false) {
             Ok(r) if r.status == 201 || r.status == 204 => {
-                if let Some(d) = r.header("Docker-Content-Digest") {
-                    if d != blob.digest {
-                        bail!("registry {} stored blob {} as {d}", c.base(), blob.digest);
-                    }
+                if !header_confirms(c, &r, "blob", &blob.digest)? {
+                    confirm_blob(c, blob)?;
                 }
                 return Ok(());
             }
@@ -95,14 +170,15 @@ pub fn upload_blob(c: &mut Client, blob: &Blob, progress: &mut dyn FnMut(u64)) -
                         ),
                     ));
                 }
-                std::thread::sleep(retry.first_delay * 2u32.pow(failed - 1));
+                c.backoff(failed);
             }
             Err(e) => return Err(e),
         }
     }
 }
 
-/// PUTs `m` under `reference` (a tag or its digest); checks the digest the registry reports.
+/// PUTs `m` under `reference` (a tag or its digest) and confirms it by digest: the
+/// registry's `Docker-Content-Digest`, else a `GET` of `reference` hashed.
 pub fn put_manifest(c: &mut Client, reference: &str, m: &Manifest) -> Result<Reply> {
     let path = format!("/v2/{}/manifests/{reference}", c.repo());
     let r = c.send(
@@ -125,16 +201,37 @@ pub fn put_manifest(c: &mut Client, reference: &str, m: &Manifest) -> Result<Rep
             &r,
         ));
     }
-    if let Some(d) = r.header("Docker-Content-Digest") {
-        if d != m.digest {
-            bail!(
-                "registry {} stored manifest {} as {d} (it changed the bytes)",
-                c.base(),
-                m.digest
-            );
-        }
+    if !header_confirms(c, &r, "manifest", &m.digest)? {
+        confirm_manifest(c, reference, m)?;
     }
     Ok(r)
+}
+
+/// `GET`s `reference` as `m`'s media type and checks that its bytes hash to `m`'s digest.
+fn confirm_manifest(c: &mut Client, reference: &str, m: &Manifest) -> Result<()> {
+    let path = format!("/v2/{}/manifests/{reference}", c.repo());
+    let accept = [("Accept", m.media_type.as_str())];
+    let r = c.send("GET", &path, &accept, Body::Empty, true)?;
+    match r.status {
+        200 => {
+            let got = format!("sha256:{}", crate::io::hash::sha256_hex(&r.body));
+            if got == m.digest {
+                return Ok(());
+            }
+            let found = format!("serves {} bytes with {got} as {reference}", r.body.len());
+            Err(unconfirmed(c, "manifest", &m.digest, &found))
+        }
+        404 => Err(unconfirmed(
+            c,
+            "manifest",
+            &m.digest,
+            &format!("answers HTTP 404 for {reference} after accepting it"),
+        )),
+        s => Err(exit::with_code(
+            Code::Fetch,
+            rejected(c, &format!("GET {path}"), s, &r),
+        )),
+    }
 }
 
 /// GETs the manifest `reference` accepting `accept`; `None` when the registry has none.
@@ -142,7 +239,7 @@ pub fn get_manifest(c: &mut Client, reference: &str, accept: &str) -> Result<Opt
     let path = format!("/v2/{}/manifests/{reference}", c.repo());
     let r = c.send("GET", &path, &[("Accept", accept)], Body::Empty, true)?;
     match r.status {
-        200 => Ok(Some(r.body.into_bytes())),
+        200 => Ok(Some(r.body)),
         404 => Ok(None),
         s => Err(rejected(c, &format!("GET {path}"), s, &r)),
     }
