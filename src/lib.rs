@@ -27,6 +27,7 @@ pub mod recipe;
 pub mod report;
 pub mod resolve;
 pub mod sbom;
+pub mod support;
 pub mod testing;
 pub mod tool;
 pub mod writers;
