@@ -1,8 +1,9 @@
 //! slipway-agent: the agent slipway puts into host images.
 //!
 //! Subcommands:
-//! - `provision`: run once per boot by `slipway-provision.service`; finds a config in
-//!   QEMU fw_cfg or on a config drive (slipway's own, or OpenStack's `config-2`) and
+//! - `provision`: run once per boot by `slipway-provision.service`; decides the platform
+//!   (`platform.rs`: the image's pin, else DMI), finds a config in the sources it trusts
+//!   (QEMU fw_cfg, a config drive: slipway's own, or OpenStack's `config-2`) and
 //!   applies it (once per distinct config; per-boot
 //!   effects every boot). Problems are printed on /dev/console and stderr; it always
 //!   exits 0 so a bad config never fails the boot.
@@ -35,9 +36,11 @@ mod config;
 mod http;
 mod kubernetes;
 mod metadata;
+mod platform;
 mod protocol;
 mod provision;
 mod ready;
+mod safe_write;
 mod sha256;
 mod shipper;
 mod source;
@@ -112,8 +115,9 @@ const NO_LOCAL_CONFIG: &str = "/run/slipway/no-local-config";
 
 fn provision() -> i32 {
     let mut console = open_console();
+    let choice = decide_platform(&mut console);
     let mut notes = Vec::new();
-    let found = source::find(&mut notes).map(|f| (f.source, f.bytes));
+    let found = source::find(choice.platform, &mut notes).map(|f| (f.source, f.bytes));
     for n in &notes {
         say(&mut console, n);
     }
@@ -122,10 +126,18 @@ fn provision() -> i32 {
         if let Err(e) = provision::write_atomic(Path::new(NO_LOCAL_CONFIG), b"", 0o644, (0, 0)) {
             say(&mut console, &format!("warning: {e}"));
         }
-        say(
-            &mut console,
-            "no config in fw_cfg or on a config drive; cloud metadata is tried once the network is up",
-        );
+        let trusted = choice.platform.sources();
+        let line = if trusted.fw_cfg {
+            "no config in fw_cfg or on a config drive; cloud metadata is tried once the network is up".to_string()
+        } else if trusted.openstack_drive {
+            "no config on an OpenStack config drive; its metadata service is tried once the network is up".to_string()
+        } else {
+            format!(
+                "platform {} takes no config from fw_cfg or drives; its metadata service is tried once the network is up",
+                choice.platform.name()
+            )
+        };
+        say(&mut console, &line);
         return 0;
     }
     let _ = std::fs::remove_file(NO_LOCAL_CONFIG);
@@ -133,17 +145,33 @@ fn provision() -> i32 {
     for l in &out.lines {
         say(&mut console, l);
     }
-    record_outcome(&mut console, &out.lines);
+    record_outcome(&mut console, &out.lines, &choice);
     // Always 0: a bad config is reported, never a failed unit (see docs/provisioning.md).
     0
 }
 
+/// The platform (the image's pin, else DMI), said on the console with its reason.
+fn decide_platform(console: &mut Option<File>) -> platform::Choice {
+    let choice = platform::detect();
+    for n in &choice.notes {
+        say(console, n);
+    }
+    say(console, &choice.line());
+    choice
+}
+
 /// Records that provisioning is done (applied, found nothing, or reported an error) in
-/// `/run/slipway/provisioned`, with its last line: what `ready` waits for.
-fn record_outcome(console: &mut Option<File>, lines: &[String]) {
+/// `/run/slipway/provisioned`, with its last line and the platform that decided the
+/// sources: what `ready` waits for (and prints).
+fn record_outcome(console: &mut Option<File>, lines: &[String], choice: &platform::Choice) {
     let last = lines.last().map(String::as_str).unwrap_or("done");
+    let record = format!(
+        "{last} (platform {}: {})\n",
+        choice.platform.name(),
+        choice.reason
+    );
     let path = Path::new(ready::PROVISIONED);
-    if let Err(e) = provision::write_atomic(path, format!("{last}\n").as_bytes(), 0o644, (0, 0)) {
+    if let Err(e) = provision::write_atomic(path, record.as_bytes(), 0o644, (0, 0)) {
         say(console, &format!("warning: {e}"));
     }
 }
@@ -189,24 +217,40 @@ fn metadata_base() -> Result<http::Url, String> {
     }
 }
 
-/// `provision --cloud`: the metadata sources, then the same apply as `provision`.
+/// `provision --cloud`: the metadata sources, then the same apply as `provision`. An
+/// answer from a service the platform does not trust (GCE's protocol on a node that is
+/// on AWS) is not used.
 fn provision_cloud() -> i32 {
     let mut console = open_console();
+    let choice = decide_platform(&mut console);
     let base = match metadata_base() {
         Ok(b) => b,
         Err(e) => {
             say(&mut console, &format!("ERROR: {e}"));
-            record_outcome(&mut console, &[format!("ERROR: {e}")]);
+            record_outcome(&mut console, &[format!("ERROR: {e}")], &choice);
             return 0;
         }
     };
     let mut notes = Vec::new();
-    let found = metadata::find(&base, &mut notes).map(|m| {
-        notes.extend(m.notes.iter().cloned());
-        notes.push(format!("cloud metadata from {}: {}", m.source, m.summary()));
-        let text = metadata::config_text(&m, &mut notes);
-        (m.source, text.into_bytes())
-    });
+    let found = metadata::find(&base, &mut notes)
+        .filter(|m| {
+            let ok = choice.platform.accepts_metadata(&m.source);
+            if !ok {
+                notes.push(format!(
+                    "ignoring cloud metadata from {}: platform {} reads {}",
+                    m.source,
+                    choice.platform.name(),
+                    choice.platform.describe_sources()
+                ));
+            }
+            ok
+        })
+        .map(|m| {
+            notes.extend(m.notes.iter().cloned());
+            notes.push(format!("cloud metadata from {}: {}", m.source, m.summary()));
+            let text = metadata::config_text(&m, &mut notes);
+            (m.source, text.into_bytes())
+        });
     for n in &notes {
         say(&mut console, n);
     }
@@ -214,7 +258,7 @@ fn provision_cloud() -> i32 {
     for l in &out.lines {
         say(&mut console, l);
     }
-    record_outcome(&mut console, &out.lines);
+    record_outcome(&mut console, &out.lines, &choice);
     0
 }
 
@@ -245,8 +289,10 @@ fn journal_shipper() -> i32 {
     }
 }
 
+/// `check FILE`: what the node would make of FILE, read only up to the node's limit
+/// ([`source::MAX_CONFIG`]), so `check /dev/zero` fails at once.
 fn check(file: &Path) -> i32 {
-    let text = match std::fs::read(file) {
+    let text = match source::read_limited(file) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("{}: {e}", file.display());

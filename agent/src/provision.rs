@@ -11,10 +11,9 @@
 //! units and the test agent. See docs/provisioning.md.
 
 use crate::config::{self, Config, ConfigError, Owner};
+use crate::safe_write;
 use crate::sha256;
-use std::fs::{self, DirBuilder, File};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -205,43 +204,42 @@ fn under(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// Creates `dir` and its missing parents with mode 0755.
-fn make_dirs(dir: &Path) -> Result<(), String> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|e| format!("creating {}: {e}", dir.display()))
+/// Writes `data` to `path` atomically and symlink-safely (see `safe_write`): a fresh
+/// temp file beside it, owner, mode, fsync, rename. Missing parent directories are
+/// created 0755.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32, owner: (u32, u32)) -> Result<(), String> {
+    safe_write::write(Path::new("/"), path, data, mode, owner)
 }
 
-/// Writes `data` to `path` atomically: `.name.tmp-PID` beside it, owner, mode, fsync,
-/// rename. Missing parent directories are created 0755.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32, owner: (u32, u32)) -> Result<(), String> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| format!("{}: no parent", path.display()))?;
-    make_dirs(dir)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| format!("{}: no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1))?;
-        // After chown, which clears set-id bits.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        format!("writing {}: {e}", path.display())
-    })
+/// [`write_atomic`] for `path` (absolute in the image) under `root`.
+fn write_in(
+    root: &Path,
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    owner: (u32, u32),
+) -> Result<(), String> {
+    safe_write::write(root, path, data, mode, owner)
+}
+
+/// `/REL`: a root-relative constant as a path in the image.
+fn in_image(rel: &str) -> PathBuf {
+    Path::new("/").join(rel)
+}
+
+/// `~user/.ssh/authorized_keys`: `.ssh` opened (or created) without following a symlink
+/// the user may have planted there, then owned by the user and 0700 through its fd, and
+/// the file written in it.
+fn write_authorized_keys(root: &Path, a: &AuthorizedKeys) -> Result<(), String> {
+    let ssh = safe_write::open_dir(root, &a.home.join(".ssh"), Some(0o755))?;
+    ssh.set_owner_mode((a.uid, a.gid), 0o700)?;
+    let text = a.lines.join("\n") + "\n";
+    ssh.write_file(
+        std::ffi::OsStr::new("authorized_keys"),
+        text.as_bytes(),
+        0o600,
+        (a.uid, a.gid),
+    )
 }
 
 /// What one run did, as console lines (without the `slipway-provision: ` prefix).
@@ -286,8 +284,7 @@ pub fn run(root: &Path, found: Option<(String, Vec<u8>)>, sys: &mut dyn System) 
             return out;
         }
     };
-    let state = root.join(STATE);
-    let recorded = fs::read_to_string(&state).unwrap_or_default();
+    let recorded = fs::read_to_string(root.join(STATE)).unwrap_or_default();
     let again = recorded.lines().next() == Some(&format!("sha256 {digest}"));
     let mut done = Vec::new();
     let once_ok = again || apply_once(root, &res, &source, sys, &mut out, &mut done);
@@ -297,7 +294,7 @@ pub fn run(root: &Path, found: Option<(String, Vec<u8>)>, sys: &mut dyn System) 
     // make every later boot rewrite the files (and undo local edits).
     if !again && once_ok {
         let record = format!("sha256 {digest}\nsource {source}\n");
-        if let Err(e) = write_atomic(&state, record.as_bytes(), 0o644, (0, 0)) {
+        if let Err(e) = write_in(root, &in_image(STATE), record.as_bytes(), 0o644, (0, 0)) {
             out.error(&source, e);
         }
     }
@@ -342,8 +339,9 @@ fn apply_once(
         }
     };
     if let Some(h) = &cfg.hostname {
-        let r = write_atomic(
-            &root.join("etc/hostname"),
+        let r = write_in(
+            root,
+            Path::new("/etc/hostname"),
             format!("{h}\n").as_bytes(),
             0o644,
             (0, 0),
@@ -355,7 +353,7 @@ fn apply_once(
         if f.path.starts_with("/run") {
             continue; // written at every boot
         }
-        let r = write_atomic(&under(root, &f.path), &f.content, f.mode, *owner);
+        let r = write_in(root, &f.path, &f.content, f.mode, *owner);
         files += usize::from(r.is_ok());
         check(r.map_err(|e| format!("{}: {e}", f.key)), out);
     }
@@ -379,8 +377,8 @@ fn apply_once(
                 .filter(|k| k.user == user)
                 .map(|k| format!("{}\n", k.key))
                 .collect();
-            let path = root.join(KEYS_WITHOUT_SSHD).join(user);
-            let r = write_atomic(&path, text.as_bytes(), 0o644, (0, 0));
+            let path = in_image(KEYS_WITHOUT_SSHD).join(user);
+            let r = write_in(root, &path, text.as_bytes(), 0o644, (0, 0));
             check(r.map_err(|e| format!("ssh-authorized-key: {e}")), out);
             out.lines.push(format!(
                 "{source}: ssh keys for {user} written to /{KEYS_WITHOUT_SSHD}/{user} (the image has no sshd)"
@@ -389,24 +387,7 @@ fn apply_once(
         done.push(plural(cfg.ssh_keys.len(), "ssh key", "ssh keys"));
     } else if !res.ssh.is_empty() {
         for a in &res.ssh {
-            let ssh_dir = under(root, &a.home).join(".ssh");
-            let r = make_dirs(&ssh_dir)
-                .and_then(|()| {
-                    std::os::unix::fs::chown(&ssh_dir, Some(a.uid), Some(a.gid))
-                        .and_then(|()| {
-                            fs::set_permissions(&ssh_dir, fs::Permissions::from_mode(0o700))
-                        })
-                        .map_err(|e| format!("{}: {e}", ssh_dir.display()))
-                })
-                .and_then(|()| {
-                    let text = a.lines.join("\n") + "\n";
-                    write_atomic(
-                        &ssh_dir.join("authorized_keys"),
-                        text.as_bytes(),
-                        0o600,
-                        (a.uid, a.gid),
-                    )
-                });
+            let r = write_authorized_keys(root, a);
             check(r.map_err(|e| format!("ssh-authorized-key: {e}")), out);
         }
         done.push(plural(cfg.ssh_keys.len(), "ssh key", "ssh keys"));
@@ -418,7 +399,7 @@ fn apply_once(
             text.push_str(&format!("{} = {}\n", s.key, s.value));
         }
         check(
-            write_atomic(&root.join(SYSCTL_CONF), text.as_bytes(), 0o644, (0, 0))
+            write_in(root, &in_image(SYSCTL_CONF), text.as_bytes(), 0o644, (0, 0))
                 .map_err(|e| format!("sysctl: {e}")),
             out,
         );
@@ -483,7 +464,7 @@ fn apply_every_boot(
         if !f.path.starts_with("/run") {
             continue;
         }
-        match write_atomic(&under(root, &f.path), &f.content, f.mode, *owner) {
+        match write_in(root, &f.path, &f.content, f.mode, *owner) {
             Ok(()) => run_files += 1,
             Err(e) => {
                 out.error(source, format!("{}: {e}", f.key));
@@ -503,8 +484,14 @@ fn apply_every_boot(
     if let Some(port) = &cfg.test_agent {
         // Its own call, so a broken user unit cannot keep the test agent from starting.
         let env = format!("SLIPWAY_TEST_AGENT_PORT={port}\n");
-        let r = write_atomic(&root.join(TEST_AGENT_ENV), env.as_bytes(), 0o644, (0, 0))
-            .and_then(|()| sys.systemctl(&["--no-block", "start", TEST_AGENT_UNIT]));
+        let r = write_in(
+            root,
+            &in_image(TEST_AGENT_ENV),
+            env.as_bytes(),
+            0o644,
+            (0, 0),
+        )
+        .and_then(|()| sys.systemctl(&["--no-block", "start", TEST_AGENT_UNIT]));
         match r {
             Ok(()) => done.push(format!("test agent on {port}")),
             Err(e) => {
@@ -518,7 +505,7 @@ fn apply_every_boot(
             "SLIPWAY_SHIPPER_URL={}\nSLIPWAY_SHIPPER_INDEX={}\n",
             j.url, j.index
         );
-        let r = write_atomic(&root.join(SHIPPER_ENV), env.as_bytes(), 0o644, (0, 0))
+        let r = write_in(root, &in_image(SHIPPER_ENV), env.as_bytes(), 0o644, (0, 0))
             .and_then(|()| sys.systemctl(&["--no-block", "start", SHIPPER_UNIT]));
         match r {
             Ok(()) => done.push(format!("journal shipper to {}", j.url)),
@@ -809,6 +796,98 @@ start = ["other.service"]
         for p in ["etc/hostname", SHIPPER_ENV, TEST_AGENT_ENV, STATE] {
             assert!(!root.join(p).exists(), "{p} was written");
         }
+    }
+
+    /// Symlinks planted where provisioning writes, by a user who owns the directory
+    /// (alice's home) or at the temp names it used to take (`.NAME.tmp-PID`): none is
+    /// followed; what they point at is untouched, and the rest of the config applies.
+    #[test]
+    fn planted_symlinks_are_not_followed() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let img = image();
+        let root = &img.0;
+        let outside = tempfile_lite::Dir::new();
+        let victim_dir = outside.0.join("victim-dir");
+        fs::create_dir_all(&victim_dir).unwrap();
+        fs::set_permissions(&victim_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let victim = outside.0.join("victim");
+        fs::write(&victim, "keep\n").unwrap();
+        // alice's home is hers; she points ~/.ssh at a directory of root's.
+        let home = root.join("var/home/alice");
+        fs::create_dir_all(&home).unwrap();
+        std::os::unix::fs::chown(&home, Some(1000), Some(1001)).unwrap();
+        symlink(&victim_dir, home.join(".ssh")).unwrap();
+        // The temp names of /etc/hostname and /etc/app/app.conf before this change.
+        let pid = std::process::id();
+        fs::create_dir_all(root.join("etc/app")).unwrap();
+        for tmp in [
+            format!("etc/.hostname.tmp-{pid}"),
+            format!("etc/app/.app.conf.tmp-{pid}"),
+        ] {
+            symlink(&victim, root.join(tmp)).unwrap();
+        }
+        let out = run(root, found(CONFIG), &mut Fake::default());
+        assert_eq!(
+            out.lines[0],
+            "ERROR: fw_cfg: ssh-authorized-key: /var/home/alice/.ssh: refusing to follow the \
+             symlink /var/home/alice/.ssh (not root's own, in a directory only root may write)",
+            "{out:?}"
+        );
+        let m = fs::metadata(&victim_dir).unwrap();
+        assert_eq!(
+            (m.uid(), m.mode() & 0o7777),
+            (0, 0o755),
+            "chowned through ~/.ssh"
+        );
+        assert_eq!(fs::read_dir(&victim_dir).unwrap().count(), 0);
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep\n");
+        assert_eq!(
+            fs::read_to_string(root.join("etc/hostname")).unwrap(),
+            "node-1\n"
+        );
+        assert_eq!(
+            fs::read_to_string(root.join("etc/app/app.conf")).unwrap(),
+            "x = 1\n"
+        );
+        assert!(
+            fs::symlink_metadata(root.join(format!("etc/.hostname.tmp-{pid}")))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+
+        // A real ~/.ssh with authorized_keys planted as a symlink: replaced, not written
+        // through.
+        fs::remove_file(home.join(".ssh")).unwrap();
+        fs::create_dir(home.join(".ssh")).unwrap();
+        std::os::unix::fs::chown(home.join(".ssh"), Some(1000), Some(1001)).unwrap();
+        symlink(&victim, home.join(".ssh/authorized_keys")).unwrap();
+        let changed = CONFIG.replace("x = 1", "x = 2");
+        let out = run(root, found(&changed), &mut Fake::default());
+        assert!(
+            out.lines.last().unwrap().starts_with("applied config"),
+            "{out:?}"
+        );
+        let keys = fs::symlink_metadata(home.join(".ssh/authorized_keys")).unwrap();
+        assert!(keys.file_type().is_file());
+        assert_eq!((keys.uid(), keys.mode() & 0o777), (1000, 0o600));
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep\n");
+
+        // Without sshd: /etc/ssh/authorized_keys/root planted as a symlink.
+        fs::remove_file(root.join("usr/sbin/sshd")).unwrap();
+        fs::create_dir_all(root.join("etc/ssh/authorized_keys")).unwrap();
+        symlink(&victim, root.join("etc/ssh/authorized_keys/root")).unwrap();
+        let text =
+            "schema-version = 1\n[[ssh-authorized-key]]\nuser = \"root\"\nkey = \"ssh-rsa AAAA\"\n";
+        let out = run(root, found(text), &mut Fake::default());
+        assert!(
+            out.lines.last().unwrap().starts_with("applied config"),
+            "{out:?}"
+        );
+        let keys = root.join("etc/ssh/authorized_keys/root");
+        assert!(fs::symlink_metadata(&keys).unwrap().file_type().is_file());
+        assert_eq!(fs::read_to_string(&keys).unwrap(), "ssh-rsa AAAA\n");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep\n");
     }
 
     /// No config anywhere (what `provision --cloud` hands on when no metadata service

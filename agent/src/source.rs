@@ -1,13 +1,16 @@
-//! Where a config comes from, in order: QEMU fw_cfg (`opt/org.slipway/config`), then a
+//! Where a config comes from, among the sources the platform trusts (`platform`), in
+//! order: QEMU fw_cfg (`opt/org.slipway/config`), then a
 //! slipway config drive (a vfat or iso9660 file system labelled `SLIPWAY` or `cidata`
 //! holding `slipway.toml`), then an OpenStack config drive (label `config-2`, holding
 //! Nova's `openstack/latest/meta_data.json` and `user_data`, made into a config by
 //! `metadata`, exactly as the OpenStack metadata service's answers are). Consumes the
 //! running system's /sys and /dev through [`Machine`] (so the choice is unit-tested with
 //! a fake machine); produces the config bytes and a source name for messages, plus notes
-//! (more than one source present, unreadable drive).
+//! (more than one source present, unreadable drive, a drive the platform does not
+//! trust, which is never mounted).
 
 use crate::metadata::{self, Metadata};
+use crate::platform::Platform;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::fs::{self, File};
 use std::io::Read;
@@ -26,8 +29,9 @@ pub const LABELS: &[&str] = &["SLIPWAY", "cidata"];
 /// `config_drive_format = vfat`; see
 /// <https://docs.openstack.org/nova/latest/user/config-drive.html>).
 pub const OPENSTACK_LABEL: &str = "config-2";
-/// A config is small; anything larger is refused rather than read into memory.
-const MAX_CONFIG: u64 = 4 << 20;
+/// A config is small; anything larger is refused rather than read into memory, here and
+/// by `slipway-agent check`.
+pub const MAX_CONFIG: u64 = 4 << 20;
 
 /// A found config.
 pub struct Found {
@@ -107,22 +111,41 @@ impl Machine for Live {
 }
 
 /// Looks for a config on the running system: [`find_on`] with [`Live`].
-pub fn find(notes: &mut Vec<String>) -> Option<Found> {
-    find_on(&mut Live, notes)
+pub fn find(platform: Platform, notes: &mut Vec<String>) -> Option<Found> {
+    find_on(&mut Live, platform, notes)
 }
 
 /// Looks for a config in fw_cfg, then on slipway config drives, then on OpenStack
-/// config drives; the first wins, whatever order the devices come in. `notes` gets
-/// lines to print, among them one per other source found.
-pub fn find_on(m: &mut impl Machine, notes: &mut Vec<String>) -> Option<Found> {
+/// config drives, each only if `platform` trusts it; the first wins, whatever order
+/// the devices come in. `notes` gets lines to print, among them one per other source
+/// found and one per labelled drive the platform does not trust (not mounted).
+pub fn find_on(m: &mut impl Machine, platform: Platform, notes: &mut Vec<String>) -> Option<Found> {
+    let trusted = platform.sources();
     let mut all = Vec::new();
-    if let Some(bytes) = m.fw_cfg(notes) {
-        all.push(Candidate::Config(Found {
-            source: "fw_cfg".into(),
-            bytes,
-        }));
+    if trusted.fw_cfg {
+        if let Some(bytes) = m.fw_cfg(notes) {
+            all.push(Candidate::Config(Found {
+                source: "fw_cfg".into(),
+                bytes,
+            }));
+        }
     }
-    let drives = labelled_drives(m);
+    let (drives, ignored): (Vec<_>, Vec<_>) = labelled_drives(m).into_iter().partition(|(_, p)| {
+        if p.label.eq_ignore_ascii_case(OPENSTACK_LABEL) {
+            trusted.openstack_drive
+        } else {
+            trusted.slipway_drives
+        }
+    });
+    for (dev, p) in &ignored {
+        notes.push(format!(
+            "ignoring the drive {} labelled {}: platform {} reads {}",
+            dev.display(),
+            p.label,
+            platform.name(),
+            platform.describe_sources()
+        ));
+    }
     if let Some(f) = read_drive(m, &drives, notes) {
         all.push(Candidate::Config(f));
     }
@@ -153,14 +176,15 @@ pub fn find_on(m: &mut impl Machine, notes: &mut Vec<String>) -> Option<Found> {
     })
 }
 
-fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
+/// The file at `path`, refused when larger than [`MAX_CONFIG`] (never read further).
+pub fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     File::open(path)?
         .take(MAX_CONFIG + 1)
         .read_to_end(&mut buf)?;
     if buf.len() as u64 > MAX_CONFIG {
         return Err(std::io::Error::other(format!(
-            "larger than {MAX_CONFIG} bytes"
+            "larger than {MAX_CONFIG} bytes (4 MiB, the node's limit for a config)"
         )));
     }
     Ok(buf)
@@ -600,8 +624,49 @@ mod tests {
 
     /// The source and the config text `find_on` chose.
     fn chosen(m: &mut FakeMachine, notes: &mut Vec<String>) -> Option<(String, String)> {
-        let f = find_on(m, notes)?;
+        let f = find_on(m, Platform::Qemu, notes)?;
         Some((f.source, String::from_utf8(f.bytes).unwrap()))
+    }
+
+    /// On a cloud, neither fw_cfg nor any labelled drive is read (nor mounted); each
+    /// drive is said. OpenStack reads its own drive and no slipway drive.
+    #[test]
+    fn a_cloud_platform_reads_no_drive_and_says_so() {
+        let mut m = FakeMachine {
+            fw_cfg: Some(FROM_FW_CFG.into()),
+            drives: vec![
+                drive(
+                    "/dev/vdb",
+                    fat16(b"SLIPWAY    "),
+                    &[(DRIVE_FILE, FROM_DRIVE)],
+                ),
+                drive(
+                    "/dev/vdc",
+                    iso9660("config-2"),
+                    &[(metadata::OPENSTACK_META_DATA, NOVA_META)],
+                ),
+            ],
+            ..FakeMachine::default()
+        };
+        let mut notes = Vec::new();
+        assert!(find_on(&mut m, Platform::Aws, &mut notes).is_none());
+        assert_eq!(
+            notes,
+            [
+                "ignoring the drive /dev/vdb labelled SLIPWAY: platform aws reads its metadata service only",
+                "ignoring the drive /dev/vdc labelled config-2: platform aws reads its metadata service only",
+            ]
+        );
+        assert!(m.mounted.is_empty(), "{:?}", m.mounted);
+
+        let mut notes = Vec::new();
+        let f = find_on(&mut m, Platform::OpenStack, &mut notes).unwrap();
+        assert_eq!(f.source, "config drive /dev/vdc (config-2, openstack)");
+        assert!(
+            notes[0].starts_with("ignoring the drive /dev/vdb labelled SLIPWAY: platform openstack reads its config drive (config-2)"),
+            "{notes:?}"
+        );
+        assert_eq!(m.mounted, [Path::new("/dev/vdc")]);
     }
 
     #[test]
