@@ -357,3 +357,28 @@ fn probe(dev: &Path) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `check` stops at the node's limit: an endless file fails at once, and a config
+    /// the node would refuse for its size is refused here too.
+    #[test]
+    fn check_reads_at_most_the_nodes_limit() {
+        assert_eq!(check(Path::new("/dev/zero")), 2);
+        let d = provision::tests::tempfile_lite::Dir::new();
+        let ok = "schema-version = 1\nhostname = \"n\"\n";
+        let small = d.0.join("small.toml");
+        std::fs::write(&small, ok).unwrap();
+        assert_eq!(check(&small), 0);
+        let big = d.0.join("big.toml");
+        let padding = "# padding\n".repeat((5 << 20) / 10);
+        std::fs::write(&big, format!("{ok}{padding}")).unwrap();
+        assert_eq!(check(&big), 2);
+        assert!(source::read_limited(&big)
+            .unwrap_err()
+            .to_string()
+            .contains("4 MiB, the node's limit"));
+    }
+}
