@@ -211,7 +211,9 @@ enum Command {
     /// List the bundled recipes.
     Recipes,
     /// Check the host: tools slipway runs, the Debian package for each, and the cache.
-    Doctor,
+    ///
+    /// With --recipes: every pin of the recipes with its upstream end of life instead.
+    Doctor(crate::support::DoctorArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -576,7 +578,10 @@ fn run(cli: Cli) -> Result<()> {
             crate::testing::runner::cli(&ctx, a)
         }
         Command::Recipes => list_recipes(g.json),
-        Command::Doctor => doctor(g),
+        Command::Doctor(a) if a.recipes.is_some() => {
+            crate::support::run_doctor(&a, g.json, &recipe_dirs())
+        }
+        Command::Doctor(_) => doctor(g),
     }
 }
 

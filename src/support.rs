@@ -505,8 +505,8 @@ pub struct DoctorArgs {
     pub support_table: Option<PathBuf>,
 }
 
-/// The recipe files named by `paths` (files, or directories searched for `*.toml`),
-/// sorted within each directory.
+/// The recipe files named by `paths`: files as given; in directories, every `*.toml`
+/// with a top-level `schema-version` (an overlay's `config.toml` is no recipe), sorted.
 pub fn recipe_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
@@ -516,12 +516,24 @@ pub fn recipe_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
         for e in walkdir::WalkDir::new(p).sort_by_file_name() {
             let e = e.with_context(|| format!("reading {}", p.display()))?;
-            if e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "toml") {
+            if e.file_type().is_file()
+                && e.path().extension().is_some_and(|x| x == "toml")
+                && is_recipe(e.path())?
+            {
                 out.push(e.path().to_path_buf());
             }
         }
     }
     Ok(out)
+}
+
+/// Whether the TOML file `path` has a top-level `schema-version` key.
+fn is_recipe(path: &Path) -> Result<bool> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .parse::<toml::Table>()
+        .is_ok_and(|t| t.contains_key("schema-version")))
 }
 
 /// `slipway doctor --recipes`: checks the recipes in `args.recipes` (or, when none is
