@@ -272,12 +272,12 @@ fn generated() -> Vec<Case> {
         (
             "disk.var-size",
             "[disk]\nvar-size = \"{}\" # <-",
-            &["8000000000GiB", "300GiB", "17000000000MiB", "0MiB", "1TB", "-1GiB"],
+            &["4MiB", "1536KiB", "8000000000GiB", "300GiB", "17000000000MiB", "0MiB", "1TB", "-1GiB"],
         ),
         (
             "disk.esp-size",
             "[disk]\nesp-size = \"{}\" # <-",
-            &["5GiB", "18446744073709551615KiB", "256MB"],
+            &["5GiB", "18446744073709551615KiB", "256MB", "1MiB", "2500KiB"],
         ),
     ];
     let mut out = Vec::new();

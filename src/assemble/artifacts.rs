@@ -22,13 +22,15 @@ pub fn install(tree: &mut Tree, r: &Recipe, cache: &Cache, epoch: u64) -> Result
         let data = std::fs::read(&blob)
             .with_context(|| format!("reading {}", blob.display()))
             .with_context(what)?;
+        // A member the archive lacks, or a dest the tree refuses, is the recipe's
+        // mistake (exit 2, naming where the recipe wrote it).
         let bytes = match &a.member {
             None => data,
-            Some(m) => member(&data, m).with_context(what)?,
+            Some(m) => member(&data, m).map_err(|e| a.at.sub("member").wrap(e))?,
         };
         let dest = a.dest.trim_start_matches('/');
         tree.put(dest, Entry::file(bytes, a.mode, epoch))
-            .with_context(what)?;
+            .map_err(|e| a.at.sub("dest").wrap(e))?;
     }
     Ok(())
 }

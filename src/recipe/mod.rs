@@ -54,6 +54,8 @@ pub struct Artifact {
     pub mode: u32,
     /// A member of a tar(.gz/.xz/.zst) archive to install instead of the file itself.
     pub member: Option<String>,
+    /// Where the recipe declares it (`artifact[N]`).
+    pub at: Origin,
 }
 
 /// A base image the host image carries and imports into containerd at boot

@@ -372,10 +372,30 @@ fn kernel(
 fn disk(h: &Here, d: Option<raw::RawDisk>, p: Option<&Recipe>) -> Result<raw::RawDisk> {
     let mut disk = p.map(|p| p.disk.clone()).unwrap_or_default();
     let Some(d) = d else { return Ok(disk) };
-    for (key, size, max) in [
-        ("disk.esp-size", d.esp_size, check::MAX_ESP),
-        ("disk.var-size", d.var_size, check::MAX_VAR),
+    use crate::disk::image::{MIN_ESP, MIN_VAR};
+    for (key, size, min, max) in [
+        ("disk.esp-size", d.esp_size, MIN_ESP, check::MAX_ESP),
+        ("disk.var-size", d.var_size, MIN_VAR, check::MAX_VAR),
     ] {
+        if let Some(s) = size.filter(|s| s.0 % (1 << 20) != 0) {
+            return Err(h.bad(
+                key,
+                format!(
+                    "{} bytes is not a whole number of MiB (partitions are MiB-aligned)",
+                    s.0
+                ),
+            ));
+        }
+        if let Some(s) = size.filter(|s| s.0 < min) {
+            return Err(h.bad(
+                key,
+                format!(
+                    "{} MiB cannot hold the file system (at least {} MiB)",
+                    s.0 >> 20,
+                    min >> 20
+                ),
+            ));
+        }
         if let Some(s) = size.filter(|s| s.0 > max) {
             return Err(h.bad(
                 key,
@@ -480,6 +500,7 @@ fn artifacts(h: &Here, raw: Vec<raw::RawArtifact>, p: Option<&Recipe>) -> Result
             dest,
             mode: a.mode.map_or(0o644, |m| m.0),
             member: a.member,
+            at: h.at(&key),
         });
     }
     Ok(out)
