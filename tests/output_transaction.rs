@@ -192,7 +192,7 @@ fn a_failed_build_leaves_the_previous_output_byte_identical() {
     assert_same(&snapshot(&out), &before, "after a late recipe error");
     // Failures (a full disk, say) after each stage, up to the swap itself.
     let (_, new) = recipes(d.path());
-    for point in ["tar", "dir", "oci", "report", "commit"] {
+    for point in ["tar", "oci", "commit"] {
         let o = cmd(&new, &out)
             .env("SLIPWAY_TEST_FAIL", point)
             .output()
@@ -225,8 +225,7 @@ fn a_killed_build_leaves_the_previous_output_byte_identical() {
         (SIGTERM, "tar"),
         (SIGINT, "dir"),
         (SIGTERM, "oci"),
-        (SIGINT, "report"),
-        (SIGTERM, "commit"),
+        (SIGINT, "commit"),
     ] {
         let mut child = paused(&new, &out, point);
         let status = signal(&mut child, sig);
@@ -239,7 +238,7 @@ fn a_killed_build_leaves_the_previous_output_byte_identical() {
         );
     }
     // SIGKILL cleans nothing; the next build does (their locks are free).
-    for point in ["staged", "oci", "report"] {
+    for point in ["dir", "report"] {
         let mut child = paused(&new, &out, point);
         signal(&mut child, SIGKILL);
         assert_same(&snapshot(&out), &before, &format!("SIGKILL at {point}"));
@@ -280,7 +279,7 @@ fn concurrent_builds_give_one_consistent_set_or_a_clear_error() {
     signal(&mut first, nix::sys::signal::Signal::SIGTERM);
     assert_same(&snapshot(&out), &before, "after SIGTERM");
     // A race: each build either wins the lock or says why not; the survivor is whole.
-    let children: Vec<_> = (0..6)
+    let children: Vec<_> = (0..4)
         .map(|i| {
             cmd(if i % 2 == 0 { &old } else { &new }, &out)
                 .stdout(Stdio::null())
@@ -314,7 +313,7 @@ fn symlinks_planted_at_temporary_names_are_not_followed() {
     let last: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
         .map(|s| s.trim().parse().unwrap())
         .unwrap_or(0);
-    for pid in last + 1..last + 300 {
+    for pid in last + 1..last + 200 {
         for n in 0..24 {
             for (i, file) in ["rootfs.tar", "image.tar", "report.json"]
                 .iter()
