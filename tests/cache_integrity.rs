@@ -207,7 +207,7 @@ fn flip(path: &Path, seed: u64) -> u64 {
     f.seek(SeekFrom::Start(at)).unwrap();
     f.read_exact(&mut b).unwrap();
     f.seek(SeekFrom::Start(at)).unwrap();
-    f.write_all(&[b[0] ^ (1 << (seed >> 32) % 8)]).unwrap();
+    f.write_all(&[b[0] ^ (1 << ((seed >> 32) % 8))]).unwrap();
     f.set_modified(meta.modified().unwrap()).unwrap();
     drop(f);
     assert_eq!(fs::metadata(path).unwrap().ino(), meta.ino());

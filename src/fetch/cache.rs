@@ -3,9 +3,9 @@
 //! Blobs live at `blobs/sha256/XX/DIGEST`, keyed by content, never by URL. Every use
 //! re-hashes the whole blob ([`Cache::check`]): a stamp of size, mtime and inode would
 //! miss a flipped byte that keeps those three, and hashing is cheap next to the build
-//! (decision 0023). Inserts are verified, then renamed into place from a private work
-//! directory, so two builds sharing a cache never see a partial file and no temporary
-//! name in a shared directory can be planted in advance.
+//! (docs/decisions/0024-verified-cache.md). Inserts are verified, then renamed into place
+//! from a private work directory, so two builds sharing a cache never see a partial file
+//! and no temporary name in a shared directory can be planted in advance.
 //!
 //! Work directories (`tmp/work-*`) hold downloads and decodes in progress. Each is locked
 //! (`flock`) by the process using it; [`Cache::open`] removes the ones whose lock is not
@@ -51,7 +51,10 @@ impl Cache {
             Some(r) => r,
             None => default_root()?,
         };
-        for sub in ["blobs/sha256", "tmp", "apt", "decoded"] {
+        // `layers` belongs to the OCI writer (compressed layers by diff id); it is made
+        // here so that it is private too: a layer holds the image's files, artifacts
+        // included.
+        for sub in ["blobs/sha256", "tmp", "apt", "decoded", "layers"] {
             mkdir_private(&root.join(sub))?;
         }
         let root = root
@@ -59,7 +62,7 @@ impl Cache {
             .with_context(|| format!("opening cache {}", root.display()))?;
         // Caches written by older versions have 0755 directories and 0644 blobs: closing
         // the top directories makes everything under them private at once.
-        for sub in ["blobs", "tmp", "decoded"] {
+        for sub in ["blobs", "tmp", "decoded", "layers"] {
             restrict(&root.join(sub), DIR_MODE)?;
         }
         let cache = Cache { root };

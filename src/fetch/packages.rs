@@ -58,8 +58,8 @@ pub fn fetch(
 ) -> Result<Summary> {
     let mut sum = Summary::default();
     let mut missing = Vec::new();
-    for p in pkgs {
-        match cache.check(&p.sha256)? {
+    for (p, state) in pkgs.iter().zip(check_all(cache, pkgs)?) {
+        match state {
             BlobState::Valid => sum.cached += 1,
             BlobState::Corrupt => {
                 warn(&format!(
@@ -173,6 +173,34 @@ pub fn fetch(
         sum.bytes as f64 / 1e6
     ));
     Ok(sum)
+}
+
+/// [`Cache::check`] of every package, on all cores (each check hashes a whole .deb).
+fn check_all(cache: &Cache, pkgs: &[LockedPackage]) -> Result<Vec<BlobState>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(pkgs.len().max(1));
+    let per = pkgs.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = pkgs
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|p| cache.check(&p.sha256))
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(pkgs.len());
+        for w in workers {
+            let part = w
+                .join()
+                .map_err(|_| anyhow::anyhow!("a cache checking thread panicked"))??;
+            out.extend(part);
+        }
+        Ok(out)
+    })
 }
 
 /// The packages of `want` that no index file of `apt` lists with that exact version.

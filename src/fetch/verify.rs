@@ -111,15 +111,9 @@ pub fn read_hashing(r: &mut impl Read, hint: u64) -> io::Result<(Vec<u8>, String
     let mut h = Sha256::new();
     loop {
         let start = buf.len();
-        buf.resize(start + CHUNK, 0);
-        let n = loop {
-            match r.read(&mut buf[start..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        };
-        buf.truncate(start + n);
+        // `read_to_end` fills spare capacity without zeroing it first and probes for the
+        // end without growing a full buffer.
+        let n = r.by_ref().take(CHUNK as u64).read_to_end(&mut buf)?;
         if n == 0 {
             break;
         }

@@ -75,7 +75,7 @@ fn blobs_and_directories_are_private() {
     fs::create_dir_all(root.join("blobs/sha256")).unwrap();
     fs::set_permissions(root.join("blobs"), fs::Permissions::from_mode(0o755)).unwrap();
     let cache = Cache::open(Some(root.clone())).unwrap();
-    for sub in ["blobs", "tmp", "decoded"] {
+    for sub in ["blobs", "tmp", "decoded", "layers"] {
         assert_eq!(mode(&root.join(sub)), 0o700, "{sub}");
     }
     let src = d.path().join("secret");
