@@ -202,8 +202,9 @@ enum Outcome {
     Problem(String),
 }
 
-/// A transport error, saying which limit a time-out hit.
-fn describe(e: &ureq::Error, read: Duration) -> String {
+/// A transport error, saying which limit a time-out hit: the read time-out `read`, or
+/// the deadline when that was the request's limit (`read` is `None`).
+fn describe(e: &ureq::Error, read: Option<Duration>) -> String {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(c) = cause {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
@@ -211,10 +212,13 @@ fn describe(e: &ureq::Error, read: Duration) -> String {
                 io.kind(),
                 std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
             ) {
-                return format!(
-                    "{e} (nothing for {}, the read time-out: --read-timeout)",
-                    secs(read)
-                );
+                return match read {
+                    Some(r) => format!(
+                        "{e} (nothing for {}, the read time-out: --read-timeout)",
+                        secs(r)
+                    ),
+                    None => format!("{e} (cut at the deadline)"),
+                };
             }
         }
         cause = c.source();
@@ -344,14 +348,15 @@ impl Client {
     }
 
     /// A request that ends by the deadline: one starting with less time left than a read
-    /// time-out gets the time left as its own limit.
-    fn request(&self, method: &str, url: &str) -> ureq::Request {
+    /// time-out gets the time left as its own limit. Also returns the read time-out when
+    /// that is what limits each read, `None` when the deadline does.
+    fn request(&self, method: &str, url: &str) -> (ureq::Request, Option<Duration>) {
         let req = self.agent.request(method, url);
         let left = self.deadline.remaining();
         if left <= self.net.timeouts.read {
-            req.timeout(left)
+            (req.timeout(left), None)
         } else {
-            req
+            (req, Some(self.net.timeouts.read))
         }
     }
 
@@ -388,7 +393,8 @@ impl Client {
                 return Err(self.deadline_error(&last));
             }
             let sent_auth = self.authorization(&url);
-            let result = self.attempt(method, &url, headers, &mut body, sent_auth.as_deref())?;
+            let (result, limit) =
+                self.attempt(method, &url, headers, &mut body, sent_auth.as_deref())?;
             let problem = match result {
                 Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
                     match read_reply(resp, read, self.deadline) {
@@ -403,7 +409,7 @@ impl Client {
                         }
                     }
                 }
-                Err(e) => format!("{method} {url}: {}", describe(&e, self.net.timeouts.read)),
+                Err(e) => format!("{method} {url}: {}", describe(&e, limit)),
             };
             failed += 1;
             if self.deadline.passed() {
@@ -434,15 +440,18 @@ impl Client {
         headers: &[(&str, &str)],
         body: &mut Body<'_>,
         auth: Option<&str>,
-    ) -> Result<std::result::Result<ureq::Response, ureq::Error>> {
-        let mut req = self.request(method, url);
+    ) -> Result<(
+        std::result::Result<ureq::Response, ureq::Error>,
+        Option<Duration>,
+    )> {
+        let (mut req, limit) = self.request(method, url);
         for (k, v) in headers {
             req = req.set(k, v);
         }
         if let Some(a) = auth {
             req = req.set("Authorization", a);
         }
-        Ok(match body {
+        let result = match body {
             Body::Empty => req.call(),
             Body::Bytes(b, ct) => req.set("Content-Type", ct).send_bytes(b),
             Body::File {
@@ -460,7 +469,8 @@ impl Client {
                     .set("Content-Length", &size.to_string())
                     .send(DeadlineReader::new(reader, self.deadline))
             }
-        })
+        };
+        Ok((result, limit))
     }
 
     /// Sorts an answer: done, answered a 401 (send again), or a retryable problem.
@@ -611,7 +621,8 @@ impl Client {
             if self.deadline.passed() {
                 return Err(self.deadline_error(&format!("token service {realm}")));
             }
-            let mut req = self.request("GET", realm).query("scope", scope);
+            let (req, limit) = self.request("GET", realm);
+            let mut req = req.query("scope", scope);
             if let Some(s) = service {
                 req = req.query("service", s);
             }
@@ -626,7 +637,7 @@ impl Client {
                         Err(e) => format!("reading the answer: {e}"),
                     }
                 }
-                Err(e) => describe(&e, self.net.timeouts.read),
+                Err(e) => describe(&e, limit),
             };
             failed += 1;
             if self.deadline.passed() {
