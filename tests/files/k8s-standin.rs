@@ -1,10 +1,12 @@
 //! A stand-in for kubelet, kubeadm, kubectl and crictl in CI, where the real binaries
 //! cannot be downloaded. Built by tests/k8s_node.rs with rustc (static), served to the
 //! build as the recipe's artifacts, and so installed by the real fetch, verify, lock and
-//! install path. It says plainly what it is. As kubeadm it records a `join` (its
-//! arguments, the configuration file it was given and a count) under
-//! /var/lib/slipway-test, and writes /etc/kubernetes/kubelet.conf as a successful join
-//! does.
+//! install path. It says plainly what it is. Asked for its version, it answers with the
+//! version the recipe pins (given when it is built: STANDIN_KUBERNETES_VERSION, and
+//! STANDIN_CRICTL_VERSION for crictl) in the real program's words, and says it is a
+//! stand-in. As kubeadm it records a `join` (its arguments, the configuration file it
+//! was given and a count) under /var/lib/slipway-test, and writes
+//! /etc/kubernetes/kubelet.conf as a successful join does.
 
 use std::io::Write;
 
@@ -40,12 +42,24 @@ fn main() {
                 )
             });
         match saved {
-            Ok(()) => println!("slipway stand-in kubeadm: join with {config} (not the real kubeadm)"),
+            Ok(()) => {
+                println!("slipway stand-in kubeadm: join with {config} (not the real kubeadm)")
+            }
             Err(e) => {
                 eprintln!("slipway stand-in kubeadm: cannot record the join: {e}");
                 std::process::exit(1);
             }
         }
+    } else if args[1..].iter().any(|a| a == "version" || a == "--version") {
+        let kube = option_env!("STANDIN_KUBERNETES_VERSION").unwrap_or("unknown");
+        let crictl = option_env!("STANDIN_CRICTL_VERSION").unwrap_or("unknown");
+        let line = match name.as_str() {
+            "crictl" => format!("crictl version v{crictl}"),
+            "kubectl" => format!("Client Version: v{kube}"),
+            "kubeadm" => format!("kubeadm version: v{kube}"),
+            _ => format!("Kubernetes v{kube}"),
+        };
+        println!("{line} (slipway stand-in {name}: not the real binary)");
     } else {
         println!("slipway stand-in {name} {rest}: not the real binary");
     }
