@@ -260,6 +260,16 @@ fn generated() -> Vec<Case> {
             &["0", "http", "80/icmp", "99999/tcp"],
         ),
         (
+            "oci.tag",
+            "[oci]\ntag = \"{}\" # <-",
+            &["a:b", "-x", "a\\nb", ""],
+        ),
+        (
+            "oci.repository",
+            "[oci]\nrepository = \"{}\" # <-",
+            &["Slipway/X", "a//b", "a b", "a\\nb", "/a"],
+        ),
+        (
             "paths.overlays[0]",
             "[paths]\noverlays = [\"{}\"] # <-",
             &["/etc", "..", "../../..", "missing", "/"],

@@ -181,6 +181,45 @@ pub fn env_name(s: &str) -> Expect {
     })
 }
 
+/// An OCI tag (distribution-spec): `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn oci_tag(s: &str) -> Expect {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    ok.then_some(())
+        .ok_or_else(|| "is not an OCI tag (letters, digits, . _ -; at most 128)".into())
+}
+
+/// An OCI repository name, optionally with a registry (`registry.example:5000/a/b`):
+/// lower-case path components of letters, digits and `. _ -` between `/`.
+pub fn oci_repository(s: &str) -> Expect {
+    let (host, path) = match s.split_once('/') {
+        Some((h, p)) if h.contains(['.', ':']) || h == "localhost" => (Some(h), p),
+        _ => (None, s),
+    };
+    let host_ok = host.is_none_or(|h| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
+    });
+    let path_ok = !path.is_empty()
+        && s.len() <= 255
+        && path.split('/').all(|c| {
+            !c.is_empty()
+                && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+                && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        });
+    (host_ok && path_ok).then_some(()).ok_or_else(|| {
+        "is not an OCI repository name (lower-case components of letters, digits, . _ - between /, like \"slipway/python\")".into()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +251,10 @@ mod tests {
         assert!(cmdline_arg("a\nb").is_err());
         assert!(port("8080/tcp").is_ok() && port("0").is_err() && port("80/icmp").is_err());
         assert!(env_name("A=B").is_err() && env_name("PATH").is_ok());
+        assert!(oci_tag("v1.2").is_ok() && oci_tag("a:b").is_err() && oci_tag("-x").is_err());
+        assert!(oci_repository("slipway/python").is_ok());
+        assert!(oci_repository("localhost:5000/a/b").is_ok());
+        assert!(oci_repository("A/b").is_err() && oci_repository("a//b").is_err());
+        assert!(oci_repository("a b").is_err() && oci_repository("a\nb").is_err());
     }
 }

@@ -767,6 +767,15 @@ fn oci(h: &Here, raw: Option<raw::RawOci>, p: Option<&Recipe>) -> Result<raw::Ra
     for k in o.env.keys() {
         h.check(&format!("oci.env.{k}"), k, check::env_name)?;
     }
+    if let Some(t) = &o.tag {
+        h.check("oci.tag", t, check::oci_tag)?;
+    }
+    if let Some(r) = &o.repository {
+        h.check("oci.repository", r, check::oci_repository)?;
+    }
+    if let Some(src) = &o.source {
+        h.check("oci.source", src, check::one_line)?;
+    }
     oci.user = o.user.or(oci.user);
     oci.entrypoint = o.entrypoint.or(oci.entrypoint);
     oci.cmd = o.cmd.or(oci.cmd);
