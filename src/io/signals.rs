@@ -13,10 +13,11 @@
 //! cleanup removes either the whole new set (before) or the whole old one (after).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static REGISTRY: Mutex<Vec<(u64, PathBuf)>> = Mutex::new(Vec::new());
 
 /// A path removed if a signal ends the process; dropping this forgets it (the owner
@@ -74,7 +75,20 @@ pub fn install() {
     }
 }
 
+/// Exits with `code`, unless a signal is being handled: then its thread exits (128 +
+/// the signal) once it has cleaned up. A child killed by the same Ctrl-C can make the
+/// build fail at the same moment; the signal's status wins.
+pub fn exit(code: i32) -> ! {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
+    std::process::exit(code)
+}
+
 fn clean_up_and_exit(sig: nix::sys::signal::Signal) -> ! {
+    INTERRUPTED.store(true, Ordering::SeqCst);
     let list = registry();
     // Newest first: temporary files inside a staging directory go before it.
     for (_, p) in list.iter().rev() {
