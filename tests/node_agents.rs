@@ -19,8 +19,12 @@
 //!    still arrive; documents it is too busy for (429) are sent again; with the endpoint
 //!    down (503) and back, none is lost. The test agent serves the same boot after the
 //!    host disconnects and connects again (`reconnect`). Then `systemctl reboot`.
-//! 2. After the clean reboot: the host name persists and no line is sent twice. With
-//!    the endpoint down, more lines are logged; then a hard reset (QMP `system_reset`).
+//! 2. After the clean reboot, as an EC2 instance (QEMU's `-smbios` sets the DMI
+//!    manufacturer `Amazon EC2`) with a tenant's `SLIPWAY`-labelled disk attached whose
+//!    config would rename the node: the agent decides platform `aws`, ignores the disk
+//!    and says so, and takes its config from IMDS only. The host name persists and no
+//!    line is sent twice. With the endpoint down, more lines are logged; then a hard
+//!    reset (QMP `system_reset`).
 //! 3. The machine comes back with an OpenStack config drive attached (iso9660, label
 //!    `config-2`, as Nova writes it): the drive's config wins over the metadata service,
 //!    which sees no request, and applies (host name, key, the same shipper); the lines
@@ -712,6 +716,96 @@ fn assert_config_drive(a: &mut AgentClient, vm: &Vm, host: &str, key: &str) {
     );
 }
 
+// --- a tenant's disk on EC2 ----------------------------------------------------------
+
+/// The config on the tenant's disk: it would rename the node.
+const TENANT_CONFIG: &str = "schema-version = 1\nhostname = \"tenant-disk\"\n[test-agent]\n";
+
+/// A disk a tenant formatted and left attached: iso9660 labelled `SLIPWAY` with a
+/// `slipway.toml`, what a config drive looks like (agent/src/source.rs). Returns the
+/// image.
+fn tenant_disk(dir: &Path) -> PathBuf {
+    let tree = dir.join("tenant-disk");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("slipway.toml"), TENANT_CONFIG).unwrap();
+    let iso = dir.join("tenant-disk.iso");
+    run(std::process::Command::new("genisoimage")
+        .arg("-o")
+        .arg(&iso)
+        .args(["-quiet", "-J", "-r", "-V", "SLIPWAY"])
+        .arg(&tree));
+    iso
+}
+
+/// While alive, `qemu-system-x86_64` on PATH is a wrapper that adds the SMBIOS strings
+/// of an EC2 (Nitro) instance, `-smbios type=1,manufacturer=Amazon EC2,product=...`,
+/// which the guest reads as /sys/class/dmi/id/sys_vendor. A stopgap: `VmSpec` has no
+/// field for SMBIOS strings yet (src/boot/qemu.rs); the QEMU command is otherwise the
+/// harness's own. Restores PATH on drop.
+struct QemuAsEc2 {
+    path: std::ffi::OsString,
+}
+
+impl QemuAsEc2 {
+    fn on_path(dir: &Path) -> QemuAsEc2 {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let real = std::env::split_paths(&path)
+            .map(|d| d.join("qemu-system-x86_64"))
+            .find(|p| p.is_file())
+            .expect("qemu-system-x86_64 on PATH");
+        let bin = dir.join("qemu-as-ec2");
+        fs::create_dir_all(&bin).unwrap();
+        let wrapper = bin.join("qemu-system-x86_64");
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec '{}' \"$@\" -smbios 'type=1,manufacturer=Amazon EC2,product=t3.medium'\n",
+                real.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut dirs = vec![bin];
+        dirs.extend(std::env::split_paths(&path));
+        std::env::set_var("PATH", std::env::join_paths(dirs).unwrap());
+        QemuAsEc2 { path }
+    }
+}
+
+impl Drop for QemuAsEc2 {
+    fn drop(&mut self) {
+        std::env::set_var("PATH", &self.path);
+    }
+}
+
+/// The agent decided `aws` from DMI, passed over the tenant's disk (said on the
+/// console), and took nothing from it.
+fn assert_ignores_the_tenant_disk(vm: &Vm) {
+    let c = vm.console();
+    let platform = "slipway-provision: platform aws (DMI sys_vendor \"Amazon EC2\"): its metadata service only";
+    assert!(c.contains(platform), "no {platform:?}:\n{}", vm.tail(40));
+    let ignored = c.lines().find(|l| {
+        l.contains("slipway-provision: ignoring the drive /dev/vd")
+            && l.ends_with(" labelled SLIPWAY: platform aws reads its metadata service only")
+    });
+    assert!(
+        ignored.is_some(),
+        "the tenant's disk was not said to be ignored:\n{}",
+        vm.tail(40)
+    );
+    assert!(
+        !c.contains("from config drive") && !c.contains("tenant-disk"),
+        "the tenant's disk was used:\n{}",
+        vm.tail(40)
+    );
+    assert!(
+        c.contains("slipway-provision: cloud metadata from aws imdsv2"),
+        "{}",
+        vm.tail(40)
+    );
+}
+
 // --- the test --------------------------------------------------------------------------
 
 /// What the three boots share.
@@ -759,7 +853,7 @@ fn aws_metadata_journal_shipping_and_config_drive() {
         metrics,
     };
     let delivered = first_boot(&node);
-    let before = clean_reboot(&node, delivered);
+    let before = clean_reboot(&node, d.path(), delivered);
     after_reset_with_a_config_drive(&node, d.path(), &before);
 }
 
@@ -781,8 +875,12 @@ fn first_boot(node: &Node) -> Vec<String> {
             && r.header("X-aws-ec2-metadata-token").is_some()),
         "{reqs:?}"
     );
+    let c = vm.console();
+    let platform = "slipway-provision: platform qemu (DMI sys_vendor \"QEMU\"): fw_cfg, \
+                    drives labelled SLIPWAY, cidata or config-2, any metadata service";
+    assert!(c.contains(platform), "no {platform:?}:\n{}", vm.tail(40));
     assert!(
-        vm.console().contains(
+        c.contains(
             "slipway-provision: no config in fw_cfg or on a config drive; cloud metadata is tried once the network is up"
         ),
         "{}",
@@ -870,16 +968,30 @@ fn ship(bulk: &Bulk, a: &mut AgentClient, vm: &Vm) -> Vec<String> {
     [first, both, during].concat()
 }
 
-/// Boot 2: after the clean reboot nothing is sent twice; then lines logged with the
+/// Boot 2: after the clean reboot, on "EC2" with a tenant's SLIPWAY disk attached: the
+/// disk is ignored, and said so; nothing is sent twice. Then lines logged with the
 /// endpoint down, and a hard reset.
-fn clean_reboot(node: &Node, mut delivered: Vec<String>) -> BeforeReset {
+fn clean_reboot(node: &Node, dir: &Path, mut delivered: Vec<String>) -> BeforeReset {
     let bulk = &node.bulk;
     let before = bulk.docs.lock().unwrap().len();
-    let mut vm = start(&node.spec, &node.work, "aws-boot2");
+    let asked = node.meta.requests().len();
+    let mut spec = node.spec.clone();
+    spec.drives = vec![tenant_disk(dir)];
+    let ec2 = QemuAsEc2::on_path(dir);
+    let mut vm = start(&spec, &node.work, "aws-boot2");
+    drop(ec2);
     let mut a = agent(&vm, "aws-boot2");
     assert_eq!(
         read(&mut a, "/proc/sys/kernel/hostname").trim(),
         "aws-node-7"
+    );
+    assert_eq!(read(&mut a, "/etc/hostname").trim(), "aws-node-7");
+    assert_ignores_the_tenant_disk(&vm);
+    assert!(
+        node.meta.requests()[asked..]
+            .iter()
+            .any(|(r, s)| *s == 200 && r.path == "/latest/user-data"),
+        "IMDS was not asked on aws"
     );
     let after_reboot = log_lines(&mut a, "ship_c", 10);
     let what = "the lines after the reboot";
