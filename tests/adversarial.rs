@@ -91,9 +91,9 @@ const INJECTIONS: &[&str] = &[
     "a:b",
 ];
 
-/// Cases generated from a template per field: `{}` is replaced by each bad value.
-fn generated() -> Vec<Case> {
-    let fields: &[(&str, &str, &[&str])] = &[
+/// Per field: the key, a template in which `{}` is replaced by each bad value, and the
+/// bad values.
+const FIELDS: &[(&str, &str, &[&str])] = &[
         (
             "user[0].gecos",
             "[[user]]\nname = \"u\"\nuid = 1000\ngecos = \"{}\" # <-",
@@ -289,9 +289,12 @@ fn generated() -> Vec<Case> {
             "[disk]\nesp-size = \"{}\" # <-",
             &["5GiB", "18446744073709551615KiB", "256MB", "1MiB", "2500KiB"],
         ),
-    ];
+];
+
+/// Cases generated from [`FIELDS`].
+fn generated() -> Vec<Case> {
     let mut out = Vec::new();
-    for (key, template, values) in fields {
+    for (key, template, values) in FIELDS {
         for v in *values {
             out.push(recipe_case(key, &template.replace("{}", v)));
         }
@@ -342,6 +345,25 @@ fn listed() -> Vec<Case> {
         ),
         whole_case("extends", "schema-version = 1\nextends = \"r.toml\" # <-\n"),
         whole_case("extends", "schema-version = 1\nextends = 5 # <-\n"),
+    ];
+    v.extend(listed_tables());
+    // Structure the TOML parser itself refuses: the error still names file and line.
+    for (key, snippet) in [
+        ("packages", "[packages] # <-\ninclude = [\"a1\"]"),
+        ("", "[[user] # <-\nname = \"x\""),
+        ("", "x = \"unterminated # <-"),
+        ("", "a = 1\na = 2 # <-"),
+    ] {
+        let mut c = recipe_case(key, snippet);
+        c.key = key.to_string();
+        v.push(c);
+    }
+    v
+}
+
+/// Hand-written cases inside the recipe's tables.
+fn listed_tables() -> Vec<Case> {
+    vec![
         recipe_case("frobnicate", "frobnicate = true # <-"),
         recipe_case("debian.release", "[debian]\nrelease = \"jessie\" # <-"),
         recipe_case(
@@ -418,19 +440,7 @@ fn listed() -> Vec<Case> {
             "[applets]\nbinary = \"/bin/busybox\"\nlinks = [] # <-",
         ),
         recipe_case("systemd.enable", "[systemd]\nenable = \"a.service\" # <-"),
-    ];
-    // Structure the TOML parser itself refuses: the error still names file and line.
-    for (key, snippet) in [
-        ("packages", "[packages] # <-\ninclude = [\"a1\"]"),
-        ("", "[[user] # <-\nname = \"x\""),
-        ("", "x = \"unterminated # <-"),
-        ("", "a = 1\na = 2 # <-"),
-    ] {
-        let mut c = recipe_case(key, snippet);
-        c.key = key.to_string();
-        v.push(c);
-    }
-    v
+    ]
 }
 
 /// Lock files with one value broken.
@@ -633,10 +643,9 @@ fn malformed_recipes_and_locks_exit_2_with_file_key_and_line() {
     cases.extend(listed());
     cases.extend(locks());
     assert!(cases.len() >= 100, "{} cases", cases.len());
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(4)
-        .min(16);
+    // The cases are process starts more than CPU work: a few threads more than CPUs.
+    let threads = std::thread::available_parallelism().map_or(4, |n| n.get()) * 2;
+    let threads = threads.clamp(4, 16);
     let failures: Vec<String> = std::thread::scope(|s| {
         let chunks: Vec<_> = cases
             .chunks(cases.len().div_ceil(threads))

@@ -31,7 +31,14 @@ impl Here {
             path: path.to_path_buf(),
             file: path.display().to_string(),
             spans: Arc::new(Spans::parse(text)),
-            root: canon.parent().unwrap_or(Path::new("/")).to_path_buf(),
+            // The directory the recipe is read from (as `extends` paths are), canonical;
+            // a recipe reached through a symlinked file keeps its link's directory.
+            root: path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .canonicalize()
+                .unwrap_or_else(|_| canon.parent().unwrap_or(Path::new("/")).to_path_buf()),
             opts,
         }
     }
