@@ -59,6 +59,10 @@ struct RawConfig {
 struct RawShipper {
     url: String,
     index: Option<String>,
+    ca_file: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    api_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,10 +121,12 @@ pub struct Config {
 /// The `[journal-shipper]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shipper {
-    /// The `_bulk` endpoint, an `http://` URL as written.
+    /// The `_bulk` endpoint, an `http://` or `https://` URL as written.
     pub url: String,
     /// The index every document goes to (default `journal`).
     pub index: String,
+    /// `ca-file`, and `username` + `password` or `api-key`.
+    pub access: crate::shipper::Access,
 }
 
 /// The shipper's index when the config names none.
@@ -318,10 +324,22 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         cfg.test_agent = Some(port);
     }
     if let Some(j) = raw.journal_shipper {
-        crate::http::Url::parse(&j.url).map_err(|m| err("journal-shipper.url", m))?;
+        let url = crate::http::Url::parse(&j.url).map_err(|m| err("journal-shipper.url", m))?;
         let index = j.index.unwrap_or_else(|| DEFAULT_INDEX.to_string());
         check_index(&index).map_err(|m| err("journal-shipper.index", m))?;
-        cfg.journal_shipper = Some(Shipper { url: j.url, index });
+        let keys = crate::shipper::AccessKeys {
+            ca_file: j.ca_file,
+            username: j.username,
+            password: j.password,
+            api_key: j.api_key,
+        };
+        let access = crate::shipper::Access::check(&url, keys)
+            .map_err(|(key, m)| err(format!("journal-shipper.{key}"), m))?;
+        cfg.journal_shipper = Some(Shipper {
+            url: j.url,
+            index,
+            access,
+        });
     }
     Ok(cfg)
 }

@@ -14,14 +14,19 @@
 //! written before exiting, so a reboot sends nothing twice. Each document's `_id` is
 //! derived from the journal cursor, so an endpoint that honours `_id` even stores a
 //! re-sent entry once.
+//!
+//! Security ([`Access`]): an `https://` endpoint is checked against the image's CA
+//! bundle or a configured CA file (`ca-file`), and requests carry basic auth
+//! (`username` + `password`) or an Elasticsearch API key (`api-key`), over https only.
 
-use crate::http::{self, Url};
+use crate::http::tls::{Roots, Tls};
+use crate::http::{Client, Credentials, Limits, Scheme, Url};
 use crate::sha256;
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{json, Value};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
@@ -42,8 +47,13 @@ const MAX_LINE: u64 = 256 << 10;
 const LINGER: Duration = Duration::from_secs(1);
 /// Back-off between failed sends: doubles from the first to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
-/// One request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// One `_bulk` request: the whole exchange, each read or write (Elasticsearch answers
+/// a bulk request once it has indexed it), and the answer's size.
+const LIMITS: Limits = Limits {
+    deadline: Duration::from_secs(30),
+    io_timeout: Duration::from_secs(20),
+    max_body: 16 << 20,
+};
 
 /// Where to send.
 pub struct Settings {
@@ -51,6 +61,198 @@ pub struct Settings {
     pub url: Url,
     /// The `_index` of every document.
     pub index: String,
+}
+
+/// The environment variables that carry [`Access`] to the shipper's unit (from the env
+/// file provisioning writes), beside `SLIPWAY_SHIPPER_URL` and `SLIPWAY_SHIPPER_INDEX`.
+pub const ENV_CA_FILE: &str = "SLIPWAY_SHIPPER_CA_FILE";
+/// See [`ENV_CA_FILE`].
+pub const ENV_USERNAME: &str = "SLIPWAY_SHIPPER_USERNAME";
+/// See [`ENV_CA_FILE`].
+pub const ENV_PASSWORD: &str = "SLIPWAY_SHIPPER_PASSWORD";
+/// See [`ENV_CA_FILE`].
+pub const ENV_API_KEY: &str = "SLIPWAY_SHIPPER_API_KEY";
+
+/// `[journal-shipper]`'s security keys as written, before [`Access::check`].
+#[derive(Debug, Default)]
+pub struct AccessKeys {
+    /// `ca-file`.
+    pub ca_file: Option<String>,
+    /// `username`.
+    pub username: Option<String>,
+    /// `password`.
+    pub password: Option<String>,
+    /// `api-key`.
+    pub api_key: Option<String>,
+}
+
+/// How the shipper reaches a secured endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// For an https URL: trust only this PEM file's CAs (else the image's CA bundle).
+    pub ca_file: Option<PathBuf>,
+    /// Sent with every request (https only).
+    pub credentials: Option<Credentials>,
+}
+
+impl Access {
+    /// Checks `keys` for the endpoint `url`; the error names the key at fault (without
+    /// the `journal-shipper.` prefix) and never shows a secret.
+    pub fn check(url: &Url, keys: AccessKeys) -> Result<Access, (&'static str, String)> {
+        let ca_file =
+            match keys.ca_file {
+                None => None,
+                Some(_) if url.scheme == Scheme::Http => {
+                    return Err((
+                        "ca-file",
+                        "is set, but the url is http:// (expected an https:// url)".into(),
+                    ))
+                }
+                Some(p) if !p.starts_with('/') || p.chars().any(char::is_control) => return Err((
+                    "ca-file",
+                    format!(
+                        "{p:?} is not an absolute path (expected e.g. \"/etc/ssl/logs-ca.pem\")"
+                    ),
+                )),
+                Some(p) => Some(PathBuf::from(p)),
+            };
+        let credentials = match (keys.username, keys.password, keys.api_key) {
+            (None, None, None) => None,
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err((
+                    "api-key",
+                    "is set with username and password (expected one way to authenticate)".into(),
+                ))
+            }
+            (None, None, Some(k)) => {
+                if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(("api-key", "is not an API key (expected the base64 \"encoded\" value Elasticsearch returns for a new key)".into()));
+                }
+                Some(Credentials::ApiKey(k))
+            }
+            (Some(_), None, None) => {
+                return Err(("password", "is missing (username needs it)".into()))
+            }
+            (None, Some(_), None) => {
+                return Err(("username", "is missing (password needs it)".into()))
+            }
+            (Some(user), Some(password), None) => {
+                if user.is_empty() || user.contains(':') || user.chars().any(char::is_control) {
+                    return Err(("username", format!("{user:?} is not a user name (expected no ':' and no control characters)")));
+                }
+                if password.is_empty() || password.chars().any(char::is_control) {
+                    return Err(("password", "is empty or has control characters".into()));
+                }
+                Some(Credentials::Basic { user, password })
+            }
+        };
+        if credentials.is_some() && url.scheme == Scheme::Http {
+            return Err(("url", format!("{url} is http://, and credentials are sent over https only (over http they would cross the network in clear)")));
+        }
+        Ok(Access {
+            ca_file,
+            credentials,
+        })
+    }
+
+    /// Reads and checks the settings the unit's environment carries (`get` looks one
+    /// up); the error names the variable.
+    pub fn from_env(url: &Url, get: impl Fn(&str) -> Option<String>) -> Result<Access, String> {
+        let get = |k: &str| get(k).filter(|v| !v.is_empty());
+        let keys = AccessKeys {
+            ca_file: get(ENV_CA_FILE),
+            username: get(ENV_USERNAME),
+            password: get(ENV_PASSWORD),
+            api_key: get(ENV_API_KEY),
+        };
+        Access::check(url, keys).map_err(|(key, m)| {
+            let var = match key {
+                "ca-file" => ENV_CA_FILE,
+                "username" => ENV_USERNAME,
+                "password" => ENV_PASSWORD,
+                "api-key" => ENV_API_KEY,
+                _ => "SLIPWAY_SHIPPER_URL",
+            };
+            format!("{var}: {m}")
+        })
+    }
+}
+
+/// The shipper unit's environment file for `j` (systemd `EnvironmentFile=` syntax, each
+/// value double-quoted); it holds credentials, so it is written mode 0600.
+// provision.rs writes the unit's environment with this (issue 17); until it does, the
+// shipper gets its URL and index only.
+#[allow(dead_code)]
+pub fn env_file(j: &crate::config::Shipper) -> String {
+    let mut vars = vec![
+        ("SLIPWAY_SHIPPER_URL", j.url.clone()),
+        ("SLIPWAY_SHIPPER_INDEX", j.index.clone()),
+    ];
+    if let Some(p) = &j.access.ca_file {
+        vars.push((ENV_CA_FILE, p.display().to_string()));
+    }
+    match &j.access.credentials {
+        Some(Credentials::Basic { user, password }) => {
+            vars.push((ENV_USERNAME, user.clone()));
+            vars.push((ENV_PASSWORD, password.clone()));
+        }
+        Some(Credentials::ApiKey(k)) => vars.push((ENV_API_KEY, k.clone())),
+        Some(Credentials::Bearer(_)) | None => {}
+    }
+    vars.iter()
+        .map(|(k, v)| {
+            // Inside double quotes systemd takes \" \\ \` \$ as escapes.
+            let mut q = String::new();
+            for c in v.chars() {
+                if matches!(c, '"' | '\\' | '`' | '$') {
+                    q.push('\\');
+                }
+                q.push(c);
+            }
+            format!("{k}=\"{q}\"\n")
+        })
+        .collect()
+}
+
+/// Where batches go, and how: the URL, a client (with TLS for https) and credentials.
+pub struct Endpoint {
+    url: Url,
+    client: Client,
+    credentials: Option<Credentials>,
+}
+
+impl Endpoint {
+    /// Reads the trusted CAs for an https URL; the error names the file.
+    pub fn new(url: Url, access: &Access) -> Result<Endpoint, String> {
+        let client = Client::new(LIMITS);
+        let client = match url.scheme {
+            Scheme::Http => client,
+            Scheme::Https => {
+                let roots = access.ca_file.clone().map_or(Roots::System, Roots::File);
+                client.with_tls(Tls::new(roots)?)
+            }
+        };
+        Ok(Endpoint {
+            url,
+            client,
+            credentials: access.credentials.clone(),
+        })
+    }
+
+    /// `https://... (TLS trusting ..., with basic auth as ...)` for the console.
+    fn describe(&self) -> String {
+        let mut how = Vec::new();
+        if let Some(t) = self.client.tls() {
+            how.push(format!("TLS trusting {}", t.roots()));
+        }
+        if let Some(c) = &self.credentials {
+            how.push(format!("with {}", c.describe()));
+        }
+        match how.is_empty() {
+            true => self.url.to_string(),
+            false => format!("{} ({})", self.url, how.join(", ")),
+        }
+    }
 }
 
 /// One journal entry, ready to send.
@@ -300,8 +502,12 @@ impl Say {
     }
 }
 
-/// Runs until SIGTERM/SIGINT (exit 0) or until journalctl ends (an error).
+/// Runs until SIGTERM/SIGINT (exit 0) or until journalctl ends (an error). The TLS and
+/// credential settings come from the environment ([`ENV_CA_FILE`] ...); a bad one, or
+/// a CA file that cannot be read, is an error at once.
 pub fn run(s: &Settings, console: Option<File>) -> Result<(), String> {
+    let access = Access::from_env(&s.url, |k| std::env::var(k).ok())?;
+    let endpoint = Endpoint::new(s.url.clone(), &access)?;
     // Block the stop signals in every thread and wait for them in one: no handler, no
     // unsafe code; the flag is checked between steps.
     let mut signals = SigSet::empty();
@@ -321,6 +527,7 @@ pub fn run(s: &Settings, console: Option<File>) -> Result<(), String> {
     }
     let mut p = Pump {
         s,
+        endpoint: &endpoint,
         stop: &stop,
         say: Say { console },
         failures: 0,
@@ -331,7 +538,7 @@ pub fn run(s: &Settings, console: Option<File>) -> Result<(), String> {
     persistent_journal(&mut p.say);
     p.say.line(&format!(
         "shipping the journal to {} (index {}), {}",
-        s.url,
+        endpoint.describe(),
         s.index,
         match &p.cursor {
             Some(_) => format!("after the cursor in {CURSOR}"),
@@ -394,6 +601,7 @@ enum Flow {
 /// The sender's state.
 struct Pump<'a> {
     s: &'a Settings,
+    endpoint: &'a Endpoint,
     stop: &'a AtomicBool,
     say: Say,
     failures: u32,
@@ -441,13 +649,13 @@ impl Pump<'_> {
         let mut pending: Vec<&Entry> = batch.iter().collect();
         let mut delay = BACKOFF.0;
         loop {
-            let failure = match post(&self.s.url, &pending) {
+            let failure = match post(self.endpoint, &pending) {
                 Ok(v) => {
                     for (i, why) in &v.rejected {
                         self.rejected += 1;
                         self.say.line(&format!(
                             "ERROR: {} refused an entry for good, dropped it (cursor {}): {why}",
-                            self.s.url, pending[*i].cursor
+                            self.endpoint.url, pending[*i].cursor
                         ));
                     }
                     if v.retry.is_empty() {
@@ -467,8 +675,12 @@ impl Pump<'_> {
             // The first failure, then one line a minute at most (the retries go on):
             // enough to see the problem without flooding the console.
             if self.failures == 1 || delay == BACKOFF.1 {
-                self.say
-                    .line(&retry_line(pending.len(), &self.s.url, &failure, delay));
+                self.say.line(&retry_line(
+                    pending.len(),
+                    &self.endpoint.url,
+                    &failure,
+                    delay,
+                ));
             }
             if sleep_unless_stopped(delay, self.stop) {
                 return false;
@@ -489,7 +701,7 @@ impl Pump<'_> {
         if self.failures > 0 {
             self.say.line(&format!(
                 "delivered to {} again after {} failed attempts",
-                self.s.url, self.failures
+                self.endpoint.url, self.failures
             ));
             self.failures = 0;
         }
@@ -497,26 +709,26 @@ impl Pump<'_> {
     }
 }
 
-/// Sends `pending` as one `_bulk` request to `url` and reads the verdict; `Err` says why
+/// Sends `pending` as one `_bulk` request to `to` and reads the verdict; `Err` says why
 /// the batch as a whole was not acknowledged (nothing answering is said as such).
-fn post(url: &Url, pending: &[&Entry]) -> Result<Verdict, String> {
+fn post(to: &Endpoint, pending: &[&Entry]) -> Result<Verdict, String> {
     let body: String = pending.iter().map(|e| e.ndjson.as_str()).collect();
-    http::request(
-        "POST",
-        url,
-        &[("Content-Type", "application/x-ndjson")],
-        body.as_bytes(),
-        REQUEST_TIMEOUT,
-        16 << 20,
-    )
-    .map_err(|e| {
-        if e.unreachable {
-            format!("the endpoint is unreachable ({e})")
-        } else {
-            e.msg
-        }
-    })
-    .and_then(|reply| verdict(reply.status, &reply.body, pending.len()))
+    to.client
+        .send(
+            "POST",
+            &to.url,
+            &[("Content-Type", "application/x-ndjson")],
+            to.credentials.as_ref(),
+            body.as_bytes(),
+        )
+        .map_err(|e| {
+            if e.unreachable {
+                format!("the endpoint is unreachable ({e})")
+            } else {
+                e.msg
+            }
+        })
+        .and_then(|reply| verdict(reply.status, &reply.body, pending.len()))
 }
 
 /// The console line for a failed send of `n` entries (without the program's prefix).
@@ -696,6 +908,11 @@ mod tests {
             .collect()
     }
 
+    /// An http endpoint without TLS or credentials.
+    fn plain(url: &Url) -> Endpoint {
+        Endpoint::new(url.clone(), &Access::default()).unwrap()
+    }
+
     /// A `_bulk` endpoint on the loopback that answers one request with `status` and
     /// `body`; the request it got comes back through the handle.
     fn endpoint(status: u16, body: &'static str) -> (Url, std::thread::JoinHandle<String>) {
@@ -740,7 +957,7 @@ mod tests {
             200,
             r#"{"errors":true,"items":[{"index":{"status":201}},{"index":{"status":429}},{"index":{"status":400,"error":{"type":"mapper_parsing_exception"}}}]}"#,
         );
-        let v = post(&url, &pending).unwrap();
+        let v = post(&plain(&url), &pending).unwrap();
         assert_eq!(v.retry, [1]);
         assert_eq!(v.rejected[0].0, 2);
         let req = seen.join().unwrap();
@@ -753,7 +970,7 @@ mod tests {
         assert!(req.ends_with(&format!("\r\n\r\n{body}")), "{req}");
 
         let (url, seen) = endpoint(503, r#"{"error":"unavailable"}"#);
-        let e = post(&url, &pending).unwrap_err();
+        let e = post(&plain(&url), &pending).unwrap_err();
         assert_eq!(e, r#"HTTP 503: {"error":"unavailable"}"#);
         seen.join().unwrap();
     }
@@ -768,7 +985,7 @@ mod tests {
         let url = Url::parse(&format!("http://{addr}/_bulk")).unwrap();
         let batch = entries(2);
         let pending: Vec<&Entry> = batch.iter().collect();
-        let e = post(&url, &pending).unwrap_err();
+        let e = post(&plain(&url), &pending).unwrap_err();
         assert!(
             e.starts_with(&format!(
                 "the endpoint is unreachable (connecting to {addr}: "
@@ -783,5 +1000,206 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with("; retrying in 1 s (nothing is lost: the journal keeps them)"));
+    }
+
+    /// The values of an environment file as systemd reads them (double-quoted values:
+    /// `\"`, `\\`, `\``, `\$` are escapes; another backslash stays).
+    fn systemd_env(text: &str) -> std::collections::HashMap<String, String> {
+        let mut vars = std::collections::HashMap::new();
+        for line in text.lines() {
+            let (k, v) = line.split_once('=').unwrap();
+            let v = v.strip_prefix('"').unwrap().strip_suffix('"').unwrap();
+            let mut out = String::new();
+            let mut chars = v.chars();
+            while let Some(c) = chars.next() {
+                match (c, chars.clone().next()) {
+                    ('\\', Some(n)) if "\"\\`$".contains(n) => {
+                        out.push(n);
+                        chars.next();
+                    }
+                    (c, _) => out.push(c),
+                }
+            }
+            vars.insert(k.to_string(), out);
+        }
+        vars
+    }
+
+    /// `[journal-shipper]` as provisioning reads it, through the unit's environment file,
+    /// to the endpoint the shipper sends to.
+    fn endpoint_from_config(table: &str) -> Result<Endpoint, String> {
+        let text = format!("schema-version = 1\n[journal-shipper]\n{table}");
+        let cfg = crate::config::parse(&text).map_err(|e| e.to_string())?;
+        let j = cfg.journal_shipper.unwrap();
+        let env = systemd_env(&env_file(&j));
+        let url = Url::parse(&env["SLIPWAY_SHIPPER_URL"]).unwrap();
+        assert_eq!(env["SLIPWAY_SHIPPER_INDEX"], j.index);
+        let access = Access::from_env(&url, |k| env.get(k).cloned())?;
+        assert_eq!(access, j.access);
+        Endpoint::new(url, &access)
+    }
+
+    /// Issue 17: the shipper delivers over https to a server with a test CA, with
+    /// basic auth and then with an API key; the settings go config -> env file -> shipper.
+    #[test]
+    fn delivers_over_https_with_basic_auth_then_an_api_key() {
+        let pki = crate::http::tests::TestPki::new(&["127.0.0.1"]);
+        let dir = crate::provision::tests::tempfile_lite::Dir::new();
+        let ca = pki.ca_file(&dir.0);
+        let ok = r#"{"errors":false,"items":[]}"#;
+        let (port, seen) = pki.serve(2, 200, ok);
+        let batch = entries(2);
+        let pending: Vec<&Entry> = batch.iter().collect();
+        let body: String = batch.iter().map(|e| e.ndjson.as_str()).collect();
+        let password = r#"p"a$s`s\w:rd é"#;
+        let basic = endpoint_from_config(&format!(
+            "url = \"https://127.0.0.1:{port}/_bulk\"\nindex = \"node-logs\"\nca-file = \"{}\"\nusername = \"shipper\"\npassword = '{password}'\n",
+            ca.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            basic.describe(),
+            format!(
+                "https://127.0.0.1:{port}/_bulk (TLS trusting the CA file {}, with basic auth as shipper)",
+                ca.display()
+            )
+        );
+        assert_eq!(post(&basic, &pending).unwrap(), Verdict::default());
+        let req = seen.recv().unwrap().unwrap();
+        let want = crate::protocol::b64_encode(format!("shipper:{password}").as_bytes());
+        assert!(req.starts_with("POST /_bulk HTTP/1.1\r\n"), "{req}");
+        assert!(
+            req.contains(&format!("\r\nAuthorization: Basic {want}\r\n")),
+            "{req}"
+        );
+        assert!(req.ends_with(&format!("\r\n\r\n{body}")), "{req}");
+
+        let key = "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==";
+        let api = endpoint_from_config(&format!(
+            "url = \"https://127.0.0.1:{port}/_bulk\"\nca-file = \"{}\"\napi-key = \"{key}\"\n",
+            ca.display()
+        ))
+        .unwrap();
+        assert!(
+            api.describe().ends_with(", with an API key)"),
+            "{}",
+            api.describe()
+        );
+        assert_eq!(post(&api, &pending).unwrap(), Verdict::default());
+        let req = seen.recv().unwrap().unwrap();
+        assert!(
+            req.contains(&format!("\r\nAuthorization: ApiKey {key}\r\n")),
+            "{req}"
+        );
+    }
+
+    /// Without the test CA the handshake fails, the error says why, and the server never
+    /// sees the request (nor its credentials).
+    #[test]
+    fn without_the_ca_the_shipper_refuses_and_says_why() {
+        let pki = crate::http::tests::TestPki::new(&["127.0.0.1"]);
+        let other = crate::http::tests::TestPki::new(&["127.0.0.1"]);
+        let dir = crate::provision::tests::tempfile_lite::Dir::new();
+        let wrong_ca = other.ca_file(&dir.0);
+        let (port, seen) = pki.serve(2, 200, r#"{"errors":false}"#);
+        let batch = entries(1);
+        let pending: Vec<&Entry> = batch.iter().collect();
+        let url = format!("url = \"https://127.0.0.1:{port}/_bulk\"\napi-key = \"k\"\n");
+
+        let e = endpoint_from_config(&format!("{url}ca-file = \"{}\"\n", wrong_ca.display()))
+            .and_then(|to| post(&to, &pending))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "TLS handshake with 127.0.0.1:{port} failed: the server's certificate is not signed by a CA this node trusts (it trusts the CA file {}; set the endpoint's CA file) (invalid peer certificate: UnknownIssuer)",
+                wrong_ca.display()
+            )
+        );
+        assert!(seen.recv().unwrap().is_err(), "the server read a request");
+
+        // No ca-file: the system bundle, which does not hold the test CA.
+        let system = Path::new(crate::http::tls::SYSTEM_ROOTS);
+        match endpoint_from_config(&url) {
+            Ok(to) => {
+                let e = post(&to, &pending).unwrap_err();
+                assert!(e.contains("the server's certificate is not signed by a CA this node trusts (it trusts the system CA bundle /etc/ssl/certs/ca-certificates.crt;"), "{e}");
+                assert!(seen.recv().unwrap().is_err(), "the server read a request");
+            }
+            Err(e) => {
+                // A host without ca-certificates: the shipper says that instead.
+                eprintln!(
+                    "note: {} is missing here, so the refusal is at start: {e}",
+                    system.display()
+                );
+                assert!(!system.exists());
+                assert!(
+                    e.starts_with(
+                        "reading the system CA bundle /etc/ssl/certs/ca-certificates.crt: "
+                    ),
+                    "{e}"
+                );
+                assert!(e.ends_with("(the image needs the ca-certificates package, or the endpoint's CA as a file of its own)"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn security_keys_are_checked_without_showing_secrets() {
+        let https = "url = \"https://logs.example/_bulk\"\n";
+        for (table, want) in [
+            (
+                "url = \"http://logs:9200/_bulk\"\napi-key = \"s3cret\"\n".to_string(),
+                "journal-shipper.url: http://logs:9200/_bulk is http://, and credentials are sent over https only",
+            ),
+            (
+                "url = \"http://logs:9200/_bulk\"\nca-file = \"/etc/ca.pem\"\n".into(),
+                "journal-shipper.ca-file: is set, but the url is http:// (expected an https:// url)",
+            ),
+            (
+                format!("{https}ca-file = \"ca.pem\"\n"),
+                "journal-shipper.ca-file: \"ca.pem\" is not an absolute path",
+            ),
+            (
+                format!("{https}username = \"u\"\n"),
+                "journal-shipper.password: is missing (username needs it)",
+            ),
+            (
+                format!("{https}password = \"s3cret\"\n"),
+                "journal-shipper.username: is missing (password needs it)",
+            ),
+            (
+                format!("{https}username = \"a:b\"\npassword = \"s3cret\"\n"),
+                "journal-shipper.username: \"a:b\" is not a user name",
+            ),
+            (
+                format!("{https}username = \"u\"\npassword = \"s3cret\\n\"\n"),
+                "journal-shipper.password: is empty or has control characters",
+            ),
+            (
+                format!("{https}username = \"u\"\npassword = \"s3cret\"\napi-key = \"s3cret\"\n"),
+                "journal-shipper.api-key: is set with username and password",
+            ),
+            (
+                format!("{https}api-key = \"s3cret s3cret\"\n"),
+                "journal-shipper.api-key: is not an API key",
+            ),
+            (
+                format!("{https}token = \"s3cret\"\n"),
+                "journal-shipper.token: unknown field `token`",
+            ),
+        ] {
+            let e = endpoint_from_config(&table).err().unwrap();
+            assert!(e.contains(want), "{table}: {e}");
+            assert!(!e.contains("s3cret"), "{table}: {e}");
+        }
+        let e = Access::from_env(&Url::parse("http://x/").unwrap(), |k| {
+            (k == ENV_API_KEY).then(|| "k".to_string())
+        })
+        .unwrap_err();
+        assert!(
+            e.starts_with("SLIPWAY_SHIPPER_URL: http://x:80/ is http://"),
+            "{e}"
+        );
     }
 }
