@@ -8,7 +8,10 @@ use std::fmt;
 use std::sync::Arc;
 
 /// A key in a recipe file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Origins always compare equal: where a value was written is not part of what it is, so
+/// an artifact a child declares again unchanged still equals its parent's.
+#[derive(Debug, Clone)]
 pub struct Origin {
     file: Arc<str>,
     key: String,
@@ -70,6 +73,14 @@ impl Origin {
     }
 }
 
+impl PartialEq for Origin {
+    fn eq(&self, _: &Origin) -> bool {
+        true
+    }
+}
+
+impl Eq for Origin {}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.file, self.key)?;
@@ -77,5 +88,26 @@ impl fmt::Display for Origin {
             write!(f, " (line {l})")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_file_key_and_line_and_exit_2() {
+        let spans = Arc::new(Spans::parse("a = 1\n[[user]]\nname = \"x\"\n"));
+        let at = Origin::new("r.toml", "user[0]", spans);
+        assert_eq!(
+            at.sub("name").message("bad"),
+            "r.toml: user[0].name: bad (line 3)"
+        );
+        assert_eq!(at.to_string(), "r.toml: user[0] (line 2)");
+        let e = at.wrap(anyhow::anyhow!("inner").context("outer"));
+        assert_eq!(format!("{e:#}"), "r.toml: user[0]: outer: inner (line 2)");
+        assert_eq!(crate::exit::code_of(&e), 2);
+        let other = Origin::new("p.toml", "x", Arc::new(Spans::default()));
+        assert_eq!(at, other, "where a value was written is not part of it");
     }
 }
