@@ -221,7 +221,7 @@ const FIELDS: &[(&str, &str, &[&str])] = &[
         (
             "entry[0].owner",
             "[[entry]]\npath = \"/x\"\ntype = \"dir\"\nowner = \"{}\" # <-",
-            &["a\\nb", "a:b", "4294967295"],
+            &["a\\nb", "a:b", "4294967295", "ghost", "root"],
         ),
         (
             "entry[0].path",

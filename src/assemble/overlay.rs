@@ -209,16 +209,24 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_entry_owner_is_bad_input() {
+    fn entry_owners_resolve_to_declared_accounts() {
         let (_d, r) = recipe(
-            "[[entry]]\npath = \"/srv\"\ntype = \"dir\"\nowner = \"ghost\"\n",
+            "[[user]]\nname = \"app\"\nuid = 700\n[[group]]\nname = \"app\"\ngid = 701\n[[entry]]\npath = \"/srv\"\ntype = \"dir\"\nowner = \"app\"\ngroup = \"app\"\n",
             |_| {},
         );
-        let e = apply_entries(&mut Tree::new(), &r, 1).unwrap_err();
+        let mut t = Tree::new();
+        apply_entries(&mut t, &r, 1).unwrap();
+        let e = t.get("srv").unwrap();
+        assert_eq!((e.uid, e.gid), (700, 701));
+        // An undeclared one is refused when the recipe loads (exit 2, file, key, line).
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r.toml");
+        std::fs::write(&p, "schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[[entry]]\npath = \"/srv\"\ntype = \"dir\"\nowner = \"ghost\"\n").unwrap();
+        let e = Recipe::load(&p).unwrap_err();
         assert_exit_2(
             e,
             "entry[0].owner",
-            9,
+            7,
             "\"ghost\" is not a user the recipe declares",
         );
     }

@@ -121,7 +121,7 @@ pub(super) fn recipe(h: &Here, raw: RawRecipe, parent: Option<Box<Recipe>>) -> R
     let paths = paths(h, raw.paths, p)?;
     let artifacts = artifacts(h, raw.artifact, p)?;
     let (users, groups) = accounts(h, raw.user, raw.group, p)?;
-    let entries = entries(h, raw.entry, p)?;
+    let entries = entries(h, raw.entry, p, &users, &groups)?;
     let (alternatives, alternatives_at) = alternatives(h, raw.alternatives, p)?;
     let units = systemd(h, raw.systemd, p)?;
     let applets = applets(h, raw.applets, p)?;
@@ -584,15 +584,34 @@ fn accounts(
     Ok((users, groups))
 }
 
-fn owner(h: &Here, key: &str, o: &Option<String>) -> Result<()> {
+/// An entry's owner or group: a number, or a name the recipe (or a parent) declares
+/// (entries are made before any package's accounts exist, so only those can be looked up).
+fn owner(h: &Here, key: &str, o: &Option<String>, declared: &[&str], what: &str) -> Result<()> {
     match o {
         Some(n) if n.parse::<u32>().is_ok() => id(h, key, n.parse().unwrap_or(0)).map(|_| ()),
-        Some(n) => h.check(key, n, check::account_name),
+        Some(n) => {
+            h.check(key, n, check::account_name)?;
+            if !declared.contains(&n.as_str()) {
+                return Err(h.bad(
+                    key,
+                    format!("{n:?} is not a {what} the recipe declares (declare it with [[{what}]], or give a number)"),
+                ));
+            }
+            Ok(())
+        }
         None => Ok(()),
     }
 }
 
-fn entries(h: &Here, raw: Vec<raw::RawEntry>, p: Option<&Recipe>) -> Result<Vec<EntrySpec>> {
+fn entries(
+    h: &Here,
+    raw: Vec<raw::RawEntry>,
+    p: Option<&Recipe>,
+    users: &[UserSpec],
+    groups: &[GroupSpec],
+) -> Result<Vec<EntrySpec>> {
+    let user_names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+    let group_names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
     let mut out = p.map(|p| p.entries.clone()).unwrap_or_default();
     for (i, e) in raw.into_iter().enumerate() {
         let key = format!("entry[{i}]");
@@ -617,8 +636,8 @@ fn entries(h: &Here, raw: Vec<raw::RawEntry>, p: Option<&Recipe>) -> Result<Vec<
                 ));
             }
         }
-        owner(h, &format!("{key}.owner"), &e.owner)?;
-        owner(h, &format!("{key}.group"), &e.group)?;
+        owner(h, &format!("{key}.owner"), &e.owner, &user_names, "user")?;
+        owner(h, &format!("{key}.group"), &e.group, &group_names, "group")?;
         out.retain(|x: &EntrySpec| x.path != path);
         out.push(EntrySpec {
             path,
