@@ -86,3 +86,20 @@ pub fn code_of(e: &anyhow::Error) -> i32 {
     }
     Code::Failure as i32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_code_keeps_the_chain_and_the_first_code() {
+        let e = with_code(
+            Code::BadInput,
+            anyhow::anyhow!("root cause").context("step"),
+        );
+        assert_eq!(code_of(&e), 2);
+        assert_eq!(format!("{e:#}"), "step: root cause");
+        let fetch = err(Code::Fetch, "offline");
+        assert_eq!(code_of(&with_code(Code::BadInput, fetch)), 4);
+    }
+}
