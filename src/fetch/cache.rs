@@ -3,7 +3,7 @@
 //! Blobs live at `blobs/sha256/XX/DIGEST`, keyed by content, never by URL. Every use
 //! re-hashes the whole blob ([`Cache::check`]): a stamp of size, mtime and inode would
 //! miss a flipped byte that keeps those three, and hashing is cheap next to the build
-//! (docs/decisions/0024-verified-cache.md). Inserts are verified, then renamed into place
+//! (docs/decisions/0026-verified-cache.md). Inserts are verified, then renamed into place
 //! from a private work directory, so two builds sharing a cache never see a partial file
 //! and no temporary name in a shared directory can be planted in advance.
 //!
