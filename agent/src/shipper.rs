@@ -99,23 +99,24 @@ impl Access {
     /// Checks `keys` for the endpoint `url`; the error names the key at fault (without
     /// the `journal-shipper.` prefix) and never shows a secret.
     pub fn check(url: &Url, keys: AccessKeys) -> Result<Access, (&'static str, String)> {
-        let ca_file =
-            match keys.ca_file {
-                None => None,
-                Some(_) if url.scheme == Scheme::Http => {
-                    return Err((
-                        "ca-file",
-                        "is set, but the url is http:// (expected an https:// url)".into(),
-                    ))
-                }
-                Some(p) if !p.starts_with('/') || p.chars().any(char::is_control) => return Err((
+        let ca_file = match keys.ca_file {
+            None => None,
+            Some(_) if url.scheme == Scheme::Http => {
+                return Err((
+                    "ca-file",
+                    "is set, but the url is http:// (expected an https:// url)".into(),
+                ))
+            }
+            Some(p) if !p.starts_with('/') || p.chars().any(char::is_control) => {
+                return Err((
                     "ca-file",
                     format!(
                         "{p:?} is not an absolute path (expected e.g. \"/etc/ssl/logs-ca.pem\")"
                     ),
-                )),
-                Some(p) => Some(PathBuf::from(p)),
-            };
+                ))
+            }
+            Some(p) => Some(PathBuf::from(p)),
+        };
         let credentials = match (keys.username, keys.password, keys.api_key) {
             (None, None, None) => None,
             (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {

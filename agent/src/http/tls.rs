@@ -1,5 +1,5 @@
-//! TLS for the agent's HTTP clients: rustls with the ring provider (pure Rust and C/asm
-//! that `cc` builds, so the static agent needs no cmake or NASM; see
+//! TLS for the agent's HTTP clients: rustls with the ring provider (Rust, and C and
+//! assembly that `cc` builds into the static agent; see
 //! docs/decisions/0027-agent-http-tls.md). Consumes [`Roots`] (the image's CA bundle or
 //! a configured CA file) and a [`Timed`] TCP stream; produces a [`Stream`] whose
 //! handshake is done, or an error that says why the server was refused.
