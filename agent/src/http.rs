@@ -473,9 +473,10 @@ impl Timed {
         )
     }
 
-    /// A time-out of one read or write, named by the limit that cut it short.
-    fn timed_out(&self, what: &str) -> io::Error {
-        if Instant::now() >= self.deadline {
+    /// A time-out of a read or write that could wait `waited`, named by the limit that
+    /// cut it short.
+    fn timed_out(&self, what: &str, waited: Duration) -> io::Error {
+        if waited < self.limits.io_timeout || Instant::now() >= self.deadline {
             return self.deadline_passed();
         }
         io::Error::new(
@@ -511,7 +512,7 @@ impl Read for Timed {
         let wait = self.budget()?;
         self.s.set_read_timeout(Some(wait))?;
         match self.s.read(buf) {
-            Err(e) if is_timeout(&e) => Err(self.timed_out("no data")),
+            Err(e) if is_timeout(&e) => Err(self.timed_out("no data", wait)),
             r => r,
         }
     }
@@ -524,7 +525,7 @@ impl Write for Timed {
         // At most 64 KiB per call, so a slow reader meets the deadline between calls.
         let n = buf.len().min(64 << 10);
         match self.s.write(&buf[..n]) {
-            Err(e) if is_timeout(&e) => Err(self.timed_out("the server took nothing")),
+            Err(e) if is_timeout(&e) => Err(self.timed_out("the server took nothing", wait)),
             r => r,
         }
     }

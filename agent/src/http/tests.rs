@@ -310,6 +310,15 @@ fn a_silent_server_fails_at_the_read_time_out() {
         "{e}"
     );
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // With less time left than a read may wait, the deadline is what cut it short.
+    let url = server(|_s| std::thread::sleep(Duration::from_secs(3)));
+    let e = Client::new(limits(400, 5000, 100))
+        .send("GET", &url, &[], None, b"")
+        .unwrap_err();
+    assert!(
+        e.msg.ends_with("not done within the 400 ms deadline"),
+        "{e}"
+    );
 }
 
 /// A server that drips one byte every 50 ms never trips the read time-out: the
