@@ -2,7 +2,7 @@
 //! (`src/support.toml`, bundled; see its header) and checked recipes, and produces one
 //! [`Finding`] per pin: every upstream artifact (recognised by its URL), the Debian
 //! release, and the Debian packages the table names. `slipway doctor --recipes` prints
-//! them ([`run_doctor`]); decision 0024 says why and what CI does with them.
+//! them ([`run_doctor`]); decision 0025 says why and what CI does with them.
 //!
 //! A pin inside its upstream support is `ok`. A pin past it that Debian still supports
 //! (security team, then LTS) is reported, not warned about. A pin no one supports, or
@@ -356,6 +356,8 @@ pub struct Finding {
     pub end_of_life: Option<Date>,
     /// Days from the day checked to `end_of_life` (negative: past).
     pub days_left: Option<i64>,
+    /// Whether upstream has not fixed `end_of_life` (the table's note says why).
+    pub estimated: bool,
     /// Who supports it after upstream ("Debian security to ...", "no one").
     pub after: String,
     /// Where `end_of_life` is published.
@@ -404,6 +406,7 @@ pub fn check(table: &Table, recipe: &Recipe, today: Date) -> Vec<Finding> {
             version: d.version.clone(),
             end_of_life: Some(d.security_until),
             days_left: Some(today.days_until(d.security_until)),
+            estimated: false,
             after: format!("Debian LTS to {}", d.lts_until),
             source: d.source.clone(),
             // The security team is the release's "upstream"; LTS comes after it.
@@ -427,6 +430,7 @@ fn unknown(recipe: &str, pin: &str, version: &str) -> Finding {
         version: version.to_string(),
         end_of_life: None,
         days_left: None,
+        estimated: false,
         after: "not in the support table".into(),
         source: String::new(),
         status: Status::Unknown,
@@ -454,6 +458,7 @@ fn check_artifact(table: &Table, recipe: &str, url: &str, today: Date) -> Findin
         version,
         end_of_life: Some(l.end_of_life),
         days_left: Some(today.days_until(l.end_of_life)),
+        estimated: l.estimated,
         after: "no one".into(),
         source: l.source.clone(),
         status: status_on(today, l.end_of_life, None),
@@ -478,6 +483,7 @@ fn check_package(
         version: p.version.clone(),
         end_of_life: Some(l.end_of_life),
         days_left: Some(today.days_until(l.end_of_life)),
+        estimated: l.estimated,
         after: deb.map_or("no one".into(), |d| {
             format!(
                 "Debian security to {}, LTS to {}",
@@ -540,12 +546,16 @@ fn is_recipe(path: &Path) -> Result<bool> {
 /// named, the first directory of `bundled` that exists), prints a table (or JSON) and
 /// fails with exit code 1 when a pin warns.
 pub fn run_doctor(args: &DoctorArgs, json: bool, bundled: &[PathBuf]) -> Result<()> {
+    use crate::exit::{with_code, Code};
     let today = match &args.today {
-        Some(s) => s.parse().context("--today")?,
+        Some(s) => s
+            .parse()
+            .context("--today")
+            .map_err(|e| with_code(Code::BadInput, e))?,
         None => Date::today(),
     };
     let table = match &args.support_table {
-        Some(p) => Table::load(p)?,
+        Some(p) => Table::load(p).map_err(|e| with_code(Code::BadInput, e))?,
         None => Table::bundled()?,
     };
     let named = args.recipes.clone().unwrap_or_default();
@@ -585,7 +595,7 @@ pub fn run_doctor(args: &DoctorArgs, json: bool, bundled: &[PathBuf]) -> Result<
 fn word(s: &Status) -> String {
     match s {
         Status::Upstream => "ok".into(),
-        Status::Debian { by, until } => format!("{by} to {until}"),
+        Status::Debian { by, .. } => format!("reported: {by} only"),
         Status::Unsupported => "WARN: supported by no one".into(),
         Status::Unknown => "WARN: not in the support table".into(),
     }
@@ -594,16 +604,19 @@ fn word(s: &Status) -> String {
 /// The findings as a plain-text table.
 pub fn render(findings: &[Finding], today: Date) -> String {
     let mut s = format!(
-        "pins checked on {today}\n{:<26} {:<44} {:<16} {:<10} {:>6}  {:<40} status\n",
+        "pins checked on {today} (~: estimated, see src/support.toml)\n\
+         {:<26} {:<36} {:<16} {:<11} {:>5}  {:<40} status\n",
         "recipe", "pin", "line", "upstream", "days", "after upstream"
     );
     for f in findings {
         s.push_str(&format!(
-            "{:<26} {:<44} {:<16} {:<10} {:>6}  {:<40} {}\n",
+            "{:<26} {:<36} {:<16} {:<11} {:>5}  {:<40} {}\n",
             f.recipe,
             f.pin,
             f.line,
-            f.end_of_life.map_or("?".into(), |d| d.to_string()),
+            f.end_of_life.map_or("?".into(), |d| {
+                format!("{d}{}", if f.estimated { "~" } else { "" })
+            }),
             f.days_left.map_or("?".into(), |d| d.to_string()),
             f.after,
             word(&f.status)
@@ -622,6 +635,7 @@ fn to_json(findings: &[Finding], today: Date) -> serde_json::Value {
             "version": f.version,
             "end-of-life": f.end_of_life.map(|d| d.to_string()),
             "days-left": f.days_left,
+            "estimated": f.estimated,
             "after": f.after,
             "source": f.source,
             "status": word(&f.status),

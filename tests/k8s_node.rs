@@ -59,6 +59,7 @@ fn k8s_node_with_stand_ins_boots_runs_pods_and_joins_from_provisioning() {
         "k8s-node pins Kubernetes {kube}, crictl {crictl}, containerd {containerd}, runc {runc}"
     );
     let stand_ins = common::k8s::stand_ins(d.path(), &www, server.port, &kube, &crictl);
+    config_dump(d.path(), &stand_ins.containerd);
     let parent = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/k8s-node.toml");
     fs::write(
         d.path().join("k8s-node-ci.toml"),
@@ -126,6 +127,44 @@ fn k8s_node_with_stand_ins_boots_runs_pods_and_joins_from_provisioning() {
         d.path(),
         &stand_ins.containerd,
         &stand_ins.runc,
+    );
+}
+
+/// `containerd config dump` of the recipe's version-3 configuration, run on the host by
+/// the stand-in containerd (`bytes`, written into `dir`): containerd reads the file and
+/// prints every key it took, with its defaults; the recipe's keys must be among them.
+fn config_dump(dir: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("containerd-for-config-dump");
+    fs::write(&bin, bytes).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("recipes/k8s-node/rootfs/etc/containerd/config.toml");
+    let dump = run(Command::new(&bin)
+        .arg("--config")
+        .arg(&config)
+        .args(["config", "dump"]));
+    let v: toml::Value = toml::from_str(&dump).unwrap_or_else(|e| panic!("{e}:\n{dump}"));
+    assert_eq!(v["version"].as_integer(), Some(3), "{dump}");
+    let p = &v["plugins"];
+    assert_eq!(
+        p["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"].as_str(),
+        Some("localhost/slipway/pause:latest"),
+        "{dump}"
+    );
+    let rt = &p["io.containerd.cri.v1.runtime"];
+    let runc = &rt["containerd"]["runtimes"]["runc"]["options"];
+    assert_eq!(runc["BinaryName"].as_str(), Some("/usr/bin/runc"), "{dump}");
+    assert_eq!(runc["SystemdCgroup"].as_bool(), Some(true), "{dump}");
+    assert_eq!(
+        rt["cni"]["bin_dirs"][0].as_str(),
+        Some("/usr/lib/cni"),
+        "{dump}"
+    );
+    assert_eq!(
+        p["io.containerd.internal.v1.opt"]["path"].as_str(),
+        Some("/var/lib/containerd/opt"),
+        "{dump}"
     );
 }
 
