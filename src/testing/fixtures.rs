@@ -17,8 +17,10 @@
 //! another key and build the same image again.
 //!
 //! A build runs under an exclusive `flock` on `DIR/NAME-KEY.lock`, into
-//! `DIR/.NAME-KEY.tmp-PID`, renamed into place when done: processes that need the same
-//! image wait for one build and never see half an output. The output also holds
+//! `DIR/.NAME-KEY.tmp` (one name per key, so the next build into it removes what a
+//! killed one left, its staging directory included: src/io/staging.rs), renamed into
+//! place when done: processes that need the same image wait for one build and never see
+//! half an output. The output also holds
 //! `.fixture.json` (key, recipe, arguments, seconds, builder, binaries) and `.build.log`.
 //! Each build that really runs appends one line to `DIR/builds.log` ([`BUILDS_LOG`]),
 //! which `.ci/run` counts.
@@ -150,7 +152,9 @@ impl Cache {
                 seconds: m.seconds,
             });
         }
-        let tmp = self.dir.join(format!(".{id}.tmp-{}", std::process::id()));
+        // Not per process: the key's flock is held, and a name that repeats lets the next
+        // build sweep a killed build's leftovers (its `..ID.tmp.staging-*` too).
+        let tmp = self.dir.join(format!(".{id}.tmp"));
         remove_dir(&tmp)?;
         let t = Instant::now();
         let log = match builder.build(&path, args, &tmp) {
@@ -600,7 +604,7 @@ mod tests {
             .unwrap()
             .file_name()
             .to_string_lossy()
-            .contains(".tmp-")));
+            .contains(".tmp")));
     }
 
     #[test]
