@@ -579,7 +579,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Recipes => list_recipes(g.json),
         Command::Doctor(a) if a.recipes.is_some() => {
-            crate::support::run_doctor(&a, g.json, &recipe_dirs())
+            crate::support::run_doctor(a, g.json, &recipe_dirs())
         }
         Command::Doctor(_) => doctor(g),
     }
