@@ -304,3 +304,59 @@ fn silent_registry_fails_within_the_deadline() {
     assert!(msg.contains("--read-timeout"), "{msg}");
     assert!((1.4..3.5).contains(&secs), "took {secs:.1} s: {msg}");
 }
+
+/// An honest registry in the test that never sends `Docker-Content-Digest`: uploads and
+/// blobs it already has are confirmed by reading them back, and the push succeeds.
+#[test]
+fn registry_without_digest_headers_is_confirmed_by_reading_back() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = layout(&t.path().join("layout"));
+    let store = Arc::new(Mutex::new(
+        std::collections::HashMap::<String, Vec<u8>>::new(),
+    ));
+    let (registry, seen) = serve("127.0.0.1:0", move |req| {
+        let target = req.head.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut store = store.lock().unwrap();
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        match req.method() {
+            "POST" => http(
+                "202 Accepted",
+                "Location: /v2/r/img/blobs/uploads/u1\r\n",
+                b"",
+            ),
+            "PUT" if path.ends_with("/uploads/u1") => {
+                let digest = query.strip_prefix("digest=").unwrap().replace("%3A", ":");
+                store.insert(format!("/v2/r/img/blobs/{digest}"), req.body.clone());
+                http("201 Created", "", b"")
+            }
+            "PUT" => {
+                store.insert(path.to_string(), req.body.clone());
+                http("201 Created", "", b"")
+            }
+            _ if path == "/v2/" => http("200 OK", "", b"{}"),
+            "HEAD" | "GET" => match store.get(path) {
+                Some(b) if req.method() == "GET" => http("200 OK", "", b),
+                Some(_) => http("200 OK", "", b""),
+                None => http("404 Not Found", "", b""),
+            },
+            _ => http("405 Method Not Allowed", "", b""),
+        }
+    });
+    let dest = format!("{registry}/r/img:v1");
+    for uploaded in [2, 0] {
+        let (o, _) = push(&["--json", &layout, &dest], &[], None);
+        assert!(o.status.success(), "{}", text(&o));
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["uploaded"], uploaded, "{r}");
+        assert_eq!(r["skipped"], 2 - uploaded, "{r}");
+    }
+    let seen = seen.lock().unwrap();
+    let reads = |p: &str| {
+        seen.iter()
+            .filter(|r| r.method() == "GET" && r.head.contains(p))
+            .count()
+    };
+    // Each blob read back once per push; the manifest once per push.
+    assert_eq!(reads("/blobs/sha256:"), 4);
+    assert_eq!(reads("/manifests/v1"), 2);
+}

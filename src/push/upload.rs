@@ -34,7 +34,8 @@ fn unconfirmed(c: &Client, what: &str, want: &str, found: &str) -> anyhow::Error
     )
 }
 
-/// True when the repository already has `blob`, confirmed by digest.
+/// True when the repository already has `blob`, confirmed by digest: `HEAD`, and a
+/// hashed `GET` when the `HEAD` names no digest.
 pub fn blob_exists(c: &mut Client, blob: &Blob) -> Result<bool> {
     let path = format!("/v2/{}/blobs/{}", c.repo(), blob.digest);
     let r = c.send("HEAD", &path, &[], Body::Empty, true)?;
@@ -50,25 +51,17 @@ pub fn blob_exists(c: &mut Client, blob: &Blob) -> Result<bool> {
     }
 }
 
-/// Confirms an uploaded `blob`: `HEAD`, and `GET` when the `HEAD` names no digest.
+/// Confirms an uploaded `blob` the same way; a 404 after the upload is an error.
 fn confirm_blob(c: &mut Client, blob: &Blob) -> Result<()> {
-    let path = format!("/v2/{}/blobs/{}", c.repo(), blob.digest);
-    let r = c.send("HEAD", &path, &[], Body::Empty, true)?;
-    match r.status {
-        200 => {
-            if !header_confirms(c, &r, "blob", &blob.digest)? {
-                read_back_blob(c, blob)?;
-            }
-            Ok(())
-        }
-        404 => Err(unconfirmed(
-            c,
-            "blob",
-            &blob.digest,
-            "answers HTTP 404 for it after accepting its upload",
-        )),
-        s => Err(rejected(c, &format!("HEAD {path}"), s, &r)),
+    if blob_exists(c, blob)? {
+        return Ok(());
     }
+    Err(unconfirmed(
+        c,
+        "blob",
+        &blob.digest,
+        "answers HTTP 404 for it after accepting its upload",
+    ))
 }
 
 /// `GET`s `blob`, hashing at most one byte more than its size.
