@@ -170,37 +170,7 @@ enum Command {
     /// the same one again to boot the same machine again). Networking is QEMU user mode
     /// with restrict=on: the guest reaches nothing but the --forward ports. Quit with
     /// Ctrl-A X. Needs no root.
-    Boot {
-        /// Output directory with disk.raw, or a host recipe.
-        image: String,
-        /// Provisioning config (TOML, see docs/provisioning.md), passed through fw_cfg;
-        /// checked before QEMU starts.
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Accelerator: tcg (default, works everywhere) or kvm (only when asked).
-        #[arg(long, value_enum, default_value = "tcg")]
-        accel: crate::boot::qemu::Accel,
-        /// Guest memory in MiB.
-        #[arg(long, default_value_t = 2048)]
-        memory: u32,
-        /// Guest vCPUs.
-        #[arg(long, default_value_t = 2)]
-        cpus: u32,
-        /// Grow the disk the guest sees to this size (e.g. 4GiB); /var fills it.
-        #[arg(long, value_name = "SIZE")]
-        disk_size: Option<String>,
-        /// Work directory for the overlay, UEFI variables, sockets and console log.
-        #[arg(long, value_name = "DIR")]
-        state: Option<PathBuf>,
-        /// Forward 127.0.0.1:HOST to the guest's port GUEST (repeatable), e.g. 8080:80.
-        #[arg(long = "forward", value_name = "HOST:GUEST")]
-        forwards: Vec<String>,
-        /// Attach the test agent's virtio-serial port (agent.sock in --state).
-        #[arg(long)]
-        agent: bool,
-        #[command(flatten)]
-        fetch: FetchArgs,
-    },
+    Boot(BootArgs),
     /// Run the boot tests in qemu/*.toml (see docs/testing.md).
     ///
     /// Builds every image the tests need once, boots each test's VM from a copy-on-write
@@ -214,6 +184,40 @@ enum Command {
     ///
     /// With --recipes: every pin of the recipes with its upstream end of life instead.
     Doctor(crate::support::DoctorArgs),
+}
+
+/// `slipway boot`'s arguments.
+#[derive(Args, Debug)]
+pub struct BootArgs {
+    /// Output directory with disk.raw, or a host recipe.
+    image: String,
+    /// Provisioning config (TOML, see docs/provisioning.md), passed through fw_cfg;
+    /// checked before QEMU starts.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Accelerator: tcg (default, works everywhere) or kvm (only when asked).
+    #[arg(long, value_enum, default_value = "tcg")]
+    accel: crate::boot::qemu::Accel,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+    /// Guest vCPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Grow the disk the guest sees to this size (e.g. 4GiB); /var fills it.
+    #[arg(long, value_name = "SIZE")]
+    disk_size: Option<String>,
+    /// Work directory for the overlay, UEFI variables, sockets and console log.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Forward 127.0.0.1:HOST to the guest's port GUEST (repeatable), e.g. 8080:80.
+    #[arg(long = "forward", value_name = "HOST:GUEST")]
+    forwards: Vec<String>,
+    /// Attach the test agent's virtio-serial port (agent.sock in --state).
+    #[arg(long)]
+    agent: bool,
+    #[command(flatten)]
+    fetch: FetchArgs,
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -427,152 +431,9 @@ fn run(cli: Cli) -> Result<()> {
             depth,
             top,
             fetch,
-        } => {
-            let r = load(recipe, fetch)?;
-            let ctx = context(g, fetch)?;
-            let (asm, lock) = pipeline::assembled(&ctx, &r)?;
-            let s = crate::inspect::sizes(&asm.tree, *depth);
-            if g.json {
-                return print_json(&serde_json::json!({
-                    "recipe": r.display(), "packages": lock.packages.len(), "sizes": s,
-                }));
-            }
-            println!(
-                "{}: {} packages, {} entries, {:.2} MB",
-                r.display(),
-                lock.packages.len(),
-                s.total.entries,
-                s.total.bytes as f64 / 1e6
-            );
-            for (title, rows) in [("by package", &s.by_package), ("by directory", &s.by_dir)] {
-                println!("\n{title}:");
-                for (name, u) in rows.iter().take(*top) {
-                    println!(
-                        "  {:>9.3} MB {:>6} entries  {name}",
-                        u.bytes as f64 / 1e6,
-                        u.entries
-                    );
-                }
-                if rows.len() > *top {
-                    println!("  ... {} more (--top N)", rows.len() - top);
-                }
-            }
-            Ok(())
-        }
-        Command::Diff { a, b, all, fetch } => {
-            let (ra, rb) = (load(a, fetch)?, load(b, fetch)?);
-            let ctx = context(g, fetch)?;
-            let (xa, la) = pipeline::assembled(&ctx, &ra)?;
-            let (xb, lb) = pipeline::assembled(&ctx, &rb)?;
-            let d = crate::inspect::diff(&xa.tree, &la.packages, &xb.tree, &lb.packages);
-            if g.json {
-                return print_json(&serde_json::to_value(&d).context("serializing the diff")?);
-            }
-            println!(
-                "{} -> {}: {:.2} MB -> {:.2} MB",
-                ra.display(),
-                rb.display(),
-                d.bytes.0 as f64 / 1e6,
-                d.bytes.1 as f64 / 1e6
-            );
-            println!("packages ({} differ):", d.packages.len());
-            for p in &d.packages {
-                match (&p.from, &p.to) {
-                    (None, Some(v)) => println!("  + {} {v}", p.name),
-                    (Some(v), None) => println!("  - {} {v}", p.name),
-                    (Some(x), Some(y)) => println!("  ~ {} {x} -> {y}", p.name),
-                    (None, None) => {}
-                }
-            }
-            let mut files = d.files.clone();
-            let count = |c: &str| files.iter().filter(|f| f.change == c).count();
-            println!(
-                "files: {} added, {} removed, {} changed content, {} changed metadata or type",
-                count("added"),
-                count("removed"),
-                count("content"),
-                count("metadata") + count("type")
-            );
-            if !*all {
-                files.sort_by_key(|f| std::cmp::Reverse(f.from_bytes.abs_diff(f.to_bytes)));
-                files.truncate(20);
-            }
-            for f in &files {
-                println!(
-                    "  {:<8} {:>10} -> {:<10} {}",
-                    f.change, f.from_bytes, f.to_bytes, f.path
-                );
-            }
-            Ok(())
-        }
-        Command::Boot {
-            image,
-            config,
-            accel,
-            memory,
-            cpus,
-            disk_size,
-            state,
-            forwards,
-            agent,
-            fetch,
-        } => {
-            let disk = boot_image(g, fetch, image)?;
-            let mut spec = crate::boot::qemu::VmSpec::new(&disk);
-            spec.accel = *accel;
-            spec.memory_mib = *memory;
-            spec.cpus = *cpus;
-            spec.agent = *agent;
-            spec.no_reboot = false;
-            if let Some(s) = disk_size {
-                let size = crate::recipe::raw::Size::try_from(s.clone())
-                    .map_err(|e| exit::err(Code::BadInput, format!("--disk-size: {e}")))?;
-                spec.disk_size = Some(size.0);
-            }
-            for f in forwards {
-                let (h, gp) = f
-                    .split_once(':')
-                    .and_then(|(h, gp)| Some((h.parse().ok()?, gp.parse().ok()?)))
-                    .ok_or_else(|| {
-                        exit::err(
-                            Code::BadInput,
-                            format!("--forward {f}: expected HOST:GUEST ports, e.g. 8080:80"),
-                        )
-                    })?;
-                spec.host_forwards.push(crate::boot::qemu::HostForward {
-                    host_port: h,
-                    guest_port: gp,
-                });
-            }
-            if let Some(c) = config {
-                crate::boot::check_config(c)
-                    .map_err(|e| exit::err(Code::BadInput, format!("{e:#}")))?;
-                spec.fw_cfg_config = Some(c.clone());
-            }
-            crate::boot::qemu::check_host()
-                .map_err(|e| exit::err(Code::BadInput, format!("{e:#}")))?;
-            let tmp;
-            let dir = match state {
-                Some(d) => d.clone(),
-                None => {
-                    tmp = tempfile::Builder::new()
-                        .prefix("slipway-boot-")
-                        .tempdir()
-                        .context("creating a state directory")?;
-                    tmp.path().to_path_buf()
-                }
-            };
-            eprintln!(
-                "booting {} (state in {}; quit with Ctrl-A X)",
-                disk.display(),
-                dir.display()
-            );
-            let st = crate::boot::qemu::run_interactive(&spec, &dir)?;
-            if !st.success() {
-                anyhow::bail!("qemu-system-x86_64 exited with {st}");
-            }
-            Ok(())
-        }
+        } => inspect(g, recipe, *depth, *top, fetch),
+        Command::Diff { a, b, all, fetch } => diff(g, a, b, *all, fetch),
+        Command::Boot(a) => boot(g, a),
         Command::Test(a) => {
             let ctx = context(g, &a.fetch)?;
             crate::testing::runner::cli(&ctx, a)
@@ -583,6 +444,145 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Doctor(_) => doctor(g),
     }
+}
+
+/// `slipway inspect`.
+fn inspect(g: &Global, recipe: &str, depth: usize, top: usize, fetch: &FetchArgs) -> Result<()> {
+    let r = load(recipe, fetch)?;
+    let ctx = context(g, fetch)?;
+    let (asm, lock) = pipeline::assembled(&ctx, &r)?;
+    let s = crate::inspect::sizes(&asm.tree, depth);
+    if g.json {
+        return print_json(&serde_json::json!({
+            "recipe": r.display(), "packages": lock.packages.len(), "sizes": s,
+        }));
+    }
+    println!(
+        "{}: {} packages, {} entries, {:.2} MB",
+        r.display(),
+        lock.packages.len(),
+        s.total.entries,
+        s.total.bytes as f64 / 1e6
+    );
+    for (title, rows) in [("by package", &s.by_package), ("by directory", &s.by_dir)] {
+        println!("\n{title}:");
+        for (name, u) in rows.iter().take(top) {
+            println!(
+                "  {:>9.3} MB {:>6} entries  {name}",
+                u.bytes as f64 / 1e6,
+                u.entries
+            );
+        }
+        if rows.len() > top {
+            println!("  ... {} more (--top N)", rows.len() - top);
+        }
+    }
+    Ok(())
+}
+
+/// `slipway diff`.
+fn diff(g: &Global, a: &str, b: &str, all: bool, fetch: &FetchArgs) -> Result<()> {
+    let (ra, rb) = (load(a, fetch)?, load(b, fetch)?);
+    let ctx = context(g, fetch)?;
+    let (xa, la) = pipeline::assembled(&ctx, &ra)?;
+    let (xb, lb) = pipeline::assembled(&ctx, &rb)?;
+    let d = crate::inspect::diff(&xa.tree, &la.packages, &xb.tree, &lb.packages);
+    if g.json {
+        return print_json(&serde_json::to_value(&d).context("serializing the diff")?);
+    }
+    println!(
+        "{} -> {}: {:.2} MB -> {:.2} MB",
+        ra.display(),
+        rb.display(),
+        d.bytes.0 as f64 / 1e6,
+        d.bytes.1 as f64 / 1e6
+    );
+    println!("packages ({} differ):", d.packages.len());
+    for p in &d.packages {
+        match (&p.from, &p.to) {
+            (None, Some(v)) => println!("  + {} {v}", p.name),
+            (Some(v), None) => println!("  - {} {v}", p.name),
+            (Some(x), Some(y)) => println!("  ~ {} {x} -> {y}", p.name),
+            (None, None) => {}
+        }
+    }
+    let mut files = d.files.clone();
+    let count = |c: &str| files.iter().filter(|f| f.change == c).count();
+    println!(
+        "files: {} added, {} removed, {} changed content, {} changed metadata or type",
+        count("added"),
+        count("removed"),
+        count("content"),
+        count("metadata") + count("type")
+    );
+    if !all {
+        files.sort_by_key(|f| std::cmp::Reverse(f.from_bytes.abs_diff(f.to_bytes)));
+        files.truncate(20);
+    }
+    for f in &files {
+        println!(
+            "  {:<8} {:>10} -> {:<10} {}",
+            f.change, f.from_bytes, f.to_bytes, f.path
+        );
+    }
+    Ok(())
+}
+
+/// `slipway boot`.
+fn boot(g: &Global, a: &BootArgs) -> Result<()> {
+    let disk = boot_image(g, &a.fetch, &a.image)?;
+    let mut spec = crate::boot::qemu::VmSpec::new(&disk);
+    spec.accel = a.accel;
+    spec.memory_mib = a.memory;
+    spec.cpus = a.cpus;
+    spec.agent = a.agent;
+    spec.no_reboot = false;
+    if let Some(s) = &a.disk_size {
+        let size = crate::recipe::raw::Size::try_from(s.clone())
+            .map_err(|e| exit::err(Code::BadInput, format!("--disk-size: {e}")))?;
+        spec.disk_size = Some(size.0);
+    }
+    for f in &a.forwards {
+        let (h, gp) = f
+            .split_once(':')
+            .and_then(|(h, gp)| Some((h.parse().ok()?, gp.parse().ok()?)))
+            .ok_or_else(|| {
+                exit::err(
+                    Code::BadInput,
+                    format!("--forward {f}: expected HOST:GUEST ports, e.g. 8080:80"),
+                )
+            })?;
+        spec.host_forwards.push(crate::boot::qemu::HostForward {
+            host_port: h,
+            guest_port: gp,
+        });
+    }
+    if let Some(c) = &a.config {
+        crate::boot::check_config(c).map_err(|e| exit::err(Code::BadInput, format!("{e:#}")))?;
+        spec.fw_cfg_config = Some(c.clone());
+    }
+    crate::boot::qemu::check_host().map_err(|e| exit::err(Code::BadInput, format!("{e:#}")))?;
+    let tmp;
+    let dir = match &a.state {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("slipway-boot-")
+                .tempdir()
+                .context("creating a state directory")?;
+            tmp.path().to_path_buf()
+        }
+    };
+    eprintln!(
+        "booting {} (state in {}; quit with Ctrl-A X)",
+        disk.display(),
+        dir.display()
+    );
+    let st = crate::boot::qemu::run_interactive(&spec, &dir)?;
+    if !st.success() {
+        anyhow::bail!("qemu-system-x86_64 exited with {st}");
+    }
+    Ok(())
 }
 
 fn report_lock(
