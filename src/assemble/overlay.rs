@@ -33,10 +33,9 @@ pub fn apply(
             .with_context(|| format!("reading {}", e.path().display()))?;
         let mode = meta.permissions().mode() & 0o7777;
         let image_path = super::tree::merged_usr(&rel);
-        if mode & 0o6000 != 0
-            && !meta.file_type().is_symlink()
-            && !allow_setuid.contains(&image_path)
-        {
+        // Directories are exempt: a setgid directory only passes its group on (and a
+        // checkout under a setgid directory inherits the bit).
+        if mode & 0o6000 != 0 && meta.is_file() && !allow_setuid.contains(&image_path) {
             return Err(at.err(format!(
                 "{} has mode {mode:04o} (setuid/setgid); list \"{image_path}\" in paths.allow-setuid to keep it, or clear the bits",
                 e.path().display()
@@ -201,6 +200,14 @@ mod tests {
         };
         let (_d, r) = recipe("", fill);
         let e = apply_overlay(&r).unwrap_err();
+        // A setgid directory passes.
+        let dir = r.overlays[0].join("usr/bin");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2755)).unwrap();
+        std::fs::remove_file(dir.join("foo")).unwrap();
+        assert_eq!(
+            apply_overlay(&r).unwrap().get("usr/bin").unwrap().mode,
+            0o2755
+        );
         assert_exit_2(e, "paths.overlays[0]", 5, "paths.allow-setuid");
         // Listed (as /bin/foo, which merged /usr makes usr/bin/foo): kept with its bits.
         let (_d, r) = recipe("allow-setuid = [\"/bin/foo\"]\n", fill);
