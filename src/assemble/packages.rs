@@ -87,13 +87,13 @@ fn unpack_one(cache: &Cache, p: &LockedPackage) -> Result<Unpacked> {
     let dir = cache.decoded_dir().join(&p.sha256);
     let (control, data) = match read_decoded(&dir)? {
         Decoded::Valid { control, data } => (read_control_tar(&control)?, data),
-        Decoded::Absent => decode_and_store(cache, p, &dir)?,
+        Decoded::Absent => decode_and_store(cache, p, &dir, false)?,
         Decoded::Bad(why) => {
             crate::fetch::cache::warn(&format!(
                 "cache: {} {}: decoded {why}; decoding it again from the verified .deb",
                 p.name, p.version
             ));
-            decode_and_store(cache, p, &dir)?
+            decode_and_store(cache, p, &dir, true)?
         }
     };
     let entries = deb::list_data(&p.name, &data)?;
@@ -175,8 +175,14 @@ fn parse_sums(text: &str) -> Option<Vec<(String, u64)>> {
 }
 
 /// Decodes the package's .deb (hashed against the lock first) and stores the result as
-/// the decoded entry `dir`, replacing whatever is there. Returns (control, data.tar).
-fn decode_and_store(cache: &Cache, p: &LockedPackage, dir: &Path) -> Result<(Control, Vec<u8>)> {
+/// the decoded entry `dir` (`replace`: the one there failed its check). Returns (control,
+/// data.tar).
+fn decode_and_store(
+    cache: &Cache,
+    p: &LockedPackage,
+    dir: &Path,
+    replace: bool,
+) -> Result<(Control, Vec<u8>)> {
     let blob = cache.blob_path(&p.sha256);
     let mut f = verify::open_nofollow(&blob).with_context(|| {
         format!(
@@ -198,15 +204,16 @@ fn decode_and_store(cache: &Cache, p: &LockedPackage, dir: &Path) -> Result<(Con
     }
     let d = deb::read_deb_bytes(&blob.display().to_string(), &bytes)?;
     drop(bytes);
-    store_decoded(cache, dir, &d)?;
+    store_decoded(cache, dir, &d, replace)?;
     Ok((d.control, d.data_tar))
 }
 
 /// Writes `d` as a decoded entry in a work directory of the cache (files created with
-/// `O_EXCL|O_NOFOLLOW`, 0600, hashed while written) and renames it to `dir`. An entry
-/// already at `dir` is moved aside first. The files are not fsynced: a torn write after a
-/// crash fails its `sums` check and is decoded again.
-fn store_decoded(cache: &Cache, dir: &Path, d: &deb::Deb) -> Result<()> {
+/// `O_EXCL|O_NOFOLLOW`, 0600, hashed while written) and renames it to `dir`. The entry at
+/// `dir` is moved aside first when it is to be `replace`d or has no `sums` (an older
+/// version's). The files are not fsynced: a torn write after a crash fails its `sums`
+/// check and is decoded again.
+fn store_decoded(cache: &Cache, dir: &Path, d: &deb::Deb, replace: bool) -> Result<()> {
     let work = cache.temp_dir()?;
     let staged = work.path().join("decoded");
     std::fs::DirBuilder::new()
@@ -228,11 +235,16 @@ fn store_decoded(cache: &Cache, dir: &Path, d: &deb::Deb) -> Result<()> {
     verify::create_new(&sums_path, verify::FILE_MODE)?
         .write_all(sums.as_bytes())
         .with_context(|| format!("writing {}", sums_path.display()))?;
-    // The bad or old entry goes into the work directory, removed with it.
-    match std::fs::rename(dir, work.path().join("old")) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("moving aside {}", dir.display())),
+    // A bad or old entry goes into the work directory, removed with it. A complete one
+    // (another build's, stored since this one looked) stays: moving it could make a
+    // third build's read of it fail half-way.
+    let complete = dir.join(SUMS).is_file();
+    if !complete || replace {
+        match std::fs::rename(dir, work.path().join("old")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("moving aside {}", dir.display())),
+        }
     }
     // Fails when another build stored it in between: theirs is checked like ours when
     // it is read.
