@@ -1,6 +1,9 @@
 //! Packages into the tree. Each locked .deb is decoded once (in parallel) and its
 //! decompressed data.tar and control members are kept in the cache by the .deb's digest,
-//! so a warm build reads them without decompressing again. Entries then land in the tree
+//! so a warm build reads them without decompressing again. Each entry records the sha256
+//! of its files when it is decoded and is checked against it while it is read; one that
+//! fails is decoded again from the .deb, itself hashed against the lock, with one warning
+//! (docs/decisions/0026-verified-cache.md). Entries then land in the tree
 //! in lock order with merged /usr applied; two packages shipping one path with different
 //! content is a conflict unless one Replaces the other; dpkg diversions are honoured.
 
