@@ -297,12 +297,18 @@ fn mkdir_private(dir: &Path) -> Result<()> {
         .with_context(|| format!("creating cache directory {}", dir.display()))
 }
 
-/// Sets the mode of the directory `dir` to `mode` unless it is already.
+/// Sets the mode of the directory `dir` to `mode` unless it is already. Only the owner
+/// may: for anyone else (a cache shared on purpose) the mode stays as its owner set it.
 fn restrict(dir: &Path, mode: u32) -> Result<()> {
     let meta = fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
     if meta.is_dir() && meta.mode() & 0o7777 != mode {
-        fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-            .with_context(|| format!("setting the mode of {}", dir.display()))?;
+        match fs::set_permissions(dir, fs::Permissions::from_mode(mode)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("setting the mode of {}", dir.display()))
+            }
+        }
     }
     Ok(())
 }
