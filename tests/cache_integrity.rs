@@ -284,10 +284,28 @@ fn a_flipped_byte_in_a_cached_deb_or_artifact_is_repaired_not_shipped() {
     }
 }
 
+/// Also: the work directory of a killed download (its lock is free) is removed by the
+/// next build, and a symlink planted among the work directories is not followed.
 #[test]
 fn cached_blobs_of_host_files_are_not_world_readable() {
     let s = setup();
     let cache = s.cache();
+    let killed = cache.join("tmp/work-999999-killed");
+    fs::create_dir_all(&killed).unwrap();
+    fs::write(killed.join("download"), b"half a download").unwrap();
+    let outside = s.dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("keep"), b"x").unwrap();
+    std::os::unix::fs::symlink(&outside, cache.join("tmp/work-999998-link")).unwrap();
+    s.build("again");
+    assert!(
+        !killed.exists(),
+        "the killed run's work directory is removed"
+    );
+    assert!(
+        outside.join("keep").exists(),
+        "a planted link is not followed"
+    );
     let art = blob(&cache, &s.artifact_sha);
     assert_eq!(
         fs::metadata(&art).unwrap().mode() & 0o777,
