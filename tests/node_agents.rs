@@ -737,48 +737,6 @@ fn tenant_disk(dir: &Path) -> PathBuf {
     iso
 }
 
-/// While alive, `qemu-system-x86_64` on PATH is a wrapper that adds the SMBIOS strings
-/// of an EC2 (Nitro) instance, `-smbios type=1,manufacturer=Amazon EC2,product=...`,
-/// which the guest reads as /sys/class/dmi/id/sys_vendor. A stopgap: `VmSpec` has no
-/// field for SMBIOS strings yet (src/boot/qemu.rs); the QEMU command is otherwise the
-/// harness's own. Restores PATH on drop.
-struct QemuAsEc2 {
-    path: std::ffi::OsString,
-}
-
-impl QemuAsEc2 {
-    fn on_path(dir: &Path) -> QemuAsEc2 {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let real = std::env::split_paths(&path)
-            .map(|d| d.join("qemu-system-x86_64"))
-            .find(|p| p.is_file())
-            .expect("qemu-system-x86_64 on PATH");
-        let bin = dir.join("qemu-as-ec2");
-        fs::create_dir_all(&bin).unwrap();
-        let wrapper = bin.join("qemu-system-x86_64");
-        fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\nexec '{}' \"$@\" -smbios 'type=1,manufacturer=Amazon EC2,product=t3.medium'\n",
-                real.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-        let mut dirs = vec![bin];
-        dirs.extend(std::env::split_paths(&path));
-        std::env::set_var("PATH", std::env::join_paths(dirs).unwrap());
-        QemuAsEc2 { path }
-    }
-}
-
-impl Drop for QemuAsEc2 {
-    fn drop(&mut self) {
-        std::env::set_var("PATH", &self.path);
-    }
-}
-
 /// The agent decided `aws` from DMI, passed over the tenant's disk (said on the
 /// console), and took nothing from it.
 fn assert_ignores_the_tenant_disk(vm: &Vm) {
@@ -977,9 +935,9 @@ fn clean_reboot(node: &Node, dir: &Path, mut delivered: Vec<String>) -> BeforeRe
     let asked = node.meta.requests().len();
     let mut spec = node.spec.clone();
     spec.drives = vec![tenant_disk(dir)];
-    let ec2 = QemuAsEc2::on_path(dir);
+    // The DMI identity of an EC2 (Nitro) instance: /sys/class/dmi/id/sys_vendor.
+    spec.smbios = vec!["type=1,manufacturer=Amazon EC2,product=t3.medium".into()];
     let mut vm = start(&spec, &node.work, "aws-boot2");
-    drop(ec2);
     let mut a = agent(&vm, "aws-boot2");
     assert_eq!(
         read(&mut a, "/proc/sys/kernel/hostname").trim(),

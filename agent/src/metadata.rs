@@ -646,7 +646,7 @@ mod tests {
         assert_eq!(read("etc/ssh/authorized_keys/root"), format!("{key}\n"));
         assert!(
             read(provision::SHIPPER_ENV)
-                .starts_with("SLIPWAY_SHIPPER_URL=http://169.254.169.100:9200/_bulk\n"),
+                .starts_with("SLIPWAY_SHIPPER_URL=\"http://169.254.169.100:9200/_bulk\"\n"),
             "{out:?}"
         );
         for unit in [provision::TEST_AGENT_UNIT, provision::SHIPPER_UNIT] {

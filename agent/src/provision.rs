@@ -501,11 +501,9 @@ fn apply_every_boot(
         }
     }
     if let Some(j) = &cfg.journal_shipper {
-        let env = format!(
-            "SLIPWAY_SHIPPER_URL={}\nSLIPWAY_SHIPPER_INDEX={}\n",
-            j.url, j.index
-        );
-        let r = write_in(root, &in_image(SHIPPER_ENV), env.as_bytes(), 0o644, (0, 0))
+        // It may hold credentials: root only.
+        let env = crate::shipper::env_file(j);
+        let r = write_in(root, &in_image(SHIPPER_ENV), env.as_bytes(), 0o600, (0, 0))
             .and_then(|()| sys.systemctl(&["--no-block", "start", SHIPPER_UNIT]));
         match r {
             Ok(()) => done.push(format!("journal shipper to {}", j.url)),
@@ -960,7 +958,7 @@ start = ["other.service"]
             );
             assert_eq!(
                 fs::read_to_string(root.join(SHIPPER_ENV)).unwrap(),
-                "SLIPWAY_SHIPPER_URL=http://10.0.0.5:9200/_bulk\nSLIPWAY_SHIPPER_INDEX=node-logs\n"
+                "SLIPWAY_SHIPPER_URL=\"http://10.0.0.5:9200/_bulk\"\nSLIPWAY_SHIPPER_INDEX=\"node-logs\"\n"
             );
             fs::remove_file(root.join(SHIPPER_ENV)).unwrap();
         }

@@ -181,9 +181,6 @@ impl Access {
 
 /// The shipper unit's environment file for `j` (systemd `EnvironmentFile=` syntax, each
 /// value double-quoted); it holds credentials, so it is written mode 0600.
-// provision.rs writes the unit's environment with this (issue 17); until it does, the
-// shipper gets its URL and index only.
-#[allow(dead_code)]
 pub fn env_file(j: &crate::config::Shipper) -> String {
     let mut vars = vec![
         ("SLIPWAY_SHIPPER_URL", j.url.clone()),

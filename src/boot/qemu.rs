@@ -140,6 +140,10 @@ pub struct VmSpec {
     pub agent: bool,
     /// Exit instead of rebooting (a boot that stops shows it).
     pub no_reboot: bool,
+    /// SMBIOS strings, each one `-smbios VALUE` (e.g.
+    /// `type=1,manufacturer=Amazon EC2,product=t3.medium`): what the guest reads as its
+    /// DMI identity, as a cloud's firmware sets it.
+    pub smbios: Vec<String>,
 }
 
 impl VmSpec {
@@ -160,6 +164,7 @@ impl VmSpec {
             network_range: None,
             agent: false,
             no_reboot: true,
+            smbios: Vec::new(),
         }
     }
 
@@ -344,6 +349,9 @@ pub fn command(spec: &VmSpec, w: &WorkDir, interactive: bool) -> Command {
     for d in &spec.drives {
         c.arg("-drive")
             .arg(format!("file={},format=raw,if=virtio", d.display()));
+    }
+    for v in &spec.smbios {
+        c.arg("-smbios").arg(v);
     }
     if let Some(cfg) = &spec.fw_cfg_config {
         c.arg("-fw_cfg")
@@ -796,6 +804,18 @@ mod tests {
         }
         assert_eq!(values(&a, "-netdev"), ["user,id=n0,restrict=on"]);
         assert_eq!(spec.boots(), Path::new("/img/disk.vhd"));
+        assert!(values(&a, "-smbios").is_empty(), "{a:?}");
+    }
+
+    #[test]
+    fn smbios_strings_become_one_flag_each() {
+        let mut spec = VmSpec::new(Path::new("/img/disk.raw"));
+        spec.smbios = vec!["type=1,manufacturer=Amazon EC2".into(), "type=3,asset=x".into()];
+        let a = args(&command(&spec, &work(), false));
+        assert_eq!(
+            values(&a, "-smbios"),
+            ["type=1,manufacturer=Amazon EC2", "type=3,asset=x"]
+        );
     }
 
     #[test]
