@@ -810,7 +810,10 @@ mod tests {
     #[test]
     fn smbios_strings_become_one_flag_each() {
         let mut spec = VmSpec::new(Path::new("/img/disk.raw"));
-        spec.smbios = vec!["type=1,manufacturer=Amazon EC2".into(), "type=3,asset=x".into()];
+        spec.smbios = vec![
+            "type=1,manufacturer=Amazon EC2".into(),
+            "type=3,asset=x".into(),
+        ];
         let a = args(&command(&spec, &work(), false));
         assert_eq!(
             values(&a, "-smbios"),
