@@ -566,7 +566,6 @@ fn plan(r: &Recipe, formats: &[Format]) -> Result<Plan> {
                 ),
             ));
         }
-        crate::disk::image::check_sizes(r).map_err(|e| err(Code::BadInput, format!("{e:#}")))?;
         tools.extend(crate::disk::image::tools(r));
         for f in &disk_formats {
             tools.extend(f.tools());
@@ -636,8 +635,7 @@ fn assemble_into(
         report.warnings.push(w);
     }
     if plan.init.is_some() {
-        crate::disk::image::check_esp_fits(r, &asm.tree)
-            .map_err(|e| err(Code::BadInput, format!("{e:#}")))?;
+        crate::disk::image::check_esp_fits(r, &asm.tree)?;
     }
     Ok(asm)
 }

@@ -12,7 +12,7 @@
 use crate::assemble::tree::{Entry, Tree};
 use crate::pipeline::{BuildOptions, Context, Format};
 use crate::recipe::{Preload, Recipe};
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 
 /// Where the archives go in the image.
 pub const IMAGES_DIR: &str = "usr/share/slipway/images";
@@ -80,10 +80,10 @@ pub fn add(ctx: &Context, r: &Recipe, tree: &mut Tree, epoch: u64) -> Result<Vec
             file_stem(&p.base_name)
         );
         if tree.get(&dest).is_some() {
-            bail!(
-                "{}: preload[{i}]: two preloaded images would be written to /{dest}",
-                r.display()
-            );
+            return Err(p.at.sub("base-name").err(format!(
+                "two preloaded images would be written to /{dest} (give each a base name \
+                 with its own last component or namespace)"
+            )));
         }
         let bytes =
             std::fs::read(&one.0).with_context(|| format!("reading {}", one.0.display()))?;
@@ -122,22 +122,21 @@ fn build_one(
     dir: &std::path::Path,
 ) -> Result<(std::path::PathBuf, String)> {
     let what = || format!("{}: preload {}", host.display(), p.recipe.display());
-    let r = Recipe::load(&p.recipe).with_context(what)?;
+    // The base recipe is loaded as the host recipe was (`--allow-host-paths` reaches it).
+    let r = Recipe::load_with(&p.recipe, host.load).with_context(what)?;
     if r.kind != crate::recipe::raw::ImageKind::Base {
-        bail!(
-            "{}: preload: {} is not a base image recipe (image.kind = \"base\")",
-            host.display(),
+        return Err(p.at.sub("recipe").err(format!(
+            "{} is not a base image recipe (image.kind = \"base\")",
             p.recipe.display()
-        );
+        )));
     }
     if r.debian.architecture != host.debian.architecture {
-        bail!(
-            "{}: preload: {} is for {}, the host image for {}",
-            host.display(),
+        return Err(p.at.sub("recipe").err(format!(
+            "{} is for {}, the host image for {}",
             p.recipe.display(),
             r.debian.architecture,
             host.debian.architecture
-        );
+        )));
     }
     let opts = BuildOptions {
         formats: vec![Format::OciArchive],

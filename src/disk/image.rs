@@ -66,49 +66,51 @@ pub const MIN_VAR: u64 = 8 << 20;
 /// The smallest ESP (FAT with room for its tables).
 pub const MIN_ESP: u64 = 2 << 20;
 
-/// Checks the recipe's `[disk]` sizes before any work: whole MiB (partitions are
-/// MiB-aligned), at least [`MIN_ESP`] and [`MIN_VAR`].
-pub fn check_sizes(r: &Recipe) -> Result<()> {
-    let f = r.display();
-    for (key, size, min) in [
-        ("esp-size", r.disk.esp_size.map(|s| s.0), MIN_ESP),
-        ("var-size", r.disk.var_size.map(|s| s.0), MIN_VAR),
-    ] {
-        let Some(size) = size else { continue };
-        if size % gpt::ALIGN != 0 {
-            bail!("{f}: disk.{key}: {size} bytes is not a whole number of MiB (partitions are MiB-aligned)");
-        }
-        if size < min {
-            bail!(
-                "{f}: disk.{key}: {} MiB cannot hold the file system (at least {} MiB)",
-                size >> 20,
-                min >> 20
-            );
-        }
-    }
-    Ok(())
-}
-
 /// Checks, once the tree is assembled and before the disk is built, that the ESP can
 /// hold the UKI's known parts (kernel and EFI stub; the initramfs and command line come
 /// on top) with 1 MiB for the file system.
 pub fn check_esp_fits(r: &Recipe, tree: &Tree) -> Result<()> {
-    let f = r.display();
     let esp_size = r.disk.esp_size.map(|s| s.0).unwrap_or(DEFAULT_ESP);
-    let kernel = crate::kernel::find(tree).with_context(|| format!("{f}: the host image"))?;
+    let kernel = crate::kernel::find(tree).map_err(|e| needs_kernel(r, e))?;
     let vmlinuz = file_bytes(tree, &kernel.vmlinuz_path, "kernel")?.len() as u64;
     let stub = file_bytes(tree, STUB, "systemd EFI stub")
         .map(|b| b.len() as u64)
         .unwrap_or(0);
     if vmlinuz + stub + (1 << 20) > esp_size {
-        bail!(
-            "{f}: disk.esp-size: {} MiB cannot hold the UKI: its kernel and EFI stub alone are {:.1} MiB (use at least {} MiB)",
-            esp_size >> 20,
-            (vmlinuz + stub) as f64 / (1u64 << 20) as f64,
-            (vmlinuz + stub).div_ceil(1 << 20) + 16
-        );
+        return Err(esp_too_small(
+            r,
+            format!(
+                "cannot hold the UKI: its kernel and EFI stub alone are {:.1} MiB (use at least {} MiB)",
+                (vmlinuz + stub) as f64 / (1u64 << 20) as f64,
+                (vmlinuz + stub).div_ceil(1 << 20) + 16
+            ),
+        ));
     }
     Ok(())
+}
+
+/// `disk.esp-size` (as written, or the default) is too small: `why`.
+fn esp_too_small(r: &Recipe, why: String) -> anyhow::Error {
+    let at = r.origin_of("disk.esp-size");
+    match r.disk.esp_size {
+        Some(s) => at.err(format!("{} MiB {why}", s.0 >> 20)),
+        None => at.err(format!(
+            "the default {} MiB {why}; set disk.esp-size",
+            DEFAULT_ESP >> 20
+        )),
+    }
+}
+
+/// The host image has no kernel (`e` says why): the recipe's `[kernel]` is missing or
+/// names no kernel package the image has.
+fn needs_kernel(r: &Recipe, e: anyhow::Error) -> anyhow::Error {
+    match &r.kernel_at {
+        Some(at) => at.sub("package").wrap(e),
+        None => r.origin_of("image.kind").wrap(e.context(
+            "a host image needs a [kernel] table naming its package and modules \
+             (e.g. modules = [\"storage\", \"root\", \"var\"])",
+        )),
+    }
 }
 
 /// One partition of the disk, as the manifest lists it.
@@ -392,15 +394,17 @@ pub fn build(
 ) -> Result<Written> {
     let epoch = asm.epoch;
     let tree = &asm.tree;
-    let f = r.display();
     let mut stages = Vec::new();
-    let kernel = crate::kernel::find(tree).with_context(|| format!("{f}: the host image"))?;
-    let plan = asm.module_plan.as_ref().with_context(|| {
-        format!("{f}: a host image needs a [kernel] table naming its modules (e.g. modules = [\"storage\", \"root\", \"var\"])")
-    })?;
+    let plan = asm
+        .module_plan
+        .as_ref()
+        .ok_or_else(|| needs_kernel(r, anyhow::anyhow!("the recipe has no [kernel] table")))?;
+    let kernel = crate::kernel::find(tree).map_err(|e| needs_kernel(r, e))?;
     let vmlinuz = file_bytes(tree, &kernel.vmlinuz_path, "kernel")?;
-    let stub = file_bytes(tree, STUB, "systemd EFI stub").with_context(|| {
-        format!("{f}: add systemd-boot-efi to packages.include (the UKI is built on its stub)")
+    let stub = file_bytes(tree, STUB, "systemd EFI stub").map_err(|e| {
+        r.origin_of("packages.include").wrap(
+            e.context("add systemd-boot-efi to packages.include (the UKI is built on its stub)"),
+        )
     })?;
     let os_release = file_bytes(tree, "usr/lib/os-release", "os-release")?;
 
@@ -414,7 +418,7 @@ pub fn build(
         epoch,
         &cache.join("initramfs"),
     )
-    .with_context(|| format!("{f}: the initramfs"))?;
+    .with_context(|| format!("{}: the initramfs", r.display()))?;
     stage.done(format!(
         "{} modules, {:.2} MB compressed",
         initrd.modules.len(),
@@ -490,11 +494,13 @@ pub fn build(
     let var_size = r.disk.var_size.map(|s| s.0).unwrap_or(DEFAULT_VAR);
     let volume_id = u32::from_le_bytes([ids[0], ids[1], ids[2], ids[3]]);
     if (uki.len() as u64) + (1 << 20) > esp_size {
-        bail!(
-            "{f}: disk.esp-size: {} MiB cannot hold the {:.1} MiB UKI",
-            esp_size >> 20,
-            uki.len() as f64 / (1u64 << 20) as f64
-        );
+        return Err(esp_too_small(
+            r,
+            format!(
+                "cannot hold the {:.1} MiB UKI",
+                uki.len() as f64 / (1u64 << 20) as f64
+            ),
+        ));
     }
     let esp = crate::disk::esp::build_esp(
         &[("EFI/BOOT/BOOTX64.EFI".to_string(), uki.clone())],
@@ -517,7 +523,11 @@ pub fn build(
     let (root_type, verity_type) = match r.debian.architecture.as_str() {
         "amd64" => (gpt::types::ROOT_X86_64, gpt::types::ROOT_VERITY_X86_64),
         "arm64" => (gpt::types::ROOT_ARM64, gpt::types::ROOT_VERITY_ARM64),
-        a => bail!("{f}: host images for {a} are not supported yet (amd64, arm64)"),
+        a => {
+            return Err(r.origin_of("debian.architecture").err(format!(
+                "host images for {a} are not supported yet (amd64, arm64)"
+            )))
+        }
     };
     let half = |h: &[u8]| {
         let mut b = [0u8; 16];

@@ -68,6 +68,8 @@ pub struct Preload {
     pub base_name: String,
     /// The containerd namespace.
     pub namespace: String,
+    /// Where the recipe declares it (`preload[N]`).
+    pub at: Origin,
 }
 
 /// A user the recipe declares.
@@ -194,6 +196,9 @@ pub struct Recipe {
     pub kernel_at: Option<Origin>,
     /// Key positions in this recipe's own file.
     pub spans: Arc<spans::Spans>,
+    /// The options it was loaded with (recipes it names, such as `[[preload]]` base
+    /// recipes, are loaded with the same ones).
+    pub load: LoadOptions,
 }
 
 /// How a recipe is loaded.
@@ -228,6 +233,22 @@ impl Recipe {
     /// Where `key` is in this recipe's own file (for errors found after loading).
     pub fn at(&self, key: &str) -> Origin {
         Origin::new(&self.display(), key, self.spans.clone())
+    }
+
+    /// Where `key` was written: in this recipe's file, or else in the nearest recipe it
+    /// extends that writes it (a value a child inherits is its parent's to explain). A
+    /// key no file of the chain writes is placed in this recipe's file.
+    pub fn origin_of(&self, key: &str) -> Origin {
+        let mut r = self;
+        loop {
+            if r.spans.has(key) {
+                return r.at(key);
+            }
+            match &r.parent {
+                Some(p) => r = p,
+                None => return self.at(key),
+            }
+        }
     }
 
     /// The lock file beside the recipe: `NAME.toml.lock` for the architecture the recipe

@@ -28,6 +28,11 @@ impl Spans {
         Spans { lines }
     }
 
+    /// Whether the file writes `key` itself.
+    pub fn has(&self, key: &str) -> bool {
+        self.lines.contains_key(key)
+    }
+
     /// The line of `key`, or of its nearest enclosing key (`a.b[2].c` falls back to
     /// `a.b[2]`, then `a.b`, then `a`).
     pub fn line(&self, key: &str) -> Option<usize> {
@@ -142,5 +147,6 @@ mod tests {
         assert_eq!(s.line("user[1].nothing"), Some(11));
         assert_eq!(s.line("alternatives.iptables"), Some(15));
         assert_eq!(s.line("nowhere"), None);
+        assert!(s.has("user[1].gecos") && !s.has("user[1].nothing"));
     }
 }

@@ -166,6 +166,7 @@ pub(super) fn recipe(h: &Here, raw: RawRecipe, parent: Option<Box<Recipe>>) -> R
         disk,
         kernel_at,
         spans: h.spans.clone(),
+        load: h.opts,
     })
 }
 
@@ -774,6 +775,7 @@ fn preload(h: &Here, raw: Vec<raw::RawPreload>, p: Option<&Recipe>) -> Result<Ve
             recipe,
             base_name: x.base_name,
             namespace,
+            at: h.at(&key),
         });
     }
     Ok(out)

@@ -6,7 +6,7 @@
 use super::spec::{Empty, RunConfig};
 use crate::assemble::tree::{Entry, Kind, Tree};
 use crate::recipe::Recipe;
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 /// The default PATH when the recipe sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -89,13 +89,12 @@ fn is_executable_file(tree: &Tree, path: &str) -> bool {
 
 /// The run configuration of `r` for `tree`.
 pub fn run_config(r: &Recipe, tree: &Tree, user: UserChoice) -> Result<RunConfig> {
-    let f = r.display();
     let o = &r.oci;
     let user = match (user, &o.user) {
         (UserChoice::Root, _) => "0:0".to_string(),
-        (UserChoice::Recipe, Some(u)) => resolve_user(tree, u).map_err(|e| {
-            crate::exit::err(crate::exit::Code::BadInput, format!("{f}: oci.user: {e}"))
-        })?,
+        (UserChoice::Recipe, Some(u)) => {
+            resolve_user(tree, u).map_err(|e| r.origin_of("oci.user").err(e))?
+        }
         (UserChoice::Recipe, None) => {
             resolve_user(tree, "nonroot").unwrap_or_else(|_| "0:0".to_string())
         }
@@ -123,17 +122,14 @@ pub fn run_config(r: &Recipe, tree: &Tree, user: UserChoice) -> Result<RunConfig
                 .any(|d| is_executable_file(tree, &format!("{d}/{prog}")))
         };
         if !found {
-            bail!(crate::exit::err(
-                crate::exit::Code::BadInput,
-                format!(
-                    "{f}: oci.{key}: \"{prog}\" is not an executable file in the image{}",
-                    if prog.contains('/') {
-                        String::new()
-                    } else {
-                        format!(" (searched PATH {})", path_dirs.join(":"))
-                    }
-                )
-            ));
+            return Err(r.origin_of(&format!("oci.{key}[0]")).err(format!(
+                "\"{prog}\" is not an executable file in the image{}",
+                if prog.contains('/') {
+                    String::new()
+                } else {
+                    format!(" (searched PATH {})", path_dirs.join(":"))
+                }
+            )));
         }
     }
     if let Some(w) = &o.working_dir {
@@ -143,24 +139,20 @@ pub fn run_config(r: &Recipe, tree: &Tree, user: UserChoice) -> Result<RunConfig
                 .and_then(|p| tree.get(&p).map(Entry::is_dir))
                 .unwrap_or(false);
         if !ok {
-            bail!(crate::exit::err(
-                crate::exit::Code::BadInput,
-                format!("{f}: oci.working-dir: \"{w}\" is not a directory in the image (add it with an [[entry]])")
-            ));
+            return Err(r.origin_of("oci.working-dir").err(format!(
+                "\"{w}\" is not a directory in the image (add it with an [[entry]])"
+            )));
         }
     }
     let mut ports = std::collections::BTreeMap::new();
-    for p in &o.exposed_ports {
+    for (i, p) in o.exposed_ports.iter().enumerate() {
         let (num, proto) = p.split_once('/').unwrap_or((p, "tcp"));
         if num.parse::<u16>().map(|n| n == 0).unwrap_or(true)
             || !["tcp", "udp", "sctp"].contains(&proto)
         {
-            bail!(crate::exit::err(
-                crate::exit::Code::BadInput,
-                format!(
-                    "{f}: oci.exposed-ports: \"{p}\" is not a port (expected e.g. \"8080/tcp\")"
-                )
-            ));
+            return Err(r.origin_of(&format!("oci.exposed-ports[{i}]")).err(format!(
+                "\"{p}\" is not a port (expected e.g. \"8080/tcp\")"
+            )));
         }
         ports.insert(format!("{num}/{proto}"), Empty {});
     }
