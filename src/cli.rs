@@ -67,6 +67,15 @@ pub struct FetchArgs {
     /// recipe cannot copy host files such as /etc/shadow into an image).
     #[arg(long)]
     allow_host_paths: bool,
+    /// Size cap of an artifact download the lock has no size for: bytes, or KiB, MiB, GiB [default: 1GiB; env SLIPWAY_DOWNLOAD_MAX_SIZE].
+    #[arg(long, value_name = "SIZE", value_parser = crate::fetch::limits::parse_size)]
+    download_max_size: Option<u64>,
+    /// Overall deadline of each artifact download: seconds, or 90s, 10m, 1h [default: 30m; env SLIPWAY_DOWNLOAD_TIMEOUT].
+    #[arg(long, value_name = "DURATION", value_parser = crate::push::deadline::parse_duration)]
+    download_timeout: Option<std::time::Duration>,
+    /// Longest wait for any byte of an artifact download [default: 60s; env SLIPWAY_DOWNLOAD_READ_TIMEOUT].
+    #[arg(long, value_name = "DURATION", value_parser = crate::push::deadline::parse_duration)]
+    download_read_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -291,7 +300,13 @@ fn load(arg: &str, f: &FetchArgs) -> Result<Recipe> {
 
 fn context(g: &Global, f: &FetchArgs) -> Result<Context> {
     Ok(Context {
-        cache: Cache::open(g.cache.clone())?,
+        cache: Cache::open(g.cache.clone())?.with_download_limits(
+            crate::fetch::limits::Limits::resolve(
+                f.download_max_size,
+                f.download_timeout,
+                f.download_read_timeout,
+            )?,
+        ),
         rep: Reporter::new(g.quiet || g.json),
         offline: g.offline,
         locked: f.locked,

@@ -86,7 +86,18 @@ pub fn staleness(r: &Recipe, lock: &Lock) -> Result<Option<String>> {
 
 /// `slipway lock`: writes `RECIPE.lock` when it is missing, stale, or `update` is set.
 pub fn lock(ctx: &Context, r: &Recipe, update: bool) -> Result<(Lock, LockAction)> {
-    lock_for(ctx, r, update, &[])
+    let res = lock_for(ctx, r, update, &[]);
+    say_cache_warnings(ctx);
+    res
+}
+
+/// Prints the cache's warnings (damaged entries it repaired) through the reporter, for
+/// the commands that write no build report; a build records them in its report instead
+/// ([`build`]).
+fn say_cache_warnings(ctx: &Context) {
+    for w in crate::fetch::cache::take_warnings() {
+        ctx.rep.say(format!("warning: {w}"));
+    }
 }
 
 /// [`lock`], leaving out the artifacts installed at `replaced` (destinations a child
@@ -154,7 +165,7 @@ pub fn ensure_lock(ctx: &Context, r: &Recipe) -> Result<Lock> {
                     "{} is out of date ({why}): locking again",
                     r.lock_path().display()
                 ));
-                Ok(lock(ctx, r, false)?.0)
+                Ok(lock_for(ctx, r, false, &[])?.0)
             }
         },
         None if ctx.locked => Err(err(
@@ -165,7 +176,7 @@ pub fn ensure_lock(ctx: &Context, r: &Recipe) -> Result<Lock> {
                 r.display()
             ),
         )),
-        None => Ok(lock(ctx, r, false)?.0),
+        None => Ok(lock_for(ctx, r, false, &[])?.0),
     }
 }
 
@@ -345,7 +356,19 @@ pub struct Fetched {
 /// `slipway fetch`: the lock's packages and artifacts into the cache, verified.
 /// Artifacts come first: a missing or wrong one fails before any other work.
 pub fn fetch(ctx: &Context, r: &Recipe) -> Result<Fetched> {
+    let res = fetch_verified(ctx, r);
+    say_cache_warnings(ctx);
+    res
+}
+
+/// [`fetch`], leaving the cache's warnings to the caller.
+fn fetch_verified(ctx: &Context, r: &Recipe) -> Result<Fetched> {
     let mut sources = ctx.artifact_sources();
+    // The lock's sizes cap the downloads (a lock that cannot be read is ensure_lock's
+    // to report, below).
+    if let Ok(Some(l)) = Lock::read(&r.lock_path()) {
+        sources.locked_sizes(&l.artifacts);
+    }
     for a in &r.artifacts {
         artifact::fetch(&ctx.cache, a, &mut sources)?;
     }
@@ -368,17 +391,7 @@ pub fn fetch(ctx: &Context, r: &Recipe) -> Result<Fetched> {
 pub fn vendor(ctx: &Context, r: &Recipe, dir: &std::path::Path) -> Result<u64> {
     let f = fetch(ctx, r)?;
     let mut total = packages::vendor(&ctx.cache, &f.lock.packages, dir)?;
-    let adir = dir.join("artifacts");
-    std::fs::create_dir_all(&adir).with_context(|| format!("creating {}", adir.display()))?;
-    for a in &f.lock.artifacts {
-        let name = a.url.rsplit('/').next().unwrap_or("artifact");
-        let dest = adir.join(format!("{}-{name}", &a.sha256[..12]));
-        if !dest.exists() {
-            std::fs::copy(ctx.cache.blob_path(&a.sha256), &dest)
-                .with_context(|| format!("writing {}", dest.display()))?;
-            total += a.size;
-        }
-    }
+    total += artifact::vendor(&ctx.cache, &f.lock.artifacts, &dir.join("artifacts"))?;
     crate::io::atomic::write(&dir.join("lock.toml"), f.lock.to_text()?.as_bytes())?;
     Ok(total)
 }
@@ -444,6 +457,34 @@ pub fn build(
     out: &std::path::Path,
     opts: &BuildOptions,
 ) -> Result<crate::report::BuildReport> {
+    let mut report = crate::report::BuildReport {
+        recipe: r.display(),
+        image: r.name.clone(),
+        ..Default::default()
+    };
+    match build_into(ctx, r, out, opts, &mut report) {
+        Ok(()) => Ok(report),
+        Err(e) => {
+            // The report is lost with the build: its warnings (a repaired cache entry
+            // among them) are printed instead.
+            report.warnings.extend(crate::fetch::cache::take_warnings());
+            for w in &report.warnings {
+                ctx.rep.say(format!("warning: {w}"));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// [`build`], recording into `report`; the warnings of every stage, and those of the
+/// cache, go into it (and so into `report.json` and the summary).
+fn build_into(
+    ctx: &Context,
+    r: &Recipe,
+    out: &std::path::Path,
+    opts: &BuildOptions,
+    report: &mut crate::report::BuildReport,
+) -> Result<()> {
     let recipes = arch_recipes(r, opts)?;
     let r = &recipes[0];
     let plan = plan(r, &opts.formats)?;
@@ -457,15 +498,10 @@ pub fn build(
     }
     crate::io::faults::point("staged")?;
     let dir = staged.path().to_path_buf();
-    let mut report = crate::report::BuildReport {
-        recipe: r.display(),
-        image: r.name.clone(),
-        lock: r.lock_path().display().to_string(),
-        ..Default::default()
-    };
-    let fetched = fetch_into(ctx, r, &mut report)?;
-    let asm = assemble_into(ctx, r, &plan, &fetched.lock, &mut report)?;
-    write_trees(&asm, &opts.formats, &dir, &mut report)?;
+    report.lock = r.lock_path().display().to_string();
+    let fetched = fetch_into(ctx, r, report)?;
+    let asm = assemble_into(ctx, r, &plan, &fetched.lock, report)?;
+    write_trees(&asm, &opts.formats, &dir, report)?;
     if let Some(init) = &plan.init {
         write_disk(
             ctx,
@@ -475,7 +511,7 @@ pub fn build(
             &plan.disk_formats,
             &fetched.lock,
             &dir,
-            &mut report,
+            report,
         )?;
     }
     if opts
@@ -483,7 +519,9 @@ pub fn build(
         .iter()
         .any(|f| matches!(f, Format::Oci | Format::OciArchive))
     {
-        write_oci(ctx, &recipes, opts, (asm, fetched.lock), &dir, &mut report)?;
+        write_oci(ctx, &recipes, opts, (asm, fetched.lock), &dir, report)?;
+        // Parent images assembled on the way.
+        report.warnings.extend(crate::fetch::cache::take_warnings());
     }
     // The report names the files where they will be once the output is swapped in.
     for o in &mut report.outputs {
@@ -492,7 +530,7 @@ pub fn build(
             .display()
             .to_string();
     }
-    let json = serde_json::to_vec_pretty(&report).context("serializing the build report")?;
+    let json = serde_json::to_vec_pretty(&*report).context("serializing the build report")?;
     crate::io::atomic::write(&dir.join("report.json"), &json)?;
     crate::io::faults::point("report")?;
     if !staged.commit()? {
@@ -502,7 +540,7 @@ pub fn build(
             out.display()
         ));
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The recipe once per `--arch` (the recipe's own architecture when none is given).
@@ -585,7 +623,8 @@ fn fetch_into(
     report: &mut crate::report::BuildReport,
 ) -> Result<Fetched> {
     let t = std::time::Instant::now();
-    let fetched = fetch(ctx, r)?;
+    let fetched = fetch_verified(ctx, r)?;
+    report.warnings.extend(crate::fetch::cache::take_warnings());
     report.time("lock+fetch", t.elapsed().as_secs_f64());
     report.packages = fetched.lock.packages.len();
     report.deb_bytes = fetched.lock.total_size();
@@ -618,14 +657,16 @@ fn assemble_into(
     for (name, secs) in &asm.stages {
         report.time(name, *secs);
     }
+    // Taken before the preloaded images' builds, which take their own.
+    report.warnings.extend(crate::fetch::cache::take_warnings());
+    report.warnings.extend(asm.warnings.iter().cloned());
     let t = std::time::Instant::now();
-    report.preloaded = crate::preload::add(ctx, r, &mut asm.tree, asm.epoch)?;
+    report.preloaded = crate::preload::add(ctx, r, &mut asm.tree, asm.epoch, &mut report.warnings)?;
     crate::preload::add_bundled(r, &mut asm.tree, asm.epoch)?;
     if !report.preloaded.is_empty() {
         report.time("preload", t.elapsed().as_secs_f64());
     }
     report.scripts = asm.scripts.clone();
-    report.warnings = asm.warnings.clone();
     report.tree_entries = asm.tree.len();
     report.tree_bytes = asm.tree.content_size();
     report.source_date_epoch = asm.epoch;
@@ -830,9 +871,25 @@ fn driver_warnings(
 
 /// `r`'s tree, assembled from its lock (locking and fetching as needed), with the lock.
 pub fn assembled(ctx: &Context, r: &Recipe) -> Result<(crate::assemble::Assembled, Lock)> {
-    let f = fetch(ctx, r)?;
+    let mut warnings = Vec::new();
+    let res = assembled_into(ctx, r, &mut warnings);
+    say_cache_warnings(ctx);
+    for w in warnings {
+        ctx.rep.say(format!("warning: {w}"));
+    }
+    res
+}
+
+/// [`assembled`], leaving the cache's warnings to the caller and adding the preloaded
+/// images' warnings to `warnings`.
+fn assembled_into(
+    ctx: &Context,
+    r: &Recipe,
+    warnings: &mut Vec<String>,
+) -> Result<(crate::assemble::Assembled, Lock)> {
+    let f = fetch_verified(ctx, r)?;
     let mut asm = crate::assemble::assemble(&ctx.cache, r, &f.lock)?;
-    crate::preload::add(ctx, r, &mut asm.tree, asm.epoch)?;
+    crate::preload::add(ctx, r, &mut asm.tree, asm.epoch, warnings)?;
     crate::preload::add_bundled(r, &mut asm.tree, asm.epoch)?;
     Ok((asm, f.lock))
 }
@@ -863,7 +920,7 @@ fn oci_image(
     };
     let (asm, lock) = match given {
         Some(g) => g,
-        None => assembled(ctx, r)?,
+        None => assembled_into(ctx, r, &mut Vec::new())?,
     };
     let sbom = crate::sbom::spdx(
         &crate::sbom::Subject {

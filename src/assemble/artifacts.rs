@@ -1,12 +1,14 @@
 //! The artifacts stage of assembly: consumes the recipe's `[[artifact]]` entries (each
-//! already in the cache, verified by sha256 when it was fetched), produces their files
+//! already in the cache, and hashed again here as it is read), produces their files
 //! in the tree at their `dest` with their mode. An artifact with `member` is a tar
 //! archive (plain, gzip, xz or zstd, told apart by magic bytes); the named member is
 //! installed instead of the archive.
 
 use super::tree::{Entry, Tree};
 use crate::deb::{decompress, Compression};
-use crate::fetch::cache::Cache;
+use crate::exit::{with_code, Code};
+use crate::fetch::cache::{Cache, DigestMismatch};
+use crate::fetch::verify::{open_nofollow, read_hashing};
 use crate::recipe::Recipe;
 use anyhow::{bail, Context, Result};
 use std::io::Read;
@@ -18,10 +20,7 @@ const ARCHIVE_LIMIT: u64 = 2 << 30;
 pub fn install(tree: &mut Tree, r: &Recipe, cache: &Cache, epoch: u64) -> Result<()> {
     for a in &r.artifacts {
         let what = || format!("{}: artifact {} ({})", r.display(), a.dest, a.url);
-        let blob = cache.blob_path(&a.sha256);
-        let data = std::fs::read(&blob)
-            .with_context(|| format!("reading {}", blob.display()))
-            .with_context(what)?;
+        let data = read_blob(cache, &a.sha256).with_context(what)?;
         // A member the archive lacks, or a dest the tree refuses, is the recipe's
         // mistake (exit 2, naming where the recipe wrote it).
         let bytes = match &a.member {
@@ -33,6 +32,31 @@ pub fn install(tree: &mut Tree, r: &Recipe, cache: &Cache, epoch: u64) -> Result
             .map_err(|e| a.at.sub("dest").wrap(e))?;
     }
     Ok(())
+}
+
+/// The bytes of the blob `sha256`, hashed as they are read: the blob may have changed
+/// since it was fetched. A mismatch removes the blob (the next run fetches it again) and
+/// fails with exit 4.
+fn read_blob(cache: &Cache, sha256: &str) -> Result<Vec<u8>> {
+    let blob = cache.blob_path(sha256);
+    let mut f = open_nofollow(&blob).with_context(|| format!("opening {}", blob.display()))?;
+    let hint = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let (data, digest) =
+        read_hashing(&mut f, hint).with_context(|| format!("reading {}", blob.display()))?;
+    if digest != sha256 {
+        // Removes it, so that the next fetch replaces it.
+        let _ = cache.check(sha256);
+        return Err(with_code(
+            Code::Fetch,
+            anyhow::Error::new(DigestMismatch {
+                what: blob.display().to_string(),
+                expected: sha256.into(),
+                actual: digest,
+            })
+            .context("the cached blob changed after it was verified; it was removed, run the build again to fetch it again"),
+        ));
+    }
+    Ok(data)
 }
 
 /// The compression of `data`, from its first bytes.

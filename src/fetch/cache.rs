@@ -11,9 +11,12 @@
 //! (`flock`) by the process using it; [`Cache::open`] removes the ones whose lock is not
 //! held, i.e. the leftovers of a killed run.
 //!
+//! The cache also carries the [`Limits`] of the downloads that fill it.
+//!
 //! Files are 0600 and directories 0700 ([`verify::FILE_MODE`], [`verify::DIR_MODE`]):
 //! the cache is per user, and an artifact blob may be a copy of a private host file.
 
+use super::limits::Limits;
 use super::verify::{self, open_nofollow, DIR_MODE, FILE_MODE};
 use crate::io::hash::sha256_reader;
 use anyhow::{bail, Context, Result};
@@ -30,6 +33,7 @@ const STALE_NEW: std::time::Duration = std::time::Duration::from_secs(3600);
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
+    limits: Limits,
 }
 
 /// The state of one blob.
@@ -65,9 +69,23 @@ impl Cache {
         for sub in ["blobs", "tmp", "decoded", "layers"] {
             restrict(&root.join(sub), DIR_MODE)?;
         }
-        let cache = Cache { root };
+        let cache = Cache {
+            root,
+            limits: Limits::default(),
+        };
         cache.remove_stale_work()?;
         Ok(cache)
+    }
+
+    /// The cache with `limits` on the downloads that fill it.
+    pub fn with_download_limits(mut self, limits: Limits) -> Cache {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits of every download into this cache.
+    pub fn download_limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The cache root.
@@ -175,6 +193,44 @@ impl Cache {
         }
         let _ = fs::remove_file(self.legacy_stamp_path(sha256));
         Ok(dest)
+    }
+
+    /// Copies the blob `sha256` to `dest` with `mode` (for `slipway vendor`), verifying
+    /// the bytes as they are copied. The copy is written under a random
+    /// `O_CREAT|O_EXCL|O_NOFOLLOW` name beside `dest`, synced and renamed onto it
+    /// ([`crate::io::atomic::AtomicFile`]), so nothing planted in the directory is
+    /// written through and a failed copy leaves no file. A `dest` that already has the
+    /// digest is left as it is. Returns whether it copied.
+    pub fn export(&self, sha256: &str, dest: &Path, mode: u32) -> Result<bool> {
+        use std::io::Write;
+        if fs::symlink_metadata(dest).is_ok_and(|m| m.is_file())
+            && crate::io::hash::sha256_file(dest)?.0 == sha256
+        {
+            return Ok(false);
+        }
+        let blob = self.blob_path(sha256);
+        let mut from =
+            open_nofollow(&blob).with_context(|| format!("opening {}", blob.display()))?;
+        let out = crate::io::atomic::AtomicFile::create_mode(dest, mode)?;
+        let mut w =
+            crate::io::hash::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, out));
+        std::io::copy(&mut from, &mut w)
+            .with_context(|| format!("copying {} to {}", blob.display(), dest.display()))?;
+        w.flush()
+            .with_context(|| format!("writing {}", dest.display()))?;
+        let (buf, digest, _) = w.finish();
+        if digest != sha256 {
+            bail!(DigestMismatch {
+                what: blob.display().to_string(),
+                expected: sha256.into(),
+                actual: digest
+            });
+        }
+        buf.into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("writing {}", dest.display()))?
+            .commit()?;
+        Ok(true)
     }
 
     /// A fresh private working directory under the cache, locked for as long as the
@@ -333,11 +389,24 @@ pub fn copy_hashing(from: &mut impl std::io::Read, to: &Path) -> Result<(u64, St
     Ok((n, digest))
 }
 
-/// Prints one warning line about the cache on stderr. The stages that find a bad entry
-/// (fetch, decode) have no reporter, and a repaired entry should be seen even with
-/// `--quiet`.
+/// The cache's warnings not yet taken by [`take_warnings`].
+static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records one warning about the cache (a damaged entry, repaired). The stages that find
+/// one (fetch, decode, on several threads) have no reporter: the pipeline takes the
+/// warnings with [`take_warnings`] into the build report (`report.json` and the summary),
+/// or prints them through its reporter for the commands that write no report, so they
+/// go where the build's other warnings go and `--quiet` silences the progress line.
 pub fn warn(msg: &str) {
-    eprintln!("warning: {msg}");
+    WARNINGS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(msg.to_string());
+}
+
+/// The warnings [`warn`] recorded since the last call, in order.
+pub fn take_warnings() -> Vec<String> {
+    std::mem::take(&mut *WARNINGS.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 fn default_root() -> Result<PathBuf> {

@@ -3,5 +3,6 @@
 
 pub mod artifact;
 pub mod cache;
+pub mod limits;
 pub mod packages;
 pub mod verify;

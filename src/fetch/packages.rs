@@ -231,41 +231,13 @@ fn unserved<'a>(apt: &AptState, want: &[&'a LockedPackage]) -> Result<Vec<&'a Lo
 /// verifying each copy as it is written. Copies are 0644: a vendor directory is meant to
 /// be shared and carries only public packages.
 pub fn vendor(cache: &Cache, pkgs: &[LockedPackage], dir: &Path) -> Result<u64> {
-    use std::os::unix::fs::PermissionsExt;
     let debs = dir.join("debs");
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
     let mut total = 0;
     for p in pkgs {
-        let dest = debs.join(vendor_name(p));
-        if dest.is_file() && sha256_file(&dest)?.0 == p.sha256 {
-            continue;
+        if cache.export(&p.sha256, &debs.join(vendor_name(p)), 0o644)? {
+            total += p.size;
         }
-        let blob = cache.blob_path(&p.sha256);
-        let mut from =
-            std::fs::File::open(&blob).with_context(|| format!("opening {}", blob.display()))?;
-        // A random name created with O_EXCL: nothing planted in `debs` is written through.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".{}.", vendor_name(p)))
-            .permissions(std::fs::Permissions::from_mode(0o644))
-            .tempfile_in(&debs)
-            .with_context(|| format!("creating a temporary file in {}", debs.display()))?;
-        let mut w = crate::io::hash::HashingWriter::new(tmp.as_file_mut());
-        std::io::copy(&mut from, &mut w)
-            .with_context(|| format!("copying {} into {}", p.name, debs.display()))?;
-        let (_, digest, _) = w.finish();
-        if digest != p.sha256 {
-            anyhow::bail!(super::cache::DigestMismatch {
-                what: blob.display().to_string(),
-                expected: p.sha256.clone(),
-                actual: digest
-            });
-        }
-        tmp.as_file()
-            .sync_all()
-            .with_context(|| format!("syncing {}", dest.display()))?;
-        tmp.persist(&dest)
-            .with_context(|| format!("writing {}", dest.display()))?;
-        total += p.size;
     }
     Ok(total)
 }
