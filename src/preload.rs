@@ -47,8 +47,15 @@ pub fn add_bundled(r: &Recipe, tree: &mut Tree, epoch: u64) -> Result<()> {
     Ok(())
 }
 
-/// Builds every image `r` preloads and adds them and the import unit to `tree`.
-pub fn add(ctx: &Context, r: &Recipe, tree: &mut Tree, epoch: u64) -> Result<Vec<Preloaded>> {
+/// Builds every image `r` preloads and adds them and the import unit to `tree`; the
+/// warnings of their builds go into `warnings`, each naming its base recipe.
+pub fn add(
+    ctx: &Context,
+    r: &Recipe,
+    tree: &mut Tree,
+    epoch: u64,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Preloaded>> {
     if r.preload.is_empty() {
         return Ok(Vec::new());
     }
@@ -73,18 +80,24 @@ pub fn add(ctx: &Context, r: &Recipe, tree: &mut Tree, epoch: u64) -> Result<Vec
          RemainAfterExit=yes\n",
     );
     for (i, p) in r.preload.iter().enumerate() {
-        let one = build_one(ctx, r, p, &work.path().join(i.to_string()))?;
         let dest = format!(
             "{IMAGES_DIR}/{}/{}.tar",
             p.namespace,
             file_stem(&p.base_name)
         );
+        // Checked at load too; here before the image is built, not after.
         if tree.get(&dest).is_some() {
             return Err(p.at.sub("base-name").err(format!(
                 "two preloaded images would be written to /{dest} (give each a base name \
                  with its own last component or namespace)"
             )));
         }
+        let one = build_one(ctx, r, p, &work.path().join(i.to_string()))?;
+        warnings.extend(
+            one.2
+                .iter()
+                .map(|w| format!("preload {}: {w}", p.recipe.display())),
+        );
         let bytes =
             std::fs::read(&one.0).with_context(|| format!("reading {}", one.0.display()))?;
         let (sha256, size) = (crate::io::hash::sha256_hex(&bytes), bytes.len() as u64);
@@ -113,14 +126,14 @@ pub fn add(ctx: &Context, r: &Recipe, tree: &mut Tree, epoch: u64) -> Result<Vec
     Ok(done)
 }
 
-/// Builds `p`'s base recipe as an OCI archive under `dir`; returns the archive and the
-/// image's tag.
+/// Builds `p`'s base recipe as an OCI archive under `dir`; returns the archive, the
+/// image's tag and the build's warnings.
 fn build_one(
     ctx: &Context,
     host: &Recipe,
     p: &Preload,
     dir: &std::path::Path,
-) -> Result<(std::path::PathBuf, String)> {
+) -> Result<(std::path::PathBuf, String, Vec<String>)> {
     let what = || format!("{}: preload {}", host.display(), p.recipe.display());
     // The base recipe is loaded as the host recipe was (`--allow-host-paths` reaches it).
     let r = Recipe::load_with(&p.recipe, host.load).with_context(what)?;
@@ -146,9 +159,9 @@ fn build_one(
             user: crate::writers::oci::UserChoice::Recipe,
         },
     };
-    crate::pipeline::build(ctx, &r, dir, &opts).with_context(what)?;
+    let report = crate::pipeline::build(ctx, &r, dir, &opts).with_context(what)?;
     let tag = crate::writers::oci::tag(&r);
-    Ok((dir.join("image.tar"), tag))
+    Ok((dir.join("image.tar"), tag, report.warnings))
 }
 
 /// The archive's file name: the last component of the image name.

@@ -771,6 +771,21 @@ fn preload(h: &Here, raw: Vec<raw::RawPreload>, p: Option<&Recipe>) -> Result<Ve
             ));
         }
         out.retain(|p: &Preload| p.base_name != x.base_name);
+        let file_of = |b: &str| b.rsplit('/').next().unwrap_or(b).to_string();
+        if let Some(o) = out
+            .iter()
+            .find(|o| o.namespace == namespace && file_of(&o.base_name) == file_of(&x.base_name))
+        {
+            return Err(h.bad(
+                &format!("{key}.base-name"),
+                format!(
+                    "\"{}\" and \"{}\" would be written to one archive, {}.tar in namespace {namespace} (give each its own last component or namespace)",
+                    o.base_name,
+                    x.base_name,
+                    file_of(&x.base_name)
+                ),
+            ));
+        }
         out.push(Preload {
             recipe,
             base_name: x.base_name,
