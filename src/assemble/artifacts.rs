@@ -121,6 +121,25 @@ mod tests {
     }
 
     #[test]
+    fn a_blob_that_changed_in_the_cache_fails_with_exit_4_and_is_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(Some(d.path().join("c"))).unwrap();
+        let src = d.path().join("f");
+        std::fs::write(&src, b"artifact").unwrap();
+        let sha = crate::io::hash::sha256_hex(b"artifact");
+        let blob = cache.insert(&src, &sha).unwrap();
+        assert_eq!(read_blob(&cache, &sha).unwrap(), b"artifact");
+        std::fs::write(&blob, b"artifacT").unwrap();
+        let e = read_blob(&cache, &sha).unwrap_err();
+        assert_eq!(crate::exit::code_of(&e), 4, "{e:#}");
+        assert!(
+            format!("{e:#}").contains(&format!("expected {sha}")),
+            "{e:#}"
+        );
+        assert!(!blob.exists(), "the changed blob is removed");
+    }
+
+    #[test]
     fn members_come_out_of_plain_and_compressed_archives() {
         let plain = tarball("./tool-1/tool", b"#!tool");
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

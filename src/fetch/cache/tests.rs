@@ -153,3 +153,39 @@ fn stale_work_directories_are_removed_live_ones_stay() {
     drop(live);
     assert!(!p.exists(), "a work directory is removed when dropped");
 }
+
+/// `export` (slipway vendor) writes a verified 0644 copy, replaces a link planted at the
+/// final name instead of writing through it, and refuses a blob that changed.
+#[test]
+fn export_is_verified_and_does_not_follow_a_planted_link() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = Cache::open(Some(d.path().join("c"))).unwrap();
+    let src = d.path().join("f");
+    fs::write(&src, b"artifact bytes").unwrap();
+    let sha = sha256_hex(b"artifact bytes");
+    let blob = cache.insert(&src, &sha).unwrap();
+    let out = d.path().join("vendor");
+    fs::create_dir(&out).unwrap();
+    let victim = d.path().join("victim");
+    fs::write(&victim, b"keep").unwrap();
+    let dest = out.join("tool");
+    std::os::unix::fs::symlink(&victim, &dest).unwrap();
+    assert!(cache.export(&sha, &dest, 0o644).unwrap());
+    assert_eq!(fs::read(&victim).unwrap(), b"keep");
+    assert_eq!(fs::read(&dest).unwrap(), b"artifact bytes");
+    assert_eq!(mode(&dest), 0o644);
+    assert!(
+        !cache.export(&sha, &dest, 0o644).unwrap(),
+        "a good copy is kept"
+    );
+    fs::write(&blob, b"artifact bytez").unwrap();
+    let other = out.join("other");
+    let e = cache.export(&sha, &other, 0o644).unwrap_err();
+    assert!(e.is::<DigestMismatch>(), "{e:#}");
+    assert!(!other.exists());
+    assert_eq!(
+        fs::read_dir(&out).unwrap().count(),
+        1,
+        "no temporary file is left"
+    );
+}
