@@ -6,7 +6,9 @@
 //! leave the previous output directory as it was. Then the specific holes the hardening
 //! issue found: a GECOS and a suite that inject lines, huge sizes, overlays and
 //! `file://` artifacts outside the recipe's directory (refused; accepted with
-//! `--allow-host-paths`), and setuid overlay files.
+//! `--allow-host-paths`), and setuid overlay files. Last, the mistakes found only once
+//! the tree is assembled (the OCI configuration, preloaded images), built for real from a
+//! made-up package.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -440,6 +442,10 @@ fn listed_tables() -> Vec<Case> {
             "[applets]\nbinary = \"/bin/busybox\"\nlinks = [] # <-",
         ),
         recipe_case("systemd.enable", "[systemd]\nenable = \"a.service\" # <-"),
+        recipe_case(
+            "preload[1].base-name",
+            "[[preload]]\nrecipe = \"r.toml\"\nbase-name = \"a/p\"\n[[preload]]\nrecipe = \"r.toml\"\nbase-name = \"b/p\" # <-",
+        ),
     ]
 }
 
@@ -782,4 +788,260 @@ fn build_commands_document_allow_host_paths() {
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.contains("--allow-host-paths"), "{cmd}: {out}");
     }
+}
+
+/// Recipe mistakes found only once the tree is assembled: (the key, the file the error
+/// must name, `r.toml`, and the other files of the case). Every case builds its OCI
+/// image, or for a host recipe its tar, from one made-up package; `# <-` marks the line.
+const ASSEMBLED: &[(&str, &str, &str, &[(&str, &str)])] = &[
+    ("oci.user", "r.toml", "[oci]\nuser = \"www-data\" # <-", &[]),
+    (
+        "oci.entrypoint[0]",
+        "r.toml",
+        "[oci]\nentrypoint = [\"/usr/bin/nope\"] # <-",
+        &[],
+    ),
+    ("oci.cmd[0]", "r.toml", "[oci]\ncmd = [\"nope\"] # <-", &[]),
+    (
+        "oci.working-dir",
+        "r.toml",
+        "[oci]\nworking-dir = \"/srv/none\" # <-",
+        &[],
+    ),
+    // Inherited: the parent's file and line, where the value was written.
+    (
+        "oci.working-dir",
+        "p.toml",
+        "extends = \"p.toml\"\n[paths]\ndrop = [\"srv/app\"]",
+        &[(
+            "p.toml",
+            "[oci]\nworking-dir = \"/srv/app\" # <-\n[[entry]]\npath = \"/srv/app\"\ntype = \"dir\"",
+        )],
+    ),
+    (
+        "preload[0].recipe",
+        "r.toml",
+        "[image]\nkind = \"host\"\n[[preload]]\nrecipe = \"b.toml\" # <-\nbase-name = \"x/b\"",
+        &[("b.toml", "[image]\nkind = \"host\"")],
+    ),
+    (
+        "preload[0].recipe",
+        "r.toml",
+        "[image]\nkind = \"host\"\n[[preload]]\nrecipe = \"b.toml\" # <-\nbase-name = \"x/b\"",
+        &[("b.toml", "[debian]\narchitecture = \"arm64\"")],
+    ),
+];
+
+/// The made-up package: a .deb of plain tars holding one file.
+fn tiny_deb() -> Vec<u8> {
+    fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, body) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(if path.ends_with('/') {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
+            h.set_size(body.len() as u64);
+            h.set_mode(0o755);
+            h.set_mtime(1_700_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_cksum();
+            b.append_data(&mut h, path, *body).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+    let control = tar_of(&[(
+        "./control",
+        b"Package: tiny\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: test\n",
+    )]);
+    let data = tar_of(&[
+        ("./usr/", b""),
+        ("./usr/bin/", b""),
+        ("./usr/bin/tiny", b"#!/bin/sh\n"),
+    ]);
+    let mut out = b"!<arch>\n".to_vec();
+    for (name, bytes) in [
+        ("debian-binary", &b"2.0\n"[..]),
+        ("control.tar", &control[..]),
+        ("data.tar", &data[..]),
+    ] {
+        let head = format!(
+            "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            0,
+            0,
+            0,
+            100644,
+            bytes.len()
+        );
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(bytes);
+        if bytes.len() % 2 == 1 {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// Writes `name` (a recipe of the made-up package plus `body`) and its lock in `d`; the
+/// lock of a recipe that extends another names the parent's, which must be written first.
+fn locked_recipe(d: &Path, name: &str, body: &str, deb: &[u8]) {
+    let path = d.join(name);
+    // `extends` belongs above the first table.
+    let (top, body) = match body.split_once('\n') {
+        Some((first, rest)) if first.starts_with("extends") => (format!("{first}\n"), rest),
+        _ => (String::new(), body),
+    };
+    let text = format!("schema-version = 1\n{top}[packages]\ninclude = [\"tiny\"]\n{body}\n");
+    std::fs::write(&path, text).unwrap();
+    let opts = slipway::recipe::LoadOptions {
+        allow_host_paths: true,
+    };
+    let r = slipway::recipe::Recipe::load_with(&path, opts).unwrap();
+    let parent = r.parent.as_ref().map(|p| slipway::lock::ParentRef {
+        recipe: p.path.file_name().unwrap().to_string_lossy().into_owned(),
+        input_digest: slipway::lock::input_digest(p),
+    });
+    slipway::lock::Lock {
+        lock_version: slipway::lock::LOCK_VERSION,
+        input_digest: slipway::lock::input_digest(&r),
+        release: "trixie".into(),
+        architecture: r.debian.architecture.clone(),
+        parent,
+        packages: vec![slipway::lock::LockedPackage {
+            name: "tiny".into(),
+            version: "1.0".into(),
+            architecture: "all".into(),
+            size: deb.len() as u64,
+            sha256: slipway::io::hash::sha256_hex(deb),
+            source: "tiny".into(),
+            source_version: "1.0".into(),
+            suite: "trixie".into(),
+        }],
+        artifacts: vec![],
+        cuts: vec![],
+    }
+    .write(&r.lock_path())
+    .unwrap();
+}
+
+/// Builds one [`ASSEMBLED`] case; returns what is wrong with the outcome, if anything.
+fn check_assembled(case: &(&str, &str, &str, &[(&str, &str)]), deb: &[u8]) -> Option<String> {
+    let (key, file, body, others) = *case;
+    let d = workdir();
+    let debs = d.path().join("vendor/debs");
+    std::fs::create_dir_all(&debs).unwrap();
+    std::fs::write(debs.join("tiny_1.0_all.deb"), deb).unwrap();
+    for (name, text) in others {
+        locked_recipe(d.path(), name, text, deb);
+    }
+    locked_recipe(d.path(), "r.toml", body, deb);
+    let host = body.contains("kind = \"host\"");
+    let before = snapshot(&d.path().join("out"));
+    let o = run(
+        d.path(),
+        &[
+            "build",
+            "r.toml",
+            "-o",
+            "out",
+            "--offline",
+            "--locked",
+            "--vendor",
+            "vendor",
+            "--format",
+            if host { "tar" } else { "oci" },
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let text = std::fs::read_to_string(d.path().join(file)).unwrap();
+    let line = text.lines().position(|l| l.contains("# <-")).unwrap() + 1;
+    let mut wrong = Vec::new();
+    if o.status.code() != Some(2) {
+        wrong.push(format!("exit {:?}, not 2", o.status.code()));
+    }
+    if !err.contains(&format!("{file}: {key}: ")) {
+        wrong.push(format!("does not name {file}: {key}"));
+    }
+    if !err.contains(&format!("(line {line})")) {
+        wrong.push(format!("does not name line {line}"));
+    }
+    if snapshot(&d.path().join("out")) != before {
+        wrong.push("changed the previous output".into());
+    }
+    (!wrong.is_empty()).then(|| {
+        format!(
+            "{key} in {file}: {}\n    stderr: {}",
+            wrong.join(", "),
+            err.trim()
+        )
+    })
+}
+
+#[test]
+fn mistakes_found_at_assembly_exit_2_with_file_key_and_line() {
+    let deb = tiny_deb();
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = ASSEMBLED
+            .iter()
+            .map(|c| s.spawn(|| check_assembled(c, &deb)))
+            .collect();
+        runs.into_iter().filter_map(|h| h.join().unwrap()).collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `--allow-host-paths` reaches the base recipes a host recipe preloads: without it, a
+/// preloaded recipe's overlay outside its directory is refused (naming that recipe);
+/// with it, the build goes through.
+#[test]
+fn preloaded_recipes_are_loaded_with_the_host_recipes_options() {
+    let deb = tiny_deb();
+    let d = workdir();
+    let debs = d.path().join("vendor/debs");
+    std::fs::create_dir_all(&debs).unwrap();
+    std::fs::write(debs.join("tiny_1.0_all.deb"), &deb).unwrap();
+    std::fs::create_dir_all(d.path().join("shared/etc")).unwrap();
+    std::fs::write(d.path().join("shared/etc/motd"), b"hi\n").unwrap();
+    std::fs::create_dir_all(d.path().join("base")).unwrap();
+    locked_recipe(
+        d.path(),
+        "base/b.toml",
+        "[paths]\noverlays = [\"../shared\"] # <-",
+        &deb,
+    );
+    locked_recipe(
+        d.path(),
+        "r.toml",
+        "[image]\nkind = \"host\"\n[[preload]]\nrecipe = \"base/b.toml\"\nbase-name = \"x/b\"",
+        &deb,
+    );
+    let build = |extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "r.toml",
+            "-o",
+            "out",
+            "--offline",
+            "--locked",
+            "--vendor",
+            "vendor",
+            "--format",
+            "tar",
+        ];
+        args.extend_from_slice(extra);
+        run(d.path(), &args)
+    };
+    let o = build(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("b.toml: paths.overlays[0]") && err.contains("(line 5)"),
+        "{err}"
+    );
+    let o = build(&["--allow-host-paths"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
 }

@@ -54,9 +54,13 @@ pub fn resolve_user(tree: &Tree, spec: &str) -> std::result::Result<String, Stri
             Ok(n) => (n, users.iter().find(|r| r.1 == n).map(|r| r.2).unwrap_or(n)),
             Err(_) => {
                 let known: Vec<&str> = users.iter().map(|r| r.0.as_str()).collect();
+                let has = if known.is_empty() {
+                    "it has none".to_string()
+                } else {
+                    format!("it has: {}", known.join(", "))
+                };
                 return Err(format!(
-                    "no user \"{u}\" in the image's /etc/passwd (it has: {})",
-                    known.join(", ")
+                    "no user \"{u}\" in the image's /etc/passwd ({has})"
                 ));
             }
         },
