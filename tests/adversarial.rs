@@ -790,10 +790,19 @@ fn build_commands_document_allow_host_paths() {
     }
 }
 
-/// Recipe mistakes found only once the tree is assembled: (the key, the file the error
-/// must name, `r.toml`, and the other files of the case). Every case builds its OCI
-/// image, or for a host recipe its tar, from one made-up package; `# <-` marks the line.
-const ASSEMBLED: &[(&str, &str, &str, &[(&str, &str)])] = &[
+/// (key, file, recipe body, other recipe files with their bodies).
+type AssembledCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// Recipe mistakes found only once the tree is assembled: the key and the file the error
+/// must name, the body of `r.toml`, and the case's other recipe files. Every case builds
+/// its OCI image, or for a host recipe its tar, from one made-up package; `# <-` marks
+/// the line.
+const ASSEMBLED: &[AssembledCase] = &[
     ("oci.user", "r.toml", "[oci]\nuser = \"www-data\" # <-", &[]),
     (
         "oci.entrypoint[0]",
@@ -928,7 +937,7 @@ fn locked_recipe(d: &Path, name: &str, body: &str, deb: &[u8]) {
 }
 
 /// Builds one [`ASSEMBLED`] case; returns what is wrong with the outcome, if anything.
-fn check_assembled(case: &(&str, &str, &str, &[(&str, &str)]), deb: &[u8]) -> Option<String> {
+fn check_assembled(case: &AssembledCase, deb: &[u8]) -> Option<String> {
     let (key, file, body, others) = *case;
     let d = workdir();
     let debs = d.path().join("vendor/debs");

@@ -655,3 +655,53 @@ pub fn build(
 pub fn disk_in(dir: &Path) -> PathBuf {
     dir.join("disk.raw")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(text: &str) -> (tempfile::TempDir, Recipe) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r.toml");
+        std::fs::write(&p, text).unwrap();
+        let r = Recipe::load(&p).unwrap();
+        (d, r)
+    }
+
+    #[test]
+    fn disk_mistakes_name_the_key_and_line_and_exit_2() {
+        let mut t = Tree::new();
+        t.put("usr/lib/modules/6.1.0", Entry::dir(0o755, 1))
+            .unwrap();
+        t.put(
+            "usr/lib/modules/6.1.0/modules.builtin",
+            Entry::file(Vec::new(), 0o644, 1),
+        )
+        .unwrap();
+        t.put(
+            "boot/vmlinuz-6.1.0",
+            Entry::file(vec![0; 3 << 20], 0o644, 1),
+        )
+        .unwrap();
+        let head = "schema-version = 1\n[image]\nkind = \"host\"\n[packages]\ninclude = [\"a1\"]\n";
+        let (_d, r) = host(&format!("{head}[disk]\nesp-size = \"2MiB\"\n"));
+        let e = check_esp_fits(&r, &t).unwrap_err();
+        let m = format!("{e:#}");
+        assert_eq!(crate::exit::code_of(&e), 2, "{m}");
+        assert!(
+            m.contains("r.toml: disk.esp-size: 2 MiB cannot hold the UKI")
+                && m.ends_with("(line 7)"),
+            "{m}"
+        );
+        // No kernel and no [kernel]: the recipe's image.kind asks for one.
+        let (_d, r) = host(head);
+        let e = check_esp_fits(&r, &Tree::new()).unwrap_err();
+        let m = format!("{e:#}");
+        assert_eq!(crate::exit::code_of(&e), 2, "{m}");
+        assert!(
+            m.contains("r.toml: image.kind: a host image needs a [kernel] table")
+                && m.ends_with("(line 3)"),
+            "{m}"
+        );
+    }
+}

@@ -554,6 +554,29 @@ mod tests {
     }
 
     #[test]
+    fn origins_name_the_file_of_the_chain_that_wrote_the_key() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "p.toml", "schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[oci]\nuser = \"app\"\nworking-dir = \"/srv\"\n");
+        let c = write(
+            d.path(),
+            "c.toml",
+            "schema-version = 1\nextends = \"p.toml\"\n[oci]\nuser = \"other\"\n",
+        );
+        let r = Recipe::load(&c).unwrap();
+        let at = r.origin_of("oci.working-dir");
+        assert!(at.file().ends_with("p.toml"), "{at}");
+        assert_eq!(at.line(), Some(6));
+        let at = r.origin_of("oci.user");
+        assert!(at.file().ends_with("c.toml"), "{at}");
+        assert_eq!(at.line(), Some(4));
+        // Written nowhere: this recipe's file, at the nearest enclosing key it writes.
+        let at = r.origin_of("oci.cmd[0]");
+        assert!(at.file().ends_with("c.toml"), "{at}");
+        assert_eq!(at.line(), Some(3));
+        assert_eq!(r.load, LoadOptions::default());
+    }
+
+    #[test]
     fn host_paths_are_confined_to_the_declaring_recipes_directory() {
         let d = tempfile::tempdir().unwrap();
         let base = d.path().join("base");
