@@ -408,14 +408,120 @@ pub fn build(
     })?;
     let os_release = file_bytes(tree, "usr/lib/os-release", "os-release")?;
 
+    let initrd = build_initrd(r, asm, plan, &bundled.init, cache, rep, &mut stages)?;
+
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".slipway-disk-")
+        .tempdir_in(out)
+        .with_context(|| format!("creating a staging directory in {}", out.display()))?;
+
+    let (fs_kind, root_bytes) = write_root_fs(
+        r,
+        tree,
+        &bundled.agent,
+        epoch,
+        staging.path(),
+        rep,
+        &mut stages,
+    )?;
+
+    let t = Instant::now();
+    let verity = verity_of(&root_bytes)?;
+    let root_hash = verity.root_hash.clone();
+    stages.push(("verity".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let cmdline = kernel_cmdline(r, &root_hash);
+    let uki = crate::disk::uki::build_uki(&crate::disk::uki::Parts {
+        stub,
+        kernel: vmlinuz,
+        initrd: &initrd.bytes,
+        cmdline: &cmdline,
+        os_release,
+        uname: Some(&kernel.version),
+    })?;
+    stages.push(("uki".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let hash_bytes = crate::io::hash::unhex(&root_hash)?;
+    let ids = derive(&[b"slipway-disk", &hash_bytes]);
+    let esp_size = r.disk.esp_size.map(|s| s.0).unwrap_or(DEFAULT_ESP);
+    let var_size = r.disk.var_size.map(|s| s.0).unwrap_or(DEFAULT_VAR);
+    let esp = write_esp(r, &uki, esp_size, &ids, epoch)?;
+    stages.push(("esp".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let var_bytes = write_var(staging.path(), var_size, &hash_bytes, epoch)?;
+    stages.push(("var".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let stage = rep.stage("writing the disk image");
+    let contents = Contents {
+        esp: &esp,
+        root: &root_bytes,
+        verity: &verity.hash_image,
+        var: &var_bytes,
+    };
+    let sizes = (esp_size, var_size);
+    let (disk_path, partitions, disk_sha, disk_size) =
+        write_gpt_disk(r, &contents, sizes, &hash_bytes, &ids[16..], out)?;
+    stage.done(format!(
+        "{:.1} MB: ESP {:.1}, root {:.1}, verity {:.2}, var {:.0} MB",
+        disk_size as f64 / 1e6,
+        esp.len() as f64 / 1e6,
+        root_bytes.len() as f64 / 1e6,
+        verity.hash_image.len() as f64 / 1e6,
+        var_size as f64 / 1e6
+    ));
+    stages.push(("disk".to_string(), t.elapsed().as_secs_f64()));
+
+    let disk_out = crate::report::Output {
+        kind: "disk-raw".into(),
+        path: disk_path.display().to_string(),
+        size: disk_size,
+        sha256: disk_sha,
+    };
+    let files = [
+        ("uki.efi", "uki", &uki[..]),
+        ("vmlinuz", "kernel", vmlinuz),
+        ("initrd", "initramfs", &initrd.bytes[..]),
+    ];
+    let outputs = write_boot_files(out, disk_out, &files)?;
+    Ok(Written {
+        disk: HostDisk {
+            kernel: kernel.version.clone(),
+            root_hash,
+            cmdline,
+            root_fs: fs_name(fs_kind).into(),
+            partitions,
+            initramfs_modules: initrd.modules,
+            disk_size,
+            stages,
+        },
+        outputs,
+    })
+}
+
+/// The initramfs of the host image (slipway-init `init` and the boot modules of `plan`),
+/// kept in `cache` by content.
+fn build_initrd(
+    r: &Recipe,
+    asm: &crate::assemble::Assembled,
+    plan: &crate::kernel::closure::ModulePlan,
+    init: &[u8],
+    cache: &Path,
+    rep: &crate::io::progress::Reporter,
+    stages: &mut Vec<(String, f64)>,
+) -> Result<crate::disk::initramfs::Initramfs> {
     let t = Instant::now();
     let stage = rep.stage("building the initramfs");
     let initrd = crate::disk::initramfs::build_cached(
-        tree,
+        &asm.tree,
         plan,
         crate::disk::initramfs::BOOT_FEATURES,
-        &bundled.init,
-        epoch,
+        init,
+        asm.epoch,
         &cache.join("initramfs"),
     )
     .with_context(|| format!("{}: the initramfs", r.display()))?;
@@ -425,25 +531,110 @@ pub fn build(
         initrd.bytes.len() as f64 / 1e6
     ));
     stages.push(("initramfs".to_string(), t.elapsed().as_secs_f64()));
+    Ok(initrd)
+}
 
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".slipway-disk-")
-        .tempdir_in(out)
-        .with_context(|| format!("creating a staging directory in {}", out.display()))?;
+/// The dm-verity hash tree of `root`, its salt and UUID derived from its content.
+fn verity_of(root: &[u8]) -> Result<crate::disk::verity::Verity> {
+    let content = Sha256::digest(root);
+    let salt = derive(&[b"slipway-verity-salt", &content]);
+    let vuuid = derive(&[b"slipway-verity-uuid", &content]);
+    let mut vuuid16 = [0u8; 16];
+    vuuid16.copy_from_slice(&vuuid[..16]);
+    crate::disk::verity::format(root, &salt, &vuuid16)
+}
 
+/// The ESP of `esp_size` holding `uki` at the removable-media path (volume id from
+/// `ids`).
+fn write_esp(r: &Recipe, uki: &[u8], esp_size: u64, ids: &[u8], epoch: u64) -> Result<Vec<u8>> {
+    let volume_id = u32::from_le_bytes([ids[0], ids[1], ids[2], ids[3]]);
+    if (uki.len() as u64) + (1 << 20) > esp_size {
+        return Err(esp_too_small(
+            r,
+            format!(
+                "cannot hold the {:.1} MiB UKI",
+                uki.len() as f64 / (1u64 << 20) as f64
+            ),
+        ));
+    }
+    crate::disk::esp::build_esp(
+        &[("EFI/BOOT/BOOTX64.EFI".to_string(), uki.to_vec())],
+        esp_size,
+        volume_id,
+        epoch,
+    )
+}
+
+/// Writes the boot `files` (name, report kind, bytes) into `out`; returns them after
+/// `disk`, as the report lists them.
+fn write_boot_files(
+    out: &Path,
+    disk: crate::report::Output,
+    files: &[(&str, &str, &[u8])],
+) -> Result<Vec<crate::report::Output>> {
+    let mut outputs = vec![disk];
+    for (name, kind, bytes) in files {
+        let p = out.join(name);
+        crate::io::atomic::write(&p, bytes)?;
+        outputs.push(crate::report::Output {
+            kind: kind.to_string(),
+            path: p.display().to_string(),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        });
+    }
+    Ok(outputs)
+}
+
+/// The UKI's kernel command line: the root hash, [`BASE_CMDLINE`], the recipe's.
+fn kernel_cmdline(r: &Recipe, root_hash: &str) -> String {
+    let mut args: Vec<String> = vec![format!("roothash={root_hash}")];
+    args.extend(BASE_CMDLINE.iter().map(|s| s.to_string()));
+    args.extend(r.disk.cmdline.iter().cloned());
+    args.join(" ")
+}
+
+/// The empty /var ext4 of `size` (UUID from the root hash `hash_bytes`), made in
+/// `staging` and read back.
+fn write_var(staging: &Path, size: u64, hash_bytes: &[u8], epoch: u64) -> Result<Vec<u8>> {
+    let var_uuid = Guid::from_hash(&derive(&[b"slipway-var-fs", hash_bytes])).to_text();
+    let var_img = staging.join("var.img");
+    crate::disk::ext4::write_empty(&var_img, size, "var", &var_uuid, epoch)?;
+    std::fs::read(&var_img).with_context(|| format!("reading {}", var_img.display()))
+}
+
+/// The manifest's name for a root file system kind.
+fn fs_name(k: RootFs) -> &'static str {
+    match k {
+        RootFs::Erofs => "erofs",
+        RootFs::SquashfsXz => "squashfs-xz",
+        RootFs::SquashfsZstd => "squashfs",
+    }
+}
+
+/// The read-only root file system of `r` (the tree with `agent`, see [`root_tree`]),
+/// written in `staging` and read back; returns its kind and bytes.
+fn write_root_fs(
+    r: &Recipe,
+    tree: &Tree,
+    agent: &[u8],
+    epoch: u64,
+    staging: &Path,
+    rep: &crate::io::progress::Reporter,
+    stages: &mut Vec<(String, f64)>,
+) -> Result<(RootFs, Vec<u8>)> {
     let t = Instant::now();
     let fs_kind = match r.disk.root_fs {
         Some(RootFsName::Erofs) => RootFs::Erofs,
         Some(RootFsName::SquashfsXz) => RootFs::SquashfsXz,
         Some(RootFsName::Squashfs) | None => RootFs::SquashfsZstd,
     };
-    let root = root_tree(tree, &bundled.agent, epoch)?;
+    let root = root_tree(tree, agent, epoch)?;
     let stage = rep.stage("writing the root file system");
     let seed = derive(&[b"slipway-root", r.name.as_bytes(), &epoch.to_le_bytes()]);
     let mut fs_uuid = [0u8; 16];
     fs_uuid.copy_from_slice(&seed[..16]);
-    let root_img = staging.path().join("root.img");
+    let root_img = staging.join("root.img");
     crate::disk::erofs::write_root(
         &root,
         fs_kind,
@@ -461,65 +652,28 @@ pub fn build(
     ));
     stages.push(("root".to_string(), t.elapsed().as_secs_f64()));
     crate::io::faults::point("disk")?;
+    Ok((fs_kind, root_bytes))
+}
 
-    let t = Instant::now();
-    let content = Sha256::digest(&root_bytes);
-    let salt = derive(&[b"slipway-verity-salt", &content]);
-    let vuuid = derive(&[b"slipway-verity-uuid", &content]);
-    let mut vuuid16 = [0u8; 16];
-    vuuid16.copy_from_slice(&vuuid[..16]);
-    let verity = crate::disk::verity::format(&root_bytes, &salt, &vuuid16)?;
-    let root_hash = verity.root_hash.clone();
-    stages.push(("verity".to_string(), t.elapsed().as_secs_f64()));
+/// The four partitions' contents, in table order.
+struct Contents<'a> {
+    esp: &'a [u8],
+    root: &'a [u8],
+    verity: &'a [u8],
+    var: &'a [u8],
+}
 
-    let t = Instant::now();
-    let mut args: Vec<String> = vec![format!("roothash={root_hash}")];
-    args.extend(BASE_CMDLINE.iter().map(|s| s.to_string()));
-    args.extend(r.disk.cmdline.iter().cloned());
-    let cmdline = args.join(" ");
-    let uki = crate::disk::uki::build_uki(&crate::disk::uki::Parts {
-        stub,
-        kernel: vmlinuz,
-        initrd: &initrd.bytes,
-        cmdline: &cmdline,
-        os_release,
-        uname: Some(&kernel.version),
-    })?;
-    stages.push(("uki".to_string(), t.elapsed().as_secs_f64()));
-
-    let t = Instant::now();
-    let hash_bytes = crate::io::hash::unhex(&root_hash)?;
-    let ids = derive(&[b"slipway-disk", &hash_bytes]);
-    let esp_size = r.disk.esp_size.map(|s| s.0).unwrap_or(DEFAULT_ESP);
-    let var_size = r.disk.var_size.map(|s| s.0).unwrap_or(DEFAULT_VAR);
-    let volume_id = u32::from_le_bytes([ids[0], ids[1], ids[2], ids[3]]);
-    if (uki.len() as u64) + (1 << 20) > esp_size {
-        return Err(esp_too_small(
-            r,
-            format!(
-                "cannot hold the {:.1} MiB UKI",
-                uki.len() as f64 / (1u64 << 20) as f64
-            ),
-        ));
-    }
-    let esp = crate::disk::esp::build_esp(
-        &[("EFI/BOOT/BOOTX64.EFI".to_string(), uki.clone())],
-        esp_size,
-        volume_id,
-        epoch,
-    )?;
-    stages.push(("esp".to_string(), t.elapsed().as_secs_f64()));
-
-    let t = Instant::now();
-    let var_uuid = Guid::from_hash(&derive(&[b"slipway-var-fs", &hash_bytes])).to_text();
-    let var_img = staging.path().join("var.img");
-    crate::disk::ext4::write_empty(&var_img, var_size, "var", &var_uuid, epoch)?;
-    let var_bytes =
-        std::fs::read(&var_img).with_context(|| format!("reading {}", var_img.display()))?;
-    stages.push(("var".to_string(), t.elapsed().as_secs_f64()));
-
-    let t = Instant::now();
-    let stage = rep.stage("writing the disk image");
+/// Lays out the GPT of `r`'s disk around `c` (ESP and /var of `sizes`; partition UUIDs
+/// from the root hash `hash_bytes`, the disk GUID from `disk_id`) and writes `disk.raw`
+/// into `out`, sparse and atomic. Returns the file, its partitions, sha256 and size.
+fn write_gpt_disk(
+    r: &Recipe,
+    c: &Contents,
+    sizes: (u64, u64),
+    hash_bytes: &[u8],
+    disk_id: &[u8],
+    out: &Path,
+) -> Result<(PathBuf, Vec<PartitionInfo>, String, u64)> {
     let (root_type, verity_type) = match r.debian.architecture.as_str() {
         "amd64" => (gpt::types::ROOT_X86_64, gpt::types::ROOT_VERITY_X86_64),
         "arm64" => (gpt::types::ROOT_ARM64, gpt::types::ROOT_VERITY_ARM64),
@@ -543,34 +697,34 @@ pub fn build(
     let wants = [
         Want {
             type_guid: gpt::types::ESP,
-            uuid: Guid::from_hash(&derive(&[b"slipway-esp", &hash_bytes])),
+            uuid: Guid::from_hash(&derive(&[b"slipway-esp", hash_bytes])),
             name: "esp".into(),
-            size: esp_size,
+            size: sizes.0,
             attributes: 0,
         },
         Want {
             type_guid: root_type,
             uuid: half(&hash_bytes[..16]),
             name: format!("root-{suffix}"),
-            size: mib_up(root_bytes.len() as u64),
+            size: mib_up(c.root.len() as u64),
             attributes: READ_ONLY,
         },
         Want {
             type_guid: verity_type,
             uuid: half(&hash_bytes[16..]),
             name: format!("root-{suffix}-verity"),
-            size: mib_up(verity.hash_image.len() as u64),
+            size: mib_up(c.verity.len() as u64),
             attributes: READ_ONLY,
         },
         Want {
             type_guid: gpt::types::VAR,
-            uuid: Guid::from_hash(&derive(&[b"slipway-var", &hash_bytes])),
+            uuid: Guid::from_hash(&derive(&[b"slipway-var", hash_bytes])),
             name: "var".into(),
-            size: var_size,
+            size: sizes.1,
             attributes: 0,
         },
     ];
-    let layout = gpt::layout(Guid::from_hash(&ids[16..]), &wants, 0)?;
+    let layout = gpt::layout(Guid::from_hash(disk_id), &wants, 0)?;
     let disk_path = out.join("disk.raw");
     let mut af = crate::io::atomic::AtomicFile::create(&disk_path)?;
     {
@@ -580,10 +734,10 @@ pub fn build(
         layout.write_table(file)?;
     }
     let contents: [(&[u8], &str); 4] = [
-        (&esp, "the ESP"),
-        (&root_bytes, "the root file system"),
-        (&verity.hash_image, "the verity hash tree"),
-        (&var_bytes, "the /var file system"),
+        (c.esp, "the ESP"),
+        (c.root, "the root file system"),
+        (c.verity, "the verity hash tree"),
+        (c.var, "the /var file system"),
     ];
     let mut partitions = Vec::new();
     for (p, (data, what)) in layout.partitions.iter().zip(contents) {
@@ -602,53 +756,7 @@ pub fn build(
     }
     af.commit()?;
     let (disk_sha, disk_size) = crate::io::hash::sha256_file(&disk_path)?;
-    stage.done(format!(
-        "{:.1} MB: ESP {:.1}, root {:.1}, verity {:.2}, var {:.0} MB",
-        disk_size as f64 / 1e6,
-        esp.len() as f64 / 1e6,
-        root_bytes.len() as f64 / 1e6,
-        verity.hash_image.len() as f64 / 1e6,
-        var_size as f64 / 1e6
-    ));
-    stages.push(("disk".to_string(), t.elapsed().as_secs_f64()));
-
-    let mut outputs = vec![crate::report::Output {
-        kind: "disk-raw".into(),
-        path: disk_path.display().to_string(),
-        size: disk_size,
-        sha256: disk_sha,
-    }];
-    for (name, kind, bytes) in [
-        ("uki.efi", "uki", &uki[..]),
-        ("vmlinuz", "kernel", vmlinuz),
-        ("initrd", "initramfs", &initrd.bytes[..]),
-    ] {
-        let p = out.join(name);
-        crate::io::atomic::write(&p, bytes)?;
-        outputs.push(crate::report::Output {
-            kind: kind.into(),
-            path: p.display().to_string(),
-            size: bytes.len() as u64,
-            sha256: sha256_hex(bytes),
-        });
-    }
-    Ok(Written {
-        disk: HostDisk {
-            kernel: kernel.version.clone(),
-            root_hash,
-            cmdline,
-            root_fs: match fs_kind {
-                RootFs::Erofs => "erofs".into(),
-                RootFs::SquashfsXz => "squashfs-xz".into(),
-                RootFs::SquashfsZstd => "squashfs".into(),
-            },
-            partitions,
-            initramfs_modules: initrd.modules,
-            disk_size,
-            stages,
-        },
-        outputs,
-    })
+    Ok((disk_path, partitions, disk_sha, disk_size))
 }
 
 /// The output directory's disk image, for commands that take `DIR` (boot, test).
