@@ -671,10 +671,9 @@ fn assemble_into(
     report.tree_bytes = asm.tree.content_size();
     report.source_date_epoch = asm.epoch;
     report.kernel_modules = asm.modules.as_ref().map(|m| m.summary());
-    for w in driver_warnings(r, &asm, &plan.disk_formats) {
-        ctx.rep.say(format!("warning: {w}"));
-        report.warnings.push(w);
-    }
+    report
+        .warnings
+        .extend(driver_warnings(r, &asm, &plan.disk_formats));
     if plan.init.is_some() {
         crate::disk::image::check_esp_fits(r, &asm.tree)?;
     }
