@@ -827,6 +827,13 @@ const ASSEMBLED: &[AssembledCase] = &[
             "[oci]\nworking-dir = \"/srv/app\" # <-\n[[entry]]\npath = \"/srv/app\"\ntype = \"dir\"",
         )],
     ),
+    // Modules a parent asks for, that the child's image lacks a kernel for.
+    (
+        "kernel.modules",
+        "p.toml",
+        "extends = \"p.toml\"",
+        &[("p.toml", "[kernel]\nmodules = [\"storage\"] # <-")],
+    ),
     (
         "preload[0].recipe",
         "r.toml",
@@ -899,9 +906,11 @@ fn tiny_deb() -> Vec<u8> {
 fn locked_recipe(d: &Path, name: &str, body: &str, deb: &[u8]) {
     let path = d.join(name);
     // `extends` belongs above the first table.
-    let (top, body) = match body.split_once('\n') {
-        Some((first, rest)) if first.starts_with("extends") => (format!("{first}\n"), rest),
-        _ => (String::new(), body),
+    let (first, rest) = body.split_once('\n').unwrap_or((body, ""));
+    let (top, body) = if first.starts_with("extends") {
+        (format!("{first}\n"), rest)
+    } else {
+        (String::new(), body)
     };
     let text = format!("schema-version = 1\n{top}[packages]\ninclude = [\"tiny\"]\n{body}\n");
     std::fs::write(&path, text).unwrap();

@@ -90,7 +90,21 @@ pub fn assemble(cache: &Cache, r: &Recipe, lock: &Lock) -> Result<Assembled> {
             let at = r.kernel_at.clone().unwrap_or_else(|| r.at("kernel"));
             let bad = |e: anyhow::Error| at.sub("modules").wrap(e);
             let kernel = crate::kernel::find(&tree).map_err(bad)?;
-            let plan = crate::kernel::plan(&tree, &kernel, &k.modules).map_err(bad)?;
+            let plan = crate::kernel::plan(&tree, &kernel, &k.modules).map_err(|e| {
+                // The file that named the module that fails on its own.
+                let one = |m: &String| {
+                    crate::kernel::plan(&tree, &kernel, std::slice::from_ref(m)).is_err()
+                };
+                match k
+                    .modules
+                    .iter()
+                    .position(one)
+                    .and_then(|i| k.module_at.get(i))
+                {
+                    Some(at) => at.wrap(e),
+                    None => bad(e),
+                }
+            })?;
             let report = crate::kernel::prune(&mut tree, &kernel, &plan, epoch)
                 .with_context(|| format!("pruning the modules of kernel {}", kernel.version))?;
             lap("kernel modules", &mut stages);

@@ -214,6 +214,9 @@ pub struct LoadOptions {
 pub struct KernelSpec {
     /// Feature or module names, without duplicates, in recipe order.
     pub modules: Vec<String>,
+    /// Where each of `modules` is named (`kernel.modules` of the file that named it
+    /// first: a parent's module is the parent's to explain).
+    pub module_at: Vec<Origin>,
     /// The kernel package the recipe names (also in `include`).
     pub package: Option<String>,
 }
@@ -469,6 +472,11 @@ mod tests {
             ["storage", "root", "xt_MASQUERADE", "virtio-blk"]
         );
         assert_eq!(k.package.as_deref(), Some("linux-image-cloud-amd64"));
+        let files: Vec<&str> = k.module_at.iter().map(|a| a.file()).collect();
+        assert!(
+            files[1].ends_with("base.toml") && files[2].ends_with("child.toml"),
+            "{files:?}"
+        );
         assert_eq!(r.include, ["linux-image-cloud-amd64", "busybox-static"]);
         let e = err("schema-version = 1\n[packages]\ninclude = [\"a1\"]\n[kernel]\nmodules = [\"storage\", \"bad name\"]\n");
         assert!(

@@ -365,6 +365,7 @@ fn kernel(
         for m in k.modules {
             if !spec.modules.contains(&m.0) {
                 spec.modules.push(m.0);
+                spec.module_at.push(h.at("kernel.modules"));
             }
         }
         if let Some(pkg) = k.package {
