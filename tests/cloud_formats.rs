@@ -442,6 +442,9 @@ fn missing_cloud_drivers_warn_and_a_small_esp_stops_before_the_disk() {
                 out.to_str().unwrap(),
                 "--format",
                 "vhd,vmdk,gce",
+                // The overlay is reached through a symlink to the bundled recipe's
+                // directory, outside this recipe's own tree (docs/recipes.md#host-paths).
+                "--allow-host-paths",
             ],
         ),
         2,
