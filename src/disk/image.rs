@@ -452,7 +452,7 @@ pub fn build(
     stages.push(("esp".to_string(), t.elapsed().as_secs_f64()));
 
     let t = Instant::now();
-    let var_bytes = write_var(staging.path(), var_size, &hash_bytes, epoch)?;
+    let var_img = write_var(staging.path(), var_size, &hash_bytes, epoch)?;
     stages.push(("var".to_string(), t.elapsed().as_secs_f64()));
 
     let t = Instant::now();
@@ -461,7 +461,7 @@ pub fn build(
         esp: &esp,
         root: &root_bytes,
         verity: &verity.hash_image,
-        var: &var_bytes,
+        var: &var_img,
     };
     let sizes = (esp_size, var_size);
     let (disk_path, partitions, disk_sha, disk_size) =
@@ -595,12 +595,13 @@ fn kernel_cmdline(r: &Recipe, root_hash: &str) -> String {
 }
 
 /// The empty /var ext4 of `size` (UUID from the root hash `hash_bytes`), made in
-/// `staging` and read back.
-fn write_var(staging: &Path, size: u64, hash_bytes: &[u8], epoch: u64) -> Result<Vec<u8>> {
+/// `staging`; returns its path. It is copied into the disk from the file, not held in
+/// memory: /var may be up to the recipe's bound (256 GiB).
+fn write_var(staging: &Path, size: u64, hash_bytes: &[u8], epoch: u64) -> Result<PathBuf> {
     let var_uuid = Guid::from_hash(&derive(&[b"slipway-var-fs", hash_bytes])).to_text();
     let var_img = staging.join("var.img");
     crate::disk::ext4::write_empty(&var_img, size, "var", &var_uuid, epoch)?;
-    std::fs::read(&var_img).with_context(|| format!("reading {}", var_img.display()))
+    Ok(var_img)
 }
 
 /// The manifest's name for a root file system kind.
@@ -660,7 +661,63 @@ struct Contents<'a> {
     esp: &'a [u8],
     root: &'a [u8],
     verity: &'a [u8],
-    var: &'a [u8],
+    /// The /var file system image, streamed from its file.
+    var: &'a Path,
+}
+
+/// What goes into one partition: bytes in memory, or a file copied in pieces.
+enum Source<'a> {
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
+impl Source<'_> {
+    fn len(&self) -> Result<u64> {
+        match self {
+            Source::Bytes(b) => Ok(b.len() as u64),
+            Source::File(p) => Ok(std::fs::metadata(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .len()),
+        }
+    }
+
+    fn write_at(&self, f: &std::fs::File, offset: u64, what: &str) -> Result<()> {
+        match self {
+            Source::Bytes(b) => write_sparse(f, b, offset, what),
+            Source::File(p) => copy_sparse(f, p, offset, what),
+        }
+    }
+}
+
+/// Copies the file `src` into `f` at `offset` without holding it in memory: only its
+/// data regions are read (`SEEK_DATA`/`SEEK_HOLE`; the whole file where the file system
+/// cannot say), in 1 MiB pieces, and all-zero blocks are skipped as in [`write_sparse`].
+fn copy_sparse(f: &std::fs::File, src: &Path, offset: u64, what: &str) -> Result<()> {
+    use nix::unistd::{lseek, Whence};
+    use std::os::fd::AsRawFd;
+    let s = std::fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    let len = s.metadata()?.len();
+    let fd = s.as_raw_fd();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    while pos < len {
+        let start = match lseek(fd, pos as i64, Whence::SeekData) {
+            Ok(d) => d as u64,
+            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
+            Err(_) => pos,                          // no SEEK_DATA here: read it all
+        };
+        let end = lseek(fd, start as i64, Whence::SeekHole).map_or(len, |h| h as u64);
+        let mut p = start;
+        while p < end {
+            let n = ((end - p) as usize).min(buf.len());
+            s.read_exact_at(&mut buf[..n], p)
+                .with_context(|| format!("reading {}", src.display()))?;
+            write_sparse(f, &buf[..n], offset + p, what)?;
+            p += n as u64;
+        }
+        pos = end;
+    }
+    Ok(())
 }
 
 /// Lays out the GPT of `r`'s disk around `c` (ESP and /var of `sizes`; partition UUIDs
@@ -733,25 +790,26 @@ fn write_gpt_disk(
             .with_context(|| format!("sizing {}", disk_path.display()))?;
         layout.write_table(file)?;
     }
-    let contents: [(&[u8], &str); 4] = [
-        (c.esp, "the ESP"),
-        (c.root, "the root file system"),
-        (c.verity, "the verity hash tree"),
-        (c.var, "the /var file system"),
+    let contents = [
+        (Source::Bytes(c.esp), "the ESP"),
+        (Source::Bytes(c.root), "the root file system"),
+        (Source::Bytes(c.verity), "the verity hash tree"),
+        (Source::File(c.var), "the /var file system"),
     ];
     let mut partitions = Vec::new();
     for (p, (data, what)) in layout.partitions.iter().zip(contents) {
-        if data.len() as u64 > p.size() {
-            bail!("{what} ({} bytes) does not fit its partition", data.len());
+        let len = data.len()?;
+        if len > p.size() {
+            bail!("{what} ({len} bytes) does not fit its partition");
         }
-        write_sparse(af.file(), data, p.offset(), what)?;
+        data.write_at(af.file(), p.offset(), what)?;
         partitions.push(PartitionInfo {
             name: p.name.clone(),
             type_guid: p.type_guid.to_text(),
             uuid: p.uuid.to_text(),
             offset: p.offset(),
             size: p.size(),
-            content: data.len() as u64,
+            content: len,
         });
     }
     af.commit()?;
@@ -767,6 +825,43 @@ pub fn disk_in(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sparse_file_is_copied_by_its_data_and_stays_sparse() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        // 64 MiB with data at the start, at 5 MiB (crossing a 1 MiB piece) and at the end.
+        let src = d.path().join("var.img");
+        let f = std::fs::File::create(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(b"start", 0).unwrap();
+        f.write_all_at(&[7u8; 8192], (5 << 20) - 4096).unwrap();
+        f.write_all_at(b"end", (64 << 20) - 3).unwrap();
+        drop(f);
+        let dst = d.path().join("disk.raw");
+        let out = std::fs::File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&dst)
+            .unwrap();
+        out.set_len((64 << 20) + (1 << 20)).unwrap();
+        copy_sparse(&out, &src, 1 << 20, "the test file system").unwrap();
+        let got = std::fs::read(&dst).unwrap();
+        let want = std::fs::read(&src).unwrap();
+        assert!(got[..1 << 20].iter().all(|b| *b == 0));
+        assert!(
+            got[1 << 20..] == want[..],
+            "the copy differs from its source"
+        );
+        // Only the written blocks are allocated (st_blocks counts 512-byte units).
+        let allocated = std::fs::metadata(&dst).unwrap().blocks() * 512;
+        assert!(
+            allocated < 1 << 20,
+            "{allocated} bytes allocated: not sparse"
+        );
+    }
 
     fn host(text: &str) -> (tempfile::TempDir, Recipe) {
         let d = tempfile::tempdir().unwrap();
