@@ -16,6 +16,7 @@ use crate::tool::Tool;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::fs;
+use std::path::Path;
 
 /// The volume label.
 pub const LABEL: &str = "ESP";
@@ -43,6 +44,24 @@ pub fn build_esp(
     volume_id: u32,
     epoch: u64,
 ) -> Result<Vec<u8>> {
+    let work = tempfile::Builder::new()
+        .prefix("slipway-esp-")
+        .tempdir()
+        .context("creating a staging directory for the ESP")?;
+    let img = work.path().join("esp.img");
+    build_esp_file(files, size, volume_id, epoch, &img)?;
+    fs::read(&img).with_context(|| format!("reading {}", img.display()))
+}
+
+/// As [`build_esp`], into the (sparse) file `img`, which is left there: a large ESP is
+/// never held in memory.
+pub fn build_esp_file(
+    files: &[(String, Vec<u8>)],
+    size: u64,
+    volume_id: u32,
+    epoch: u64,
+    img: &Path,
+) -> Result<()> {
     crate::tool::require(&["mkfs.vfat", "mmd", "mcopy"])?;
     if size < (2 << 20) || size % (1 << 20) != 0 {
         bail!("ESP size {size} is not a whole number of MiB of at least 2 MiB");
@@ -69,8 +88,7 @@ pub fn build_esp(
         .prefix("slipway-esp-")
         .tempdir()
         .context("creating a staging directory for the ESP")?;
-    let img = work.path().join("esp.img");
-    let f = fs::File::create(&img).with_context(|| format!("creating {}", img.display()))?;
+    let f = fs::File::create(img).with_context(|| format!("creating {}", img.display()))?;
     f.set_len(size)
         .with_context(|| format!("sizing {}", img.display()))?;
     drop(f);
@@ -81,7 +99,7 @@ pub fn build_esp(
     mkfs.args(["--invariant", "-i"])
         .arg(format!("{volume_id:08X}"))
         .args(["-n", LABEL])
-        .arg(&img)
+        .arg(img)
         .env("TZ", "UTC")
         .env("SOURCE_DATE_EPOCH", epoch.to_string())
         .run()?;
@@ -93,7 +111,7 @@ pub fn build_esp(
             .env("MTOOLS_SKIP_CHECK", "1")
             .env("MTOOLS_NO_VFAT", "0")
             .arg("-i")
-            .arg(&img)
+            .arg(img)
     };
     // Parents sort before their children, so one mmd creates them in order.
     if !dirs.is_empty() {
@@ -112,7 +130,7 @@ pub fn build_esp(
             .arg(format!("::/{p}"))
             .run()?;
     }
-    fs::read(&img).with_context(|| format!("reading {}", img.display()))
+    Ok(())
 }
 
 #[cfg(test)]

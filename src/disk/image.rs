@@ -448,7 +448,7 @@ pub fn build(
     let ids = derive(&[b"slipway-disk", &hash_bytes]);
     let esp_size = r.disk.esp_size.map(|s| s.0).unwrap_or(DEFAULT_ESP);
     let var_size = r.disk.var_size.map(|s| s.0).unwrap_or(DEFAULT_VAR);
-    let esp = write_esp(r, &uki, esp_size, &ids, epoch)?;
+    let esp = write_esp(r, &uki, esp_size, (&ids, epoch), staging.path())?;
     stages.push(("esp".to_string(), t.elapsed().as_secs_f64()));
 
     let t = Instant::now();
@@ -469,7 +469,7 @@ pub fn build(
     stage.done(format!(
         "{:.1} MB: ESP {:.1}, root {:.1}, verity {:.2}, var {:.0} MB",
         disk_size as f64 / 1e6,
-        esp.len() as f64 / 1e6,
+        esp_size as f64 / 1e6,
         root_bytes.len() as f64 / 1e6,
         verity.hash_image.len() as f64 / 1e6,
         var_size as f64 / 1e6
@@ -545,8 +545,14 @@ fn verity_of(root: &[u8]) -> Result<crate::disk::verity::Verity> {
 }
 
 /// The ESP of `esp_size` holding `uki` at the removable-media path (volume id from
-/// `ids`).
-fn write_esp(r: &Recipe, uki: &[u8], esp_size: u64, ids: &[u8], epoch: u64) -> Result<Vec<u8>> {
+/// `ids`), made in `staging`; returns its path (it is streamed into the disk).
+fn write_esp(
+    r: &Recipe,
+    uki: &[u8],
+    esp_size: u64,
+    (ids, epoch): (&[u8], u64),
+    staging: &Path,
+) -> Result<PathBuf> {
     let volume_id = u32::from_le_bytes([ids[0], ids[1], ids[2], ids[3]]);
     if (uki.len() as u64) + (1 << 20) > esp_size {
         return Err(esp_too_small(
@@ -557,12 +563,15 @@ fn write_esp(r: &Recipe, uki: &[u8], esp_size: u64, ids: &[u8], epoch: u64) -> R
             ),
         ));
     }
-    crate::disk::esp::build_esp(
+    let img = staging.join("esp.img");
+    crate::disk::esp::build_esp_file(
         &[("EFI/BOOT/BOOTX64.EFI".to_string(), uki.to_vec())],
         esp_size,
         volume_id,
         epoch,
-    )
+        &img,
+    )?;
+    Ok(img)
 }
 
 /// Writes the boot `files` (name, report kind, bytes) into `out`; returns them after
@@ -658,7 +667,8 @@ fn write_root_fs(
 
 /// The four partitions' contents, in table order.
 struct Contents<'a> {
-    esp: &'a [u8],
+    /// The ESP image, streamed from its file.
+    esp: &'a Path,
     root: &'a [u8],
     verity: &'a [u8],
     /// The /var file system image, streamed from its file.
@@ -791,7 +801,7 @@ fn write_gpt_disk(
         layout.write_table(file)?;
     }
     let contents = [
-        (Source::Bytes(c.esp), "the ESP"),
+        (Source::File(c.esp), "the ESP"),
         (Source::Bytes(c.root), "the root file system"),
         (Source::Bytes(c.verity), "the verity hash tree"),
         (Source::File(c.var), "the /var file system"),
