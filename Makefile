@@ -61,7 +61,14 @@ image: setup build
 NEXTEST = $(CARGO) nextest run --release --locked --workspace --no-fail-fast
 SLIPWAY_FIXTURES ?= $(abspath $(TARGET_DIR))/tmp/fixtures
 SLIPWAY_VM_LOCK ?= $(abspath $(TARGET_DIR))/vm.lock
-export SLIPWAY_FIXTURES SLIPWAY_VM_LOCK
+# The tests use the static binaries `make build` just made (tests/common::static_binary):
+# left to build them itself, cargo run from inside a test sees another environment and
+# rebuilds the agent (rustls and ring, about 30 s), and the next `make agent` rebuilds it
+# back.
+SLIPWAY_INIT ?= $(abspath $(TARGET_DIR))/release/slipway-init
+SLIPWAY_AGENT ?= $(abspath $(TARGET_DIR))/release/slipway-agent
+SLIPWAY_NODE ?= $(abspath $(TARGET_DIR))/release/slipway-node
+export SLIPWAY_FIXTURES SLIPWAY_VM_LOCK SLIPWAY_INIT SLIPWAY_AGENT SLIPWAY_NODE
 TEST_HOST = $(NEXTEST) -E 'not group(vm)'
 TEST_VM = $(NEXTEST) -E 'group(vm)'
 QEMU_TEST = $(TARGET_DIR)/release/slipway test --junit $(OUT)/test/junit.xml
