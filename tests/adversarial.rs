@@ -11,6 +11,8 @@
 //! made-up package.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -878,27 +880,7 @@ fn tiny_deb() -> Vec<u8> {
         ("./usr/bin/", b""),
         ("./usr/bin/tiny", b"#!/bin/sh\n"),
     ]);
-    let mut out = b"!<arch>\n".to_vec();
-    for (name, bytes) in [
-        ("debian-binary", &b"2.0\n"[..]),
-        ("control.tar", &control[..]),
-        ("data.tar", &data[..]),
-    ] {
-        let head = format!(
-            "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
-            0,
-            0,
-            0,
-            100644,
-            bytes.len()
-        );
-        out.extend_from_slice(head.as_bytes());
-        out.extend_from_slice(bytes);
-        if bytes.len() % 2 == 1 {
-            out.push(b'\n');
-        }
-    }
-    out
+    common::deb_of(&control, &data)
 }
 
 /// Writes `name` (a recipe of the made-up package plus `body`) and its lock in `d`; the

@@ -110,27 +110,7 @@ fn deb() -> Vec<u8> {
         &noise(2, 20_000),
     );
     let data = data.into_inner().unwrap();
-    let mut out = b"!<arch>\n".to_vec();
-    for (name, bytes) in [
-        ("debian-binary", &b"2.0\n"[..]),
-        ("control.tar", &control[..]),
-        ("data.tar", &data[..]),
-    ] {
-        let head = format!(
-            "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
-            0,
-            0,
-            0,
-            100644,
-            bytes.len()
-        );
-        out.extend_from_slice(head.as_bytes());
-        out.extend_from_slice(bytes);
-        if bytes.len() % 2 == 1 {
-            out.push(b'\n');
-        }
-    }
-    out
+    deb_of(&control, &data)
 }
 
 fn setup() -> Setup {

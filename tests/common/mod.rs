@@ -10,6 +10,32 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A Debian package: the `ar` archive of `debian-binary`, an uncompressed `control.tar` and
+/// `data.tar`, as dpkg and slipway read it.
+pub fn deb_of(control_tar: &[u8], data_tar: &[u8]) -> Vec<u8> {
+    let mut out = b"!<arch>\n".to_vec();
+    for (name, bytes) in [
+        ("debian-binary", &b"2.0\n"[..]),
+        ("control.tar", control_tar),
+        ("data.tar", data_tar),
+    ] {
+        let head = format!(
+            "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            0,
+            0,
+            0,
+            100644,
+            bytes.len()
+        );
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(bytes);
+        if bytes.len() % 2 == 1 {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
 /// The slipway binary under test.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_slipway"))
