@@ -86,7 +86,12 @@ fn assert_clean(vm: &Vm, what: &str) {
 fn start(spec: &VmSpec, dir: &Path, name: &str) -> Vm {
     let mut vm = Vm::start(spec, dir).unwrap();
     let at = vm
-        .wait_console(BOOT_TIMEOUT, |c| c.contains(READY) || c.contains(NOT_READY))
+        .wait_console(BOOT_TIMEOUT, |c| {
+            // A guest kernel that oopsed or panicked never gets there: stop at once.
+            [READY, NOT_READY, "Kernel panic", "Oops: "]
+                .iter()
+                .any(|m| c.contains(m))
+        })
         .unwrap();
     keep_log(&vm, name);
     match at {
