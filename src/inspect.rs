@@ -2,8 +2,8 @@
 //! and the package and file differences of two assembled trees. Consumes trees and locks;
 //! produces plain data the CLI prints as text or JSON.
 
-use crate::assemble::tree::{Entry, Kind, Tree};
 use crate::lock::LockedPackage;
+use crate::tree::{Entry, Kind, Tree};
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -703,7 +703,7 @@ fn write_trees(
             Format::Dir => {
                 let path = out.join("rootfs");
                 crate::writers::dir::write_tree(&asm.tree, &path)?;
-                report.outputs.push(crate::report::Output {
+                report.outputs.push(crate::output::Output {
                     kind: "dir".into(),
                     path: path.display().to_string(),
                     size: asm.tree.content_size(),
@@ -770,7 +770,7 @@ fn write_disk(
     for o in &sidecars {
         if let Some(p) = crate::formats::sidecar::write(r, &w.disk, asm.epoch, o)? {
             let (sha256, size) = crate::io::hash::sha256_file(&p)?;
-            report.outputs.push(crate::report::Output {
+            report.outputs.push(crate::output::Output {
                 kind: "sidecar".into(),
                 path: p.display().to_string(),
                 size,
@@ -780,7 +780,7 @@ fn write_disk(
     }
     let m = crate::disk::manifest::write(r, lock, &w.disk, asm.epoch, &report.outputs, out)?;
     let (sha256, size) = crate::io::hash::sha256_file(&m)?;
-    report.outputs.push(crate::report::Output {
+    report.outputs.push(crate::output::Output {
         kind: "manifest".into(),
         path: m.display().to_string(),
         size,
@@ -961,7 +961,7 @@ fn write_oci_outputs(
         };
         let path = out.join(name);
         crate::io::atomic::write(&path, &img.sbom)?;
-        report.outputs.push(crate::report::Output {
+        report.outputs.push(crate::output::Output {
             kind: "sbom".into(),
             path: path.display().to_string(),
             size: img.sbom.len() as u64,

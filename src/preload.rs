@@ -9,9 +9,9 @@
 //! Each base image is built by the normal pipeline from its own recipe and lock, so it
 //! is byte-for-byte the image `slipway build RECIPE --format oci-archive` writes.
 
-use crate::assemble::tree::{Entry, Tree};
 use crate::pipeline::{BuildOptions, Context, Format};
 use crate::recipe::{Preload, Recipe};
+use crate::tree::{Entry, Tree};
 use anyhow::{Context as _, Result};
 
 /// Where the archives go in the image.

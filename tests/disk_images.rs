@@ -11,7 +11,7 @@
 
 mod common;
 use common::*;
-use slipway::assemble::tree::{Entry, Kind, Tree};
+use slipway::tree::{Entry, Kind, Tree};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -77,7 +77,7 @@ fn systemd_block_offset(out: &Path, root_bytes: &[u8]) -> u64 {
     let (asm, _) = slipway::pipeline::assembled(&ctx, &r).unwrap();
     let bundled = slipway::disk::image::Bundled::find().unwrap();
     let mut tree = slipway::disk::image::root_tree(&asm.tree, &bundled.agent, asm.epoch).unwrap();
-    let write = |t: &slipway::assemble::tree::Tree, name: &str| {
+    let write = |t: &slipway::tree::Tree, name: &str| {
         let p = out.join(name);
         slipway::disk::erofs::write_root(
             t,
@@ -95,16 +95,16 @@ fn systemd_block_offset(out: &Path, root_bytes: &[u8]) -> u64 {
         same == root_bytes,
         "the root file system rebuilt from the same tree differs from the disk's"
     );
-    let path = slipway::assemble::tree::normalize("usr/lib/systemd/systemd").unwrap();
+    let path = slipway::tree::normalize("usr/lib/systemd/systemd").unwrap();
     let e = tree.get_mut(&path).unwrap();
-    let slipway::assemble::tree::Kind::File(c) = &e.kind else {
+    let slipway::tree::Kind::File(c) = &e.kind else {
         panic!("systemd is not a file");
     };
     let mut bytes = c.as_slice().to_vec();
     for b in bytes.iter_mut().take(64) {
         *b ^= 0x5a;
     }
-    e.kind = slipway::assemble::tree::Kind::File(slipway::assemble::tree::Content::bytes(bytes));
+    e.kind = slipway::tree::Kind::File(slipway::tree::Content::bytes(bytes));
     let changed = write(&tree, "root-changed.img");
     first_difference(&same, &changed).expect("changing systemd changed nothing") as u64
 }

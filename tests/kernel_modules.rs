@@ -14,9 +14,9 @@
 
 mod common;
 use common::*;
-use slipway::assemble::tree::{Entry, Kind, Tree};
 use slipway::boot::qemu::{DirectKernel, Vm, VmSpec};
 use slipway::kernel::{self, KernelInfo, Module, ModulePlan};
+use slipway::tree::{Entry, Kind, Tree};
 use slipway::writers::cpio::{self, Compression, CpioOptions};
 use std::collections::BTreeSet;
 use std::fs;

@@ -12,9 +12,9 @@
 //! Only the binary leaves the tree, so it must be statically linked; a dynamically linked
 //! one is refused before it is run.
 
-use super::tree::{merged_usr, normalize, Entry, Kind, Tree};
 use crate::recipe::Recipe;
 use crate::tool::{self, Tool};
+use crate::tree::{merged_usr, normalize, Entry, Kind, Tree};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::io::Write;

@@ -4,12 +4,12 @@
 //! archive (plain, gzip, xz or zstd, told apart by magic bytes); the named member is
 //! installed instead of the archive.
 
-use super::tree::{Entry, Tree};
 use crate::deb::{decompress, Compression};
 use crate::exit::{with_code, Code};
 use crate::fetch::cache::{Cache, DigestMismatch};
 use crate::fetch::verify::{open_nofollow, read_hashing};
 use crate::recipe::Recipe;
+use crate::tree::{Entry, Tree};
 use anyhow::{bail, Context, Result};
 use std::io::Read;
 

@@ -3,9 +3,9 @@
 //! `/var/lib/dpkg/status` for host images.
 
 use super::packages::Unpacked;
-use super::tree::{Entry, Tree};
 use crate::recipe::raw::ImageKind;
 use crate::recipe::Recipe;
+use crate::tree::{Entry, Tree};
 use anyhow::Result;
 
 /// The control stanza of `u` as dpkg's status would hold it.

@@ -5,9 +5,9 @@
 //! command slipway does not account for is a warning naming the package.
 
 use super::packages::Unpacked;
-use super::tree::{merged_usr, Entry, Kind, Tree};
 use crate::effects::{alternatives, certs, shell, systemd, tmpfiles, users};
 use crate::recipe::Recipe;
+use crate::tree::{merged_usr, Entry, Kind, Tree};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -12,13 +12,12 @@ pub mod dpkg;
 pub mod fixups;
 pub mod overlay;
 pub mod packages;
-pub mod tree;
 
 use crate::fetch::cache::Cache;
 use crate::lock::Lock;
 use crate::recipe::Recipe;
+use crate::tree::{self, Tree};
 use anyhow::{Context, Result};
-use tree::Tree;
 
 /// The assembled tree and what assembly reports.
 pub struct Assembled {

@@ -1,9 +1,9 @@
 //! Overlays and recipe entries: files from `rootfs/` directories and the recipe's
 //! `[[entry]]` list, put into the tree after the packages; then the recipe's path globs.
 
-use super::tree::{Entry, Kind, Tree};
 use crate::recipe::raw::EntryType;
 use crate::recipe::{Origin, Recipe};
+use crate::tree::{Entry, Kind, Tree};
 use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -32,7 +32,7 @@ pub fn apply(
             .symlink_metadata()
             .with_context(|| format!("reading {}", e.path().display()))?;
         let mode = meta.permissions().mode() & 0o7777;
-        let image_path = super::tree::merged_usr(&rel);
+        let image_path = crate::tree::merged_usr(&rel);
         // Directories are exempt: a setgid directory only passes its group on (and a
         // checkout under a setgid directory inherits the bit).
         if mode & 0o6000 != 0 && meta.is_file() && !allow_setuid.contains(&image_path) {
@@ -99,7 +99,7 @@ pub fn apply_entries(tree: &mut Tree, r: &Recipe, epoch: u64) -> Result<()> {
         };
         entry.uid = id_of(r, &e.at.sub("owner"), e.owner.as_deref(), true)?;
         entry.gid = id_of(r, &e.at.sub("group"), e.group.as_deref(), false)?;
-        let path = super::tree::merged_usr(e.path.trim_start_matches('/'));
+        let path = crate::tree::merged_usr(e.path.trim_start_matches('/'));
         if let (Some(old), Kind::Dir) = (tree.get(&path), &entry.kind) {
             if !old.is_dir() {
                 return Err(e

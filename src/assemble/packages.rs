@@ -7,12 +7,12 @@
 //! in lock order with merged /usr applied; two packages shipping one path with different
 //! content is a conflict unless one Replaces the other; dpkg diversions are honoured.
 
-use super::tree::{merged_usr, Content, Entry, Kind, Tree};
 use crate::deb::{self, DataEntry, EntryKind};
 use crate::fetch::cache::Cache;
 use crate::fetch::verify;
 use crate::lock::LockedPackage;
 use crate::resolve::relation;
+use crate::tree::{merged_usr, Content, Entry, Kind, Tree};
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -374,7 +374,7 @@ pub fn insert(tree: &mut Tree, pkgs: &[Unpacked]) -> Result<Vec<Diversion>> {
         for e in &u.entries {
             // Top-level /bin, /lib... (directories or base-files' own links): merged /usr
             // makes them links to usr/ at the end, whatever the package shipped.
-            if super::tree::MERGED_DIRS.contains(&e.path.as_str()) {
+            if crate::tree::MERGED_DIRS.contains(&e.path.as_str()) {
                 continue;
             }
             let mut path = merged_usr(&e.path);

@@ -15,8 +15,8 @@
 //! with non-root owners is refused rather than written with wrong owners.
 //! Why erofs with lz4hc: docs/decisions/0014-root-fs-and-esp.md.
 
-use crate::assemble::tree::{Kind, Tree};
 use crate::tool::Tool;
+use crate::tree::{Kind, Tree};
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::io::Write;
@@ -71,7 +71,7 @@ pub fn write_erofs(
     epoch: u64,
     uuid: &[u8; 16],
     out: &Path,
-) -> Result<crate::report::Output> {
+) -> Result<crate::output::Output> {
     write_root(tree, RootFs::Erofs, epoch, uuid, "amd64", out)
 }
 
@@ -85,7 +85,7 @@ pub fn write_root(
     uuid: &[u8; 16],
     arch: &str,
     out: &Path,
-) -> Result<crate::report::Output> {
+) -> Result<crate::output::Output> {
     let kind = fs_kind.kind();
     crate::tool::require(&[fs_kind.program()])?;
     if let Some((p, _)) = tree.iter().find(|(_, e)| !e.xattrs.is_empty()) {
@@ -220,7 +220,7 @@ fn mkfs(src: &Path, epoch: u64, uuid: &[u8; 16], dest: &Path, all_root: bool) ->
 }
 
 /// Pads `tmp` to [`ALIGN`], hashes it, fsyncs it and renames it onto `out`.
-fn finish(tmp: &Path, out: &Path, kind: &str) -> Result<crate::report::Output> {
+fn finish(tmp: &Path, out: &Path, kind: &str) -> Result<crate::output::Output> {
     let mut f = fs::OpenOptions::new()
         .append(true)
         .open(tmp)
@@ -245,7 +245,7 @@ fn finish(tmp: &Path, out: &Path, kind: &str) -> Result<crate::report::Output> {
     }
     fs::rename(tmp, out)
         .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
-    Ok(crate::report::Output {
+    Ok(crate::output::Output {
         kind: kind.into(),
         path: out.display().to_string(),
         size,

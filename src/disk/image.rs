@@ -15,12 +15,12 @@
 //!
 //! Everything is a function of the tree and the epoch, so two builds give the same bytes.
 
-use crate::assemble::tree::{Entry, Kind, Tree};
 use crate::disk::erofs::RootFs;
 use crate::disk::gpt::{self, Guid, Want};
 use crate::io::hash::sha256_hex;
 use crate::recipe::raw::RootFsName;
 use crate::recipe::Recipe;
+use crate::tree::{Entry, Kind, Tree};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -157,7 +157,7 @@ pub struct Written {
     /// What was made.
     pub disk: HostDisk,
     /// `disk.raw`, `uki.efi`, `vmlinuz`, `initrd`.
-    pub outputs: Vec<crate::report::Output>,
+    pub outputs: Vec<crate::output::Output>,
 }
 
 fn file_bytes<'t>(tree: &'t Tree, path: &str, what: &str) -> Result<&'t [u8]> {
@@ -476,7 +476,7 @@ pub fn build(
     ));
     stages.push(("disk".to_string(), t.elapsed().as_secs_f64()));
 
-    let disk_out = crate::report::Output {
+    let disk_out = crate::output::Output {
         kind: "disk-raw".into(),
         path: disk_path.display().to_string(),
         size: disk_size,
@@ -578,14 +578,14 @@ fn write_esp(
 /// `disk`, as the report lists them.
 fn write_boot_files(
     out: &Path,
-    disk: crate::report::Output,
+    disk: crate::output::Output,
     files: &[(&str, &str, &[u8])],
-) -> Result<Vec<crate::report::Output>> {
+) -> Result<Vec<crate::output::Output>> {
     let mut outputs = vec![disk];
     for (name, kind, bytes) in files {
         let p = out.join(name);
         crate::io::atomic::write(&p, bytes)?;
-        outputs.push(crate::report::Output {
+        outputs.push(crate::output::Output {
             kind: kind.to_string(),
             path: p.display().to_string(),
             size: bytes.len() as u64,

@@ -4,8 +4,8 @@
 //! and `/etc/slipway/modules`, their load order. Nothing else: no shell, no udev.
 //! What slipway-init does with it: docs/initramfs.md.
 
-use crate::assemble::tree::{Entry, Kind, Tree};
 use crate::kernel::ModulePlan;
+use crate::tree::{Entry, Kind, Tree};
 use crate::writers::cpio::{self, Compression, CpioOptions};
 use anyhow::{bail, Context, Result};
 use std::io::Read;

@@ -86,7 +86,7 @@ pub fn write(
     lock: &Lock,
     disk: &HostDisk,
     epoch: u64,
-    outputs: &[crate::report::Output],
+    outputs: &[crate::output::Output],
     out: &Path,
 ) -> Result<std::path::PathBuf> {
     let artifacts = outputs

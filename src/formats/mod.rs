@@ -62,11 +62,11 @@ pub fn by_name(name: &str) -> Option<&'static dyn DiskFormat> {
 }
 
 /// Writes format `f` of `src` into `out_dir`; returns what was written.
-pub fn write(f: &dyn DiskFormat, src: &Source, out_dir: &Path) -> Result<crate::report::Output> {
+pub fn write(f: &dyn DiskFormat, src: &Source, out_dir: &Path) -> Result<crate::output::Output> {
     let dest = out_dir.join(f.file_name());
     f.write(src, &dest)?;
     let (sha256, size) = crate::io::hash::sha256_file(&dest)?;
-    Ok(crate::report::Output {
+    Ok(crate::output::Output {
         kind: f.name().to_string(),
         path: dest.display().to_string(),
         size,

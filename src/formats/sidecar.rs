@@ -156,7 +156,7 @@ pub fn write(
     r: &Recipe,
     disk: &HostDisk,
     epoch: u64,
-    o: &crate::report::Output,
+    o: &crate::output::Output,
 ) -> Result<Option<PathBuf>> {
     let Some(register) = register(&o.kind, &r.debian.architecture) else {
         return Ok(None);

@@ -337,9 +337,9 @@ impl ModulePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assemble::tree::{Entry, Tree};
     use crate::kernel::modinfo::tests::tiny_module;
     use crate::kernel::KernelInfo;
+    use crate::tree::{Entry, Tree};
 
     const KVER: &str = "6.0.0-test";
 

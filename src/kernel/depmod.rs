@@ -11,8 +11,8 @@
 
 use super::closure::ModulePlan;
 use super::KernelInfo;
-use crate::assemble::tree::{Entry, Kind, Tree};
 use crate::tool::Tool;
+use crate::tree::{Entry, Kind, Tree};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -10,7 +10,7 @@
 
 use super::modinfo::{self, ModInfo};
 use super::KernelInfo;
-use crate::assemble::tree::{Kind, Tree};
+use crate::tree::{Kind, Tree};
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;

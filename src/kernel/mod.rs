@@ -15,7 +15,7 @@ pub mod features;
 pub mod index;
 pub mod modinfo;
 
-use crate::assemble::tree::{Kind, Tree};
+use crate::tree::{Kind, Tree};
 use anyhow::{bail, Result};
 pub use closure::{BuiltinHit, Module, ModulePlan};
 use std::collections::BTreeSet;
@@ -171,7 +171,7 @@ pub fn prune(
                 .map(|l| format!("{l}\n"))
                 .collect();
             let mut new = e.clone();
-            new.kind = Kind::File(crate::assemble::tree::Content::bytes(filtered.into_bytes()));
+            new.kind = Kind::File(crate::tree::Content::bytes(filtered.into_bytes()));
             new.mtime = new.mtime.min(epoch);
             tree.put(&order_path, new)?;
         }

@@ -6,6 +6,7 @@
 //! the key path and the line, and says what was expected.
 
 pub mod check;
+pub mod find;
 pub mod mirror;
 pub mod origin;
 pub mod raw;

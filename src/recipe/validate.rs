@@ -464,7 +464,7 @@ fn paths(h: &Here, raw: Option<raw::RawPaths>, p: Option<&Recipe>) -> Result<Pat
     for (i, s) in paths.allow_setuid.iter().enumerate() {
         let key = format!("paths.allow-setuid[{i}]");
         let abs = h.abs_path(&key, &format!("/{}", s.trim_start_matches('/')))?;
-        let rel = crate::assemble::tree::merged_usr(abs.trim_start_matches('/'));
+        let rel = crate::tree::merged_usr(abs.trim_start_matches('/'));
         if !out.allow_setuid.contains(&rel) {
             out.allow_setuid.push(rel);
         }

@@ -506,7 +506,7 @@ impl Definition {
                 ImageSource::Recipe(if p.is_file() {
                     p
                 } else {
-                    crate::cli::find_recipe(&r).context("recipe")?
+                    crate::recipe::find::find(&r).context("recipe")?
                 })
             }
             (None, Some(d)) => ImageSource::Dir(base.join(d)),

@@ -10,7 +10,7 @@
 //! last member carries the data, and the kernel links the earlier names to it.
 //! newc has no place for extended attributes; they are left out.
 
-use crate::assemble::tree::{Entry, Kind, Tree};
+use crate::tree::{Entry, Kind, Tree};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::io::Write;
@@ -279,7 +279,7 @@ pub fn write_compressed(
     opts: CpioOptions,
     comp: Compression,
     path: &std::path::Path,
-) -> Result<crate::report::Output> {
+) -> Result<crate::output::Output> {
     let mut f = crate::io::atomic::AtomicFile::create(path)?;
     let w =
         crate::io::hash::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, f.file()));
@@ -290,7 +290,7 @@ pub fn write_compressed(
         .map_err(|e| e.into_error())
         .with_context(|| format!("writing {}", path.display()))?;
     f.commit()?;
-    Ok(crate::report::Output {
+    Ok(crate::output::Output {
         kind: format!("cpio{}", comp.suffix()),
         path: path.display().to_string(),
         size,

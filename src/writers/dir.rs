@@ -2,7 +2,7 @@
 //! (never through a symlink), ownership is applied only when running as root, and the
 //! whole directory appears at its final path only when complete.
 
-use crate::assemble::tree::{Kind, Tree};
+use crate::tree::{Kind, Tree};
 use anyhow::{Context, Result};
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};

@@ -3,7 +3,7 @@
 //! names and link targets and for xattrs, no atime/ctime. The same tree always gives the
 //! same bytes, whoever builds it and wherever.
 
-use crate::assemble::tree::{Entry, Kind, Tree};
+use crate::tree::{Entry, Kind, Tree};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::io::Write;
@@ -132,7 +132,7 @@ pub fn write_file(
     tree: &Tree,
     opts: TarOptions,
     path: &std::path::Path,
-) -> Result<crate::report::Output> {
+) -> Result<crate::output::Output> {
     let mut f = crate::io::atomic::AtomicFile::create(path)?;
     let w =
         crate::io::hash::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, f.file()));
@@ -142,7 +142,7 @@ pub fn write_file(
         .map_err(|e| e.into_error())
         .with_context(|| format!("writing {}", path.display()))?;
     f.commit()?;
-    Ok(crate::report::Output {
+    Ok(crate::output::Output {
         kind: "tar".into(),
         path: path.display().to_string(),
         size,
@@ -164,7 +164,7 @@ fn pax_records(e: &Entry) -> Vec<(String, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assemble::tree::Entry;
+    use crate::tree::Entry;
 
     fn sample() -> Tree {
         let mut t = Tree::new();

@@ -4,8 +4,8 @@
 //! parse. Consumes the recipe's `[oci]` table and the tree; produces [`RunConfig`].
 
 use super::spec::{Empty, RunConfig};
-use crate::assemble::tree::{Entry, Kind, Tree};
 use crate::recipe::Recipe;
+use crate::tree::{Entry, Kind, Tree};
 use anyhow::Result;
 
 /// The default PATH when the recipe sets none.

@@ -14,8 +14,8 @@
 //! finds the compressed bytes in the cache.
 
 use super::spec::{self, Descriptor};
-use crate::assemble::tree::{Entry, Kind, Tree};
 use crate::io::hash::sha256_hex;
+use crate::tree::{Entry, Kind, Tree};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;

@@ -11,8 +11,8 @@ pub mod config;
 pub mod layers;
 pub mod spec;
 
-use crate::assemble::tree::Tree;
 use crate::recipe::Recipe;
+use crate::tree::Tree;
 use anyhow::{Context, Result};
 use spec::{Descriptor, History, ImageConfig, Index, Manifest, Platform, RootFs};
 use std::collections::BTreeMap;
@@ -313,7 +313,7 @@ const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Writes the OCI image layout directory `dir` (replacing an old one only once the new one
 /// is complete). Returns the digest of the top descriptor (manifest or index).
-pub fn write_layout(images: &[Image], dir: &Path) -> Result<crate::report::Output> {
+pub fn write_layout(images: &[Image], dir: &Path) -> Result<crate::output::Output> {
     let (blobs, index) = layout_files(images)?;
     use crate::io::atomic::{create_dir, create_new, DIR_MODE, FILE_MODE};
     use std::io::Write as _;
@@ -348,7 +348,7 @@ pub fn write_layout(images: &[Image], dir: &Path) -> Result<crate::report::Outpu
         }
     };
     crate::io::atomic::replace_dir(&staged, dir)?;
-    Ok(crate::report::Output {
+    Ok(crate::output::Output {
         kind: "oci-layout".into(),
         path: dir.display().to_string(),
         size: total,
@@ -359,7 +359,7 @@ pub fn write_layout(images: &[Image], dir: &Path) -> Result<crate::report::Outpu
 /// Writes one archive holding the OCI layout and Docker's `manifest.json` (for the image
 /// of the first architecture), readable by `docker load`, `skopeo` (`oci-archive:`) and
 /// podman.
-pub fn write_archive(images: &[Image], path: &Path, epoch: u64) -> Result<crate::report::Output> {
+pub fn write_archive(images: &[Image], path: &Path, epoch: u64) -> Result<crate::output::Output> {
     let (blobs, index) = layout_files(images)?;
     let first = images
         .first()
@@ -409,7 +409,7 @@ pub fn write_archive(images: &[Image], path: &Path, epoch: u64) -> Result<crate:
         .with_context(|| format!("writing {}", path.display()))?;
     drop(buf);
     f.commit()?;
-    Ok(crate::report::Output {
+    Ok(crate::output::Output {
         kind: "oci-archive".into(),
         path: path.display().to_string(),
         size,

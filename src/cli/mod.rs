@@ -1,6 +1,8 @@
 //! The command line: parses arguments, sets up the cache and progress output, and calls
 //! the pipeline. Only this layer prints results and maps errors to exit codes.
 
+mod test;
+
 use crate::exit::{self, Code};
 use crate::fetch::cache::Cache;
 use crate::io::progress::Reporter;
@@ -186,7 +188,7 @@ enum Command {
     /// overlay under QEMU (TCG unless --accel kvm), runs its steps through the test agent
     /// and fails a test at once on console badness (panic, oops, failed unit, ...).
     /// Prints per-test times; exits 1 when a test failed.
-    Test(crate::testing::runner::CliArgs),
+    Test(test::CliArgs),
     /// List the bundled recipes.
     Recipes,
     /// Check the host: tools slipway runs, the Debian package for each, and the cache.
@@ -253,42 +255,7 @@ pub fn main() -> i32 {
 }
 
 /// Finds a recipe: a path, or a bundled name (`base/static` -> recipes/base/static.toml).
-pub fn find_recipe(arg: &str) -> Result<PathBuf> {
-    let p = Path::new(arg);
-    if p.is_file() {
-        return Ok(p.to_path_buf());
-    }
-    let name = arg.trim_end_matches(".toml");
-    for dir in recipe_dirs() {
-        let c = dir.join(format!("{name}.toml"));
-        if c.is_file() {
-            return Ok(c);
-        }
-    }
-    Err(exit::err(
-        Code::BadInput,
-        format!("{arg}: no such recipe file or bundled recipe (see `slipway recipes`)"),
-    ))
-}
-
-fn recipe_dirs() -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    if let Some(d) = std::env::var_os("SLIPWAY_RECIPES") {
-        v.push(PathBuf::from(d));
-    }
-    v.push(PathBuf::from("recipes"));
-    if let Ok(exe) = std::env::current_exe() {
-        // target/{debug,release}/slipway inside a checkout.
-        if let Some(root) = exe
-            .parent()
-            .and_then(|p| p.parent())
-            .and_then(|p| p.parent())
-        {
-            v.push(root.join("recipes"));
-        }
-    }
-    v
-}
+pub use crate::recipe::find::find as find_recipe;
 
 fn load(arg: &str, f: &FetchArgs) -> Result<Recipe> {
     let path = find_recipe(arg)?;
@@ -451,11 +418,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Boot(a) => boot(g, a),
         Command::Test(a) => {
             let ctx = context(g, &a.fetch)?;
-            crate::testing::runner::cli(&ctx, a)
+            test::cli(&ctx, a)
         }
         Command::Recipes => list_recipes(g.json),
         Command::Doctor(a) if a.recipes.is_some() => {
-            crate::support::run_doctor(a, g.json, &recipe_dirs())
+            crate::support::run_doctor(a, g.json, &crate::recipe::find::dirs())
         }
         Command::Doctor(_) => doctor(g),
     }
@@ -634,7 +601,7 @@ fn report_lock(
 
 fn list_recipes(json: bool) -> Result<()> {
     let mut rows = Vec::new();
-    for dir in recipe_dirs() {
+    for dir in crate::recipe::find::dirs() {
         if !dir.is_dir() {
             continue;
         }
