@@ -29,27 +29,7 @@ pub struct Date {
 impl Date {
     /// The day `y-m-d`, if it exists.
     pub fn new(y: i64, m: u32, d: u32) -> Option<Date> {
-        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        let len = match m {
-            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-            4 | 6 | 9 | 11 => 30,
-            2 if leap => 29,
-            2 => 28,
-            _ => return None,
-        };
-        if d == 0 || d > len {
-            return None;
-        }
-        // Days from civil (Howard Hinnant's algorithm, public domain).
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (i64::from(m) + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        Some(Date {
-            days: era * 146_097 + doe - 719_468,
-        })
+        slipway_common::date::days_from_civil(y, m, d).map(|days| Date { days })
     }
 
     /// Today, in UTC, from the system clock.
@@ -64,15 +44,7 @@ impl Date {
 
     /// `(year, month, day)`.
     fn civil(self) -> (i64, u32, u32) {
-        let z = self.days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        (yoe + era * 400 + i64::from(m <= 2), m, d)
+        slipway_common::date::civil_from_days(self.days)
     }
 
     /// Days from `self` to `later` (negative when `later` is earlier).

@@ -118,7 +118,10 @@ fn gpt_is_read_back_by_sfdisk() {
     let parts = v["partitiontable"]["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 4);
     for (p, w) in parts.iter().zip(&wants) {
-        assert_eq!(p["type"].as_str().unwrap().to_lowercase(), w.type_guid);
+        assert_eq!(
+            p["type"].as_str().unwrap().to_lowercase(),
+            w.type_guid.to_text()
+        );
         assert_eq!(p["uuid"].as_str().unwrap().to_lowercase(), w.uuid.to_text());
         assert_eq!(p["name"], w.name.as_str());
     }

@@ -348,7 +348,7 @@ fn test_key(comment: &str) -> String {
     );
     format!(
         "ssh-ed25519 {} {comment}",
-        slipway::boot::agent::protocol::b64_encode(&blob)
+        slipway_common::base64::encode(&blob)
     )
 }
 

@@ -564,7 +564,7 @@ fn basic_auth() {
     std::fs::create_dir_all(&cfg).unwrap();
     std::fs::write(
         cfg.join("config.json"),
-        json!({"auths": {reg.host(): {"auth": slipway::push::base64::encode(b"alice:s3cret-pw")}}})
+        json!({"auths": {reg.host(): {"auth": slipway_common::base64::encode(b"alice:s3cret-pw")}}})
             .to_string(),
     )
     .unwrap();
@@ -579,7 +579,7 @@ fn basic_auth() {
 // ---------------------------------------------------------------- the token service
 
 fn b64url(data: &[u8]) -> String {
-    slipway::push::base64::encode(data)
+    slipway_common::base64::encode(data)
         .replace('+', "-")
         .replace('/', "_")
         .trim_end_matches('=')
@@ -647,7 +647,7 @@ fn token_service(
     let issuer = issuer.to_string();
     let expected = format!(
         "Basic {}",
-        slipway::push::base64::encode(format!("{user}:{pass}").as_bytes())
+        slipway_common::base64::encode(format!("{user}:{pass}").as_bytes())
     );
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -696,7 +696,7 @@ fn token_service(
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap()
                     .as_secs();
-                let header = json!({"typ": "JWT", "alg": "RS256", "x5c": [slipway::push::base64::encode(&der)]});
+                let header = json!({"typ": "JWT", "alg": "RS256", "x5c": [slipway_common::base64::encode(&der)]});
                 let claims = json!({
                     "iss": issuer, "sub": user, "aud": service,
                     "exp": now + 300, "nbf": now - 10, "iat": now,

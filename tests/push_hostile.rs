@@ -242,7 +242,7 @@ fn realm_on_another_host_gets_no_credentials() {
     let (o, _) = push(&args, &[], Some("s3cret"));
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let seen = collected.lock().unwrap();
-    let basic = format!("Basic {}", slipway::push::base64::encode(b"alice:s3cret"));
+    let basic = format!("Basic {}", slipway_common::base64::encode(b"alice:s3cret"));
     assert!(!seen.is_empty(), "{}", text(&o));
     assert!(seen
         .iter()

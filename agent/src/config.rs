@@ -9,8 +9,9 @@
 //! `file[1].mode: "0999" is not an octal mode (expected e.g. "0644")`.
 //! The format is described in docs/provisioning.md.
 
-use crate::protocol::{b64_decode, DEFAULT_PORT};
 use serde::Deserialize;
+use slipway_common::base64::decode as b64_decode;
+use slipway_common::protocol::DEFAULT_PORT;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Component, Path, PathBuf};

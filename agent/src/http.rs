@@ -248,7 +248,7 @@ impl Credentials {
         match self {
             Credentials::Basic { user, password } => format!(
                 "Basic {}",
-                crate::protocol::b64_encode(format!("{user}:{password}").as_bytes())
+                slipway_common::base64::encode(format!("{user}:{password}").as_bytes())
             ),
             Credentials::ApiKey(k) => format!("ApiKey {k}"),
             Credentials::Bearer(t) => format!("Bearer {t}"),

@@ -37,15 +37,24 @@ mod http;
 mod kubernetes;
 mod metadata;
 mod platform;
-mod protocol;
 mod provision;
 mod ready;
 mod safe_write;
-mod sha256;
 mod shipper;
 mod source;
 mod testagent;
 
+/// SHA-256 as 64 lower-case hex digits (the `sha2` crate; see decision 0029).
+mod sha256 {
+    use sha2::{Digest, Sha256};
+
+    /// The digest of `data`.
+    pub fn hex(data: &[u8]) -> String {
+        format!("{:x}", Sha256::digest(data))
+    }
+}
+
+use slipway_common::protocol;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};

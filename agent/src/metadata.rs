@@ -359,7 +359,7 @@ fn azure(c: &Client) -> Result<Option<Metadata>, String> {
     }
     if let Some(u) = s("/userData") {
         m.user_data =
-            Some(crate::protocol::b64_decode(u).map_err(|e| format!("compute.userData: {e}"))?);
+            Some(slipway_common::base64::decode(u).map_err(|e| format!("compute.userData: {e}"))?);
     }
     Ok(Some(m))
 }
@@ -621,7 +621,7 @@ mod tests {
         blob.extend(comment.bytes().cycle().take(32));
         format!(
             "ssh-ed25519 {} {comment}",
-            crate::protocol::b64_encode(&blob)
+            slipway_common::base64::encode(&blob)
         )
     }
 
@@ -796,7 +796,7 @@ mod tests {
                 }
             })
         };
-        let (base, log) = imds(doc(&crate::protocol::b64_encode(USER_DATA.as_bytes())));
+        let (base, log) = imds(doc(&slipway_common::base64::encode(USER_DATA.as_bytes())));
         let mut notes = Vec::new();
         let m = find(&base, &mut notes).unwrap();
         assert!(m.source.starts_with("azure imds (127.0.0.1:"), "{m:?}");

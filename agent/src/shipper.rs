@@ -309,27 +309,7 @@ pub fn entry(line: &str, index: &str) -> Option<Entry> {
 }
 
 /// Microseconds since the epoch as RFC 3339 UTC (`2026-11-27T23:15:25.123456Z`).
-pub fn rfc3339_micros(us: u64) -> String {
-    let secs = us / 1_000_000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (the proleptic Gregorian calendar).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        us % 1_000_000
-    )
-}
+pub use slipway_common::date::rfc3339_micros;
 
 /// What a `_bulk` answer says of a batch of `n` documents, item by item (the answer's
 /// `items` are in request order).
@@ -1064,7 +1044,7 @@ mod tests {
         );
         assert_eq!(post(&basic, &pending).unwrap(), Verdict::default());
         let req = seen.recv().unwrap().unwrap();
-        let want = crate::protocol::b64_encode(format!("shipper:{password}").as_bytes());
+        let want = slipway_common::base64::encode(format!("shipper:{password}").as_bytes());
         assert!(req.starts_with("POST /_bulk HTTP/1.1\r\n"), "{req}");
         assert!(
             req.contains(&format!("\r\nAuthorization: Basic {want}\r\n")),

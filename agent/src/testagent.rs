@@ -7,11 +7,12 @@
 //! port open and, after end-of-file or an error inside a frame, reopens it (dropping the
 //! half-read frame), so the host may connect, disconnect and reconnect at will.
 
-use crate::protocol::{b64_decode, b64_encode, read_frame, write_frame, Op, Request, Response};
 use crate::provision::write_atomic;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use slipway_common::base64::{decode as b64_decode, encode as b64_encode};
+use slipway_common::protocol::{read_frame, write_frame, Message, Op, Request, Response};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -145,7 +146,7 @@ fn session(port: &File) {
             }
             Err(_) => return,
         };
-        let response = match serde_json::from_slice::<Request>(&frame) {
+        let response = match Request::from_json(&frame) {
             Ok(req) => handle(req),
             Err(e) => Response::failure(0, format!("bad request: {e}")),
         };

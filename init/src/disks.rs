@@ -2,7 +2,8 @@
 //! logical block size, the device node of partition N, and device numbers; and reading
 //! a disk's GPT through its /dev node.
 
-use crate::gpt::{Partition, Table};
+use slipway_common::gpt::{types, Partition, Table};
+use slipway_common::guid::Guid;
 use std::fs::{self, File};
 
 fn sys(name: &str, attr: &str) -> Result<String, String> {
@@ -87,7 +88,7 @@ impl Disk {
     }
 
     /// The partition with unique GUID `uuid`.
-    pub fn by_uuid(&self, uuid: &crate::gpt::Guid) -> Option<Partition> {
+    pub fn by_uuid(&self, uuid: &Guid) -> Option<Partition> {
         self.table
             .partitions()
             .into_iter()
@@ -100,14 +101,7 @@ impl Disk {
             .table
             .partitions()
             .iter()
-            .map(|p| {
-                format!(
-                    "{} {} {}",
-                    p.number,
-                    crate::gpt::type_name(&p.type_guid),
-                    p.uuid
-                )
-            })
+            .map(|p| format!("{} {} {}", p.number, types::name(&p.type_guid), p.uuid))
             .collect();
         format!("{} (GPT: {})", self.name, parts.join(", "))
     }

@@ -15,11 +15,9 @@
 
 mod cmdline;
 mod console;
-mod crc32;
 mod disks;
 mod dm;
 mod ext4;
-mod gpt;
 mod modules;
 mod switch;
 mod sys;
@@ -27,8 +25,9 @@ mod verity;
 
 use cmdline::{Cmdline, OnCorruption};
 use console::{fail, At, Res};
-use gpt::Guid;
 use nix::mount::{mount, MsFlags};
+use slipway_common::gpt::{self, types};
+use slipway_common::guid::Guid;
 use std::convert::Infallible;
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
@@ -125,7 +124,7 @@ fn hash_uuids(roothash: &str) -> Result<(Guid, Guid), String> {
     let mut z = [0u8; 16];
     a.copy_from_slice(&bytes[..16]);
     z.copy_from_slice(&bytes[16..]);
-    Ok((Guid::from_text_bytes(a), Guid::from_text_bytes(z)))
+    Ok((Guid::from_uuid_bytes(a), Guid::from_uuid_bytes(z)))
 }
 
 /// Waits for a disk whose GPT has the partition the root hash names; checks its type
@@ -158,15 +157,15 @@ fn find_root(c: &Cmdline) -> Res<Root> {
                 continue;
             };
             let root_name = format!("{name} partition {}", root.number);
-            if root.type_guid != gpt::ROOT_X86_64 {
+            if root.type_guid != types::ROOT_X86_64 {
                 return Err(fail(
                     STEP,
                     root_name,
                     format!(
                         "has UUID {root_uuid} but type {} ({}); expected root x86-64 ({})",
                         root.type_guid,
-                        gpt::type_name(&root.type_guid),
-                        gpt::ROOT_X86_64
+                        types::name(&root.type_guid),
+                        types::ROOT_X86_64
                     ),
                 ));
             }
@@ -180,14 +179,14 @@ fn find_root(c: &Cmdline) -> Res<Root> {
                     ),
                 )
             })?;
-            if verity.type_guid != gpt::ROOT_VERITY_X86_64 {
+            if verity.type_guid != types::ROOT_VERITY_X86_64 {
                 return Err(fail(
                     STEP,
                     format!("{name} partition {}", verity.number),
                     format!(
                         "has UUID {verity_uuid} but type {}; expected root-verity x86-64 ({})",
                         verity.type_guid,
-                        gpt::ROOT_VERITY_X86_64
+                        types::ROOT_VERITY_X86_64
                     ),
                 ));
             }
@@ -345,14 +344,14 @@ fn prepare_var(r: &Root) -> Res<()> {
     let var = table
         .partitions()
         .into_iter()
-        .find(|p| p.type_guid == gpt::VAR)
+        .find(|p| p.type_guid == types::VAR)
         .ok_or_else(|| {
             fail(
                 "find-var",
                 &disk.name,
                 format!(
                     "no partition of type var ({}); {}",
-                    gpt::VAR,
+                    types::VAR,
                     disk.describe()
                 ),
             )

@@ -5,14 +5,12 @@
 //! `-chardev socket,id=ta,path=SOCK,server=on,wait=off -device virtio-serial-pci
 //! -device virtserialport,chardev=ta,name=org.slipway.test`; the guest runs
 //! `slipway-agent test-agent` (started by provisioning when the config has
-//! `[test-agent]`). The wire protocol is `agent/src/protocol.rs`, included here so both
-//! ends share one definition; see docs/provisioning.md.
-
-#[path = "../../agent/src/protocol.rs"]
-pub mod protocol;
+//! `[test-agent]`). The wire protocol is `slipway_common::protocol`, the same code the
+//! agent serves it with; see docs/provisioning.md.
 
 use anyhow::{bail, Context, Result};
-use protocol::{b64_decode, b64_encode, Op, Request, Response, MAX_FRAME};
+use slipway_common::base64::{decode as b64_decode, encode as b64_encode};
+use slipway_common::protocol::{self, Message, Op, Request, Response, MAX_FRAME};
 use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -251,8 +249,9 @@ impl AgentClient {
         let deadline = Instant::now() + timeout;
         loop {
             while let Some(frame) = take_frame(&mut self.buf)? {
-                let r: Response =
-                    serde_json::from_slice(&frame).context("decoding a test agent answer")?;
+                let r = Response::from_json(&frame)
+                    .map_err(anyhow::Error::msg)
+                    .context("decoding a test agent answer")?;
                 if r.id == id || (r.id == 0 && !r.ok) {
                     if !r.ok {
                         bail!("the test agent says: {}", r.error.unwrap_or_default());
@@ -329,8 +328,8 @@ mod tests {
         let mut buf = wire[..6].to_vec();
         assert!(take_frame(&mut buf).unwrap().is_none());
         buf.extend_from_slice(&wire[6..]);
-        let a: Response = serde_json::from_slice(&take_frame(&mut buf).unwrap().unwrap()).unwrap();
-        let b: Response = serde_json::from_slice(&take_frame(&mut buf).unwrap().unwrap()).unwrap();
+        let a = Response::from_json(&take_frame(&mut buf).unwrap().unwrap()).unwrap();
+        let b = Response::from_json(&take_frame(&mut buf).unwrap().unwrap()).unwrap();
         assert_eq!((a.id, b.id), (1, 2));
         assert!(buf.is_empty());
         let mut huge = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
@@ -352,7 +351,7 @@ mod tests {
             let mut answers = Vec::new();
             for _ in 0..2 {
                 let f = protocol::read_frame(&mut b).unwrap().unwrap();
-                let r: Request = serde_json::from_slice(&f).unwrap();
+                let r = Request::from_json(&f).unwrap();
                 answers.push(r.id);
             }
             for id in answers {

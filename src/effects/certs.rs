@@ -124,40 +124,9 @@ pub fn pem_der(pem: &[u8]) -> Result<Vec<u8>> {
     let end = body
         .find(END)
         .with_context(|| format!("{BEGIN} without {END}"))?;
-    base64_decode(&body[..end]).context("PEM body is not valid base64")
-}
-
-fn base64_decode(s: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    let mut pad = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => {
-                pad += 1;
-                continue;
-            }
-            c if c.is_ascii_whitespace() => continue,
-            c => bail!("unexpected character {:?} in base64", char::from(c)),
-        };
-        if pad > 0 {
-            bail!("data after '=' padding");
-        }
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
+    slipway_common::base64::decode(&body[..end])
+        .map_err(anyhow::Error::msg)
+        .context("PEM body is not valid base64")
 }
 
 /// One DER element: tag byte(s), header length, contents.

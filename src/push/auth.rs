@@ -196,7 +196,9 @@ impl Credentials {
     pub fn basic_header(&self) -> String {
         format!(
             "Basic {}",
-            super::base64::encode(format!("{}:{}", self.username, self.password).as_bytes())
+            slipway_common::base64::encode(
+                format!("{}:{}", self.username, self.password).as_bytes()
+            )
         )
     }
 }
@@ -252,7 +254,8 @@ pub fn from_docker_config(path: &Path, registry: &str) -> Result<Option<Credenti
         let Some(auth) = entry.get("auth").and_then(|x| x.as_str()) else {
             continue;
         };
-        let decoded = super::base64::decode(auth.trim())
+        let decoded = slipway_common::base64::decode_token(auth.trim())
+            .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .with_context(|| format!("{source}: auth is not base64 of user:password"))?;
         let Some((u, p)) = decoded.split_once(':') else {
@@ -373,7 +376,7 @@ mod tests {
             c.basic_header(),
             format!(
                 "Basic {}",
-                crate::push::base64::encode(b"alice:s3cr3t:with-colon")
+                slipway_common::base64::encode(b"alice:s3cr3t:with-colon")
             )
         );
     }

@@ -9,7 +9,7 @@
 
 use crate::exit::{self, Code};
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -24,26 +24,8 @@ pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list
 /// The annotation naming an entry of `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-/// An OCI content descriptor (the fields a push needs; others are kept in the bytes).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    /// The media type of the referenced content.
-    pub media_type: String,
-    /// `sha256:<hex>`.
-    pub digest: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// The artifact type (artifact manifests in an index, OCI 1.1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub artifact_type: Option<String>,
-    /// Annotations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-    /// Where a non-distributable layer can be downloaded from instead.
-    #[serde(default, skip_serializing)]
-    pub urls: Vec<String>,
-}
+/// The OCI content descriptor, shared with the image writer.
+pub use crate::writers::oci::spec::Descriptor;
 
 /// A manifest or index document: the fields that link to other content.
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,6 @@
 //! warning, not the image push.
 
 pub mod auth;
-pub mod base64;
 pub mod client;
 pub mod deadline;
 pub mod layout;
@@ -298,6 +297,7 @@ fn push_referrer(
         artifact_type: Some(r.artifact_type.clone()),
         annotations: r.annotations.clone(),
         urls: Vec::new(),
+        platform: None,
     };
     let bytes = referrers::merge(existing.as_deref(), &desc)?;
     let index = layout::Manifest {

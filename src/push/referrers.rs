@@ -54,6 +54,7 @@ mod tests {
             artifact_type: Some("application/spdx+json".into()),
             annotations: Default::default(),
             urls: vec![],
+            platform: None,
         }
     }
 

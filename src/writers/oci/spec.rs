@@ -27,7 +27,9 @@ pub const SPDX: &str = "application/spdx+json";
 /// Annotation: the tag of an index.json entry.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-/// A content descriptor: what a blob is, its digest and size.
+/// A content descriptor: what a blob is, its digest and size. The one model for what
+/// slipway writes (`writers::oci`) and what a push reads (`push::layout`); the field order
+/// is the serialized order, so the bytes (and digests) of written documents follow it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
@@ -46,6 +48,10 @@ pub struct Descriptor {
     /// Annotations.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub annotations: BTreeMap<String, String>,
+    /// Where a non-distributable layer can also be downloaded from (read from layouts
+    /// that a push is given; slipway's own images have none).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub urls: Vec<String>,
 }
 
 impl Descriptor {
@@ -58,6 +64,7 @@ impl Descriptor {
             platform: None,
             artifact_type: None,
             annotations: BTreeMap::new(),
+            urls: Vec::new(),
         }
     }
     /// The hex part of the digest.
@@ -208,23 +215,8 @@ pub struct History {
     pub comment: Option<String>,
 }
 
-/// RFC 3339 UTC time of `secs` since the epoch (civil-from-days, proleptic Gregorian).
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
-}
+/// RFC 3339 UTC time of `secs` since the epoch (the image's `created`).
+pub use slipway_common::date::rfc3339;
 
 /// JSON bytes of `v` (compact: what is hashed is what is written).
 pub fn to_json<T: Serialize>(v: &T) -> anyhow::Result<Vec<u8>> {
@@ -235,13 +227,6 @@ pub fn to_json<T: Serialize>(v: &T) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_known_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
 
     #[test]
     fn platform_mapping() {

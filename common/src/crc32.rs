@@ -1,5 +1,9 @@
-//! CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), the checksum UEFI uses for GPT
-//! headers and partition entry arrays (UEFI 2.10, section 5.3.2).
+//! CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), the checksum of GPT headers and
+//! partition entry arrays (UEFI 2.10, section 5.3.2). Consumes bytes, produces the sum.
+//!
+//! A 1 KiB table built at compile time: a GPT is at most a few KiB, so the speed of a
+//! larger implementation buys nothing, and this crate stays free of dependencies
+//! (docs/decisions/0029-shared-crate.md).
 
 const fn table() -> [u32; 256] {
     let mut t = [0u32; 256];
