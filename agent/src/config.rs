@@ -217,61 +217,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         check_hostname(&h).map_err(|m| err("hostname", m))?;
         cfg.hostname = Some(h);
     }
-    let mut seen = BTreeSet::new();
-    for (i, f) in raw.file.into_iter().enumerate() {
-        let key = format!("file[{i}]");
-        let path = check_path(&f.path).map_err(|m| err(format!("{key}.path"), m))?;
-        if !seen.insert(path.clone()) {
-            return Err(err(
-                format!("{key}.path"),
-                format!("{:?} is already written by an earlier [[file]]", f.path),
-            ));
-        }
-        let mode = match &f.mode {
-            Some(m) => parse_mode(m).map_err(|e| err(format!("{key}.mode"), e))?,
-            None => 0o644,
-        };
-        let owner = match &f.owner {
-            Some(o) => parse_owner(o).map_err(|e| err(format!("{key}.owner"), e))?,
-            None => Owner::Ids(0, 0),
-        };
-        let content = match (f.content, f.content_base64) {
-            (Some(c), None) => c.into_bytes(),
-            (None, Some(b)) => {
-                b64_decode(&b).map_err(|e| err(format!("{key}.content-base64"), e))?
-            }
-            (Some(_), Some(_)) => {
-                return Err(err(
-                    key,
-                    "has both content and content-base64 (expected exactly one)",
-                ))
-            }
-            (None, None) => {
-                return Err(err(
-                    key,
-                    "has neither content nor content-base64 (expected exactly one; \
-                     content = \"\" for an empty file)",
-                ))
-            }
-        };
-        cfg.files.push(FileSpec {
-            path,
-            mode,
-            owner,
-            content,
-            key,
-        });
-    }
-    for (i, k) in raw.ssh_authorized_key.into_iter().enumerate() {
-        let key_path = format!("ssh-authorized-key[{i}]");
-        check_user_name(&k.user).map_err(|m| err(format!("{key_path}.user"), m))?;
-        check_ssh_key(&k.key).map_err(|m| err(format!("{key_path}.key"), m))?;
-        cfg.ssh_keys.push(SshKey {
-            user: k.user,
-            key: k.key.trim().to_string(),
-            key_path,
-        });
-    }
+    cfg.files = files(raw.file)?;
+    cfg.ssh_keys = ssh_keys(raw.ssh_authorized_key)?;
     if let Some(s) = raw.systemd {
         for (list, units) in [("enable", &s.enable), ("start", &s.start)] {
             for (i, u) in units.iter().enumerate() {
@@ -281,7 +228,99 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         cfg.enable = s.enable;
         cfg.start = s.start;
     }
-    for (k, v) in raw.sysctl {
+    cfg.sysctl = sysctls(raw.sysctl)?;
+    if let Some(k) = raw.kubernetes {
+        let f = crate::kubernetes::join_file(k)?;
+        if cfg.files.iter().any(|x| x.path == f.path) {
+            return Err(err(
+                "kubernetes",
+                format!("writes {}, which a [[file]] writes too", f.path.display()),
+            ));
+        }
+        cfg.files.push(f);
+    }
+    if let Some(t) = raw.test_agent {
+        let port = t.port.unwrap_or_else(|| DEFAULT_PORT.to_string());
+        check_port(&port).map_err(|m| err("test-agent.port", m))?;
+        cfg.test_agent = Some(port);
+    }
+    cfg.journal_shipper = raw.journal_shipper.map(shipper).transpose()?;
+    Ok(cfg)
+}
+
+/// The `[[file]]` entries, each path written once.
+fn files(raw: Vec<RawFile>) -> Result<Vec<FileSpec>, ConfigError> {
+    let mut seen = BTreeSet::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, f)| file(format!("file[{i}]"), f, &mut seen))
+        .collect()
+}
+
+/// One `[[file]]`: a path no earlier entry has, mode, owner and exactly one of content
+/// and content-base64.
+fn file(key: String, f: RawFile, seen: &mut BTreeSet<PathBuf>) -> Result<FileSpec, ConfigError> {
+    let path = check_path(&f.path).map_err(|m| err(format!("{key}.path"), m))?;
+    if !seen.insert(path.clone()) {
+        return Err(err(
+            format!("{key}.path"),
+            format!("{:?} is already written by an earlier [[file]]", f.path),
+        ));
+    }
+    let mode = match &f.mode {
+        Some(m) => parse_mode(m).map_err(|e| err(format!("{key}.mode"), e))?,
+        None => 0o644,
+    };
+    let owner = match &f.owner {
+        Some(o) => parse_owner(o).map_err(|e| err(format!("{key}.owner"), e))?,
+        None => Owner::Ids(0, 0),
+    };
+    let content = match (f.content, f.content_base64) {
+        (Some(c), None) => c.into_bytes(),
+        (None, Some(b)) => b64_decode(&b).map_err(|e| err(format!("{key}.content-base64"), e))?,
+        (Some(_), Some(_)) => {
+            return Err(err(
+                key,
+                "has both content and content-base64 (expected exactly one)",
+            ))
+        }
+        (None, None) => {
+            return Err(err(
+                key,
+                "has neither content nor content-base64 (expected exactly one; \
+                 content = \"\" for an empty file)",
+            ))
+        }
+    };
+    Ok(FileSpec {
+        path,
+        mode,
+        owner,
+        content,
+        key,
+    })
+}
+
+/// The `[[ssh-authorized-key]]` entries.
+fn ssh_keys(raw: Vec<RawSshKey>) -> Result<Vec<SshKey>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, k) in raw.into_iter().enumerate() {
+        let key_path = format!("ssh-authorized-key[{i}]");
+        check_user_name(&k.user).map_err(|m| err(format!("{key_path}.user"), m))?;
+        check_ssh_key(&k.key).map_err(|m| err(format!("{key_path}.key"), m))?;
+        out.push(SshKey {
+            user: k.user,
+            key: k.key.trim().to_string(),
+            key_path,
+        });
+    }
+    Ok(out)
+}
+
+/// The `[sysctl]` table: known keys, single-line string, integer or boolean values.
+fn sysctls(raw: BTreeMap<String, toml::Value>) -> Result<Vec<Sysctl>, ConfigError> {
+    let mut out = Vec::new();
+    for (k, v) in raw {
         let proc_path = check_sysctl_key(&k).map_err(|m| err(format!("sysctl.{k:?}"), m))?;
         let value = match v {
             toml::Value::String(s) => s,
@@ -303,46 +342,33 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 "expected a non-empty single-line value",
             ));
         }
-        cfg.sysctl.push(Sysctl {
+        out.push(Sysctl {
             key: k,
             proc_path,
             value,
         });
     }
-    if let Some(k) = raw.kubernetes {
-        let f = crate::kubernetes::join_file(k)?;
-        if cfg.files.iter().any(|x| x.path == f.path) {
-            return Err(err(
-                "kubernetes",
-                format!("writes {}, which a [[file]] writes too", f.path.display()),
-            ));
-        }
-        cfg.files.push(f);
-    }
-    if let Some(t) = raw.test_agent {
-        let port = t.port.unwrap_or_else(|| DEFAULT_PORT.to_string());
-        check_port(&port).map_err(|m| err("test-agent.port", m))?;
-        cfg.test_agent = Some(port);
-    }
-    if let Some(j) = raw.journal_shipper {
-        let url = crate::http::Url::parse(&j.url).map_err(|m| err("journal-shipper.url", m))?;
-        let index = j.index.unwrap_or_else(|| DEFAULT_INDEX.to_string());
-        check_index(&index).map_err(|m| err("journal-shipper.index", m))?;
-        let keys = crate::shipper::AccessKeys {
-            ca_file: j.ca_file,
-            username: j.username,
-            password: j.password,
-            api_key: j.api_key,
-        };
-        let access = crate::shipper::Access::check(&url, keys)
-            .map_err(|(key, m)| err(format!("journal-shipper.{key}"), m))?;
-        cfg.journal_shipper = Some(Shipper {
-            url: j.url,
-            index,
-            access,
-        });
-    }
-    Ok(cfg)
+    Ok(out)
+}
+
+/// The `[journal-shipper]` table: endpoint, index and how to authenticate.
+fn shipper(j: RawShipper) -> Result<Shipper, ConfigError> {
+    let url = crate::http::Url::parse(&j.url).map_err(|m| err("journal-shipper.url", m))?;
+    let index = j.index.unwrap_or_else(|| DEFAULT_INDEX.to_string());
+    check_index(&index).map_err(|m| err("journal-shipper.index", m))?;
+    let keys = crate::shipper::AccessKeys {
+        ca_file: j.ca_file,
+        username: j.username,
+        password: j.password,
+        api_key: j.api_key,
+    };
+    let access = crate::shipper::Access::check(&url, keys)
+        .map_err(|(key, m)| err(format!("journal-shipper.{key}"), m))?;
+    Ok(Shipper {
+        url: j.url,
+        index,
+        access,
+    })
 }
 
 /// An Elasticsearch/OpenSearch index name: lower case, no `\ / * ? " < > | , #` or

@@ -6,6 +6,8 @@
 //! The crate has no dependencies, so every binary that goes into an image can link it
 //! without growing; see docs/decisions/0029-shared-crate.md.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod base64;
 pub mod crc32;
 pub mod date;
