@@ -447,7 +447,7 @@ fn e2_field(dump: &str, key: &str) -> u64 {
 /// The grown disk as the next boot would find it: the GPT verifies with sfdisk (backup
 /// header at the new end, so the kernel does not warn "Alt. header is not at the
 /// end"), var ends at the last usable LBA (slipway-init's grow has nothing to do: the
-/// `grows_the_last_partition_to_an_enlarged_disk` unit test in init/src/gpt.rs shows a
+/// `grows_the_last_partition_to_an_enlarged_disk` unit test in common/src/gpt/tests.rs shows a
 /// second grow is a no-op), and the ext4's on-disk superblock already spans the whole
 /// partition (slipway-init resizes only when the partition holds more blocks than the
 /// superblock says). The guest's /var and /etc writes are in that ext4.
