@@ -370,6 +370,15 @@ fn describe_cycles(g: &Graph) -> Vec<String> {
                     s += &format!("\n  {} -> {}: {}:{}", pair[0], pair[1], p.file, p.line);
                 }
             }
+            // The component's other edges: each is on some cycle too.
+            for from in comp {
+                for (to, p) in g.get(from).into_iter().flatten() {
+                    let on_path = cycle.windows(2).any(|w| w[0] == *from && w[1] == *to);
+                    if comp.contains(to) && !on_path {
+                        s += &format!("\n  also {from} -> {to}: {}:{}", p.file, p.line);
+                    }
+                }
+            }
             s
         })
         .collect()
@@ -424,7 +433,10 @@ fn no_import_cycle_between_top_level_modules() {
         .collect();
     let g = graph(&no_tests, &modules);
     let edges: usize = g.values().map(BTreeMap::len).sum();
-    assert!(edges > 20, "only {edges} import edges found: the parser is broken");
+    assert!(
+        edges > 20,
+        "only {edges} import edges found: the parser is broken"
+    );
     let cycles = describe_cycles(&g);
     assert!(
         cycles.is_empty(),
@@ -455,7 +467,10 @@ fn the_library_never_imports_the_cli() {
 fn the_cycle_finder_finds_a_synthetic_cycle_and_only_it() {
     let src: [(&str, &str); 5] = [
         ("a.rs", "use crate::b::X;\n// crate::e is a comment\n"),
-        ("b/mod.rs", "pub mod inner;\nconst S: &str = \"crate::e\";\n"),
+        (
+            "b/mod.rs",
+            "pub mod inner;\nconst S: &str = \"crate::e\";\n",
+        ),
         (
             "b/inner.rs",
             "use super::super::{c::Y, d};\nfn f<'a>(x: &'a u8) -> char { 'x' }\n",
@@ -477,7 +492,9 @@ fn the_cycle_finder_finds_a_synthetic_cycle_and_only_it() {
         .flat_map(|(f, m)| m.keys().map(move |t| (f.clone(), t.clone())))
         .collect();
     let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     };
     // No edge from comments, strings, the lifetime or the test module.
     assert_eq!(
@@ -493,7 +510,11 @@ fn the_cycle_finder_finds_a_synthetic_cycle_and_only_it() {
         "{}",
         cycles[0]
     );
-    assert!(cycles[0].contains("b -> c: src/b/inner.rs:1"), "{}", cycles[0]);
+    assert!(
+        cycles[0].contains("b -> c: src/b/inner.rs:1"),
+        "{}",
+        cycles[0]
+    );
 
     // Break the cycle: nothing is reported.
     files[3].1 = strip("pub struct Y;\n");

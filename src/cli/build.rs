@@ -28,9 +28,7 @@ pub fn run(g: &Global, a: &BuildArgs) -> Result<()> {
     };
     let report = pipeline::build(&ctx, &r, &a.output, &opts)?;
     if g.json {
-        return print_json(
-            &serde_json::to_value(&report).context("serializing the build report")?,
-        );
+        return print_json(&serde_json::to_value(&report).context("serializing the build report")?);
     }
     println!("{}", report.summary_text());
     Ok(())

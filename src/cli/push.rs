@@ -94,8 +94,7 @@ fn credentials(a: &PushArgs, r: &Reference) -> Result<Option<Credentials>> {
         return Ok(Some(c));
     }
     match auth::docker_config_path() {
-        Some(p) => auth::from_docker_config(&p, &r.registry)
-            .with_code(Code::BadInput),
+        Some(p) => auth::from_docker_config(&p, &r.registry).with_code(Code::BadInput),
         None => Ok(None),
     }
 }

@@ -44,7 +44,11 @@ fn bundled() -> Result<Vec<Row>> {
         if e.path().extension().is_none_or(|x| x != "toml") {
             continue;
         }
-        let name = e.path().strip_prefix(dir).unwrap_or(e.path()).with_extension("");
+        let name = e
+            .path()
+            .strip_prefix(dir)
+            .unwrap_or(e.path())
+            .with_extension("");
         let (kind, description) = match Recipe::load(e.path()) {
             Ok(r) => (format!("{:?}", r.kind).to_lowercase(), r.description),
             Err(err) => ("invalid".into(), format!("{err:#}")),

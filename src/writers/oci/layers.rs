@@ -39,7 +39,9 @@ impl std::str::FromStr for Compression {
         Compression::ALL
             .into_iter()
             .find(|c| c.name() == s)
-            .ok_or_else(|| anyhow::anyhow!("{s:?} is not a layer compression (expected gzip or zstd)"))
+            .ok_or_else(|| {
+                anyhow::anyhow!("{s:?} is not a layer compression (expected gzip or zstd)")
+            })
     }
 }
 
