@@ -1,5 +1,6 @@
 //! The main crate's module structure (issue 19): no import cycle between the top-level
-//! modules of src/, and the library never imports the command line (`crate::cli`).
+//! modules of src/, the library never imports the command line (`crate::cli`), and only
+//! the command line uses clap.
 //!
 //! Reads every `.rs` file under src/ as text, drops comments, string and character
 //! literals and the `#[cfg(test)]` modules (unit tests may reach anywhere), and takes
@@ -461,6 +462,24 @@ fn the_library_never_imports_the_cli() {
         }
     }
     assert!(bad.is_empty(), "the library imports crate::cli at {bad:?}");
+}
+
+/// Core types do not derive clap: the command line parses the library's enums itself.
+#[test]
+fn only_the_cli_uses_clap() {
+    let mut bad = Vec::new();
+    for (rel, code) in &sources(&src_dir()) {
+        if module_path(rel).first().is_some_and(|m| m == "cli") {
+            continue;
+        }
+        for (p, _) in code.match_indices("clap::") {
+            if !code[..p].ends_with(|ch: char| is_ident(ch) || ch == ':') {
+                let line = code[..p].matches('\n').count() + 1;
+                bad.push(format!("src/{}:{line}", rel.display()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "clap used outside src/cli/ at {bad:?}");
 }
 
 #[test]
