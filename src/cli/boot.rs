@@ -105,3 +105,19 @@ fn image(g: &Global, fetch: &FetchArgs, image: &str) -> Result<PathBuf> {
     pipeline::build(&ctx, &r, &out, &opts)?;
     Ok(crate::disk::image::disk_in(&out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwards_are_two_ports_and_anything_else_is_bad_input() {
+        let f = forward("8080:80").unwrap();
+        assert_eq!((f.host_port, f.guest_port), (8080, 80));
+        for bad in ["8080", "8080:", "x:80", "70000:80", "1:2:3"] {
+            let e = forward(bad).unwrap_err();
+            assert_eq!(exit::code_of(&e), Code::BadInput as i32, "{bad}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+}

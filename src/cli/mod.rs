@@ -1,4 +1,4 @@
-//! The command line: parses arguments ([`args`]), sets up the cache and progress output,
+//! The command line: parses arguments (args.rs), sets up the cache and progress output,
 //! and calls the library, one file per command. Only this layer prints results and maps
 //! errors to exit codes; the library returns data.
 
