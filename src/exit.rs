@@ -71,8 +71,9 @@ pub fn err(code: Code, msg: impl Into<String>) -> anyhow::Error {
     })
 }
 
-/// `e` with exit code `code`, its chain of causes kept (unless it already has a code:
-/// the innermost decision wins, so a fetch failure stays 4 under a recipe's context).
+/// `e` with exit code `code`, its chain of causes kept; unless it already has a code:
+/// the code given nearest the failure wins (a fetch failure stays 4 under a recipe's
+/// context).
 pub fn with_code(code: Code, e: anyhow::Error) -> anyhow::Error {
     if e.chain().any(|c| code_here(c).is_some()) {
         return e;

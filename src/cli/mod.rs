@@ -15,7 +15,7 @@ mod recipes;
 mod test;
 mod vendor;
 
-pub use args::{Cli, FetchArgs};
+pub use args::Cli;
 
 use crate::exit::{self, Code};
 use crate::fetch::cache::Cache;
@@ -23,7 +23,7 @@ use crate::io::progress::Reporter;
 use crate::pipeline::Context;
 use crate::recipe::Recipe;
 use anyhow::{Context as _, Result};
-use args::{Command, Global};
+use args::{Command, FetchArgs, Global};
 use clap::Parser;
 
 /// Runs the CLI and returns the process exit code.
