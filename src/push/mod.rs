@@ -1,7 +1,7 @@
 //! `slipway push`: uploads an OCI image layout to a registry over the OCI distribution API.
 //!
 //! Consumes an image layout directory (see [`layout`]) and a destination
-//! `HOST[:PORT]/REPO[:TAG]` (see [`reference`]). Produces the image in the registry —
+//! `HOST[:PORT]/REPO[:TAG]` (see [`reference`](mod@reference)). Produces the image in the registry —
 //! blobs, then child manifests by digest, then the top manifest or index under the tag —
 //! and a [`PushReport`]. Artifact manifests whose `subject` is the image (an SBOM) are
 //! pushed after it; on registries without the referrers API the OCI 1.1 fallback tag
