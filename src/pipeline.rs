@@ -397,7 +397,7 @@ pub fn vendor(ctx: &Context, r: &Recipe, dir: &std::path::Path) -> Result<u64> {
 }
 
 /// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// `rootfs.tar`: a reproducible tar of the tree.
@@ -409,8 +409,7 @@ pub enum Format {
     /// `image.tar`: the OCI layout plus Docker's manifest.json, for `docker load`.
     OciArchive,
     /// Host images: `disk.raw` (GPT: ESP with the UKI, verified root, /var), `uki.efi`,
-    /// `vmlinuz`, `initrd` and `manifest.json`.
-    #[value(alias = "raw")]
+    /// `vmlinuz`, `initrd` and `manifest.json`. Also named `raw`.
     Disk,
     /// Host images: `disk.qcow2`, compressed (OpenStack, local QEMU; implies `disk`).
     Qcow2,
@@ -422,6 +421,57 @@ pub enum Format {
     /// Host images: `disk.tar.gz`, the GCE image tarball holding `disk.raw` (implies
     /// `disk`).
     Gce,
+}
+
+impl Format {
+    /// Every format, in the order `slipway build --help` lists them.
+    pub const ALL: [Format; 9] = [
+        Format::Tar,
+        Format::Dir,
+        Format::Oci,
+        Format::OciArchive,
+        Format::Disk,
+        Format::Qcow2,
+        Format::Vhd,
+        Format::Vmdk,
+        Format::Gce,
+    ];
+
+    /// Its name on the command line (`--format`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Tar => "tar",
+            Format::Dir => "dir",
+            Format::Oci => "oci",
+            Format::OciArchive => "oci-archive",
+            Format::Disk => "disk",
+            Format::Qcow2 => "qcow2",
+            Format::Vhd => "vhd",
+            Format::Vmdk => "vmdk",
+            Format::Gce => "gce",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = anyhow::Error;
+
+    /// A [`Format::name`], or `raw` (the old name of `disk`).
+    fn from_str(s: &str) -> Result<Self> {
+        if s == "raw" {
+            return Ok(Format::Disk);
+        }
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Format::ALL.iter().map(|f| f.name()).collect();
+                anyhow::anyhow!(
+                    "{s:?} is not an output format (expected one of: {})",
+                    names.join(", ")
+                )
+            })
+    }
 }
 
 impl Format {

@@ -2,7 +2,7 @@
 //! (`src/support.toml`, bundled; see its header) and checked recipes, and produces one
 //! [`Finding`] per pin: every upstream artifact (recognised by its URL), the Debian
 //! release, and the Debian packages the table names. `slipway doctor --recipes` prints
-//! them ([`run_doctor`]); decision 0025 says why and what CI does with them.
+//! them ([`render`], [`to_json`]); decision 0025 says why and what CI does with them.
 //!
 //! A pin inside its upstream support is `ok`. A pin past it that Debian still supports
 //! (security team, then LTS) is reported, not warned about. A pin no one supports, or
@@ -467,22 +467,6 @@ fn check_package(
     }
 }
 
-/// `slipway doctor` arguments (the `--recipes` check is this module's).
-#[derive(clap::Args, Debug, Default)]
-pub struct DoctorArgs {
-    /// Instead of the host check: list every pin of these recipe files or directories
-    /// (default: the bundled recipes) with its upstream end of life and the days left;
-    /// exits 1 when one is supported by no one.
-    #[arg(long, num_args = 0.., value_name = "RECIPE")]
-    pub recipes: Option<Vec<PathBuf>>,
-    /// The day to check against (YYYY-MM-DD; default: today, UTC).
-    #[arg(long, value_name = "DATE", requires = "recipes")]
-    pub today: Option<String>,
-    /// The end-of-life table to use (default: the bundled src/support.toml).
-    #[arg(long, value_name = "FILE", requires = "recipes")]
-    pub support_table: Option<PathBuf>,
-}
-
 /// The recipe files named by `paths`: files as given; in directories, every `*.toml`
 /// with a top-level `schema-version` (an overlay's `config.toml` is no recipe), sorted.
 pub fn recipe_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -514,53 +498,14 @@ fn is_recipe(path: &Path) -> Result<bool> {
         .is_ok_and(|t| t.contains_key("schema-version")))
 }
 
-/// `slipway doctor --recipes`: checks the recipes in `args.recipes` (or, when none is
-/// named, the first directory of `bundled` that exists), prints a table (or JSON) and
-/// fails with exit code 1 when a pin warns.
-pub fn run_doctor(args: &DoctorArgs, json: bool, bundled: &[PathBuf]) -> Result<()> {
-    use crate::exit::{with_code, Code};
-    let today = match &args.today {
-        Some(s) => s
-            .parse()
-            .context("--today")
-            .map_err(|e| with_code(Code::BadInput, e))?,
-        None => Date::today(),
-    };
-    let table = match &args.support_table {
-        Some(p) => Table::load(p).map_err(|e| with_code(Code::BadInput, e))?,
-        None => Table::bundled()?,
-    };
-    let named = args.recipes.clone().unwrap_or_default();
-    let paths = if named.is_empty() {
-        let dir = bundled
-            .iter()
-            .find(|d| d.is_dir())
-            .context("no recipe directory found (name recipes, or set SLIPWAY_RECIPES)")?;
-        vec![dir.clone()]
-    } else {
-        named
-    };
+/// The findings of every recipe named by `paths` (see [`recipe_files`]) on `today`.
+pub fn check_files(table: &Table, paths: &[PathBuf], today: Date) -> Result<Vec<Finding>> {
     let mut findings = Vec::new();
-    for f in recipe_files(&paths)? {
+    for f in recipe_files(paths)? {
         let r = Recipe::load(&f)?;
-        findings.extend(check(&table, &r, today));
+        findings.extend(check(table, &r, today));
     }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(&findings, today))?
-        );
-    } else {
-        print!("{}", render(&findings, today));
-    }
-    let warned = findings.iter().filter(|f| f.status.warns()).count();
-    if warned > 0 {
-        return Err(crate::exit::err(
-            crate::exit::Code::Failure,
-            format!("{warned} pin(s) supported by no one on {today} (WARN above)"),
-        ));
-    }
-    Ok(())
+    Ok(findings)
 }
 
 /// The word in the status column.
@@ -597,7 +542,8 @@ pub fn render(findings: &[Finding], today: Date) -> String {
     s
 }
 
-fn to_json(findings: &[Finding], today: Date) -> serde_json::Value {
+/// The findings as JSON (`slipway doctor --recipes --json`).
+pub fn to_json(findings: &[Finding], today: Date) -> serde_json::Value {
     serde_json::json!({
         "today": today.to_string(),
         "pins": findings.iter().map(|f| serde_json::json!({

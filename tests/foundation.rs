@@ -385,6 +385,37 @@ fn help_documents_exit_codes_and_doctor_names_packages() {
     assert!(t.contains("apt-get") && t.contains("erofs-utils"), "{t}");
 }
 
+/// An error given an exit code keeps its causes: the message prints each cause once, in
+/// order, and the process exits with the code (issue 19: no cause flattened into a string).
+#[test]
+fn a_coded_error_prints_its_whole_chain_once() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let layout = d.path().to_str().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["push", layout, "127.0.0.1:9/x:y"])
+        .output()
+        .unwrap();
+    let t = fails(out, 2);
+    let index = format!("reading {layout}/index.json: No such file or directory");
+    assert_eq!(t.matches(&index).count(), 1, "{t}");
+    assert_eq!(t.matches("error:").count(), 1, "{t}");
+
+    let out = std::process::Command::new(bin())
+        .args(["doctor", "--recipes", "--today", "2026-02-30"])
+        .output()
+        .unwrap();
+    let t = fails(out, 2);
+    assert_eq!(
+        t.trim(),
+        r#"error: --today: "2026-02-30" is not a date (use YYYY-MM-DD)"#
+    );
+}
+
 /// scripts/setup-host.sh pipes its `apt-get -s` plan through scripts/apt-plan-check.sh:
 /// a plan that removes a package (as installing bookworm's QEMU once removed the
 /// machine's backports qemu-utils) is refused, naming it; a plan without removals passes.

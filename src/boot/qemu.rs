@@ -52,9 +52,7 @@ pub const BOOT_LOG_ENV: &str = "SLIPWAY_BOOT_LOG";
 pub const VM_LOCK_ENV: &str = "SLIPWAY_VM_LOCK";
 
 /// How the guest's CPU is run.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Accel {
     /// Emulated (works everywhere; slow).
@@ -70,6 +68,23 @@ impl Accel {
             Accel::Tcg => "tcg",
             Accel::Kvm => "kvm",
         }
+    }
+}
+
+impl Accel {
+    /// Every accelerator, in the order `--help` lists them.
+    pub const ALL: [Accel; 2] = [Accel::Tcg, Accel::Kvm];
+}
+
+impl std::str::FromStr for Accel {
+    type Err = anyhow::Error;
+
+    /// An [`Accel::name`] (`--accel`).
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Accel::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| anyhow::anyhow!("{s:?} is not an accelerator (expected tcg or kvm)"))
     }
 }
 

@@ -61,10 +61,9 @@ pub fn tools(r: &Recipe) -> Vec<&'static str> {
     t
 }
 
-/// The smallest /var the disk stage makes (ext4 with a journal).
-pub const MIN_VAR: u64 = 8 << 20;
-/// The smallest ESP (FAT with room for its tables).
-pub const MIN_ESP: u64 = 2 << 20;
+/// The smallest /var and ESP the disk stage makes: bounds the recipe checks too, so
+/// they live with the recipe's other size bounds (the recipe does not import the disk).
+pub use crate::recipe::check::{MIN_ESP, MIN_VAR};
 
 /// Checks, once the tree is assembled and before the disk is built, that the ESP can
 /// hold the UKI's known parts (kernel and EFI stub; the initramfs and command line come

@@ -303,7 +303,7 @@ fn split_instance(unit: &str) -> Option<(&str, &str, &str)> {
     Some((prefix, &rest[..dot], &rest[dot..]))
 }
 
-/// What `systemctl enable UNIT` creates (systemctl(1), systemd.unit(5) [Install]):
+/// What `systemctl enable UNIT` creates (systemctl(1), systemd.unit(5) \[Install\]):
 /// `UNIT_DIR/T.wants/UNIT -> unit_file` for each `WantedBy=T` (`.requires/` for
 /// `RequiredBy=`, `.upholds/` for `UpheldBy=`) and `UNIT_DIR/ALIAS -> unit_file` for
 /// each `Alias=`. `unit_name` may be a template (`getty@.service`, which uses

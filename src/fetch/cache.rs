@@ -422,28 +422,9 @@ fn default_root() -> Result<PathBuf> {
     }
 }
 
-/// A file whose content does not have the digest it should.
-#[derive(Debug)]
-pub struct DigestMismatch {
-    /// What was checked.
-    pub what: String,
-    /// The digest it should have.
-    pub expected: String,
-    /// The digest it has.
-    pub actual: String,
-}
-
-impl std::fmt::Display for DigestMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: sha256 is {}, expected {}",
-            self.what, self.actual, self.expected
-        )
-    }
-}
-
-impl std::error::Error for DigestMismatch {}
+/// The cache's typed error (a mismatching cached file is fetched again); it lives in
+/// [`crate::exit`], which gives it exit code 4.
+pub use crate::exit::DigestMismatch;
 
 #[cfg(test)]
 mod tests;

@@ -96,7 +96,7 @@ pub fn read(path: &str, bytes: &[u8]) -> Result<ModInfo> {
     Ok(info)
 }
 
-/// The whole decompressed module, at most [`MODULE_LIMIT`] bytes.
+/// The whole decompressed module, at most `MODULE_LIMIT` bytes.
 pub fn decompress(comp: Compression, bytes: &[u8]) -> Result<Vec<u8>> {
     let reader: Box<dyn Read + '_> = match comp {
         Compression::None => Box::new(bytes),

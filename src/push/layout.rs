@@ -7,7 +7,7 @@
 //! manifests whose `subject` is that image. Every blob is checked against its descriptor's
 //! sha256 and size here, before anything touches the network.
 
-use crate::exit::{self, Code};
+use crate::exit::{self, Code, WithCode};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -139,13 +139,10 @@ pub fn load(root: &Path, ref_name: Option<&str>) -> Result<Plan> {
     let index_path = root.join("index.json");
     let bytes = std::fs::read(&index_path)
         .with_context(|| format!("reading {}", index_path.display()))
-        .map_err(|e| exit::err(Code::BadInput, format!("{e:#}")))?;
-    let index: Document = serde_json::from_slice(&bytes).map_err(|e| {
-        exit::err(
-            Code::BadInput,
-            format!("{}: not an image index: {e}", index_path.display()),
-        )
-    })?;
+        .with_code(Code::BadInput)?;
+    let index: Document = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not an image index", index_path.display()))
+        .with_code(Code::BadInput)?;
 
     let reader = Reader { root };
     // Split the entries into images and referrers (manifests with a subject).
@@ -277,16 +274,15 @@ impl Reader<'_> {
     /// Reads a manifest blob and checks its size and digest.
     fn read_manifest(&self, d: &Descriptor, from: &str) -> Result<Vec<u8>> {
         let path = self.blob_path(&d.digest);
-        let bytes = std::fs::read(&path).map_err(|e| {
-            exit::err(
-                Code::BadInput,
+        let bytes = std::fs::read(&path)
+            .with_context(|| {
                 format!(
-                    "manifest {} (listed in {from}) is missing from the layout: {}: {e}",
+                    "manifest {} (listed in {from}) is missing from the layout: {}",
                     d.digest,
                     path.display()
-                ),
-            )
-        })?;
+                )
+            })
+            .with_code(Code::BadInput)?;
         let actual = format!("sha256:{}", crate::io::hash::sha256_hex(&bytes));
         if actual != d.digest || bytes.len() as u64 != d.size {
             return Err(mismatch(
@@ -301,12 +297,9 @@ impl Reader<'_> {
     }
 
     fn parse(&self, d: &Descriptor, bytes: &[u8]) -> Result<Document> {
-        serde_json::from_slice(bytes).map_err(|e| {
-            exit::err(
-                Code::BadInput,
-                format!("manifest {}: not a valid manifest or index: {e}", d.digest),
-            )
-        })
+        serde_json::from_slice(bytes)
+            .with_context(|| format!("manifest {}: not a valid manifest or index", d.digest))
+            .with_code(Code::BadInput)
     }
 
     /// Adds `d` (a manifest or index) and everything below it to `img`, children first.

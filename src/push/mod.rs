@@ -1,7 +1,7 @@
 //! `slipway push`: uploads an OCI image layout to a registry over the OCI distribution API.
 //!
 //! Consumes an image layout directory (see [`layout`]) and a destination
-//! `HOST[:PORT]/REPO[:TAG]` (see [`reference`]). Produces the image in the registry —
+//! `HOST[:PORT]/REPO[:TAG]` (see [`reference`](mod@reference)). Produces the image in the registry —
 //! blobs, then child manifests by digest, then the top manifest or index under the tag —
 //! and a [`PushReport`]. Artifact manifests whose `subject` is the image (an SBOM) are
 //! pushed after it; on registries without the referrers API the OCI 1.1 fallback tag
@@ -22,11 +22,10 @@ use crate::io::progress::{Counter, Reporter};
 use anyhow::{Context, Result};
 use auth::Credentials;
 use client::{Client, Net};
-use deadline::{Deadline, Timeouts};
+use deadline::Deadline;
 use layout::{Blob, Descriptor, OCI_INDEX};
 use reference::Reference;
 use serde::Serialize;
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -313,131 +312,4 @@ fn push_referrer(
     out.status = "pushed+fallback-tag".into();
     out.fallback_tag = Some(tag);
     Ok(out)
-}
-
-/// Command-line arguments of `slipway push`.
-#[derive(clap::Args, Debug)]
-pub struct PushArgs {
-    /// OCI image layout directory (oci-layout, index.json, blobs/).
-    pub layout: PathBuf,
-    /// Destination: HOST[:PORT]/REPO[:TAG][@sha256:HEX] (tag defaults to latest).
-    pub destination: String,
-    /// Push the image whose org.opencontainers.image.ref.name is NAME (when index.json lists several).
-    #[arg(long = "ref", value_name = "NAME")]
-    pub ref_name: Option<String>,
-    /// Use plain HTTP for this registry (loopback registries always use HTTP). Repeatable.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub insecure: Vec<String>,
-    /// Let a token realm on HOST (another site than the registry's) have the credentials. Repeatable.
-    #[arg(long, value_name = "HOST")]
-    pub trust_realm: Vec<String>,
-    /// Overall deadline for the push: seconds, or 90s, 10m, 1h [default: 1h; env SLIPWAY_PUSH_TIMEOUT].
-    #[arg(long, value_name = "DURATION", value_parser = deadline::parse_duration)]
-    pub timeout: Option<std::time::Duration>,
-    /// Longest wait for any byte from the registry [default: 60s; env SLIPWAY_PUSH_READ_TIMEOUT].
-    #[arg(long, value_name = "DURATION", value_parser = deadline::parse_duration)]
-    pub read_timeout: Option<std::time::Duration>,
-    /// User name for the registry (password from --password-stdin or SLIPWAY_REGISTRY_PASSWORD).
-    #[arg(long, short = 'u')]
-    pub username: Option<String>,
-    /// Read the password from standard input.
-    #[arg(long, requires = "username")]
-    pub password_stdin: bool,
-}
-
-/// Runs `slipway push` for the CLI: resolves credentials, pushes, prints the result.
-pub fn run(args: &PushArgs, json: bool, quiet: bool, offline: bool) -> Result<()> {
-    let reference: Reference = args
-        .destination
-        .parse()
-        .map_err(|e: anyhow::Error| exit::err(Code::BadInput, format!("{e:#}")))?;
-    if offline {
-        return Err(exit::err(
-            Code::BadInput,
-            "push talks to a registry; it cannot run with --offline",
-        ));
-    }
-    let rep = Reporter::new(quiet || json);
-    let credentials = credentials(args, &reference)?;
-    let opts = Options {
-        layout: args.layout.clone(),
-        reference,
-        ref_name: args.ref_name.clone(),
-        net: Net {
-            insecure: args.insecure.clone(),
-            trust_realm: args.trust_realm.clone(),
-            retry: client::Retry::default(),
-            timeouts: timeouts(args)?,
-        },
-        credentials,
-    };
-    let report = push(&opts, &rep)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).context("writing JSON")?
-        );
-    } else {
-        println!("{}", report.pushed);
-    }
-    Ok(())
-}
-
-/// Time limits: the flags, else `SLIPWAY_PUSH_TIMEOUT` / `SLIPWAY_PUSH_READ_TIMEOUT`,
-/// else the defaults.
-fn timeouts(args: &PushArgs) -> Result<Timeouts> {
-    let pick = |flag: Option<std::time::Duration>, var: &str, default| match flag {
-        Some(d) => Ok(d),
-        None => match std::env::var(var) {
-            Ok(v) => deadline::parse_duration(&v)
-                .map_err(|e| exit::err(Code::BadInput, format!("{var}: {e}"))),
-            Err(_) => Ok(default),
-        },
-    };
-    Ok(Timeouts {
-        total: pick(
-            args.timeout,
-            "SLIPWAY_PUSH_TIMEOUT",
-            deadline::DEFAULT_TOTAL,
-        )?,
-        read: pick(
-            args.read_timeout,
-            "SLIPWAY_PUSH_READ_TIMEOUT",
-            deadline::DEFAULT_READ,
-        )?,
-    })
-}
-
-/// Credentials, first found wins: --username (+ --password-stdin or
-/// SLIPWAY_REGISTRY_PASSWORD), the SLIPWAY_REGISTRY_* pair, Docker's config.json.
-fn credentials(args: &PushArgs, r: &Reference) -> Result<Option<Credentials>> {
-    if let Some(user) = &args.username {
-        let password = if args.password_stdin {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the password from standard input")?;
-            s.trim_end_matches(['\n', '\r']).to_string()
-        } else if let Ok(p) = std::env::var("SLIPWAY_REGISTRY_PASSWORD") {
-            p
-        } else {
-            return Err(exit::err(
-                Code::BadInput,
-                "--username needs a password: pass --password-stdin or set SLIPWAY_REGISTRY_PASSWORD",
-            ));
-        };
-        return Ok(Some(Credentials {
-            username: user.clone(),
-            password,
-            source: "--username".into(),
-        }));
-    }
-    if let Some(c) = auth::from_env() {
-        return Ok(Some(c));
-    }
-    match auth::docker_config_path() {
-        Some(p) => auth::from_docker_config(&p, &r.registry)
-            .map_err(|e| exit::err(Code::BadInput, format!("{e:#}"))),
-        None => Ok(None),
-    }
 }

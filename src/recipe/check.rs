@@ -14,6 +14,11 @@ pub const MAX_ESP: u64 = 4 << 30;
 /// Upper bound of `disk.var-size`, the /var partition as built (it grows to fill the
 /// disk at first boot, so the built size only needs room for what the image puts there).
 pub const MAX_VAR: u64 = 256 << 30;
+/// Lower bound of `disk.var-size`: the smallest /var the disk stage makes (ext4 with a
+/// journal).
+pub const MIN_VAR: u64 = 8 << 20;
+/// Lower bound of `disk.esp-size`: the smallest ESP (FAT with room for its tables).
+pub const MIN_ESP: u64 = 2 << 20;
 
 type Expect = Result<(), String>;
 

@@ -381,10 +381,9 @@ fn kernel(
 fn disk(h: &Here, d: Option<raw::RawDisk>, p: Option<&Recipe>) -> Result<raw::RawDisk> {
     let mut disk = p.map(|p| p.disk.clone()).unwrap_or_default();
     let Some(d) = d else { return Ok(disk) };
-    use crate::disk::image::{MIN_ESP, MIN_VAR};
     for (key, size, min, max) in [
-        ("disk.esp-size", d.esp_size, MIN_ESP, check::MAX_ESP),
-        ("disk.var-size", d.var_size, MIN_VAR, check::MAX_VAR),
+        ("disk.esp-size", d.esp_size, check::MIN_ESP, check::MAX_ESP),
+        ("disk.var-size", d.var_size, check::MIN_VAR, check::MAX_VAR),
     ] {
         if let Some(s) = size.filter(|s| s.0 % (1 << 20) != 0) {
             return Err(h.bad(

@@ -55,11 +55,7 @@ pub const HOST_FORMATS: &[Format] = &[Format::Disk];
 /// `--format a,b` for `formats`: the build arguments of a fixture, as `slipway build`
 /// takes them (and as they enter the key).
 pub fn format_args(formats: &[Format]) -> Vec<String> {
-    let names: Vec<String> = formats
-        .iter()
-        .filter_map(clap::ValueEnum::to_possible_value)
-        .map(|v| v.get_name().to_string())
-        .collect();
+    let names: Vec<&str> = formats.iter().map(|f| f.name()).collect();
     vec!["--format".to_string(), names.join(",")]
 }
 

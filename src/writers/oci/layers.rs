@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Layer compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// gzip, level 9 (flate2 with miniz_oxide, pinned by Cargo.lock), zeroed header.
@@ -31,7 +31,32 @@ pub enum Compression {
     Zstd,
 }
 
+impl std::str::FromStr for Compression {
+    type Err = anyhow::Error;
+
+    /// A [`Compression::name`] (`--compression`).
+    fn from_str(s: &str) -> Result<Self> {
+        Compression::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| {
+                anyhow::anyhow!("{s:?} is not a layer compression (expected gzip or zstd)")
+            })
+    }
+}
+
 impl Compression {
+    /// Every compression, in the order `--help` lists them.
+    pub const ALL: [Compression; 2] = [Compression::Gzip, Compression::Zstd];
+
+    /// Its name on the command line (`--compression`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
     fn media_type(self) -> &'static str {
         match self {
             Compression::Gzip => spec::LAYER_GZIP,

@@ -1,0 +1,35 @@
+//! `slipway build`: builds the outputs of a recipe.
+
+use super::args::{BuildArgs, Global};
+use super::{context, load, print_json};
+use crate::pipeline::{self, BuildOptions, Format};
+use crate::writers::oci::{Options, UserChoice};
+use anyhow::{Context as _, Result};
+
+/// Runs `slipway build` and prints the build report (a summary, or all of it as JSON).
+pub fn run(g: &Global, a: &BuildArgs) -> Result<()> {
+    let r = load(&a.recipe, &a.fetch)?;
+    let ctx = context(g, &a.fetch)?;
+    let opts = BuildOptions {
+        formats: if a.format.is_empty() {
+            Format::defaults(&r)
+        } else {
+            a.format.clone()
+        },
+        arches: a.arch.clone(),
+        oci: Options {
+            compression: a.compression,
+            user: if a.root {
+                UserChoice::Root
+            } else {
+                UserChoice::Recipe
+            },
+        },
+    };
+    let report = pipeline::build(&ctx, &r, &a.output, &opts)?;
+    if g.json {
+        return print_json(&serde_json::to_value(&report).context("serializing the build report")?);
+    }
+    println!("{}", report.summary_text());
+    Ok(())
+}
