@@ -79,7 +79,10 @@ fn pe32plus(code: &[u8]) -> Vec<u8> {
     h.resize(h.len() + 16 * 8, 0);
     // The section: code, readable and executable.
     h.extend(b".text\0\0\0");
-    u32s(&mut h, &[code.len() as u32, SECTION_ALIGN, raw, FILE_ALIGN, 0, 0]);
+    u32s(
+        &mut h,
+        &[code.len() as u32, SECTION_ALIGN, raw, FILE_ALIGN, 0, 0],
+    );
     u16s(&mut h, &[0, 0]);
     u32s(&mut h, &[0x6000_0020]);
     assert!(h.len() <= FILE_ALIGN as usize);
@@ -114,7 +117,12 @@ fn esp_image(efi: &Path, img: &Path, sector: u32) {
             .arg(img)
             .arg("8192"),
     );
-    common::run(Command::new("mmd").arg("-i").arg(img).args(["::/EFI", "::/EFI/BOOT"]));
+    common::run(
+        Command::new("mmd")
+            .arg("-i")
+            .arg(img)
+            .args(["::/EFI", "::/EFI/BOOT"]),
+    );
     common::run(
         Command::new("mcopy")
             .arg("-i")
@@ -211,7 +219,11 @@ remove-drive = "spare"
     // The probe wrote to the harness's copy of the image, never to the source.
     let source = std::fs::read(defs.join("esp-4k.img")).unwrap();
     assert_ne!(&source[source.len() - 4096..][..8], b"SLIPWAY!");
-    assert_eq!(qemu_under(tmp.path()), Vec::<String>::new(), "QEMU left running");
+    assert_eq!(
+        qemu_under(tmp.path()),
+        Vec::<String>::new(),
+        "QEMU left running"
+    );
 }
 
 #[test]
@@ -272,8 +284,14 @@ sleep = 300
         started.elapsed().as_secs_f64()
     );
     assert!(console.contains("Access Denied"), "{console}");
-    assert!(!console.contains("probe: started"), "the unsigned probe ran:\n{console}");
-    assert!(!console.contains("PXE"), "a machine without a NIC tried PXE:\n{console}");
+    assert!(
+        !console.contains("probe: started"),
+        "the unsigned probe ran:\n{console}"
+    );
+    assert!(
+        !console.contains("PXE"),
+        "a machine without a NIC tried PXE:\n{console}"
+    );
     let running = qemu_under(tmp.path());
     assert_eq!(running.len(), 1, "{running:?}");
     assert!(!running[0].contains("-netdev"), "{}", running[0]);
@@ -318,5 +336,9 @@ wait-for-shutdown = true
     passes(&defs, &out, "netboot");
     let console = std::fs::read_to_string(out.join("netboot/vm/console.log")).unwrap();
     assert!(console.contains("PXE"), "{console}");
-    assert_eq!(qemu_under(tmp.path()), Vec::<String>::new(), "QEMU left running");
+    assert_eq!(
+        qemu_under(tmp.path()),
+        Vec::<String>::new(),
+        "QEMU left running"
+    );
 }

@@ -48,6 +48,10 @@ pub struct Machine {
     /// The console of the last QEMU run that ended (a power-off may end it just after
     /// the text a step waits for).
     last_console: String,
+    /// QEMU ended by itself (the guest powered off or, under `-no-reboot`, reset) while
+    /// a step waited, not because a step stopped it: console waits then read what it
+    /// printed instead of starting it again.
+    ended_by_guest: bool,
 }
 
 impl Machine {
@@ -80,6 +84,7 @@ impl Machine {
             drives: Vec::new(),
             ended: Default::default(),
             last_console: String::new(),
+            ended_by_guest: false,
         }
     }
 
@@ -123,6 +128,7 @@ impl Machine {
             self.watcher.restart();
             self.console_mark = 0;
             self.agent = None;
+            self.ended_by_guest = false;
         }
         Ok(())
     }
@@ -192,6 +198,7 @@ impl Machine {
                         .as_ref()
                         .is_some_and(|v| v.guest_events().power_offs > 0);
                 self.stop();
+                self.ended_by_guest = true;
                 if !powered_off {
                     bail!("the VM stopped (QEMU exited)");
                 }
@@ -420,7 +427,9 @@ impl Machine {
     /// reboots are allowed) may end QEMU just after the text: the last run's console
     /// still counts, but a machine that is off never shows more.
     fn wait_for_console_text(&mut self, e: &Expect, deadline: Instant, miss: &str) -> Result<()> {
-        self.start()?;
+        if !self.ended_by_guest {
+            self.start()?;
+        }
         loop {
             let console = match &self.vm {
                 Some(vm) => vm.console(),
@@ -433,12 +442,21 @@ impl Machine {
                 return self.check_console();
             }
             if self.vm.is_none() {
-                bail!("the guest powered the machine off; no console line matched {e}");
+                bail!("the machine stopped by itself; no console line matched {e}");
             }
             if Instant::now() >= deadline {
                 bail!("{miss}; no console line matched {e}");
             }
-            self.tick()?;
+            if let Err(stopped) = self.tick() {
+                // QEMU may have printed the text just before it exited.
+                let c = super::strict::strip_ansi(&self.last_console);
+                let rest = &c[self.console_mark.min(c.len())..];
+                match console_match(e, rest) {
+                    Some(end) if self.vm.is_none() => self.console_mark += end,
+                    _ => return Err(stopped),
+                }
+                return Ok(());
+            }
         }
     }
 

@@ -4,7 +4,8 @@
 #
 # It prints, on the firmware console (the serial port):
 #   probe: tpm2 present | probe: no tpm2          (EFI_TCG2_PROTOCOL located or not)
-#   probe: not started from a block device        (network boot; then it powers off)
+#   probe: not started from a block device        (network boot: no BlockIo, or iPXE's
+#                                                  with 1-byte blocks; then it powers off)
 #   probe: block size N                           (its own drive's logical block size)
 # then reads the drive's last block: without the marker "SLIPWAY!" it writes it and
 # reboots (a guest-initiated reset); with it, it says so and powers off.
@@ -58,6 +59,9 @@ efi_main:
         jnz no_disk
         mov r14, [rsp + 0x40]         # BlockIo
         mov r15, [r14 + 8]            # Media
+        # iPXE gives a network-booted image's handle a BlockIo with 1-byte blocks.
+        cmp dword ptr [r15 + 12], 512
+        jb no_disk
 
         lea rdx, [rip + msg_block_size]
         call print
