@@ -14,8 +14,11 @@
 //!   `uefi-secure` the unsigned probe is refused (`Access Denied`) and, with no NIC,
 //!   the firmware says at once that nothing is left to boot; then `slipway test` is
 //!   killed with SIGKILL and no QEMU may be left.
-//! - **network boot** (one start): slirp's TFTP serves the probe to OVMF's PXE client,
-//!   with `restrict=on`; it runs, finds no block device and powers off.
+//! - **network boot and a proxy forward** (one start): slirp's TFTP, under
+//!   `restrict=on`, serves an iPXE script to the NIC's iPXE; it fetches two more scripts
+//!   from a host service through a `proxy` forward (each guest connection arrives on a
+//!   host connection of its own, the first still open when the second comes), and the
+//!   last one chains the probe over TFTP, which runs, finds no disk and powers off.
 //!
 //! Needs `make build`, QEMU, OVMF, swtpm and binutils (scripts/setup-host.sh).
 
@@ -24,8 +27,11 @@
 mod common;
 
 use common::bin;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// QEMU processes whose command line mentions `dir`.
@@ -309,36 +315,93 @@ sleep = 300
     );
 }
 
+/// A host service for the proxy forward: answers `GET /one` and `GET /two` with an iPXE
+/// script naming the host connection (numbered from 1) it came on, and keeps every
+/// connection open after answering, so the second request arrives while the first
+/// connection still stands. Returns its port and the requests seen, as
+/// (connection, path).
+fn script_service(tftp_next: &'static str) -> (u16, Arc<Mutex<Vec<(usize, String)>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for (n, c) in l.incoming().enumerate() {
+            let Ok(mut c) = c else { break };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let next = match path.as_str() {
+                "/one" => "chain http://10.0.2.100/two".to_string(),
+                _ => format!("chain {tftp_next}"),
+            };
+            let body = format!(
+                "#!ipxe\necho proxy: {path} answered on host connection {}\n{next}\n",
+                n + 1
+            );
+            let _ = write!(
+                c,
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            log.lock().unwrap().push((n + 1, path));
+            open.push(c);
+        }
+    });
+    (port, seen)
+}
+
 #[test]
-fn netboot_serves_an_efi_program_over_tftp() {
+fn netboot_serves_an_efi_program_over_tftp_and_a_proxy_gives_each_connection_its_own() {
     let (tmp, defs, efi) = setup("keys-netboot-");
     let tftp = defs.join("tftp");
     std::fs::create_dir_all(&tftp).unwrap();
     std::fs::copy(&efi, tftp.join("probe.efi")).unwrap();
+    std::fs::write(tftp.join("boot.ipxe"), "#!ipxe\nchain http://10.0.2.100/one\n").unwrap();
+    let (port, seen) = script_service("tftp://10.0.2.2/probe.efi");
     std::fs::write(
         defs.join("netboot.toml"),
-        r#"
-description = "OVMF's PXE client loads an EFI program from slirp's TFTP server"
+        format!(
+            r#"
+description = "iPXE fetches a script over TFTP, two more through a proxy forward, then an EFI program over TFTP"
 memory = 256
 timeout = 300
-netboot = { tftp = "tftp", bootfile = "probe.efi" }
+netboot = {{ tftp = "tftp", bootfile = "boot.ipxe" }}
 
+[[forward]]
+guest = "10.0.2.100:80"
+proxy = "127.0.0.1:{port}"
+
+[[step]]
+wait-for-console-text = 'proxy: /one answered on host connection 1'
+[[step]]
+wait-for-console-text = 'proxy: /two answered on host connection 2'
 [[step]]
 wait-for-console-text = 'probe: started'
 [[step]]
 wait-for-console-text = 'probe: not started from a block device'
 [[step]]
 wait-for-shutdown = true
-"#,
+"#
+        ),
     )
     .unwrap();
     let out = tmp.path().join("out");
     passes(&defs, &out, "netboot");
     let console = std::fs::read_to_string(out.join("netboot/vm/console.log")).unwrap();
-    assert!(console.contains("PXE"), "{console}");
+    assert!(console.contains("tftp://10.0.2.2/boot.ipxe"), "{console}");
     assert_eq!(
-        qemu_under(tmp.path()),
-        Vec::<String>::new(),
-        "QEMU left running"
+        *seen.lock().unwrap(),
+        [(1, "/one".to_string()), (2, "/two".to_string())],
+        "one host connection per guest connection, the first still open"
     );
+    assert_eq!(qemu_under(tmp.path()), Vec::<String>::new(), "QEMU left running");
 }
