@@ -365,7 +365,11 @@ fn netboot_serves_an_efi_program_over_tftp_and_a_proxy_gives_each_connection_its
     let tftp = defs.join("tftp");
     std::fs::create_dir_all(&tftp).unwrap();
     std::fs::copy(&efi, tftp.join("probe.efi")).unwrap();
-    std::fs::write(tftp.join("boot.ipxe"), "#!ipxe\nchain http://10.0.2.100/one\n").unwrap();
+    std::fs::write(
+        tftp.join("boot.ipxe"),
+        "#!ipxe\nchain http://10.0.2.100/one\n",
+    )
+    .unwrap();
     let (port, seen) = script_service("tftp://10.0.2.2/probe.efi");
     std::fs::write(
         defs.join("netboot.toml"),
@@ -403,5 +407,9 @@ wait-for-shutdown = true
         [(1, "/one".to_string()), (2, "/two".to_string())],
         "one host connection per guest connection, the first still open"
     );
-    assert_eq!(qemu_under(tmp.path()), Vec::<String>::new(), "QEMU left running");
+    assert_eq!(
+        qemu_under(tmp.path()),
+        Vec::<String>::new(),
+        "QEMU left running"
+    );
 }

@@ -986,6 +986,76 @@ mod tests {
         assert!(values(&a, "-smbios").is_empty(), "{a:?}");
     }
 
+    /// Secure firmware, no NIC: SMM, a secure pflash, the secboot code, the snakeoil
+    /// variables; drives after the image; a guest that may reboot gets the event monitor.
+    #[test]
+    fn secure_firmware_drives_tpm_and_reboots_on_the_command_line() {
+        let mut spec = VmSpec::new(Path::new(""));
+        spec.firmware = Firmware::UefiSecure;
+        spec.network = false;
+        spec.no_reboot = false;
+        spec.disks = vec![Disk::virtio(PathBuf::from("/d/esp.img"))];
+        spec.boot_from = Some(BootFrom::Disk(0));
+        let a = args(&command(
+            &spec,
+            &work(),
+            false,
+            Some(Path::new("/w/tpm.sock")),
+        ));
+        assert_eq!(values(&a, "-machine"), ["q35,smm=on"]);
+        assert_eq!(
+            values(&a, "-global"),
+            ["driver=cfi.pflash01,property=secure,value=on"]
+        );
+        let drives = values(&a, "-drive");
+        assert!(
+            drives[0].ends_with("file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"),
+            "{drives:?}"
+        );
+        assert_eq!(drives[2], "file=/d/esp.img,format=raw,if=none,id=xd0");
+        assert!(values(&a, "-device").contains(&"virtio-blk-pci,drive=xd0,bootindex=0"));
+        assert!(values(&a, "-device").contains(&"tpm-tis,tpmdev=tpm0"));
+        assert_eq!(values(&a, "-tpmdev"), ["emulator,id=tpm0,chardev=chrtpm"]);
+        assert!(
+            !a.iter().any(|x| x == "-no-reboot" || x == "-netdev"),
+            "{a:?}"
+        );
+        assert_eq!(values(&a, "-mon"), ["chardev=events,mode=control"]);
+        assert_eq!(spec.boots(), PathBuf::from("/d/esp.img"));
+        assert_eq!(
+            super::super::firmware::vars_template(spec.firmware, None),
+            PathBuf::from("/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd")
+        );
+    }
+
+    /// A network boot keeps restrict=on; a proxy forward runs socat per connection.
+    #[test]
+    fn netboot_and_proxy_forwards_in_the_netdev() {
+        let mut spec = VmSpec::new(Path::new("/img/disk.raw"));
+        spec.netboot = Some(Netboot {
+            tftp: PathBuf::from("/t"),
+            bootfile: "boot.ipxe".into(),
+        });
+        spec.proxy_forwards = vec![ProxyForward {
+            guest: Ipv4Addr::new(10, 0, 2, 101),
+            guest_port: 5000,
+            host: "127.0.0.1:5001".parse().unwrap(),
+        }];
+        spec.boot_from = Some(BootFrom::Network);
+        let a = args(&command(&spec, &work(), false, None));
+        assert_eq!(
+            values(&a, "-netdev"),
+            ["user,id=n0,restrict=on,tftp=/t,bootfile=boot.ipxe,guestfwd=tcp:10.0.2.101:5000-cmd:socat STDIO TCP:127.0.0.1:5001"]
+        );
+        assert_eq!(
+            values(&a, "-device"),
+            ["virtio-net-pci,netdev=n0,bootindex=0"]
+        );
+        spec.network = false;
+        let e = check_extras(&spec).unwrap_err();
+        assert!(format!("{e}").contains("needs the VM's network"), "{e}");
+    }
+
     #[test]
     fn smbios_strings_become_one_flag_each() {
         let mut spec = VmSpec::new(Path::new("/img/disk.raw"));

@@ -405,6 +405,79 @@ timeout = 10
         }
     }
 
+    /// Issue 21's keys: a definition without an image, booting drives; each key checked.
+    #[test]
+    fn machine_keys_parse_and_their_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        std::fs::write(base.join("esp.img"), b"x").unwrap();
+        std::fs::write(base.join("db.pem"), b"x").unwrap();
+        std::fs::create_dir_all(base.join("tftp")).unwrap();
+        std::fs::write(base.join("tftp/boot.efi"), b"x").unwrap();
+        let def = |body: &str| Definition::parse(&base.join("k.toml"), body);
+        let d = def(r#"
+firmware = "uefi-secure"
+vars = { enroll-cert = "db.pem" }
+tpm = true
+expect-reboots = 2
+netboot = { tftp = "tftp", bootfile = "boot.efi" }
+[[drive]]
+name = "esp"
+image = "esp.img"
+interface = "nvme"
+serial = "SN-1"
+logical-block-size = 4096
+[[drive]]
+size = "1MiB"
+interface = "cdrom"
+[[forward]]
+guest = "10.0.2.101:5000"
+proxy = "127.0.0.1:5000"
+[[step]]
+boot-from = "esp"
+[[step]]
+drive-digest = { drive = "drive-1", changed = false }
+[[step]]
+remove-drive = "esp"
+[[step]]
+wait-for-shutdown = true
+"#)
+        .unwrap();
+        assert!(d.image.is_none() && d.provisioning.is_none() && !d.agent);
+        assert_eq!(d.firmware, Firmware::UefiSecure);
+        assert_eq!(d.vars, Some(Vars::Enroll(base.join("db.pem"))));
+        assert!(d.tpm && d.network);
+        assert_eq!(d.expect_reboots, Some(2));
+        assert_eq!(d.drives[0].logical_block_size, Some(4096));
+        assert!(d.drives[1].read_only, "a cdrom is read-only");
+        assert_eq!(d.drives[1].name, "drive-1");
+        assert_eq!(
+            d.forwards[0].target,
+            ForwardTarget::Proxy("127.0.0.1:5000".parse().unwrap())
+        );
+        assert_eq!(d.steps[0].name, "step[0] boot-from esp");
+        let step = "[[step]]\nwait-for-shutdown = true\n";
+        for (text, want) in [
+            ("network = \"none\"\nnetboot = { tftp = \"tftp\", bootfile = \"boot.efi\" }\n", "network: \"none\" leaves no NIC"),
+            ("[[drive]]\nimage = \"esp.img\"\nlogical-block-size = 1024\n", "drive[0].logical-block-size: 1024"),
+            ("[[drive]]\nimage = \"esp.img\"\nlogical-block-size = 4096\nphysical-block-size = 512\n", "drive[0].physical-block-size: 512 is smaller"),
+            ("[[drive]]\nimage = \"esp.img\"\nserial = \"a b\"\n", "drive[0].serial"),
+            ("[[drive]]\nimage = \"missing.img\"\n", "drive[0].image:"),
+            ("[[drive]]\nsize = \"1MiB\"\n[[drive]]\nname = \"drive-0\"\nsize = \"1MiB\"\n", "drive[1].name: another drive"),
+            ("[[drive]]\nsize = \"1MiB\"\ninterface = \"scsi\"\n", "interface"),
+            ("[[drive]]\nsize = \"1MiB\"\n[[forward]]\nguest = \"10.0.2.100:80\"\nproxy = \"10.1.1.1:80\"\n", "forward[0].proxy"),
+            ("vars = \"nope.fd\"\n[[drive]]\nsize = \"1MiB\"\n", "vars: "),
+            ("firmware = \"bios\"\n[[drive]]\nsize = \"1MiB\"\n", "firmware"),
+            ("netboot = { tftp = \"tftp\", bootfile = \"nope.efi\" }\n", "netboot.bootfile"),
+            ("[[drive]]\nsize = \"1MiB\"\n[provisioning]\nhostname = \"a\"\n", "without an image"),
+            ("[[drive]]\nsize = \"1MiB\"\n[[step]]\nremove-drive = \"usb\"\n", "step[0].remove-drive: no [[drive]] is called \"usb\""),
+            ("[[drive]]\nsize = \"1MiB\"\n[[step]]\ndrive-digest = { drive = \"drive-0\", changed = true, sha256 = \"ab\" }\n", "step[0].drive-digest.sha256"),
+        ] {
+            let e = format!("{:#}", def(&format!("{text}{step}")).unwrap_err());
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
     #[test]
     fn at_least_reads_the_number_from_the_output_or_the_first_group() {
         let d = parse(
