@@ -320,7 +320,10 @@ sleep = 300
 /// connection open after answering, so the second request arrives while the first
 /// connection still stands. Returns its port and the requests seen, as
 /// (connection, path).
-fn script_service(tftp_next: &'static str) -> (u16, Arc<Mutex<Vec<(usize, String)>>>) {
+/// The requests a host service saw: (connection number, path).
+type Requests = Arc<Mutex<Vec<(usize, String)>>>;
+
+fn script_service(tftp_next: &'static str) -> (u16, Requests) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
