@@ -294,3 +294,41 @@ pub fn corrupt(spec: &VmSpec, work: &Path, image_dir: &Path, c: &Corrupt) -> Res
         byte[0]
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `vars = { enroll-cert }`: virt-fw-vars writes a store holding the certificate as
+    /// PK, KEK and db, with Secure Boot on (Debian's snakeoil certificate as the input).
+    #[test]
+    fn a_certificate_is_enrolled_with_virt_fw_vars() {
+        let d = tempfile::tempdir().unwrap();
+        let cert = Path::new("/usr/share/ovmf/PkKek-1-snakeoil.pem");
+        let out = enroll(cert, d.path()).unwrap();
+        let printed = Tool::new("reading the store back", "virt-fw-vars")
+            .arg("--input")
+            .arg(&out)
+            .arg("--print")
+            .run()
+            .unwrap();
+        let text = format!("{}{}", printed.stdout, printed.stderr);
+        let size = std::fs::read(cert).unwrap().len();
+        for var in ["PK", "KEK", "db"] {
+            let has = text
+                .lines()
+                .any(|l| l.split(':').next().map(str::trim) == Some(var) && l.contains("blob"));
+            assert!(has, "{var} missing:\n{text}");
+        }
+        assert!(
+            text.contains("SecureBootEnable") && text.contains("ON"),
+            "{text}"
+        );
+        assert!(size > 0);
+        let e = enroll(Path::new("/nonexistent.pem"), d.path()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("enrolling /nonexistent.pem"),
+            "{e:#}"
+        );
+    }
+}
