@@ -20,7 +20,12 @@ packages=(
   dosfstools mtools                # mkfs.vfat, mmd/mcopy/mdir: the EFI system partition, without mounting
   genisoimage                       # iso9660 OpenStack config drives in boot tests (what Nova itself runs)
   squashfs-tools                    # mksquashfs: size comparison with erofs for the read-only root
-  ovmf                              # UEFI firmware for booting UKIs under QEMU
+  ovmf                              # UEFI firmware for booting UKIs under QEMU (and its snakeoil Secure Boot build)
+  ipxe-qemu                         # the NIC option ROMs OVMF network-boots through (slipway test's netboot)
+  swtpm swtpm-tools                 # a software TPM 2.0 beside the VM (slipway test's tpm = true)
+  sbsigntool                        # sbsign: signing EFI binaries for the Secure Boot tests
+  socat                             # relays each guest connection of a proxy forward to a host service
+  python3-venv                      # the private venv virt-firmware (virt-fw-vars) is installed into
   qemu-utils                        # qemu-img: qcow2 output, test overlays
   containerd runc                   # slipway-node's CRI tests run a private containerd (bookworm: 1.6) with runc
   containernetworking-plugins       # CNI plugins (bridge, host-local, loopback): the pod-network CRI test
@@ -100,6 +105,17 @@ else
   echo "setup-host: installing ${args[*]}"
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends --allow-downgrades "${args[@]}"
 fi
+
+# virt-fw-vars (PyPI's virt-firmware, not packaged for bookworm) enrolls custom Secure Boot
+# keys into an OVMF variable store. Pinned, in a venv of its own, linked onto PATH.
+virt_firmware=26.10
+venv=/opt/slipway/virt-firmware
+if [ "$("$venv/bin/pip" show virt-firmware 2>/dev/null | sed -n 's/^Version: //p')" != "$virt_firmware" ]; then
+  echo "setup-host: installing virt-firmware $virt_firmware into $venv"
+  $SUDO /usr/bin/python3 -m venv "$venv"
+  $SUDO "$venv/bin/pip" install -q "virt-firmware==$virt_firmware"
+fi
+$SUDO ln -sf "$venv/bin/virt-fw-vars" /usr/local/bin/virt-fw-vars
 
 # Every tool `slipway doctor` lists (src/host-tools.tsv) must now be present.
 absent=()

@@ -1,12 +1,16 @@
 //! One runner for every external program: a description, the argv, stdin null,
 //! `LC_ALL=C`. A failure carries the description, the shell-quoted command, the exit
 //! status and the tail of stderr. Also the table of host tools and their Debian packages.
+//!
+//! Long-running children (QEMU, swtpm) start with [`Tool::spawn_bound`]: the kernel sends
+//! them SIGKILL when the thread that started them ends, so a killed test or `slipway
+//! boot` never leaves a VM behind (`PR_SET_PDEATHSIG`, prctl(2)).
 
 use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 /// An external command to run.
 pub struct Tool {
@@ -126,6 +130,29 @@ impl Tool {
         Ok(Output { stdout, stderr })
     }
 
+    /// The arguments, for tests and messages.
+    pub fn argv(&self) -> Vec<String> {
+        self.args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Starts the program without waiting, bound to this thread's lifetime: when the
+    /// thread that calls this ends (the process exits, is killed, or panics out of it),
+    /// the kernel sends the child SIGKILL. The caller owns the [`Child`] and must wait
+    /// for it; `stdin`, `stdout` and `stderr` are passed as given (stdin is usually
+    /// [`Stdio::null`]; `slipway boot` gives QEMU the terminal).
+    ///
+    /// Keep the child on the thread that started it: a child started on a short-lived
+    /// thread dies with that thread.
+    pub fn spawn_bound(&self, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Child> {
+        let mut c = self.command();
+        c.stdin(stdin).stdout(stdout).stderr(stderr);
+        bind_to_parent(&mut c);
+        c.spawn().with_context(|| self.spawn_error())
+    }
+
     fn spawn_error(&self) -> String {
         let name = self.program.to_string_lossy();
         match package_for(&name) {
@@ -161,6 +188,27 @@ impl Tool {
             self.command_line(),
             tail.join("\n")
         )
+    }
+}
+
+/// Makes the child of `c` receive SIGKILL when the spawning thread ends, and exit at
+/// once if that already happened before it ran (the parent died between fork and exec).
+fn bind_to_parent(c: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure runs in the forked child before exec and only makes two
+    // async-signal-safe system calls (prctl, getppid) and `_exit`; it allocates nothing
+    // and takes no lock.
+    #[allow(unsafe_code)]
+    unsafe {
+        c.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)?;
+            if nix::unistd::getppid().as_raw() != parent {
+                nix::libc::_exit(1);
+            }
+            Ok(())
+        });
     }
 }
 
@@ -346,6 +394,33 @@ mod tests {
     fn missing_program_names_package() {
         let err = require(&["mkfs.definitely-not-here"]).unwrap_err();
         assert!(format!("{err}").contains("mkfs.definitely-not-here not found"));
+    }
+
+    /// A bound child dies with the thread that started it.
+    #[test]
+    fn a_bound_child_dies_with_its_thread() {
+        let child = std::thread::spawn(|| {
+            Tool::new("sleeping", "sleep")
+                .arg("600")
+                .spawn_bound(Stdio::null(), Stdio::null(), Stdio::null())
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        let mut child = child;
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "the child outlived its thread"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "{status:?}");
     }
 
     #[test]

@@ -75,28 +75,8 @@ fn build_segv(out: &Path) {
     );
 }
 
-#[test]
-fn failures_are_clear_and_no_qemu_is_left_behind() {
-    let tmp = tempfile::Builder::new()
-        .prefix("harness-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
-    let root = tmp.path();
-    let image = common::fixtures::host_image("containerd-host");
-    std::os::unix::fs::symlink(&image, root.join("image")).unwrap();
-
-    // One boot, seven failures: the VM keeps running after a failed step.
-    let defs = root.join("defs");
-    std::fs::create_dir_all(&defs).unwrap();
-    build_segv(&defs.join("segv"));
-    std::fs::write(
-        defs.join("bad-module.conf"),
-        "# a module that does not exist: systemd-modules-load fails to load it\nslipway-no-such-module\n",
-    )
-    .unwrap();
-    let def = Definition::parse(
-        &defs.join("failures.toml"),
-        r#"
+/// One boot, seven failures: the VM keeps running after a failed step.
+const FAILURES: &str = r#"
 image = "../image"
 [[step]]
 wait-for-unit = "does-not-exist.service"
@@ -137,9 +117,27 @@ sleep = 60
 [[step]]
 name = "let the rest of an event's lines pass"
 sleep = 4
-"#,
+"#;
+
+#[test]
+fn failures_are_clear_and_no_qemu_is_left_behind() {
+    let tmp = tempfile::Builder::new()
+        .prefix("harness-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let root = tmp.path();
+    let image = common::fixtures::host_image("containerd-host");
+    std::os::unix::fs::symlink(&image, root.join("image")).unwrap();
+
+    let defs = root.join("defs");
+    std::fs::create_dir_all(&defs).unwrap();
+    build_segv(&defs.join("segv"));
+    std::fs::write(
+        defs.join("bad-module.conf"),
+        "# a module that does not exist: systemd-modules-load fails to load it\nslipway-no-such-module\n",
     )
     .unwrap();
+    let def = Definition::parse(&defs.join("failures.toml"), FAILURES).unwrap();
     let work = root.join("vm");
     let cfg = root.join("config.toml");
     std::fs::write(&cfg, def.provisioning.as_deref().unwrap()).unwrap();
@@ -208,7 +206,11 @@ sleep = 4
     drop(m);
     assert_eq!(qemu_under(&work), Vec::<String>::new(), "QEMU left running");
 
-    // The real binary: a pass and a time-out, the summary, the exit code, JUnit.
+    the_binary_reports_a_pass_and_a_time_out(root, &defs);
+}
+
+/// The real binary: a pass and a time-out, the summary, the exit code, JUnit.
+fn the_binary_reports_a_pass_and_a_time_out(root: &Path, defs: &Path) {
     std::fs::write(
         defs.join("quick-pass.toml"),
         "description = \"the kernel starts\"\nimage = \"../image\"\n[[step]]\nwait-for-console-text = 'Linux version \\S+'\ntimeout = 120\n",
@@ -223,7 +225,7 @@ sleep = 4
     let junit = root.join("junit.xml");
     let o = Command::new(bin())
         .args(["test", "--dir"])
-        .arg(&defs)
+        .arg(defs)
         .arg("--output")
         .arg(&out)
         .arg("--junit")

@@ -12,7 +12,15 @@
 //! and kernel-module tests, which have a kernel but no bootable disk. Everything else
 //! (machine, CPU, console, overlay, QMP) is the same one command line.
 //! User-mode networking always runs with `restrict=on`: the guest reaches only the
-//! forwards listed, to services on the host's loopback.
+//! forwards listed, to services on the host's loopback, and slirp's own DHCP, DNS and
+//! TFTP (the network boot's server).
+//!
+//! Around that command line: the firmware ([`super::firmware`]: OVMF, or its Secure Boot
+//! build), extra drives on any bus ([`super::drives`]), a software TPM
+//! ([`super::tpm`]), and, when the guest may reboot itself (no `-no-reboot`), a second
+//! QMP monitor whose events count its reboots and power-offs ([`super::events`]).
+//! QEMU and swtpm start through [`Tool::spawn_bound`], so they die with the thread that
+//! started them, even when the process is killed.
 //!
 //! Two environment variables let a CI run count and serialise boots across every
 //! process that boots (cargo tests, `slipway test`, `slipway boot`):
@@ -27,14 +35,18 @@
 //!   before dropping the last does not deadlock). Do not point it at a file the
 //!   process's parent already holds with `flock(1)`: the child would wait for itself.
 
+pub use super::drives::{Disk, Interface};
+use super::events::{Counts, Events};
+pub use super::firmware::Firmware;
+use super::tpm::Swtpm;
 use crate::tool::Tool;
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -99,6 +111,39 @@ pub struct GuestForward {
     pub host_port: u16,
 }
 
+/// A guest-side address whose every connection QEMU relays to a host TCP service on a
+/// connection of its own (a `guestfwd` to `cmd:socat`, one process per connection).
+/// Unlike a [`GuestForward`], which QEMU carries over one host connection opened at
+/// start, this serves concurrent clients and real services (a registry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyForward {
+    /// The address the guest connects to (inside the user network's range).
+    pub guest: Ipv4Addr,
+    /// Its port.
+    pub guest_port: u16,
+    /// The host service (on loopback).
+    pub host: SocketAddrV4,
+}
+
+/// Network boot through slirp's TFTP server: DHCP names `bootfile`, served from `tftp`.
+/// OVMF's PXE client loads it over the NIC's iPXE driver (ipxe-qemu's option ROM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Netboot {
+    /// The directory served (read-only) by TFTP.
+    pub tftp: PathBuf,
+    /// The file DHCP offers (relative to `tftp`), e.g. an EFI program or iPXE.
+    pub bootfile: String,
+}
+
+/// The device the firmware boots first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootFrom {
+    /// The extra drive with this index in [`VmSpec::disks`].
+    Disk(usize),
+    /// The NIC (PXE through OVMF).
+    Network,
+}
+
 /// A host loopback port forwarded into the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostForward {
@@ -159,6 +204,20 @@ pub struct VmSpec {
     /// `type=1,manufacturer=Amazon EC2,product=t3.medium`): what the guest reads as its
     /// DMI identity, as a cloud's firmware sets it.
     pub smbios: Vec<String>,
+    /// The UEFI firmware (ignored by a direct-kernel boot).
+    pub firmware: Firmware,
+    /// The variable store a new work directory starts from; None: the firmware's own.
+    pub vars: Option<PathBuf>,
+    /// Extra drives with a bus, serial and sector sizes, after [`VmSpec::drives`].
+    pub disks: Vec<Disk>,
+    /// What the firmware boots first; None: its own order.
+    pub boot_from: Option<BootFrom>,
+    /// A software TPM 2.0 (swtpm) beside the VM.
+    pub tpm: bool,
+    /// Network boot (needs [`VmSpec::network`]).
+    pub netboot: Option<Netboot>,
+    /// Guest addresses relayed connection by connection to host services.
+    pub proxy_forwards: Vec<ProxyForward>,
 }
 
 impl VmSpec {
@@ -180,6 +239,13 @@ impl VmSpec {
             agent: false,
             no_reboot: true,
             smbios: Vec::new(),
+            firmware: Firmware::Uefi,
+            vars: None,
+            disks: Vec::new(),
+            boot_from: None,
+            tpm: false,
+            netboot: None,
+            proxy_forwards: Vec::new(),
         }
     }
 
@@ -197,17 +263,30 @@ impl VmSpec {
         !self.disk.as_os_str().is_empty()
     }
 
-    /// What boots: the kernel of a direct boot, else the disk (the boot log's field).
-    pub fn boots(&self) -> &Path {
-        match &self.kernel {
-            Some(k) => &k.kernel,
-            None => &self.disk,
+    /// What boots: the kernel of a direct boot, else the disk, else the first extra
+    /// drive, else the network boot's file (the boot log's field).
+    pub fn boots(&self) -> PathBuf {
+        match (&self.kernel, &self.netboot) {
+            (Some(k), _) => k.kernel.clone(),
+            _ if self.has_disk() => self.disk.clone(),
+            (None, Some(n))
+                if self.boot_from == Some(BootFrom::Network) || self.disks.is_empty() =>
+            {
+                n.tftp.join(&n.bootfile)
+            }
+            _ => self
+                .disks
+                .first()
+                .map(|d| d.file.clone())
+                .unwrap_or_default(),
         }
     }
 }
 
 /// Host programs a boot needs.
 pub const TOOLS: &[&str] = &["qemu-system-x86_64", "qemu-img"];
+/// The program a [`ProxyForward`] relays each connection with.
+pub const RELAY: &str = "socat";
 
 /// Checks the host can boot images: QEMU, qemu-img and OVMF present.
 pub fn check_host() -> Result<()> {
@@ -232,8 +311,10 @@ pub fn check_spec(spec: &VmSpec) -> Result<()> {
         crate::tool::require(&TOOLS[1..])?;
     }
     match &spec.kernel {
-        None if !spec.has_disk() => bail!("a VM needs a disk or a kernel to boot"),
-        None => check_ovmf()?,
+        None if !spec.has_disk() && spec.disks.is_empty() && spec.netboot.is_none() => {
+            bail!("a VM needs a disk, a drive, a network boot or a kernel to boot")
+        }
+        None => super::firmware::check(spec.firmware, spec.vars.as_deref())?,
         Some(k) => {
             for f in std::iter::once(&k.kernel).chain(&k.initrd) {
                 if !f.is_file() {
@@ -247,6 +328,49 @@ pub fn check_spec(spec: &VmSpec) -> Result<()> {
     }
     if spec.disk_size.is_some() && !spec.has_disk() {
         bail!("disk_size is set but the VM has no disk");
+    }
+    check_extras(spec)
+}
+
+/// Checks the drives, network boot, proxies and TPM of `spec`.
+fn check_extras(spec: &VmSpec) -> Result<()> {
+    for d in &spec.disks {
+        if !d.file.is_file() {
+            bail!("{}: not a file (a drive of the VM)", d.file.display());
+        }
+    }
+    if let Some(BootFrom::Disk(i)) = spec.boot_from {
+        if i >= spec.disks.len() {
+            bail!(
+                "boot from drive {i}, but the VM has {} drives",
+                spec.disks.len()
+            );
+        }
+    }
+    if (spec.netboot.is_some()
+        || !spec.proxy_forwards.is_empty()
+        || spec.boot_from == Some(BootFrom::Network))
+        && !spec.network
+    {
+        bail!("a network boot or a proxy forward needs the VM's network");
+    }
+    if let Some(n) = &spec.netboot {
+        let p = n.tftp.display().to_string();
+        if p.contains(',') || n.bootfile.contains(',') {
+            bail!("{p}: a network boot's directory and file may not contain a comma (QEMU's option syntax)");
+        }
+        if !n.tftp.join(&n.bootfile).is_file() {
+            bail!(
+                "{}: the network boot's file is missing",
+                n.tftp.join(&n.bootfile).display()
+            );
+        }
+    }
+    if !spec.proxy_forwards.is_empty() {
+        crate::tool::require(&[RELAY])?;
+    }
+    if spec.tpm {
+        crate::tool::require(&["swtpm"])?;
     }
     Ok(())
 }
@@ -278,6 +402,10 @@ impl WorkDir {
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
     }
+    /// The QMP socket that only reports events (when the guest may reboot itself).
+    pub fn events(&self) -> PathBuf {
+        self.dir.join("events.sock")
+    }
 }
 
 /// Creates the overlay and variable store in `dir` unless they exist (so a second
@@ -289,8 +417,9 @@ pub fn prepare(spec: &VmSpec, dir: &Path) -> Result<WorkDir> {
         dir: dir.to_path_buf(),
     };
     if spec.kernel.is_none() && !w.vars().exists() {
-        std::fs::copy(OVMF_VARS, w.vars())
-            .with_context(|| format!("copying {OVMF_VARS} to {}", w.vars().display()))?;
+        let from = super::firmware::vars_template(spec.firmware, spec.vars.as_deref());
+        std::fs::copy(&from, w.vars())
+            .with_context(|| format!("copying {} to {}", from.display(), w.vars().display()))?;
     }
     if spec.has_disk() && !w.overlay().exists() {
         let disk = std::fs::canonicalize(&spec.disk)
@@ -319,65 +448,92 @@ pub fn backing_format(disk: &Path) -> &'static str {
     }
 }
 
-/// The QEMU command line for `spec` in work directory `w`.
-pub fn command(spec: &VmSpec, w: &WorkDir, interactive: bool) -> Command {
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args([
-        "-accel",
-        spec.accel.name(),
-        "-machine",
-        "q35",
-        "-cpu",
-        "max",
-    ])
-    .args(["-m", &spec.memory_mib.to_string()])
-    .args(["-smp", &spec.cpus.to_string()])
-    .args(["-nodefaults", "-no-user-config", "-display", "none"])
-    .args(["-serial", if interactive { "mon:stdio" } else { "stdio" }]);
+/// The QEMU command line for `spec` in work directory `w`; `tpm` is the running
+/// swtpm's socket when the spec asks for a TPM.
+pub fn command(spec: &VmSpec, w: &WorkDir, interactive: bool, tpm: Option<&Path>) -> Tool {
+    let machine = match spec.kernel {
+        None => spec.firmware.machine(),
+        Some(_) => "q35",
+    };
+    let mut c = Tool::new("running the VM", "qemu-system-x86_64")
+        .args([
+            "-accel",
+            spec.accel.name(),
+            "-machine",
+            machine,
+            "-cpu",
+            "max",
+        ])
+        .args(["-m", &spec.memory_mib.to_string()])
+        .args(["-smp", &spec.cpus.to_string()])
+        .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-serial", if interactive { "mon:stdio" } else { "stdio" }]);
     if spec.no_reboot {
-        c.arg("-no-reboot");
+        c = c.arg("-no-reboot");
+    } else {
+        c = c.args(super::events::args(&w.events()));
     }
-    match &spec.kernel {
-        None => {
-            c.arg("-drive").arg(format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-            ));
-            c.arg("-drive").arg(format!(
+    c = match &spec.kernel {
+        None => c
+            .args(spec.firmware.flags())
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                spec.firmware.code()
+            ))
+            .arg("-drive")
+            .arg(format!(
                 "if=pflash,format=raw,unit=1,file={}",
                 w.vars().display()
-            ));
-        }
+            )),
         Some(k) => {
-            c.arg("-kernel").arg(&k.kernel);
+            c = c.arg("-kernel").arg(&k.kernel);
             if let Some(initrd) = &k.initrd {
-                c.arg("-initrd").arg(initrd);
+                c = c.arg("-initrd").arg(initrd);
             }
-            c.args(["-append", &k.cmdline]);
+            c.args(["-append", &k.cmdline])
         }
-    }
+    };
     if spec.has_disk() {
-        c.arg("-drive").arg(format!(
+        c = c.arg("-drive").arg(format!(
             "file={},format=qcow2,if=virtio,discard=unmap",
             w.overlay().display()
         ));
     }
     for d in &spec.drives {
-        c.arg("-drive")
+        c = c
+            .arg("-drive")
             .arg(format!("file={},format=raw,if=virtio", d.display()));
     }
+    let boot_disk = match spec.boot_from {
+        Some(BootFrom::Disk(i)) => Some(i),
+        _ => None,
+    };
+    c = c.args(super::drives::args(&spec.disks, boot_disk));
     for v in &spec.smbios {
-        c.arg("-smbios").arg(v);
+        c = c.arg("-smbios").arg(v);
     }
     if let Some(cfg) = &spec.fw_cfg_config {
-        c.arg("-fw_cfg")
+        c = c
+            .arg("-fw_cfg")
             .arg(format!("name={FW_CFG_CONFIG},file={}", cfg.display()));
     }
     if spec.network {
-        c.args(["-netdev", &netdev(spec)])
-            .args(["-device", "virtio-net-pci,netdev=n0"]);
+        let boot = if spec.boot_from == Some(BootFrom::Network) {
+            ",bootindex=0"
+        } else {
+            ""
+        };
+        c = c
+            .args(["-netdev", &netdev(spec)])
+            .args(["-device", &format!("virtio-net-pci,netdev=n0{boot}")]);
+    }
+    if let Some(sock) = tpm {
+        c = c.args(super::tpm::args(sock));
     }
     if spec.agent {
-        c.args(["-device", "virtio-serial-pci,id=vser0"])
+        c = c
+            .args(["-device", "virtio-serial-pci,id=vser0"])
             .arg("-chardev")
             .arg(format!(
                 "socket,id=agent,path={},server=on,wait=off",
@@ -389,20 +545,34 @@ pub fn command(spec: &VmSpec, w: &WorkDir, interactive: bool) -> Command {
             ));
     }
     c.arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", w.qmp().display()));
-    c
+        .arg(format!("unix:{},server=on,wait=off", w.qmp().display()))
 }
 
-/// The user network: restricted, with the spec's range and forwards.
+/// The user network: restricted, with the spec's range, forwards and network boot.
+/// slirp's TFTP server and DHCP boot file still answer under `restrict=on` (they are
+/// slirp itself, not the host's network), so a network boot needs no exception.
 fn netdev(spec: &VmSpec) -> String {
     let mut netdev = "user,id=n0,restrict=on".to_string();
     if let Some(range) = &spec.network_range {
         netdev.push_str(&format!(",net={range}"));
     }
+    if let Some(n) = &spec.netboot {
+        netdev.push_str(&format!(
+            ",tftp={},bootfile={}",
+            n.tftp.display(),
+            n.bootfile
+        ));
+    }
     for f in &spec.guest_forwards {
         netdev.push_str(&format!(
             ",guestfwd=tcp:{}:{}-tcp:127.0.0.1:{}",
             f.guest, f.guest_port, f.host_port
+        ));
+    }
+    for f in &spec.proxy_forwards {
+        netdev.push_str(&format!(
+            ",guestfwd=tcp:{}:{}-cmd:{RELAY} STDIO TCP:{}",
+            f.guest, f.guest_port, f.host
         ));
     }
     for f in &spec.host_forwards {
@@ -532,6 +702,10 @@ pub struct Vm {
     readers: Vec<std::thread::JoinHandle<()>>,
     /// When QEMU started.
     pub started: Instant,
+    /// The guest's own reboots and power-offs (when it may reboot itself).
+    events: Option<Events>,
+    /// Dropped after `child` is reaped (fields drop after [`Drop::drop`]).
+    tpm: Option<Swtpm>,
     /// Dropped after `child` is reaped (fields drop after [`Drop::drop`]).
     lock: Option<VmLockShare>,
 }
@@ -573,7 +747,7 @@ impl Vm {
     pub fn start(spec: &VmSpec, dir: &Path) -> Result<Vm> {
         check_spec(spec)?;
         let work = prepare(spec, dir)?;
-        for s in [work.qmp(), work.agent()] {
+        for s in [work.qmp(), work.agent(), work.events()] {
             let _ = std::fs::remove_file(s);
         }
         let lock = VmLockShare::take()?;
@@ -582,13 +756,9 @@ impl Vm {
             .append(true)
             .open(work.console_log())
             .with_context(|| format!("opening {}", work.console_log().display()))?;
-        let mut cmd = command(spec, &work, false);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .context("starting qemu-system-x86_64 (Debian: qemu-system-x86)")?;
+        let tpm = spec.tpm.then(|| Swtpm::start(&work.dir)).transpose()?;
+        let mut child = command(spec, &work, false, tpm.as_ref().map(|t| t.socket.as_path()))
+            .spawn_bound(Stdio::null(), Stdio::piped(), Stdio::piped())?;
         let started = Instant::now();
         let console = Arc::new(Mutex::new(String::new()));
         let log = Arc::new(Mutex::new(log));
@@ -611,18 +781,29 @@ impl Vm {
                 ));
             }
         }
-        let vm = Vm {
+        let mut vm = Vm {
             child,
             work,
             console,
             readers,
             started,
+            events: None,
+            tpm,
             lock,
         };
         // After the spawn: a QEMU that did not start is not a boot. On an error here
         // the Vm is dropped, which stops QEMU.
         count_boot(spec)?;
+        if !spec.no_reboot {
+            vm.events = Some(Events::watch(&vm.work.events())?);
+        }
         Ok(vm)
+    }
+
+    /// The guest's own reboots and power-offs since this start (counted only when the
+    /// spec lets it reboot itself, i.e. without `no_reboot`).
+    pub fn guest_events(&self) -> Counts {
+        self.events.as_ref().map(Events::counts).unwrap_or_default()
     }
 
     /// Everything the console printed since this start.
@@ -688,6 +869,7 @@ impl Vm {
     pub fn kill(&mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.tpm = None;
         self.lock = None;
         for r in self.readers.drain(..) {
             let _ = r.join();
@@ -710,10 +892,9 @@ pub fn run_interactive(spec: &VmSpec, dir: &Path) -> Result<std::process::ExitSt
     check_spec(spec)?;
     let work = prepare(spec, dir)?;
     let _lock = VmLockShare::take()?;
-    let mut cmd = command(spec, &work, true);
-    let mut child = cmd
-        .spawn()
-        .context("running qemu-system-x86_64 (Debian: qemu-system-x86)")?;
+    let tpm = spec.tpm.then(|| Swtpm::start(&work.dir)).transpose()?;
+    let mut child = command(spec, &work, true, tpm.as_ref().map(|t| t.socket.as_path()))
+        .spawn_bound(Stdio::inherit(), Stdio::inherit(), Stdio::inherit())?;
     if let Err(e) = count_boot(spec) {
         let _ = child.kill();
         let _ = child.wait();
@@ -726,10 +907,8 @@ pub fn run_interactive(spec: &VmSpec, dir: &Path) -> Result<std::process::ExitSt
 mod tests {
     use super::*;
 
-    fn args(c: &Command) -> Vec<String> {
-        c.get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect()
+    fn args(c: &Tool) -> Vec<String> {
+        c.argv()
     }
 
     /// The value after each occurrence of `flag`.
@@ -774,7 +953,7 @@ mod tests {
         spec.cpus = 1;
         assert!(!spec.has_disk());
         assert_eq!(spec.boots(), Path::new("/k/vmlinuz"));
-        let a = args(&command(&spec, &work(), false));
+        let a = args(&command(&spec, &work(), false, None));
         assert_eq!(values(&a, "-kernel"), ["/k/vmlinuz"]);
         assert_eq!(values(&a, "-initrd"), ["/k/initrd.zst"]);
         assert_eq!(values(&a, "-append"), ["console=ttyS0 roothash=ab"]);
@@ -793,7 +972,7 @@ mod tests {
         // With a disk: the overlay, and still no pflash; no initrd: no -initrd.
         spec.disk = PathBuf::from("/img/disk.raw");
         spec.kernel = Some(DirectKernel { initrd: None, ..k });
-        let a = args(&command(&spec, &work(), false));
+        let a = args(&command(&spec, &work(), false, None));
         assert_eq!(
             values(&a, "-drive"),
             ["file=/w/overlay.qcow2,format=qcow2,if=virtio,discard=unmap"]
@@ -805,7 +984,7 @@ mod tests {
     #[test]
     fn a_uefi_boot_has_ovmf_and_no_kernel() {
         let spec = VmSpec::new(Path::new("/img/disk.vhd"));
-        let a = args(&command(&spec, &work(), false));
+        let a = args(&command(&spec, &work(), false, None));
         let drives = values(&a, "-drive");
         assert_eq!(drives.len(), 3, "{drives:?}");
         assert!(drives[0].starts_with("if=pflash,") && drives[0].contains(OVMF_CODE));
@@ -822,6 +1001,76 @@ mod tests {
         assert!(values(&a, "-smbios").is_empty(), "{a:?}");
     }
 
+    /// Secure firmware, no NIC: SMM, a secure pflash, the secboot code, the snakeoil
+    /// variables; drives after the image; a guest that may reboot gets the event monitor.
+    #[test]
+    fn secure_firmware_drives_tpm_and_reboots_on_the_command_line() {
+        let mut spec = VmSpec::new(Path::new(""));
+        spec.firmware = Firmware::UefiSecure;
+        spec.network = false;
+        spec.no_reboot = false;
+        spec.disks = vec![Disk::virtio(PathBuf::from("/d/esp.img"))];
+        spec.boot_from = Some(BootFrom::Disk(0));
+        let a = args(&command(
+            &spec,
+            &work(),
+            false,
+            Some(Path::new("/w/tpm.sock")),
+        ));
+        assert_eq!(values(&a, "-machine"), ["q35,smm=on"]);
+        assert_eq!(
+            values(&a, "-global"),
+            ["driver=cfi.pflash01,property=secure,value=on"]
+        );
+        let drives = values(&a, "-drive");
+        assert!(
+            drives[0].ends_with("file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"),
+            "{drives:?}"
+        );
+        assert_eq!(drives[2], "file=/d/esp.img,format=raw,if=none,id=xd0");
+        assert!(values(&a, "-device").contains(&"virtio-blk-pci,drive=xd0,bootindex=0"));
+        assert!(values(&a, "-device").contains(&"tpm-tis,tpmdev=tpm0"));
+        assert_eq!(values(&a, "-tpmdev"), ["emulator,id=tpm0,chardev=chrtpm"]);
+        assert!(
+            !a.iter().any(|x| x == "-no-reboot" || x == "-netdev"),
+            "{a:?}"
+        );
+        assert_eq!(values(&a, "-mon"), ["chardev=events,mode=control"]);
+        assert_eq!(spec.boots(), PathBuf::from("/d/esp.img"));
+        assert_eq!(
+            super::super::firmware::vars_template(spec.firmware, None),
+            PathBuf::from("/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd")
+        );
+    }
+
+    /// A network boot keeps restrict=on; a proxy forward runs socat per connection.
+    #[test]
+    fn netboot_and_proxy_forwards_in_the_netdev() {
+        let mut spec = VmSpec::new(Path::new("/img/disk.raw"));
+        spec.netboot = Some(Netboot {
+            tftp: PathBuf::from("/t"),
+            bootfile: "boot.ipxe".into(),
+        });
+        spec.proxy_forwards = vec![ProxyForward {
+            guest: Ipv4Addr::new(10, 0, 2, 101),
+            guest_port: 5000,
+            host: "127.0.0.1:5001".parse().unwrap(),
+        }];
+        spec.boot_from = Some(BootFrom::Network);
+        let a = args(&command(&spec, &work(), false, None));
+        assert_eq!(
+            values(&a, "-netdev"),
+            ["user,id=n0,restrict=on,tftp=/t,bootfile=boot.ipxe,guestfwd=tcp:10.0.2.101:5000-cmd:socat STDIO TCP:127.0.0.1:5001"]
+        );
+        assert_eq!(
+            values(&a, "-device"),
+            ["virtio-net-pci,netdev=n0,bootindex=0"]
+        );
+        spec.network = false;
+        let e = check_extras(&spec).unwrap_err();
+        assert!(format!("{e}").contains("needs the VM's network"), "{e}");
+    }
+
     #[test]
     fn smbios_strings_become_one_flag_each() {
         let mut spec = VmSpec::new(Path::new("/img/disk.raw"));
@@ -829,7 +1078,7 @@ mod tests {
             "type=1,manufacturer=Amazon EC2".into(),
             "type=3,asset=x".into(),
         ];
-        let a = args(&command(&spec, &work(), false));
+        let a = args(&command(&spec, &work(), false, None));
         assert_eq!(
             values(&a, "-smbios"),
             ["type=1,manufacturer=Amazon EC2", "type=3,asset=x"]
@@ -839,7 +1088,7 @@ mod tests {
     #[test]
     fn a_spec_needs_a_disk_or_a_kernel() {
         let e = check_spec(&VmSpec::new(Path::new(""))).unwrap_err();
-        assert!(format!("{e}").contains("needs a disk or a kernel"), "{e}");
+        assert!(format!("{e}").contains("needs a disk, a drive"), "{e}");
         let spec = VmSpec::direct(DirectKernel {
             kernel: PathBuf::from("/nonexistent/vmlinuz"),
             initrd: None,

@@ -1,12 +1,21 @@
 //! Test definitions (`qemu/*.toml`): consumes a TOML file, produces a checked
-//! [`Definition`] — the image to boot, the VM around it, the servers and drives the
-//! harness prepares, and the [`Step`]s to run. Unknown keys are errors; every error names
-//! the file and the key. The format is documented in docs/testing.md.
+//! [`Definition`] — the image to boot (or none: a test that boots drives or the network
+//! only), the VM around it (firmware, TPM, network, drives), the servers the harness
+//! prepares, and the [`Step`]s to run. Unknown keys are errors; every error names the
+//! file and the key. The format is documented in docs/testing.md. The step tables are
+//! checked in [`steps`], the drives, forwards, variables and network boot in
+//! [`machine`].
 
+mod machine;
+mod steps;
+
+pub use self::machine::{Drive, DriveSource, Forward, ForwardTarget, Netboot, Vars};
+use self::steps::regex;
+pub use self::steps::{parse_mode, Action, BootTarget, Copy, CopyImage, DriveDigest, Expect, Step};
+pub use crate::boot::qemu::Firmware;
 use crate::recipe::raw::Size;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,12 +39,28 @@ struct RawDefinition {
     provisioning: Option<toml::Table>,
     provisioning_raw: Option<String>,
     provisioning_via: Option<Via>,
+    firmware: Option<Firmware>,
+    vars: Option<machine::RawVars>,
+    tpm: Option<bool>,
+    network: Option<Network>,
+    netboot: Option<machine::RawNetboot>,
+    expect_reboots: Option<u32>,
     #[serde(default)]
-    drive: Vec<RawDrive>,
+    drive: Vec<machine::RawDrive>,
     #[serde(default)]
-    forward: Vec<RawForward>,
+    forward: Vec<machine::RawForward>,
     #[serde(default)]
-    step: Vec<RawStep>,
+    step: Vec<steps::RawStep>,
+}
+
+/// Whether the guest has a NIC.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Network {
+    /// No NIC at all: nothing to PXE-boot from, so a refused boot ends at once.
+    None,
+    /// QEMU's user network (`restrict=on`).
+    User,
 }
 
 /// How the provisioning config reaches the guest.
@@ -60,186 +85,6 @@ pub struct Corrupt {
     pub offset: u64,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawDrive {
-    size: Option<Size>,
-    from_dir: Option<PathBuf>,
-    label: Option<String>,
-}
-
-/// An extra disk attached as virtio.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Drive {
-    /// An empty raw disk of this many bytes.
-    Blank(u64),
-    /// A vfat file system holding a directory's files, with a label.
-    FromDir {
-        /// The directory (relative paths are relative to the definition).
-        dir: PathBuf,
-        /// The vfat label (default SLIPWAY, which provisioning looks for).
-        label: String,
-    },
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawForward {
-    guest: String,
-    serve: PathBuf,
-}
-
-/// A guest address forwarded to a static file server the harness runs on the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forward {
-    /// The guest-side address (in 10.0.2.0/24).
-    pub guest: Ipv4Addr,
-    /// Its port.
-    pub port: u16,
-    /// The directory served.
-    pub serve: PathBuf,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawStep {
-    name: Option<String>,
-    timeout: Option<u64>,
-    expect: Option<String>,
-    expect_regex: Option<String>,
-    at_least: Option<u64>,
-    wait_for_unit: Option<String>,
-    succeed: Option<Vec<String>>,
-    fail: Option<Vec<String>>,
-    wait_until_succeeds: Option<Vec<String>>,
-    wait_for_console_text: Option<String>,
-    wait_for_open_port: Option<u16>,
-    read_file: Option<String>,
-    copy_in: Option<Copy>,
-    copy_out: Option<Copy>,
-    copy_image: Option<CopyImage>,
-    reboot: Option<bool>,
-    shutdown: Option<bool>,
-    crash: Option<bool>,
-    sleep: Option<u64>,
-}
-
-/// A file copied between host and guest.
-#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Copy {
-    /// Source (host path for copy-in, relative to the definition; guest path for
-    /// copy-out).
-    pub from: String,
-    /// Destination (guest path for copy-in; host path for copy-out, relative to the
-    /// test's output directory).
-    pub to: String,
-    /// Mode of a file copied in (octal string, default "0644").
-    pub mode: Option<String>,
-}
-
-/// A slipway base image built by the harness (once per run) and copied into the guest.
-#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct CopyImage {
-    /// The base recipe (a path or a bundled name such as `base/busybox`).
-    pub recipe: String,
-    /// Where its `image.tar` (OCI layout + docker manifest) goes in the guest.
-    pub to: String,
-}
-
-/// What a command's standard output must show.
-#[derive(Debug, Clone)]
-pub enum Expect {
-    /// Contains this text.
-    Literal(String),
-    /// Matches this regular expression.
-    Regex(regex::Regex),
-    /// Holds a number of at least `min`: the regular expression's first group (or its
-    /// whole match) where one is given, else the whole output.
-    AtLeast(Option<regex::Regex>, u64),
-}
-
-impl Expect {
-    /// Whether `out` satisfies the expectation.
-    pub fn matches(&self, out: &str) -> bool {
-        match self {
-            Expect::Literal(s) => out.contains(s.as_str()),
-            Expect::Regex(r) => r.is_match(out),
-            Expect::AtLeast(r, min) => match r {
-                None => number_at_least(out, *min),
-                Some(r) => r.captures_iter(out).any(|c| {
-                    let m = c.get(1).or_else(|| c.get(0)).map_or("", |m| m.as_str());
-                    number_at_least(m, *min)
-                }),
-            },
-        }
-    }
-}
-
-/// Whether `text`, trimmed, is a decimal number of at least `min`.
-fn number_at_least(text: &str, min: u64) -> bool {
-    text.trim().parse::<u64>().is_ok_and(|n| n >= min)
-}
-
-impl std::fmt::Display for Expect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Expect::Literal(s) => write!(f, "{s:?}"),
-            Expect::Regex(r) => write!(f, "/{}/", r.as_str()),
-            Expect::AtLeast(None, min) => write!(f, "a number of at least {min}"),
-            Expect::AtLeast(Some(r), min) => {
-                write!(f, "/{}/ with a number of at least {min}", r.as_str())
-            }
-        }
-    }
-}
-
-/// One action of a test, as in the NixOS test driver.
-#[derive(Debug, Clone)]
-pub enum Action {
-    /// Waits until a unit is active; fails at once if it failed or does not exist.
-    WaitForUnit(String),
-    /// Runs a command that must exit 0.
-    Succeed(Vec<String>, Option<Expect>),
-    /// Runs a command that must exit non-zero.
-    Fail(Vec<String>, Option<Expect>),
-    /// Runs a command until it exits 0 (and its output matches).
-    WaitUntilSucceeds(Vec<String>, Option<Expect>),
-    /// Waits for a console line matching a regular expression (and, with `at-least`,
-    /// holding a large enough number: see [`Expect::AtLeast`]).
-    WaitForConsoleText(Expect),
-    /// Waits until a TCP port listens in the guest.
-    WaitForOpenPort(u16),
-    /// Reads a guest file (the image has no `cat`); its content must match.
-    ReadFile(String, Option<Expect>),
-    /// Copies a host file into the guest.
-    CopyIn(Copy),
-    /// Copies a guest file to the output directory.
-    CopyOut(Copy),
-    /// Builds a base image (once per run) and copies its `image.tar` into the guest.
-    CopyImage(CopyImage),
-    /// `systemctl reboot`, then boots the same machine again.
-    Reboot,
-    /// `systemctl poweroff`; a later step that needs the VM starts it again.
-    Shutdown,
-    /// A hard reset through QMP (`system_reset`), then the same machine boots again.
-    Crash,
-    /// Waits this long.
-    Sleep(Duration),
-}
-
-/// A step: an action with its name and time limit.
-#[derive(Debug, Clone)]
-pub struct Step {
-    /// What the failure output calls it: `step[3] succeed ["ctr", ...]` or the name given.
-    pub name: String,
-    /// The action.
-    pub action: Action,
-    /// Its time limit.
-    pub timeout: Duration,
-}
-
 /// A checked test definition.
 #[derive(Debug, Clone)]
 pub struct Definition {
@@ -249,8 +94,8 @@ pub struct Definition {
     pub path: PathBuf,
     /// One line about the test.
     pub description: String,
-    /// The image to boot.
-    pub image: ImageSource,
+    /// The image to boot; None: the machine boots from its drives or the network.
+    pub image: Option<ImageSource>,
     /// Guest memory in MiB.
     pub memory_mib: u32,
     /// vCPUs.
@@ -271,9 +116,22 @@ pub struct Definition {
     pub check_config: bool,
     /// How the config reaches the guest.
     pub via: Via,
+    /// The UEFI firmware.
+    pub firmware: Firmware,
+    /// The variable store the machine starts from; None: the firmware's own.
+    pub vars: Option<Vars>,
+    /// A software TPM 2.0 beside the VM.
+    pub tpm: bool,
+    /// Whether the guest has a NIC.
+    pub network: bool,
+    /// Network boot.
+    pub netboot: Option<Netboot>,
+    /// The guest may reboot and power off by itself; the test passes only with exactly
+    /// this many guest-initiated reboots. None: QEMU runs with `-no-reboot`.
+    pub expect_reboots: Option<u32>,
     /// Extra drives.
     pub drives: Vec<Drive>,
-    /// Guest -> host forwards to static file servers.
+    /// Guest -> host forwards.
     pub forwards: Vec<Forward>,
     /// The steps.
     pub steps: Vec<Step>,
@@ -288,188 +146,71 @@ pub enum ImageSource {
     Dir(PathBuf),
 }
 
-/// Default step time limits, scaled for TCG.
-fn default_timeout(a: &Action) -> u64 {
-    match a {
-        Action::WaitForUnit(_)
-        | Action::WaitUntilSucceeds(..)
-        | Action::WaitForConsoleText(_)
-        | Action::WaitForOpenPort(_)
-        | Action::Reboot
-        | Action::Crash => 300,
-        Action::Shutdown => 120,
-        _ => 120,
-    }
-}
-
-fn regex(s: &str, key: &str) -> Result<regex::Regex> {
-    regex::Regex::new(s).with_context(|| format!("{key}: {s:?} is not a regular expression"))
-}
-
-fn argv(v: Vec<String>, key: &str) -> Result<Vec<String>> {
-    if v.is_empty() || v[0].is_empty() {
-        bail!("{key}: expected a command as a list of arguments, e.g. [\"systemctl\", \"is-active\", \"containerd\"]");
-    }
-    Ok(v)
-}
-
-impl RawStep {
-    fn check(self, i: usize, base: &Path) -> Result<Step> {
-        let key = format!("step[{i}]");
-        let expect = match (&self.expect, &self.expect_regex, self.at_least) {
-            (Some(_), Some(_), _) => bail!("{key}: give expect or expect-regex, not both"),
-            (Some(_), None, Some(_)) => {
-                bail!("{key}: at-least takes the number from expect-regex's first group, not from expect")
-            }
-            (Some(s), None, None) => Some(Expect::Literal(s.clone())),
-            (None, Some(r), min) => {
-                let r = regex(r, &format!("{key}.expect-regex"))?;
-                Some(match min {
-                    Some(m) => Expect::AtLeast(Some(r), m),
-                    None => Expect::Regex(r),
-                })
-            }
-            (None, None, Some(m)) => Some(Expect::AtLeast(None, m)),
-            (None, None, None) => None,
-        };
-        let mut actions: Vec<(&str, Action)> = Vec::new();
-        let k = |n: &str| format!("{key}.{n}");
-        if let Some(u) = self.wait_for_unit {
-            actions.push(("wait-for-unit", Action::WaitForUnit(u)));
+/// The image keys: a recipe, an output directory, or (with drives or a network boot to
+/// start from) neither.
+fn image_source(
+    recipe: Option<String>,
+    image: Option<PathBuf>,
+    base: &Path,
+    bootable: bool,
+) -> Result<Option<ImageSource>> {
+    Ok(match (recipe, image) {
+        (Some(r), None) => {
+            let p = base.join(&r);
+            Some(ImageSource::Recipe(if p.is_file() {
+                p
+            } else {
+                crate::recipe::find::find(&r).context("recipe")?
+            }))
         }
-        if let Some(a) = self.succeed {
-            actions.push((
-                "succeed",
-                Action::Succeed(argv(a, &k("succeed"))?, expect.clone()),
-            ));
-        }
-        if let Some(a) = self.fail {
-            actions.push(("fail", Action::Fail(argv(a, &k("fail"))?, expect.clone())));
-        }
-        if let Some(a) = self.wait_until_succeeds {
-            actions.push((
-                "wait-until-succeeds",
-                Action::WaitUntilSucceeds(argv(a, &k("wait-until-succeeds"))?, expect.clone()),
-            ));
-        }
-        if let Some(t) = self.wait_for_console_text {
-            let r = regex(&t, &k("wait-for-console-text"))?;
-            let e = match self.at_least {
-                Some(m) if self.expect_regex.is_none() => Expect::AtLeast(Some(r), m),
-                _ => Expect::Regex(r),
-            };
-            actions.push(("wait-for-console-text", Action::WaitForConsoleText(e)));
-        }
-        if let Some(p) = self.wait_for_open_port {
-            actions.push(("wait-for-open-port", Action::WaitForOpenPort(p)));
-        }
-        if let Some(p) = self.read_file {
-            guest_path(&p, &k("read-file"))?;
-            actions.push(("read-file", Action::ReadFile(p, expect.clone())));
-        }
-        if let Some(mut c) = self.copy_in {
-            let from = base.join(&c.from);
-            if !from.is_file() {
-                bail!("{}: {} is not a file", k("copy-in.from"), from.display());
-            }
-            c.from = from.display().to_string();
-            if let Some(m) = &c.mode {
-                parse_mode(m).with_context(|| k("copy-in.mode"))?;
-            }
-            guest_path(&c.to, &k("copy-in.to"))?;
-            actions.push(("copy-in", Action::CopyIn(c)));
-        }
-        if let Some(c) = self.copy_out {
-            guest_path(&c.from, &k("copy-out.from"))?;
-            actions.push(("copy-out", Action::CopyOut(c)));
-        }
-        if let Some(c) = self.copy_image {
-            guest_path(&c.to, &k("copy-image.to"))?;
-            actions.push(("copy-image", Action::CopyImage(c)));
-        }
-        for (flag, name, a) in [
-            (self.reboot, "reboot", Action::Reboot),
-            (self.shutdown, "shutdown", Action::Shutdown),
-            (self.crash, "crash", Action::Crash),
-        ] {
-            match flag {
-                Some(true) => actions.push((name, a)),
-                Some(false) => bail!("{}: write `{name} = true` or leave the step out", k(name)),
-                None => {}
-            }
-        }
-        if let Some(s) = self.sleep {
-            actions.push(("sleep", Action::Sleep(Duration::from_secs(s))));
-        }
-        if actions.len() != 1 {
-            let names: Vec<&str> = actions.iter().map(|(n, _)| *n).collect();
-            bail!(
-                "{key}: expected exactly one action (wait-for-unit, succeed, fail, wait-until-succeeds, \
-                 wait-for-console-text, wait-for-open-port, read-file, copy-in, copy-out, copy-image, reboot, \
-                 shutdown, crash, sleep), found {}",
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
-            );
-        }
-        let (aname, action) = actions.remove(0);
-        let console_at_least = matches!(action, Action::WaitForConsoleText(_))
-            && self.at_least.is_some()
-            && self.expect.is_none()
-            && self.expect_regex.is_none();
-        if expect.is_some()
-            && !console_at_least
-            && !matches!(
-                action,
-                Action::Succeed(..)
-                    | Action::Fail(..)
-                    | Action::WaitUntilSucceeds(..)
-                    | Action::ReadFile(..)
-            )
-        {
-            bail!("{key}: expect, expect-regex and at-least apply to succeed, fail, wait-until-succeeds and read-file (at-least also to wait-for-console-text), not {aname}");
-        }
-        let timeout = Duration::from_secs(self.timeout.unwrap_or_else(|| default_timeout(&action)));
-        let name = self
-            .name
-            .unwrap_or_else(|| format!("step[{i}] {aname}{}", describe(&action)));
-        Ok(Step {
-            name,
-            action,
-            timeout,
-        })
-    }
-}
-
-fn describe(a: &Action) -> String {
-    match a {
-        Action::WaitForUnit(u) => format!(" {u}"),
-        Action::Succeed(v, _) | Action::Fail(v, _) | Action::WaitUntilSucceeds(v, _) => {
-            format!(" {}", crate::tool::shell_quote(&v.join(" ")))
-        }
-        Action::WaitForConsoleText(e) => format!(" {e}"),
-        Action::WaitForOpenPort(p) => format!(" {p}"),
-        Action::ReadFile(p, _) => format!(" {p}"),
-        Action::CopyIn(c) | Action::CopyOut(c) => format!(" {} -> {}", c.from, c.to),
-        Action::CopyImage(c) => format!(" {} -> {}", c.recipe, c.to),
-        Action::Sleep(d) => format!(" {} s", d.as_secs()),
-        Action::Reboot | Action::Shutdown | Action::Crash => String::new(),
-    }
-}
-
-/// Parses an octal mode string ("0644").
-pub fn parse_mode(s: &str) -> Result<u32> {
-    if !(3..=4).contains(&s.len()) {
-        bail!("{s:?} is not an octal mode (3 or 4 octal digits, e.g. \"0644\")");
-    }
-    u32::from_str_radix(s, 8).map_err(|_| {
-        anyhow::anyhow!("{s:?} is not an octal mode (3 or 4 octal digits, e.g. \"0644\")")
+        (None, Some(d)) => Some(ImageSource::Dir(base.join(d))),
+        (None, None) if bootable => None,
+        _ => bail!("give exactly one of recipe (a host recipe to build) and image (a build output directory), or neither and boot from a [[drive]] or netboot"),
     })
 }
 
-fn guest_path(p: &str, key: &str) -> Result<()> {
-    if !p.starts_with('/') {
-        bail!("{key}: {p:?} is not an absolute path in the guest");
-    }
-    Ok(())
+/// The provisioning config the guest gets, whether it starts the test agent, and
+/// whether it is checked.
+fn provisioning(
+    table: Option<toml::Table>,
+    raw: Option<String>,
+    has_image: bool,
+) -> Result<(Option<String>, bool, bool)> {
+    let check = raw.is_none();
+    Ok(match (table, raw) {
+        (Some(_), Some(_)) => bail!("give provisioning or provisioning-raw, not both"),
+        (Some(_), None) | (None, Some(_)) if !has_image => {
+            bail!("provisioning: a test without an image has no agent to apply a config")
+        }
+        (Some(mut t), None) => {
+            if t.contains_key("test-agent") {
+                bail!(
+                    "provisioning.test-agent: the harness adds [test-agent] itself; leave it out"
+                );
+            }
+            t.entry("schema-version").or_insert(toml::Value::Integer(1));
+            t.insert("test-agent".into(), toml::Value::Table(toml::Table::new()));
+            (
+                Some(toml::to_string(&t).context("writing the provisioning config")?),
+                true,
+                check,
+            )
+        }
+        // Unchecked and used as written (a broken config is a valid test); it starts
+        // the test agent only if it says so itself.
+        (None, Some(s)) => {
+            let agent = s.lines().any(|l| l.trim() == "[test-agent]");
+            (Some(s), agent, check)
+        }
+        // No image, no agent: console and host-side steps only.
+        (None, None) if !has_image => (None, false, check),
+        // No config of the test's own: the test agent still has to run.
+        (None, None) => (
+            Some("schema-version = 1\n\n[test-agent]\n".to_string()),
+            true,
+            check,
+        ),
+    })
 }
 
 impl Definition {
@@ -500,99 +241,34 @@ impl Definition {
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .context("a definition file needs a name")?;
-        let image = match (raw.recipe, raw.image) {
-            (Some(r), None) => {
-                let p = base.join(&r);
-                ImageSource::Recipe(if p.is_file() {
-                    p
-                } else {
-                    crate::recipe::find::find(&r).context("recipe")?
-                })
-            }
-            (None, Some(d)) => ImageSource::Dir(base.join(d)),
-            _ => bail!("give exactly one of recipe (a host recipe to build) and image (a build output directory)"),
-        };
-        let check_config = raw.provisioning_raw.is_none();
-        let (provisioning, agent) = match (raw.provisioning, raw.provisioning_raw) {
-            (Some(_), Some(_)) => bail!("give provisioning or provisioning-raw, not both"),
-            (Some(mut t), None) => {
-                if t.contains_key("test-agent") {
-                    bail!("provisioning.test-agent: the harness adds [test-agent] itself; leave it out");
-                }
-                t.entry("schema-version").or_insert(toml::Value::Integer(1));
-                t.insert("test-agent".into(), toml::Value::Table(toml::Table::new()));
-                (
-                    Some(toml::to_string(&t).context("writing the provisioning config")?),
-                    true,
-                )
-            }
-            // Unchecked and used as written (a broken config is a valid test); it starts
-            // the test agent only if it says so itself.
-            (None, Some(s)) => {
-                let agent = s.lines().any(|l| l.trim() == "[test-agent]");
-                (Some(s), agent)
-            }
-            // No config of the test's own: the test agent still has to run.
-            (None, None) => (
-                Some("schema-version = 1\n\n[test-agent]\n".to_string()),
-                true,
-            ),
-        };
-        let drives = raw
-            .drive
-            .into_iter()
-            .enumerate()
-            .map(|(i, d)| match (d.size, d.from_dir) {
-                (Some(s), None) if d.label.is_none() => Ok(Drive::Blank(s.0)),
-                (None, Some(dir)) => {
-                    let dir = base.join(dir);
-                    if !dir.is_dir() {
-                        bail!("drive[{i}].from-dir: {} is not a directory", dir.display());
-                    }
-                    Ok(Drive::FromDir {
-                        dir,
-                        label: d.label.unwrap_or_else(|| "SLIPWAY".into()),
-                    })
-                }
-                _ => bail!("drive[{i}]: give size (a blank disk) or from-dir (a vfat drive, with an optional label)"),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let forwards = raw
-            .forward
-            .into_iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let (ip, port) = f
-                    .guest
-                    .split_once(':')
-                    .and_then(|(a, p)| Some((a.parse::<Ipv4Addr>().ok()?, p.parse::<u16>().ok()?)))
-                    .filter(|(a, _)| a.octets()[..3] == [10, 0, 2])
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "forward[{i}].guest: {:?} is not ADDRESS:PORT in 10.0.2.0/24, e.g. \"10.0.2.100:80\"",
-                            f.guest
-                        )
-                    })?;
-                let serve = base.join(&f.serve);
-                if !serve.is_dir() {
-                    bail!("forward[{i}].serve: {} is not a directory", serve.display());
-                }
-                Ok(Forward {
-                    guest: ip,
-                    port,
-                    serve,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        Self::check(raw, name, path, &base)
+    }
+
+    fn check(raw: RawDefinition, name: String, path: &Path, base: &Path) -> Result<Definition> {
+        let bootable = !raw.drive.is_empty() || raw.netboot.is_some();
+        let image = image_source(raw.recipe, raw.image, base, bootable)?;
+        let (provisioning, agent, check_config) =
+            provisioning(raw.provisioning, raw.provisioning_raw, image.is_some())?;
+        let drives = machine::drives(raw.drive, base)?;
+        let forwards = machine::forwards(raw.forward, base)?;
+        let netboot = raw.netboot.map(|n| n.check(base)).transpose()?;
+        let network = raw.network.unwrap_or(Network::User) == Network::User;
+        if !network && (netboot.is_some() || !forwards.is_empty()) {
+            bail!("network: \"none\" leaves no NIC for netboot or [[forward]]");
+        }
+        if image.is_none() && (raw.disk_size.is_some() || raw.corrupt.is_some()) {
+            bail!("disk-size and corrupt apply to the image; this test has none");
+        }
         let steps = raw
             .step
             .into_iter()
             .enumerate()
-            .map(|(i, s)| s.check(i, &base))
+            .map(|(i, s)| s.check(i, base))
             .collect::<Result<Vec<_>>>()?;
         if steps.is_empty() {
             bail!("step: a test needs at least one [[step]]");
         }
+        check_step_names(&steps, &drives)?;
         let expect_failure = raw
             .expect_failure
             .iter()
@@ -614,11 +290,40 @@ impl Definition {
             agent,
             check_config,
             via: raw.provisioning_via.unwrap_or(Via::FwCfg),
+            firmware: raw.firmware.unwrap_or_default(),
+            vars: raw.vars.map(|v| v.check(base)).transpose()?,
+            tpm: raw.tpm.unwrap_or(false),
+            network,
+            netboot,
+            expect_reboots: raw.expect_reboots,
             drives,
             forwards,
             steps,
         })
     }
+}
+
+/// The drives that steps name exist, and a network boot target has a network boot.
+fn check_step_names(steps: &[Step], drives: &[Drive]) -> Result<()> {
+    for (i, s) in steps.iter().enumerate() {
+        let (key, d) = match &s.action {
+            Action::RemoveDrive(d) => ("remove-drive", d),
+            Action::BootFrom(BootTarget::Drive(d)) => ("boot-from", d),
+            Action::DriveDigest(d) => ("drive-digest.drive", &d.drive),
+            _ => continue,
+        };
+        if !drives.iter().any(|x| &x.name == d) {
+            bail!(
+                "step[{i}].{key}: no [[drive]] is called {d:?} (drives: {})",
+                drives
+                    .iter()
+                    .map(|x| x.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -652,7 +357,7 @@ timeout = 10
         )
         .unwrap();
         assert_eq!(d.name, "t");
-        assert_eq!(d.image, ImageSource::Dir(PathBuf::from("qemu/out/x")));
+        assert_eq!(d.image, Some(ImageSource::Dir(PathBuf::from("qemu/out/x"))));
         let cfg = d.provisioning.unwrap();
         assert!(
             cfg.contains("schema-version = 1") && cfg.contains("[test-agent]"),
@@ -677,7 +382,7 @@ timeout = 10
         assert!(files > 0 && defs.len() == files, "{files} files: {defs:?}");
         assert!(defs
             .iter()
-            .all(|d| matches!(d.image, ImageSource::Recipe(_))));
+            .all(|d| matches!(d.image, Some(ImageSource::Recipe(_)))));
     }
 
     #[test]
@@ -696,6 +401,79 @@ timeout = 10
             ("image = \"x\"\n[provisioning]\n[provisioning.test-agent]\n[[step]]\ncrash = true", "provisioning.test-agent"),
         ] {
             let e = format!("{:#}", parse(text).unwrap_err());
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    /// Issue 21's keys: a definition without an image, booting drives; each key checked.
+    #[test]
+    fn machine_keys_parse_and_their_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        std::fs::write(base.join("esp.img"), b"x").unwrap();
+        std::fs::write(base.join("db.pem"), b"x").unwrap();
+        std::fs::create_dir_all(base.join("tftp")).unwrap();
+        std::fs::write(base.join("tftp/boot.efi"), b"x").unwrap();
+        let def = |body: &str| Definition::parse(&base.join("k.toml"), body);
+        let d = def(r#"
+firmware = "uefi-secure"
+vars = { enroll-cert = "db.pem" }
+tpm = true
+expect-reboots = 2
+netboot = { tftp = "tftp", bootfile = "boot.efi" }
+[[drive]]
+name = "esp"
+image = "esp.img"
+interface = "nvme"
+serial = "SN-1"
+logical-block-size = 4096
+[[drive]]
+size = "1MiB"
+interface = "cdrom"
+[[forward]]
+guest = "10.0.2.101:5000"
+proxy = "127.0.0.1:5000"
+[[step]]
+boot-from = "esp"
+[[step]]
+drive-digest = { drive = "drive-1", changed = false }
+[[step]]
+remove-drive = "esp"
+[[step]]
+wait-for-shutdown = true
+"#)
+        .unwrap();
+        assert!(d.image.is_none() && d.provisioning.is_none() && !d.agent);
+        assert_eq!(d.firmware, Firmware::UefiSecure);
+        assert_eq!(d.vars, Some(Vars::Enroll(base.join("db.pem"))));
+        assert!(d.tpm && d.network);
+        assert_eq!(d.expect_reboots, Some(2));
+        assert_eq!(d.drives[0].logical_block_size, Some(4096));
+        assert!(d.drives[1].read_only, "a cdrom is read-only");
+        assert_eq!(d.drives[1].name, "drive-1");
+        assert_eq!(
+            d.forwards[0].target,
+            ForwardTarget::Proxy("127.0.0.1:5000".parse().unwrap())
+        );
+        assert_eq!(d.steps[0].name, "step[0] boot-from esp");
+        let step = "[[step]]\nwait-for-shutdown = true\n";
+        for (text, want) in [
+            ("network = \"none\"\nnetboot = { tftp = \"tftp\", bootfile = \"boot.efi\" }\n", "network: \"none\" leaves no NIC"),
+            ("[[drive]]\nimage = \"esp.img\"\nlogical-block-size = 1024\n", "drive[0].logical-block-size: 1024"),
+            ("[[drive]]\nimage = \"esp.img\"\nlogical-block-size = 4096\nphysical-block-size = 512\n", "drive[0].physical-block-size: 512 is smaller"),
+            ("[[drive]]\nimage = \"esp.img\"\nserial = \"a b\"\n", "drive[0].serial"),
+            ("[[drive]]\nimage = \"missing.img\"\n", "drive[0].image:"),
+            ("[[drive]]\nsize = \"1MiB\"\n[[drive]]\nname = \"drive-0\"\nsize = \"1MiB\"\n", "drive[1].name: another drive"),
+            ("[[drive]]\nsize = \"1MiB\"\ninterface = \"scsi\"\n", "interface"),
+            ("[[drive]]\nsize = \"1MiB\"\n[[forward]]\nguest = \"10.0.2.100:80\"\nproxy = \"10.1.1.1:80\"\n", "forward[0].proxy"),
+            ("vars = \"nope.fd\"\n[[drive]]\nsize = \"1MiB\"\n", "vars: "),
+            ("firmware = \"bios\"\n[[drive]]\nsize = \"1MiB\"\n", "firmware"),
+            ("netboot = { tftp = \"tftp\", bootfile = \"nope.efi\" }\n", "netboot.bootfile"),
+            ("[[drive]]\nsize = \"1MiB\"\n[provisioning]\nhostname = \"a\"\n", "without an image"),
+            ("[[drive]]\nsize = \"1MiB\"\n[[step]]\nremove-drive = \"usb\"\n", "step[0].remove-drive: no [[drive]] is called \"usb\""),
+            ("[[drive]]\nsize = \"1MiB\"\n[[step]]\ndrive-digest = { drive = \"drive-0\", changed = true, sha256 = \"ab\" }\n", "step[0].drive-digest.sha256"),
+        ] {
+            let e = format!("{:#}", def(&format!("{text}{step}")).unwrap_err());
             assert!(e.contains(want), "{text}: {e}");
         }
     }

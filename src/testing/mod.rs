@@ -4,11 +4,13 @@
 //! ([`steps`]), failing at once on console badness ([`strict`], as CoreOS's kola does).
 //! Produces a summary with per-test times, JUnit XML ([`junit`]) and an exit code
 //! ([`runner`]). The images are shared with the cargo tests through the fixture cache
-//! ([`fixtures`]). How to write a test: docs/testing.md.
+//! ([`fixtures`]). Before the first boot [`prepare`] makes the machine: firmware and
+//! variables, TPM, network boot, drives, forwards. How to write a test: docs/testing.md.
 
 pub mod definition;
 pub mod fixtures;
 pub mod junit;
+pub mod prepare;
 pub mod runner;
 pub mod serve;
 pub mod steps;

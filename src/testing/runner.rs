@@ -12,15 +12,13 @@
 //! unless `--keep`. One VM at a time unless `--jobs` says otherwise: parallel emulated
 //! guests on 2 cores stall (RCU) and time out.
 
-use super::definition::{Action, Definition, Drive, ImageSource, Via};
+use super::definition::{Action, Definition, ImageSource};
 use super::fixtures::{self, Builder, Cache};
-use super::serve::Server;
 use super::steps::Machine;
-use crate::boot::qemu::{Accel, GuestForward, VmSpec};
+use crate::boot::qemu::Accel;
 use crate::pipeline::{self, Context as Pipeline};
 use crate::recipe::Recipe;
-use crate::tool::Tool;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -228,7 +226,7 @@ pub fn build_artifacts(
         None => &[pipeline::Format::OciArchive],
     };
     for d in defs {
-        if let ImageSource::Recipe(r) = &d.image {
+        if let Some(ImageSource::Recipe(r)) = &d.image {
             if !a.disks.contains_key(r) {
                 let o = provide(ctx, cache, r, fixtures::HOST_FORMATS, &dir, "host disk")
                     .with_context(|| format!("{}: recipe", d.path.display()))?;
@@ -248,106 +246,7 @@ pub fn build_artifacts(
     Ok(a)
 }
 
-/// Makes a vfat image at `img` holding the files of `dir` (top level and below), with
-/// `label`, without mounting anything (mkfs.vfat + mcopy).
-pub fn vfat_from_dir(dir: &Path, label: &str, img: &Path) -> Result<()> {
-    let mut bytes = 0u64;
-    for e in walkdir::WalkDir::new(dir) {
-        let e = e.with_context(|| format!("reading {}", dir.display()))?;
-        bytes += e.metadata().map(|m| m.len()).unwrap_or(0) + 4096;
-    }
-    let kib = (bytes * 2 / 1024).max(2048);
-    let _ = std::fs::remove_file(img);
-    Tool::new("making a config drive", "mkfs.vfat")
-        .args(["-C", "-n", label])
-        .arg(img)
-        .arg(kib.to_string())
-        .run()?;
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("reading {}", dir.display()))?;
-    entries.sort();
-    if !entries.is_empty() {
-        Tool::new("copying files onto a config drive", "mcopy")
-            .arg("-s")
-            .arg("-i")
-            .arg(img)
-            .args(entries)
-            .arg("::/")
-            .run()?;
-    }
-    Ok(())
-}
-
-/// Flips one byte of the disk the VM will see, in its overlay (`qemu-io`), so the built
-/// image stays untouched.
-fn corrupt(
-    spec: &VmSpec,
-    work: &Path,
-    image_dir: &Path,
-    c: &super::definition::Corrupt,
-) -> Result<String> {
-    let manifest = image_dir.join("manifest.json");
-    let m: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&manifest).with_context(|| format!("reading {}", manifest.display()))?,
-    )
-    .with_context(|| format!("parsing {}", manifest.display()))?;
-    let parts = m["partitions"].as_array().cloned().unwrap_or_default();
-    let name_of = |p: &serde_json::Value| p["name"].as_str().unwrap_or("").to_string();
-    let part = parts
-        .iter()
-        .find(|p| {
-            let n = name_of(p);
-            n == c.partition
-                || (c.partition == "root" && n.starts_with("root-") && !n.ends_with("-verity"))
-                || (c.partition == "root-verity"
-                    && n.starts_with("root-")
-                    && n.ends_with("-verity"))
-        })
-        .with_context(|| {
-            format!(
-                "corrupt.partition: {:?} is not a partition of {} (it has {})",
-                c.partition,
-                manifest.display(),
-                parts.iter().map(name_of).collect::<Vec<_>>().join(", ")
-            )
-        })?;
-    let (off, size) = (
-        part["offset"].as_u64().unwrap_or(0),
-        part["size"].as_u64().unwrap_or(0),
-    );
-    if c.offset >= size {
-        bail!(
-            "corrupt.offset: {} is beyond the partition's {size} bytes",
-            c.offset
-        );
-    }
-    let at = off + c.offset;
-    let mut byte = [0u8; 1];
-    {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = std::fs::File::open(&spec.disk)
-            .with_context(|| format!("opening {}", spec.disk.display()))?;
-        f.seek(SeekFrom::Start(at))?;
-        f.read_exact(&mut byte)
-            .with_context(|| format!("reading byte {at} of {}", spec.disk.display()))?;
-    }
-    let w = crate::boot::qemu::prepare(spec, work)?;
-    let flipped = byte[0] ^ 0xff;
-    Tool::new("corrupting one byte of the overlay", "qemu-io")
-        .args(["-f", "qcow2", "-c"])
-        .arg(format!("write -P {flipped:#04x} {at} 1"))
-        .arg(w.overlay())
-        .run()?;
-    Ok(format!(
-        "byte {at} ({} + {}) {:#04x} -> {flipped:#04x}",
-        name_of(part),
-        c.offset,
-        byte[0]
-    ))
-}
+pub use super::prepare::vfat_from_dir;
 
 /// Runs one test to the end; never panics the run.
 pub fn run_one(def: &Definition, art: &Artifacts, opts: &Options) -> TestResult {
@@ -357,7 +256,14 @@ pub fn run_one(def: &Definition, art: &Artifacts, opts: &Options) -> TestResult 
     let mut boot_times = Vec::new();
     let outcome = prepare_and_run(def, art, opts, &dir, &mut boot_times);
     if !opts.keep {
-        for f in ["overlay.qcow2", "OVMF_VARS.fd", "qmp.sock", "agent.sock"] {
+        for f in [
+            "overlay.qcow2",
+            "OVMF_VARS.fd",
+            "qmp.sock",
+            "agent.sock",
+            "events.sock",
+            "tpm.sock",
+        ] {
             let _ = std::fs::remove_file(dir.join("vm").join(f));
         }
         if let Ok(rd) = std::fs::read_dir(&dir) {
@@ -401,78 +307,28 @@ fn prepare_and_run(
         .with_context(|| format!("creating {}", dir.display()))
         .map_err(setup_failure)?;
     let image_dir = match &def.image {
-        ImageSource::Dir(d) => d.clone(),
-        ImageSource::Recipe(r) => art
-            .disks
-            .get(r)
-            .cloned()
-            .ok_or_else(|| setup_failure(anyhow::anyhow!("{} was not built", r.display())))?,
+        None => None,
+        Some(ImageSource::Dir(d)) => Some(d.clone()),
+        Some(ImageSource::Recipe(r)) => Some(
+            art.disks
+                .get(r)
+                .cloned()
+                .ok_or_else(|| setup_failure(anyhow::anyhow!("{} was not built", r.display())))?,
+        ),
     };
-    let disk = crate::disk::image::disk_in(&image_dir);
-    if !disk.is_file() {
-        return Err(setup_failure(anyhow::anyhow!(
-            "{}: no disk.raw (build a host recipe with --format disk)",
-            image_dir.display()
-        )));
-    }
-    let mut spec = VmSpec::new(&disk);
-    spec.memory_mib = def.memory_mib;
-    spec.cpus = def.cpus;
-    spec.accel = opts.accel;
-    spec.disk_size = def.disk_size;
-    spec.agent = true;
-    spec.no_reboot = true;
     let work = dir.join("vm");
     let mut servers = Vec::new();
-    let mut setup = || -> Result<()> {
-        if let Some(cfg) = &def.provisioning {
-            let path = dir.join("provisioning.toml");
-            std::fs::write(&path, cfg).with_context(|| format!("writing {}", path.display()))?;
-            if def.check_config {
-                crate::boot::check_config(&path)
-                    .with_context(|| format!("{}: provisioning", def.path.display()))?;
-            }
-            match def.via {
-                Via::FwCfg => spec.fw_cfg_config = Some(path),
-                Via::Drive => {
-                    let src = dir.join("config-drive");
-                    std::fs::create_dir_all(&src)?;
-                    std::fs::copy(&path, src.join("slipway.toml"))?;
-                    let img = dir.join("config-drive.img");
-                    vfat_from_dir(&src, "SLIPWAY", &img)?;
-                    spec.drives.push(img);
-                }
-            }
-        }
-        for (i, d) in def.drives.iter().enumerate() {
-            let img = dir.join(format!("drive-{i}.img"));
-            match d {
-                Drive::Blank(size) => {
-                    let f = std::fs::File::create(&img)
-                        .with_context(|| format!("creating {}", img.display()))?;
-                    f.set_len(*size)
-                        .with_context(|| format!("sizing {}", img.display()))?;
-                }
-                Drive::FromDir { dir: src, label } => vfat_from_dir(src, label, &img)?,
-            }
-            spec.drives.push(img);
-        }
-        for f in &def.forwards {
-            let s = Server::start(&f.serve)?;
-            spec.guest_forwards.push(GuestForward {
-                guest: f.guest,
-                guest_port: f.port,
-                host_port: s.port,
-            });
-            servers.push(s);
-        }
-        if let Some(c) = &def.corrupt {
-            let what = corrupt(&spec, &work, &image_dir, c)?;
+    let (spec, drives) = (|| {
+        let mut spec = super::prepare::spec(def, opts.accel, image_dir.as_deref(), dir)?;
+        let drives = super::prepare::drives(def, dir, &mut spec)?;
+        servers = super::prepare::forwards(def, &mut spec)?;
+        if let (Some(c), Some(image_dir)) = (&def.corrupt, &image_dir) {
+            let what = super::prepare::corrupt(&spec, &work, image_dir, c)?;
             std::fs::write(dir.join("corrupted.txt"), format!("{what}\n"))?;
         }
-        Ok(())
-    };
-    setup().map_err(setup_failure)?;
+        Ok::<_, anyhow::Error>((spec, drives))
+    })()
+    .map_err(setup_failure)?;
     let mut m = Machine::new(
         spec,
         &work,
@@ -482,10 +338,15 @@ fn prepare_and_run(
         def.timeout,
         art.images.clone(),
     );
+    m.set_drives(drives);
     let result = (|| {
         m.start().map_err(|e| ("starting the VM".to_string(), e))?;
         for s in &def.steps {
             m.run(s).map_err(|e| (s.name.clone(), e))?;
+        }
+        if let Some(n) = def.expect_reboots {
+            m.check_reboots(n)
+                .map_err(|e| ("expect-reboots".to_string(), e))?;
         }
         Ok::<(), (String, anyhow::Error)>(())
     })();

@@ -3,11 +3,17 @@
 //! directory, hence the same disk, after `reboot`, `crash` and `shutdown`), the
 //! connection to the test agent and the kola-strict [`Watcher`]; every wait polls the
 //! console so badness fails the step at once rather than at its time-out.
+//!
+//! When the test expects the guest to reboot itself (`expect-reboots`), QEMU runs
+//! without `-no-reboot`: a guest reboot resets the machine in place (the console, and
+//! `wait-for-console-text`, go on across it) and a guest power-off ends QEMU without
+//! failing the step; both are counted from QMP events, over every QEMU start.
 
-use super::definition::{parse_mode, Action, Expect, Step};
+use super::definition::{parse_mode, Action, BootTarget, DriveDigest, Expect, Step};
+use super::prepare::{sha256_file, MadeDrive};
 use super::strict::Watcher;
 use crate::boot::agent::{AgentClient, ExecResult};
-use crate::boot::qemu::{Vm, VmSpec};
+use crate::boot::qemu::{BootFrom, Vm, VmSpec};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +41,17 @@ pub struct Machine {
     /// Seconds from each QEMU start to the test agent's first answer.
     pub boot_times: Vec<f64>,
     artifacts: HashMap<String, PathBuf>,
+    /// The test's extra drives, in `spec.disks` order until one is removed.
+    drives: Vec<MadeDrive>,
+    /// Guest-initiated reboots and power-offs of the QEMU runs that ended.
+    ended: crate::boot::events::Counts,
+    /// The console of the last QEMU run that ended (a power-off may end it just after
+    /// the text a step waits for).
+    last_console: String,
+    /// QEMU ended by itself (the guest powered off or, under `-no-reboot`, reset) while
+    /// a step waited, not because a step stopped it: console waits then read what it
+    /// printed instead of starting it again.
+    ended_by_guest: bool,
 }
 
 impl Machine {
@@ -64,7 +81,43 @@ impl Machine {
             test_timeout: timeout,
             boot_times: Vec::new(),
             artifacts,
+            drives: Vec::new(),
+            ended: Default::default(),
+            last_console: String::new(),
+            ended_by_guest: false,
         }
+    }
+
+    /// The extra drives the runner made (they are already in the spec's disks).
+    pub fn set_drives(&mut self, drives: Vec<MadeDrive>) {
+        self.drives = drives;
+    }
+
+    /// Guest-initiated reboots and power-offs so far, over every QEMU start.
+    pub fn guest_events(&self) -> crate::boot::events::Counts {
+        let now = self.vm.as_ref().map(Vm::guest_events).unwrap_or_default();
+        crate::boot::events::Counts {
+            reboots: self.ended.reboots + now.reboots,
+            power_offs: self.ended.power_offs + now.power_offs,
+        }
+    }
+
+    /// Fails unless the guest rebooted itself exactly `n` times.
+    pub fn check_reboots(&self, n: u32) -> Result<()> {
+        let c = self.guest_events();
+        if c.reboots != n {
+            bail!(
+                "the guest rebooted itself {} times, the test expects {n} (and powered off {} times)",
+                c.reboots,
+                c.power_offs
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the guest may reboot and power off by itself.
+    fn reboots_allowed(&self) -> bool {
+        !self.spec.no_reboot
     }
 
     /// Starts the VM (unless it runs). Called by the runner before the first step, so
@@ -75,6 +128,7 @@ impl Machine {
             self.watcher.restart();
             self.console_mark = 0;
             self.agent = None;
+            self.ended_by_guest = false;
         }
         Ok(())
     }
@@ -83,7 +137,10 @@ impl Machine {
     pub fn stop(&mut self) {
         self.agent = None;
         if let Some(mut vm) = self.vm.take() {
-            vm.kill();
+            let c = vm.guest_events();
+            self.ended.reboots += c.reboots;
+            self.ended.power_offs += c.power_offs;
+            self.last_console = vm.kill();
         }
     }
 
@@ -135,8 +192,16 @@ impl Machine {
                 // Let the readers drain QEMU's last output, then check it once more.
                 std::thread::sleep(Duration::from_millis(300));
                 self.check_console()?;
+                let powered_off = self.reboots_allowed()
+                    && self
+                        .vm
+                        .as_ref()
+                        .is_some_and(|v| v.guest_events().power_offs > 0);
                 self.stop();
-                bail!("the VM stopped (QEMU exited)");
+                self.ended_by_guest = true;
+                if !powered_off {
+                    bail!("the VM stopped (QEMU exited)");
+                }
             }
         }
         Ok(())
@@ -206,122 +271,17 @@ impl Machine {
     /// Runs one step.
     pub fn run(&mut self, step: &Step) -> Result<()> {
         let (deadline, miss) = self.step_deadline(step.timeout);
-        let left = || deadline.saturating_duration_since(Instant::now());
         match &step.action {
             Action::Succeed(argv, expect) | Action::Fail(argv, expect) => {
                 let want_ok = matches!(step.action, Action::Succeed(..));
-                let r = self.exec(argv, left(), deadline, &miss)?;
-                let out = String::from_utf8_lossy(&r.stdout).to_string();
-                if r.success() != want_ok {
-                    bail!(
-                        "{} ({}){}",
-                        if want_ok {
-                            "the command failed"
-                        } else {
-                            "the command succeeded but should fail"
-                        },
-                        status(&r),
-                        output(&r)
-                    );
-                }
-                check_expect(expect.as_ref(), &out, &r)?;
+                self.succeed_or_fail(argv, expect.as_ref(), want_ok, deadline, &miss)?;
             }
-            Action::WaitUntilSucceeds(argv, expect) => loop {
-                let r = self.exec(argv, left().min(TRY_TIMEOUT), deadline, &miss);
-                let last = match r {
-                    Ok(r)
-                        if r.success()
-                            && expect
-                                .as_ref()
-                                .is_none_or(|e| e.matches(&String::from_utf8_lossy(&r.stdout))) =>
-                    {
-                        break
-                    }
-                    Ok(r) => format!("{}{}", status(&r), output(&r)),
-                    Err(e) => format!("{e:#}"),
-                };
-                if Instant::now() >= deadline {
-                    bail!("{miss}; the last try: {last}");
-                }
-                self.tick()?;
-            },
-            Action::WaitForUnit(unit) => loop {
-                let argv: Vec<String> = [
-                    "systemctl",
-                    "show",
-                    "-p",
-                    "LoadState",
-                    "-p",
-                    "ActiveState",
-                    "-p",
-                    "SubState",
-                    "-p",
-                    "Result",
-                    unit,
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                let r = self.exec(&argv, left().min(TRY_TIMEOUT), deadline, &miss)?;
-                let props = String::from_utf8_lossy(&r.stdout).to_string();
-                let get = |k: &str| {
-                    props
-                        .lines()
-                        .find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string))
-                        .unwrap_or_default()
-                };
-                let (load, active) = (get("LoadState"), get("ActiveState"));
-                if load == "not-found" {
-                    bail!("unit {unit} does not exist (LoadState=not-found)");
-                }
-                if active == "active" {
-                    break;
-                }
-                if active == "failed" {
-                    bail!(
-                        "unit {unit} failed (Result={}, SubState={})",
-                        get("Result"),
-                        get("SubState")
-                    );
-                }
-                if Instant::now() >= deadline {
-                    bail!("{miss}; {unit} is {active} ({})", get("SubState"));
-                }
-                self.tick()?;
-            },
-            Action::WaitForConsoleText(e) => {
-                self.start()?;
-                loop {
-                    if let Some(vm) = &self.vm {
-                        let c = super::strict::strip_ansi(&vm.console());
-                        let rest = &c[self.console_mark.min(c.len())..];
-                        if let Some(end) = console_match(e, rest) {
-                            self.console_mark += end;
-                            self.check_console()?;
-                            break;
-                        }
-                    }
-                    if Instant::now() >= deadline {
-                        bail!("{miss}; no console line matched {e}");
-                    }
-                    self.tick()?;
-                }
+            Action::WaitUntilSucceeds(argv, expect) => {
+                self.wait_until_succeeds(argv, expect.as_ref(), deadline, &miss)?;
             }
-            Action::WaitForOpenPort(port) => loop {
-                let mut listening = false;
-                for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-                    let r = self.agent(deadline, &miss)?.read_file(f);
-                    let data = r.map_err(|e| self.agent_error(e))?;
-                    listening |= listens(&String::from_utf8_lossy(&data), *port);
-                }
-                if listening {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    bail!("{miss}; nothing listens on TCP port {port}");
-                }
-                self.tick()?;
-            },
+            Action::WaitForUnit(unit) => self.wait_for_unit(unit, deadline, &miss)?,
+            Action::WaitForConsoleText(e) => self.wait_for_console_text(e, deadline, &miss)?,
+            Action::WaitForOpenPort(port) => self.wait_for_open_port(*port, deadline, &miss)?,
             Action::ReadFile(path, expect) => {
                 let r = self.agent(deadline, &miss)?.read_file(path);
                 let data = r.map_err(|e| self.agent_error(e))?;
@@ -335,6 +295,192 @@ impl Machine {
                     }
                 }
             }
+            Action::CopyIn(_) | Action::CopyOut(_) | Action::CopyImage(_) => {
+                self.copy(&step.action, deadline, &miss)?;
+            }
+            Action::Reboot | Action::Shutdown => {
+                self.power(matches!(step.action, Action::Reboot), deadline, &miss)?;
+            }
+            Action::Crash => self.crash(deadline, &miss)?,
+            Action::WaitForShutdown => {
+                self.wait_exit(
+                    deadline,
+                    &format!("{miss} waiting for the guest to power off"),
+                )?;
+            }
+            Action::Sleep(d) => {
+                let end = Instant::now() + *d;
+                while Instant::now() < end {
+                    self.tick()?;
+                }
+            }
+            Action::RemoveDrive(name) => self.remove_drive(name)?,
+            Action::BootFrom(t) => self.boot_from(t)?,
+            Action::DriveDigest(d) => self.drive_digest(d)?,
+        }
+        self.check_console()
+    }
+
+    fn succeed_or_fail(
+        &mut self,
+        argv: &[String],
+        expect: Option<&Expect>,
+        want_ok: bool,
+        deadline: Instant,
+        miss: &str,
+    ) -> Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let r = self.exec(argv, left, deadline, miss)?;
+        let out = String::from_utf8_lossy(&r.stdout).to_string();
+        if r.success() != want_ok {
+            bail!(
+                "{} ({}){}",
+                if want_ok {
+                    "the command failed"
+                } else {
+                    "the command succeeded but should fail"
+                },
+                status(&r),
+                output(&r)
+            );
+        }
+        check_expect(expect, &out, &r)
+    }
+
+    fn wait_until_succeeds(
+        &mut self,
+        argv: &[String],
+        expect: Option<&Expect>,
+        deadline: Instant,
+        miss: &str,
+    ) -> Result<()> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let r = self.exec(argv, left.min(TRY_TIMEOUT), deadline, miss);
+            let last = match r {
+                Ok(r)
+                    if r.success()
+                        && expect
+                            .is_none_or(|e| e.matches(&String::from_utf8_lossy(&r.stdout))) =>
+                {
+                    return Ok(())
+                }
+                Ok(r) => format!("{}{}", status(&r), output(&r)),
+                Err(e) => format!("{e:#}"),
+            };
+            if Instant::now() >= deadline {
+                bail!("{miss}; the last try: {last}");
+            }
+            self.tick()?;
+        }
+    }
+
+    fn wait_for_unit(&mut self, unit: &str, deadline: Instant, miss: &str) -> Result<()> {
+        let argv: Vec<String> = [
+            "systemctl",
+            "show",
+            "-p",
+            "LoadState",
+            "-p",
+            "ActiveState",
+            "-p",
+            "SubState",
+            "-p",
+            "Result",
+            unit,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let r = self.exec(&argv, left.min(TRY_TIMEOUT), deadline, miss)?;
+            let props = String::from_utf8_lossy(&r.stdout).to_string();
+            let get = |k: &str| {
+                props
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string))
+                    .unwrap_or_default()
+            };
+            let (load, active) = (get("LoadState"), get("ActiveState"));
+            if load == "not-found" {
+                bail!("unit {unit} does not exist (LoadState=not-found)");
+            }
+            if active == "active" {
+                return Ok(());
+            }
+            if active == "failed" {
+                bail!(
+                    "unit {unit} failed (Result={}, SubState={})",
+                    get("Result"),
+                    get("SubState")
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!("{miss}; {unit} is {active} ({})", get("SubState"));
+            }
+            self.tick()?;
+        }
+    }
+
+    /// Waits for console text of the current boot. A guest that powers off (when
+    /// reboots are allowed) may end QEMU just after the text: the last run's console
+    /// still counts, but a machine that is off never shows more.
+    fn wait_for_console_text(&mut self, e: &Expect, deadline: Instant, miss: &str) -> Result<()> {
+        if !self.ended_by_guest {
+            self.start()?;
+        }
+        loop {
+            let console = match &self.vm {
+                Some(vm) => vm.console(),
+                None => self.last_console.clone(),
+            };
+            let c = super::strict::strip_ansi(&console);
+            let rest = &c[self.console_mark.min(c.len())..];
+            if let Some(end) = console_match(e, rest) {
+                self.console_mark += end;
+                return self.check_console();
+            }
+            if self.vm.is_none() {
+                bail!("the machine stopped by itself; no console line matched {e}");
+            }
+            if Instant::now() >= deadline {
+                bail!("{miss}; no console line matched {e}");
+            }
+            if let Err(stopped) = self.tick() {
+                // QEMU may have printed the text just before it exited.
+                let c = super::strict::strip_ansi(&self.last_console);
+                let rest = &c[self.console_mark.min(c.len())..];
+                match console_match(e, rest) {
+                    Some(end) if self.vm.is_none() => self.console_mark += end,
+                    _ => return Err(stopped),
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    fn wait_for_open_port(&mut self, port: u16, deadline: Instant, miss: &str) -> Result<()> {
+        loop {
+            let mut listening = false;
+            for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+                let r = self.agent(deadline, miss)?.read_file(f);
+                let data = r.map_err(|e| self.agent_error(e))?;
+                listening |= listens(&String::from_utf8_lossy(&data), port);
+            }
+            if listening {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("{miss}; nothing listens on TCP port {port}");
+            }
+            self.tick()?;
+        }
+    }
+
+    /// copy-in, copy-out and copy-image.
+    fn copy(&mut self, action: &Action, deadline: Instant, miss: &str) -> Result<()> {
+        match action {
             Action::CopyIn(c) => {
                 let data = std::fs::read(&c.from).with_context(|| format!("reading {}", c.from))?;
                 let mode = c
@@ -343,11 +489,11 @@ impl Machine {
                     .map(parse_mode)
                     .transpose()?
                     .unwrap_or(0o644);
-                let r = self.agent(deadline, &miss)?.write_file(&c.to, mode, &data);
+                let r = self.agent(deadline, miss)?.write_file(&c.to, mode, &data);
                 r.map_err(|e| self.agent_error(e))?;
             }
             Action::CopyOut(c) => {
-                let r = self.agent(deadline, &miss)?.read_file(&c.from);
+                let r = self.agent(deadline, miss)?.read_file(&c.from);
                 let data = r.map_err(|e| self.agent_error(e))?;
                 let to = self.out.join(&c.to);
                 if let Some(p) = to.parent() {
@@ -364,44 +510,120 @@ impl Machine {
                     .clone();
                 let data =
                     std::fs::read(&tar).with_context(|| format!("reading {}", tar.display()))?;
-                let r = self.agent(deadline, &miss)?.write_file(&c.to, 0o644, &data);
+                let r = self.agent(deadline, miss)?.write_file(&c.to, 0o644, &data);
                 r.map_err(|e| self.agent_error(e))?;
             }
-            Action::Reboot | Action::Shutdown => {
-                let reboot = matches!(step.action, Action::Reboot);
-                let verb = if reboot { "reboot" } else { "poweroff" };
-                // The answer may never come: the agent dies with the guest.
-                let _ = self
-                    .agent(deadline, &miss)?
-                    .exec(&["systemctl", verb], Duration::from_secs(10));
-                self.agent = None;
-                self.wait_exit(deadline, &format!("{miss} waiting for the guest to {verb}"))?;
-                if reboot {
-                    self.boot(deadline, &miss)?;
-                }
-            }
-            Action::Crash => {
-                self.start()?;
-                if let Some(vm) = &self.vm {
-                    vm.qmp("system_reset")
-                        .context("resetting the VM through QMP")?;
-                }
-                // QEMU runs with -no-reboot, so a reset ends it; start it again.
-                self.agent = None;
-                self.wait_exit(
-                    deadline,
-                    &format!("{miss} waiting for QEMU to stop after the reset"),
-                )?;
-                self.boot(deadline, &miss)?;
-            }
-            Action::Sleep(d) => {
-                let end = Instant::now() + *d;
-                while Instant::now() < end {
-                    self.tick()?;
-                }
-            }
+            _ => bail!("not a copy step"),
         }
-        self.check_console()
+        Ok(())
+    }
+
+    /// `systemctl reboot` or `poweroff`. Under `-no-reboot` QEMU exits either way and a
+    /// reboot starts it again; when the guest may reboot itself, a reboot resets the
+    /// machine in place (counted like any guest reboot).
+    fn power(&mut self, reboot: bool, deadline: Instant, miss: &str) -> Result<()> {
+        let verb = if reboot { "reboot" } else { "poweroff" };
+        let before = self.guest_events().reboots;
+        // The answer may never come: the agent dies with the guest.
+        let _ = self
+            .agent(deadline, miss)?
+            .exec(&["systemctl", verb], Duration::from_secs(10));
+        self.agent = None;
+        if reboot && self.reboots_allowed() {
+            while self.guest_events().reboots == before {
+                if Instant::now() >= deadline {
+                    bail!("{miss} waiting for the guest to reboot");
+                }
+                self.tick()?;
+            }
+            return self.boot(deadline, miss);
+        }
+        self.wait_exit(deadline, &format!("{miss} waiting for the guest to {verb}"))?;
+        if reboot {
+            self.boot(deadline, miss)?;
+        }
+        Ok(())
+    }
+
+    /// A hard reset through QMP; the machine boots again (in place when reboots are
+    /// allowed, else QEMU exits under `-no-reboot` and starts again).
+    fn crash(&mut self, deadline: Instant, miss: &str) -> Result<()> {
+        self.start()?;
+        if let Some(vm) = &self.vm {
+            vm.qmp("system_reset")
+                .context("resetting the VM through QMP")?;
+        }
+        self.agent = None;
+        if !self.reboots_allowed() {
+            self.wait_exit(
+                deadline,
+                &format!("{miss} waiting for QEMU to stop after the reset"),
+            )?;
+        }
+        self.boot(deadline, miss)
+    }
+
+    /// Fails while QEMU runs: drives change between boots.
+    fn require_off(&self, what: &str) -> Result<()> {
+        if self.vm.is_some() {
+            bail!("{what} between boots: the machine is running (power it off first: shutdown or wait-for-shutdown)");
+        }
+        Ok(())
+    }
+
+    fn drive_index(&self, name: &str) -> Result<usize> {
+        self.drives
+            .iter()
+            .position(|d| d.name == name)
+            .with_context(|| format!("no drive {name:?} is attached (removed earlier?)"))
+    }
+
+    /// Detaches a drive from the next start on.
+    fn remove_drive(&mut self, name: &str) -> Result<()> {
+        self.require_off("remove-drive works")?;
+        let i = self.drive_index(name)?;
+        let gone = self.drives.remove(i);
+        self.spec.disks.retain(|d| d.file != gone.file);
+        self.spec.boot_from = match self.spec.boot_from {
+            Some(BootFrom::Disk(b)) if b == i => None,
+            Some(BootFrom::Disk(b)) if b > i => Some(BootFrom::Disk(b - 1)),
+            other => other,
+        };
+        Ok(())
+    }
+
+    /// Boots from a drive or the network from the next start on.
+    fn boot_from(&mut self, t: &BootTarget) -> Result<()> {
+        self.require_off("boot-from applies")?;
+        self.spec.boot_from = Some(match t {
+            BootTarget::Network => {
+                if !self.spec.network {
+                    bail!("boot-from network: the machine has no NIC (network = \"none\")");
+                }
+                BootFrom::Network
+            }
+            BootTarget::Drive(name) => BootFrom::Disk(self.drive_index(name)?),
+        });
+        Ok(())
+    }
+
+    /// Compares a drive's sha256 with the recorded (or given) digest.
+    fn drive_digest(&mut self, d: &DriveDigest) -> Result<()> {
+        let made = self
+            .drives
+            .iter()
+            .find(|m| m.name == d.drive)
+            .with_context(|| format!("no drive {:?}", d.drive))?;
+        let want = d.sha256.clone().unwrap_or_else(|| made.sha256.clone());
+        let now = sha256_file(&made.file)?;
+        match (d.changed, now == want) {
+            (false, false) => bail!("drive {} changed: sha256 {now}, expected {want}", d.drive),
+            (true, true) => bail!(
+                "drive {} is unchanged (sha256 {now}), expected the guest to write to it",
+                d.drive
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// Waits until QEMU exits (the guest powered off or reset), checking the console.
