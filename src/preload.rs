@@ -65,20 +65,12 @@ pub fn add(
         .with_context(|| format!("creating a directory in {}", ctx.cache.root().display()))?;
     let _cleanup = crate::io::signals::register(work.path());
     let mut done = Vec::new();
-    let mut unit = String::from(
-        "# Written by slipway from the recipe's [[preload]] entries: imports the images this\n\
-         # image carries into containerd at every boot (images already there are left as\n\
-         # they are).\n\
-         [Unit]\n\
-         Description=Import the container images the image carries into containerd\n\
-         Requires=containerd.service\n\
-         After=containerd.service\n\
-         Before=kubelet.service\n\
-         \n\
-         [Service]\n\
-         Type=oneshot\n\
-         RemainAfterExit=yes\n",
-    );
+    let template = std::str::from_utf8(crate::disk::rootfs::PRELOAD_UNIT.bytes)
+        .context("rootfs/: the preload unit is not UTF-8")?;
+    let (head, install) = template
+        .split_once("\n[Install]")
+        .context("rootfs/: the preload unit has no [Install] section")?;
+    let mut unit = head.to_string();
     for (i, p) in r.preload.iter().enumerate() {
         let dest = format!(
             "{IMAGES_DIR}/{}/{}.tar",
@@ -114,7 +106,7 @@ pub fn add(
             sha256,
         });
     }
-    unit.push_str("\n[Install]\nWantedBy=multi-user.target\n");
+    unit.push_str(&format!("\n[Install]{install}"));
     tree.put(
         &format!("usr/lib/systemd/system/{UNIT}"),
         Entry::file(unit.into_bytes(), 0o644, epoch),

@@ -178,38 +178,6 @@ fn derive(parts: &[&[u8]]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The provisioning agent's unit files, installed with the agent.
-const AGENT_UNITS: &[(&str, &str)] = &[
-    (
-        "usr/lib/systemd/system/slipway-provision.service",
-        include_str!("../../agent/units/slipway-provision.service"),
-    ),
-    (
-        "usr/lib/systemd/system/slipway-test-agent.service",
-        include_str!("../../agent/units/slipway-test-agent.service"),
-    ),
-    (
-        "usr/lib/systemd/system/slipway-metadata.service",
-        include_str!("../../agent/units/slipway-metadata.service"),
-    ),
-    (
-        "usr/lib/systemd/system/slipway-journal-shipper.service",
-        include_str!("../../agent/units/slipway-journal-shipper.service"),
-    ),
-    (
-        "usr/lib/systemd/system/slipway-health.service",
-        include_str!("../../agent/units/slipway-health.service"),
-    ),
-    (
-        "usr/lib/systemd/system/slipway-ready.target",
-        include_str!("../../agent/units/slipway-ready.target"),
-    ),
-    (
-        "usr/lib/systemd/system/slipway-ready.service",
-        include_str!("../../agent/units/slipway-ready.service"),
-    ),
-];
-
 /// Puts the provisioning agent (the static `slipway-agent`) and its units into the
 /// tree, and enables `slipway-provision.service` (sysinit.target), the cloud metadata
 /// unit and the readiness marker `slipway-ready.service` (multi-user.target). The test agent is
@@ -219,10 +187,10 @@ pub fn add_agent(t: &mut Tree, agent: &[u8], epoch: u64) -> Result<()> {
     t.ensure_parents(bin, epoch)?;
     t.remove(bin);
     t.put(bin, Entry::file(agent.to_vec(), 0o755, epoch))?;
-    for (path, text) in AGENT_UNITS {
-        t.ensure_parents(path, epoch)?;
-        t.remove(path);
-        t.put(path, Entry::file(text.as_bytes().to_vec(), 0o644, epoch))?;
+    for f in crate::disk::rootfs::AGENT_UNITS {
+        t.ensure_parents(f.path, epoch)?;
+        t.remove(f.path);
+        t.put(f.path, Entry::file(f.bytes.to_vec(), 0o644, epoch))?;
     }
     // Provisioning early (sysinit), cloud metadata once the network is up.
     for (link, unit) in [
@@ -339,11 +307,9 @@ pub fn root_tree(tree: &Tree, agent: &[u8], epoch: u64) -> Result<Tree> {
         t.ensure_parents(mask, epoch)?;
         t.put(mask, Entry::symlink("/dev/null", epoch))?;
     }
-    t.remove("etc/machine-id");
-    t.put(
-        "etc/machine-id",
-        Entry::file(b"uninitialized\n".to_vec(), 0o444, epoch),
-    )?;
+    let id = &crate::disk::rootfs::MACHINE_ID;
+    t.remove(id.path);
+    t.put(id.path, Entry::file(id.bytes.to_vec(), 0o444, epoch))?;
     Ok(t)
 }
 
