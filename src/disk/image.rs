@@ -24,7 +24,6 @@ use crate::tree::{Entry, Kind, Tree};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -311,19 +310,6 @@ pub fn root_tree(tree: &Tree, agent: &[u8], epoch: u64) -> Result<Tree> {
     t.remove(id.path);
     t.put(id.path, Entry::file(id.bytes.to_vec(), 0o444, epoch))?;
     Ok(t)
-}
-
-/// Copies `data` to `f` at `offset`, skipping all-zero 4 KiB blocks (the file is
-/// pre-sized, so they read as zeros and stay sparse).
-fn write_sparse(f: &std::fs::File, data: &[u8], offset: u64, what: &str) -> Result<()> {
-    for (i, block) in data.chunks(4096).enumerate() {
-        if block.iter().all(|b| *b == 0) {
-            continue;
-        }
-        f.write_all_at(block, offset + (i as u64) * 4096)
-            .with_context(|| format!("writing {what} into the disk image"))?;
-    }
-    Ok(())
 }
 
 fn mib_up(n: u64) -> u64 {
@@ -658,42 +644,12 @@ impl Source<'_> {
     }
 
     fn write_at(&self, f: &std::fs::File, offset: u64, what: &str) -> Result<()> {
+        let what = &format!("{what} into the disk image");
         match self {
-            Source::Bytes(b) => write_sparse(f, b, offset, what),
-            Source::File(p) => copy_sparse(f, p, offset, what),
+            Source::Bytes(b) => crate::io::sparse::write_at(f, b, offset, what),
+            Source::File(p) => crate::io::sparse::copy_at(f, p, offset, what),
         }
     }
-}
-
-/// Copies the file `src` into `f` at `offset` without holding it in memory: only its
-/// data regions are read (`SEEK_DATA`/`SEEK_HOLE`; the whole file where the file system
-/// cannot say), in 1 MiB pieces, and all-zero blocks are skipped as in [`write_sparse`].
-fn copy_sparse(f: &std::fs::File, src: &Path, offset: u64, what: &str) -> Result<()> {
-    use nix::unistd::{lseek, Whence};
-    use std::os::fd::AsRawFd;
-    let s = std::fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
-    let len = s.metadata()?.len();
-    let fd = s.as_raw_fd();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    while pos < len {
-        let start = match lseek(fd, pos as i64, Whence::SeekData) {
-            Ok(d) => d as u64,
-            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
-            Err(_) => pos,                          // no SEEK_DATA here: read it all
-        };
-        let end = lseek(fd, start as i64, Whence::SeekHole).map_or(len, |h| h as u64);
-        let mut p = start;
-        while p < end {
-            let n = ((end - p) as usize).min(buf.len());
-            s.read_exact_at(&mut buf[..n], p)
-                .with_context(|| format!("reading {}", src.display()))?;
-            write_sparse(f, &buf[..n], offset + p, what)?;
-            p += n as u64;
-        }
-        pos = end;
-    }
-    Ok(())
 }
 
 /// Lays out the GPT of `r`'s disk around `c` (ESP and /var of `sizes`; partition UUIDs
@@ -801,43 +757,6 @@ pub fn disk_in(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_sparse_file_is_copied_by_its_data_and_stays_sparse() {
-        use std::os::unix::fs::MetadataExt;
-        let d = tempfile::tempdir().unwrap();
-        // 64 MiB with data at the start, at 5 MiB (crossing a 1 MiB piece) and at the end.
-        let src = d.path().join("var.img");
-        let f = std::fs::File::create(&src).unwrap();
-        f.set_len(64 << 20).unwrap();
-        f.write_all_at(b"start", 0).unwrap();
-        f.write_all_at(&[7u8; 8192], (5 << 20) - 4096).unwrap();
-        f.write_all_at(b"end", (64 << 20) - 3).unwrap();
-        drop(f);
-        let dst = d.path().join("disk.raw");
-        let out = std::fs::File::options()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&dst)
-            .unwrap();
-        out.set_len((64 << 20) + (1 << 20)).unwrap();
-        copy_sparse(&out, &src, 1 << 20, "the test file system").unwrap();
-        let got = std::fs::read(&dst).unwrap();
-        let want = std::fs::read(&src).unwrap();
-        assert!(got[..1 << 20].iter().all(|b| *b == 0));
-        assert!(
-            got[1 << 20..] == want[..],
-            "the copy differs from its source"
-        );
-        // Only the written blocks are allocated (st_blocks counts 512-byte units).
-        let allocated = std::fs::metadata(&dst).unwrap().blocks() * 512;
-        assert!(
-            allocated < 1 << 20,
-            "{allocated} bytes allocated: not sparse"
-        );
-    }
 
     fn host(text: &str) -> (tempfile::TempDir, Recipe) {
         let d = tempfile::tempdir().unwrap();
