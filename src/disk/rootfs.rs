@@ -40,9 +40,7 @@ pub const PRELOAD_UNIT: File =
 
 /// Every file of `rootfs/`, for listing and checking.
 pub fn all() -> impl Iterator<Item = &'static File> {
-    AGENT_UNITS
-        .iter()
-        .chain([&MACHINE_ID, &PRELOAD_UNIT])
+    AGENT_UNITS.iter().chain([&MACHINE_ID, &PRELOAD_UNIT])
 }
 
 #[cfg(test)]

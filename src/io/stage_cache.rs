@@ -65,6 +65,34 @@ impl KeyBuilder {
     }
 }
 
+/// The sha256 of the running slipway binary (computed once per process): every key
+/// holds it, so a new slipway never reuses an old one's entries.
+pub fn self_digest() -> Result<&'static str> {
+    static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(d) = DIGEST.get() {
+        return Ok(d);
+    }
+    let exe = std::env::current_exe().context("finding the slipway binary")?;
+    let (sha, _) = sha256_file(&exe)?;
+    Ok(DIGEST.get_or_init(|| sha))
+}
+
+/// Adds the host program `program` (its path and sha256) to `k`: a new mksquashfs or
+/// mkfs.ext4 may write other bytes.
+pub fn tool_into(k: &mut KeyBuilder, program: &str) -> Result<()> {
+    match crate::tool::which(program) {
+        Some(p) => {
+            k.text("tool", program)
+                .text("path", &p.display().to_string());
+            k.file("tool-sha256", &p)?;
+        }
+        None => {
+            k.text("missing-tool", program);
+        }
+    }
+    Ok(())
+}
+
 /// One file of an entry, as its index lists it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileRecord {
@@ -113,9 +141,9 @@ impl Entry {
             Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
                 crate::io::sparse::copy_file(&src, dest, crate::io::atomic::FILE_MODE)
             }
-            Err(e) => Err(e).with_context(|| {
-                format!("linking {} to {}", src.display(), dest.display())
-            }),
+            Err(e) => {
+                Err(e).with_context(|| format!("linking {} to {}", src.display(), dest.display()))
+            }
         }
     }
 }
@@ -281,11 +309,19 @@ fn verify(dir: &Path, bytes: &[u8]) -> Result<Entry> {
         }
         let meta = fs::symlink_metadata(&p).with_context(|| format!("reading {}", p.display()))?;
         if !meta.is_file() || meta.len() != f.size {
-            bail!("{} is not the {}-byte file its index lists", p.display(), f.size);
+            bail!(
+                "{} is not the {}-byte file its index lists",
+                p.display(),
+                f.size
+            );
         }
         let (sha, _) = sha256_file(&p)?;
         if sha != f.sha256 {
-            bail!("{} has sha256 {sha}, its index says {}", p.display(), f.sha256);
+            bail!(
+                "{} has sha256 {sha}, its index says {}",
+                p.display(),
+                f.sha256
+            );
         }
     }
     Ok(Entry {
@@ -324,8 +360,13 @@ mod tests {
         )
         .unwrap();
         // Stored twice (a concurrent build): the first stays.
-        c.put("root", "k1", &[("root.img".into(), src.clone())], serde_json::json!({}))
-            .unwrap();
+        c.put(
+            "root",
+            "k1",
+            &[("root.img".into(), src.clone())],
+            serde_json::json!({}),
+        )
+        .unwrap();
         let e = c.get("root", "k1", &mut w).unwrap();
         assert_eq!(e.meta["hash"], "abc");
         let placed = d.path().join("placed.img");
