@@ -63,7 +63,10 @@ pub fn build(
             kind,
             bytes: read("root.img")?,
             verity: read("verity.img")?,
-            root_hash: e.meta["root_hash"].as_str().unwrap_or_default().to_string(),
+            root_hash: e.meta["root_hash"]
+                .as_str()
+                .context("stage cache: a root entry without its root hash")?
+                .to_string(),
             entries: root.len(),
         });
     }
@@ -72,7 +75,8 @@ pub fn build(
     let verity = verity_of(&bytes)?;
     let verity_path = staging.join("verity.img");
     crate::io::atomic::write(&verity_path, &verity.hash_image)?;
-    cache.put(
+    // A cache that cannot keep the entry (a full disk) costs the next build time only.
+    if let Err(e) = cache.put(
         "root",
         &key,
         &[
@@ -80,7 +84,9 @@ pub fn build(
             ("verity.img".into(), verity_path),
         ],
         serde_json::json!({ "root_hash": verity.root_hash }),
-    )?;
+    ) {
+        warnings.push(format!("stage cache: the root image is not kept: {e:#}"));
+    }
     Ok(RootImage {
         kind,
         bytes,

@@ -189,3 +189,44 @@ pub(super) fn store(
     let meta = serde_json::to_value(&kept).context("serializing the build report")?;
     StageCache::open(ctx.cache.root())?.put(KIND, key, &files, meta)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn digest(dir: &Path) -> String {
+        let mut k = KeyBuilder::new("t", 1);
+        overlay_into(&mut k, dir).unwrap();
+        k.finish()
+    }
+
+    #[test]
+    fn the_key_sees_every_overlay_change_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let o = d.path().join("rootfs");
+        std::fs::create_dir_all(o.join("etc")).unwrap();
+        std::fs::write(o.join("etc/a.conf"), "a=1\n").unwrap();
+        std::os::unix::fs::symlink("a.conf", o.join("etc/b.conf")).unwrap();
+        let base = digest(&o);
+        assert_eq!(digest(&o), base, "the same overlay, another key");
+        // A touch (same bytes, new mtime) is not a change.
+        let f = std::fs::File::options()
+            .append(true)
+            .open(o.join("etc/a.conf"))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(digest(&o), base, "a new mtime changed the key");
+        std::fs::write(o.join("etc/a.conf"), "a=2\n").unwrap();
+        let content = digest(&o);
+        assert_ne!(content, base, "a changed file kept the key");
+        std::fs::set_permissions(o.join("etc/a.conf"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        assert_ne!(digest(&o), content, "a changed mode kept the key");
+        std::fs::remove_file(o.join("etc/b.conf")).unwrap();
+        std::os::unix::fs::symlink("c.conf", o.join("etc/b.conf")).unwrap();
+        let relinked = digest(&o);
+        std::fs::write(o.join("etc/new"), "").unwrap();
+        assert_ne!(digest(&o), relinked, "a new file kept the key");
+    }
+}

@@ -203,7 +203,12 @@ fn build_into(
         report.images = oci::stage(ctx, &recipes, opts, (asm, fetched.lock), &dir, c)?;
     }
     report.absorb(std::mem::take(c));
-    cache::store(ctx, key.as_deref(), &dir, report)?;
+    if let Err(e) = cache::store(ctx, key.as_deref(), &dir, report) {
+        // Not kept: the next build runs every stage again.
+        report
+            .warnings
+            .push(format!("stage cache: this build is not kept: {e:#}"));
+    }
     finish(ctx, out, staged, report, c)
 }
 
