@@ -226,12 +226,15 @@ fn check_place(
     Ok(())
 }
 
+/// A member's mode, uid, gid, mtime and device numbers.
+type HeaderFields = (u32, u32, u32, u64, Option<(u32, u32)>);
+
 /// The mode, owner, mtime (pax `mtime` applied) and device numbers of `entry`.
 fn header_fields(
     entry: &mut tar::Entry<'_, Cursor<&[u8]>>,
     kind: EntryKind,
     err: MemberErr,
-) -> Result<(u32, u32, u32, u64, Option<(u32, u32)>)> {
+) -> Result<HeaderFields> {
     let header = entry.header();
     let mode = header
         .mode()
