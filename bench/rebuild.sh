@@ -16,7 +16,9 @@
 # in a scratch directory, so the overlay edits never touch the repository. The cache is
 # a scratch one too: seeded with hard links from $SLIPWAY_CACHE (or ~/.cache/slipway)
 # when that has the packages, so nothing is downloaded; its stage entries are its own.
-# Needs root (host disk images do). Run it with nothing else running.
+# Each run prints wall/cpu (user + system) seconds; the CPU time tells a loaded
+# machine's wait apart from slipway's work. Needs root (host disk images do). Run it
+# with nothing else running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
@@ -40,14 +42,13 @@ out=$work/out
 changed=$(find "$work/recipes/containerd-host/rootfs" -type f -name '*.conf' | sort | head -1)
 
 now() { date +%s.%N; }
-build() { # prints the wall time of one build
-  local t0 t1
-  t0=$(now)
-  "$SLIPWAY" --quiet build "$recipe" -o "$out" --format disk >/dev/null
-  t1=$(now)
-  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f\n", b - a }'
+build() { # prints the wall time of one build, and its CPU time (user + system) after a slash
+  /usr/bin/time -f '%e/%U/%S' -o "$work/time" \
+    "$SLIPWAY" --quiet build "$recipe" -o "$out" --format disk >/dev/null
+  awk -F/ '{ printf "%.2f/%.2f\n", $1, $2 + $3 }' "$work/time"
 }
-median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# The median of the wall times (field 1) or CPU times (field 2) of "wall/cpu" values.
+median() { local f=$1; shift; printf '%s\n' "$@" | cut -d/ -f"$f" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "== warming the package cache (one build)"
 build >/dev/null
@@ -75,8 +76,9 @@ echo "nothing changed:            ${unchanged[*]}"
 
 sha=$(sha256sum "$out/disk.raw" | cut -d' ' -f1)
 echo
-echo "containerd-host --format disk, median of $RUNS (s), $(nproc) cores:"
-printf '  %-28s %6s\n' "cold, warm package cache" "$(median "${cold[@]}")"
-printf '  %-28s %6s   (goal <= 2)\n' "one changed overlay file" "$(median "${overlay[@]}")"
-printf '  %-28s %6s   (goal <= 0.5)\n' "nothing changed" "$(median "${unchanged[@]}")"
+echo "containerd-host --format disk, median of $RUNS, seconds, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg):"
+printf '  %-28s %6s %8s\n' "" "wall" "cpu"
+printf '  %-28s %6s %8s\n' "cold, warm package cache" "$(median 1 "${cold[@]}")" "$(median 2 "${cold[@]}")"
+printf '  %-28s %6s %8s   (goal: wall <= 2)\n' "one changed overlay file" "$(median 1 "${overlay[@]}")" "$(median 2 "${overlay[@]}")"
+printf '  %-28s %6s %8s   (goal: wall <= 0.5)\n' "nothing changed" "$(median 1 "${unchanged[@]}")" "$(median 2 "${unchanged[@]}")"
 echo "  last disk.raw sha256:$sha"
