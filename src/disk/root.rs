@@ -7,7 +7,7 @@
 //! squashfs module) replaces the host's mksquashfs there.
 
 use crate::disk::erofs::RootFs;
-use crate::io::stage_cache::{KeyBuilder, StageCache};
+use crate::io::stage_cache::{KeyBuilder, StageCache, StoredFile};
 use crate::recipe::raw::RootFsName;
 use crate::recipe::Recipe;
 use crate::tree::{Kind, Tree};
@@ -70,7 +70,7 @@ pub fn build(
             entries: root.len(),
         });
     }
-    let (path, _) = write_image(r, root, kind, epoch, &fs_uuid, staging)?;
+    let (path, sha256) = write_image(r, root, kind, epoch, &fs_uuid, staging)?;
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let verity = verity_of(&bytes)?;
     let verity_path = staging.join("verity.img");
@@ -80,8 +80,16 @@ pub fn build(
         "root",
         &key,
         &[
-            ("root.img".into(), path),
-            ("verity.img".into(), verity_path),
+            StoredFile {
+                name: "root.img".into(),
+                path,
+                sha256: Some(sha256),
+            },
+            StoredFile {
+                name: "verity.img".into(),
+                path: verity_path,
+                sha256: Some(crate::io::hash::sha256_hex(&verity.hash_image)),
+            },
         ],
         serde_json::json!({ "root_hash": verity.root_hash }),
     ) {

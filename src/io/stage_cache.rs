@@ -111,6 +111,27 @@ struct Index {
     meta: serde_json::Value,
 }
 
+/// A file to store in an entry.
+pub struct StoredFile {
+    /// Its name in the entry (a plain file name).
+    pub name: String,
+    /// Where it is now.
+    pub path: PathBuf,
+    /// Its sha256, when known (hashed while it was written); else it is hashed here.
+    pub sha256: Option<String>,
+}
+
+impl StoredFile {
+    /// `path` as `name`, hashed when stored.
+    pub fn new(name: &str, path: PathBuf) -> Self {
+        StoredFile {
+            name: name.into(),
+            path,
+            sha256: None,
+        }
+    }
+}
+
 /// A verified entry.
 #[derive(Debug)]
 pub struct Entry {
@@ -196,14 +217,15 @@ impl StageCache {
         }
     }
 
-    /// Stores `files` (name, path; the paths are hard-linked, or copied) and `meta` as
-    /// the entry of `kind` under `key`. A concurrent build that stored the key first
-    /// wins; either entry holds the same bytes.
+    /// Stores `files` (name, path, and its sha256 when the caller hashed it while
+    /// writing it; the paths are hard-linked, or copied) and `meta` as the entry of
+    /// `kind` under `key`. A concurrent build that stored the key first wins; either
+    /// entry holds the same bytes.
     pub fn put(
         &self,
         kind: &str,
         key: &str,
-        files: &[(String, PathBuf)],
+        files: &[StoredFile],
         meta: serde_json::Value,
     ) -> Result<()> {
         let work = self.root.join("tmp").join(format!(
@@ -225,11 +247,16 @@ impl StageCache {
         work: &Path,
         kind: &str,
         key: &str,
-        files: &[(String, PathBuf)],
+        files: &[StoredFile],
         meta: serde_json::Value,
     ) -> Result<()> {
         let mut records = Vec::new();
-        for (name, src) in files {
+        for StoredFile {
+            name,
+            path: src,
+            sha256,
+        } in files
+        {
             if name.contains('/') || name == "index.json" || name.starts_with('.') {
                 bail!("stage cache: bad file name {name:?}");
             }
@@ -238,7 +265,15 @@ impl StageCache {
                 Ok(()) => {}
                 Err(_) => crate::io::sparse::copy_file(src, &dest, crate::io::atomic::FILE_MODE)?,
             }
-            let (sha256, size) = sha256_file(&dest)?;
+            let (sha256, size) = match sha256 {
+                Some(sha) => {
+                    let size = fs::metadata(&dest)
+                        .with_context(|| format!("reading {}", dest.display()))?
+                        .len();
+                    (sha.clone(), size)
+                }
+                None => sha256_file(&dest)?,
+            };
             records.push(FileRecord {
                 name: name.clone(),
                 size,
@@ -355,7 +390,7 @@ mod tests {
         c.put(
             "root",
             "k1",
-            &[("root.img".into(), src.clone())],
+            &[StoredFile::new("root.img", src.clone())],
             serde_json::json!({"hash": "abc"}),
         )
         .unwrap();
@@ -363,7 +398,7 @@ mod tests {
         c.put(
             "root",
             "k1",
-            &[("root.img".into(), src.clone())],
+            &[StoredFile::new("root.img", src.clone())],
             serde_json::json!({}),
         )
         .unwrap();

@@ -10,7 +10,7 @@
 
 use super::plan::Plan;
 use super::{BuildOptions, Context, Format};
-use crate::io::stage_cache::{KeyBuilder, StageCache};
+use crate::io::stage_cache::{KeyBuilder, StageCache, StoredFile};
 use crate::lock::Lock;
 use crate::output::Collector;
 use crate::recipe::Recipe;
@@ -173,7 +173,7 @@ pub(super) fn store(
     let Some(key) = key else {
         return Ok(());
     };
-    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    let mut files: Vec<StoredFile> = Vec::new();
     let mut kept = report.clone();
     for o in &mut kept.outputs {
         let p = PathBuf::from(&o.path);
@@ -182,7 +182,12 @@ pub(super) fn store(
             // Not a plain file of the output directory: not kept.
             _ => return Ok(()),
         };
-        files.push((name.clone(), p));
+        // Hashed as it was written.
+        files.push(StoredFile {
+            name: name.clone(),
+            path: p,
+            sha256: Some(o.sha256.clone()).filter(|s| !s.is_empty()),
+        });
         o.path = name;
     }
     kept.stages.clear();
