@@ -144,7 +144,16 @@ pub(super) fn reuse(
     let mut cached: BuildReport =
         serde_json::from_value(entry.meta.clone()).context("reading a cached build report")?;
     for f in &entry.files {
-        entry.place(&f.name, &dir.join(&f.name))?;
+        if let Err(e) = entry.place(&f.name, &dir.join(&f.name)) {
+            // Removed meanwhile by a build that found it damaged: build it again.
+            for g in &entry.files {
+                let _ = std::fs::remove_file(dir.join(&g.name));
+            }
+            c.warnings.push(format!(
+                "stage cache: an entry went away while in use: {e:#}"
+            ));
+            return Ok(false);
+        }
     }
     for mut o in std::mem::take(&mut cached.outputs) {
         o.path = dir.join(&o.path).display().to_string();
