@@ -6,32 +6,36 @@
 //!
 //! It also adds the slipway programs a recipe asks for in `[bundle]` (slipway-node).
 //!
-//! Each base image is built by the normal pipeline from its own recipe and lock, so it
-//! is byte-for-byte the image `slipway build RECIPE --format oci-archive` writes.
+//! Each base image is built by the pipeline's OCI stage, passed in as a function (this
+//! module imports nothing of the pipeline), from its own recipe and lock, so it is
+//! byte-for-byte the image `slipway build RECIPE --format oci-archive` writes. The unit
+//! is `rootfs/usr/lib/systemd/system/slipway-preload-images.service`, with one
+//! `ExecStart=` line per image.
 
-use crate::pipeline::{BuildOptions, Context, Format};
 use crate::recipe::{Preload, Recipe};
 use crate::tree::{Entry, Tree};
 use anyhow::{Context as _, Result};
+use std::path::{Path, PathBuf};
+
+pub use crate::output::Preloaded;
 
 /// Where the archives go in the image.
 pub const IMAGES_DIR: &str = "usr/share/slipway/images";
 /// The unit that imports them.
 pub const UNIT: &str = "slipway-preload-images.service";
 
-/// One preloaded image, as the build report lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Preloaded {
-    /// The image name containerd gets (base name and the image's tag).
-    pub name: String,
-    /// containerd namespace.
-    pub namespace: String,
-    /// The archive in the image.
-    pub path: String,
-    /// Its size and sha256.
-    pub size: u64,
-    pub sha256: String,
+/// A base image built for preloading.
+pub struct BaseImage {
+    /// Its OCI archive (`image.tar`).
+    pub archive: PathBuf,
+    /// The image's tag.
+    pub tag: String,
+    /// Its build's warnings.
+    pub warnings: Vec<String>,
 }
+
+/// Builds the base recipe given as an OCI archive in the directory given.
+pub type BuildBase<'a> = dyn Fn(&Recipe, &Path) -> Result<BaseImage> + 'a;
 
 /// Where `[bundle] node` puts slipway-node.
 pub const NODE_IN_IMAGE: &str = "usr/bin/slipway-node";
@@ -47,13 +51,15 @@ pub fn add_bundled(r: &Recipe, tree: &mut Tree, epoch: u64) -> Result<()> {
     Ok(())
 }
 
-/// Builds every image `r` preloads and adds them and the import unit to `tree`; the
-/// warnings of their builds go into `warnings`, each naming its base recipe.
+/// Builds every image `r` preloads with `build` (in a work directory under
+/// `work_root`) and adds them and the import unit to `tree`; the warnings of their
+/// builds go into `warnings`, each naming its base recipe.
 pub fn add(
-    ctx: &Context,
     r: &Recipe,
     tree: &mut Tree,
     epoch: u64,
+    work_root: &Path,
+    build: &BuildBase,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Preloaded>> {
     if r.preload.is_empty() {
@@ -61,24 +67,16 @@ pub fn add(
     }
     let work = tempfile::Builder::new()
         .prefix("preload-")
-        .tempdir_in(ctx.cache.root())
-        .with_context(|| format!("creating a directory in {}", ctx.cache.root().display()))?;
+        .tempdir_in(work_root)
+        .with_context(|| format!("creating a directory in {}", work_root.display()))?;
     let _cleanup = crate::io::signals::register(work.path());
     let mut done = Vec::new();
-    let mut unit = String::from(
-        "# Written by slipway from the recipe's [[preload]] entries: imports the images this\n\
-         # image carries into containerd at every boot (images already there are left as\n\
-         # they are).\n\
-         [Unit]\n\
-         Description=Import the container images the image carries into containerd\n\
-         Requires=containerd.service\n\
-         After=containerd.service\n\
-         Before=kubelet.service\n\
-         \n\
-         [Service]\n\
-         Type=oneshot\n\
-         RemainAfterExit=yes\n",
-    );
+    let template = std::str::from_utf8(crate::disk::rootfs::PRELOAD_UNIT.bytes)
+        .context("rootfs/: the preload unit is not UTF-8")?;
+    let (head, install) = template
+        .split_once("\n[Install]")
+        .context("rootfs/: the preload unit has no [Install] section")?;
+    let mut unit = head.to_string();
     for (i, p) in r.preload.iter().enumerate() {
         let dest = format!(
             "{IMAGES_DIR}/{}/{}.tar",
@@ -92,14 +90,14 @@ pub fn add(
                  with its own last component or namespace)"
             )));
         }
-        let one = build_one(ctx, r, p, &work.path().join(i.to_string()))?;
+        let one = build_one(r, p, build, &work.path().join(i.to_string()))?;
         warnings.extend(
-            one.2
+            one.warnings
                 .iter()
                 .map(|w| format!("preload {}: {w}", p.recipe.display())),
         );
-        let bytes =
-            std::fs::read(&one.0).with_context(|| format!("reading {}", one.0.display()))?;
+        let bytes = std::fs::read(&one.archive)
+            .with_context(|| format!("reading {}", one.archive.display()))?;
         let (sha256, size) = (crate::io::hash::sha256_hex(&bytes), bytes.len() as u64);
         tree.put(&dest, Entry::file(bytes, 0o644, epoch))?;
         unit.push_str(&format!(
@@ -107,14 +105,14 @@ pub fn add(
             p.namespace, p.base_name
         ));
         done.push(Preloaded {
-            name: format!("{}:{}", p.base_name, one.1),
+            name: format!("{}:{}", p.base_name, one.tag),
             namespace: p.namespace.clone(),
             path: format!("/{dest}"),
             size,
             sha256,
         });
     }
-    unit.push_str("\n[Install]\nWantedBy=multi-user.target\n");
+    unit.push_str(&format!("\n[Install]{install}"));
     tree.put(
         &format!("usr/lib/systemd/system/{UNIT}"),
         Entry::file(unit.into_bytes(), 0o644, epoch),
@@ -126,14 +124,8 @@ pub fn add(
     Ok(done)
 }
 
-/// Builds `p`'s base recipe as an OCI archive under `dir`; returns the archive, the
-/// image's tag and the build's warnings.
-fn build_one(
-    ctx: &Context,
-    host: &Recipe,
-    p: &Preload,
-    dir: &std::path::Path,
-) -> Result<(std::path::PathBuf, String, Vec<String>)> {
+/// Builds `p`'s base recipe as an OCI archive under `dir` with `build`.
+fn build_one(host: &Recipe, p: &Preload, build: &BuildBase, dir: &Path) -> Result<BaseImage> {
     let what = || format!("{}: preload {}", host.display(), p.recipe.display());
     // The base recipe is loaded as the host recipe was (`--allow-host-paths` reaches it).
     let r = Recipe::load_with(&p.recipe, host.load).with_context(what)?;
@@ -151,17 +143,7 @@ fn build_one(
             host.debian.architecture
         )));
     }
-    let opts = BuildOptions {
-        formats: vec![Format::OciArchive],
-        arches: Vec::new(),
-        oci: crate::writers::oci::Options {
-            compression: crate::writers::oci::Compression::Gzip,
-            user: crate::writers::oci::UserChoice::Recipe,
-        },
-    };
-    let report = crate::pipeline::build(ctx, &r, dir, &opts).with_context(what)?;
-    let tag = crate::writers::oci::tag(&r);
-    Ok((dir.join("image.tar"), tag, report.warnings))
+    build(&r, dir).with_context(what)
 }
 
 /// The archive's file name: the last component of the image name.

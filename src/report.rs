@@ -1,21 +1,15 @@
 //! The build report: what went in, what came out, and what slipway did instead of
 //! maintainer scripts. Printed as text or JSON and written beside the outputs.
+//!
+//! It holds plain data handed to it (src/output.rs and the stages' summaries) and
+//! imports none of the stages that write.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-pub use crate::output::Output;
-
-/// The time one stage took.
-#[derive(Debug, Clone, Serialize)]
-pub struct StageTime {
-    /// The stage.
-    pub stage: String,
-    /// Seconds.
-    pub seconds: f64,
-}
+pub use crate::output::{Output, StageTime};
 
 /// Everything a build reports.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct BuildReport {
     /// The recipe file.
     pub recipe: String,
@@ -38,8 +32,8 @@ pub struct BuildReport {
     /// Warnings (scripts slipway cannot account for, and the like).
     pub warnings: Vec<String>,
     /// Base images a host image carries for containerd (`[[preload]]`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub preloaded: Vec<crate::preload::Preloaded>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preloaded: Vec<crate::output::Preloaded>,
     /// Per-stage times.
     pub stages: Vec<StageTime>,
     /// Entries in the tree.
@@ -49,18 +43,18 @@ pub struct BuildReport {
     /// The SOURCE_DATE_EPOCH mtimes were clamped to.
     pub source_date_epoch: u64,
     /// Kernel modules kept (host images with a `[kernel]` table).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_modules: Option<String>,
     /// The host image's disk (host recipes).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disk: Option<crate::disk::image::HostDisk>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::output::HostDisk>,
     /// OCI images written (one per architecture).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageReport>,
 }
 
 /// One OCI image (one architecture).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageReport {
     /// Debian architecture.
     pub architecture: String,
@@ -81,7 +75,7 @@ pub struct ImageReport {
 }
 
 /// One layer of an image.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LayerReport {
     /// Compressed digest.
     pub digest: String,
@@ -95,33 +89,6 @@ pub struct LayerReport {
     pub inherited: bool,
     /// What it holds.
     pub created_by: String,
-}
-
-impl ImageReport {
-    /// The report of `img`.
-    pub fn of(img: &crate::writers::oci::Image) -> Self {
-        ImageReport {
-            architecture: img.arch.clone(),
-            reference: img.repo_tag.clone(),
-            manifest: img.manifest.1.digest.clone(),
-            config: img.config.1.digest.clone(),
-            layers: img
-                .layers
-                .iter()
-                .map(|l| LayerReport {
-                    digest: l.desc.digest.clone(),
-                    diff_id: l.diff_id.clone(),
-                    size: l.desc.size,
-                    tar_size: l.tar_size,
-                    inherited: l.inherited,
-                    created_by: l.created_by.clone(),
-                })
-                .collect(),
-            compressed_bytes: img.compressed_size(),
-            uncompressed_bytes: img.tar_size(),
-            shared_bytes: img.shared_bytes(),
-        }
-    }
 }
 
 impl BuildReport {
@@ -179,11 +146,10 @@ impl BuildReport {
         s
     }
 
-    /// Records a stage time.
-    pub fn time(&mut self, stage: &str, seconds: f64) {
-        self.stages.push(StageTime {
-            stage: stage.into(),
-            seconds,
-        });
+    /// Takes what the stages recorded in `c`, after what it has.
+    pub fn absorb(&mut self, c: crate::output::Collector) {
+        self.outputs.extend(c.outputs);
+        self.stages.extend(c.stages);
+        self.warnings.extend(c.warnings);
     }
 }

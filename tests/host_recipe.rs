@@ -130,8 +130,37 @@ fn containerd_host_tree() {
 
     let (root, report) = build(d.path(), "containerd-host");
 
-    // Units: what runs, and what never does.
-    let wants = wanted(&root);
+    check_units(&root);
+    check_no_way_in(&root);
+    let plugins = check_containerd(&root);
+    check_network_and_console(&root);
+    check_kernel(&root, &report);
+    // The Debian 12 copy builds, with the same shape.
+    let (bw, _) = build(d.path(), "containerd-host-bookworm");
+    let mut bw_plugins: Vec<String> = fs::read_dir(bw.join("usr/lib/cni"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    bw_plugins.sort();
+    assert_eq!(bw_plugins, plugins);
+    assert_eq!(
+        link(&bw, "etc/systemd/system/getty@.service").as_deref(),
+        Some("/dev/null")
+    );
+    let bw_wants = wanted(&bw);
+    assert!(
+        bw_wants.contains(&"multi-user.target.wants/containerd.service".to_string()),
+        "{bw_wants:?}"
+    );
+    assert!(
+        !bw_wants.iter().any(|w| w.contains("getty")),
+        "{bw_wants:?}"
+    );
+}
+
+/// Units: what runs, and what never does.
+fn check_units(root: &Path) {
+    let wants = wanted(root);
     for u in [
         "multi-user.target.wants/containerd.service",
         "multi-user.target.wants/systemd-networkd.service",
@@ -162,19 +191,23 @@ fn containerd_host_tree() {
         "systemd-hwdb-update.service",
     ] {
         assert_eq!(
-            link(&root, &format!("etc/systemd/system/{u}")).as_deref(),
+            link(root, &format!("etc/systemd/system/{u}")).as_deref(),
             Some("/dev/null"),
             "{u} is not masked"
         );
     }
     assert_eq!(
-        link(&root, "etc/systemd/system/default.target").as_deref(),
+        link(root, "etc/systemd/system/default.target").as_deref(),
         Some("/usr/lib/systemd/system/multi-user.target")
     );
     assert!(!root
         .join("usr/lib/systemd/system-generators/systemd-getty-generator")
         .exists());
+}
 
+/// No way in: no shell, no sshd, no getty program, root locked; the machine id is
+/// generated at first boot.
+fn check_no_way_in(root: &Path) {
     // No way in: no shell, no sshd, no getty program, root locked.
     for p in [
         "usr/bin/sh",
@@ -191,7 +224,7 @@ fn containerd_host_tree() {
             "/{p} is in the image"
         );
     }
-    let shadow = read(&root, "etc/shadow");
+    let shadow = read(root, "etc/shadow");
     let root_pw = shadow
         .lines()
         .find_map(|l| l.strip_prefix("root:"))
@@ -203,14 +236,17 @@ fn containerd_host_tree() {
     );
 
     // First boot: systemd generates the machine id and commits it into the /etc overlay.
-    let mid = read(&root, "etc/machine-id");
+    let mid = read(root, "etc/machine-id");
     assert!(mid.is_empty() || mid == "uninitialized\n", "{mid:?}");
     assert!(root
         .join("usr/lib/systemd/system/systemd-machine-id-commit.service")
         .exists());
+}
 
+/// containerd and CNI; returns the CNI plugins.
+fn check_containerd(root: &Path) -> Vec<String> {
     // containerd: config version 2, runc through systemd cgroups, CNI from Debian's dir.
-    let cfg: toml::Table = toml::from_str(&read(&root, "etc/containerd/config.toml")).unwrap();
+    let cfg: toml::Table = toml::from_str(&read(root, "etc/containerd/config.toml")).unwrap();
     assert_eq!(cfg["version"].as_integer(), Some(2));
     let cri = &cfg["plugins"]["io.containerd.grpc.v1.cri"];
     let runc = &cri["containerd"]["runtimes"]["runc"];
@@ -231,23 +267,26 @@ fn containerd_host_tree() {
     plugins.sort();
     assert_eq!(plugins, ["bridge", "host-local", "loopback", "portmap"]);
     let conflist: serde_json::Value =
-        serde_json::from_str(&read(&root, "etc/cni/net.d/10-containerd-net.conflist")).unwrap();
+        serde_json::from_str(&read(root, "etc/cni/net.d/10-containerd-net.conflist")).unwrap();
     for p in conflist["plugins"].as_array().unwrap() {
         let t = p["type"].as_str().unwrap();
         assert!(plugins.iter().any(|x| x == t), "conflist uses {t}");
     }
+    plugins
+}
 
-    // Network, time, console.
-    let net = read(&root, "usr/lib/systemd/network/89-ethernet.network");
+/// Network, time, console.
+fn check_network_and_console(root: &Path) {
+    let net = read(root, "usr/lib/systemd/network/89-ethernet.network");
     assert!(has_setting(&net, "Type", "ether"), "{net}");
     assert!(has_setting(&net, "Name", "en* eth*"), "{net}");
     assert!(has_setting(&net, "DHCP", "yes"), "{net}");
     assert_eq!(
-        link(&root, "etc/resolv.conf").as_deref(),
+        link(root, "etc/resolv.conf").as_deref(),
         Some("../run/systemd/resolve/resolv.conf")
     );
     let journald = read(
-        &root,
+        root,
         "usr/lib/systemd/journald.conf.d/80-serial-console.conf",
     );
     for (k, v) in [
@@ -257,10 +296,13 @@ fn containerd_host_tree() {
     ] {
         assert!(has_setting(&journald, k, v), "{k}={v}: {journald}");
     }
-    let system = read(&root, "usr/lib/systemd/system.conf.d/80-show-status.conf");
+    let system = read(root, "usr/lib/systemd/system.conf.d/80-show-status.conf");
     assert!(has_setting(&system, "ShowStatus", "yes"), "{system}");
     assert!(root.join("usr/lib/systemd/systemd-timesyncd").is_file());
+}
 
+/// The kernel and its modules, the UKI's stub, and what the path globs dropped.
+fn check_kernel(root: &Path, report: &serde_json::Value) {
     // Kernel: only the planned modules, with everything the disk stage and containerd
     // load; ext4 and virtio_console are built into Debian 13's cloud kernel.
     let summary = report["kernel_modules"].as_str().unwrap();
@@ -286,7 +328,7 @@ fn containerd_host_tree() {
         "isofs",
         "ext4",
     ] {
-        assert!(has_module(&root, &kver, m), "kernel module {m} missing");
+        assert!(has_module(root, &kver, m), "kernel module {m} missing");
     }
     // The UKI's stub is in the tree for the disk stage.
     assert!(root
@@ -296,26 +338,4 @@ fn containerd_host_tree() {
     // Docs and translations are gone (copyright files stay).
     assert!(!root.join("usr/share/man").exists());
     assert!(!root.join("usr/share/locale").exists());
-
-    // The Debian 12 copy builds, with the same shape.
-    let (bw, _) = build(d.path(), "containerd-host-bookworm");
-    let mut bw_plugins: Vec<String> = fs::read_dir(bw.join("usr/lib/cni"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    bw_plugins.sort();
-    assert_eq!(bw_plugins, plugins);
-    assert_eq!(
-        link(&bw, "etc/systemd/system/getty@.service").as_deref(),
-        Some("/dev/null")
-    );
-    let bw_wants = wanted(&bw);
-    assert!(
-        bw_wants.contains(&"multi-user.target.wants/containerd.service".to_string()),
-        "{bw_wants:?}"
-    );
-    assert!(
-        !bw_wants.iter().any(|w| w.contains("getty")),
-        "{bw_wants:?}"
-    );
 }

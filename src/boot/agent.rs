@@ -18,38 +18,6 @@ use std::time::{Duration, Instant};
 
 /// Where host images carry the agent binary (`make agent` builds it).
 pub const AGENT_IN_IMAGE: &str = "/usr/lib/slipway/slipway-agent";
-/// The unit files (in `agent/units/`) and where images carry them.
-pub const UNITS: &[(&str, &str)] = &[
-    (
-        "agent/units/slipway-provision.service",
-        "/usr/lib/systemd/system/slipway-provision.service",
-    ),
-    (
-        "agent/units/slipway-test-agent.service",
-        "/usr/lib/systemd/system/slipway-test-agent.service",
-    ),
-    (
-        "agent/units/slipway-metadata.service",
-        "/usr/lib/systemd/system/slipway-metadata.service",
-    ),
-    (
-        "agent/units/slipway-journal-shipper.service",
-        "/usr/lib/systemd/system/slipway-journal-shipper.service",
-    ),
-    (
-        "agent/units/slipway-health.service",
-        "/usr/lib/systemd/system/slipway-health.service",
-    ),
-    (
-        "agent/units/slipway-ready.target",
-        "/usr/lib/systemd/system/slipway-ready.target",
-    ),
-    (
-        "agent/units/slipway-ready.service",
-        "/usr/lib/systemd/system/slipway-ready.service",
-    ),
-];
-
 /// QEMU arguments that expose the test agent's port as a unix socket at `sock`.
 pub fn qemu_port_args(sock: &Path) -> Vec<String> {
     vec![
@@ -312,12 +280,6 @@ mod tests {
             qemu_fw_cfg_args(Path::new("/t/c.toml")),
             ["-fw_cfg", "name=opt/org.slipway/config,file=/t/c.toml"]
         );
-        for (src, _) in UNITS {
-            assert!(
-                Path::new(env!("CARGO_MANIFEST_DIR")).join(src).exists(),
-                "{src}"
-            );
-        }
     }
 
     #[test]

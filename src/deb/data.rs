@@ -149,138 +149,15 @@ pub(crate) fn list_tar(pkg: &str, member: &str, tar_bytes: &[u8]) -> Result<Vec<
             ));
         };
 
-        // No ancestor may be a symlink (writing through it could land anywhere) or a
-        // non-directory of this package.
-        for (i, _) in path.match_indices('/') {
-            let ancestor = &path[..i];
-            if let Some(&j) = seen.get(ancestor) {
-                let parent = &out[j];
-                match parent.kind {
-                    EntryKind::Dir => {}
-                    EntryKind::Symlink => bail!(err(
-                        &shown,
-                        format_args!(
-                            "parent {ancestor} is a symlink of this package (to {}); refusing to write through it",
-                            parent.link_target.as_deref().unwrap_or("?")
-                        )
-                    )),
-                    other => bail!(err(
-                        &shown,
-                        format_args!("parent {ancestor} is a {other:?}, not a directory")
-                    )),
-                }
-            }
-        }
-        if let Some(&j) = seen.get(&path) {
-            // The same directory twice is harmless (some tools repeat them); any
-            // other repeat could swap a checked object for an unchecked one.
-            if !(kind == EntryKind::Dir && out[j].kind == EntryKind::Dir) {
-                bail!(err(
-                    &shown,
-                    format_args!(
-                        "appears twice in the archive (as {:?} then {kind:?})",
-                        out[j].kind
-                    )
-                ));
-            }
-        }
+        check_place(&path, kind, &seen, &out, &|m| err(&shown, m))?;
 
-        let mode = header
-            .mode()
-            .map_err(|e| err(&shown, format_args!("bad mode field: {e}")))?
-            & 0o7777;
-        let uid = header
-            .uid()
-            .ok()
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| err(&shown, format_args!("bad or too large uid")))?;
-        let gid = header
-            .gid()
-            .ok()
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| err(&shown, format_args!("bad or too large gid")))?;
-        let mut mtime = header
-            .mtime()
-            .map_err(|e| err(&shown, format_args!("bad mtime field: {e}")))?;
-        let device = match kind {
-            EntryKind::CharDevice | EntryKind::BlockDevice => {
-                let major = header.device_major().ok().flatten();
-                let minor = header.device_minor().ok().flatten();
-                match (major, minor) {
-                    (Some(major), Some(minor)) => Some((major, minor)),
-                    _ => bail!(err(
-                        &shown,
-                        format_args!("device member without valid device numbers")
-                    )),
-                }
-            }
-            _ => None,
-        };
+        let (mode, uid, gid, mtime, device) = header_fields(&mut entry, kind, &|m| err(&shown, m))?;
         let link_raw = entry.link_name_bytes().map(|c| c.into_owned());
 
-        // pax `mtime` may carry more range or precision than the header field; the
-        // tar crate does not apply it, so do it here (seconds, fraction dropped).
-        if let Some(exts) = entry
-            .pax_extensions()
-            .map_err(|e| err(&shown, format_args!("bad pax header: {e}")))?
-        {
-            for ext in exts {
-                let ext = ext.map_err(|e| err(&shown, format_args!("bad pax record: {e}")))?;
-                if ext.key_bytes() == b"mtime" {
-                    let value = ext.value().unwrap_or("");
-                    let secs = value.split('.').next().unwrap_or("");
-                    // Negative (pre-1970) times clamp to 0; Debian has none.
-                    mtime = if secs.starts_with('-') {
-                        0
-                    } else {
-                        secs.parse()
-                            .map_err(|_| err(&shown, format_args!("bad pax mtime {value:?}")))?
-                    };
-                }
-            }
-        }
-
-        let (mut entry_offset, mut entry_size, mut link_target) = (0, 0, None);
-        match kind {
-            EntryKind::File => (entry_offset, entry_size) = (offset, size),
-            EntryKind::Symlink => {
-                let target = link_raw
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| err(&shown, format_args!("symlink without a target")))?;
-                let target = String::from_utf8(target)
-                    .map_err(|_| err(&shown, format_args!("symlink target is not valid UTF-8")))?;
-                link_target = Some(target);
-            }
-            EntryKind::Hardlink => {
-                let target = link_raw
-                    .ok_or_else(|| err(&shown, format_args!("hard link without a target")))?;
-                let target = std::str::from_utf8(&target).map_err(|_| {
-                    err(&shown, format_args!("hard link target is not valid UTF-8"))
-                })?;
-                let normal = normalize(target)
-                    .map_err(|why| err(&shown, format_args!("hard link target {target:?}: {why}")))?
-                    .ok_or_else(|| err(&shown, format_args!("hard link to the archive root")))?;
-                let file = seen.get(&normal).map(|&j| &out[j]);
-                let file = match file {
-                    Some(f) if f.kind == EntryKind::File => f,
-                    // A link to a link is a link to the same file.
-                    Some(f) if f.kind == EntryKind::Hardlink => f,
-                    _ => bail!(err(
-                        &shown,
-                        format_args!(
-                            "hard link to {target:?}, which is not an earlier regular file of this package"
-                        )
-                    )),
-                };
-                let resolved = match file.kind {
-                    EntryKind::Hardlink => file.link_target.clone().unwrap_or_default(),
-                    _ => normal,
-                };
-                (entry_offset, entry_size) = (file.offset, file.size);
-                link_target = Some(resolved);
-            }
-            _ => {}
-        }
+        let (entry_offset, entry_size, link_target) =
+            link_fields(kind, link_raw, (offset, size), &seen, &out, &|m| {
+                err(&shown, m)
+            })?;
 
         seen.insert(path.clone(), out.len());
         out.push(DataEntry {
@@ -303,6 +180,165 @@ pub(crate) fn list_tar(pkg: &str, member: &str, tar_bytes: &[u8]) -> Result<Vec<
         bail!("{pkg}: {member}: truncated: no end-of-archive marker after {last_path}");
     }
     Ok(out)
+}
+
+/// Builds the error of one member from its message.
+type MemberErr<'a> = &'a dyn Fn(std::fmt::Arguments) -> anyhow::Error;
+
+/// Checks where the member `path` of `kind` lands among the members `out` read so far
+/// (`seen`: normalized path -> index): no ancestor is a symlink or a non-directory, and
+/// nothing but a directory appears twice.
+fn check_place(
+    path: &str,
+    kind: EntryKind,
+    seen: &HashMap<String, usize>,
+    out: &[DataEntry],
+    err: MemberErr,
+) -> Result<()> {
+    // No ancestor may be a symlink (writing through it could land anywhere) or a
+    // non-directory of this package.
+    for (i, _) in path.match_indices('/') {
+        let ancestor = &path[..i];
+        if let Some(&j) = seen.get(ancestor) {
+            let parent = &out[j];
+            match parent.kind {
+                EntryKind::Dir => {}
+                EntryKind::Symlink => bail!(err(format_args!(
+                        "parent {ancestor} is a symlink of this package (to {}); refusing to write through it",
+                        parent.link_target.as_deref().unwrap_or("?")
+                    )
+                )),
+                other => bail!(err(format_args!("parent {ancestor} is a {other:?}, not a directory")
+                )),
+            }
+        }
+    }
+    if let Some(&j) = seen.get(path) {
+        // The same directory twice is harmless (some tools repeat them); any
+        // other repeat could swap a checked object for an unchecked one.
+        if !(kind == EntryKind::Dir && out[j].kind == EntryKind::Dir) {
+            bail!(err(format_args!(
+                "appears twice in the archive (as {:?} then {kind:?})",
+                out[j].kind
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A member's mode, uid, gid, mtime and device numbers.
+type HeaderFields = (u32, u32, u32, u64, Option<(u32, u32)>);
+
+/// The mode, owner, mtime (pax `mtime` applied) and device numbers of `entry`.
+fn header_fields(
+    entry: &mut tar::Entry<'_, Cursor<&[u8]>>,
+    kind: EntryKind,
+    err: MemberErr,
+) -> Result<HeaderFields> {
+    let header = entry.header();
+    let mode = header
+        .mode()
+        .map_err(|e| err(format_args!("bad mode field: {e}")))?
+        & 0o7777;
+    let uid = header
+        .uid()
+        .ok()
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| err(format_args!("bad or too large uid")))?;
+    let gid = header
+        .gid()
+        .ok()
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| err(format_args!("bad or too large gid")))?;
+    let mut mtime = header
+        .mtime()
+        .map_err(|e| err(format_args!("bad mtime field: {e}")))?;
+    let device = match kind {
+        EntryKind::CharDevice | EntryKind::BlockDevice => {
+            let major = header.device_major().ok().flatten();
+            let minor = header.device_minor().ok().flatten();
+            match (major, minor) {
+                (Some(major), Some(minor)) => Some((major, minor)),
+                _ => bail!(err(format_args!(
+                    "device member without valid device numbers"
+                ))),
+            }
+        }
+        _ => None,
+    };
+
+    // pax `mtime` may carry more range or precision than the header field; the
+    // tar crate does not apply it, so do it here (seconds, fraction dropped).
+    if let Some(exts) = entry
+        .pax_extensions()
+        .map_err(|e| err(format_args!("bad pax header: {e}")))?
+    {
+        for ext in exts {
+            let ext = ext.map_err(|e| err(format_args!("bad pax record: {e}")))?;
+            if ext.key_bytes() == b"mtime" {
+                let value = ext.value().unwrap_or("");
+                let secs = value.split('.').next().unwrap_or("");
+                // Negative (pre-1970) times clamp to 0; Debian has none.
+                mtime = if secs.starts_with('-') {
+                    0
+                } else {
+                    secs.parse()
+                        .map_err(|_| err(format_args!("bad pax mtime {value:?}")))?
+                };
+            }
+        }
+    }
+    Ok((mode, uid, gid, mtime, device))
+}
+
+/// The content range (`content`: offset and size of the member's own data) and link
+/// target of a member of `kind`: a hard link shares the range of the earlier file it
+/// links to.
+fn link_fields(
+    kind: EntryKind,
+    link_raw: Option<Vec<u8>>,
+    content: (u64, u64),
+    seen: &HashMap<String, usize>,
+    out: &[DataEntry],
+    err: MemberErr,
+) -> Result<(u64, u64, Option<String>)> {
+    let (mut entry_offset, mut entry_size, mut link_target) = (0, 0, None);
+    match kind {
+        EntryKind::File => (entry_offset, entry_size) = content,
+        EntryKind::Symlink => {
+            let target = link_raw
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| err(format_args!("symlink without a target")))?;
+            let target = String::from_utf8(target)
+                .map_err(|_| err(format_args!("symlink target is not valid UTF-8")))?;
+            link_target = Some(target);
+        }
+        EntryKind::Hardlink => {
+            let target = link_raw.ok_or_else(|| err(format_args!("hard link without a target")))?;
+            let target = std::str::from_utf8(&target)
+                .map_err(|_| err(format_args!("hard link target is not valid UTF-8")))?;
+            let normal = normalize(target)
+                .map_err(|why| err(format_args!("hard link target {target:?}: {why}")))?
+                .ok_or_else(|| err(format_args!("hard link to the archive root")))?;
+            let file = seen.get(&normal).map(|&j| &out[j]);
+            let file = match file {
+                Some(f) if f.kind == EntryKind::File => f,
+                // A link to a link is a link to the same file.
+                Some(f) if f.kind == EntryKind::Hardlink => f,
+                _ => bail!(err(format_args!(
+                    "hard link to {target:?}, which is not an earlier regular file of this package"
+                ))),
+            };
+            let resolved = match file.kind {
+                EntryKind::Hardlink => file.link_target.clone().unwrap_or_default(),
+                _ => normal,
+            };
+            (entry_offset, entry_size) = (file.offset, file.size);
+            link_target = Some(resolved);
+        }
+        _ => {}
+    }
+    Ok((entry_offset, entry_size, link_target))
 }
 
 /// Normalizes a member path: drops `.` and empty components (so `./usr//bin/` is

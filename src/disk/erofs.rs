@@ -50,7 +50,7 @@ pub enum RootFs {
 pub const SQUASHFS_ZSTD_LEVEL: u32 = 3;
 
 impl RootFs {
-    fn program(self) -> &'static str {
+    pub fn program(self) -> &'static str {
         match self {
             RootFs::Erofs => "mkfs.erofs",
             RootFs::SquashfsXz | RootFs::SquashfsZstd => "mksquashfs",

@@ -16,15 +16,13 @@
 //! Everything is a function of the tree and the epoch, so two builds give the same bytes.
 
 use crate::disk::erofs::RootFs;
-use crate::disk::gpt::{self, Guid, Want};
+use crate::disk::gpt::Guid;
 use crate::io::hash::sha256_hex;
 use crate::recipe::raw::RootFsName;
 use crate::recipe::Recipe;
 use crate::tree::{Entry, Kind, Tree};
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -112,44 +110,7 @@ fn needs_kernel(r: &Recipe, e: anyhow::Error) -> anyhow::Error {
     }
 }
 
-/// One partition of the disk, as the manifest lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct PartitionInfo {
-    /// Its GPT name.
-    pub name: String,
-    /// Type GUID.
-    pub type_guid: String,
-    /// Partition UUID.
-    pub uuid: String,
-    /// Byte offset on the disk.
-    pub offset: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Bytes of content written into it (the file system image).
-    pub content: u64,
-}
-
-/// What the disk stage made.
-#[derive(Debug, Clone, Serialize)]
-pub struct HostDisk {
-    /// The kernel release.
-    pub kernel: String,
-    /// The dm-verity root hash (hex).
-    pub root_hash: String,
-    /// The kernel command line inside the UKI.
-    pub cmdline: String,
-    /// The root file system kind.
-    pub root_fs: String,
-    /// The partitions, in table order.
-    pub partitions: Vec<PartitionInfo>,
-    /// The modules the initramfs loads, in order.
-    pub initramfs_modules: Vec<String>,
-    /// Disk size in bytes.
-    pub disk_size: u64,
-    /// Seconds per stage.
-    #[serde(skip)]
-    pub stages: Vec<(String, f64)>,
-}
+pub use crate::output::{HostDisk, PartitionInfo};
 
 /// The files the disk stage writes into the output directory.
 pub struct Written {
@@ -168,7 +129,7 @@ fn file_bytes<'t>(tree: &'t Tree, path: &str, what: &str) -> Result<&'t [u8]> {
 }
 
 /// A 32-byte digest of `parts`, for ids that must not collide between their uses.
-fn derive(parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn derive(parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_le_bytes());
@@ -176,38 +137,6 @@ fn derive(parts: &[&[u8]]) -> [u8; 32] {
     }
     h.finalize().into()
 }
-
-/// The provisioning agent's unit files, installed with the agent.
-const AGENT_UNITS: &[(&str, &str)] = &[
-    (
-        "usr/lib/systemd/system/slipway-provision.service",
-        include_str!("../../agent/units/slipway-provision.service"),
-    ),
-    (
-        "usr/lib/systemd/system/slipway-test-agent.service",
-        include_str!("../../agent/units/slipway-test-agent.service"),
-    ),
-    (
-        "usr/lib/systemd/system/slipway-metadata.service",
-        include_str!("../../agent/units/slipway-metadata.service"),
-    ),
-    (
-        "usr/lib/systemd/system/slipway-journal-shipper.service",
-        include_str!("../../agent/units/slipway-journal-shipper.service"),
-    ),
-    (
-        "usr/lib/systemd/system/slipway-health.service",
-        include_str!("../../agent/units/slipway-health.service"),
-    ),
-    (
-        "usr/lib/systemd/system/slipway-ready.target",
-        include_str!("../../agent/units/slipway-ready.target"),
-    ),
-    (
-        "usr/lib/systemd/system/slipway-ready.service",
-        include_str!("../../agent/units/slipway-ready.service"),
-    ),
-];
 
 /// Puts the provisioning agent (the static `slipway-agent`) and its units into the
 /// tree, and enables `slipway-provision.service` (sysinit.target), the cloud metadata
@@ -218,10 +147,10 @@ pub fn add_agent(t: &mut Tree, agent: &[u8], epoch: u64) -> Result<()> {
     t.ensure_parents(bin, epoch)?;
     t.remove(bin);
     t.put(bin, Entry::file(agent.to_vec(), 0o755, epoch))?;
-    for (path, text) in AGENT_UNITS {
-        t.ensure_parents(path, epoch)?;
-        t.remove(path);
-        t.put(path, Entry::file(text.as_bytes().to_vec(), 0o644, epoch))?;
+    for f in crate::disk::rootfs::AGENT_UNITS {
+        t.ensure_parents(f.path, epoch)?;
+        t.remove(f.path);
+        t.put(f.path, Entry::file(f.bytes.to_vec(), 0o644, epoch))?;
     }
     // Provisioning early (sysinit), cloud metadata once the network is up.
     for (link, unit) in [
@@ -338,29 +267,10 @@ pub fn root_tree(tree: &Tree, agent: &[u8], epoch: u64) -> Result<Tree> {
         t.ensure_parents(mask, epoch)?;
         t.put(mask, Entry::symlink("/dev/null", epoch))?;
     }
-    t.remove("etc/machine-id");
-    t.put(
-        "etc/machine-id",
-        Entry::file(b"uninitialized\n".to_vec(), 0o444, epoch),
-    )?;
+    let id = &crate::disk::rootfs::MACHINE_ID;
+    t.remove(id.path);
+    t.put(id.path, Entry::file(id.bytes.to_vec(), 0o444, epoch))?;
     Ok(t)
-}
-
-/// Copies `data` to `f` at `offset`, skipping all-zero 4 KiB blocks (the file is
-/// pre-sized, so they read as zeros and stay sparse).
-fn write_sparse(f: &std::fs::File, data: &[u8], offset: u64, what: &str) -> Result<()> {
-    for (i, block) in data.chunks(4096).enumerate() {
-        if block.iter().all(|b| *b == 0) {
-            continue;
-        }
-        f.write_all_at(block, offset + (i as u64) * 4096)
-            .with_context(|| format!("writing {what} into the disk image"))?;
-    }
-    Ok(())
-}
-
-fn mib_up(n: u64) -> u64 {
-    n.div_ceil(gpt::ALIGN) * gpt::ALIGN
 }
 
 /// The static programs slipway puts into host images.
@@ -380,9 +290,47 @@ impl Bundled {
     }
 }
 
+/// What the UKI is made of, read from the assembled tree.
+struct BootInputs<'t> {
+    kernel: crate::kernel::KernelInfo,
+    vmlinuz: &'t [u8],
+    stub: &'t [u8],
+    os_release: &'t [u8],
+    plan: &'t crate::kernel::closure::ModulePlan,
+}
+
+impl<'t> BootInputs<'t> {
+    /// The kernel, the EFI stub, os-release and the module plan of `asm`; their absence
+    /// names the recipe key that asks for them.
+    fn of(r: &Recipe, asm: &'t crate::assemble::Assembled) -> Result<Self> {
+        let tree = &asm.tree;
+        let plan = asm
+            .module_plan
+            .as_ref()
+            .ok_or_else(|| needs_kernel(r, anyhow::anyhow!("the recipe has no [kernel] table")))?;
+        let kernel = crate::kernel::find(tree).map_err(|e| needs_kernel(r, e))?;
+        let vmlinuz = file_bytes(tree, &kernel.vmlinuz_path, "kernel")?;
+        let stub =
+            file_bytes(tree, STUB, "systemd EFI stub").map_err(|e| {
+                r.origin_of("packages.include").wrap(e.context(
+                    "add systemd-boot-efi to packages.include (the UKI is built on its stub)",
+                ))
+            })?;
+        let os_release = file_bytes(tree, "usr/lib/os-release", "os-release")?;
+        Ok(BootInputs {
+            kernel,
+            vmlinuz,
+            stub,
+            os_release,
+            plan,
+        })
+    }
+}
+
 /// Builds the disk of host recipe `r` from its assembled tree into `out` (`disk.raw`,
 /// `uki.efi`, `vmlinuz`, `initrd`), with the programs in `bundled`; `cache` is slipway's
-/// cache directory (initramfs archives are kept there by content).
+/// cache directory (the initramfs and the root image are kept there by the digest of
+/// their inputs). Stage times and warnings go into `c`.
 pub fn build(
     r: &Recipe,
     asm: &crate::assemble::Assembled,
@@ -390,91 +338,75 @@ pub fn build(
     cache: &Path,
     out: &Path,
     rep: &crate::io::progress::Reporter,
+    c: &mut crate::output::Collector,
 ) -> Result<Written> {
     let epoch = asm.epoch;
-    let tree = &asm.tree;
-    let mut stages = Vec::new();
-    let plan = asm
-        .module_plan
-        .as_ref()
-        .ok_or_else(|| needs_kernel(r, anyhow::anyhow!("the recipe has no [kernel] table")))?;
-    let kernel = crate::kernel::find(tree).map_err(|e| needs_kernel(r, e))?;
-    let vmlinuz = file_bytes(tree, &kernel.vmlinuz_path, "kernel")?;
-    let stub = file_bytes(tree, STUB, "systemd EFI stub").map_err(|e| {
-        r.origin_of("packages.include").wrap(
-            e.context("add systemd-boot-efi to packages.include (the UKI is built on its stub)"),
-        )
-    })?;
-    let os_release = file_bytes(tree, "usr/lib/os-release", "os-release")?;
-
-    let initrd = build_initrd(r, asm, plan, &bundled.init, cache, rep, &mut stages)?;
-
+    let boot = BootInputs::of(r, asm)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let staging = tempfile::Builder::new()
         .prefix(".slipway-disk-")
         .tempdir_in(out)
         .with_context(|| format!("creating a staging directory in {}", out.display()))?;
-
-    let (fs_kind, root_bytes) = write_root_fs(
+    let stage_cache = crate::io::stage_cache::StageCache::open(cache)?;
+    let root_t = root_tree(&asm.tree, &bundled.agent, epoch)?;
+    let (initrd, root) = initrd_and_root(
         r,
-        tree,
-        &bundled.agent,
-        epoch,
+        asm,
+        &boot,
+        bundled,
+        cache,
         staging.path(),
+        &stage_cache,
+        &root_t,
         rep,
-        &mut stages,
+        c,
     )?;
-
+    let cmdline = kernel_cmdline(r, &root.root_hash);
     let t = Instant::now();
-    let verity = verity_of(&root_bytes)?;
-    let root_hash = verity.root_hash.clone();
-    stages.push(("verity".to_string(), t.elapsed().as_secs_f64()));
-
-    let t = Instant::now();
-    let cmdline = kernel_cmdline(r, &root_hash);
     let uki = crate::disk::uki::build_uki(&crate::disk::uki::Parts {
-        stub,
-        kernel: vmlinuz,
+        stub: boot.stub,
+        kernel: boot.vmlinuz,
         initrd: &initrd.bytes,
         cmdline: &cmdline,
-        os_release,
-        uname: Some(&kernel.version),
+        os_release: boot.os_release,
+        uname: Some(&boot.kernel.version),
     })?;
-    stages.push(("uki".to_string(), t.elapsed().as_secs_f64()));
-
-    let t = Instant::now();
-    let hash_bytes = crate::io::hash::unhex(&root_hash)?;
+    c.since("uki", t);
+    let hash_bytes = crate::io::hash::unhex(&root.root_hash)?;
     let ids = derive(&[b"slipway-disk", &hash_bytes]);
     let esp_size = r.disk.esp_size.map(|s| s.0).unwrap_or(DEFAULT_ESP);
     let var_size = r.disk.var_size.map(|s| s.0).unwrap_or(DEFAULT_VAR);
+    let t = Instant::now();
     let esp = write_esp(r, &uki, esp_size, (&ids, epoch), staging.path())?;
-    stages.push(("esp".to_string(), t.elapsed().as_secs_f64()));
-
+    c.since("esp", t);
     let t = Instant::now();
     let var_img = write_var(staging.path(), var_size, &hash_bytes, epoch)?;
-    stages.push(("var".to_string(), t.elapsed().as_secs_f64()));
-
+    c.since("var", t);
     let t = Instant::now();
     let stage = rep.stage("writing the disk image");
-    let contents = Contents {
+    let contents = crate::disk::layout::Contents {
         esp: &esp,
-        root: &root_bytes,
-        verity: &verity.hash_image,
+        root: &root.bytes,
+        verity: &root.verity,
         var: &var_img,
     };
-    let sizes = (esp_size, var_size);
-    let (disk_path, partitions, disk_sha, disk_size) =
-        write_gpt_disk(r, &contents, sizes, &hash_bytes, &ids[16..], out)?;
+    let (disk_path, partitions, disk_sha, disk_size) = crate::disk::layout::write_gpt_disk(
+        r,
+        &contents,
+        (esp_size, var_size),
+        &hash_bytes,
+        &ids[16..],
+        out,
+    )?;
     stage.done(format!(
         "{:.1} MB: ESP {:.1}, root {:.1}, verity {:.2}, var {:.0} MB",
         disk_size as f64 / 1e6,
         esp_size as f64 / 1e6,
-        root_bytes.len() as f64 / 1e6,
-        verity.hash_image.len() as f64 / 1e6,
+        root.bytes.len() as f64 / 1e6,
+        root.verity.len() as f64 / 1e6,
         var_size as f64 / 1e6
     ));
-    stages.push(("disk".to_string(), t.elapsed().as_secs_f64()));
-
+    c.since("disk", t);
     let disk_out = crate::output::Output {
         kind: "disk-raw".into(),
         path: disk_path.display().to_string(),
@@ -483,23 +415,71 @@ pub fn build(
     };
     let files = [
         ("uki.efi", "uki", &uki[..]),
-        ("vmlinuz", "kernel", vmlinuz),
+        ("vmlinuz", "kernel", boot.vmlinuz),
         ("initrd", "initramfs", &initrd.bytes[..]),
     ];
     let outputs = write_boot_files(out, disk_out, &files)?;
     Ok(Written {
         disk: HostDisk {
-            kernel: kernel.version.clone(),
-            root_hash,
+            kernel: boot.kernel.version.clone(),
+            root_hash: root.root_hash,
             cmdline,
-            root_fs: fs_name(fs_kind).into(),
+            root_fs: fs_name(root.kind).into(),
             partitions,
             initramfs_modules: initrd.modules,
             disk_size,
-            stages,
         },
         outputs,
     })
+}
+
+/// The initramfs and the root image (with its verity tree), which need nothing of each
+/// other, built side by side.
+#[allow(clippy::too_many_arguments)]
+fn initrd_and_root(
+    r: &Recipe,
+    asm: &crate::assemble::Assembled,
+    boot: &BootInputs,
+    bundled: &Bundled,
+    cache: &Path,
+    staging: &Path,
+    stage_cache: &crate::io::stage_cache::StageCache,
+    root_t: &Tree,
+    rep: &crate::io::progress::Reporter,
+    c: &mut crate::output::Collector,
+) -> Result<(
+    crate::disk::initramfs::Initramfs,
+    crate::disk::root::RootImage,
+)> {
+    let (initrd, root) = std::thread::scope(|s| {
+        let initrd = s.spawn(|| {
+            let t = Instant::now();
+            build_initrd(r, asm, boot.plan, &bundled.init, cache, rep).map(|i| (i, t.elapsed()))
+        });
+        let t = Instant::now();
+        let stage = rep.stage("writing the root file system");
+        let mut warnings = Vec::new();
+        let root =
+            crate::disk::root::build(r, root_t, asm.epoch, staging, stage_cache, &mut warnings);
+        if let Ok(img) = &root {
+            stage.done(format!(
+                "{} entries, {:.1} MB",
+                img.entries,
+                img.bytes.len() as f64 / 1e6
+            ));
+        }
+        let initrd = initrd
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("building the initramfs panicked")));
+        (initrd, root.map(|img| (img, t.elapsed(), warnings)))
+    });
+    let (initrd, t_initrd) = initrd?;
+    let (root, t_root, warnings) = root?;
+    c.time("initramfs", t_initrd.as_secs_f64());
+    c.time("root", t_root.as_secs_f64());
+    c.warn(warnings);
+    crate::io::faults::point("disk")?;
+    Ok((initrd, root))
 }
 
 /// The initramfs of the host image (slipway-init `init` and the boot modules of `plan`),
@@ -511,9 +491,7 @@ fn build_initrd(
     init: &[u8],
     cache: &Path,
     rep: &crate::io::progress::Reporter,
-    stages: &mut Vec<(String, f64)>,
 ) -> Result<crate::disk::initramfs::Initramfs> {
-    let t = Instant::now();
     let stage = rep.stage("building the initramfs");
     let initrd = crate::disk::initramfs::build_cached(
         &asm.tree,
@@ -529,18 +507,7 @@ fn build_initrd(
         initrd.modules.len(),
         initrd.bytes.len() as f64 / 1e6
     ));
-    stages.push(("initramfs".to_string(), t.elapsed().as_secs_f64()));
     Ok(initrd)
-}
-
-/// The dm-verity hash tree of `root`, its salt and UUID derived from its content.
-fn verity_of(root: &[u8]) -> Result<crate::disk::verity::Verity> {
-    let content = Sha256::digest(root);
-    let salt = derive(&[b"slipway-verity-salt", &content]);
-    let vuuid = derive(&[b"slipway-verity-uuid", &content]);
-    let mut vuuid16 = [0u8; 16];
-    vuuid16.copy_from_slice(&vuuid[..16]);
-    crate::disk::verity::format(root, &salt, &vuuid16)
 }
 
 /// The ESP of `esp_size` holding `uki` at the removable-media path (volume id from
@@ -621,211 +588,6 @@ fn fs_name(k: RootFs) -> &'static str {
     }
 }
 
-/// The read-only root file system of `r` (the tree with `agent`, see [`root_tree`]),
-/// written in `staging` and read back; returns its kind and bytes.
-fn write_root_fs(
-    r: &Recipe,
-    tree: &Tree,
-    agent: &[u8],
-    epoch: u64,
-    staging: &Path,
-    rep: &crate::io::progress::Reporter,
-    stages: &mut Vec<(String, f64)>,
-) -> Result<(RootFs, Vec<u8>)> {
-    let t = Instant::now();
-    let fs_kind = match r.disk.root_fs {
-        Some(RootFsName::Erofs) => RootFs::Erofs,
-        Some(RootFsName::SquashfsXz) => RootFs::SquashfsXz,
-        Some(RootFsName::Squashfs) | None => RootFs::SquashfsZstd,
-    };
-    let root = root_tree(tree, agent, epoch)?;
-    let stage = rep.stage("writing the root file system");
-    let seed = derive(&[b"slipway-root", r.name.as_bytes(), &epoch.to_le_bytes()]);
-    let mut fs_uuid = [0u8; 16];
-    fs_uuid.copy_from_slice(&seed[..16]);
-    let root_img = staging.join("root.img");
-    crate::disk::erofs::write_root(
-        &root,
-        fs_kind,
-        epoch,
-        &fs_uuid,
-        &r.debian.architecture,
-        &root_img,
-    )?;
-    let root_bytes =
-        std::fs::read(&root_img).with_context(|| format!("reading {}", root_img.display()))?;
-    stage.done(format!(
-        "{} entries, {:.1} MB",
-        root.len(),
-        root_bytes.len() as f64 / 1e6
-    ));
-    stages.push(("root".to_string(), t.elapsed().as_secs_f64()));
-    crate::io::faults::point("disk")?;
-    Ok((fs_kind, root_bytes))
-}
-
-/// The four partitions' contents, in table order.
-struct Contents<'a> {
-    /// The ESP image, streamed from its file.
-    esp: &'a Path,
-    root: &'a [u8],
-    verity: &'a [u8],
-    /// The /var file system image, streamed from its file.
-    var: &'a Path,
-}
-
-/// What goes into one partition: bytes in memory, or a file copied in pieces.
-enum Source<'a> {
-    Bytes(&'a [u8]),
-    File(&'a Path),
-}
-
-impl Source<'_> {
-    fn len(&self) -> Result<u64> {
-        match self {
-            Source::Bytes(b) => Ok(b.len() as u64),
-            Source::File(p) => Ok(std::fs::metadata(p)
-                .with_context(|| format!("reading {}", p.display()))?
-                .len()),
-        }
-    }
-
-    fn write_at(&self, f: &std::fs::File, offset: u64, what: &str) -> Result<()> {
-        match self {
-            Source::Bytes(b) => write_sparse(f, b, offset, what),
-            Source::File(p) => copy_sparse(f, p, offset, what),
-        }
-    }
-}
-
-/// Copies the file `src` into `f` at `offset` without holding it in memory: only its
-/// data regions are read (`SEEK_DATA`/`SEEK_HOLE`; the whole file where the file system
-/// cannot say), in 1 MiB pieces, and all-zero blocks are skipped as in [`write_sparse`].
-fn copy_sparse(f: &std::fs::File, src: &Path, offset: u64, what: &str) -> Result<()> {
-    use nix::unistd::{lseek, Whence};
-    use std::os::fd::AsRawFd;
-    let s = std::fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
-    let len = s.metadata()?.len();
-    let fd = s.as_raw_fd();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    while pos < len {
-        let start = match lseek(fd, pos as i64, Whence::SeekData) {
-            Ok(d) => d as u64,
-            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
-            Err(_) => pos,                          // no SEEK_DATA here: read it all
-        };
-        let end = lseek(fd, start as i64, Whence::SeekHole).map_or(len, |h| h as u64);
-        let mut p = start;
-        while p < end {
-            let n = ((end - p) as usize).min(buf.len());
-            s.read_exact_at(&mut buf[..n], p)
-                .with_context(|| format!("reading {}", src.display()))?;
-            write_sparse(f, &buf[..n], offset + p, what)?;
-            p += n as u64;
-        }
-        pos = end;
-    }
-    Ok(())
-}
-
-/// Lays out the GPT of `r`'s disk around `c` (ESP and /var of `sizes`; partition UUIDs
-/// from the root hash `hash_bytes`, the disk GUID from `disk_id`) and writes `disk.raw`
-/// into `out`, sparse and atomic. Returns the file, its partitions, sha256 and size.
-fn write_gpt_disk(
-    r: &Recipe,
-    c: &Contents,
-    sizes: (u64, u64),
-    hash_bytes: &[u8],
-    disk_id: &[u8],
-    out: &Path,
-) -> Result<(PathBuf, Vec<PartitionInfo>, String, u64)> {
-    let (root_type, verity_type) = match r.debian.architecture.as_str() {
-        "amd64" => (gpt::types::ROOT_X86_64, gpt::types::ROOT_VERITY_X86_64),
-        "arm64" => (gpt::types::ROOT_ARM64, gpt::types::ROOT_VERITY_ARM64),
-        a => {
-            return Err(r.origin_of("debian.architecture").err(format!(
-                "host images for {a} are not supported yet (amd64, arm64)"
-            )))
-        }
-    };
-    let half = |h: &[u8]| {
-        let mut b = [0u8; 16];
-        b.copy_from_slice(h);
-        Guid::from_uuid_bytes(b)
-    };
-    const READ_ONLY: u64 = 1 << 60;
-    let suffix = if r.debian.architecture == "arm64" {
-        "arm64"
-    } else {
-        "x86-64"
-    };
-    let wants = [
-        Want {
-            type_guid: gpt::types::ESP,
-            uuid: Guid::from_hash(&derive(&[b"slipway-esp", hash_bytes])),
-            name: "esp".into(),
-            size: sizes.0,
-            attributes: 0,
-        },
-        Want {
-            type_guid: root_type,
-            uuid: half(&hash_bytes[..16]),
-            name: format!("root-{suffix}"),
-            size: mib_up(c.root.len() as u64),
-            attributes: READ_ONLY,
-        },
-        Want {
-            type_guid: verity_type,
-            uuid: half(&hash_bytes[16..]),
-            name: format!("root-{suffix}-verity"),
-            size: mib_up(c.verity.len() as u64),
-            attributes: READ_ONLY,
-        },
-        Want {
-            type_guid: gpt::types::VAR,
-            uuid: Guid::from_hash(&derive(&[b"slipway-var", hash_bytes])),
-            name: "var".into(),
-            size: sizes.1,
-            attributes: 0,
-        },
-    ];
-    let layout = gpt::layout(Guid::from_hash(disk_id), &wants, 0)?;
-    let disk_path = out.join("disk.raw");
-    let mut af = crate::io::atomic::AtomicFile::create(&disk_path)?;
-    {
-        let file = af.file();
-        file.set_len(layout.size)
-            .with_context(|| format!("sizing {}", disk_path.display()))?;
-        layout.write_table(file)?;
-    }
-    let contents = [
-        (Source::File(c.esp), "the ESP"),
-        (Source::Bytes(c.root), "the root file system"),
-        (Source::Bytes(c.verity), "the verity hash tree"),
-        (Source::File(c.var), "the /var file system"),
-    ];
-    let mut partitions = Vec::new();
-    for (p, (data, what)) in layout.partitions.iter().zip(contents) {
-        let len = data.len()?;
-        if len > p.size() {
-            bail!("{what} ({len} bytes) does not fit its partition");
-        }
-        data.write_at(af.file(), p.offset(), what)?;
-        partitions.push(PartitionInfo {
-            name: p.name.clone(),
-            type_guid: p.type_guid.to_text(),
-            uuid: p.uuid.to_text(),
-            offset: p.offset(),
-            size: p.size(),
-            content: len,
-        });
-    }
-    af.commit()?;
-    let (disk_sha, disk_size) = crate::io::hash::sha256_file(&disk_path)?;
-    Ok((disk_path, partitions, disk_sha, disk_size))
-}
-
 /// The output directory's disk image, for commands that take `DIR` (boot, test).
 pub fn disk_in(dir: &Path) -> PathBuf {
     dir.join("disk.raw")
@@ -834,43 +596,6 @@ pub fn disk_in(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_sparse_file_is_copied_by_its_data_and_stays_sparse() {
-        use std::os::unix::fs::MetadataExt;
-        let d = tempfile::tempdir().unwrap();
-        // 64 MiB with data at the start, at 5 MiB (crossing a 1 MiB piece) and at the end.
-        let src = d.path().join("var.img");
-        let f = std::fs::File::create(&src).unwrap();
-        f.set_len(64 << 20).unwrap();
-        f.write_all_at(b"start", 0).unwrap();
-        f.write_all_at(&[7u8; 8192], (5 << 20) - 4096).unwrap();
-        f.write_all_at(b"end", (64 << 20) - 3).unwrap();
-        drop(f);
-        let dst = d.path().join("disk.raw");
-        let out = std::fs::File::options()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&dst)
-            .unwrap();
-        out.set_len((64 << 20) + (1 << 20)).unwrap();
-        copy_sparse(&out, &src, 1 << 20, "the test file system").unwrap();
-        let got = std::fs::read(&dst).unwrap();
-        let want = std::fs::read(&src).unwrap();
-        assert!(got[..1 << 20].iter().all(|b| *b == 0));
-        assert!(
-            got[1 << 20..] == want[..],
-            "the copy differs from its source"
-        );
-        // Only the written blocks are allocated (st_blocks counts 512-byte units).
-        let allocated = std::fs::metadata(&dst).unwrap().blocks() * 512;
-        assert!(
-            allocated < 1 << 20,
-            "{allocated} bytes allocated: not sparse"
-        );
-    }
 
     fn host(text: &str) -> (tempfile::TempDir, Recipe) {
         let d = tempfile::tempdir().unwrap();

@@ -23,7 +23,7 @@ pub struct Options {
 }
 
 /// What a fetch did.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Packages already in the cache.
     pub cached: usize,

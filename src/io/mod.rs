@@ -6,4 +6,6 @@ pub mod faults;
 pub mod hash;
 pub mod progress;
 pub mod signals;
+pub mod sparse;
+pub mod stage_cache;
 pub mod staging;

@@ -127,33 +127,7 @@ pub fn plan(cat: &Catalog, requests: &[String]) -> Result<ModulePlan> {
                     name: b,
                     requested_by: label.clone(),
                 }),
-                Resolved::Missing => {
-                    let asked = if label == name {
-                        format!("module \"{name}\"")
-                    } else {
-                        format!("feature \"{r}\" asks for module \"{name}\", which")
-                    };
-                    let hint = match cat.suggest(&name).as_slice() {
-                        [] => String::new(),
-                        s => format!("; did you mean {}?", s.join(", ")),
-                    };
-                    let features = if features::feature(r).is_none() {
-                        format!(
-                            " (features: {})",
-                            features::FEATURES
-                                .iter()
-                                .map(|f| f.name)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    } else {
-                        String::new()
-                    };
-                    bail!(
-                        "{asked} is neither a module nor built into kernel {}{hint}{features}",
-                        cat.kernel.version
-                    );
-                }
+                Resolved::Missing => return Err(missing(cat, r, &label, &name)),
             }
         }
         by_request.insert(normalize(r), resolved);
@@ -165,70 +139,8 @@ pub fn plan(cat: &Catalog, requests: &[String]) -> Result<ModulePlan> {
             }
             continue;
         }
-        let file = match cat.modules.get(&name) {
-            Some(f) => f.clone(),
-            None => bail!("internal error: {name} is not a loadable module"),
-        };
-        let info = cat.info(&name)?;
-        let mut deps = Vec::new();
-        for d in &info.depends {
-            match resolve(cat, d)? {
-                Resolved::Loadable(ms) => {
-                    for m in ms {
-                        deps.push(m.clone());
-                        work.push((m, name.clone()));
-                    }
-                }
-                Resolved::Builtin(_) => {}
-                Resolved::Missing => bail!(
-                    "{}: module {name} depends on {d}, which kernel {} does not have (a broken kernel package?)",
-                    file.path,
-                    cat.kernel.version
-                ),
-            }
-        }
-        let mut soft = |names: &[String],
-                        into: &mut Vec<String>,
-                        work: &mut Vec<(String, String)>|
-         -> Result<()> {
-            for s in names {
-                match resolve(cat, s)? {
-                    Resolved::Loadable(ms) => {
-                        for m in ms {
-                            into.push(m.clone());
-                            work.push((m, name.clone()));
-                        }
-                    }
-                    Resolved::Builtin(_) => {}
-                    Resolved::Missing => notes.push(format!(
-                        "{name}: soft dependency {s} exists nowhere in kernel {} (skipped, as modprobe does)",
-                        cat.kernel.version
-                    )),
-                }
-            }
-            Ok(())
-        };
-        let mut pre = Vec::new();
-        let mut post = Vec::new();
-        soft(&info.pre, &mut pre, &mut work)?;
-        soft(&info.post, &mut post, &mut work)?;
-        for v in [&mut deps, &mut pre, &mut post] {
-            v.sort();
-            v.dedup();
-        }
-        keep.insert(
-            name.clone(),
-            Module {
-                name,
-                path: file.path,
-                rel: file.rel,
-                size: file.size,
-                deps,
-                pre,
-                post,
-                why: vec![why],
-            },
-        );
+        let m = visit(cat, name.clone(), why, &mut work, &mut notes)?;
+        keep.insert(name, m);
     }
     let (total_count, total_bytes) = cat.totals();
     let mut keep: Vec<Module> = keep.into_values().collect();
@@ -249,6 +161,108 @@ pub fn plan(cat: &Catalog, requests: &[String]) -> Result<ModulePlan> {
         notes,
         requested: requests.to_vec(),
         requests: by_request,
+    })
+}
+
+/// Why `name`, asked for under `label` by the request `r`, is not in `cat`'s kernel.
+fn missing(cat: &Catalog, r: &str, label: &str, name: &str) -> anyhow::Error {
+    let asked = if label == name {
+        format!("module \"{name}\"")
+    } else {
+        format!("feature \"{r}\" asks for module \"{name}\", which")
+    };
+    let hint = match cat.suggest(name).as_slice() {
+        [] => String::new(),
+        s => format!("; did you mean {}?", s.join(", ")),
+    };
+    let features = if features::feature(r).is_none() {
+        format!(
+            " (features: {})",
+            features::FEATURES
+                .iter()
+                .map(|f| f.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        String::new()
+    };
+    anyhow::anyhow!(
+        "{asked} is neither a module nor built into kernel {}{hint}{features}",
+        cat.kernel.version
+    )
+}
+
+/// The kept module `name` (kept because of `why`), with its dependencies and soft
+/// dependencies pushed onto `work`; soft dependencies that exist nowhere go into
+/// `notes`.
+fn visit(
+    cat: &Catalog,
+    name: String,
+    why: String,
+    work: &mut Vec<(String, String)>,
+    notes: &mut Vec<String>,
+) -> Result<Module> {
+    let file = match cat.modules.get(&name) {
+        Some(f) => f.clone(),
+        None => bail!("internal error: {name} is not a loadable module"),
+    };
+    let info = cat.info(&name)?;
+    let mut deps = Vec::new();
+    for d in &info.depends {
+        match resolve(cat, d)? {
+            Resolved::Loadable(ms) => {
+                for m in ms {
+                    deps.push(m.clone());
+                    work.push((m, name.clone()));
+                }
+            }
+            Resolved::Builtin(_) => {}
+            Resolved::Missing => bail!(
+                "{}: module {name} depends on {d}, which kernel {} does not have (a broken kernel package?)",
+                file.path,
+                cat.kernel.version
+            ),
+        }
+    }
+    let mut soft = |names: &[String],
+                    into: &mut Vec<String>,
+                    work: &mut Vec<(String, String)>|
+     -> Result<()> {
+        for s in names {
+            match resolve(cat, s)? {
+                Resolved::Loadable(ms) => {
+                    for m in ms {
+                        into.push(m.clone());
+                        work.push((m, name.clone()));
+                    }
+                }
+                Resolved::Builtin(_) => {}
+                Resolved::Missing => notes.push(format!(
+                    "{name}: soft dependency {s} exists nowhere in kernel {} (skipped, as modprobe does)",
+                    cat.kernel.version
+                )),
+            }
+        }
+        Ok(())
+    };
+    let mut pre = Vec::new();
+    let mut post = Vec::new();
+    soft(&info.pre, &mut pre, work)?;
+    soft(&info.post, &mut post, work)?;
+    for v in [&mut deps, &mut pre, &mut post] {
+        v.sort();
+        v.dedup();
+    }
+    Ok(Module {
+        name,
+        path: file.path,
+        rel: file.rel,
+        size: file.size,
+        deps,
+        pre,
+        post,
+        why: vec![why],
     })
 }
 

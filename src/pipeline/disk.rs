@@ -1,0 +1,81 @@
+//! The disk stage: consumes a host recipe's assembled tree, produces `disk.raw` and the
+//! boot files ([`crate::disk::image`]), the disk formats asked for, their sidecars and
+//! `manifest.json`.
+
+use super::Context;
+use crate::assemble::Assembled;
+use crate::lock::Lock;
+use crate::output::{Collector, HostDisk, Output};
+use crate::recipe::Recipe;
+use anyhow::{Context as _, Result};
+use std::path::Path;
+
+/// What the disk stage reads.
+pub(super) struct Inputs<'a> {
+    /// The host recipe.
+    pub r: &'a Recipe,
+    /// Its tree.
+    pub asm: &'a Assembled,
+    /// The programs that go into the image.
+    pub init: &'a crate::disk::image::Bundled,
+    /// The formats derived from `disk.raw`.
+    pub formats: &'a [&'static dyn crate::formats::DiskFormat],
+    /// Its lock (for the manifest's package list).
+    pub lock: &'a Lock,
+}
+
+/// Writes the disk, its formats, their sidecars and the manifest into `out`.
+pub(super) fn stage(ctx: &Context, d: &Inputs, out: &Path, c: &mut Collector) -> Result<HostDisk> {
+    let epoch = d.asm.epoch;
+    let w = crate::disk::image::build(d.r, d.asm, d.init, ctx.cache.root(), out, &ctx.rep, c)?;
+    let raw_out = w
+        .outputs
+        .iter()
+        .find(|o| o.kind == "disk-raw")
+        .context("the disk stage wrote no disk.raw")?
+        .clone();
+    for o in &w.outputs {
+        c.output(o.clone());
+    }
+    let mut sidecars = vec![raw_out.clone()];
+    sidecars.extend(formats(ctx, d.formats, &raw_out, epoch, out, c)?);
+    crate::io::faults::point("formats")?;
+    for o in &sidecars {
+        if let Some(p) = crate::formats::sidecar::write(d.r, &w.disk, epoch, o)? {
+            c.output(Output::of_file("sidecar", &p)?);
+        }
+    }
+    let m = crate::disk::manifest::write(d.r, d.lock, &w.disk, epoch, &c.outputs, out)?;
+    c.output(Output::of_file("manifest", &m)?);
+    Ok(w.disk)
+}
+
+/// Each of `formats`, converted from `raw` (the record of `disk.raw`) into `out`.
+fn formats(
+    ctx: &Context,
+    formats: &[&'static dyn crate::formats::DiskFormat],
+    raw: &Output,
+    epoch: u64,
+    out: &Path,
+    c: &mut Collector,
+) -> Result<Vec<Output>> {
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(&crate::io::hash::unhex(&raw.sha256)?);
+    let raw_path = crate::disk::image::disk_in(out);
+    let src = crate::formats::Source {
+        raw: &raw_path,
+        digest,
+        epoch,
+    };
+    let mut written = Vec::new();
+    for f in formats {
+        let t = std::time::Instant::now();
+        let stage = ctx.rep.stage(&format!("writing {}", f.file_name()));
+        let o = crate::formats::write(*f, &src, out)?;
+        stage.done(format!("{:.1} MB", o.size as f64 / 1e6));
+        written.push(o.clone());
+        c.output(o);
+        c.since(f.name(), t);
+    }
+    Ok(written)
+}
