@@ -9,5 +9,6 @@ pub mod gpt;
 pub mod image;
 pub mod initramfs;
 pub mod manifest;
+pub mod squashfs;
 pub mod uki;
 pub mod verity;
