@@ -138,12 +138,17 @@ impl<'p, 't> Emitter<'p, 't> {
         let bytes = match &e.kind {
             Kind::File(_) => {
                 let Some(&i) = self.content.get(&node) else {
-                    bail!("/{}: file content was not written", self.plan.nodes[node].path);
+                    bail!(
+                        "/{}: file content was not written",
+                        self.plan.nodes[node].path
+                    );
                 };
                 inode::file(&common, &self.files[i])
             }
             Kind::Symlink(t) => inode::symlink(&common, t),
-            Kind::CharDevice(a, b) => inode::device(&common, InodeType::CharDevice, encode_dev(*a, *b)),
+            Kind::CharDevice(a, b) => {
+                inode::device(&common, InodeType::CharDevice, encode_dev(*a, *b))
+            }
             Kind::BlockDevice(a, b) => {
                 inode::device(&common, InodeType::BlockDevice, encode_dev(*a, *b))
             }

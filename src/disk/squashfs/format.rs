@@ -68,17 +68,6 @@ impl InodeType {
     pub fn extended(self) -> u16 {
         self as u16 + 7
     }
-    /// The `S_IFMT` bits of the type.
-    pub fn mode_bits(self) -> u16 {
-        match self {
-            InodeType::Dir => 0o040000,
-            InodeType::File => 0o100000,
-            InodeType::Symlink => 0o120000,
-            InodeType::BlockDevice => 0o060000,
-            InodeType::CharDevice => 0o020000,
-            InodeType::Fifo => 0o010000,
-        }
-    }
 }
 
 /// The device number as squashfs stores it (the kernel's `new_encode_dev`).

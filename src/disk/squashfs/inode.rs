@@ -32,7 +32,8 @@ fn header(kind: InodeType, extended: bool, c: &Common) -> Vec<u8> {
     } else {
         kind.basic()
     });
-    b.put16(kind.mode_bits() | (c.mode & 0o7777));
+    // Permission bits only: the type is the inode's (squashfs_fs.h `SQUASHFS_MODE`).
+    b.put16(c.mode & 0o7777);
     b.put16(c.uid);
     b.put16(c.gid);
     b.put32(c.mtime);
@@ -158,11 +159,15 @@ mod tests {
         let b = file(&common(1, NONE_U32), &f);
         assert_eq!(b.len(), 16 + 16 + 8);
         assert_eq!(u16::from_le_bytes([b[0], b[1]]), 2);
-        assert_eq!(u16::from_le_bytes([b[2], b[3]]), 0o104755);
+        assert_eq!(u16::from_le_bytes([b[2], b[3]]), 0o4755);
         let b = file(&common(2, NONE_U32), &f);
         assert_eq!(u16::from_le_bytes([b[0], b[1]]), 9);
         assert_eq!(b.len(), 16 + 40 + 8);
-        assert_eq!(u32::from_le_bytes(b[40..44].try_into().unwrap()), 2, "nlink");
+        assert_eq!(
+            u32::from_le_bytes(b[40..44].try_into().unwrap()),
+            2,
+            "nlink"
+        );
     }
 
     #[test]

@@ -153,7 +153,8 @@ pub fn write<W: Write + Seek>(tree: &Tree, out: &mut W, opts: &Options) -> Resul
         },
     )?;
     let root_inode = em.root()?;
-    let (mut sb, xattr_sets) = table::write_tables(&mut sink, &mut em, &plan, &data.fragments, &id_list)?;
+    let (mut sb, xattr_sets) =
+        table::write_tables(&mut sink, &mut em, &plan, &data.fragments, &id_list)?;
     sb.inodes = plan.inodes;
     sb.mkfs_time = epoch;
     sb.block_size = opts.block_size;
@@ -200,6 +201,10 @@ fn id_table(plan: &plan::Plan) -> Result<(Vec<u32>, HashMap<u32, u16>)> {
         );
     }
     let list: Vec<u32> = set.into_iter().collect();
-    let map = list.iter().enumerate().map(|(i, v)| (*v, i as u16)).collect();
+    let map = list
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (*v, i as u16))
+        .collect();
     Ok((list, map))
 }

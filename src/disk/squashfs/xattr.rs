@@ -116,7 +116,10 @@ mod tests {
         assert_eq!(x.id(&mut c, &caps, "c").unwrap(), 0);
         let acl = BTreeMap::from([("system.posix_acl_access".to_string(), vec![2])]);
         let e = x.id(&mut c, &acl, "etc/x").unwrap_err().to_string();
-        assert!(e.starts_with("/etc/x: extended attribute \"system.posix_acl_access\""), "{e}");
+        assert!(
+            e.starts_with("/etc/x: extended attribute \"system.posix_acl_access\""),
+            "{e}"
+        );
         let t = x.finish(&mut c).unwrap().unwrap();
         assert_eq!(t.count, 2);
         // The second set starts after the first: 2+2+10 name + 4+3 value = 21 bytes.
