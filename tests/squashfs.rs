@@ -608,3 +608,105 @@ fn as_nobody_the_image_is_the_same() {
         "uid 65534 wrote other bytes than root"
     );
 }
+
+/// The containerd-host root tree as the disk stage makes it (`disk::image::root_tree`
+/// of the assembled recipe, with the agent), and its epoch.
+fn containerd_host_root() -> (Tree, u64) {
+    let t = Instant::now();
+    let r = slipway::recipe::Recipe::load(
+        &common::fixtures::recipes_dir().join("containerd-host.toml"),
+    )
+    .unwrap();
+    let ctx = slipway::pipeline::Context {
+        cache: slipway::fetch::cache::Cache::open(Some(shared_cache())).unwrap(),
+        rep: slipway::io::progress::Reporter::quiet(),
+        offline: false,
+        locked: false,
+        artifact_dirs: vec![],
+        vendor: None,
+    };
+    let (asm, _) = slipway::pipeline::assembled(&ctx, &r).unwrap();
+    let bundled = slipway::disk::image::Bundled::find().unwrap();
+    let tree = slipway::disk::image::root_tree(&asm.tree, &bundled.agent, asm.epoch).unwrap();
+    eprintln!(
+        "containerd-host root tree: {} entries, {:.1} MB, assembled in {:.1} s",
+        tree.len(),
+        tree.content_size() as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    (tree, asm.epoch)
+}
+
+/// `docker load -i archive`: the image's name.
+fn docker_load(archive: &Path) -> String {
+    require_tool("docker", "docker.io");
+    let o = run(Command::new("docker").args(["load", "-i"]).arg(archive));
+    o.lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .unwrap_or_else(|| panic!("docker load printed no image: {o}"))
+        .trim()
+        .to_string()
+}
+
+/// trixie's `unsquashfs -lln` of `img`, from the image of
+/// `tests/squashfs/unsquashfs-trixie.toml` under Docker.
+fn trixie_listing(img: &Path) -> BTreeMap<String, Row> {
+    let recipe =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/squashfs/unsquashfs-trixie.toml");
+    let out = common::fixtures::build(recipe.to_str().unwrap(), &["--format", "oci-archive"]);
+    let image = docker_load(&out.join("image.tar"));
+    let text = run(Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "-e", "TZ=UTC", "-v"])
+        .arg(format!("{}:/image.sqfs:ro", img.display()))
+        .arg(&image)
+        .args(["-lln", "/image.sqfs"]));
+    assert!(
+        text.contains("squashfs-root"),
+        "trixie's unsquashfs listed nothing:\n{text}"
+    );
+    parse_listing(&text)
+}
+
+#[test]
+fn containerd_host_root_reads_back_in_bookworm_and_trixie() {
+    require_root("reading the image through the kernel");
+    let (tree, epoch) = containerd_host_root();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("root.sqfs");
+    let opts = Options::root(epoch);
+    let t = Instant::now();
+    let s = write_image(&tree, &opts, &img);
+    eprintln!("native: {s:?} in {:.2} s", t.elapsed().as_secs_f64());
+    let again = d.path().join("again.sqfs");
+    write_image(&tree, &opts, &again);
+    assert!(
+        fs::read(&img).unwrap() == fs::read(&again).unwrap(),
+        "a second write differs"
+    );
+    fs::remove_file(&again).unwrap();
+
+    let want = expected(&tree, epoch, Times::Epoch);
+    let t = Instant::now();
+    assert_same_listing(
+        "bookworm's unsquashfs -lln",
+        &unsquashfs_listing(&img),
+        &want,
+    );
+    eprintln!(
+        "bookworm listing checked in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    assert_same_listing("trixie's unsquashfs -lln", &trixie_listing(&img), &want);
+    eprintln!(
+        "trixie listing checked in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let mnt = Mount::new(&img, &d.path().join("mnt"));
+    assert_kernel_reads(&tree, &mnt.0, epoch, Times::Epoch, None);
+    eprintln!(
+        "kernel read everything in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+}
