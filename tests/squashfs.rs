@@ -710,3 +710,100 @@ fn containerd_host_root_reads_back_in_bookworm_and_trixie() {
         t.elapsed().as_secs_f64()
     );
 }
+
+/// Median of `runs` timings of `f` (seconds), and its last result.
+fn timed<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        last = Some(f());
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], last.unwrap())
+}
+
+/// Time and size of the native writer beside mksquashfs on containerd-host's root:
+/// `bench/squashfs.sh` runs it and prints its `bench:` lines. mksquashfs runs with the
+/// host image's flags (`disk::erofs::write_root`), alone on a staged tree, and as the
+/// whole path it replaces (staging + mksquashfs + padding).
+#[test]
+#[ignore = "a benchmark: bench/squashfs.sh"]
+fn bench_native_beside_mksquashfs() {
+    require_root("staging the tree with its owners for mksquashfs");
+    require_tool("mksquashfs", "squashfs-tools");
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let (tree, epoch) = containerd_host_root();
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let native = d.path().join("native.sqfs");
+    let (native_s, summary) = timed(runs, || write_image(&tree, &Options::root(epoch), &native));
+    let staged = d.path().join("staged");
+    let (stage_s, _) = timed(1, || {
+        slipway::writers::dir::write_tree(&tree, &staged).unwrap()
+    });
+    let tool = d.path().join("mksquashfs.sqfs");
+    let (tool_s, ()) = timed(runs, || {
+        run(Command::new("mksquashfs")
+            .arg(&staged)
+            .arg(&tool)
+            .args(["-comp", "zstd", "-Xcompression-level", "3", "-b", "131072"])
+            .args([
+                "-noappend",
+                "-no-xattrs",
+                "-reproducible",
+                "-quiet",
+                "-no-progress",
+            ])
+            .env("SOURCE_DATE_EPOCH", epoch.to_string()));
+    });
+    let path = d.path().join("path.sqfs");
+    let (path_s, _) = timed(runs, || {
+        slipway::disk::erofs::write_root(
+            &tree,
+            slipway::disk::erofs::RootFs::SquashfsZstd,
+            epoch,
+            &[0; 16],
+            "amd64",
+            &path,
+        )
+        .unwrap()
+    });
+    let tool_size = fs::metadata(&tool).unwrap().len();
+    let version = run(Command::new("mksquashfs").arg("-version"));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "bench: containerd-host root: {} entries, {:.1} MB of files; {cpus} CPUs; median of {runs}",
+        tree.len(),
+        tree.content_size() as f64 / 1e6
+    );
+    println!(
+        "bench: native writer        {:>12} bytes  {native_s:6.2} s",
+        summary.size
+    );
+    println!(
+        "bench: {:<20} {tool_size:>12} bytes  {tool_s:6.2} s  (on the staged tree)",
+        version
+            .lines()
+            .next()
+            .unwrap_or("mksquashfs")
+            .replace(" version", "")
+    );
+    println!(
+        "bench: staging the tree     {:>12}        {stage_s:6.2} s  (once)",
+        ""
+    );
+    println!(
+        "bench: today's path         {:>12} bytes  {path_s:6.2} s  (stage + mksquashfs + pad)",
+        fs::metadata(&path).unwrap().len()
+    );
+    println!(
+        "bench: native / mksquashfs: size {:.3}x, time {:.2}x; native / today's path: time {:.2}x",
+        summary.size as f64 / tool_size as f64,
+        native_s / tool_s,
+        native_s / path_s
+    );
+}
