@@ -4,7 +4,7 @@
 //! the tails of larger ones) are packed together into fragment blocks; a file whose
 //! bytes equal an earlier file's shares that file's blocks, as mksquashfs does.
 
-use super::compress::Compressor;
+use super::compress::{Compressor, Packed};
 use super::format::DATA_UNCOMPRESSED;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
@@ -55,11 +55,23 @@ pub struct FileData {
 /// Fragment table entry: where a fragment block is and its stored size word.
 pub type FragmentEntry = (u64, u32);
 
+/// Blocks are compressed in batches of about this many bytes, spread over the threads.
+const BATCH: usize = 8 << 20;
+
+/// A file whose blocks wait for compression: None for a hole.
+struct Job<'t> {
+    file: usize,
+    blocks: Vec<Option<&'t [u8]>>,
+}
+
 /// Writes file contents into the data area.
 pub struct DataWriter<'t> {
     block_size: usize,
     tail_ends: bool,
-    comp: Compressor,
+    /// One compressor per thread; the first also compresses fragment blocks.
+    comps: Vec<Compressor>,
+    queue: Vec<Job<'t>>,
+    queued: usize,
     /// The fragment block being filled.
     pending: Vec<u8>,
     /// Finished fragment blocks.
@@ -71,14 +83,54 @@ pub struct DataWriter<'t> {
     pub duplicates: u64,
 }
 
+/// The size word of a stored data block.
+fn word(p: &Packed) -> u32 {
+    let len = p.bytes().len() as u32;
+    if p.is_compressed() {
+        len
+    } else {
+        len | DATA_UNCOMPRESSED
+    }
+}
+
+/// Compresses `blocks` in order, split into one contiguous run per compressor (each
+/// block on its own, so the bytes do not depend on the number of threads).
+fn pack_all<'a>(comps: &mut [Compressor], blocks: &[&'a [u8]]) -> Result<Vec<Packed<'a>>> {
+    if comps.len() == 1 || blocks.len() < 2 {
+        return blocks.iter().map(|b| comps[0].pack(b)).collect();
+    }
+    let per = blocks.len().div_ceil(comps.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = comps
+            .iter_mut()
+            .zip(blocks.chunks(per))
+            .map(|(c, run)| {
+                s.spawn(move || run.iter().map(|b| c.pack(b)).collect::<Result<Vec<_>>>())
+            })
+            .collect();
+        let mut out = Vec::with_capacity(blocks.len());
+        for h in handles {
+            let run = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a squashfs compression thread panicked"))??;
+            out.extend(run);
+        }
+        Ok(out)
+    })
+}
+
 impl<'t> DataWriter<'t> {
-    /// A writer for `block_size` blocks at zstd `level`; `tail_ends` puts the tails of
-    /// files larger than a block into fragments too.
-    pub fn new(block_size: u32, level: i32, tail_ends: bool) -> Result<Self> {
+    /// A writer for `block_size` blocks at zstd `level` on `threads` threads;
+    /// `tail_ends` puts the tails of files larger than a block into fragments too.
+    pub fn new(block_size: u32, level: i32, tail_ends: bool, threads: usize) -> Result<Self> {
         Ok(DataWriter {
             block_size: block_size as usize,
             tail_ends,
-            comp: Compressor::new(level)?,
+            comps: (0..threads.max(1))
+                .map(|_| Compressor::new(level))
+                .collect::<Result<_>>()?,
+            queue: Vec::new(),
+            queued: 0,
             pending: Vec::new(),
             fragments: Vec::new(),
             seen: HashMap::new(),
@@ -88,7 +140,7 @@ impl<'t> DataWriter<'t> {
     }
 
     /// Writes `data` (unless an identical file was written) and returns the index of
-    /// its [`FileData`].
+    /// its [`FileData`], which is complete once [`DataWriter::finish`] has run.
     pub fn file<W: Write>(&mut self, out: &mut Sink<W>, data: &'t [u8]) -> Result<usize> {
         if let Some(&i) = self.seen.get(data) {
             self.duplicates += 1;
@@ -104,54 +156,80 @@ impl<'t> DataWriter<'t> {
         };
         let mut f = FileData {
             size: data.len() as u64,
-            start: out.pos,
             ..FileData::default()
         };
-        for block in in_blocks.chunks(bs) {
-            if block.iter().all(|b| *b == 0) {
-                f.blocks.push(0);
-                f.sparse += block.len() as u64;
-                continue;
+        let blocks: Vec<Option<&[u8]>> = in_blocks
+            .chunks(bs)
+            .map(|b| (!b.iter().all(|x| *x == 0)).then_some(b))
+            .collect();
+        for (b, stored) in in_blocks.chunks(bs).zip(&blocks) {
+            match stored {
+                Some(_) => self.queued += b.len(),
+                None => f.sparse += b.len() as u64,
             }
-            let packed = self.comp.pack(block)?;
-            out.put(packed.bytes())?;
-            let len = packed.bytes().len() as u32;
-            f.blocks.push(if packed.is_compressed() {
-                len
-            } else {
-                len | DATA_UNCOMPRESSED
-            });
+        }
+        let index = self.files.len();
+        self.files.push(f);
+        self.queue.push(Job {
+            file: index,
+            blocks,
+        });
+        if self.queued >= BATCH {
+            self.flush_queue(out)?;
         }
         if to_fragment {
             if self.pending.len() + tail > bs {
                 self.flush_fragment(out)?;
             }
-            let index = self.fragments.len() as u32;
-            f.fragment = Some((index, self.pending.len() as u32));
+            self.files[index].fragment =
+                Some((self.fragments.len() as u32, self.pending.len() as u32));
             self.pending.extend_from_slice(&data[data.len() - tail..]);
         }
-        self.files.push(f);
-        self.seen.insert(data, self.files.len() - 1);
-        Ok(self.files.len() - 1)
+        self.seen.insert(data, index);
+        Ok(index)
     }
 
-    /// Writes the fragment block being filled, if any.
-    pub fn flush_fragment<W: Write>(&mut self, out: &mut Sink<W>) -> Result<()> {
+    /// Compresses and writes the queued blocks, in queue order.
+    fn flush_queue<W: Write>(&mut self, out: &mut Sink<W>) -> Result<()> {
+        let work: Vec<&[u8]> = self
+            .queue
+            .iter()
+            .flat_map(|j| j.blocks.iter().flatten().copied())
+            .collect();
+        let packed = pack_all(&mut self.comps, &work)?;
+        let mut packed = packed.iter();
+        for job in self.queue.drain(..) {
+            let f = &mut self.files[job.file];
+            f.start = out.pos;
+            for b in job.blocks {
+                let Some(p) = b.and_then(|_| packed.next()) else {
+                    f.blocks.push(0);
+                    continue;
+                };
+                out.put(p.bytes())?;
+                f.blocks.push(word(p));
+            }
+        }
+        self.queued = 0;
+        Ok(())
+    }
+
+    /// Writes the fragment block being filled, if any (after the queued blocks).
+    fn flush_fragment<W: Write>(&mut self, out: &mut Sink<W>) -> Result<()> {
+        self.flush_queue(out)?;
         if self.pending.is_empty() {
             return Ok(());
         }
         let block = std::mem::take(&mut self.pending);
-        let packed = self.comp.pack(&block)?;
-        let start = out.pos;
+        let packed = self.comps[0].pack(&block)?;
+        self.fragments.push((out.pos, word(&packed)));
         out.put(packed.bytes())?;
-        let len = packed.bytes().len() as u32;
-        let word = if packed.is_compressed() {
-            len
-        } else {
-            len | DATA_UNCOMPRESSED
-        };
-        self.fragments.push((start, word));
         Ok(())
+    }
+
+    /// Writes everything still queued and the last fragment block.
+    pub fn finish<W: Write>(&mut self, out: &mut Sink<W>) -> Result<()> {
+        self.flush_fragment(out)
     }
 }
 
@@ -162,12 +240,13 @@ mod tests {
     #[test]
     fn holes_blocks_fragments_and_duplicates() {
         let mut out = Sink::new(Vec::new(), 96);
-        let mut d = DataWriter::new(4096, 3, false).unwrap();
+        let mut d = DataWriter::new(4096, 3, false, 1).unwrap();
         // Two blocks of text, a hole, and a 100-byte tail: a block file without fragment.
         let mut big = b"0123456789abcdef".repeat(512);
         big.extend(vec![0u8; 4096]);
         big.extend(vec![b'z'; 100]);
         let i = d.file(&mut out, &big).unwrap();
+        d.flush_queue(&mut out).unwrap();
         let f = d.files[i].clone();
         assert_eq!(f.start, 96);
         assert_eq!(f.blocks.len(), 4);
@@ -183,9 +262,32 @@ mod tests {
         assert_eq!(d.files[a].fragment, Some((0, 0)));
         assert_eq!(d.files[b].fragment, Some((0, 5)));
         assert!(d.fragments.is_empty());
-        d.flush_fragment(&mut out).unwrap();
+        d.finish(&mut out).unwrap();
         assert_eq!(d.fragments.len(), 1);
         assert_eq!(d.fragments[0].0 + stored(d.fragments[0].1), out.pos);
+    }
+
+    #[test]
+    fn the_bytes_do_not_depend_on_the_threads() {
+        let files: Vec<Vec<u8>> = (0..40u8)
+            .map(|i| {
+                let mut v: Vec<u8> = (0..50_000u32 * u32::from(i % 7))
+                    .map(|x| (x % 251) as u8 ^ i)
+                    .collect();
+                v.extend(vec![0u8; 8192 * usize::from(i % 3)]);
+                v
+            })
+            .collect();
+        let write = |threads| {
+            let mut out = Sink::new(Vec::new(), 0);
+            let mut d = DataWriter::new(4096, 3, true, threads).unwrap();
+            for f in &files {
+                d.file(&mut out, f).unwrap();
+            }
+            d.finish(&mut out).unwrap();
+            (out.into_inner(), format!("{:?} {:?}", d.files, d.fragments))
+        };
+        assert!(write(1) == write(3));
     }
 
     fn stored(word: u32) -> u64 {

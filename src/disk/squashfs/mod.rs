@@ -128,7 +128,8 @@ pub fn write<W: Write + Seek>(tree: &Tree, out: &mut W, opts: &Options) -> Resul
         sink.put(&opts.level.to_le_bytes())?;
     }
 
-    let mut data = data::DataWriter::new(opts.block_size, opts.level, opts.tail_ends)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let mut data = data::DataWriter::new(opts.block_size, opts.level, opts.tail_ends, threads)?;
     let mut content = HashMap::new();
     for (i, n) in plan.nodes.iter().enumerate() {
         if let (true, Kind::File(c)) = (n.target == i, &plan.entry(i).kind) {
@@ -138,7 +139,7 @@ pub fn write<W: Write + Seek>(tree: &Tree, out: &mut W, opts: &Options) -> Resul
             content.insert(i, at);
         }
     }
-    data.flush_fragment(&mut sink)?;
+    data.finish(&mut sink)?;
 
     let (id_list, ids) = id_table(&plan)?;
     let mut em = emit::Emitter::new(
