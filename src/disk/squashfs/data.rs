@@ -76,11 +76,26 @@ pub struct DataWriter<'t> {
     pending: Vec<u8>,
     /// Finished fragment blocks.
     pub fragments: Vec<FragmentEntry>,
-    seen: HashMap<&'t [u8], usize>,
+    /// Files written so far by a cheap key (see [`key`]), to find identical ones.
+    seen: HashMap<(usize, [u8; 64]), Vec<usize>>,
+    /// The content of each entry of `files`.
+    contents: Vec<&'t [u8]>,
     /// Every distinct content written, by the index [`DataWriter::file`] returns.
     pub files: Vec<FileData>,
     /// Files that shared an earlier file's data.
     pub duplicates: u64,
+}
+
+/// A key that identical files share and most different files do not: the length and
+/// the first and last 32 bytes. Hashing whole files to find duplicates cost more than
+/// compressing them; files with one key are compared byte for byte.
+fn key(data: &[u8]) -> (usize, [u8; 64]) {
+    let mut k = [0u8; 64];
+    let head = data.len().min(32);
+    k[..head].copy_from_slice(&data[..head]);
+    let tail = data.len().min(32);
+    k[32..32 + tail].copy_from_slice(&data[data.len() - tail..]);
+    (data.len(), k)
 }
 
 /// The size word of a stored data block.
@@ -134,6 +149,7 @@ impl<'t> DataWriter<'t> {
             pending: Vec::new(),
             fragments: Vec::new(),
             seen: HashMap::new(),
+            contents: Vec::new(),
             files: Vec::new(),
             duplicates: 0,
         })
@@ -142,7 +158,12 @@ impl<'t> DataWriter<'t> {
     /// Writes `data` (unless an identical file was written) and returns the index of
     /// its [`FileData`], which is complete once [`DataWriter::finish`] has run.
     pub fn file<W: Write>(&mut self, out: &mut Sink<W>, data: &'t [u8]) -> Result<usize> {
-        if let Some(&i) = self.seen.get(data) {
+        let key = key(data);
+        let same = self
+            .seen
+            .get(&key)
+            .and_then(|c| c.iter().find(|&&i| self.contents[i] == data));
+        if let Some(&i) = same {
             self.duplicates += 1;
             return Ok(i);
         }
@@ -185,7 +206,8 @@ impl<'t> DataWriter<'t> {
                 Some((self.fragments.len() as u32, self.pending.len() as u32));
             self.pending.extend_from_slice(&data[data.len() - tail..]);
         }
-        self.seen.insert(data, index);
+        self.seen.entry(key).or_default().push(index);
+        self.contents.push(data);
         Ok(index)
     }
 
