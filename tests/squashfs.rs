@@ -485,6 +485,13 @@ fn every_kind_of_entry_reads_back_as_the_tree() {
         fs::read(&img).unwrap() == fs::read(&again).unwrap(),
         "a second write differs"
     );
+    // The atomic file writer gives the same bytes, and says what it wrote.
+    let (o, _) = squashfs::write_file(&tree, &d.path().join("atomic.sqfs"), &clamped()).unwrap();
+    assert_eq!(
+        o.sha256,
+        slipway::io::hash::sha256_hex(&fs::read(&img).unwrap())
+    );
+    assert_eq!((o.size, o.size % 4096), (s.size, 0));
 
     // bookworm's unsquashfs lists exactly the tree.
     assert_same_listing(

@@ -30,6 +30,7 @@ use crate::tree::{Entry, Kind, Tree};
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::Path;
 
 /// Which modification time inodes get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +184,28 @@ pub fn write<W: Write + Seek>(tree: &Tree, out: &mut W, opts: &Options) -> Resul
         duplicates: data.duplicates,
         sparse: data.files.iter().map(|f| f.sparse).sum(),
     })
+}
+
+/// Writes `tree` as a squashfs image at `path` atomically (a temporary file beside it,
+/// fsynced and renamed; nothing is left at `path` on failure), for the root partition:
+/// its size is a multiple of 4 KiB, as the dm-verity hash tree needs.
+pub fn write_file(
+    tree: &Tree,
+    path: &Path,
+    opts: &Options,
+) -> Result<(crate::output::Output, Summary)> {
+    let mut f = crate::io::atomic::AtomicFile::create(path)?;
+    let summary = write(tree, f.file(), opts)
+        .with_context(|| format!("writing squashfs image {}", path.display()))?;
+    f.commit()?;
+    let (sha256, size) = crate::io::hash::sha256_file(path)?;
+    let out = crate::output::Output {
+        kind: "squashfs".into(),
+        path: path.display().to_string(),
+        size,
+        sha256,
+    };
+    Ok((out, summary))
 }
 
 /// The distinct owners and groups of every inode, sorted, and each one's index.
