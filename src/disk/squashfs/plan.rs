@@ -132,8 +132,9 @@ fn resolve_links(nodes: &mut [Node], index: &HashMap<&str, usize>) -> Result<()>
         let mut to = first.as_str();
         let mut hops = 0;
         let target = loop {
-            let name = to.trim_start_matches('/');
-            let Some(&t) = index.get(name) else {
+            let name = crate::tree::normalize(to)
+                .map_err(|e| anyhow::anyhow!("/{}: hard link: {e}", nodes[i].path))?;
+            let Some(&t) = index.get(name.as_str()) else {
                 bail!(
                     "/{}: hard link to /{name}, which is not in the tree",
                     nodes[i].path
