@@ -782,30 +782,38 @@ fn bench_native_beside_mksquashfs() {
     let tool_size = fs::metadata(&tool).unwrap().len();
     let version = run(Command::new("mksquashfs").arg("-version"));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tool_name = version
+        .lines()
+        .next()
+        .unwrap_or("mksquashfs")
+        .replace(" version", "");
+    let path_size = fs::metadata(&path).unwrap().len();
     println!(
         "bench: containerd-host root: {} entries, {:.1} MB of files; {cpus} CPUs; median of {runs}",
         tree.len(),
         tree.content_size() as f64 / 1e6
     );
-    println!(
-        "bench: native writer        {:>12} bytes  {native_s:6.2} s",
-        summary.size
+    let line = |what: &str, size: String, secs: f64, note: &str| {
+        println!("bench: {what:<34} {size:>16} {secs:6.2} s  {note}");
+    };
+    line(
+        "native writer",
+        format!("{} bytes", summary.size),
+        native_s,
+        "",
     );
-    println!(
-        "bench: {:<20} {tool_size:>12} bytes  {tool_s:6.2} s  (on the staged tree)",
-        version
-            .lines()
-            .next()
-            .unwrap_or("mksquashfs")
-            .replace(" version", "")
+    line(
+        &tool_name,
+        format!("{tool_size} bytes"),
+        tool_s,
+        "(on the staged tree)",
     );
-    println!(
-        "bench: staging the tree     {:>12}        {stage_s:6.2} s  (once)",
-        ""
-    );
-    println!(
-        "bench: today's path         {:>12} bytes  {path_s:6.2} s  (stage + mksquashfs + pad)",
-        fs::metadata(&path).unwrap().len()
+    line("staging the tree", String::new(), stage_s, "(once)");
+    line(
+        "today's path",
+        format!("{path_size} bytes"),
+        path_s,
+        "(stage + mksquashfs + pad)",
     );
     println!(
         "bench: native / mksquashfs: size {:.3}x, time {:.2}x; native / today's path: time {:.2}x",
