@@ -236,3 +236,47 @@ fn id_table(plan: &plan::Plan) -> Result<(Vec<u32>, HashMap<u32, u16>)> {
         .collect();
     Ok((list, map))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_options_and_trees_say_what_is_wrong() {
+        let mut out = std::io::Cursor::new(Vec::new());
+        let opts = Options {
+            block_size: 3000,
+            ..Options::root(0)
+        };
+        let e = write(&Tree::new(), &mut out, &opts).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "squashfs block size 3000 is not a power of two from 4 KiB to 1 MiB"
+        );
+        let e = write(&Tree::new(), &mut out, &Options::root(1 << 33)).unwrap_err();
+        assert!(e.to_string().contains("32-bit times"), "{e}");
+        let mut t = Tree::new();
+        let mut acl = Entry::dir(0o755, 0);
+        acl.xattrs
+            .insert("system.posix_acl_default".into(), vec![2, 0, 0, 0]);
+        t.put("srv", acl).unwrap();
+        let e = write(&t, &mut out, &Options::root(0)).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("/srv: extended attribute \"system.posix_acl_default\""),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn an_empty_tree_is_a_root_directory_padded_to_4k() {
+        let mut out = std::io::Cursor::new(Vec::new());
+        let s = write(&Tree::new(), &mut out, &Options::root(1000)).unwrap();
+        let b = out.into_inner();
+        assert_eq!((s.inodes, s.size, b.len()), (1, 4096, 4096));
+        assert_eq!(&b[..4], b"hsqs");
+        // bytes_used is recorded; everything after it is padding.
+        let used = u64::from_le_bytes(b[40..48].try_into().unwrap());
+        assert_eq!(used, s.bytes_used);
+        assert!(b[used as usize..].iter().all(|x| *x == 0));
+    }
+}
