@@ -12,5 +12,6 @@ pub mod layout;
 pub mod manifest;
 pub mod root;
 pub mod rootfs;
+pub mod squashfs;
 pub mod uki;
 pub mod verity;
