@@ -299,7 +299,7 @@ fn files(dir: &Path) -> Vec<(String, PathBuf)> {
 }
 
 #[test]
-fn built_again_offline_under_a_moved_clock_is_identical() {
+fn built_again_by_nobody_offline_under_a_moved_clock_is_identical() {
     let a = shared_build();
     let d = tempfile::tempdir_in(work_dir()).unwrap();
     let cache_b = d.path().join("cache-b");
@@ -316,20 +316,53 @@ fn built_again_offline_under_a_moved_clock_is_identical() {
         .env("SLIPWAY_CACHE", &cache_b)
         .output()
         .unwrap());
+    // The second build runs as nobody (uid 65534), not root: host disks need no root
+    // (the root file system is written natively, issue 20), and an ordinary user's build
+    // must give the same bytes. Nobody owns the second cache (its package blobs copied
+    // from the shared cache's) and the output's parent.
+    let owned_by_nobody = |p: &Path| {
+        run(Command::new("find").arg(p).args([
+            "-type",
+            "d",
+            "-exec",
+            "chown",
+            "65534:65534",
+            "{}",
+            "+",
+        ]));
+    };
+    owned_by_nobody(&cache_b);
+    // The blobs are private to their owner (0600): nobody gets copies of its own.
+    let linked = cache_b.join("blobs");
+    let copied = cache_b.join("blobs.copy");
+    run(Command::new("cp").arg("-r").arg(&linked).arg(&copied));
+    fs::remove_dir_all(&linked).unwrap();
+    fs::rename(&copied, &linked).unwrap();
+    run(Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&linked));
+    owned_by_nobody(d.path());
+    let mut up = d.path().to_path_buf();
+    while up.pop() && up != Path::new("/") {
+        run(Command::new("chmod").arg("o+x").arg(&up));
+    }
     let b = d.path().join("elsewhere/b");
     let t = Instant::now();
-    let o = Command::new("faketime")
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg("faketime")
         .arg("+3 days")
         .arg(bin())
         .args(["--quiet", "--offline"])
         .args(build_args(&b))
         .env("SLIPWAY_CACHE", &cache_b)
+        .env("HOME", d.path())
         .env_remove("SOURCE_DATE_EPOCH")
         .output()
         .unwrap();
     ok(o);
     eprintln!(
-        "second build (other cache, clock +3 days, offline): {:.1} s",
+        "second build (as nobody, other cache, clock +3 days, offline): {:.1} s",
         t.elapsed().as_secs_f64()
     );
     let (fa, fb) = (files(&a), files(&b));

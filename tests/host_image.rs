@@ -79,15 +79,8 @@ fn systemd_block_offset(out: &Path, root_bytes: &[u8]) -> u64 {
     let mut tree = slipway::disk::image::root_tree(&asm.tree, &bundled.agent, asm.epoch).unwrap();
     let write = |t: &slipway::tree::Tree, name: &str| {
         let p = out.join(name);
-        slipway::disk::erofs::write_root(
-            t,
-            slipway::disk::erofs::RootFs::SquashfsZstd,
-            asm.epoch,
-            &[0; 16],
-            "amd64",
-            &p,
-        )
-        .unwrap();
+        let opts = slipway::disk::squashfs::Options::root(asm.epoch);
+        slipway::disk::squashfs::write_file(t, &p, &opts).unwrap();
         fs::read(p).unwrap()
     };
     let same = write(&tree, "root-again.img");

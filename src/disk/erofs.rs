@@ -50,6 +50,14 @@ pub enum RootFs {
 pub const SQUASHFS_ZSTD_LEVEL: u32 = 3;
 
 impl RootFs {
+    /// Whether the root is written by a host program ([`RootFs::program`]) from a tree
+    /// staged on disk with its owners (so only root can build it), rather than by
+    /// slipway's own squashfs writer.
+    pub fn needs_host_tool(self) -> bool {
+        self != RootFs::SquashfsZstd
+    }
+
+    /// The host program that writes this root when [`RootFs::needs_host_tool`].
     pub fn program(self) -> &'static str {
         match self {
             RootFs::Erofs => "mkfs.erofs",

@@ -18,7 +18,6 @@
 use crate::disk::erofs::RootFs;
 use crate::disk::gpt::Guid;
 use crate::io::hash::sha256_hex;
-use crate::recipe::raw::RootFsName;
 use crate::recipe::Recipe;
 use crate::tree::{Entry, Kind, Tree};
 use anyhow::{bail, Context, Result};
@@ -52,10 +51,10 @@ pub fn tools(r: &Recipe) -> Vec<&'static str> {
         "mcopy",
         "mkfs.ext4",
     ];
-    t.push(match r.disk.root_fs {
-        Some(RootFsName::Erofs) => "mkfs.erofs",
-        _ => "mksquashfs",
-    });
+    let kind = crate::disk::root::kind_of(r);
+    if kind.needs_host_tool() {
+        t.push(kind.program());
+    }
     t
 }
 
@@ -580,7 +579,7 @@ fn write_var(staging: &Path, size: u64, hash_bytes: &[u8], epoch: u64) -> Result
 }
 
 /// The manifest's name for a root file system kind.
-fn fs_name(k: RootFs) -> &'static str {
+pub fn fs_name(k: RootFs) -> &'static str {
     match k {
         RootFs::Erofs => "erofs",
         RootFs::SquashfsXz => "squashfs-xz",

@@ -45,14 +45,17 @@ pub(super) fn plan(r: &Recipe, formats: &[Format]) -> Result<Plan> {
                 ),
             ));
         }
-        if !nix::unistd::geteuid().is_root() {
+        let kind = crate::disk::root::kind_of(r);
+        if kind.needs_host_tool() && !nix::unistd::geteuid().is_root() {
             return Err(err(
                 Code::BadInput,
                 format!(
-                    "{}: building a host disk image needs root: the root file system is staged \
-                     on disk with its files' owners for mksquashfs/mkfs.erofs (run as root, or \
-                     build --format tar,dir as any user); see `slipway doctor`",
-                    r.display()
+                    "{}: [disk] root-fs = {:?} needs root: {} reads a tree staged on disk with \
+                     its files' owners (run as root, or use the default root-fs, squashfs, \
+                     which slipway writes itself as any user); see `slipway doctor`",
+                    r.display(),
+                    crate::disk::image::fs_name(kind),
+                    kind.program()
                 ),
             ));
         }
