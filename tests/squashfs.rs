@@ -676,17 +676,21 @@ fn docker_load(archive: &Path) -> String {
         .to_string()
 }
 
-/// trixie's `unsquashfs -lln` of `img`, from the image of
-/// `tests/squashfs/unsquashfs-trixie.toml` under Docker.
-fn trixie_listing(img: &Path) -> BTreeMap<String, Row> {
+/// The Docker image of `tests/squashfs/unsquashfs-trixie.toml` (built through the fixture
+/// cache, loaded once per test).
+fn trixie_image() -> String {
     let recipe =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/squashfs/unsquashfs-trixie.toml");
     let out = common::fixtures::build(recipe.to_str().unwrap(), &["--format", "oci-archive"]);
-    let image = docker_load(&out.join("image.tar"));
+    docker_load(&out.join("image.tar"))
+}
+
+/// trixie's `unsquashfs -lln` of `img`, from `image` under Docker.
+fn trixie_listing(image: &str, img: &Path) -> BTreeMap<String, Row> {
     let text = run(Command::new("docker")
         .args(["run", "--rm", "--network", "none", "-e", "TZ=UTC", "-v"])
         .arg(format!("{}:/image.sqfs:ro", img.display()))
-        .arg(&image)
+        .arg(image)
         .args(["-lln", "/image.sqfs"]));
     assert!(
         text.contains("squashfs-root"),
@@ -695,8 +699,57 @@ fn trixie_listing(img: &Path) -> BTreeMap<String, Row> {
     parse_listing(&text)
 }
 
+/// Set only inside the trixie container: where [`root_written_in_this_userland`] writes.
+const TRIXIE_OUT: &str = "SLIPWAY_SQUASHFS_TEST_OUT";
+
+/// Not a test of its own: run by `containerd_host_root_reads_back_in_bookworm_and_trixie_and_is_written_alike_there`
+/// inside Debian trixie's userland (this test binary, the checkout and its caches mounted
+/// at their own paths, no network), it writes the containerd-host root there.
 #[test]
-fn containerd_host_root_reads_back_in_bookworm_and_trixie() {
+#[ignore = "run inside the trixie container by containerd_host_root_reads_back_in_bookworm_and_trixie_and_is_written_alike_there"]
+fn root_written_in_this_userland() {
+    let out = std::env::var_os(TRIXIE_OUT).expect("SLIPWAY_SQUASHFS_TEST_OUT is not set");
+    let (tree, epoch) = containerd_host_root();
+    write_image(&tree, &Options::root(epoch), Path::new(&out));
+}
+
+/// The containerd-host root written by this test binary inside `image` (trixie's
+/// userland: its glibc, its /etc, no host tool of bookworm's) into `dir`.
+fn root_written_in_trixie(image: &str, dir: &Path) -> Vec<u8> {
+    let exe = std::env::current_exe().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = dir.join("trixie-root.sqfs");
+    let mut cmd = Command::new("docker");
+    // The image's PATH is a base image's (no sbin); the build runs depmod from /usr/sbin.
+    cmd.args(["run", "--rm", "--network", "none", "-e", "TZ=UTC"])
+        .args(["-e", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        .arg("-e")
+        .arg(format!("{TRIXIE_OUT}={}", out.display()))
+        .args(["-v", &format!("{0}:{0}", repo.display())])
+        .args(["-v", &format!("{0}:{0}", dir.display())]);
+    for var in ["SLIPWAY_INIT", "SLIPWAY_AGENT", "SLIPWAY_NODE"] {
+        if let Some(v) = std::env::var_os(var) {
+            let p = PathBuf::from(&v);
+            if !p.starts_with(repo) {
+                cmd.args(["-v", &format!("{0}:{0}:ro", p.display())]);
+            }
+            cmd.arg("-e").arg(format!("{var}={}", p.display()));
+        }
+    }
+    cmd.args(["--entrypoint", exe.to_str().unwrap()])
+        .arg(image)
+        .args([
+            "--exact",
+            "root_written_in_this_userland",
+            "--ignored",
+            "--nocapture",
+        ]);
+    let log = run(&mut cmd);
+    fs::read(&out).unwrap_or_else(|e| panic!("no root image from trixie ({e}):\n{log}"))
+}
+
+#[test]
+fn containerd_host_root_reads_back_in_bookworm_and_trixie_and_is_written_alike_there() {
     require_root("reading the image through the kernel");
     let (tree, epoch) = containerd_host_root();
     let d = tempfile::tempdir().unwrap();
@@ -725,9 +778,55 @@ fn containerd_host_root_reads_back_in_bookworm_and_trixie() {
         t.elapsed().as_secs_f64()
     );
     let t = Instant::now();
-    assert_same_listing("trixie's unsquashfs -lln", &trixie_listing(&img), &want);
+    let image = trixie_image();
+    assert_same_listing(
+        "trixie's unsquashfs -lln",
+        &trixie_listing(&image, &img),
+        &want,
+    );
     eprintln!(
         "trixie listing checked in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let theirs = root_written_in_trixie(&image, d.path());
+    if theirs != fs::read(&img).unwrap() {
+        let (a, b) = (
+            unsquashfs_listing(&img),
+            unsquashfs_listing(&d.path().join("trixie-root.sqfs")),
+        );
+        let differ: Vec<_> = a
+            .keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .take(20)
+            .collect();
+        let extract = |img: &Path, to: &str| {
+            let dir = d.path().join(to);
+            run(Command::new("unsquashfs")
+                .args(["-no-xattrs", "-q", "-d"])
+                .arg(&dir)
+                .arg(img));
+            dir
+        };
+        let (x, y) = (
+            extract(&img, "here"),
+            extract(&d.path().join("trixie-root.sqfs"), "trixie"),
+        );
+        let diff = Command::new("diff")
+            .arg("-rq")
+            .arg(&x)
+            .arg(&y)
+            .output()
+            .unwrap();
+        panic!(
+            "the root written in trixie's userland differs from the one written here; entries \
+             that differ in size, mode or owner: {differ:?}; in content:\n{}",
+            String::from_utf8_lossy(&diff.stdout)
+        );
+    }
+    eprintln!(
+        "the same root written in trixie's userland in {:.2} s",
         t.elapsed().as_secs_f64()
     );
     let t = Instant::now();

@@ -1,4 +1,5 @@
-//! Regenerates a pruned kernel's module index files with the host's `depmod`. Consumes
+//! Regenerates a pruned kernel's module index files with the image's own `depmod` (the
+//! host's only when the image has no kmod). Consumes
 //! the tree and a [`ModulePlan`]; produces `modules.dep`, `modules.alias`,
 //! `modules.softdep`, `modules.symbols`, `modules.devname`, `modules.builtin.bin` and the
 //! other files depmod(8) writes, as tree entries.
@@ -25,6 +26,13 @@ pub const INPUTS: &[&str] = &[
     "modules.order",
 ];
 
+/// Index files that only some depmods write, left out so that the image's bytes do not
+/// depend on the host's kmod: kmod 33 and later (trixie) write `modules.weakdep`,
+/// bookworm's kmod 30 does not. Weak dependencies only guide initramfs generators
+/// (modprobe never loads them), and slipway builds its initramfs itself; a build in a
+/// trixie userland is checked against one on bookworm by tests/squashfs.rs.
+pub const HOST_DEPENDENT: &[&str] = &["modules.weakdep"];
+
 /// True for the files depmod writes (`modules.*` other than the inputs).
 pub fn is_index_file(file_name: &str) -> bool {
     file_name.starts_with("modules.") && !INPUTS.contains(&file_name)
@@ -45,6 +53,80 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
+/// The image's own shared libraries depmod (kmod) loads, in its multiarch directory.
+const KMOD_LIBS: &[&str] = &[
+    "ld-linux-x86-64.so.2",
+    "libc.so.6",
+    "libkmod.so.2",
+    "liblzma.so.5",
+    "libzstd.so.1",
+    "libcrypto.so.3",
+    "libz.so.1",
+];
+
+/// The depmod that writes the index: the image's own (its kmod run through its own
+/// dynamic loader and libraries, staged in `staging`), so the index's bytes depend on the
+/// lock and not on the host's kmod, whose versions write different binary indexes
+/// (tests/squashfs.rs builds in a trixie userland and compares). The host's depmod is the
+/// fallback for an image without kmod or of another architecture than the host's.
+fn depmod_of(tree: &Tree, staging: &Path, version: &str) -> Result<Tool> {
+    let what = format!("regenerating the module index of kernel {version}");
+    let multiarch = "usr/lib/x86_64-linux-gnu";
+    let kmod = resolve(tree, "usr/bin/kmod");
+    if std::env::consts::ARCH != "x86_64" || kmod.is_none() {
+        crate::tool::require(&["depmod"])?;
+        return Ok(Tool::new(what, "depmod"));
+    }
+    let lib = staging.join("kmod-lib");
+    for name in KMOD_LIBS {
+        let path = format!("{multiarch}/{name}");
+        match resolve(tree, &path).and_then(|p| file_bytes(tree, &p)) {
+            Some(bytes) => write(&lib.join(name), bytes)?,
+            // kmod loads its compression and crypto libraries only when present (trixie's
+            // dlopens them); the loader, libc and libkmod it cannot do without.
+            None if !matches!(*name, "ld-linux-x86-64.so.2" | "libc.so.6" | "libkmod.so.2") => {}
+            None => bail!("{what}: the image has /usr/bin/kmod but not /{path}, which it needs"),
+        }
+    }
+    let bin = staging.join("kmod");
+    let bytes = kmod.and_then(|p| file_bytes(tree, &p)).unwrap_or_default();
+    write(&bin, bytes)?;
+    let loader = lib.join("ld-linux-x86-64.so.2");
+    for p in [&bin, &loader] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {} executable", p.display()))?;
+    }
+    Ok(Tool::new(what, loader)
+        .arg("--library-path")
+        .arg(&lib)
+        .arg("--argv0")
+        .arg("depmod")
+        .arg(&bin))
+}
+
+/// `path` with its symbolic links followed inside `tree` (at most 16), if it ends at a
+/// file.
+fn resolve(tree: &Tree, path: &str) -> Option<String> {
+    let mut p = path.trim_start_matches('/').to_string();
+    for _ in 0..16 {
+        match &tree.get(&p)?.kind {
+            Kind::File(_) => return Some(p),
+            Kind::Symlink(target) => {
+                let joined = if target.starts_with('/') {
+                    target.clone()
+                } else {
+                    let dir = p.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                    format!("{dir}/{target}")
+                };
+                p = crate::tree::normalize(&joined).ok()?;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Runs depmod for the kept modules of `plan` and returns the index files it wrote
 /// (file name -> bytes), sorted by name.
 pub fn index_files(
@@ -52,7 +134,6 @@ pub fn index_files(
     kernel: &KernelInfo,
     plan: &ModulePlan,
 ) -> Result<BTreeMap<String, Vec<u8>>> {
-    crate::tool::require(&["depmod"])?;
     let staging = tempfile::Builder::new()
         .prefix("slipway-depmod-")
         .tempdir()
@@ -88,16 +169,13 @@ pub fn index_files(
     // (the real one is in the -dbg package), against which every symbol is unknown.
     // The closure follows each module's depends=, which modpost computed from the
     // symbols; the boot test checks the kernel's own verdict.
-    let out = Tool::new(
-        format!("regenerating the module index of kernel {}", kernel.version),
-        "depmod",
-    )
-    .arg("-b")
-    .arg(&base)
-    .arg("-C")
-    .arg(&conf)
-    .arg(&kernel.version)
-    .run()?;
+    let out = depmod_of(tree, staging.path(), &kernel.version)?
+        .arg("-b")
+        .arg(&base)
+        .arg("-C")
+        .arg(&conf)
+        .arg(&kernel.version)
+        .run()?;
     if !out.stderr.trim().is_empty() {
         bail!(
             "depmod for kernel {} warned (an inconsistent module set?):\n{}",
@@ -109,7 +187,10 @@ pub fn index_files(
     for e in std::fs::read_dir(&mdir).with_context(|| format!("reading {}", mdir.display()))? {
         let e = e.with_context(|| format!("reading {}", mdir.display()))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if is_index_file(&name) && e.file_type().is_ok_and(|t| t.is_file()) {
+        if is_index_file(&name)
+            && !HOST_DEPENDENT.contains(&name.as_str())
+            && e.file_type().is_ok_and(|t| t.is_file())
+        {
             let bytes = std::fs::read(e.path())
                 .with_context(|| format!("reading {}", e.path().display()))?;
             files.insert(name, bytes);
