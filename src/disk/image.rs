@@ -6,7 +6,7 @@
 //!    it into the empty /var partition at first boot; `/etc/machine-id` says
 //!    `uninitialized`;
 //! 2. the initramfs (slipway-init + the boot modules), [`crate::disk::initramfs`];
-//! 3. the read-only root (squashfs or erofs) and its dm-verity hash tree;
+//! 3. the read-only root (squashfs) and its dm-verity hash tree;
 //! 4. the UKI (stub + kernel + initramfs + `roothash=` command line + os-release);
 //! 5. the ESP holding the UKI at `EFI/BOOT/BOOTX64.EFI`; the empty /var ext4;
 //! 6. the GPT disk: ESP, root, root-verity, var (types from the Discoverable Partitions
@@ -18,7 +18,6 @@
 use crate::disk::erofs::RootFs;
 use crate::disk::gpt::Guid;
 use crate::io::hash::sha256_hex;
-use crate::recipe::raw::RootFsName;
 use crate::recipe::Recipe;
 use crate::tree::{Entry, Kind, Tree};
 use anyhow::{bail, Context, Result};
@@ -42,21 +41,18 @@ pub const DEFAULT_VAR: u64 = 128 << 20;
 /// under emulation the kernel's IO-APIC timer probe can miss its window and panic.
 pub const BASE_CMDLINE: &[&str] = &["console=ttyS0", "no_timer_check", "systemd.firstboot=off"];
 
-/// The host programs a host image build runs.
-pub fn tools(r: &Recipe) -> Vec<&'static str> {
-    let mut t = vec![
+/// The host programs a host image build runs (the same for every recipe since erofs
+/// roots were retired: every root is squashfs).
+pub fn tools(_r: &Recipe) -> Vec<&'static str> {
+    vec![
         "depmod",
         "objcopy",
         "mkfs.vfat",
         "mmd",
         "mcopy",
         "mkfs.ext4",
-    ];
-    t.push(match r.disk.root_fs {
-        Some(RootFsName::Erofs) => "mkfs.erofs",
-        _ => "mksquashfs",
-    });
-    t
+        "mksquashfs",
+    ]
 }
 
 /// The smallest /var and ESP the disk stage makes: bounds the recipe checks too, so
@@ -582,7 +578,6 @@ fn write_var(staging: &Path, size: u64, hash_bytes: &[u8], epoch: u64) -> Result
 /// The manifest's name for a root file system kind.
 fn fs_name(k: RootFs) -> &'static str {
     match k {
-        RootFs::Erofs => "erofs",
         RootFs::SquashfsXz => "squashfs-xz",
         RootFs::SquashfsZstd => "squashfs",
     }

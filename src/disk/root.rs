@@ -35,7 +35,6 @@ pub struct RootImage {
 /// The root file system kind `r` asks for.
 pub fn kind_of(r: &Recipe) -> RootFs {
     match r.disk.root_fs {
-        Some(RootFsName::Erofs) => RootFs::Erofs,
         Some(RootFsName::SquashfsXz) => RootFs::SquashfsXz,
         Some(RootFsName::Squashfs) | None => RootFs::SquashfsZstd,
     }
