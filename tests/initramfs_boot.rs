@@ -231,7 +231,8 @@ fn root_image(dir: &Path, kit: &Kit) -> Root {
     let file = |bytes: Vec<u8>, mode| Entry::file(bytes, mode, EPOCH);
     let busybox = fs::read(&kit.busybox).unwrap();
     tree.put("bin/busybox", file(busybox, 0o755)).unwrap();
-    tree.put("sbin/init", file(ROOT_INIT.into(), 0o755)).unwrap();
+    tree.put("sbin/init", file(ROOT_INIT.into(), 0o755))
+        .unwrap();
     tree.put("corrupt.bin", file(corrupt_target(), 0o644))
         .unwrap();
     tree.put("etc/hostname", file(b"slipway-test\n".to_vec(), 0o644))

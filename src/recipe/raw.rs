@@ -383,12 +383,34 @@ impl TryFrom<String> for RootFsName {
         match s.as_str() {
             "squashfs" => Ok(RootFsName::Squashfs),
             "squashfs-xz" => Ok(RootFsName::SquashfsXz),
-            "erofs" => Err(
-                "\"erofs\": erofs roots were retired (decision 0034): use squashfs".to_string(),
-            ),
+            "erofs" => {
+                Err("\"erofs\": erofs roots were retired (decision 0034): use squashfs".to_string())
+            }
             _ => Err(format!(
                 "\"{s}\" is not a root file system (use \"squashfs\" or \"squashfs-xz\")"
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_fs_names() {
+        let parse = |s: &str| RootFsName::try_from(s.to_string());
+        assert_eq!(parse("squashfs"), Ok(RootFsName::Squashfs));
+        assert_eq!(parse("squashfs-xz"), Ok(RootFsName::SquashfsXz));
+        let retired = parse("erofs").unwrap_err();
+        assert!(
+            retired.contains("erofs roots were retired (decision 0034): use squashfs"),
+            "{retired}"
+        );
+        let unknown = parse("btrfs").unwrap_err();
+        assert!(
+            unknown.contains("\"btrfs\"") && unknown.contains("squashfs-xz"),
+            "{unknown}"
+        );
     }
 }
