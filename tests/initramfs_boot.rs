@@ -540,8 +540,10 @@ fn squashfs_verity_root_var_growth_and_panic_on_corruption() {
     );
     let root = root_image(d.path(), &kit);
     let disk = make_disk(d.path(), &root, "disk");
-    // One byte of the first data block of /corrupt.bin, which the root's init reads
-    // last (squashfs packs data blocks without alignment: found at any offset).
+    // One byte of /corrupt.bin, which the root's init reads last. squashfs packs data
+    // blocks without alignment, so its data is found at any offset, and the byte is
+    // flipped in the first 4 KiB block of the image that holds nothing but corrupt.bin
+    // (the one before is shared with busybox's last block, read at exec).
     let image = fs::read(&root.image).unwrap();
     let head = &corrupt_target()[..4096];
     let at = image
@@ -549,7 +551,12 @@ fn squashfs_verity_root_var_growth_and_panic_on_corruption() {
         .position(|w| w == head)
         .expect("corrupt.bin's first block not found stored uncompressed in the squashfs image")
         as u64;
-    flip(&disk.path, disk.root_offset + at + 2000);
+    let own = at.next_multiple_of(4096);
+    assert!(
+        own + 4096 <= at + (128 << 10),
+        "corrupt.bin's first data block is too short"
+    );
+    flip(&disk.path, disk.root_offset + own + 2000);
 
     let b = boot(
         &kit,
