@@ -16,10 +16,9 @@ packages=(
   faketime                          # reproducibility tests build with the clock moved
   qemu-system-x86                   # boot tests (TCG)
   cryptsetup-bin                    # veritysetup: the reference for slipway's dm-verity tree; the initramfs boot test
-  erofs-utils                       # mkfs.erofs: read-only root file systems in boot tests
   dosfstools mtools                # mkfs.vfat, mmd/mcopy/mdir: the EFI system partition, without mounting
   genisoimage                       # iso9660 OpenStack config drives in boot tests (what Nova itself runs)
-  squashfs-tools                    # mksquashfs: size comparison with erofs for the read-only root
+  squashfs-tools                    # mksquashfs: squashfs-xz roots; unsquashfs reads the native writer's roots back
   ovmf                              # UEFI firmware for booting UKIs under QEMU (and its snakeoil Secure Boot build)
   ipxe-qemu                         # the NIC option ROMs OVMF network-boots through (slipway test's netboot)
   swtpm swtpm-tools                 # a software TPM 2.0 beside the VM (slipway test's tpm = true)

@@ -433,6 +433,7 @@ fn listed_tables() -> Vec<Case> {
             "[kernel]\nmodules = [\"bad name\"] # <-",
         ),
         recipe_case("disk.root-fs", "[disk]\nroot-fs = \"btrfs\" # <-"),
+        recipe_case("disk.root-fs", "[disk]\nroot-fs = \"erofs\" # <-"),
         recipe_case(
             "preload[0].recipe",
             "[[preload]]\nrecipe = \"nope.toml\" # <-\nbase-name = \"x\"",
@@ -713,6 +714,26 @@ fn huge_sizes_are_refused() {
             err.contains(key) && err.contains(why) && err.contains("line 7"),
             "{err}"
         );
+    }
+}
+
+/// erofs roots were retired (decision 0034): a recipe that still asks for one is told
+/// why and what to use instead, not just that the value is unknown.
+#[test]
+fn retired_erofs_root_is_refused_with_the_way_forward() {
+    let d = workdir();
+    let text = format!("{PREFIX}[image]\nkind = \"host\"\n[disk]\nroot-fs = \"erofs\"\n");
+    std::fs::write(d.path().join("r.toml"), text).unwrap();
+    let o = run(d.path(), &["build", "r.toml", "-o", "out", "--offline"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for want in [
+        "r.toml: disk.root-fs: ",
+        "\"erofs\"",
+        "erofs roots were retired (decision 0034): use squashfs",
+        "line 7",
+    ] {
+        assert!(err.contains(want), "no {want:?} in: {err}");
     }
 }
 

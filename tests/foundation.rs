@@ -382,7 +382,9 @@ fn help_documents_exit_codes_and_doctor_names_packages() {
             .output()
             .unwrap(),
     );
-    assert!(t.contains("apt-get") && t.contains("erofs-utils"), "{t}");
+    assert!(t.contains("apt-get") && t.contains("squashfs-tools"), "{t}");
+    // erofs roots were retired (decision 0034): doctor no longer asks for erofs-utils.
+    assert!(!t.contains("erofs"), "{t}");
 }
 
 /// An error given an exit code keeps its causes: the message prints each cause once, in

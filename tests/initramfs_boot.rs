@@ -1,13 +1,14 @@
 //! Issue "host image", initramfs part: slipway-init boots a real Debian kernel under
 //! QEMU (TCG, the `Vm` API's direct-kernel boot) from a GPT disk made with host tools,
-//! with a dm-verity **erofs** root (the recipes' images use squashfs; the qemu/ suite
-//! and tests/host_image.rs boot those).
+//! with a dm-verity squashfs root written by slipway's own squashfs writer (the qemu/
+//! suite and tests/host_image.rs boot the recipes' full images).
 //!
 //! The kernel, its modules and busybox come from trixie through slipway itself; the
-//! module set and order from the host's depmod/modprobe; the root is erofs with a
+//! module set and order from the host's depmod/modprobe; the root is squashfs zstd
+//! (`disk::squashfs::write_file`, the host image root's options) with a
 //! `veritysetup format` hash tree; the disk is laid out with sfdisk per the UAPI
 //! Discoverable Partitions Specification. One boot checks: / is the read-only
-//! dm-verity device holding erofs, /var is ext4 and grows into an enlarged disk, /etc is
+//! dm-verity device holding squashfs, /var is ext4 and grows into an enlarged disk, /etc is
 //! an overlay whose writes land on /var, and after the switch verity is in panic mode
 //! (a corrupt block of a root file stops the kernel, without a reboot). Then, on the
 //! host, the grown disk: the GPT verifies and var ends at the last usable LBA, and the
@@ -37,7 +38,7 @@ const MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
     "dm_verity",
-    "erofs",
+    "squashfs",
     "ext4",
     "overlay",
 ];
@@ -196,15 +197,21 @@ $b echo "CORRUPT-READ-RETURNED: $?"
 $b poweroff -f
 "#;
 
-/// The file whose first block the test corrupts on the disk: 64 KiB that occur nowhere
-/// else in the image (a counter, so the block is found by content).
+/// The file whose first block the test corrupts on the disk: 256 KiB that do not
+/// compress (a sha256 chain), so squashfs stores its two full data blocks as they are and
+/// the block is found by content.
 fn corrupt_target() -> Vec<u8> {
-    (0u32..16384)
-        .flat_map(|i| (i ^ 0x5eed_0000).to_le_bytes())
-        .collect()
+    use sha2::Digest;
+    let mut h: [u8; 32] = sha2::Sha256::digest(b"corrupt.bin").into();
+    let mut out = Vec::with_capacity(256 << 10);
+    while out.len() < 256 << 10 {
+        h = sha2::Sha256::digest(h).into();
+        out.extend_from_slice(&h);
+    }
+    out
 }
 
-/// An erofs root with busybox, the script above and [`corrupt_target`], its hash tree,
+/// A squashfs root with busybox, the script above and [`corrupt_target`], its hash tree,
 /// and the root hash.
 struct Root {
     image: PathBuf,
@@ -213,22 +220,26 @@ struct Root {
 }
 
 fn root_image(dir: &Path, kit: &Kit) -> Root {
-    let tree = dir.join("root-tree");
+    use slipway::tree::{Entry, Tree};
+    const EPOCH: u64 = 1_700_000_000;
+    let mut tree = Tree::new();
     for d in [
         "bin", "sbin", "dev", "proc", "sys", "run", "var", "etc", "tmp",
     ] {
-        fs::create_dir_all(tree.join(d)).unwrap();
+        tree.put(d, Entry::dir(0o755, EPOCH)).unwrap();
     }
-    fs::copy(&kit.busybox, tree.join("bin/busybox")).unwrap();
-    fs::write(tree.join("sbin/init"), ROOT_INIT).unwrap();
-    fs::write(tree.join("corrupt.bin"), corrupt_target()).unwrap();
-    run(Command::new("chmod")
-        .arg("0755")
-        .arg(tree.join("sbin/init"))
-        .arg(tree.join("bin/busybox")));
-    fs::write(tree.join("etc/hostname"), "slipway-test\n").unwrap();
+    let file = |bytes: Vec<u8>, mode| Entry::file(bytes, mode, EPOCH);
+    let busybox = fs::read(&kit.busybox).unwrap();
+    tree.put("bin/busybox", file(busybox, 0o755)).unwrap();
+    tree.put("sbin/init", file(ROOT_INIT.into(), 0o755))
+        .unwrap();
+    tree.put("corrupt.bin", file(corrupt_target(), 0o644))
+        .unwrap();
+    tree.put("etc/hostname", file(b"slipway-test\n".to_vec(), 0o644))
+        .unwrap();
     let image = dir.join("root.img");
-    run(Command::new("mkfs.erofs").arg(&image).arg(&tree));
+    let opts = slipway::disk::squashfs::Options::root(EPOCH);
+    slipway::disk::squashfs::write_file(&tree, &image, &opts).unwrap();
     let verity = dir.join("verity.img");
     let out = run(Command::new("veritysetup")
         .arg("format")
@@ -369,7 +380,7 @@ impl Boot {
 
 /// Boots `disk` (through the Vm API's overlay, enlarged by `grow` bytes) with the kit's
 /// kernel and initramfs until the kernel panics or QEMU exits, then 3 s more (to see
-/// that nothing follows, such as a reboot); saves the console as `erofs-root.log` in
+/// that nothing follows, such as a reboot); saves the console as `squashfs-root.log` in
 /// [`log_dir`] and the overlay as a raw file.
 fn boot(kit: &Kit, disk: &Disk, append: &str, grow: u64, dir: &Path) -> Boot {
     let timeout = Duration::from_secs(240);
@@ -394,7 +405,7 @@ fn boot(kit: &Kit, disk: &Disk, append: &str, grow: u64, dir: &Path) -> Boot {
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let log = vm.kill();
-    let saved = log_dir().join("erofs-root.log");
+    let saved = log_dir().join("squashfs-root.log");
     fs::write(&saved, &log).unwrap();
     eprintln!("console saved as {}", saved.display());
     let grown = dir.join("grown.raw");
@@ -518,7 +529,7 @@ fn check_grown_disk(b: &Boot, disk: &Disk, dir: &Path) {
 }
 
 #[test]
-fn erofs_verity_root_var_growth_and_panic_on_corruption() {
+fn squashfs_verity_root_var_growth_and_panic_on_corruption() {
     let d = tempfile::tempdir().unwrap();
     let kit = kit(d.path());
     let initrd_size = fs::metadata(&kit.initrd).unwrap().len();
@@ -529,15 +540,23 @@ fn erofs_verity_root_var_growth_and_panic_on_corruption() {
     );
     let root = root_image(d.path(), &kit);
     let disk = make_disk(d.path(), &root, "disk");
-    // One byte of the first block of /corrupt.bin, which the root's init reads last.
+    // One byte of /corrupt.bin, which the root's init reads last. squashfs packs data
+    // blocks without alignment, so its data is found at any offset, and the byte is
+    // flipped in the first 4 KiB block of the image that holds nothing but corrupt.bin
+    // (the one before is shared with busybox's last block, read at exec).
     let image = fs::read(&root.image).unwrap();
     let head = &corrupt_target()[..4096];
-    let at = (0..image.len() / 4096)
-        .map(|i| i * 4096)
-        .find(|&o| image.get(o..o + 4096) == Some(head))
-        .expect("corrupt.bin's first block not found block-aligned in the erofs image")
+    let at = image
+        .windows(head.len())
+        .position(|w| w == head)
+        .expect("corrupt.bin's first block not found stored uncompressed in the squashfs image")
         as u64;
-    flip(&disk.path, disk.root_offset + at + 2000);
+    let own = at.next_multiple_of(4096);
+    assert!(
+        own + 4096 <= at + (128 << 10),
+        "corrupt.bin's first data block is too short"
+    );
+    flip(&disk.path, disk.root_offset + own + 2000);
 
     let b = boot(
         &kit,
@@ -559,7 +578,7 @@ fn erofs_verity_root_var_growth_and_panic_on_corruption() {
     let done = b.log.find("ROOT-DONE").unwrap();
     assert_console_clean(
         &b.log[..done],
-        "erofs boot before the corrupt read",
+        "squashfs boot before the corrupt read",
         &["slipway-init: boot stopped", "Call Trace"],
         &b.tail(),
     );
@@ -575,7 +594,7 @@ fn erofs_verity_root_var_growth_and_panic_on_corruption() {
         .filter_map(|l| l.strip_prefix("MOUNT: "))
         .collect();
     for want in [
-        "/dev/mapper/root / erofs ro,",
+        "/dev/mapper/root / squashfs ro,",
         "/dev/vda3 /var ext4 rw,",
         "overlay /etc overlay rw,",
     ] {

@@ -2,8 +2,8 @@
 //!
 //! Consumes: the kernel command line (`roothash=`, optional `init=`, `rootwait=`,
 //! `slipway.verity=`), the modules listed in `/etc/slipway/modules`, and a GPT disk laid
-//! out per the UAPI Discoverable Partitions Specification: a root partition (erofs or
-//! squashfs) whose PARTUUID is the first 128 bits of the root hash, a root-verity
+//! out per the UAPI Discoverable Partitions Specification: a root partition (squashfs)
+//! whose PARTUUID is the first 128 bits of the root hash, a root-verity
 //! partition (made by `veritysetup format`) whose PARTUUID is the last 128 bits, and a
 //! var partition (ext4).
 //! Produces: `/` read-only on `/dev/mapper/root` (dm-verity), `/var` read-write and grown
@@ -299,7 +299,8 @@ fn load_table(
     )
 }
 
-/// Mounts the verified root read-only at /sysroot (erofs, or squashfs by magic).
+/// Mounts the verified root read-only at /sysroot: squashfs, checked by its magic (erofs
+/// roots were retired, docs/decisions/0034-erofs.md).
 fn mount_root(r: &Root) -> Res<()> {
     const STEP: &str = "mount-root";
     let node = format!("/dev/mapper/{DM_NAME}");
@@ -316,13 +317,10 @@ fn mount_root(r: &Root) -> Res<()> {
             fail(STEP, &subject, format!("reading the file-system superblock: {e}{why}"))
         })?;
     let le32 = |o: usize| u32::from_le_bytes([head[o], head[o + 1], head[o + 2], head[o + 3]]);
-    let fstype = if le32(1024) == 0xE0F5_E1E2 {
-        "erofs"
-    } else if le32(0) == 0x7371_7368 {
-        "squashfs"
-    } else {
-        return Err(fail(STEP, &subject, "neither erofs nor squashfs"));
-    };
+    if le32(0) != 0x7371_7368 {
+        return Err(fail(STEP, &subject, "not a squashfs file system"));
+    }
+    let fstype = "squashfs";
     fs::create_dir_all(SYSROOT).at(STEP, SYSROOT)?;
     mount(
         Some(node.as_str()),

@@ -1,19 +1,21 @@
-//! The read-only root file system: consumes the image [`Tree`] and produces an erofs
-//! (lz4hc) or squashfs (xz) image whose size is a multiple of 4096, ready for the
-//! dm-verity hash tree.
+//! The read-only root file system through the host's mksquashfs: consumes the image
+//! [`Tree`] and produces a squashfs image (xz, or zstd) whose size is a multiple of 4096,
+//! ready for the dm-verity hash tree. Host images' default root is written natively
+//! (`crate::disk::squashfs`); this path remains for `root-fs = "squashfs-xz"` and as the
+//! reference the native writer is compared with. The module keeps its old name: erofs
+//! roots were retired (docs/decisions/0034-erofs.md).
 //!
-//! mkfs.erofs and mksquashfs read a directory, so the tree is staged with the dir writer
-//! into a temporary directory beside the output, and the modes the umask touched (the
-//! root directory, device nodes) are set again. Nothing of the staging or the host may
-//! reach the image: `-T` (erofs) and `SOURCE_DATE_EPOCH` (squashfs) stamp every
-//! inode and the superblock with the epoch (the host clock and the staged mtimes are
-//! ignored), `-U` fixes the erofs UUID, `-x -1`/`-no-xattrs` keep host xattrs (SELinux
-//! labels of the staging folder) out, and both tools sort directory entries by name
-//! themselves, so readdir order does not matter (mksquashfs's `-reproducible` also
-//! fixes the order its threads write blocks). Ownership comes from the
-//! staged files, which the dir writer chowns when running as root; without root a tree
-//! with non-root owners is refused rather than written with wrong owners.
-//! Why erofs with lz4hc: docs/decisions/0014-root-fs-and-esp.md.
+//! mksquashfs reads a directory, so the tree is staged with the dir writer into a
+//! temporary directory beside the output, and the modes the umask touched (the root
+//! directory, device nodes) are set again. Nothing of the staging or the host may reach
+//! the image: `SOURCE_DATE_EPOCH` stamps every inode and the superblock with the epoch
+//! (the host clock and the staged mtimes are ignored), `-no-xattrs` keeps host xattrs
+//! (SELinux labels of the staging folder) out, and mksquashfs sorts directory entries by
+//! name itself, so readdir order does not matter (`-reproducible` also fixes the order
+//! its threads write blocks). Ownership comes from the staged files, which the dir
+//! writer chowns when running as root; without root a tree with non-root owners is
+//! refused rather than written with wrong owners.
+//! Why squashfs: docs/decisions/0014-root-fs-and-esp.md and 0016-host-image-root.md.
 
 use crate::tool::Tool;
 use crate::tree::{Kind, Tree};
@@ -23,19 +25,12 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// The compressor and level: mkfs.erofs 1.5 writes only lz4 and lz4hc; lz4hc at its
-/// highest level gives the smallest image and the kernel decompresses it as fast as lz4.
-pub const COMPRESSOR: &str = "lz4hc,12";
-/// Physical cluster size: 64 KiB clusters compress lz4hc much better than one block.
-pub const PCLUSTER: u32 = 65536;
 /// Block alignment the dm-verity hash tree needs.
 pub const ALIGN: u64 = 4096;
 
 /// The read-only file system to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RootFs {
-    /// erofs, lz4hc level 12, 64 KiB physical clusters, tail packing (mkfs.erofs).
-    Erofs,
     /// squashfs, xz with the x86 BCJ filter on amd64, 128 KiB blocks (mksquashfs): the
     /// smallest by measurement (docs/decisions/0014-root-fs-and-esp.md), and slow to
     /// write.
@@ -59,42 +54,22 @@ impl RootFs {
 
     /// The host program that writes this root when [`RootFs::needs_host_tool`].
     pub fn program(self) -> &'static str {
-        match self {
-            RootFs::Erofs => "mkfs.erofs",
-            RootFs::SquashfsXz | RootFs::SquashfsZstd => "mksquashfs",
-        }
-    }
-    fn kind(self) -> &'static str {
-        match self {
-            RootFs::Erofs => "erofs",
-            RootFs::SquashfsXz | RootFs::SquashfsZstd => "squashfs",
-        }
+        "mksquashfs"
     }
 }
 
-/// Writes `tree` as an erofs image at `out` (atomically), every timestamp `epoch`, file
-/// system UUID `uuid` (16 bytes, e.g. derived from the recipe hash).
-pub fn write_erofs(
-    tree: &Tree,
-    epoch: u64,
-    uuid: &[u8; 16],
-    out: &Path,
-) -> Result<crate::output::Output> {
-    write_root(tree, RootFs::Erofs, epoch, uuid, "amd64", out)
-}
-
-/// Writes `tree` as a read-only `fs` image at `out` (atomically), every timestamp
-/// `epoch`; `uuid` is the erofs UUID (squashfs has none); `arch` (Debian architecture)
-/// picks squashfs's BCJ filter.
+/// Writes `tree` as a read-only `fs_kind` image at `out` (atomically), every timestamp
+/// `epoch`; `_uuid` is unused (squashfs has no UUID; kept for the callers of the retired
+/// erofs path); `arch` (Debian architecture) picks squashfs's BCJ filter.
 pub fn write_root(
     tree: &Tree,
     fs_kind: RootFs,
     epoch: u64,
-    uuid: &[u8; 16],
+    _uuid: &[u8; 16],
     arch: &str,
     out: &Path,
 ) -> Result<crate::output::Output> {
-    let kind = fs_kind.kind();
+    let kind = "squashfs";
     crate::tool::require(&[fs_kind.program()])?;
     if let Some((p, _)) = tree.iter().find(|(_, e)| !e.xattrs.is_empty()) {
         bail!("writing {kind} image {}: /{p} has extended attributes, which the {kind} writer does not carry yet", out.display());
@@ -124,12 +99,7 @@ pub fn write_root(
     fix_modes(tree, &root)?;
 
     let tmp = crate::io::atomic::temp_path_for(out);
-    let made = match fs_kind {
-        RootFs::Erofs => mkfs(&root, epoch, uuid, &tmp, !is_root),
-        RootFs::SquashfsXz | RootFs::SquashfsZstd => {
-            mksquashfs(&root, fs_kind, epoch, arch, &tmp, !is_root)
-        }
-    };
+    let made = mksquashfs(&root, fs_kind, epoch, arch, &tmp, !is_root);
     let result = made.and_then(|()| finish(&tmp, out, kind));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -189,41 +159,6 @@ fn fix_modes(tree: &Tree, root: &Path) -> Result<()> {
         fs::set_permissions(&p, fs::Permissions::from_mode(mode))
             .with_context(|| format!("chmod {}", p.display()))?;
     }
-    Ok(())
-}
-
-fn uuid_text(u: &[u8; 16]) -> String {
-    let h = crate::io::hash::hex(u);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
-fn mkfs(src: &Path, epoch: u64, uuid: &[u8; 16], dest: &Path, all_root: bool) -> Result<()> {
-    let mut t = Tool::new(
-        format!("writing erofs image {}", dest.display()),
-        "mkfs.erofs",
-    )
-    .arg("--quiet")
-    .arg(format!("-z{COMPRESSOR}"))
-    .arg(format!("-C{PCLUSTER}"))
-    // Tails of files inline in their inodes instead of a block each.
-    .arg("-Eztailpacking")
-    .arg(format!("-T{epoch}"))
-    .arg(format!("-U{}", uuid_text(uuid)))
-    .args(["-x", "-1"]);
-    if all_root {
-        t = t.arg("--all-root");
-    }
-    t.arg(dest)
-        .arg(src)
-        .env("SOURCE_DATE_EPOCH", epoch.to_string())
-        .run()?;
     Ok(())
 }
 

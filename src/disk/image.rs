@@ -6,7 +6,7 @@
 //!    it into the empty /var partition at first boot; `/etc/machine-id` says
 //!    `uninitialized`;
 //! 2. the initramfs (slipway-init + the boot modules), [`crate::disk::initramfs`];
-//! 3. the read-only root (squashfs or erofs) and its dm-verity hash tree;
+//! 3. the read-only root (squashfs) and its dm-verity hash tree;
 //! 4. the UKI (stub + kernel + initramfs + `roothash=` command line + os-release);
 //! 5. the ESP holding the UKI at `EFI/BOOT/BOOTX64.EFI`; the empty /var ext4;
 //! 6. the GPT disk: ESP, root, root-verity, var (types from the Discoverable Partitions
@@ -41,7 +41,8 @@ pub const DEFAULT_VAR: u64 = 128 << 20;
 /// under emulation the kernel's IO-APIC timer probe can miss its window and panic.
 pub const BASE_CMDLINE: &[&str] = &["console=ttyS0", "no_timer_check", "systemd.firstboot=off"];
 
-/// The host programs a host image build runs.
+/// The host programs a host image build runs: mksquashfs only for `root-fs =
+/// "squashfs-xz"` (the default root is slipway's own writer's; erofs roots retired).
 pub fn tools(r: &Recipe) -> Vec<&'static str> {
     let mut t = vec![
         "depmod",
@@ -581,7 +582,6 @@ fn write_var(staging: &Path, size: u64, hash_bytes: &[u8], epoch: u64) -> Result
 /// The manifest's name for a root file system kind.
 pub fn fs_name(k: RootFs) -> &'static str {
     match k {
-        RootFs::Erofs => "erofs",
         RootFs::SquashfsXz => "squashfs-xz",
         RootFs::SquashfsZstd => "squashfs",
     }

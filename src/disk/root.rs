@@ -1,6 +1,5 @@
 //! The root image stage: consumes the root file system's tree (see
-//! [`crate::disk::image::root_tree`]), produces the read-only root image (squashfs or
-//! erofs) and its dm-verity hash tree, kept in the stage cache under the digest of the
+//! [`crate::disk::image::root_tree`]), produces the read-only root image (squashfs) and its dm-verity hash tree, kept in the stage cache under the digest of the
 //! tree and everything else that decides their bytes.
 //!
 //! [`write_image`] is the one place the file system is written. The default root,
@@ -37,7 +36,6 @@ pub struct RootImage {
 /// The root file system kind `r` asks for.
 pub fn kind_of(r: &Recipe) -> RootFs {
     match r.disk.root_fs {
-        Some(RootFsName::Erofs) => RootFs::Erofs,
         Some(RootFsName::SquashfsXz) => RootFs::SquashfsXz,
         Some(RootFsName::Squashfs) | None => RootFs::SquashfsZstd,
     }

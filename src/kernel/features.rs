@@ -36,12 +36,12 @@ pub const FEATURES: &[Feature] = &[
             "hv_storvsc",
         ],
     },
-    // The read-only root: dm-verity over a read-only file system (erofs, or squashfs),
-    // and overlayfs for the writable /etc over it (slipway-init mounts it).
+    // The read-only root: dm-verity over squashfs (erofs roots were retired, decision
+    // 0034), and overlayfs for the writable /etc over it (slipway-init mounts it).
     Feature {
         name: "root",
-        about: "verified read-only root: dm-verity, erofs, squashfs; overlay for /etc",
-        modules: &["dm_verity", "erofs", "squashfs", "overlay"],
+        about: "verified read-only root: dm-verity, squashfs; overlay for /etc",
+        modules: &["dm_verity", "squashfs", "overlay"],
     },
     // The writable /var partition (ext4 is built in on Debian's cloud kernels; naming
     // it keeps a recipe right on kernels where it is not).

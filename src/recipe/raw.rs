@@ -328,8 +328,9 @@ pub struct RawDisk {
     pub esp_size: Option<Size>,
     /// The /var partition's size as built (it grows to fill the disk at first boot).
     pub var_size: Option<Size>,
-    /// The root file system: `squashfs` (zstd, the default), `squashfs-xz` (smallest,
-    /// slow to build) or `erofs` (lz4hc).
+    /// The root file system: `squashfs` (zstd, the default) or `squashfs-xz` (smallest,
+    /// slow to build). `erofs` was retired (docs/decisions/0034-erofs.md) and is refused
+    /// by name.
     pub root_fs: Option<RootFsName>,
     /// Extra kernel command-line arguments (inside the UKI).
     #[serde(default)]
@@ -368,12 +369,48 @@ impl TryFrom<String> for Size {
 
 /// The root file system's kind.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+#[serde(try_from = "String")]
 pub enum RootFsName {
     /// squashfs, zstd.
     Squashfs,
     /// squashfs, xz with BCJ.
     SquashfsXz,
-    /// erofs, lz4hc.
-    Erofs,
+}
+
+impl TryFrom<String> for RootFsName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "squashfs" => Ok(RootFsName::Squashfs),
+            "squashfs-xz" => Ok(RootFsName::SquashfsXz),
+            "erofs" => {
+                Err("\"erofs\": erofs roots were retired (decision 0034): use squashfs".to_string())
+            }
+            _ => Err(format!(
+                "\"{s}\" is not a root file system (use \"squashfs\" or \"squashfs-xz\")"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_fs_names() {
+        let parse = |s: &str| RootFsName::try_from(s.to_string());
+        assert_eq!(parse("squashfs"), Ok(RootFsName::Squashfs));
+        assert_eq!(parse("squashfs-xz"), Ok(RootFsName::SquashfsXz));
+        let retired = parse("erofs").unwrap_err();
+        assert!(
+            retired.contains("erofs roots were retired (decision 0034): use squashfs"),
+            "{retired}"
+        );
+        let unknown = parse("btrfs").unwrap_err();
+        assert!(
+            unknown.contains("\"btrfs\"") && unknown.contains("squashfs-xz"),
+            "{unknown}"
+        );
+    }
 }
