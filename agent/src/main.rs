@@ -21,7 +21,7 @@
 //!
 //! Install paths in an image (the image stage copies these):
 //! - `/usr/lib/slipway/slipway-agent` (this static binary, mode 0755);
-//! - `/usr/lib/systemd/system/slipway-provision.service` (from `agent/units/`), enabled
+//! - `/usr/lib/systemd/system/slipway-provision.service` (from `rootfs/`), enabled
 //!   by the symlink `/etc/systemd/system/sysinit.target.wants/slipway-provision.service`
 //!   (or `systemctl --root=TREE enable`); on a read-only root the symlink can equally
 //!   live in `/usr/lib/systemd/system/sysinit.target.wants/`;

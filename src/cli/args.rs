@@ -98,8 +98,8 @@ pub enum Command {
     /// `docker load`; oci-archive), sbom.spdx.json and report.json. Host images: disk.raw
     /// (disk), disk.qcow2 (qcow2), disk.vhd (vhd, Azure), disk.vmdk (vmdk, AWS/VMware),
     /// disk.tar.gz (gce), each with a JSON sidecar for the cloud, plus uki.efi and
-    /// manifest.json. Base images default to oci,oci-archive; host images to disk,qcow2;
-    /// other kinds to tar.
+    /// manifest.json. Base images default to oci,oci-archive; host images to disk (the
+    /// other disk formats only when asked for); other kinds to tar.
     Build(BuildArgs),
     /// Copy every locked file out of the cache into DIR, for offline builds years later.
     Vendor(VendorArgs),

@@ -6,7 +6,6 @@ use super::{context, load};
 use crate::boot::qemu::{self, HostForward, VmSpec};
 use crate::exit::{self, Code, WithCode};
 use crate::pipeline::{self, BuildOptions, Format};
-use crate::writers::oci::{Compression, Options, UserChoice};
 use anyhow::{Context as _, Result};
 use std::path::{Path, PathBuf};
 
@@ -94,14 +93,7 @@ fn image(g: &Global, fetch: &FetchArgs, image: &str) -> Result<PathBuf> {
     let r = load(image, fetch)?;
     let ctx = context(g, fetch)?;
     let out = PathBuf::from("out").join(&r.name);
-    let opts = BuildOptions {
-        formats: vec![Format::Disk],
-        arches: Vec::new(),
-        oci: Options {
-            compression: Compression::Gzip,
-            user: UserChoice::Recipe,
-        },
-    };
+    let opts = BuildOptions::with_formats(vec![Format::Disk]);
     pipeline::build(&ctx, &r, &out, &opts)?;
     Ok(crate::disk::image::disk_in(&out))
 }

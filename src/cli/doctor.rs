@@ -140,9 +140,9 @@ fn print_host(h: &Host) {
         );
     }
     println!(
-        "root      {} (needed for: building host disk images (--format disk, qcow2, vhd, vmdk, gce), whose \
-         root file system is staged with its owners; not needed for: lock, fetch, base \
-         images, tar/dir outputs, boot, test)",
+        "root      {} (needed only for host disks with [disk] root-fs = \"squashfs-xz\", whose root \
+         mksquashfs reads from a tree staged with its owners; not needed for anything else: \
+         lock, fetch, base images, host disks with the default squashfs root, boot, test)",
         if h.root { "yes" } else { "no" }
     );
     println!(

@@ -93,14 +93,7 @@ pub fn discover(dir: &Path, pattern: Option<&str>) -> Result<Vec<Definition>> {
 /// Builds `recipe` with `formats` into `out`.
 fn build(ctx: &Pipeline, recipe: &Path, formats: &[pipeline::Format], out: &Path) -> Result<()> {
     let r = Recipe::load(recipe).with_context(|| format!("loading {}", recipe.display()))?;
-    let opts = pipeline::BuildOptions {
-        formats: formats.to_vec(),
-        arches: Vec::new(),
-        oci: crate::writers::oci::Options {
-            compression: crate::writers::oci::Compression::Gzip,
-            user: crate::writers::oci::UserChoice::Recipe,
-        },
-    };
+    let opts = pipeline::BuildOptions::with_formats(formats.to_vec());
     pipeline::build(ctx, &r, out, &opts)
         .with_context(|| format!("building {} for the tests", recipe.display()))?;
     Ok(())
