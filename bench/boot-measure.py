@@ -33,9 +33,9 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def qemu_command(work, disk, config, direct=None):
-    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35",
+    cmd = ["qemu-system-x86_64", "-accel", os.environ.get("BENCH_QEMU_ACCEL", "tcg"), "-machine", "q35",
            "-cpu", os.environ.get("BENCH_QEMU_CPU", "max"),
-           "-m", "2048", "-smp", "2", "-nodefaults", "-no-user-config", "-display", "none",
+           "-m", "2048", "-smp", os.environ.get("BENCH_QEMU_SMP", "2"), "-nodefaults", "-no-user-config", "-display", "none",
            "-serial", "stdio", "-no-reboot",
            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
            "-drive", f"if=pflash,format=raw,unit=1,file={work}/vars.fd",

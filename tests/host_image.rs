@@ -202,7 +202,9 @@ fn bad_input_fails_before_any_work() {
         t.contains("bad-disk.toml") && t.contains("esp-size") && t.contains("not a size"),
         "{t}"
     );
-    // Not root: refused before locking or fetching, with the reason.
+    // Not root, with `root-fs = "squashfs-xz"` (the one root mksquashfs still writes from
+    // a tree staged with its owners): refused before locking or fetching, with the
+    // reason. The default root builds as any user (tests/cloud_formats.rs).
     let nobody = d.path().join("nobody");
     fs::create_dir(&nobody).unwrap();
     fs::set_permissions(
@@ -211,16 +213,23 @@ fn bad_input_fails_before_any_work() {
     )
     .unwrap();
     fs::set_permissions(&nobody, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let xz = nobody.join("xz.toml");
+    fs::write(
+        &xz,
+        "schema-version = 1\n[image]\nkind = \"host\"\n[packages]\ninclude = [\"systemd\"]\n[disk]\nroot-fs = \"squashfs-xz\"\n",
+    )
+    .unwrap();
     let o = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(bin())
-        .args(["build", recipe_path().to_str().unwrap(), "-o"])
+        .args(["build", xz.to_str().unwrap(), "-o"])
         .arg(nobody.join("out"))
         .env("SLIPWAY_CACHE", nobody.join("cache"))
         .output()
         .unwrap();
     let t = fails(o, 2);
-    assert!(t.contains("needs root"), "{t}");
+    assert!(t.contains("needs root") && t.contains("squashfs-xz"), "{t}");
     assert!(!nobody.join("out").exists());
+    assert!(!xz.with_extension("toml.lock").exists());
     assert!(!out.exists());
 }

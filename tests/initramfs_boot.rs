@@ -183,6 +183,7 @@ fn kit(dir: &Path) -> Kit {
 const ROOT_INIT: &str = r#"#!/bin/busybox sh
 b=/bin/busybox
 $b echo ROOT-OK
+$b echo "TPM: $($b ls /dev/tpm0 /dev/tpmrm0 2>&1 | $b tr '\n' ' ')"
 $b echo "ROOT-DM: $($b cat /sys/block/dm-0/dm/name) ro=$($b cat /sys/block/dm-0/ro)"
 $b grep -E ' (/|/var|/etc) ' /proc/mounts | $b sed 's/^/MOUNT: /'
 $b echo "VAR-KB: $($b df -k /var | $b tail -n 1 | $b awk '{print $2}')"
@@ -396,6 +397,9 @@ fn boot(kit: &Kit, disk: &Disk, append: &str, grow: u64, dir: &Path) -> Boot {
     spec.memory_mib = 1024;
     spec.cpus = 1;
     spec.network = false;
+    // swtpm beside the VM (issue 21's `tpm` key): the cloud kernel's built-in TPM TIS/CRB
+    // driver gives the guest /dev/tpm0, which the root's init lists.
+    spec.tpm = true;
     let work = dir.join("vm");
     let mut vm = Vm::start(&spec, &work).expect("starting QEMU (run scripts/setup-host.sh)");
     let root_ok = vm.wait_console(timeout, |c| c.contains("ROOT-OK")).unwrap();
@@ -581,6 +585,12 @@ fn squashfs_verity_root_var_growth_and_panic_on_corruption() {
         "squashfs boot before the corrupt read",
         &["slipway-init: boot stopped", "Call Trace"],
         &b.tail(),
+    );
+    assert_eq!(
+        b.value("TPM").as_deref().map(str::trim),
+        Some("/dev/tpm0 /dev/tpmrm0"),
+        "the guest has no TPM device (spec.tpm starts swtpm):\n{}",
+        b.tail()
     );
     assert_eq!(
         b.value("ROOT-DM").as_deref(),
