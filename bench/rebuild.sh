@@ -9,16 +9,16 @@
 #              stage cache;
 #   unchanged  nothing changed: the build's key matches, the verified entry is reused.
 #
-#   sudo bench/rebuild.sh
-#   RUNS=3 SLIPWAY=/path/to/slipway sudo bench/rebuild.sh
+#   bench/rebuild.sh
+#   RUNS=3 SLIPWAY=/path/to/slipway bench/rebuild.sh
 #
 # The recipe is a copy (recipes/containerd-host.toml, its lock and containerd-host/)
 # in a scratch directory, so the overlay edits never touch the repository. The cache is
 # a scratch one too: seeded with hard links from $SLIPWAY_CACHE (or ~/.cache/slipway)
 # when that has the packages, so nothing is downloaded; its stage entries are its own.
 # Each run prints wall/cpu (user + system) seconds; the CPU time tells a loaded
-# machine's wait apart from slipway's work. Needs root (host disk images do). Run it
-# with nothing else running.
+# machine's wait apart from slipway's work. Any user can run it (host disks build
+# rootless since issue 20). Run it with nothing else running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
