@@ -65,21 +65,10 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
 /// (which must give the partition's bytes exactly), then again with that file's first
 /// bytes changed; the first byte that differs belongs to the file's first block.
 fn systemd_block_offset(out: &Path, root_bytes: &[u8]) -> u64 {
-    let r = slipway::recipe::Recipe::load(&recipe_path()).unwrap();
-    let ctx = slipway::pipeline::Context {
-        cache: slipway::fetch::cache::Cache::open(Some(shared_cache())).unwrap(),
-        rep: slipway::io::progress::Reporter::quiet(),
-        offline: false,
-        locked: false,
-        artifact_dirs: vec![],
-        vendor: None,
-    };
-    let (asm, _) = slipway::pipeline::assembled(&ctx, &r).unwrap();
-    let bundled = slipway::disk::image::Bundled::find().unwrap();
-    let mut tree = slipway::disk::image::root_tree(&asm.tree, &bundled.agent, asm.epoch).unwrap();
+    let (mut tree, epoch) = host_root_tree(&recipe_path());
     let write = |t: &slipway::tree::Tree, name: &str| {
         let p = out.join(name);
-        let opts = slipway::disk::squashfs::Options::root(asm.epoch);
+        let opts = slipway::disk::squashfs::Options::root(epoch);
         slipway::disk::squashfs::write_file(t, &p, &opts).unwrap();
         fs::read(p).unwrap()
     };

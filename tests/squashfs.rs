@@ -641,28 +641,15 @@ fn as_nobody_the_image_is_the_same() {
 /// of the assembled recipe, with the agent), and its epoch.
 fn containerd_host_root() -> (Tree, u64) {
     let t = Instant::now();
-    let r = slipway::recipe::Recipe::load(
-        &common::fixtures::recipes_dir().join("containerd-host.toml"),
-    )
-    .unwrap();
-    let ctx = slipway::pipeline::Context {
-        cache: slipway::fetch::cache::Cache::open(Some(shared_cache())).unwrap(),
-        rep: slipway::io::progress::Reporter::quiet(),
-        offline: false,
-        locked: false,
-        artifact_dirs: vec![],
-        vendor: None,
-    };
-    let (asm, _) = slipway::pipeline::assembled(&ctx, &r).unwrap();
-    let bundled = slipway::disk::image::Bundled::find().unwrap();
-    let tree = slipway::disk::image::root_tree(&asm.tree, &bundled.agent, asm.epoch).unwrap();
+    let (tree, epoch) =
+        host_root_tree(&common::fixtures::recipes_dir().join("containerd-host.toml"));
     eprintln!(
         "containerd-host root tree: {} entries, {:.1} MB, assembled in {:.1} s",
         tree.len(),
         tree.content_size() as f64 / 1e6,
         t.elapsed().as_secs_f64()
     );
-    (tree, asm.epoch)
+    (tree, epoch)
 }
 
 /// `docker load -i archive`: the image's name.

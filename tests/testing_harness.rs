@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::bin;
+use common::{bin, qemu_under};
 use slipway::boot::qemu::VmSpec;
 use slipway::testing::definition::Definition;
 use slipway::testing::steps::Machine;
@@ -21,22 +21,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-/// QEMU processes whose command line mentions `dir`.
-fn qemu_under(dir: &Path) -> Vec<String> {
-    let needle = dir.display().to_string();
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.starts_with("qemu-system") && cmd.contains(&needle) {
-            found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
-        }
-    }
-    found
-}
 
 fn err_of(m: &mut Machine, def: &Definition, i: usize) -> String {
     match m.run(&def.steps[i]) {

@@ -12,7 +12,6 @@ use crate::push::deadline::{self, Timeouts};
 use crate::push::reference::Reference;
 use anyhow::{Context as _, Result};
 use std::io::Read;
-use std::time::Duration;
 
 /// Runs `slipway push`.
 pub fn run(g: &Global, a: &PushArgs) -> Result<()> {
@@ -48,14 +47,7 @@ pub fn run(g: &Global, a: &PushArgs) -> Result<()> {
 /// Time limits: the flags, else `SLIPWAY_PUSH_TIMEOUT` / `SLIPWAY_PUSH_READ_TIMEOUT`,
 /// else the defaults.
 fn timeouts(a: &PushArgs) -> Result<Timeouts> {
-    let pick = |flag: Option<Duration>, var: &str, default| match flag {
-        Some(d) => Ok(d),
-        None => match std::env::var(var) {
-            Ok(v) => deadline::parse_duration(&v)
-                .map_err(|e| exit::err(Code::BadInput, format!("{var}: {e}"))),
-            Err(_) => Ok(default),
-        },
-    };
+    let pick = deadline::setting;
     Ok(Timeouts {
         total: pick(a.timeout, "SLIPWAY_PUSH_TIMEOUT", deadline::DEFAULT_TOTAL)?,
         read: pick(

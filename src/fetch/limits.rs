@@ -62,14 +62,7 @@ impl Limits {
                 Err(_) => DEFAULT_MAX_SIZE,
             },
         };
-        let pick = |flag: Option<Duration>, var: &str, default| match flag {
-            Some(d) => Ok(d),
-            None => match std::env::var(var) {
-                Ok(v) => deadline::parse_duration(&v)
-                    .map_err(|e| exit::err(Code::BadInput, format!("{var}: {e}"))),
-                Err(_) => Ok(default),
-            },
-        };
+        let pick = deadline::setting;
         Ok(Limits {
             max_size,
             timeouts: Timeouts {

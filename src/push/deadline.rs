@@ -37,6 +37,19 @@ impl Default for Timeouts {
     }
 }
 
+/// A duration setting: the flag's value, else the environment variable `var` (parsed by
+/// [`parse_duration`]; a bad value is bad input naming the variable), else `default`.
+pub fn setting(flag: Option<Duration>, var: &str, default: Duration) -> anyhow::Result<Duration> {
+    match flag {
+        Some(d) => Ok(d),
+        None => match std::env::var(var) {
+            Ok(v) => parse_duration(&v)
+                .map_err(|e| crate::exit::err(crate::exit::Code::BadInput, format!("{var}: {e}"))),
+            Err(_) => Ok(default),
+        },
+    }
+}
+
 /// Parses a duration: a number of seconds (`90`, `1.5`) or with a unit (`500ms`, `90s`,
 /// `10m`, `1h`). Zero and negative values are refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -199,3 +199,38 @@ pub fn assert_console_clean(console: &str, what: &str, extra: &[&str], tail: &st
         panic!("{what}: console shows {bad:?}\n{tail}");
     }
 }
+
+/// QEMU processes whose command line mentions `dir`.
+pub fn qemu_under(dir: &Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.starts_with("qemu-system") && cmd.contains(&needle) {
+            found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+/// The root file system tree the disk stage makes for the recipe at `recipe`
+/// (`disk::image::root_tree` of the assembled recipe, with the bundled agent), and its
+/// epoch; packages from the shared cache.
+pub fn host_root_tree(recipe: &Path) -> (slipway::tree::Tree, u64) {
+    let r = slipway::recipe::Recipe::load(recipe).unwrap();
+    let ctx = slipway::pipeline::Context {
+        cache: slipway::fetch::cache::Cache::open(Some(shared_cache())).unwrap(),
+        rep: slipway::io::progress::Reporter::quiet(),
+        offline: false,
+        locked: false,
+        artifact_dirs: vec![],
+        vendor: None,
+    };
+    let (asm, _) = slipway::pipeline::assembled(&ctx, &r).unwrap();
+    let bundled = slipway::disk::image::Bundled::find().unwrap();
+    let tree = slipway::disk::image::root_tree(&asm.tree, &bundled.agent, asm.epoch).unwrap();
+    (tree, asm.epoch)
+}
