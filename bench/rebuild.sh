@@ -30,7 +30,10 @@ SEED=${SLIPWAY_CACHE:-$HOME/.cache/slipway}
 work=$(mktemp -d /tmp/slipway-bench-rebuild.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/recipes" "$work/cache"
-cp recipes/containerd-host.toml recipes/containerd-host.toml.lock "$work/recipes/"
+cp recipes/containerd-host.toml "$work/recipes/"
+# The lock, when a build in the repository made one (locks are not committed); else the
+# warm-up build below locks the copy.
+[ -f recipes/containerd-host.toml.lock ] && cp recipes/containerd-host.toml.lock "$work/recipes/"
 cp -r recipes/containerd-host "$work/recipes/"
 for d in apt blobs decoded; do
   [ -d "$SEED/$d" ] && cp -al "$SEED/$d" "$work/cache/"

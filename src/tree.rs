@@ -404,6 +404,45 @@ impl Tree {
     }
 }
 
+/// The digest of `entries`: each one's path, kind, content or target, mode, owner, mtime
+/// and extended attributes.
+pub fn digest<'a>(entries: impl IntoIterator<Item = (&'a String, &'a Entry)>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    for (p, e) in entries {
+        field(p.as_bytes());
+        let (tag, body): (&[u8], Vec<u8>) = match &e.kind {
+            Kind::File(c) => (b"f", Sha256::digest(c.as_slice()).to_vec()),
+            Kind::Dir => (b"d", Vec::new()),
+            Kind::Symlink(s) => (b"l", s.as_bytes().to_vec()),
+            Kind::Hardlink(s) => (b"h", s.as_bytes().to_vec()),
+            Kind::CharDevice(a, b) => (b"c", [a.to_le_bytes(), b.to_le_bytes()].concat()),
+            Kind::BlockDevice(a, b) => (b"b", [a.to_le_bytes(), b.to_le_bytes()].concat()),
+            Kind::Fifo => (b"p", Vec::new()),
+        };
+        field(tag);
+        field(&body);
+        let meta = [
+            e.mode.to_le_bytes(),
+            e.uid.to_le_bytes(),
+            e.gid.to_le_bytes(),
+        ]
+        .concat();
+        field(&meta);
+        field(&e.mtime.to_le_bytes());
+        for (n, v) in &e.xattrs {
+            field(n.as_bytes());
+            field(v);
+        }
+        field(b"end");
+    }
+    crate::io::hash::hex(&h.finalize())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,6 +98,34 @@ fn file<'t>(tree: &'t Tree, path: &str) -> &'t [u8] {
     }
 }
 
+/// The stage cache gives a rebuild the same plan and index files: the first call stores
+/// them, the second takes them from the entry, and a damaged entry is planned again.
+fn check_stage_cache(
+    tree: &Tree,
+    k: &KernelInfo,
+    requests: &[String],
+    plan: &ModulePlan,
+    index: &std::collections::BTreeMap<String, Vec<u8>>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let stages = slipway::io::stage_cache::StageCache::open(dir.path()).unwrap();
+    let json = |p: &ModulePlan| serde_json::to_string(p).unwrap();
+    let mut warnings = Vec::new();
+    for round in ["stored", "reused"] {
+        let p = kernel::plan_cached(&stages, tree, k, requests, &mut warnings).unwrap();
+        assert_eq!(json(&p), json(plan), "the {round} plan differs");
+        let i = kernel::depmod::index_files_cached(&stages, tree, k, plan, &mut warnings).unwrap();
+        assert_eq!(&i, index, "the {round} module index differs");
+    }
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let entries = |kind: &str| {
+        std::fs::read_dir(dir.path().join("stages").join(kind))
+            .unwrap()
+            .count()
+    };
+    assert_eq!((entries("module-plan"), entries("depmod")), (1, 1));
+}
+
 fn mb(b: u64) -> f64 {
     b as f64 / 1e6
 }
@@ -146,6 +174,7 @@ fn check_pruned(tree: &Tree, k: &KernelInfo, requests: &[String]) -> ModulePlan 
     let a = kernel::depmod::index_files(tree, k, &plan).unwrap();
     let b = kernel::depmod::index_files(tree, k, &plan).unwrap();
     assert_eq!(a, b, "depmod gave different bytes for the same modules");
+    check_stage_cache(tree, k, requests, &plan, &a);
     for (name, bytes) in &a {
         assert_eq!(
             file(tree, &format!("{}/{name}", k.modules_dir)),

@@ -82,30 +82,10 @@ pub fn assemble(cache: &Cache, r: &Recipe, lock: &Lock) -> Result<Assembled> {
     fx.run(&mut tree, &pkgs)?;
     dpkg::write_metadata(&mut tree, r, &pkgs, epoch)?;
     lap("fixups", &mut stages);
+    let mut warnings = fx.warnings;
     let (modules, module_plan) = match &r.kernel {
         Some(k) => {
-            // A kernel or module the recipe names that is not there is bad input (exit
-            // 2); a depmod failure is not.
-            let at = r.kernel_at.clone().unwrap_or_else(|| r.at("kernel"));
-            let bad = |e: anyhow::Error| at.sub("modules").wrap(e);
-            let kernel = crate::kernel::find(&tree).map_err(bad)?;
-            let plan = crate::kernel::plan(&tree, &kernel, &k.modules).map_err(|e| {
-                // The file that named the module that fails on its own.
-                let one = |m: &String| {
-                    crate::kernel::plan(&tree, &kernel, std::slice::from_ref(m)).is_err()
-                };
-                match k
-                    .modules
-                    .iter()
-                    .position(one)
-                    .and_then(|i| k.module_at.get(i))
-                {
-                    Some(at) => at.wrap(e),
-                    None => bad(e),
-                }
-            })?;
-            let report = crate::kernel::prune(&mut tree, &kernel, &plan, epoch)
-                .with_context(|| format!("pruning the modules of kernel {}", kernel.version))?;
+            let (report, plan) = modules(cache, r, k, &mut tree, epoch, &mut warnings)?;
             lap("kernel modules", &mut stages);
             (Some(report), Some(plan))
         }
@@ -125,11 +105,57 @@ pub fn assemble(cache: &Cache, r: &Recipe, lock: &Lock) -> Result<Assembled> {
         tree,
         epoch,
         scripts,
-        warnings: fx.warnings,
+        warnings,
         dropped_bytes,
         stages,
         packages: pkgs,
         modules,
         module_plan,
     })
+}
+
+/// Prunes the kernel's modules to what `k` asks for and regenerates their index, the
+/// plan and the index taken from the stage cache when their inputs are unchanged (a
+/// rebuild after an overlay change); returns the report and the plan.
+fn modules(
+    cache: &Cache,
+    r: &Recipe,
+    k: &crate::recipe::KernelSpec,
+    tree: &mut Tree,
+    epoch: u64,
+    warnings: &mut Vec<String>,
+) -> Result<(crate::kernel::ModuleReport, crate::kernel::ModulePlan)> {
+    // A kernel or module the recipe names that is not there is bad input (exit 2); a
+    // depmod failure is not.
+    let at = r.kernel_at.clone().unwrap_or_else(|| r.at("kernel"));
+    let bad = |e: anyhow::Error| at.sub("modules").wrap(e);
+    let kernel = crate::kernel::find(tree).map_err(bad)?;
+    // Without a usable stage cache, every build plans and runs depmod itself.
+    let stages = crate::io::stage_cache::StageCache::open(cache.root()).ok();
+    let planned = match &stages {
+        Some(s) => crate::kernel::plan_cached(s, tree, &kernel, &k.modules, warnings),
+        None => crate::kernel::plan(tree, &kernel, &k.modules),
+    };
+    let plan = planned.map_err(|e| {
+        // The file that named the module that fails on its own.
+        let one = |m: &String| crate::kernel::plan(tree, &kernel, std::slice::from_ref(m)).is_err();
+        match k
+            .modules
+            .iter()
+            .position(one)
+            .and_then(|i| k.module_at.get(i))
+        {
+            Some(at) => at.wrap(e),
+            None => bad(e),
+        }
+    })?;
+    let report = crate::kernel::prune(
+        tree,
+        &kernel,
+        &plan,
+        epoch,
+        stages.as_ref().map(|s| (s, warnings)),
+    )
+    .with_context(|| format!("pruning the modules of kernel {}", kernel.version))?;
+    Ok((report, plan))
 }

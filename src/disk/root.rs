@@ -11,7 +11,7 @@ use crate::disk::erofs::RootFs;
 use crate::io::stage_cache::{KeyBuilder, StageCache, StoredFile};
 use crate::recipe::raw::RootFsName;
 use crate::recipe::Recipe;
-use crate::tree::{Kind, Tree};
+use crate::tree::Tree;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -168,42 +168,9 @@ fn key(r: &Recipe, root: &Tree, kind: RootFs, epoch: u64, uuid: &[u8; 16]) -> Re
     Ok(k.finish())
 }
 
-/// The digest of every entry of `t`: path, kind, content or target, mode, owner, mtime
-/// and extended attributes.
+/// The digest of every entry of `t` ([`crate::tree::digest`]).
 pub fn tree_digest(t: &Tree) -> String {
-    let mut h = Sha256::new();
-    let mut field = |b: &[u8]| {
-        h.update((b.len() as u64).to_le_bytes());
-        h.update(b);
-    };
-    for (p, e) in t.iter() {
-        field(p.as_bytes());
-        let (tag, body): (&[u8], Vec<u8>) = match &e.kind {
-            Kind::File(c) => (b"f", Sha256::digest(c.as_slice()).to_vec()),
-            Kind::Dir => (b"d", Vec::new()),
-            Kind::Symlink(s) => (b"l", s.as_bytes().to_vec()),
-            Kind::Hardlink(s) => (b"h", s.as_bytes().to_vec()),
-            Kind::CharDevice(a, b) => (b"c", [a.to_le_bytes(), b.to_le_bytes()].concat()),
-            Kind::BlockDevice(a, b) => (b"b", [a.to_le_bytes(), b.to_le_bytes()].concat()),
-            Kind::Fifo => (b"p", Vec::new()),
-        };
-        field(tag);
-        field(&body);
-        let meta = [
-            e.mode.to_le_bytes(),
-            e.uid.to_le_bytes(),
-            e.gid.to_le_bytes(),
-        ]
-        .concat();
-        field(&meta);
-        field(&e.mtime.to_le_bytes());
-        for (n, v) in &e.xattrs {
-            field(n.as_bytes());
-            field(v);
-        }
-        field(b"end");
-    }
-    crate::io::hash::hex(&h.finalize())
+    crate::tree::digest(t.iter())
 }
 
 #[cfg(test)]

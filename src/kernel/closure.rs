@@ -16,7 +16,7 @@ use anyhow::{bail, Result};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One module kept in the image.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Module {
     /// Module name (underscores).
     pub name: String,
@@ -38,7 +38,7 @@ pub struct Module {
 }
 
 /// A requested module that is built into the kernel.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct BuiltinHit {
     /// Module name.
     pub name: String,
@@ -47,7 +47,7 @@ pub struct BuiltinHit {
 }
 
 /// What to keep of one kernel's modules.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ModulePlan {
     /// The kernel release.
     pub kernel: String,

@@ -15,8 +15,9 @@ pub mod features;
 pub mod index;
 pub mod modinfo;
 
+use crate::io::stage_cache::{KeyBuilder, StageCache};
 use crate::tree::{Kind, Tree};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 pub use closure::{BuiltinHit, Module, ModulePlan};
 use std::collections::BTreeSet;
 
@@ -95,6 +96,50 @@ pub fn plan(tree: &Tree, kernel: &KernelInfo, requests: &[String]) -> Result<Mod
     closure::plan(&cat, requests)
 }
 
+/// The stage cache's kind for module plans, and its format version.
+const PLAN_KIND: &str = "module-plan";
+const PLAN_VERSION: u32 = 1;
+
+/// [`plan`] through the stage cache `stages`, keyed by every entry of the kernel's
+/// modules directory and the requests: reading each module's `.modinfo` (decompressing
+/// every module the kernel ships) is most of a rebuild's module work, and its answer
+/// changes only with the kernel package or the recipe's `[kernel] modules`. A damaged
+/// entry is reported in `warnings` and planned again.
+pub fn plan_cached(
+    stages: &StageCache,
+    tree: &Tree,
+    kernel: &KernelInfo,
+    requests: &[String],
+    warnings: &mut Vec<String>,
+) -> Result<ModulePlan> {
+    let mut k = KeyBuilder::new(PLAN_KIND, PLAN_VERSION);
+    k.text("slipway", crate::io::stage_cache::self_digest()?)
+        .text("kernel", &kernel.version)
+        .text(
+            "modules",
+            &crate::tree::digest(tree.under(&kernel.modules_dir)),
+        );
+    for r in requests {
+        k.text("request", r);
+    }
+    let key = k.finish();
+    if let Some(e) = stages.get(PLAN_KIND, &key, warnings) {
+        match serde_json::from_value::<ModulePlan>(e.meta) {
+            Ok(p) => return Ok(p),
+            Err(e) => warnings.push(format!(
+                "stage cache: the module plan of kernel {} is unreadable, planned again: {e}",
+                kernel.version
+            )),
+        }
+    }
+    let p = plan(tree, kernel, requests)?;
+    let meta = serde_json::to_value(&p).context("serializing the module plan")?;
+    if let Err(e) = stages.put(PLAN_KIND, &key, &[], meta) {
+        warnings.push(format!("stage cache: the module plan is not kept: {e:#}"));
+    }
+    Ok(p)
+}
+
 /// What pruning did, for the build report.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ModuleReport {
@@ -143,6 +188,7 @@ pub fn prune(
     kernel: &KernelInfo,
     plan: &ModulePlan,
     epoch: u64,
+    cached: Option<(&StageCache, &mut Vec<String>)>,
 ) -> Result<ModuleReport> {
     if plan.kernel != kernel.version {
         bail!(
@@ -176,7 +222,12 @@ pub fn prune(
             tree.put(&order_path, new)?;
         }
     }
-    let files = depmod::index_files(tree, kernel, plan)?;
+    let files = match cached {
+        Some((stages, warnings)) => {
+            depmod::index_files_cached(stages, tree, kernel, plan, warnings)?
+        }
+        None => depmod::index_files(tree, kernel, plan)?,
+    };
     let index_bytes = files.values().map(|b| b.len() as u64).sum();
     depmod::install(tree, kernel, &files, epoch)?;
     Ok(ModuleReport {
