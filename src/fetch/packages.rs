@@ -31,6 +31,9 @@ pub struct Summary {
     pub downloaded: usize,
     /// Packages taken from the vendor directory.
     pub vendored: usize,
+    /// Packages taken from the registry cache (`--cache-from`).
+    #[serde(default)]
+    pub from_registry: usize,
     /// Corrupt cache entries found and replaced.
     pub repaired: usize,
     /// Bytes downloaded.
@@ -91,6 +94,9 @@ pub fn fetch(
             }
         }
         missing = still;
+    }
+    if !opts.offline {
+        missing = from_registry(cache, missing, &mut sum)?;
     }
     if missing.is_empty() {
         return Ok(sum);
@@ -167,12 +173,46 @@ pub fn fetch(
         cache.insert(path, &p.sha256)?;
         sum.downloaded += 1;
     }
+    if let Some(reg) = cache.registry() {
+        reg.note_built(sum.downloaded);
+    }
     stage.done(format!(
         "{} packages, {:.1} MB",
         sum.downloaded,
         sum.bytes as f64 / 1e6
     ));
     Ok(sum)
+}
+
+/// Takes what it can of `missing` from the registry cache, each blob checked against
+/// the lock's sha256 (and again by [`Cache::insert`]); returns what is still missing.
+/// A blob with other bytes is a warning, and the package comes from the origin.
+fn from_registry<'a>(
+    cache: &Cache,
+    missing: Vec<&'a LockedPackage>,
+    sum: &mut Summary,
+) -> Result<Vec<&'a LockedPackage>> {
+    let Some(reg) = cache.registry().filter(|r| r.reads()) else {
+        return Ok(missing);
+    };
+    let mut still = Vec::new();
+    let tmp = cache.temp_dir()?;
+    for p in missing {
+        let file = tmp.path().join(format!("{}.deb", p.sha256));
+        let what = format!("package {} {}", p.name, p.version);
+        match reg.pull_blob(&p.sha256, p.size, true, &file, &what) {
+            crate::remote::Pulled::Got => {
+                cache.insert(&file, &p.sha256)?;
+                sum.from_registry += 1;
+            }
+            crate::remote::Pulled::Missing => still.push(p),
+            crate::remote::Pulled::Refused(w) => {
+                warn(&w);
+                still.push(p);
+            }
+        }
+    }
+    Ok(still)
 }
 
 /// [`Cache::check`] of every package, on all cores (each check hashes a whole .deb).

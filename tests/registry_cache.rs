@@ -1,0 +1,336 @@
+//! The registry cache (`--cache-from`, `--cache-to`; docs/cache.md) between two
+//! "machines" (two cache directories) through a real registry: Debian's docker-registry
+//! on 127.0.0.1 (tests/common/registry.rs). Host only, no boot.
+//!
+//! - Machine A (the tests' shared cache) builds containerd-host (`--format disk`, the
+//!   fixture's output) and base/python with `--cache-to` and the fleet's key.
+//! - Machine B (an empty cache directory, the Debian mirror overridden to a closed port)
+//!   builds both from `--cache-from` alone: byte-identical outputs.
+//! - Rotten mirror: B's base/python build runs against a stand-in mirror that serves none
+//!   of the locked .debs (nor anything else) and sees no request; without the registry
+//!   the same build fails.
+//! - Poison: one blob of the signed stage entry changed in the registry's storage: B
+//!   notices, warns, builds the disk itself from the registry's packages, same bytes.
+//!   The same entry under a manifest without the signature is ignored.
+//! - Concurrency: two `slipway fetch --cache-to` of one recipe at once both succeed.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::registry::Registry;
+use common::{bin, fixtures, free_port, shared_cache, text};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Runs slipway with the cache `cache` and the environment `env`.
+fn slipway(cache: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env("SLIPWAY_CACHE", cache)
+        .env_remove("SLIPWAY_MIRROR")
+        .env_remove("SLIPWAY_CACHE_FROM")
+        .env_remove("SLIPWAY_CACHE_TO")
+        .env("SLIPWAY_CACHE_CONFIG", "/dev/null");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn ok(o: Output, what: &str) -> String {
+    let t = text(&o);
+    assert!(o.status.success(), "{what} failed ({:?}):\n{t}", o.status);
+    t
+}
+
+/// The fleet's key pair, made by openssl as docs/cache.md says.
+fn fleet_keys(dir: &Path) -> (PathBuf, PathBuf) {
+    let key = dir.join("fleet.pem");
+    let public = dir.join("fleet.pub.pem");
+    let gen = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "openssl genpkey: {}", text(&gen));
+    let publ = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(publ.status.success(), "openssl pkey: {}", text(&publ));
+    (key, public)
+}
+
+/// sha256 of every file under `dir` that a build writes the same every time.
+fn digests(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+        // report.json holds times and counts; dot files are the fixture cache's notes.
+        if e.file_type().is_file() && rel != "report.json" && !rel.starts_with('.') {
+            let (sha, _) = slipway::io::hash::sha256_file(e.path()).unwrap();
+            out.insert(rel, sha);
+        }
+    }
+    out
+}
+
+fn report(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+}
+
+/// A stand-in Debian mirror that has dropped everything: it answers 404 to every
+/// request and counts them.
+fn dropped_mirror() -> (String, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut line = String::new();
+            let _ = BufReader::new(&s).read_line(&mut line);
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = s.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (format!("http://127.0.0.1:{port}/debian"), seen)
+}
+
+/// `path` of the registry's API, as JSON.
+fn get_json(reg: &Registry, path: &str, accept: &str) -> Value {
+    let url = format!("http://{}{path}", reg.host());
+    let body = ureq::get(&url)
+        .set("Accept", accept)
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// The stage manifest (the only `stage-` tag) in `repo`: its tag and document.
+fn stage_manifest(reg: &Registry, repo: &str) -> (String, Value) {
+    let tags = get_json(reg, &format!("/v2/{repo}/tags/list"), "application/json");
+    let tag = tags["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .find(|t| t.starts_with("stage-build-"))
+        .unwrap_or_else(|| panic!("no stage entry was pushed: {tags}"))
+        .to_string();
+    let m = get_json(reg, &format!("/v2/{repo}/manifests/{tag}"), OCI_MANIFEST);
+    (tag, m)
+}
+
+/// Copies the stage manifest of `from` into the repository `to` without its signature
+/// (blobs mounted across repositories, the manifest put as it is minus annotations).
+fn push_unsigned(reg: &Registry, from: &str, to: &str) {
+    let (tag, mut m) = stage_manifest(reg, from);
+    let mut digests = vec![m["config"]["digest"].as_str().unwrap().to_string()];
+    for l in m["layers"].as_array().unwrap() {
+        digests.push(l["digest"].as_str().unwrap().to_string());
+    }
+    for d in digests {
+        let url = format!(
+            "http://{}/v2/{to}/blobs/uploads/?mount={d}&from={from}",
+            reg.host()
+        );
+        let r = ureq::post(&url).call().unwrap();
+        assert_eq!(r.status(), 201, "mount {d}");
+    }
+    m.as_object_mut().unwrap().remove("annotations");
+    let url = format!("http://{}/v2/{to}/manifests/{tag}", reg.host());
+    ureq::put(&url)
+        .set("Content-Type", OCI_MANIFEST)
+        .send_bytes(&serde_json::to_vec(&m).unwrap())
+        .unwrap();
+}
+
+/// Flips one byte in the middle of the blob `digest` in the registry's storage.
+fn poison_blob(reg: &Registry, digest: &str) {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let data = reg
+        .storage()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&data, bytes).unwrap();
+}
+
+#[test]
+fn two_machines_share_one_cache_through_a_registry() {
+    let t0 = Instant::now();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (key, public) = fleet_keys(w);
+    let reg = Registry::anonymous();
+    let repo = format!("{}/fleet/cache", reg.host());
+    let host = fixtures::recipes_dir().join("containerd-host.toml");
+    let python = fixtures::recipes_dir().join("base/python.toml");
+    // The recipes' locks (and A's local stage entry, as any earlier build leaves it).
+    let fixture = fixtures::host_image("containerd-host");
+    fixtures::base_image("base/python");
+    let (host, python) = (host.to_str().unwrap(), python.to_str().unwrap());
+    let key = key.to_str().unwrap();
+    let public = public.to_str().unwrap();
+
+    // Machine A: the shared cache, pushing with the fleet's key.
+    let a = shared_cache();
+    let out = |n: &str| w.join(n).display().to_string();
+    let push = ["--cache-to", &repo, "--cache-signing-key", key];
+    let t = Instant::now();
+    let mut args = vec!["build", host, "-o", &out_a_host(w), "--format", "disk"];
+    args.extend(push);
+    ok(slipway(&a, &[], &args), "A: containerd-host --cache-to");
+    let mut args = vec!["build", python, "-o", &out_a_python(w), "--format", "oci"];
+    args.extend(push);
+    ok(slipway(&a, &[], &args), "A: base/python --cache-to");
+    let a_secs = t.elapsed().as_secs_f64();
+    let ra = report(Path::new(&out_a_host(w)))["registry_cache"].clone();
+    assert!(ra["manifests"].as_u64().unwrap() >= 2, "A pushed: {ra}");
+    assert_eq!(
+        digests(Path::new(&out_a_host(w))),
+        digests(&fixture),
+        "A's disk is not the fixture's"
+    );
+
+    // Machine B: an empty cache, no mirror, the registry alone.
+    let closed = format!("http://127.0.0.1:{}/debian", free_port());
+    let (mirror, seen) = dropped_mirror();
+    let from = ["--cache-from", &repo, "--cache-trusted-key", public];
+    let b = w.join("b-cache");
+    let t = Instant::now();
+    let mut args = vec!["build", host, "-o", &out("b-host"), "--format", "disk"];
+    args.extend(from);
+    let log = ok(slipway(&b, &[("SLIPWAY_MIRROR", &closed)], &args), "B: containerd-host");
+    let b_host_secs = t.elapsed().as_secs_f64();
+    assert!(log.contains("taken from the registry cache"), "{log}");
+    let mut args = vec!["build", python, "-o", &out("b-python"), "--format", "oci"];
+    args.extend(from);
+    let env = [("SLIPWAY_MIRROR", mirror.as_str())];
+    ok(slipway(&b, &env, &args), "B: base/python (rotten mirror)");
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "B asked the mirror");
+    assert_eq!(digests(Path::new(&out("b-host"))), digests(&fixture));
+    assert_eq!(
+        digests(Path::new(&out("b-python"))),
+        digests(Path::new(&out_a_python(w)))
+    );
+    let rb = report(Path::new(&out("b-python")));
+    assert!(
+        rb["fetch"]["from_registry"].as_u64().unwrap() == rb["packages"].as_u64().unwrap(),
+        "not every package came from the registry: {}",
+        rb["fetch"]
+    );
+    // The control: without the registry, the rotten mirror fails the same build.
+    let bare = w.join("bare-cache");
+    let o = slipway(&bare, &env, &["fetch", python]);
+    assert!(!o.status.success(), "fetched without the registry:\n{}", text(&o));
+    assert!(seen.load(Ordering::SeqCst) > 0);
+
+    unsigned_entry_is_ignored(&reg, w, host, public, &closed);
+    poisoned_blob_is_rebuilt(&reg, w, host, &from, &closed, &fixture);
+    concurrent_pushes(&reg, w, python);
+    eprintln!(
+        "A (warm local cache, pushing) {a_secs:.1} s, B containerd-host from the registry {b_host_secs:.1} s; test {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+fn out_a_host(w: &Path) -> String {
+    w.join("a-host").display().to_string()
+}
+
+fn out_a_python(w: &Path) -> String {
+    w.join("a-python").display().to_string()
+}
+
+/// The signed stage entry copied into another repository without its signature: a
+/// machine with nothing else fails (its packages are nowhere), having ignored it.
+fn unsigned_entry_is_ignored(reg: &Registry, w: &Path, host: &str, public: &str, closed: &str) {
+    push_unsigned(reg, "fleet/cache", "fleet/unsigned");
+    let repo = format!("{}/fleet/unsigned", reg.host());
+    let c = w.join("c-cache");
+    let args = [
+        "build", host, "-o", &w.join("c-host").display().to_string(), "--format", "disk",
+        "--cache-from", &repo, "--cache-trusted-key", public,
+    ];
+    let o = slipway(&c, &[("SLIPWAY_MIRROR", closed)], &args);
+    let log = text(&o);
+    assert!(!o.status.success(), "built from an unsigned entry:\n{log}");
+    assert!(log.contains("not signed by the fleet's key"), "{log}");
+}
+
+/// One blob of the signed stage entry changed in the registry: a fresh machine warns,
+/// builds the disk from the registry's packages, and gets the same bytes.
+fn poisoned_blob_is_rebuilt(
+    reg: &Registry,
+    w: &Path,
+    host: &str,
+    from: &[&str],
+    closed: &str,
+    fixture: &Path,
+) {
+    let (_, m) = stage_manifest(reg, "fleet/cache");
+    let uki = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["annotations"]["org.opencontainers.image.title"] == "uki.efi")
+        .unwrap_or_else(|| panic!("no uki.efi in {m}"));
+    poison_blob(reg, uki["digest"].as_str().unwrap());
+    let d = w.join("d-cache");
+    let out = w.join("d-host");
+    let mut args = vec!["build", host, "-o", out.to_str().unwrap(), "--format", "disk"];
+    args.extend(from);
+    let log = ok(slipway(&d, &[("SLIPWAY_MIRROR", closed)], &args), "D: poisoned");
+    assert!(log.contains("uki.efi"), "no warning about the blob:\n{log}");
+    let r = report(&out);
+    assert!(
+        r["warnings"].to_string().contains("registry serves"),
+        "{}",
+        r["warnings"]
+    );
+    assert_eq!(r["registry_cache"]["refused"], 1, "{}", r["registry_cache"]);
+    assert_eq!(digests(&out), digests(fixture));
+}
+
+/// Two machines push one recipe's inputs at once: both succeed.
+fn concurrent_pushes(reg: &Registry, w: &Path, python: &str) {
+    let repo = format!("{}/fleet/race", reg.host());
+    let _ = w;
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (repo, python) = (repo.clone(), python.to_string());
+            std::thread::spawn(move || {
+                slipway(&shared_cache(), &[], &["fetch", &python, "--cache-to", &repo])
+            })
+        })
+        .collect();
+    for r in runs {
+        ok(r.join().unwrap(), "a concurrent push");
+    }
+    let tags = get_json(reg, "/v2/fleet/race/tags/list", "application/json");
+    assert!(tags.to_string().contains("inputs-python-"), "{tags}");
+}
