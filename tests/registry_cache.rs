@@ -179,6 +179,20 @@ fn poison_blob(reg: &Registry, digest: &str) {
     std::fs::write(&data, bytes).unwrap();
 }
 
+/// `slipway build RECIPE -o OUT --format FORMAT EXTRA...` with the cache `cache`.
+fn build(
+    cache: &Path,
+    env: &[(&str, &str)],
+    (recipe, format): (&str, &str),
+    out: &Path,
+    extra: &[&str],
+) -> Output {
+    let out = out.to_str().unwrap();
+    let mut args = vec!["build", recipe, "-o", out, "--format", format];
+    args.extend(extra);
+    slipway(cache, env, &args)
+}
+
 #[test]
 fn two_machines_share_one_cache_through_a_registry() {
     let t0 = Instant::now();
@@ -187,31 +201,28 @@ fn two_machines_share_one_cache_through_a_registry() {
     let (key, public) = fleet_keys(w);
     let reg = Registry::anonymous();
     let repo = format!("{}/fleet/cache", reg.host());
-    let host = fixtures::recipes_dir().join("containerd-host.toml");
-    let python = fixtures::recipes_dir().join("base/python.toml");
     // The recipes' locks (and A's local stage entry, as any earlier build leaves it).
     let fixture = fixtures::host_image("containerd-host");
     fixtures::base_image("base/python");
-    let (host, python) = (host.to_str().unwrap(), python.to_str().unwrap());
-    let key = key.to_str().unwrap();
-    let public = public.to_str().unwrap();
+    let host = fixtures::recipes_dir().join("containerd-host.toml");
+    let python = fixtures::recipes_dir().join("base/python.toml");
+    let host = (host.to_str().unwrap(), "disk");
+    let python = (python.to_str().unwrap(), "oci");
+    let (key, public) = (key.to_str().unwrap(), public.to_str().unwrap());
 
     // Machine A: the shared cache, pushing with the fleet's key.
     let a = shared_cache();
-    let out = |n: &str| w.join(n).display().to_string();
     let push = ["--cache-to", &repo, "--cache-signing-key", key];
     let t = Instant::now();
-    let mut args = vec!["build", host, "-o", &out_a_host(w), "--format", "disk"];
-    args.extend(push);
-    ok(slipway(&a, &[], &args), "A: containerd-host --cache-to");
-    let mut args = vec!["build", python, "-o", &out_a_python(w), "--format", "oci"];
-    args.extend(push);
-    ok(slipway(&a, &[], &args), "A: base/python --cache-to");
+    let a_host = w.join("a-host");
+    let a_python = w.join("a-python");
+    ok(build(&a, &[], host, &a_host, &push), "A: containerd-host");
+    ok(build(&a, &[], python, &a_python, &push), "A: base/python");
     let a_secs = t.elapsed().as_secs_f64();
-    let ra = report(Path::new(&out_a_host(w)))["registry_cache"].clone();
+    let ra = report(&a_host)["registry_cache"].clone();
     assert!(ra["manifests"].as_u64().unwrap() >= 2, "A pushed: {ra}");
     assert_eq!(
-        digests(Path::new(&out_a_host(w))),
+        digests(&a_host),
         digests(&fixture),
         "A's disk is not the fixture's"
     );
@@ -221,49 +232,39 @@ fn two_machines_share_one_cache_through_a_registry() {
     let (mirror, seen) = dropped_mirror();
     let from = ["--cache-from", &repo, "--cache-trusted-key", public];
     let b = w.join("b-cache");
+    let (b_host, b_python) = (w.join("b-host"), w.join("b-python"));
     let t = Instant::now();
-    let mut args = vec!["build", host, "-o", &out("b-host"), "--format", "disk"];
-    args.extend(from);
-    let log = ok(slipway(&b, &[("SLIPWAY_MIRROR", &closed)], &args), "B: containerd-host");
+    let o = build(&b, &[("SLIPWAY_MIRROR", &closed)], host, &b_host, &from);
+    let log = ok(o, "B: containerd-host");
     let b_host_secs = t.elapsed().as_secs_f64();
     assert!(log.contains("taken from the registry cache"), "{log}");
-    let mut args = vec!["build", python, "-o", &out("b-python"), "--format", "oci"];
-    args.extend(from);
     let env = [("SLIPWAY_MIRROR", mirror.as_str())];
-    ok(slipway(&b, &env, &args), "B: base/python (rotten mirror)");
+    ok(build(&b, &env, python, &b_python, &from), "B: base/python");
     assert_eq!(seen.load(Ordering::SeqCst), 0, "B asked the mirror");
-    assert_eq!(digests(Path::new(&out("b-host"))), digests(&fixture));
+    assert_eq!(digests(&b_host), digests(&fixture));
+    assert_eq!(digests(&b_python), digests(&a_python));
+    let rb = report(&b_python);
     assert_eq!(
-        digests(Path::new(&out("b-python"))),
-        digests(Path::new(&out_a_python(w)))
-    );
-    let rb = report(Path::new(&out("b-python")));
-    assert!(
-        rb["fetch"]["from_registry"].as_u64().unwrap() == rb["packages"].as_u64().unwrap(),
+        rb["fetch"]["from_registry"], rb["packages"],
         "not every package came from the registry: {}",
         rb["fetch"]
     );
-    // The control: without the registry, the rotten mirror fails the same build.
-    let bare = w.join("bare-cache");
-    let o = slipway(&bare, &env, &["fetch", python]);
-    assert!(!o.status.success(), "fetched without the registry:\n{}", text(&o));
+    // The control: without the registry, the rotten mirror fails the same fetch.
+    let o = slipway(&w.join("bare-cache"), &env, &["fetch", python.0]);
+    assert!(
+        !o.status.success(),
+        "fetched without the registry:\n{}",
+        text(&o)
+    );
     assert!(seen.load(Ordering::SeqCst) > 0);
 
-    unsigned_entry_is_ignored(&reg, w, host, public, &closed);
-    poisoned_blob_is_rebuilt(&reg, w, host, &from, &closed, &fixture);
-    concurrent_pushes(&reg, w, python);
+    unsigned_entry_is_ignored(&reg, w, host.0, public, &closed);
+    poisoned_blob_is_rebuilt(&reg, w, host.0, &from, &closed, &fixture);
+    concurrent_pushes(&reg, python.0);
     eprintln!(
         "A (warm local cache, pushing) {a_secs:.1} s, B containerd-host from the registry {b_host_secs:.1} s; test {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-}
-
-fn out_a_host(w: &Path) -> String {
-    w.join("a-host").display().to_string()
-}
-
-fn out_a_python(w: &Path) -> String {
-    w.join("a-python").display().to_string()
 }
 
 /// The signed stage entry copied into another repository without its signature: a
@@ -273,8 +274,16 @@ fn unsigned_entry_is_ignored(reg: &Registry, w: &Path, host: &str, public: &str,
     let repo = format!("{}/fleet/unsigned", reg.host());
     let c = w.join("c-cache");
     let args = [
-        "build", host, "-o", &w.join("c-host").display().to_string(), "--format", "disk",
-        "--cache-from", &repo, "--cache-trusted-key", public,
+        "build",
+        host,
+        "-o",
+        &w.join("c-host").display().to_string(),
+        "--format",
+        "disk",
+        "--cache-from",
+        &repo,
+        "--cache-trusted-key",
+        public,
     ];
     let o = slipway(&c, &[("SLIPWAY_MIRROR", closed)], &args);
     let log = text(&o);
@@ -302,9 +311,19 @@ fn poisoned_blob_is_rebuilt(
     poison_blob(reg, uki["digest"].as_str().unwrap());
     let d = w.join("d-cache");
     let out = w.join("d-host");
-    let mut args = vec!["build", host, "-o", out.to_str().unwrap(), "--format", "disk"];
+    let mut args = vec![
+        "build",
+        host,
+        "-o",
+        out.to_str().unwrap(),
+        "--format",
+        "disk",
+    ];
     args.extend(from);
-    let log = ok(slipway(&d, &[("SLIPWAY_MIRROR", closed)], &args), "D: poisoned");
+    let log = ok(
+        slipway(&d, &[("SLIPWAY_MIRROR", closed)], &args),
+        "D: poisoned",
+    );
     assert!(log.contains("uki.efi"), "no warning about the blob:\n{log}");
     let r = report(&out);
     assert!(
@@ -317,14 +336,17 @@ fn poisoned_blob_is_rebuilt(
 }
 
 /// Two machines push one recipe's inputs at once: both succeed.
-fn concurrent_pushes(reg: &Registry, w: &Path, python: &str) {
+fn concurrent_pushes(reg: &Registry, python: &str) {
     let repo = format!("{}/fleet/race", reg.host());
-    let _ = w;
     let runs: Vec<_> = (0..2)
         .map(|_| {
             let (repo, python) = (repo.clone(), python.to_string());
             std::thread::spawn(move || {
-                slipway(&shared_cache(), &[], &["fetch", &python, "--cache-to", &repo])
+                slipway(
+                    &shared_cache(),
+                    &[],
+                    &["fetch", &python, "--cache-to", &repo],
+                )
             })
         })
         .collect();

@@ -76,24 +76,7 @@ pub fn fetch(
         }
     }
     if let Some(dir) = &opts.vendor {
-        let mut still = Vec::new();
-        for p in missing {
-            let f = dir.join("debs").join(vendor_name(p));
-            if f.is_file() {
-                let tmp = cache.temp_dir()?;
-                let copy = tmp.path().join("pkg.deb");
-                let mut from =
-                    std::fs::File::open(&f).with_context(|| format!("opening {}", f.display()))?;
-                copy_hashing(&mut from, &copy)?;
-                cache
-                    .insert(&copy, &p.sha256)
-                    .with_context(|| format!("vendored {}", f.display()))?;
-                sum.vendored += 1;
-            } else {
-                still.push(p);
-            }
-        }
-        missing = still;
+        missing = from_vendor(cache, dir, missing, &mut sum)?;
     }
     if !opts.offline {
         missing = from_registry(cache, missing, &mut sum)?;
@@ -182,6 +165,33 @@ pub fn fetch(
         sum.bytes as f64 / 1e6
     ));
     Ok(sum)
+}
+
+/// Takes what it can of `missing` from the vendor directory `dir`; returns the rest.
+fn from_vendor<'a>(
+    cache: &Cache,
+    dir: &Path,
+    missing: Vec<&'a LockedPackage>,
+    sum: &mut Summary,
+) -> Result<Vec<&'a LockedPackage>> {
+    let mut still = Vec::new();
+    for p in missing {
+        let f = dir.join("debs").join(vendor_name(p));
+        if f.is_file() {
+            let tmp = cache.temp_dir()?;
+            let copy = tmp.path().join("pkg.deb");
+            let mut from =
+                std::fs::File::open(&f).with_context(|| format!("opening {}", f.display()))?;
+            copy_hashing(&mut from, &copy)?;
+            cache
+                .insert(&copy, &p.sha256)
+                .with_context(|| format!("vendored {}", f.display()))?;
+            sum.vendored += 1;
+        } else {
+            still.push(p);
+        }
+    }
+    Ok(still)
 }
 
 /// Takes what it can of `missing` from the registry cache, each blob checked against

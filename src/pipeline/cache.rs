@@ -11,10 +11,10 @@
 use super::plan::Plan;
 use super::{BuildOptions, Context, Format};
 use crate::io::stage_cache::{Entry, KeyBuilder, StageCache, StoredFile};
-use crate::remote::Pulled;
 use crate::lock::Lock;
 use crate::output::Collector;
 use crate::recipe::Recipe;
+use crate::remote::Pulled;
 use crate::report::BuildReport;
 use anyhow::{Context as _, Result};
 use std::os::unix::fs::MetadataExt;
@@ -229,7 +229,9 @@ fn push_entry(ctx: &Context, entry: &Entry, key: &str) -> Result<()> {
         .iter()
         .map(|f| (f.clone(), entry.path(&f.name)))
         .collect();
-    let stage = ctx.rep.stage("pushing the stage entry to the registry cache");
+    let stage = ctx
+        .rep
+        .stage("pushing the stage entry to the registry cache");
     let pushed = reg
         .push_stage(KIND, key, &files, &entry.meta)
         .map_err(|e| crate::exit::with_code(crate::exit::Code::Fetch, e))

@@ -78,7 +78,9 @@ pub(super) fn share_inputs(ctx: &Context, r: &Recipe, lock: &Lock) -> Result<()>
     if absent {
         fetch_packages(ctx, r, lock.clone())?;
     }
-    let stage = ctx.rep.stage("pushing packages and artifacts to the registry cache");
+    let stage = ctx
+        .rep
+        .stage("pushing packages and artifacts to the registry cache");
     let mut items: Vec<crate::remote::Item> = Vec::new();
     let (mut pkgs, mut arts) = (Vec::new(), Vec::new());
     for p in &lock.packages {
@@ -100,8 +102,10 @@ pub(super) fn share_inputs(ctx: &Context, r: &Recipe, lock: &Lock) -> Result<()>
             media_type: crate::remote::manifest::FILE_TYPE.into(),
             title: a.dest.rsplit('/').next().unwrap_or("artifact").to_string(),
         });
-        arts.push(serde_json::json!({"url": a.url, "dest": a.dest, "sha256": a.sha256,
-            "size": a.size}));
+        arts.push(
+            serde_json::json!({"url": a.url, "dest": a.dest, "sha256": a.sha256,
+            "size": a.size}),
+        );
     }
     let config = serde_json::json!({
         "recipe": r.name,
@@ -110,9 +114,15 @@ pub(super) fn share_inputs(ctx: &Context, r: &Recipe, lock: &Lock) -> Result<()>
         "packages": pkgs,
         "artifacts": arts,
     });
-    reg.push_inputs(&r.name, &lock.architecture, &lock.to_text()?, &config, &items)
-        .map_err(|e| crate::exit::with_code(crate::exit::Code::Fetch, e))
-        .context("pushing to the registry cache (--cache-to)")?;
+    reg.push_inputs(
+        &r.name,
+        &lock.architecture,
+        &lock.to_text()?,
+        &config,
+        &items,
+    )
+    .map_err(|e| crate::exit::with_code(crate::exit::Code::Fetch, e))
+    .context("pushing to the registry cache (--cache-to)")?;
     stage.done(format!("{} entries", items.len()));
     Ok(())
 }

@@ -87,8 +87,8 @@ fn read_file(path: &Path) -> Result<File> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading registry cache config {}", path.display()))
         .map_err(|e| exit::with_code(Code::BadInput, e))?;
-    let mut f: File = toml::from_str(&text)
-        .map_err(|e| bad(format!("{}: {}", path.display(), e.message())))?;
+    let mut f: File =
+        toml::from_str(&text).map_err(|e| bad(format!("{}: {}", path.display(), e.message())))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     f.signing_key = f.signing_key.map(|k| dir.join(k));
     f.trusted_keys = f.trusted_keys.iter().map(|k| dir.join(k)).collect();
@@ -126,7 +126,15 @@ pub fn resolve(flags: &Flags) -> Result<Settings> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let pick = |flag: &Option<String>, var: &str, file: &Option<String>| {
         if let Some(v) = flag {
-            return Some((v.clone(), if var.ends_with("FROM") { "--cache-from" } else { "--cache-to" }.to_string()));
+            return Some((
+                v.clone(),
+                if var.ends_with("FROM") {
+                    "--cache-from"
+                } else {
+                    "--cache-to"
+                }
+                .to_string(),
+            ));
         }
         if let Some(v) = env(var) {
             return Some((v, var.to_string()));
@@ -153,7 +161,10 @@ pub fn resolve(flags: &Flags) -> Result<Settings> {
     let trusted_paths: Vec<PathBuf> = if !flags.trusted_keys.is_empty() {
         flags.trusted_keys.clone()
     } else if let Some(v) = env("SLIPWAY_CACHE_TRUSTED_KEYS") {
-        v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect()
+        v.split(':')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect()
     } else {
         file.trusted_keys
     };
@@ -194,7 +205,10 @@ mod tests {
         let r = repository("127.0.0.1:5000/fleet/cache", "--cache-to")
             .unwrap()
             .unwrap();
-        assert_eq!((r.registry.as_str(), r.repo.as_str()), ("127.0.0.1:5000", "fleet/cache"));
+        assert_eq!(
+            (r.registry.as_str(), r.repo.as_str()),
+            ("127.0.0.1:5000", "fleet/cache")
+        );
         assert!(repository("none", "x").unwrap().is_none());
         let e = repository("127.0.0.1:5000/fleet/cache:v1", "--cache-to").unwrap_err();
         assert!(format!("{e:#}").contains("tag or digest"), "{e:#}");

@@ -67,13 +67,9 @@ impl PublicKey {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading public key {}", path.display()))?;
         let parsed = if text.contains("-----BEGIN") {
-            pem(&text, "PUBLIC KEY").and_then(|der| {
-                match der.strip_prefix(&SPKI_PREFIX[..]) {
-                    Some(raw) if raw.len() == 32 => {
-                        Ok(PublicKey(raw.try_into().context("32 bytes")?))
-                    }
-                    _ => bail!("not an Ed25519 public key (RFC 8410 SubjectPublicKeyInfo)"),
-                }
+            pem(&text, "PUBLIC KEY").and_then(|der| match der.strip_prefix(&SPKI_PREFIX[..]) {
+                Some(raw) if raw.len() == 32 => Ok(PublicKey(raw.try_into().context("32 bytes")?)),
+                _ => bail!("not an Ed25519 public key (RFC 8410 SubjectPublicKeyInfo)"),
             })
         } else {
             PublicKey::from_base64(&text)

@@ -183,7 +183,10 @@ pub fn read_stage(bytes: &[u8], trusted: &[PublicKey]) -> Result<Checked, String
             doc.artifact_type
         ));
     }
-    let signature = match (doc.annotations.get(SIGNATURE), doc.annotations.get(PUBLIC_KEY)) {
+    let signature = match (
+        doc.annotations.get(SIGNATURE),
+        doc.annotations.get(PUBLIC_KEY),
+    ) {
         (Some(sig), Some(key)) => match (
             slipway_common::base64::decode(sig),
             PublicKey::from_base64(key),

@@ -174,7 +174,10 @@ impl Remote {
 
     /// What this run did so far.
     pub fn counts(&self) -> Counts {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn count(&self, f: impl FnOnce(&mut Counts)) {
@@ -211,12 +214,7 @@ impl Remote {
     }
 
     /// Sorts a transfer's result into a [`Pulled`], counting it.
-    fn judge(
-        &self,
-        ep: &Endpoint,
-        got: anyhow::Result<transfer::Fetched>,
-        what: &str,
-    ) -> Pulled {
+    fn judge(&self, ep: &Endpoint, got: anyhow::Result<transfer::Fetched>, what: &str) -> Pulled {
         match got {
             Ok(transfer::Fetched::Ok(size)) => {
                 self.count(|c| {

@@ -94,7 +94,7 @@ impl Endpoint {
                 to: dest,
             };
             let r = c.send_with("GET", &path, &[], Body::Empty, true, read)?;
-            match (r.status, r.hashed) {
+            match (r.status, r.hashed.clone()) {
                 (200, Some((d, n))) if d == digest && (n == size || (!exact && n <= size)) => {
                     Ok(Fetched::Ok(n))
                 }
