@@ -219,6 +219,7 @@ fn two_machines_share_one_cache_through_a_registry() {
     ok(build(&a, &[], host, &a_host, &push), "A: containerd-host");
     ok(build(&a, &[], python, &a_python, &push), "A: base/python");
     let a_secs = t.elapsed().as_secs_f64();
+    eprintln!("A {a_secs:.1} s, since start {:.1} s", t0.elapsed().as_secs_f64());
     let ra = report(&a_host)["registry_cache"].clone();
     assert!(ra["manifests"].as_u64().unwrap() >= 2, "A pushed: {ra}");
     assert_eq!(
@@ -257,10 +258,17 @@ fn two_machines_share_one_cache_through_a_registry() {
         text(&o)
     );
     assert!(seen.load(Ordering::SeqCst) > 0);
+    eprintln!("B done, since start {:.1} s", t0.elapsed().as_secs_f64());
 
+    let t = Instant::now();
     unsigned_entry_is_ignored(&reg, w, host.0, public, &closed);
+    eprintln!("unsigned {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
     poisoned_blob_is_rebuilt(&reg, w, host.0, &from, &closed, &fixture);
+    eprintln!("poison {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
     concurrent_pushes(&reg, python.0);
+    eprintln!("concurrent {:.1} s", t.elapsed().as_secs_f64());
     eprintln!(
         "A (warm local cache, pushing) {a_secs:.1} s, B containerd-host from the registry {b_host_secs:.1} s; test {:.1} s",
         t0.elapsed().as_secs_f64()
