@@ -2,7 +2,7 @@
 # Three machines' build times of one recipe, side by side (issue 26), whole-process wall
 # and CPU seconds:
 #
-#   A cold        an empty cache (only the package lists, hard-linked, so the index
+#   A cold        an empty cache (only the package lists, copied, so the index
 #                 download is not timed): every .deb from the Debian mirror, every stage
 #                 built, everything pushed with --cache-to and the fleet's key;
 #   B registry    another empty cache, the Debian mirror overridden to a closed port:
@@ -54,7 +54,7 @@ repo=127.0.0.1:$port/bench/cache
 openssl genpkey -algorithm ed25519 -out "$work/fleet.pem" 2>/dev/null
 openssl pkey -in "$work/fleet.pem" -pubout -out "$work/fleet.pub.pem"
 mkdir -p "$work/a/cache" "$work/b/cache"
-[ -d "$SEED/apt" ] && cp -al "$SEED/apt" "$work/a/cache/"
+[ -d "$SEED/apt" ] && cp -a "$SEED/apt" "$work/a/cache/"
 export SLIPWAY_CACHE_CONFIG=/dev/null
 
 build() { # MACHINE OUT ARGS...: prints wall/cpu seconds of one build
