@@ -39,15 +39,15 @@ pub fn run(g: &Global, a: &RecipeArgs) -> Result<()> {
         }));
     }
     println!(
-        "{}: {} packages ({:.1} MB) verified in the cache: {} cached, {} downloaded, {} vendored, {} from the registry cache, {} repaired",
+        "{}: {} packages ({:.1} MB) verified in the cache: {} cached, {} downloaded, {} vendored, {} repaired, {} from the registry cache",
         r.display(),
         f.lock.packages.len(),
         mb(f.lock.total_size()),
         f.summary.cached,
         f.summary.downloaded,
         f.summary.vendored,
-        f.summary.from_registry,
-        f.summary.repaired
+        f.summary.repaired,
+        f.summary.from_registry
     );
     Ok(())
 }
