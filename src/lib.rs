@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod preload;
 pub mod push;
 pub mod recipe;
+pub mod remote;
 pub mod report;
 pub mod resolve;
 pub mod sbom;

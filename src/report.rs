@@ -48,6 +48,10 @@ pub struct BuildReport {
     /// The host image's disk (host recipes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<crate::output::HostDisk>,
+    /// What the registry cache did (`--cache-from`, `--cache-to`): entries taken,
+    /// built here, refused, pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_cache: Option<crate::remote::Counts>,
     /// OCI images written (one per architecture).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageReport>,

@@ -5,17 +5,18 @@
 
 mod common;
 
+use common::registry::Registry;
 use common::{bin, free_port, text};
 use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 use slipway::io::hash::sha256_hex;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -23,97 +24,6 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-// ---------------------------------------------------------------- the registry
-
-/// A docker-registry process with its own storage; killed on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    /// Starts a registry; `auth` is the YAML of its `auth:` section (indented two spaces).
-    fn start(auth: &str) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
-                dir.path().join("storage").display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("docker-registry (Debian: docker-registry; run scripts/setup-host.sh)");
-        let mut r = Registry {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                // Any HTTP answer (200 or 401) means it serves.
-                match ureq::get(&format!("http://127.0.0.1:{port}/v2/")).call() {
-                    Ok(_) | Err(ureq::Error::Status(..)) => return r,
-                    Err(_) => {}
-                }
-            }
-            if let Ok(Some(st)) = r.child.try_wait() {
-                panic!("docker-registry exited ({st}): {}", r.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "registry did not start: {}",
-                r.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn anonymous() -> Registry {
-        Registry::start("")
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("registry.log")).unwrap_or_default()
-    }
-
-    /// Repositories in the registry (anonymous registries only).
-    fn catalog(&self) -> Vec<String> {
-        let v: Value = ureq::get(&format!("http://{}/v2/_catalog", self.host()))
-            .call()
-            .unwrap()
-            .into_string()
-            .map(|s| serde_json::from_str(&s).unwrap())
-            .unwrap();
-        v["repositories"]
-            .as_array()
-            .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 // ---------------------------------------------------------------- layouts by hand
 

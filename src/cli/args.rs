@@ -22,7 +22,8 @@ Exit codes:
 Environment:
   SLIPWAY_CACHE    cache directory (default: $XDG_CACHE_HOME/slipway or ~/.cache/slipway)
   SLIPWAY_MIRROR   Debian mirror URI (default: read from the host's apt sources)
-  SLIPWAY_RECIPES  directory of bundled recipes (default: ./recipes)";
+  SLIPWAY_RECIPES  directory of bundled recipes (default: ./recipes)
+  SLIPWAY_CACHE_FROM, SLIPWAY_CACHE_TO  registry cache HOST[:PORT]/REPO (docs/cache.md)";
 
 /// slipway builds slim, immutable container-host OS images and minimal OCI base images
 /// from Debian packages, locked by sha256 and reproducible.
@@ -78,6 +79,18 @@ pub struct FetchArgs {
     /// Longest wait for any byte of an artifact download [default: 60s; env SLIPWAY_DOWNLOAD_READ_TIMEOUT].
     #[arg(long, value_name = "DURATION", value_parser = crate::push::deadline::parse_duration)]
     pub download_read_timeout: Option<Duration>,
+    /// Registry cache to take packages, artifacts and signed stage entries from, before the origin: HOST[:PORT]/REPO [env SLIPWAY_CACHE_FROM; docs/cache.md].
+    #[arg(long, value_name = "REF")]
+    pub cache_from: Option<String>,
+    /// Registry cache to push what this command fetched or built to: HOST[:PORT]/REPO [env SLIPWAY_CACHE_TO].
+    #[arg(long, value_name = "REF")]
+    pub cache_to: Option<String>,
+    /// Ed25519 private key (PEM) that signs the stage entries pushed with --cache-to [env SLIPWAY_CACHE_SIGNING_KEY].
+    #[arg(long, value_name = "FILE")]
+    pub cache_signing_key: Option<PathBuf>,
+    /// Ed25519 public key (PEM) whose signed stage entries --cache-from takes; repeatable [env SLIPWAY_CACHE_TRUSTED_KEYS].
+    #[arg(long, value_name = "FILE")]
+    pub cache_trusted_key: Vec<PathBuf>,
 }
 
 /// The commands.

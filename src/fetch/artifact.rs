@@ -94,6 +94,11 @@ pub fn fetch(cache: &Cache, a: &Artifact, src: &mut Sources) -> Result<PathBuf> 
         copy_hashing(&mut from, &copy)?;
         return cache.insert(&copy, &a.sha256);
     }
+    if !src.offline {
+        if let Some(p) = from_registry(cache, a, src)? {
+            return Ok(p);
+        }
+    }
     if src.offline {
         return Err(err(
             Code::Fetch,
@@ -136,7 +141,31 @@ pub fn fetch(cache: &Cache, a: &Artifact, src: &mut Sources) -> Result<PathBuf> 
             ),
         ));
     }
+    if let Some(reg) = cache.registry() {
+        reg.note_built(1);
+    }
     cache.insert(&dl, &a.sha256)
+}
+
+/// The artifact from the registry cache, checked against the recipe's sha256 (and its
+/// locked size, when the lock has one); `None` when the registry has no good copy.
+fn from_registry(cache: &Cache, a: &Artifact, src: &Sources) -> Result<Option<PathBuf>> {
+    let Some(reg) = cache.registry().filter(|r| r.reads()) else {
+        return Ok(None);
+    };
+    let locked = src.sizes.get(&a.sha256).copied();
+    let limit = locked.unwrap_or(cache.download_limits().max_size);
+    let tmp = cache.temp_dir()?;
+    let file = tmp.path().join("artifact");
+    let what = format!("artifact {} ({})", a.dest, a.url);
+    match reg.pull_blob(&a.sha256, limit, locked.is_some(), &file, &what) {
+        crate::remote::Pulled::Got => Ok(Some(cache.insert(&file, &a.sha256)?)),
+        crate::remote::Pulled::Missing => Ok(None),
+        crate::remote::Pulled::Refused(w) => {
+            warn(&w);
+            Ok(None)
+        }
+    }
 }
 
 /// Copies every locked artifact out of the cache into `dir` (for `slipway vendor`) as

@@ -11,7 +11,8 @@
 //! (`flock`) by the process using it; [`Cache::open`] removes the ones whose lock is not
 //! held, i.e. the leftovers of a killed run.
 //!
-//! The cache also carries the [`Limits`] of the downloads that fill it.
+//! The cache also carries the [`Limits`] of the downloads that fill it, and the registry
+//! cache ([`crate::remote`]) it falls back on before the origin.
 //!
 //! Files are 0600 and directories 0700 ([`verify::FILE_MODE`], [`verify::DIR_MODE`]):
 //! the cache is per user, and an artifact blob may be a copy of a private host file.
@@ -34,6 +35,7 @@ const STALE_NEW: std::time::Duration = std::time::Duration::from_secs(3600);
 pub struct Cache {
     root: PathBuf,
     limits: Limits,
+    registry: Option<std::sync::Arc<crate::remote::Remote>>,
 }
 
 /// The state of one blob.
@@ -72,6 +74,7 @@ impl Cache {
         let cache = Cache {
             root,
             limits: Limits::default(),
+            registry: None,
         };
         cache.remove_stale_work()?;
         Ok(cache)
@@ -81,6 +84,19 @@ impl Cache {
     pub fn with_download_limits(mut self, limits: Limits) -> Cache {
         self.limits = limits;
         self
+    }
+
+    /// The cache backed by the registry cache `registry` (docs/cache.md): what is not
+    /// here is looked for there before the origin, and what a build fetched or built is
+    /// pushed there.
+    pub fn with_registry(mut self, registry: Option<crate::remote::Remote>) -> Cache {
+        self.registry = registry.map(std::sync::Arc::new);
+        self
+    }
+
+    /// The registry cache, if one is configured.
+    pub fn registry(&self) -> Option<&crate::remote::Remote> {
+        self.registry.as_deref()
     }
 
     /// The limits of every download into this cache.

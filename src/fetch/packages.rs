@@ -31,6 +31,9 @@ pub struct Summary {
     pub downloaded: usize,
     /// Packages taken from the vendor directory.
     pub vendored: usize,
+    /// Packages taken from the registry cache (`--cache-from`).
+    #[serde(default)]
+    pub from_registry: usize,
     /// Corrupt cache entries found and replaced.
     pub repaired: usize,
     /// Bytes downloaded.
@@ -73,24 +76,10 @@ pub fn fetch(
         }
     }
     if let Some(dir) = &opts.vendor {
-        let mut still = Vec::new();
-        for p in missing {
-            let f = dir.join("debs").join(vendor_name(p));
-            if f.is_file() {
-                let tmp = cache.temp_dir()?;
-                let copy = tmp.path().join("pkg.deb");
-                let mut from =
-                    std::fs::File::open(&f).with_context(|| format!("opening {}", f.display()))?;
-                copy_hashing(&mut from, &copy)?;
-                cache
-                    .insert(&copy, &p.sha256)
-                    .with_context(|| format!("vendored {}", f.display()))?;
-                sum.vendored += 1;
-            } else {
-                still.push(p);
-            }
-        }
-        missing = still;
+        missing = from_vendor(cache, dir, missing, &mut sum)?;
+    }
+    if !opts.offline {
+        missing = from_registry(cache, missing, &mut sum)?;
     }
     if missing.is_empty() {
         return Ok(sum);
@@ -167,12 +156,73 @@ pub fn fetch(
         cache.insert(path, &p.sha256)?;
         sum.downloaded += 1;
     }
+    if let Some(reg) = cache.registry() {
+        reg.note_built(sum.downloaded);
+    }
     stage.done(format!(
         "{} packages, {:.1} MB",
         sum.downloaded,
         sum.bytes as f64 / 1e6
     ));
     Ok(sum)
+}
+
+/// Takes what it can of `missing` from the vendor directory `dir`; returns the rest.
+fn from_vendor<'a>(
+    cache: &Cache,
+    dir: &Path,
+    missing: Vec<&'a LockedPackage>,
+    sum: &mut Summary,
+) -> Result<Vec<&'a LockedPackage>> {
+    let mut still = Vec::new();
+    for p in missing {
+        let f = dir.join("debs").join(vendor_name(p));
+        if f.is_file() {
+            let tmp = cache.temp_dir()?;
+            let copy = tmp.path().join("pkg.deb");
+            let mut from =
+                std::fs::File::open(&f).with_context(|| format!("opening {}", f.display()))?;
+            copy_hashing(&mut from, &copy)?;
+            cache
+                .insert(&copy, &p.sha256)
+                .with_context(|| format!("vendored {}", f.display()))?;
+            sum.vendored += 1;
+        } else {
+            still.push(p);
+        }
+    }
+    Ok(still)
+}
+
+/// Takes what it can of `missing` from the registry cache, each blob checked against
+/// the lock's sha256 (and again by [`Cache::insert`]); returns what is still missing.
+/// A blob with other bytes is a warning, and the package comes from the origin.
+fn from_registry<'a>(
+    cache: &Cache,
+    missing: Vec<&'a LockedPackage>,
+    sum: &mut Summary,
+) -> Result<Vec<&'a LockedPackage>> {
+    let Some(reg) = cache.registry().filter(|r| r.reads()) else {
+        return Ok(missing);
+    };
+    let mut still = Vec::new();
+    let tmp = cache.temp_dir()?;
+    for p in missing {
+        let file = tmp.path().join(format!("{}.deb", p.sha256));
+        let what = format!("package {} {}", p.name, p.version);
+        match reg.pull_blob(&p.sha256, p.size, true, &file, &what) {
+            crate::remote::Pulled::Got => {
+                cache.insert(&file, &p.sha256)?;
+                sum.from_registry += 1;
+            }
+            crate::remote::Pulled::Missing => still.push(p),
+            crate::remote::Pulled::Refused(w) => {
+                warn(&w);
+                still.push(p);
+            }
+        }
+    }
+    Ok(still)
 }
 
 /// [`Cache::check`] of every package, on all cores (each check hashes a whole .deb).

@@ -10,10 +10,11 @@
 
 use super::plan::Plan;
 use super::{BuildOptions, Context, Format};
-use crate::io::stage_cache::{KeyBuilder, StageCache, StoredFile};
+use crate::io::stage_cache::{Entry, KeyBuilder, StageCache, StoredFile};
 use crate::lock::Lock;
 use crate::output::Collector;
 use crate::recipe::Recipe;
+use crate::remote::Pulled;
 use crate::report::BuildReport;
 use anyhow::{Context as _, Result};
 use std::os::unix::fs::MetadataExt;
@@ -125,9 +126,12 @@ fn overlay_into(k: &mut KeyBuilder, dir: &Path) -> Result<()> {
 }
 
 /// Fills the staging directory `dir` and `report` from the entry of `key`, if there is
-/// one and it verifies. Returns whether it did.
+/// one and it verifies: in the local stage cache, else in the registry cache (signed by
+/// a trusted key for this very key). Returns whether it did. With `--cache-to`, the
+/// entry and the inputs of `r` and `lock` are pushed.
 pub(super) fn reuse(
     ctx: &Context,
+    (r, lock): (&Recipe, &Lock),
     key: Option<&str>,
     dir: &Path,
     report: &mut BuildReport,
@@ -138,7 +142,11 @@ pub(super) fn reuse(
     };
     let t = std::time::Instant::now();
     let stages = StageCache::open(ctx.cache.root())?;
-    let Some(entry) = stages.get(KIND, key, &mut c.warnings) else {
+    let entry = match stages.get(KIND, key, &mut c.warnings) {
+        Some(e) => Some(e),
+        None => from_registry(ctx, &stages, key, c)?,
+    };
+    let Some(entry) = entry else {
         return Ok(false);
     };
     let mut cached: BuildReport =
@@ -168,7 +176,72 @@ pub(super) fn reuse(
     cached.stages.clear();
     *report = cached;
     c.since("stage cache", t);
+    push_entry(ctx, &entry, key)?;
+    super::fetch::share_inputs(ctx, r, lock)?;
     Ok(true)
+}
+
+/// The entry of `key` from the registry cache into the local stage cache, if the
+/// registry has one signed by a trusted key for this key; a refused one is a warning.
+fn from_registry(
+    ctx: &Context,
+    stages: &StageCache,
+    key: &str,
+    c: &mut Collector,
+) -> Result<Option<Entry>> {
+    let Some(reg) = ctx.cache.registry().filter(|g| g.reads()) else {
+        return Ok(None);
+    };
+    let work = ctx.cache.temp_dir()?;
+    let (pulled, got) = reg.pull_stage(KIND, key, work.path());
+    if let Pulled::Refused(w) = pulled {
+        ctx.rep.say(format!("warning: {w}"));
+        c.warnings.push(w);
+    }
+    let Some(got) = got else {
+        return Ok(None);
+    };
+    let files: Vec<StoredFile> = got
+        .files
+        .iter()
+        .map(|(rec, path)| StoredFile {
+            name: rec.name.clone(),
+            path: path.clone(),
+            sha256: Some(rec.sha256.clone()),
+        })
+        .collect();
+    stages.put(KIND, key, &files, got.meta)?;
+    ctx.rep.say(format!(
+        "==> stage entry {} taken from the registry cache (signed by a trusted key)",
+        &key[..16]
+    ));
+    Ok(stages.get(KIND, key, &mut c.warnings))
+}
+
+/// With `--cache-to` and a signing key: pushes `entry` (kept under `key`) to the
+/// registry cache under a signed manifest.
+fn push_entry(ctx: &Context, entry: &Entry, key: &str) -> Result<()> {
+    let Some(reg) = ctx.cache.registry().filter(|g| g.writes()) else {
+        return Ok(());
+    };
+    let files: Vec<_> = entry
+        .files
+        .iter()
+        .map(|f| (f.clone(), entry.path(&f.name)))
+        .collect();
+    let stage = ctx
+        .rep
+        .stage("pushing the stage entry to the registry cache");
+    let pushed = reg
+        .push_stage(KIND, key, &files, &entry.meta)
+        .map_err(|e| crate::exit::with_code(crate::exit::Code::Fetch, e))
+        .context("pushing to the registry cache (--cache-to)")?;
+    if pushed {
+        stage.done(format!("{} files, signed", files.len()));
+    } else {
+        stage.done("not pushed: no signing key (--cache-signing-key); readers would ignore it");
+    }
+    Ok(())
 }
 
 /// Keeps the outputs the build wrote into `dir` (all files, named in `report`) under
@@ -201,7 +274,23 @@ pub(super) fn store(
     }
     kept.stages.clear();
     let meta = serde_json::to_value(&kept).context("serializing the build report")?;
-    StageCache::open(ctx.cache.root())?.put(KIND, key, &files, meta)
+    StageCache::open(ctx.cache.root())?.put(KIND, key, &files, meta)?;
+    if let Some(reg) = ctx.cache.registry() {
+        reg.note_built(1);
+    }
+    Ok(())
+}
+
+/// With `--cache-to`: pushes the entry this build kept under `key` (if it was kept).
+pub(super) fn share(ctx: &Context, key: Option<&str>) -> Result<()> {
+    let (Some(key), true) = (key, ctx.cache.registry().is_some_and(|g| g.writes())) else {
+        return Ok(());
+    };
+    let stages = StageCache::open(ctx.cache.root())?;
+    match stages.get(KIND, key, &mut Vec::new()) {
+        Some(entry) => push_entry(ctx, &entry, key),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ mod plan;
 mod trees;
 
 pub use assemble::assembled;
-pub use fetch::{fetch, vendor, Fetched};
+pub use fetch::{fetch, share_lock, vendor, Fetched};
 pub use locking::{ensure_lock, lock, staleness, LockAction, LISTS_MAX_AGE};
 
 use crate::apt::AptState;
@@ -229,7 +229,7 @@ fn build_into(
     report.lock = r.lock_path().display().to_string();
     let locked = fetch::lock_stage(ctx, r, c)?;
     let key = cache::key(r, &plan, opts, &locked)?;
-    if cache::reuse(ctx, key.as_deref(), &dir, report, c)? {
+    if cache::reuse(ctx, (r, &locked), key.as_deref(), &dir, report, c)? {
         return finish(ctx, out, staged, report, c);
     }
     let fetched = fetch::stage(ctx, r, locked, report, c)?;
@@ -259,6 +259,7 @@ fn build_into(
             .warnings
             .push(format!("stage cache: this build is not kept: {e:#}"));
     }
+    cache::share(ctx, key.as_deref())?;
     finish(ctx, out, staged, report, c)
 }
 
@@ -286,6 +287,8 @@ fn finish(
     c: &mut Collector,
 ) -> Result<()> {
     report.absorb(std::mem::take(c));
+    report.registry_cache = ctx.cache.registry().map(|g| g.counts());
+    fetch::say_registry_counts(ctx);
     for o in &mut report.outputs {
         o.path = staged.final_path(Path::new(&o.path)).display().to_string();
     }

@@ -158,7 +158,7 @@ pub struct Net {
 
 /// What to do with a reply's body.
 #[derive(Debug, Clone, Copy)]
-pub enum ReadBody {
+pub enum ReadBody<'a> {
     /// Keep it (at most [`MAX_REPLY`] bytes).
     Keep,
     /// For a 200 answer, hash it instead of keeping it, reading at most `limit` + 1 bytes
@@ -166,6 +166,15 @@ pub enum ReadBody {
     Hash {
         /// The expected size.
         limit: u64,
+    },
+    /// For a 200 answer, write the body to the new file `to` (created `O_EXCL|O_NOFOLLOW`,
+    /// 0600), hashing it, reading at most `limit` + 1 bytes (a blob pulled from a
+    /// registry cache). A file a failed attempt left is removed before the next one.
+    Save {
+        /// The expected size.
+        limit: u64,
+        /// The file to create.
+        to: &'a Path,
     },
 }
 
@@ -381,7 +390,7 @@ impl Client {
         headers: &[(&str, &str)],
         mut body: Body<'_>,
         retry: bool,
-        read: ReadBody,
+        read: ReadBody<'_>,
     ) -> Result<Reply> {
         let url = self.url(path_or_url);
         let mut failed = 0u32;
@@ -654,7 +663,11 @@ impl Client {
 }
 
 /// Reads an answer: headers, then the body as `mode` says, never past the deadline.
-fn read_reply(resp: ureq::Response, mode: ReadBody, deadline: Deadline) -> std::io::Result<Reply> {
+fn read_reply(
+    resp: ureq::Response,
+    mode: ReadBody<'_>,
+    deadline: Deadline,
+) -> std::io::Result<Reply> {
     let status = resp.status();
     let headers = resp
         .headers_names()
@@ -667,6 +680,10 @@ fn read_reply(resp: ureq::Response, mode: ReadBody, deadline: Deadline) -> std::
     match mode {
         ReadBody::Hash { limit } if status == 200 => {
             let (hex, n) = sha256_reader(reader.take(limit.saturating_add(1)))?;
+            hashed = Some((format!("sha256:{hex}"), n));
+        }
+        ReadBody::Save { limit, to } if status == 200 => {
+            let (hex, n) = save(reader.take(limit.saturating_add(1)), to)?;
             hashed = Some((format!("sha256:{hex}"), n));
         }
         _ => {
@@ -685,6 +702,30 @@ fn read_reply(resp: ureq::Response, mode: ReadBody, deadline: Deadline) -> std::
         body,
         hashed,
     })
+}
+
+/// Writes `from` into the new private file `to` (a failed earlier attempt's file is
+/// replaced), hashing while writing; returns (sha256 hex, size).
+fn save(mut from: impl Read, to: &Path) -> std::io::Result<(String, u64)> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(to)?;
+    let mut w =
+        crate::io::hash::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    std::io::copy(&mut from, &mut w)?;
+    w.flush()?;
+    let (buf, digest, n) = w.finish();
+    buf.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok((digest, n))
 }
 
 /// A reader that reports how many bytes passed through it.

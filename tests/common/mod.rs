@@ -4,6 +4,7 @@
 
 pub mod fixtures;
 pub mod k8s;
+pub mod registry;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
