@@ -1,7 +1,7 @@
 //! `slipway build`: builds the outputs of a recipe.
 
 use super::args::{BuildArgs, Global};
-use super::{load, print_json};
+use super::{context, load, print_json};
 use crate::pipeline::{self, BuildOptions, Format};
 use crate::writers::oci::{Options, UserChoice};
 use anyhow::{Context as _, Result};
@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 /// Runs `slipway build` and prints the build report (a summary, or all of it as JSON).
 pub fn run(g: &Global, a: &BuildArgs) -> Result<()> {
     let r = load(&a.recipe, &a.fetch)?;
-    let ctx = super::fetch::context_with_registry(g, &a.fetch)?;
+    let ctx = context(g, &a.fetch)?;
     let opts = BuildOptions {
         formats: if a.format.is_empty() {
             Format::defaults(&r)

@@ -1,7 +1,7 @@
 //! `slipway lock`: resolves a recipe and writes (or checks) its lock.
 
 use super::args::{Global, LockArgs};
-use super::{load, mb, print_json};
+use super::{context, load, mb, print_json};
 use crate::lock::Lock;
 use crate::pipeline::{self, LockAction};
 use crate::recipe::Recipe;
@@ -10,7 +10,7 @@ use anyhow::Result;
 /// Runs `slipway lock`: with `--locked` only checks that the lock is current.
 pub fn run(g: &Global, a: &LockArgs) -> Result<()> {
     let r = load(&a.recipe, &a.fetch)?;
-    let ctx = super::fetch::context_with_registry(g, &a.fetch)?;
+    let ctx = context(g, &a.fetch)?;
     let (l, action) = if a.fetch.locked {
         (pipeline::ensure_lock(&ctx, &r)?, LockAction::UpToDate)
     } else {

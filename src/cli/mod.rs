@@ -78,14 +78,28 @@ fn load(arg: &str, f: &FetchArgs) -> Result<Recipe> {
 
 /// The pipeline's context for the global options and `f`.
 fn context(g: &Global, f: &FetchArgs) -> Result<Context> {
+    let cache =
+        Cache::open(g.cache.clone())?.with_download_limits(crate::fetch::limits::Limits::resolve(
+            f.download_max_size,
+            f.download_timeout,
+            f.download_read_timeout,
+        )?);
+    // The registry cache its flags, environment or config file name; none with
+    // `--offline` (a registry is network).
+    let cache = if g.offline {
+        cache
+    } else {
+        let flags = crate::remote::config::Flags {
+            from: f.cache_from.clone(),
+            to: f.cache_to.clone(),
+            signing_key: f.cache_signing_key.clone(),
+            trusted_keys: f.cache_trusted_key.clone(),
+        };
+        let remote = crate::remote::Remote::new(crate::remote::config::resolve(&flags)?);
+        cache.with_registry(remote)
+    };
     Ok(Context {
-        cache: Cache::open(g.cache.clone())?.with_download_limits(
-            crate::fetch::limits::Limits::resolve(
-                f.download_max_size,
-                f.download_timeout,
-                f.download_read_timeout,
-            )?,
-        ),
+        cache,
         rep: Reporter::new(g.quiet || g.json),
         offline: g.offline,
         locked: f.locked,
