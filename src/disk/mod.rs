@@ -3,6 +3,7 @@
 //! written into one raw image.
 
 pub mod erofs;
+pub mod enroll;
 pub mod esp;
 pub mod ext4;
 pub mod gpt;
@@ -10,8 +11,10 @@ pub mod image;
 pub mod initramfs;
 pub mod layout;
 pub mod manifest;
+pub mod pcr;
 pub mod root;
 pub mod rootfs;
+pub mod sign;
 pub mod squashfs;
 pub mod uki;
 pub mod verity;

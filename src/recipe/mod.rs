@@ -195,11 +195,27 @@ pub struct Recipe {
     pub disk: raw::RawDisk,
     /// Where `[kernel]` is declared (for module errors found at assembly).
     pub kernel_at: Option<Origin>,
+    /// `[secure-boot]` (or `slipway build --sign-key/--sign-cert`): the signing key.
+    pub secure_boot: Option<SecureBoot>,
     /// Key positions in this recipe's own file.
     pub spans: Arc<spans::Spans>,
     /// The options it was loaded with (recipes it names, such as `[[preload]]` base
     /// recipes, are loaded with the same ones).
     pub load: LoadOptions,
+}
+
+/// Where the Secure Boot signing key and certificate come from: each a PEM file path or
+/// `env:NAME` (an environment variable holding the PEM text).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SecureBoot {
+    /// The private key.
+    pub key: String,
+    /// The certificate.
+    pub cert: String,
+    /// The environment variable holding the key's passphrase, if it is encrypted.
+    pub passphrase_env: Option<String>,
+    /// `microsoft-uefi-ca`: the enrollment files' db also holds Microsoft's UEFI CAs.
+    pub microsoft_uefi_ca: bool,
 }
 
 /// How a recipe is loaded.
