@@ -18,6 +18,15 @@ pub fn run(g: &Global, a: &BuildArgs) -> Result<()> {
             microsoft_uefi_ca,
         });
     }
+    if let Some(sb) = &r.secure_boot {
+        // The key, its certificate and passphrase are checked before any work starts.
+        crate::disk::sign::Signer::open(sb, 0).map_err(|e| {
+            crate::exit::with_code(
+                crate::exit::Code::BadInput,
+                e.context(format!("{}: the Secure Boot signing key", r.display())),
+            )
+        })?;
+    }
     let ctx = context(g, &a.fetch)?;
     let opts = BuildOptions {
         formats: if a.format.is_empty() {

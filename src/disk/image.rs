@@ -366,39 +366,13 @@ pub fn build(
     )?;
     let cmdline = kernel_cmdline(r, &root.root_hash);
     let t = Instant::now();
-    let signer = match &r.secure_boot {
-        Some(sb) => Some(
-            crate::disk::sign::Signer::open(sb, epoch)
-                .with_context(|| format!("{}: the Secure Boot signing key", r.display()))?,
-        ),
-        None => None,
-    };
-    let parts = crate::disk::uki::Parts {
-        stub: boot.stub,
-        kernel: boot.vmlinuz,
-        initrd: &initrd.bytes,
-        cmdline: &cmdline,
-        os_release: boot.os_release,
-        uname: Some(&boot.kernel.version),
-    };
-    let uki = match &signer {
-        None => crate::disk::uki::build_uki(&parts)?,
-        Some(s) => signed_uki(&parts, s)?,
-    };
+    let (uki, enrollment) = uki_and_keys(r, &boot, &initrd.bytes, &cmdline, epoch)?;
     c.since("uki", t);
     let hash_bytes = crate::io::hash::unhex(&root.root_hash)?;
     let ids = derive(&[b"slipway-disk", &hash_bytes]);
     let esp_size = r.disk.esp_size.map(|s| s.0).unwrap_or(DEFAULT_ESP);
     let var_size = r.disk.var_size.map(|s| s.0).unwrap_or(DEFAULT_VAR);
     let t = Instant::now();
-    let enrollment = match &signer {
-        Some(s) => crate::disk::enroll::files(
-            s,
-            epoch,
-            r.secure_boot.as_ref().is_some_and(|sb| sb.microsoft_uefi_ca),
-        )?,
-        None => Vec::new(),
-    };
     let esp = write_esp(r, &uki, &enrollment, esp_size, (&ids, epoch), staging.path())?;
     c.since("esp", t);
     let t = Instant::now();
@@ -453,6 +427,33 @@ pub fn build(
         },
         outputs,
     })
+}
+
+/// The UKI, signed when the recipe has a signing key (`[secure-boot]` or the command
+/// line's), and the Secure Boot enrollment files for the ESP (none when unsigned).
+fn uki_and_keys(
+    r: &Recipe,
+    boot: &BootInputs,
+    initrd: &[u8],
+    cmdline: &str,
+    epoch: u64,
+) -> Result<(Vec<u8>, Vec<(String, Vec<u8>)>)> {
+    let parts = crate::disk::uki::Parts {
+        stub: boot.stub,
+        kernel: boot.vmlinuz,
+        initrd,
+        cmdline,
+        os_release: boot.os_release,
+        uname: Some(&boot.kernel.version),
+    };
+    let Some(sb) = &r.secure_boot else {
+        return Ok((crate::disk::uki::build_uki(&parts)?, Vec::new()));
+    };
+    let s = crate::disk::sign::Signer::open(sb, epoch)
+        .with_context(|| format!("{}: the Secure Boot signing key", r.display()))?;
+    let uki = signed_uki(&parts, &s)?;
+    let keys = crate::disk::enroll::files(&s, epoch, sb.microsoft_uefi_ca)?;
+    Ok((uki, keys))
 }
 
 /// The UKI of `parts` with a PCR policy signed by `s` for each phase
