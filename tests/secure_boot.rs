@@ -53,7 +53,9 @@ fn keys_dir() -> PathBuf {
         .tempdir_in(fixtures::root())
         .unwrap();
     run(Command::new("openssl")
-        .args(["req", "-new", "-x509", "-newkey", "rsa:2048", "-sha256", "-nodes"])
+        .args([
+            "req", "-new", "-x509", "-newkey", "rsa:2048", "-sha256", "-nodes",
+        ])
         .args(["-days", "3650", "-subj", "/CN=slipway test custom key/"])
         .arg("-keyout")
         .arg(tmp.path().join("custom.key"))
@@ -229,7 +231,10 @@ fn signing_is_deterministic_verifies_and_keeps_the_key_out() {
         .unwrap()
         .sign_pe("a test PE", &pe)
         .unwrap();
-    assert!(a == b, "two signatures of the same PE by the same key differ");
+    assert!(
+        a == b,
+        "two signatures of the same PE by the same key differ"
+    );
     assert_ne!(a, pe);
     let signed = tmp.path().join("signed.efi");
     std::fs::write(&signed, &a).unwrap();
@@ -247,13 +252,21 @@ fn signing_is_deterministic_verifies_and_keeps_the_key_out() {
         .arg(tmp.path().join("custom.efi"))
         .output()
         .unwrap();
-    assert!(!wrong.status.success(), "the snakeoil CA verified another key's signature");
+    assert!(
+        !wrong.status.success(),
+        "the snakeoil CA verified another key's signature"
+    );
     // A key that does not match its certificate, and a missing passphrase, are named.
     let mismatch = slipway::recipe::SecureBoot {
         cert: SNAKEOIL_CERT.into(),
         ..custom.clone()
     };
-    let e = format!("{:#}", slipway::disk::sign::Signer::open(&mismatch, epoch).err().unwrap());
+    let e = format!(
+        "{:#}",
+        slipway::disk::sign::Signer::open(&mismatch, epoch)
+            .err()
+            .unwrap()
+    );
     assert!(e.contains("does not belong to the certificate"), "{e}");
     let locked = slipway::recipe::SecureBoot {
         passphrase_env: None,
@@ -274,14 +287,20 @@ fn content_info(sd: &[u8]) -> Vec<u8> {
         if n < 0x80 {
             v.push(n as u8);
         } else {
-            let bytes: Vec<u8> = n.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
+            let bytes: Vec<u8> = n
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|&b| b == 0)
+                .collect();
             v.push(0x80 | bytes.len() as u8);
             v.extend(bytes);
         }
         v.extend(body);
         v
     }
-    let oid = [0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+    let oid = [
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
+    ];
     let mut body = oid.to_vec();
     body.extend(der(0xa0, sd));
     der(0x30, &body)
@@ -319,7 +338,11 @@ fn enrollment_files_are_authenticated_updates_signed_by_the_key() {
     ]) {
         assert_eq!(&bytes[..16], &time, "{path}");
         let len = u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
-        assert_eq!(&bytes[20..24], &[0x00, 0x02, 0xf1, 0x0e], "{path}: revision, type");
+        assert_eq!(
+            &bytes[20..24],
+            &[0x00, 0x02, 0xf1, 0x0e],
+            "{path}: revision, type"
+        );
         let sd = &bytes[40..16 + len];
         let data = &bytes[16 + len..];
         let vendor = slipway_common::guid::Guid::parse(vendor).unwrap();
@@ -328,14 +351,19 @@ fn enrollment_files_are_authenticated_updates_signed_by_the_key() {
         std::fs::write(&p7, content_info(sd)).unwrap();
         std::fs::write(&content, &signed).unwrap();
         run(Command::new("openssl")
-            .args(["smime", "-verify", "-binary", "-inform", "DER", "-purpose", "any"])
+            .args([
+                "smime", "-verify", "-binary", "-inform", "DER", "-purpose", "any",
+            ])
             .args(["-CAfile", SNAKEOIL_CERT, "-in"])
             .arg(&p7)
             .arg("-content")
             .arg(&content)
             .args(["-out", "/dev/null"]));
         let cert = slipway::disk::sign::cert_der(&snakeoil).unwrap();
-        assert!(data.windows(cert.len()).any(|w| w == cert), "{path}: no certificate");
+        assert!(
+            data.windows(cert.len()).any(|w| w == cert),
+            "{path}: no certificate"
+        );
         let ms = slipway::disk::enroll::MICROSOFT_DB[1].1;
         assert_eq!(
             data.windows(ms.len()).any(|w| w == ms),
@@ -393,7 +421,10 @@ fn signed_builds_are_reproducible_measured_and_hold_no_private_key() {
             std::fs::read(cli.join(f)).unwrap(),
             std::fs::read(recipe.join(f)).unwrap(),
         );
-        assert!(a == b, "{f}: the command-line and the recipe key signed differently");
+        assert!(
+            a == b,
+            "{f}: the command-line and the recipe key signed differently"
+        );
     }
     let (ma, mc) = (manifest(&cli), manifest(&custom));
     assert_eq!(ma["root_hash"], mc["root_hash"], "the key changed the root");
@@ -424,7 +455,10 @@ fn signed_builds_are_reproducible_measured_and_hold_no_private_key() {
             .arg(out.join("uki.efi")));
         let m = manifest(out);
         let phases = m["measured_boot"]["phases"].as_array().unwrap();
-        let names: Vec<&str> = phases.iter().map(|p| p["phase"].as_str().unwrap()).collect();
+        let names: Vec<&str> = phases
+            .iter()
+            .map(|p| p["phase"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["", "sysinit", "sysinit:ready"]);
         assert_eq!(
             phases[0]["pcr11"].as_str().unwrap(),
@@ -458,7 +492,9 @@ fn signed_builds_are_reproducible_measured_and_hold_no_private_key() {
     for l in &locks {
         let text = std::fs::read(l).unwrap();
         assert!(
-            !secrets.iter().any(|s| text.windows(s.len()).any(|w| w == &s[..])),
+            !secrets
+                .iter()
+                .any(|s| text.windows(s.len()).any(|w| w == &s[..])),
             "{}",
             l.display()
         );
@@ -548,7 +584,10 @@ fn cmdline_offset_in_esp(dir: &Path) -> u64 {
         .iter()
         .find(|p| p["name"] == "esp")
         .unwrap();
-    let (off, size) = (esp["offset"].as_u64().unwrap(), esp["size"].as_u64().unwrap());
+    let (off, size) = (
+        esp["offset"].as_u64().unwrap(),
+        esp["size"].as_u64().unwrap(),
+    );
     let disk = std::fs::read(dir.join("disk.raw")).unwrap();
     let part = &disk[off as usize..(off + size) as usize];
     let needle = m["cmdline"].as_str().unwrap().as_bytes();

@@ -18,6 +18,9 @@ use crate::disk::sign::Signer;
 use anyhow::{bail, Context, Result};
 use slipway_common::guid::Guid;
 
+/// Files for the ESP: (path, content).
+pub type EspFiles = Vec<(String, Vec<u8>)>;
+
 /// Where on the ESP the files go (systemd-boot's `loader/keys/NAME/`).
 pub const KEYS_DIR: &str = "loader/keys/slipway";
 /// EFI_GLOBAL_VARIABLE: the vendor of PK and KEK.
@@ -36,9 +39,18 @@ const ATTRIBUTES: u32 = 0x01 | 0x02 | 0x04 | 0x20;
 /// Microsoft's UEFI CAs for db (DER): UEFI CA 2011 (expired June 2026; option ROMs
 /// signed before still carry it), UEFI CA 2023, Option ROM UEFI CA 2023.
 pub const MICROSOFT_DB: [(&str, &[u8]); 3] = [
-    ("Microsoft Corporation UEFI CA 2011", include_bytes!("certs/ms-uefi-2011.der")),
-    ("Microsoft UEFI CA 2023", include_bytes!("certs/ms-uefi-2023.der")),
-    ("Microsoft Option ROM UEFI CA 2023", include_bytes!("certs/ms-uefi-rom-2023.der")),
+    (
+        "Microsoft Corporation UEFI CA 2011",
+        include_bytes!("certs/ms-uefi-2011.der"),
+    ),
+    (
+        "Microsoft UEFI CA 2023",
+        include_bytes!("certs/ms-uefi-2023.der"),
+    ),
+    (
+        "Microsoft Option ROM UEFI CA 2023",
+        include_bytes!("certs/ms-uefi-rom-2023.der"),
+    ),
 ];
 
 /// One `EFI_SIGNATURE_LIST` holding the X.509 certificate `der`, owned by `owner`.
@@ -95,49 +107,52 @@ pub fn auth_file(time: &[u8; 16], signed_data: &[u8], data: &[u8]) -> Vec<u8> {
     v
 }
 
-/// A DER element's (tag, header length, content length) at the start of `b`.
-fn der_header(b: &[u8]) -> Result<(u8, usize, usize)> {
+/// The first DER element of `b`: (tag, the whole element, its content).
+fn der_element(b: &[u8]) -> Result<(u8, &[u8], &[u8])> {
     let (&tag, rest) = b.split_first().context("DER: empty")?;
     let (&first, rest) = rest.split_first().context("DER: no length")?;
-    if first < 0x80 {
-        return Ok((tag, 2, first as usize));
-    }
-    let n = (first & 0x7f) as usize;
-    if n == 0 || n > 4 || rest.len() < n {
-        bail!("DER: bad length");
-    }
-    let len = rest[..n].iter().fold(0usize, |a, &x| (a << 8) | x as usize);
-    Ok((tag, 2 + n, len))
+    let (head, len) = if first < 0x80 {
+        (2, first as usize)
+    } else {
+        let n = (first & 0x7f) as usize;
+        let bytes = rest.get(..n).filter(|_| (1..=4).contains(&n));
+        let bytes = bytes.context("DER: bad length")?;
+        (
+            2 + n,
+            bytes.iter().fold(0usize, |a, &x| (a << 8) | x as usize),
+        )
+    };
+    let whole = b
+        .get(..head + len)
+        .context("DER: the element is truncated")?;
+    Ok((tag, whole, &whole[head..]))
 }
 
 /// The SignedData inside a PKCS#7 ContentInfo (`SEQUENCE { OID, [0] { SignedData } }`):
 /// UEFI's `CertData` is the bare SignedData.
 pub fn signed_data_of(content_info: &[u8]) -> Result<Vec<u8>> {
-    let (tag, h, _) = der_header(content_info)?;
+    let (tag, _, body) = der_element(content_info)?;
     if tag != 0x30 {
         bail!("PKCS#7: not a ContentInfo");
     }
-    let body = &content_info[h..];
-    let (tag, h, len) = der_header(body)?;
+    let (tag, oid, _) = der_element(body)?;
     if tag != 0x06 {
         bail!("PKCS#7: no content type");
     }
-    let body = &body[h + len..];
-    let (tag, h, _) = der_header(body)?;
+    let (tag, _, content) = der_element(&body[oid.len()..])?;
     if tag != 0xa0 {
         bail!("PKCS#7: no content");
     }
-    let inner = &body[h..];
-    let (tag, h, len) = der_header(inner)?;
-    if tag != 0x30 || inner.len() < h + len {
+    let (tag, sd, _) = der_element(content)?;
+    if tag != 0x30 {
         bail!("PKCS#7: the content is not a SignedData");
     }
-    Ok(inner[..h + len].to_vec())
+    Ok(sd.to_vec())
 }
 
 /// `PK.auth`, `KEK.auth` and `db.auth` (ESP paths under [`KEYS_DIR`] and contents) for
 /// the key of `s`, at `epoch`; db with Microsoft's UEFI CAs when `microsoft`.
-pub fn files(s: &Signer, epoch: u64, microsoft: bool) -> Result<Vec<(String, Vec<u8>)>> {
+pub fn files(s: &Signer, epoch: u64, microsoft: bool) -> Result<EspFiles> {
     let time = efi_time(epoch)?;
     let owner = Guid::from_hash(&crate::disk::image::derive(&[
         b"slipway-secure-boot-owner",
@@ -158,7 +173,10 @@ pub fn files(s: &Signer, epoch: u64, microsoft: bool) -> Result<Vec<(String, Vec
     ] {
         let p7 = s.sign_pkcs7_detached(&signed_bytes(name, vendor, &time, data))?;
         let sd = signed_data_of(&p7).with_context(|| format!("signing {name}.auth"))?;
-        out.push((format!("{KEYS_DIR}/{name}.auth"), auth_file(&time, &sd, data)));
+        out.push((
+            format!("{KEYS_DIR}/{name}.auth"),
+            auth_file(&time, &sd, data),
+        ));
     }
     Ok(out)
 }
@@ -188,13 +206,10 @@ mod tests {
     fn the_signed_data_is_cut_out_of_its_content_info() {
         // ContentInfo { OID 1.2.840.113549.1.7.2, [0] { SEQUENCE { INTEGER 1 } } }.
         let ci = [
-            0x30, 0x13, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02, 0xa0,
+            0x30, 0x12, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02, 0xa0,
             0x05, 0x30, 0x03, 0x02, 0x01, 0x01,
         ];
-        assert_eq!(
-            signed_data_of(&ci).unwrap(),
-            [0x30, 0x03, 0x02, 0x01, 0x01]
-        );
+        assert_eq!(signed_data_of(&ci).unwrap(), [0x30, 0x03, 0x02, 0x01, 0x01]);
         assert!(signed_data_of(&ci[..10]).is_err());
     }
 

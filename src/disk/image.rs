@@ -373,7 +373,14 @@ pub fn build(
     let esp_size = r.disk.esp_size.map(|s| s.0).unwrap_or(DEFAULT_ESP);
     let var_size = r.disk.var_size.map(|s| s.0).unwrap_or(DEFAULT_VAR);
     let t = Instant::now();
-    let esp = write_esp(r, &uki, &enrollment, esp_size, (&ids, epoch), staging.path())?;
+    let esp = write_esp(
+        r,
+        &uki,
+        &enrollment,
+        esp_size,
+        (&ids, epoch),
+        staging.path(),
+    )?;
     c.since("esp", t);
     let t = Instant::now();
     let var_img = write_var(staging.path(), var_size, &hash_bytes, epoch)?;
@@ -437,7 +444,7 @@ fn uki_and_keys(
     initrd: &[u8],
     cmdline: &str,
     epoch: u64,
-) -> Result<(Vec<u8>, Vec<(String, Vec<u8>)>)> {
+) -> Result<(Vec<u8>, crate::disk::enroll::EspFiles)> {
     let parts = crate::disk::uki::Parts {
         stub: boot.stub,
         kernel: boot.vmlinuz,
@@ -464,10 +471,12 @@ fn signed_uki(parts: &crate::disk::uki::Parts, s: &crate::disk::sign::Signer) ->
     let pkey = s.public_key_pem()?;
     let with_key = [(".pcrpkey", pkey.as_bytes())];
     let predicted = pcr::uki_value_of_parts(parts.stub, &uki::payload(parts, &with_key))?;
-    let values: Vec<[u8; 32]> = pcr::phases(&predicted).into_iter().map(|(_, v)| v).collect();
+    let values: Vec<[u8; 32]> = pcr::phases(&predicted)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     let sig = pcr::pcrsig(&values, &s.public_key_der()?, |d| s.sign_sha256_digest(d))?;
-    let unsigned =
-        uki::build_uki_with(parts, &[with_key[0], (".pcrsig", sig.as_bytes())])?;
+    let unsigned = uki::build_uki_with(parts, &[with_key[0], (".pcrsig", sig.as_bytes())])?;
     if pcr::uki_value_of_pe(&unsigned)? != predicted {
         bail!("the UKI's measured sections differ from those its PCR policy was signed for");
     }
@@ -575,13 +584,7 @@ fn write_esp(
     let img = staging.join("esp.img");
     let mut files = vec![("EFI/BOOT/BOOTX64.EFI".to_string(), uki.to_vec())];
     files.extend(extra.iter().cloned());
-    crate::disk::esp::build_esp_file(
-        &files,
-        esp_size,
-        volume_id,
-        epoch,
-        &img,
-    )?;
+    crate::disk::esp::build_esp_file(&files, esp_size, volume_id, epoch, &img)?;
     Ok(img)
 }
 

@@ -2,8 +2,8 @@
 //! Specification), the dm-verity hash tree of the read-only root, and the partitions
 //! written into one raw image.
 
-pub mod erofs;
 pub mod enroll;
+pub mod erofs;
 pub mod esp;
 pub mod ext4;
 pub mod gpt;

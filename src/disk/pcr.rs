@@ -195,7 +195,10 @@ mod tests {
         assert_eq!(a, b, "file order or unmeasured sections changed the value");
         assert_ne!(a, uki_value(&[(".linux", b"k"), (".osrel", b"O")]));
         // .pcrsig is not measured.
-        assert_eq!(a, uki_value(&[(".linux", b"k"), (".osrel", b"o"), (".pcrsig", b"s")]));
+        assert_eq!(
+            a,
+            uki_value(&[(".linux", b"k"), (".osrel", b"o"), (".pcrsig", b"s")])
+        );
     }
 
     #[test]
@@ -228,6 +231,9 @@ mod tests {
         assert_eq!(e["pcrs"], serde_json::json!([11]));
         assert_eq!(e["pkfp"], crate::io::hash::sha256_hex(b"pk"));
         assert_eq!(e["pol"], crate::io::hash::hex(&policy_digest(&[0; 32])));
-        assert!(j.starts_with("{\"sha256\":[{\"pcrs\":[11],\"pkfp\":"), "{j}");
+        assert!(
+            j.starts_with("{\"sha256\":[{\"pcrs\":[11],\"pkfp\":"),
+            "{j}"
+        );
     }
 }

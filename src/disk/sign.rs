@@ -210,7 +210,8 @@ impl Signer {
             t = t.arg("-readpass").arg(p);
         }
         t.arg("-in").arg(&input).arg("-out").arg(&output).run()?;
-        let signed = std::fs::read(&output).with_context(|| format!("reading {}", output.display()))?;
+        let signed =
+            std::fs::read(&output).with_context(|| format!("reading {}", output.display()))?;
         let _ = std::fs::remove_file(&input);
         let _ = std::fs::remove_file(&output);
         Ok(signed)
@@ -276,9 +277,12 @@ mod tests {
         let spec = SecureBoot {
             key: "env:SLIPWAY_TEST_NO_SUCH_KEY".into(),
             cert: "env:SLIPWAY_TEST_NO_SUCH_CERT".into(),
-            passphrase_env: None,
+            ..Default::default()
         };
         let e = cert_digest(&spec).unwrap_err();
-        assert!(format!("{e:#}").contains("SLIPWAY_TEST_NO_SUCH_CERT is not set"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("SLIPWAY_TEST_NO_SUCH_CERT is not set"),
+            "{e:#}"
+        );
     }
 }

@@ -401,10 +401,7 @@ fn secure_boot(
     ] {
         let env_name = v.strip_prefix("env:");
         if v.is_empty() || env_name == Some("") {
-            return Err(h.bad(
-                key,
-                format!("{v:?} is neither a PEM file nor env:NAME"),
-            ));
+            return Err(h.bad(key, format!("{v:?} is neither a PEM file nor env:NAME")));
         }
         *slot = if env_name.is_some() || Path::new(&v).is_absolute() {
             v
