@@ -41,48 +41,53 @@ const CUSTOM_KEY_ENV: &str = "SLIPWAY_TEST_SB_CUSTOM_KEY";
 const SECURE_BOOT_VAR: &str =
     "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
 
-/// The fixture directory of this test: the generated key and the child recipes, made
-/// once (a directory renamed into place, so concurrent test processes agree).
+/// The fixture directory of this test: the generated key (made once, in a directory
+/// renamed into place so that concurrent test processes agree) and the child recipes of
+/// containerd-host (one image name, so that all three have the same root).
 fn keys_dir() -> PathBuf {
     let dir = fixtures::root().join("secure-boot");
-    if dir.join("custom.crt").is_file() {
-        return dir;
+    if !dir.join("custom.crt").is_file() {
+        let tmp = tempfile::Builder::new()
+            .prefix(".secure-boot-")
+            .tempdir_in(fixtures::root())
+            .unwrap();
+        run(Command::new("openssl")
+            .args(["req", "-new", "-x509", "-newkey", "rsa:2048", "-sha256", "-nodes"])
+            .args(["-days", "3650", "-subj", "/CN=slipway test custom key/"])
+            .arg("-keyout")
+            .arg(tmp.path().join("custom.key"))
+            .arg("-out")
+            .arg(tmp.path().join("custom.crt")));
+        let tmp = tmp.keep();
+        if std::fs::rename(&tmp, &dir).is_err() {
+            // Another process made it first.
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(".secure-boot-")
-        .tempdir_in(fixtures::root())
-        .unwrap();
-    run(Command::new("openssl")
-        .args([
-            "req", "-new", "-x509", "-newkey", "rsa:2048", "-sha256", "-nodes",
-        ])
-        .args(["-days", "3650", "-subj", "/CN=slipway test custom key/"])
-        .arg("-keyout")
-        .arg(tmp.path().join("custom.key"))
-        .arg("-out")
-        .arg(tmp.path().join("custom.crt")));
     let parent = fixtures::recipes_dir().join("containerd-host.toml");
     let head = format!(
-        "schema-version = 1\nextends = {:?}\n",
+        "schema-version = 1\nextends = {:?}\n[image]\nname = \"secure-boot-test\"\n",
         parent.display().to_string()
     );
-    std::fs::write(tmp.path().join("cli.toml"), &head).unwrap();
-    std::fs::write(
-        tmp.path().join("snakeoil.toml"),
-        format!(
-            "{head}[secure-boot]\nkey = {SNAKEOIL_KEY:?}\ncert = {SNAKEOIL_CERT:?}\npassphrase-env = {PASS_ENV:?}\n"
+    for (name, text) in [
+        ("cli.toml", head.clone()),
+        (
+            "snakeoil.toml",
+            format!(
+                "{head}[secure-boot]\nkey = {SNAKEOIL_KEY:?}\ncert = {SNAKEOIL_CERT:?}\npassphrase-env = {PASS_ENV:?}\n"
+            ),
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        tmp.path().join("custom.toml"),
-        format!("{head}[secure-boot]\nkey = \"env:{CUSTOM_KEY_ENV}\"\ncert = \"custom.crt\"\n"),
-    )
-    .unwrap();
-    let tmp = tmp.keep();
-    if std::fs::rename(&tmp, &dir).is_err() {
-        // Another process made it first.
-        let _ = std::fs::remove_dir_all(&tmp);
+        (
+            "custom.toml",
+            format!("{head}[secure-boot]\nkey = \"env:{CUSTOM_KEY_ENV}\"\ncert = \"custom.crt\"\n"),
+        ),
+    ] {
+        let p = dir.join(name);
+        if std::fs::read_to_string(&p).ok().as_deref() != Some(&text) {
+            let t = dir.join(format!(".{name}.{}", std::process::id()));
+            std::fs::write(&t, &text).unwrap();
+            std::fs::rename(&t, &p).unwrap();
+        }
     }
     dir
 }
@@ -485,7 +490,7 @@ fn signed_builds_are_reproducible_measured_and_hold_no_private_key() {
     let stages = common::shared_cache().join("stages");
     let holding = files_holding(&[&cli, &recipe, &custom, &stages], &secrets);
     assert!(holding.is_empty(), "a private key is in {holding:?}");
-    let locks: Vec<PathBuf> = ["cli.lock", "snakeoil.lock", "custom.lock"]
+    let locks: Vec<PathBuf> = ["cli.toml.lock", "snakeoil.toml.lock", "custom.toml.lock"]
         .iter()
         .map(|l| dir.join(l))
         .collect();
