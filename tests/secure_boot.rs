@@ -467,6 +467,8 @@ fn signed_builds_are_reproducible_measured_and_hold_no_private_key() {
             .map(|p| p["phase"].as_str().unwrap())
             .collect();
         assert_eq!(names, ["", "sysinit", "sysinit:ready"]);
+        let stub = m["measured_boot"]["stub"].as_str().unwrap();
+        assert!(stub.starts_with("systemd-stub 257"), "{stub}");
         assert_eq!(
             phases[0]["pcr11"].as_str().unwrap(),
             pcr11_by_objcopy(&out.join("uki.efi"), tmp.path())

@@ -105,8 +105,24 @@ pub struct MeasuredBoot {
     pub pcr: u32,
     /// The PCR bank (`sha256`).
     pub bank: &'static str,
+    /// The EFI stub that measures (its `.sdmagic`, e.g. `systemd-stub 257.13-1~deb13u1`):
+    /// the values follow systemd 257's stub.
+    pub stub: Option<String>,
     /// Its value after systemd-stub (`""`) and after each pcrphase word, in boot order.
     pub phases: Vec<crate::disk::pcr::Phase>,
+}
+
+/// The stub's own name from its `.sdmagic` section (`#### LoaderInfo: NAME ####`).
+fn stub_name(pe: &[u8]) -> Option<String> {
+    let info = crate::disk::uki::pe_info(pe).ok()?;
+    let magic = String::from_utf8_lossy(info.section_data(pe, ".sdmagic")?).into_owned();
+    let name = magic
+        .split("LoaderInfo:")
+        .nth(1)?
+        .split("####")
+        .next()?
+        .trim();
+    Some(name.trim_end_matches('\0').to_string())
 }
 
 /// `measured_boot` and `secure_boot` of the UKI among `outputs`.
@@ -129,6 +145,7 @@ fn boot_chain(r: &Recipe, outputs: &[crate::output::Output]) -> Result<(SecureBo
         MeasuredBoot {
             pcr: crate::disk::pcr::PCR,
             bank: "sha256",
+            stub: stub_name(&pe),
             phases: crate::disk::pcr::phase_list(&value),
         },
     ))
