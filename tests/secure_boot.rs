@@ -286,6 +286,53 @@ fn signing_is_deterministic_verifies_and_keeps_the_key_out() {
     assert!(holding.is_empty(), "a private key is in {holding:?}");
 }
 
+#[test]
+fn a_bad_signing_key_is_refused_before_any_work_naming_it() {
+    let dir = keys_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = dir.join("cli.toml").display().to_string();
+    let out = tmp.path().join("out").display().to_string();
+    let custom_crt = dir.join("custom.crt").display().to_string();
+    let custom_key = dir.join("custom.key").display().to_string();
+    for (args, env, want) in [
+        (
+            ["/no/such.key", SNAKEOIL_CERT],
+            None,
+            "the signing key /no/such.key: no such file",
+        ),
+        (
+            [SNAKEOIL_KEY, SNAKEOIL_CERT],
+            None,
+            "the signing key /usr/share/ovmf/PkKek-1-snakeoil.key cannot be read",
+        ),
+        (
+            [custom_key.as_str(), SNAKEOIL_CERT],
+            None,
+            "does not belong to the certificate",
+        ),
+        (
+            [SNAKEOIL_KEY, custom_crt.as_str()],
+            Some("SLIPWAY_TEST_SB_UNSET"),
+            "environment variable SLIPWAY_TEST_SB_UNSET is not set",
+        ),
+    ] {
+        let mut c = Command::new(bin());
+        c.args(["build", &recipe, "-o", &out, "--format", "disk"])
+            .args(["--sign-key", args[0], "--sign-cert", args[1]])
+            .env("SLIPWAY_CACHE", tmp.path().join("cache"))
+            .env_remove("SLIPWAY_TEST_SB_UNSET");
+        if let Some(e) = env {
+            c.args(["--sign-passphrase-env", e]);
+        }
+        let t = common::fails(c.output().unwrap(), 2);
+        assert!(
+            t.contains("cli.toml: the Secure Boot signing key") && t.contains(want),
+            "{t}"
+        );
+        assert!(!tmp.path().join("out").exists(), "{t}");
+    }
+}
+
 /// `SEQUENCE { OID pkcs7-signedData, [0] { sd } }`: the ContentInfo openssl verifies.
 fn content_info(sd: &[u8]) -> Vec<u8> {
     fn der(tag: u8, body: &[u8]) -> Vec<u8> {

@@ -418,6 +418,36 @@ mod tests {
     }
 
     #[test]
+    fn secure_boot_paths_resolve_and_children_inherit() {
+        let d = tempfile::tempdir().unwrap();
+        let head = "schema-version = 1\n[packages]\ninclude = [\"a1\"]\n";
+        let p = write(
+            d.path(),
+            "r.toml",
+            &format!(
+                "{head}[secure-boot]\nkey = \"env:SB_KEY\"\ncert = \"keys/sb.crt\"\npassphrase-env = \"SB_PASS\"\n"
+            ),
+        );
+        let sb = Recipe::load(&p).unwrap().secure_boot.unwrap();
+        assert_eq!(sb.key, "env:SB_KEY");
+        assert_eq!(sb.cert, d.path().join("keys/sb.crt").display().to_string());
+        assert_eq!(sb.passphrase_env.as_deref(), Some("SB_PASS"));
+        assert!(!sb.microsoft_uefi_ca);
+        let c = write(
+            d.path(),
+            "c.toml",
+            "schema-version = 1\nextends = \"r.toml\"\n",
+        );
+        assert_eq!(Recipe::load(&c).unwrap().secure_boot, Some(sb));
+        let e = err(&format!(
+            "{head}[secure-boot]\nkey = \"env:\"\ncert = \"c.pem\"\n"
+        ));
+        assert!(e.contains("r.toml: secure-boot.key:"), "{e}");
+        let e = err(&format!("{head}[secure-boot]\nkey = \"k.pem\"\n"));
+        assert!(e.contains("cert"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_names_file_key_and_line() {
         let e = err("schema-version = 1\n[packages]\ninclude = [\"a1\"]\nincluded = [\"b\"]\n");
         assert!(
