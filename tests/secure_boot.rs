@@ -536,9 +536,27 @@ fn signed_builds_are_reproducible_measured_and_hold_no_private_key() {
             );
         }
     }
+    // The ESP holds the enrollment files, as built in.
+    let esp = esp_of(&custom, tmp.path());
+    let listing = run(Command::new("mdir")
+        .args(["-b", "-i"])
+        .arg(&esp)
+        .arg("::/loader/keys/slipway"));
+    for f in ["PK.auth", "KEK.auth", "db.auth"] {
+        assert!(listing.contains(f), "{f} is not on the ESP:\n{listing}");
+    }
+    let db = tmp.path().join("db.auth");
+    run(Command::new("mcopy")
+        .arg("-i")
+        .arg(&esp)
+        .arg("::/loader/keys/slipway/db.auth")
+        .arg(&db));
+    let db = std::fs::read(&db).unwrap();
+    assert!(db.windows(custom_der.len()).any(|w| w == custom_der));
     let mut secrets = secrets_of(Path::new(SNAKEOIL_KEY), "snakeoil");
     secrets.extend(secrets_of(&dir.join("custom.key"), ""));
-    let stages = common::shared_cache().join("stages");
+    // Whole-build entries: the only stage-cache entries made after signing.
+    let stages = common::shared_cache().join("stages/build");
     let holding = files_holding(&[&cli, &recipe, &custom, &stages], &secrets);
     assert!(holding.is_empty(), "a private key is in {holding:?}");
     let locks: Vec<PathBuf> = ["cli.toml.lock", "snakeoil.toml.lock", "custom.toml.lock"]
@@ -555,6 +573,25 @@ fn signed_builds_are_reproducible_measured_and_hold_no_private_key() {
             l.display()
         );
     }
+}
+
+/// The ESP partition of the build in `dir`, copied out into `work` (for mtools).
+fn esp_of(dir: &Path, work: &Path) -> PathBuf {
+    let m = manifest(dir);
+    let esp = m["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "esp")
+        .unwrap();
+    let (off, size) = (
+        esp["offset"].as_u64().unwrap(),
+        esp["size"].as_u64().unwrap(),
+    );
+    let disk = std::fs::read(dir.join("disk.raw")).unwrap();
+    let p = work.join("esp.img");
+    std::fs::write(&p, &disk[off as usize..(off + size) as usize]).unwrap();
+    p
 }
 
 /// `slipway test` over `defs` into `out`; the output must show `PASS name`.
