@@ -191,6 +191,17 @@ pub struct BuildArgs {
     /// OCI layer compression.
     #[arg(long, value_parser = compressions(), default_value = "gzip")]
     pub compression: Compression,
+    /// Host images: sign the EFI binaries for Secure Boot with this private key (PEM
+    /// file, or env:NAME for an environment variable holding it); overrides the
+    /// recipe's [secure-boot].
+    #[arg(long, value_name = "KEY", requires = "sign_cert")]
+    pub sign_key: Option<String>,
+    /// The signing key's certificate (PEM file, or env:NAME).
+    #[arg(long, value_name = "CERT", requires = "sign_key")]
+    pub sign_cert: Option<String>,
+    /// The environment variable holding the signing key's passphrase.
+    #[arg(long, value_name = "NAME", requires = "sign_key")]
+    pub sign_passphrase_env: Option<String>,
     #[command(flatten)]
     pub fetch: FetchArgs,
 }

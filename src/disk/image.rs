@@ -56,6 +56,9 @@ pub fn tools(r: &Recipe) -> Vec<&'static str> {
     if kind.needs_host_tool() {
         t.push(kind.program());
     }
+    if r.secure_boot.is_some() {
+        t.extend(["osslsigncode", "openssl"]);
+    }
     t
 }
 
@@ -363,21 +366,21 @@ pub fn build(
     )?;
     let cmdline = kernel_cmdline(r, &root.root_hash);
     let t = Instant::now();
-    let uki = crate::disk::uki::build_uki(&crate::disk::uki::Parts {
-        stub: boot.stub,
-        kernel: boot.vmlinuz,
-        initrd: &initrd.bytes,
-        cmdline: &cmdline,
-        os_release: boot.os_release,
-        uname: Some(&boot.kernel.version),
-    })?;
+    let (uki, enrollment) = uki_and_keys(r, &boot, &initrd.bytes, &cmdline, epoch)?;
     c.since("uki", t);
     let hash_bytes = crate::io::hash::unhex(&root.root_hash)?;
     let ids = derive(&[b"slipway-disk", &hash_bytes]);
     let esp_size = r.disk.esp_size.map(|s| s.0).unwrap_or(DEFAULT_ESP);
     let var_size = r.disk.var_size.map(|s| s.0).unwrap_or(DEFAULT_VAR);
     let t = Instant::now();
-    let esp = write_esp(r, &uki, esp_size, (&ids, epoch), staging.path())?;
+    let esp = write_esp(
+        r,
+        &uki,
+        &enrollment,
+        esp_size,
+        (&ids, epoch),
+        staging.path(),
+    )?;
     c.since("esp", t);
     let t = Instant::now();
     let var_img = write_var(staging.path(), var_size, &hash_bytes, epoch)?;
@@ -431,6 +434,53 @@ pub fn build(
         },
         outputs,
     })
+}
+
+/// The UKI, signed when the recipe has a signing key (`[secure-boot]` or the command
+/// line's), and the Secure Boot enrollment files for the ESP (none when unsigned).
+fn uki_and_keys(
+    r: &Recipe,
+    boot: &BootInputs,
+    initrd: &[u8],
+    cmdline: &str,
+    epoch: u64,
+) -> Result<(Vec<u8>, crate::disk::enroll::EspFiles)> {
+    let parts = crate::disk::uki::Parts {
+        stub: boot.stub,
+        kernel: boot.vmlinuz,
+        initrd,
+        cmdline,
+        os_release: boot.os_release,
+        uname: Some(&boot.kernel.version),
+    };
+    let Some(sb) = &r.secure_boot else {
+        return Ok((crate::disk::uki::build_uki(&parts)?, Vec::new()));
+    };
+    let s = crate::disk::sign::Signer::open(sb, epoch)
+        .with_context(|| format!("{}: the Secure Boot signing key", r.display()))?;
+    let uki = signed_uki(&parts, &s)?;
+    let keys = crate::disk::enroll::files(&s, epoch, sb.microsoft_uefi_ca)?;
+    Ok((uki, keys))
+}
+
+/// The UKI of `parts` with a PCR policy signed by `s` for each phase
+/// ([`crate::disk::pcr`]: `.pcrpkey` and `.pcrsig`, as ukify adds them), Authenticode-
+/// signed by `s`.
+fn signed_uki(parts: &crate::disk::uki::Parts, s: &crate::disk::sign::Signer) -> Result<Vec<u8>> {
+    use crate::disk::{pcr, uki};
+    let pkey = s.public_key_pem()?;
+    let with_key = [(".pcrpkey", pkey.as_bytes())];
+    let predicted = pcr::uki_value_of_parts(parts.stub, &uki::payload(parts, &with_key))?;
+    let values: Vec<[u8; 32]> = pcr::phases(&predicted)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let sig = pcr::pcrsig(&values, &s.public_key_der()?, |d| s.sign_sha256_digest(d))?;
+    let unsigned = uki::build_uki_with(parts, &[with_key[0], (".pcrsig", sig.as_bytes())])?;
+    if pcr::uki_value_of_pe(&unsigned)? != predicted {
+        bail!("the UKI's measured sections differ from those its PCR policy was signed for");
+    }
+    s.sign_pe("the UKI", &unsigned)
 }
 
 /// The initramfs and the root image (with its verity tree), which need nothing of each
@@ -510,11 +560,13 @@ fn build_initrd(
     Ok(initrd)
 }
 
-/// The ESP of `esp_size` holding `uki` at the removable-media path (volume id from
-/// `ids`), made in `staging`; returns its path (it is streamed into the disk).
+/// The ESP of `esp_size` holding `uki` at the removable-media path and the `extra`
+/// files (Secure Boot enrollment), volume id from `ids`, made in `staging`; returns its
+/// path (it is streamed into the disk).
 fn write_esp(
     r: &Recipe,
     uki: &[u8],
+    extra: &[(String, Vec<u8>)],
     esp_size: u64,
     (ids, epoch): (&[u8], u64),
     staging: &Path,
@@ -530,13 +582,9 @@ fn write_esp(
         ));
     }
     let img = staging.join("esp.img");
-    crate::disk::esp::build_esp_file(
-        &[("EFI/BOOT/BOOTX64.EFI".to_string(), uki.to_vec())],
-        esp_size,
-        volume_id,
-        epoch,
-        &img,
-    )?;
+    let mut files = vec![("EFI/BOOT/BOOTX64.EFI".to_string(), uki.to_vec())];
+    files.extend(extra.iter().cloned());
+    crate::disk::esp::build_esp_file(&files, esp_size, volume_id, epoch, &img)?;
     Ok(img)
 }
 

@@ -2,6 +2,7 @@
 //! Specification), the dm-verity hash tree of the read-only root, and the partitions
 //! written into one raw image.
 
+pub mod enroll;
 pub mod erofs;
 pub mod esp;
 pub mod ext4;
@@ -10,8 +11,10 @@ pub mod image;
 pub mod initramfs;
 pub mod layout;
 pub mod manifest;
+pub mod pcr;
 pub mod root;
 pub mod rootfs;
+pub mod sign;
 pub mod squashfs;
 pub mod uki;
 pub mod verity;

@@ -176,9 +176,31 @@ pub struct Parts<'a> {
 /// Builds the UKI: the stub with the payload sections added. Deterministic: the same
 /// parts give the same bytes.
 pub fn build_uki(p: &Parts) -> Result<Vec<u8>> {
+    build_uki_with(p, &[])
+}
+
+/// The sections of the UKI [`build_uki_with`] makes of `p` and `extra`, in file order
+/// after the stub's own: `.osrel`, `.cmdline`, `.uname`, the `extra` ones (`.pcrpkey`,
+/// `.pcrsig`), `.initrd`, `.linux` last as ukify places it.
+pub fn payload<'a>(p: &Parts<'a>, extra: &[(&'a str, &'a [u8])]) -> Vec<(&'a str, &'a [u8])> {
+    let mut payload: Vec<(&str, &[u8])> =
+        vec![(".osrel", p.os_release), (".cmdline", p.cmdline.as_bytes())];
+    if let Some(u) = p.uname {
+        payload.push((".uname", u.as_bytes()));
+    }
+    payload.extend_from_slice(extra);
+    payload.push((".initrd", p.initrd));
+    payload.push((".linux", p.kernel));
+    payload
+}
+
+/// As [`build_uki`], with the `extra` sections (name, content) added too: the signed
+/// PCR policy's `.pcrpkey` and `.pcrsig`.
+pub fn build_uki_with(p: &Parts, extra: &[(&str, &[u8])]) -> Result<Vec<u8>> {
     crate::tool::require(&["objcopy"])?;
     let info = pe_info(p.stub).context("reading the EFI stub's PE header")?;
-    for name in [".linux", ".initrd", ".cmdline", ".osrel", ".uname"] {
+    let payload = payload(p, extra);
+    for (name, _) in &payload {
         if info.section(name).is_some() {
             bail!("the EFI stub already has a {name} section (is it a UKI already?)");
         }
@@ -190,14 +212,6 @@ pub fn build_uki(p: &Parts) -> Result<Vec<u8>> {
         .map(|s| u64::from(s.virtual_address) + u64::from(s.virtual_size.max(s.raw_size)))
         .max()
         .context("the EFI stub has no sections")?;
-    let mut payload: Vec<(&str, &[u8])> =
-        vec![(".osrel", p.os_release), (".cmdline", p.cmdline.as_bytes())];
-    if let Some(u) = p.uname {
-        payload.push((".uname", u.as_bytes()));
-    }
-    payload.push((".initrd", p.initrd));
-    payload.push((".linux", p.kernel));
-
     let work = tempfile::Builder::new()
         .prefix("slipway-uki-")
         .tempdir()

@@ -2,7 +2,8 @@
 //! the disk stage's facts and one written output; produces everything an upload
 //! script needs to register the image on the target platform without opening the
 //! disk or the manifest: boot mode, architecture in the platform's spelling, a name
-//! that every platform accepts, the description, the root hash, size and sha256.
+//! that every platform accepts, the description, the root hash, size and sha256; for a
+//! signed image, the Secure Boot certificate to enroll as the platform's custom keys.
 //! `docs/clouds.md` shows the upload and register commands that read it.
 
 use crate::disk::image::HostDisk;
@@ -95,6 +96,34 @@ pub struct Sidecar<'a> {
     pub source_date_epoch: u64,
     /// Platform-specific values.
     pub register: Register,
+    /// The Secure Boot key the EFI binaries are signed with, for the platform's
+    /// custom-key flags (docs/clouds.md); absent for an unsigned image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<SecureBoot>,
+}
+
+/// A signed image's certificate, as the clouds' custom UEFI key options take it.
+#[derive(Debug, Serialize)]
+pub struct SecureBoot {
+    /// The certificate (DER), base64: PK, KEK and db.
+    pub certificate_der: String,
+    /// Its sha256 (hex).
+    pub certificate_sha256: String,
+    /// db should also hold Microsoft's UEFI CAs (`microsoft-uefi-ca`).
+    pub microsoft_uefi_ca: bool,
+}
+
+/// The sidecar's `secure_boot` for recipe `r`.
+fn secure_boot(r: &Recipe) -> Result<Option<SecureBoot>> {
+    let Some(sb) = &r.secure_boot else {
+        return Ok(None);
+    };
+    let der = crate::disk::sign::cert_der(sb)?;
+    Ok(Some(SecureBoot {
+        certificate_der: slipway_common::base64::encode(&der),
+        certificate_sha256: crate::io::hash::sha256_hex(&der),
+        microsoft_uefi_ca: sb.microsoft_uefi_ca,
+    }))
 }
 
 /// The platform values for `format` on `arch` (Debian's name), if it is a cloud format.
@@ -191,6 +220,7 @@ pub fn write(
         root_hash: &disk.root_hash,
         source_date_epoch: epoch,
         register,
+        secure_boot: secure_boot(r)?,
     };
     let dest = path.with_file_name(format!("{file}.json"));
     let mut json = serde_json::to_vec_pretty(&s).context("serializing a sidecar")?;

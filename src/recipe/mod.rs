@@ -195,11 +195,27 @@ pub struct Recipe {
     pub disk: raw::RawDisk,
     /// Where `[kernel]` is declared (for module errors found at assembly).
     pub kernel_at: Option<Origin>,
+    /// `[secure-boot]` (or `slipway build --sign-key/--sign-cert`): the signing key.
+    pub secure_boot: Option<SecureBoot>,
     /// Key positions in this recipe's own file.
     pub spans: Arc<spans::Spans>,
     /// The options it was loaded with (recipes it names, such as `[[preload]]` base
     /// recipes, are loaded with the same ones).
     pub load: LoadOptions,
+}
+
+/// Where the Secure Boot signing key and certificate come from: each a PEM file path or
+/// `env:NAME` (an environment variable holding the PEM text).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SecureBoot {
+    /// The private key.
+    pub key: String,
+    /// The certificate.
+    pub cert: String,
+    /// The environment variable holding the key's passphrase, if it is encrypted.
+    pub passphrase_env: Option<String>,
+    /// `microsoft-uefi-ca`: the enrollment files' db also holds Microsoft's UEFI CAs.
+    pub microsoft_uefi_ca: bool,
 }
 
 /// How a recipe is loaded.
@@ -399,6 +415,36 @@ mod tests {
             ["trixie", "trixie-updates", "trixie-security"]
         );
         assert_eq!(r.name, "r");
+    }
+
+    #[test]
+    fn secure_boot_paths_resolve_and_children_inherit() {
+        let d = tempfile::tempdir().unwrap();
+        let head = "schema-version = 1\n[packages]\ninclude = [\"a1\"]\n";
+        let p = write(
+            d.path(),
+            "r.toml",
+            &format!(
+                "{head}[secure-boot]\nkey = \"env:SB_KEY\"\ncert = \"keys/sb.crt\"\npassphrase-env = \"SB_PASS\"\n"
+            ),
+        );
+        let sb = Recipe::load(&p).unwrap().secure_boot.unwrap();
+        assert_eq!(sb.key, "env:SB_KEY");
+        assert_eq!(sb.cert, d.path().join("keys/sb.crt").display().to_string());
+        assert_eq!(sb.passphrase_env.as_deref(), Some("SB_PASS"));
+        assert!(!sb.microsoft_uefi_ca);
+        let c = write(
+            d.path(),
+            "c.toml",
+            "schema-version = 1\nextends = \"r.toml\"\n",
+        );
+        assert_eq!(Recipe::load(&c).unwrap().secure_boot, Some(sb));
+        let e = err(&format!(
+            "{head}[secure-boot]\nkey = \"env:\"\ncert = \"c.pem\"\n"
+        ));
+        assert!(e.contains("r.toml: secure-boot.key:"), "{e}");
+        let e = err(&format!("{head}[secure-boot]\nkey = \"k.pem\"\n"));
+        assert!(e.contains("cert"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub struct RawRecipe {
     pub oci: Option<RawOci>,
     pub kernel: Option<RawKernel>,
     pub disk: Option<RawDisk>,
+    pub secure_boot: Option<RawSecureBoot>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,6 +240,21 @@ pub struct RawApplets {
     /// Applet paths not to link, e.g. ["/linuxrc"].
     #[serde(default)]
     pub skip: Vec<String>,
+}
+
+/// `[secure-boot]`: the key the host image's EFI binaries are signed with. Each of
+/// `key` and `cert` is a PEM file (relative to the recipe's directory) or `env:NAME`, an
+/// environment variable holding the PEM text; the key's passphrase, if any, comes from
+/// the environment variable `passphrase-env`. `microsoft-uefi-ca = true` adds
+/// Microsoft's UEFI CAs to the db the image's enrollment files carry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSecureBoot {
+    pub key: String,
+    pub cert: String,
+    pub passphrase_env: Option<String>,
+    /// db also holds Microsoft's UEFI CAs (2011 and 2023) and Option ROM CA 2023.
+    pub microsoft_uefi_ca: Option<bool>,
 }
 
 /// `[bundle]`: slipway's own programs a host image carries besides slipway-agent.

@@ -131,6 +131,7 @@ pub(super) fn recipe(h: &Here, raw: RawRecipe, parent: Option<Box<Recipe>>) -> R
         .and_then(|b| b.node)
         .unwrap_or_else(|| p.is_some_and(|p| p.bundle_node));
     let oci = oci(h, raw.oci, p)?;
+    let secure_boot = secure_boot(h, raw.secure_boot, p)?;
     Ok(Recipe {
         path: h.path.clone(),
         name,
@@ -165,6 +166,7 @@ pub(super) fn recipe(h: &Here, raw: RawRecipe, parent: Option<Box<Recipe>>) -> R
         kernel,
         disk,
         kernel_at,
+        secure_boot,
         spans: h.spans.clone(),
         load: h.opts,
     })
@@ -376,6 +378,44 @@ fn kernel(
         }
     }
     (kernel, at)
+}
+
+/// `[secure-boot]`: file paths relative to the recipe's directory (a key is a host
+/// file by nature: no confinement), `env:NAME` kept; the parent's table otherwise.
+fn secure_boot(
+    h: &Here,
+    sb: Option<raw::RawSecureBoot>,
+    p: Option<&Recipe>,
+) -> Result<Option<super::SecureBoot>> {
+    let Some(sb) = sb else {
+        return Ok(p.and_then(|p| p.secure_boot.clone()));
+    };
+    let mut out = super::SecureBoot {
+        passphrase_env: sb.passphrase_env,
+        microsoft_uefi_ca: sb.microsoft_uefi_ca.unwrap_or(false),
+        ..Default::default()
+    };
+    for (key, v, slot) in [
+        ("secure-boot.key", sb.key, &mut out.key),
+        ("secure-boot.cert", sb.cert, &mut out.cert),
+    ] {
+        let env_name = v.strip_prefix("env:");
+        if v.is_empty() || env_name == Some("") {
+            return Err(h.bad(key, format!("{v:?} is neither a PEM file nor env:NAME")));
+        }
+        *slot = if env_name.is_some() || Path::new(&v).is_absolute() {
+            v
+        } else {
+            h.root.join(&v).display().to_string()
+        };
+    }
+    if out.passphrase_env.as_deref() == Some("") {
+        return Err(h.bad(
+            "secure-boot.passphrase-env",
+            "is empty (name the environment variable holding the passphrase)".to_string(),
+        ));
+    }
+    Ok(Some(out))
 }
 
 fn disk(h: &Here, d: Option<raw::RawDisk>, p: Option<&Recipe>) -> Result<raw::RawDisk> {
