@@ -46,7 +46,10 @@ pub(super) fn key(
         return Ok(None);
     }
     let mut k = KeyBuilder::new(KIND, VERSION);
-    k.text("slipway", crate::io::stage_cache::self_digest()?)
+    // The signing certificate's digest, never the private key: outputs signed with
+    // another key are never reused.
+    k.text("secure-boot", &crate::disk::sign::cache_text(r)?)
+        .text("slipway", crate::io::stage_cache::self_digest()?)
         .text("init", &crate::io::hash::sha256_hex(&bundled.init))
         .text("agent", &crate::io::hash::sha256_hex(&bundled.agent))
         .text("lock", &lock.to_text()?)
