@@ -5,7 +5,7 @@
 //! command slipway does not account for is a warning naming the package.
 
 use super::packages::Unpacked;
-use crate::effects::{alternatives, certs, shell, systemd, tmpfiles, users};
+use crate::effects::{alternatives, certs, java_certs, shell, systemd, tmpfiles, users};
 use crate::recipe::Recipe;
 use crate::tree::{merged_usr, Entry, Kind, Tree};
 use anyhow::{Context, Result};
@@ -237,7 +237,8 @@ impl<'a> Fixups<'a> {
         self.alternatives(tree, pkgs, &mut did)?;
         self.units(tree, pkgs, &mut did)?;
         self.tmpfiles(tree)?;
-        self.ca_bundle(tree)?;
+        let cas = self.ca_bundle(tree)?;
+        self.java_cacerts(tree, &cas)?;
         self.os_release(tree)?;
         if tree.get("usr/lib/systemd/systemd").is_some() {
             tree.put(
@@ -576,10 +577,12 @@ impl<'a> Fixups<'a> {
         Ok(())
     }
 
-    fn ca_bundle(&mut self, tree: &mut Tree) -> Result<()> {
+    /// The bundle and links of update-ca-certificates; returns the certificates it
+    /// selected by their `/etc/ssl/certs` link names (PEM text).
+    fn ca_bundle(&mut self, tree: &mut Tree) -> Result<Vec<(String, Vec<u8>)>> {
         const SHARE: &str = "usr/share/ca-certificates";
         if tree.get(SHARE).is_none() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // The postinst lists every shipped certificate in /etc/ca-certificates.conf.
         let names: Vec<String> = tree
@@ -637,6 +640,33 @@ impl<'a> Fixups<'a> {
                 Entry::symlink(&target, self.epoch),
             )?;
         }
+        Ok(pem_names)
+    }
+
+    /// The JDK's `cacerts`, which ca-certificates-java's postinst would build: written
+    /// when a JRE in the image links its `lib/security/cacerts` to it and no package
+    /// put a store there, from the certificates of the CA bundle (`cas`).
+    fn java_cacerts(&mut self, tree: &mut Tree, cas: &[(String, Vec<u8>)]) -> Result<()> {
+        const STORE: &str = "etc/ssl/certs/java/cacerts";
+        let wanted = tree
+            .under("usr/lib/jvm")
+            .any(|(p, e)| matches!(&e.kind, Kind::Symlink(t) if t == "/etc/ssl/certs/java/cacerts" && p.ends_with("/lib/security/cacerts")));
+        if !wanted || tree.get(STORE).is_some() {
+            return Ok(());
+        }
+        if cas.is_empty() {
+            self.warnings.push(format!(
+                "a JRE links its trust store to /{STORE}, but the image has no CA certificates \
+                 (include ca-certificates): TLS from Java will trust nothing"
+            ));
+        }
+        let store = java_certs::keystore(cas, self.epoch).context("writing the Java cacerts")?;
+        let n = java_certs::read(&store, java_certs::PASSWORD)?.len();
+        tree.put(STORE, Entry::file(store, 0o644, self.epoch))?;
+        self.scripts.push(format!(
+            "java cacerts: wrote /{STORE} (JKS, {n} CA certificates from the CA bundle), \
+             as ca-certificates-java's postinst would"
+        ));
         Ok(())
     }
 

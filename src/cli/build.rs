@@ -8,7 +8,10 @@ use anyhow::{Context as _, Result};
 
 /// Runs `slipway build` and prints the build report (a summary, or all of it as JSON).
 pub fn run(g: &Global, a: &BuildArgs) -> Result<()> {
-    let r = load(&a.recipe, &a.fetch)?;
+    let mut r = load(&a.recipe, &a.fetch)?;
+    if let Some(v) = a.variant {
+        r = r.variant(v)?;
+    }
     let ctx = context(g, &a.fetch)?;
     let opts = BuildOptions {
         formats: if a.format.is_empty() {

@@ -12,9 +12,11 @@ pub mod origin;
 pub mod raw;
 pub mod spans;
 mod validate;
+pub mod variant;
 
 use anyhow::{bail, Context, Result};
 pub use origin::Origin;
+pub use variant::Variant;
 use raw::{EntryType, ImageKind, RawOci, RawRecipe};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
