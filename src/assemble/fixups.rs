@@ -411,14 +411,23 @@ impl<'a> Fixups<'a> {
         did: &mut BTreeMap<String, Vec<String>>,
     ) -> Result<()> {
         let mut all = Vec::new();
+        let jinfo = self.jinfo_alternatives(tree);
         for u in pkgs {
-            let (alts, unparsed) = alternatives::parse_script_report(&u.script("postinst"));
+            let (alts, mut unparsed) = alternatives::parse_script_report(&u.script("postinst"));
             if !alts.is_empty() {
                 did.entry(u.name.clone())
                     .or_default()
                     .push(format!("{} alternative(s)", alts.len()));
             }
             all.extend(alts);
+            if let Some(j) = jinfo.get(&u.name) {
+                // The JVM's postinst registers these in a loop over $basedir.
+                did.entry(u.name.clone())
+                    .or_default()
+                    .push(format!("{} alternative(s) from its .jinfo", j.len()));
+                all.extend(j.iter().cloned());
+                unparsed.clear();
+            }
             for l in unparsed {
                 self.warnings
                     .push(format!("{}: alternative not reproduced: {l}", u.name));
@@ -440,6 +449,29 @@ impl<'a> Fixups<'a> {
                 .with_context(|| format!("alternative {}", l.path))?;
         }
         Ok(())
+    }
+
+    /// The alternatives of each JVM's `/usr/lib/jvm/.NAME.jinfo`, by the package that
+    /// ships the file; only programs the tree has.
+    fn jinfo_alternatives(&self, tree: &Tree) -> BTreeMap<String, Vec<alternatives::Alternative>> {
+        let mut out: BTreeMap<String, Vec<alternatives::Alternative>> = BTreeMap::new();
+        let exists = |p: &str| tree.get(&merged_usr(p.trim_start_matches('/'))).is_some();
+        for (p, e) in tree.under("usr/lib/jvm") {
+            let file = p.rsplit('/').next().unwrap_or(p);
+            let direct = p.matches('/').count() == 3;
+            if !(direct && file.starts_with('.') && file.ends_with(".jinfo")) {
+                continue;
+            }
+            let (Kind::File(c), Some(pkg)) = (&e.kind, &e.package) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(c.as_slice());
+            out.entry(pkg.to_string())
+                .or_default()
+                .extend(alternatives::parse_jinfo(&text, &exists));
+        }
+        out.retain(|_, v| !v.is_empty());
+        out
     }
 
     fn units(

@@ -108,10 +108,11 @@ fn debug_text(p: &Recipe) -> Result<String> {
         doc.insert("applets".into(), Value::Table(applets));
     }
     let mut oci = toml::Table::new();
-    oci.insert(
-        "repository".into(),
-        s(&crate::writers::oci::repository(p)),
-    );
+    // The repository is the image's: its own setting, else the default from the image
+    // name, which the variant shares.
+    if let Some(r) = &p.oci.repository {
+        oci.insert("repository".into(), s(r));
+    }
     let tag = match p.oci.tag.as_deref() {
         None | Some("latest") => "debug".to_string(),
         Some(t) => format!("{t}-debug"),
@@ -149,7 +150,7 @@ mod tests {
         assert_eq!(v.include, ["libc6", "busybox-static"]);
         assert_eq!(v.oci.entrypoint, r.oci.entrypoint);
         assert_eq!(v.oci.tag.as_deref(), Some("1.2-debug"));
-        assert_eq!(v.oci.repository.as_deref(), Some("slipway/app"));
+        assert_eq!(v.oci.repository, None, "slipway/app, as the image");
         assert!(v.oci.labels["org.opencontainers.image.description"].contains("BusyBox"));
         assert_eq!(v.applets.as_ref().unwrap().binary, "/usr/bin/busybox");
         assert!(v.keep.contains(&"usr/bin/busybox".to_string()));
