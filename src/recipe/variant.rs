@@ -123,7 +123,11 @@ fn debug_text(p: &Recipe) -> Result<String> {
         let mut labels = toml::Table::new();
         labels.insert(
             desc_key.into(),
-            s(&format!("{d}; debug variant: BusyBox shell and applets")),
+            s(&if d.contains("no shell") {
+                d.replace("no shell", "BusyBox shell (debug variant)")
+            } else {
+                format!("{d}; BusyBox shell (debug variant)")
+            }),
         );
         oci.insert("labels".into(), Value::Table(labels));
     }
