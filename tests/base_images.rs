@@ -225,7 +225,12 @@ fn every_image_repeats_from_another_cache_with_the_clock_moved() {
     let d = tempfile::tempdir().unwrap();
     let cache_b = d.path().join("cache-b");
     for name in ["static", "busybox", "glibc", "python", "nginx"] {
-        repeats(&repo_recipe(name), &built(name), &cache_b, &d.path().join(name));
+        repeats(
+            &repo_recipe(name),
+            &built(name),
+            &cache_b,
+            &d.path().join(name),
+        );
     }
 }
 

@@ -39,8 +39,8 @@ pub fn alias(pem_link_name: &str) -> String {
 pub fn keystore(certs: &[(String, Vec<u8>)], epoch: u64) -> Result<Vec<u8>> {
     let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
     for (name, pem) in certs {
-        let der = super::certs::pem_der(pem)
-            .map_err(|e| e.context(format!("CA certificate {name}")))?;
+        let der =
+            super::certs::pem_der(pem).map_err(|e| e.context(format!("CA certificate {name}")))?;
         if entries.iter().any(|(_, d)| *d == der) {
             continue;
         }
@@ -239,7 +239,10 @@ FU8+/qBFc5UmO5aYjzYwuaUI4VM9SkYW5A==
         bad[40] ^= 1;
         assert!(read(&bad, PASSWORD).is_err());
         let err = keystore(&[("x.pem".into(), b"junk".to_vec())], 0).unwrap_err();
-        assert!(format!("{err:#}").contains("CA certificate x.pem"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("CA certificate x.pem"),
+            "{err:#}"
+        );
         let mut w = Vec::new();
         write_utf(&mut w, "a\u{0}é€😀").unwrap();
         let mut r = Reader { d: &w };
@@ -272,7 +275,11 @@ FU8+/qBFc5UmO5aYjzYwuaUI4VM9SkYW5A==
             }
         };
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let want = read(&std::fs::read(&p).unwrap(), PASSWORD).unwrap();
         assert!(
             out.contains(&format!("contains {} entries", want.len())),
@@ -282,7 +289,10 @@ FU8+/qBFc5UmO5aYjzYwuaUI4VM9SkYW5A==
         for (a, _) in want.iter().filter(|(a, _)| a.is_ascii()) {
             assert!(out.contains(&format!("{a}, ")), "{a} not listed:\n{out}");
         }
-        assert!(out.matches("trustedCertEntry").count() == want.len(), "{out}");
+        assert!(
+            out.matches("trustedCertEntry").count() == want.len(),
+            "{out}"
+        );
     }
 
     proptest::proptest! {

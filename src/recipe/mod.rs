@@ -16,11 +16,11 @@ pub mod variant;
 
 use anyhow::{bail, Context, Result};
 pub use origin::Origin;
-pub use variant::Variant;
 use raw::{EntryType, ImageKind, RawOci, RawRecipe};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+pub use variant::Variant;
 
 /// The schema version this slipway reads.
 pub const SCHEMA_VERSION: u32 = 1;

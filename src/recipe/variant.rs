@@ -64,7 +64,9 @@ impl Recipe {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| self.name.clone());
-        let path = self.path.with_file_name(format!("{stem}.{}.toml", v.name()));
+        let path = self
+            .path
+            .with_file_name(format!("{stem}.{}.toml", v.name()));
         let text = match v {
             Variant::Debug => debug_text(self)?,
         };
@@ -173,7 +175,10 @@ mod tests {
             "schema-version = 1\n[image]\nkind = \"host\"\n[packages]\ninclude = [\"systemd\"]\n",
         )
         .unwrap();
-        let e = Recipe::load(&h).unwrap().variant(Variant::Debug).unwrap_err();
+        let e = Recipe::load(&h)
+            .unwrap()
+            .variant(Variant::Debug)
+            .unwrap_err();
         assert_eq!(crate::exit::code_of(&e), 2);
         assert!(format!("{e:#}").contains("only base images"), "{e:#}");
     }

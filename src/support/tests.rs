@@ -236,5 +236,8 @@ fn trixies_nodejs_20_is_past_upstream_and_debian_security_supports_it() {
     assert!(!after.status.warns());
     assert!(t.line("nodejs", "20.19.2").is_some());
     assert!(t.line("nodejs", "22.1.0").is_none());
-    assert!(t.line("kubernetes", "1.3.0").is_none(), "no major-only match");
+    assert!(
+        t.line("kubernetes", "1.3.0").is_none(),
+        "no major-only match"
+    );
 }

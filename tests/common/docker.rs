@@ -127,23 +127,27 @@ pub fn repeats(recipe: &Path, first: &Path, cache_b: &Path, out: &Path) {
     let name = recipe.display();
     // apt refuses a Release file past its Valid-Until, which the moved clock can reach:
     // the fetch runs on the real one.
-    super::ok(Command::new(super::bin())
-        .args(["--quiet", "fetch"])
-        .arg(recipe)
-        .env("SLIPWAY_CACHE", cache_b)
-        .output()
-        .unwrap());
-    super::ok(Command::new("faketime")
-        .arg("+3 days")
-        .arg(super::bin())
-        .args(["--quiet", "--offline", "build"])
-        .arg(recipe)
-        .arg("-o")
-        .arg(out)
-        .args(["--format", "oci,oci-archive"])
-        .env("SLIPWAY_CACHE", cache_b)
-        .output()
-        .unwrap());
+    super::ok(
+        Command::new(super::bin())
+            .args(["--quiet", "fetch"])
+            .arg(recipe)
+            .env("SLIPWAY_CACHE", cache_b)
+            .output()
+            .unwrap(),
+    );
+    super::ok(
+        Command::new("faketime")
+            .arg("+3 days")
+            .arg(super::bin())
+            .args(["--quiet", "--offline", "build"])
+            .arg(recipe)
+            .arg("-o")
+            .arg(out)
+            .args(["--format", "oci,oci-archive"])
+            .env("SLIPWAY_CACHE", cache_b)
+            .output()
+            .unwrap(),
+    );
     assert_eq!(
         manifest_of(first),
         manifest_of(out),
