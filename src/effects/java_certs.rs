@@ -15,6 +15,7 @@
 //! UTF-16BE, the bytes of `"Mighty Aphrodite"` and everything before it. The password is
 //! `changeit`, the JDK's and Debian's. Entries are sorted by alias and all carry the
 //! same date (`SOURCE_DATE_EPOCH`), so the store is a function of the certificates.
+//! Decision 0043 says why JKS and not PKCS12.
 
 use anyhow::{bail, Result};
 use sha1::{Digest, Sha1};
