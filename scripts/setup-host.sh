@@ -23,6 +23,7 @@ packages=(
   ipxe-qemu                         # the NIC option ROMs OVMF network-boots through (slipway test's netboot)
   swtpm swtpm-tools                 # a software TPM 2.0 beside the VM (slipway test's tpm = true)
   osslsigncode                      # Secure Boot: Authenticode signing of the UKI (decision 0039)
+  g++ openjdk-17-jdk-headless       # base_catalogue builds a C++ program and a Java class (javac, keytool) to run in the cc and java images
   sbsigntool                        # sbsign: signing EFI binaries for the Secure Boot tests
   socat                             # relays each guest connection of a proxy forward to a host service
   python3-venv                      # the private venv virt-firmware (virt-fw-vars) is installed into

@@ -277,9 +277,12 @@ impl Table {
 
     fn line(&self, product: &str, version: &str) -> Option<&Line> {
         let l = line_of(version);
-        self.lines
-            .iter()
-            .find(|x| x.product == product && x.line == l)
+        let major = version.split('.').next().unwrap_or(version);
+        // A line of one number is a major release line (Node.js "20"), holding every
+        // minor of that major; otherwise the first two numbers name the line.
+        self.lines.iter().find(|x| {
+            x.product == product && (x.line == l || (!x.line.contains('.') && x.line == major))
+        })
     }
 }
 

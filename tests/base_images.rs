@@ -7,9 +7,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::docker::*;
 use common::*;
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -19,114 +19,10 @@ fn repo_recipe(name: &str) -> PathBuf {
         .join(format!("{name}.toml"))
 }
 
-fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{cmd:?} failed:\n{}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn json_file(p: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-}
-
 /// A bundled base image, built once per run for every test process (a fixture: these
 /// tests consume the images; `every_image_repeats_...` builds its second copy on purpose).
 fn built(name: &str) -> PathBuf {
     fixtures::base_image(&format!("base/{name}"))
-}
-
-fn manifest_of(out: &Path) -> String {
-    json_file(&out.join("report.json"))["images"][0]["manifest"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-fn layers_of(out: &Path) -> Vec<String> {
-    json_file(&out.join("report.json"))["images"][0]["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn docker_load(out: &Path) -> String {
-    let o = run(Command::new("docker")
-        .args(["load", "-i"])
-        .arg(out.join("image.tar")));
-    o.lines()
-        .find_map(|l| l.strip_prefix("Loaded image: "))
-        .unwrap_or_else(|| panic!("docker load printed no image: {o}"))
-        .trim()
-        .to_string()
-}
-
-/// Removes a container or image when dropped.
-struct Cleanup(Vec<String>, &'static str);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for x in &self.0 {
-            let _ = Command::new("docker").args([self.1, "-f", x]).output();
-        }
-    }
-}
-
-fn docker_build(ctx: &Path, dockerfile: &str, tag: &str) -> Cleanup {
-    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-    run(Command::new("docker")
-        .args(["build", "-q", "-t", tag])
-        .arg(ctx)
-        .env("DOCKER_BUILDKIT", "0"));
-    Cleanup(vec![tag.to_string()], "rmi")
-}
-
-/// GET `path` from 127.0.0.1:`port`, retrying while the server starts; (status, body).
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut last = String::new();
-    for _ in 0..100 {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(mut s) => {
-                s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                    .ok();
-                let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-                let mut buf = String::new();
-                let _ = s.read_to_string(&mut buf);
-                if let Some(code) = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()) {
-                    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-                    return (code, body);
-                }
-                last = buf;
-            }
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    panic!("no HTTP answer on 127.0.0.1:{port}{path}: {last}");
-}
-
-fn published_port(container: &str, port: &str) -> u16 {
-    let o = run(Command::new("docker").args(["port", container, port]));
-    o.lines()
-        .next()
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no published port: {o}"))
-}
-
-fn oci_tools_accept(out: &Path) {
-    let layout = out.join("oci");
-    let si: Value = serde_json::from_str(&run(Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("oci:{}:latest", layout.display()))))
-    .unwrap();
-    assert_eq!(si["Digest"].as_str().unwrap(), manifest_of(out));
-    let d = tempfile::tempdir().unwrap();
-    run(Command::new("umoci")
-        .args(["unpack", "--rootless", "--image"])
-        .arg(format!("{}:latest", layout.display()))
-        .arg(d.path().join("b")));
-    assert!(d.path().join("b/rootfs/etc/passwd").is_file());
 }
 
 #[test]
@@ -329,37 +225,11 @@ fn every_image_repeats_from_another_cache_with_the_clock_moved() {
     let d = tempfile::tempdir().unwrap();
     let cache_b = d.path().join("cache-b");
     for name in ["static", "busybox", "glibc", "python", "nginx"] {
-        let a = built(name);
-        let b = d.path().join(name);
-        // Fetched on the real clock (apt refuses a Release file past its Valid-Until,
-        // which the moved clock can reach), built offline on the moved one.
-        ok(Command::new(bin())
-            .args(["--quiet", "fetch"])
-            .arg(repo_recipe(name))
-            .env("SLIPWAY_CACHE", &cache_b)
-            .output()
-            .unwrap());
-        let o = Command::new("faketime")
-            .arg("+3 days")
-            .arg(bin())
-            .args(["--quiet", "--offline", "build"])
-            .arg(repo_recipe(name))
-            .arg("-o")
-            .arg(&b)
-            .args(["--format", "oci,oci-archive"])
-            .env("SLIPWAY_CACHE", &cache_b)
-            .output()
-            .unwrap();
-        ok(o);
-        assert_eq!(
-            manifest_of(&a),
-            manifest_of(&b),
-            "{name}: same manifest digest"
-        );
-        assert_eq!(
-            std::fs::read(a.join("image.tar")).unwrap(),
-            std::fs::read(b.join("image.tar")).unwrap(),
-            "{name}: image.tar byte-identical"
+        repeats(
+            &repo_recipe(name),
+            &built(name),
+            &cache_b,
+            &d.path().join(name),
         );
     }
 }

@@ -5,7 +5,7 @@
 //! command slipway does not account for is a warning naming the package.
 
 use super::packages::Unpacked;
-use crate::effects::{alternatives, certs, shell, systemd, tmpfiles, users};
+use crate::effects::{alternatives, certs, java_certs, shell, systemd, tmpfiles, users};
 use crate::recipe::Recipe;
 use crate::tree::{merged_usr, Entry, Kind, Tree};
 use anyhow::{Context, Result};
@@ -237,7 +237,8 @@ impl<'a> Fixups<'a> {
         self.alternatives(tree, pkgs, &mut did)?;
         self.units(tree, pkgs, &mut did)?;
         self.tmpfiles(tree)?;
-        self.ca_bundle(tree)?;
+        let cas = self.ca_bundle(tree)?;
+        self.java_cacerts(tree, &cas)?;
         self.os_release(tree)?;
         if tree.get("usr/lib/systemd/systemd").is_some() {
             tree.put(
@@ -410,14 +411,23 @@ impl<'a> Fixups<'a> {
         did: &mut BTreeMap<String, Vec<String>>,
     ) -> Result<()> {
         let mut all = Vec::new();
+        let jinfo = self.jinfo_alternatives(tree);
         for u in pkgs {
-            let (alts, unparsed) = alternatives::parse_script_report(&u.script("postinst"));
+            let (alts, mut unparsed) = alternatives::parse_script_report(&u.script("postinst"));
             if !alts.is_empty() {
                 did.entry(u.name.clone())
                     .or_default()
                     .push(format!("{} alternative(s)", alts.len()));
             }
             all.extend(alts);
+            if let Some(j) = jinfo.get(&u.name) {
+                // The JVM's postinst registers these in a loop over $basedir.
+                did.entry(u.name.clone())
+                    .or_default()
+                    .push(format!("{} alternative(s) from its .jinfo", j.len()));
+                all.extend(j.iter().cloned());
+                unparsed.clear();
+            }
             for l in unparsed {
                 self.warnings
                     .push(format!("{}: alternative not reproduced: {l}", u.name));
@@ -439,6 +449,29 @@ impl<'a> Fixups<'a> {
                 .with_context(|| format!("alternative {}", l.path))?;
         }
         Ok(())
+    }
+
+    /// The alternatives of each JVM's `/usr/lib/jvm/.NAME.jinfo`, by the package that
+    /// ships the file; only programs the tree has.
+    fn jinfo_alternatives(&self, tree: &Tree) -> BTreeMap<String, Vec<alternatives::Alternative>> {
+        let mut out: BTreeMap<String, Vec<alternatives::Alternative>> = BTreeMap::new();
+        let exists = |p: &str| tree.get(&merged_usr(p.trim_start_matches('/'))).is_some();
+        for (p, e) in tree.under("usr/lib/jvm") {
+            let file = p.rsplit('/').next().unwrap_or(p);
+            let direct = p.matches('/').count() == 3;
+            if !(direct && file.starts_with('.') && file.ends_with(".jinfo")) {
+                continue;
+            }
+            let (Kind::File(c), Some(pkg)) = (&e.kind, &e.package) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(c.as_slice());
+            out.entry(pkg.to_string())
+                .or_default()
+                .extend(alternatives::parse_jinfo(&text, &exists));
+        }
+        out.retain(|_, v| !v.is_empty());
+        out
     }
 
     fn units(
@@ -576,10 +609,12 @@ impl<'a> Fixups<'a> {
         Ok(())
     }
 
-    fn ca_bundle(&mut self, tree: &mut Tree) -> Result<()> {
+    /// The bundle and links of update-ca-certificates; returns the certificates it
+    /// selected by their `/etc/ssl/certs` link names (PEM text).
+    fn ca_bundle(&mut self, tree: &mut Tree) -> Result<Vec<(String, Vec<u8>)>> {
         const SHARE: &str = "usr/share/ca-certificates";
         if tree.get(SHARE).is_none() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // The postinst lists every shipped certificate in /etc/ca-certificates.conf.
         let names: Vec<String> = tree
@@ -637,6 +672,33 @@ impl<'a> Fixups<'a> {
                 Entry::symlink(&target, self.epoch),
             )?;
         }
+        Ok(pem_names)
+    }
+
+    /// The JDK's `cacerts`, which ca-certificates-java's postinst would build: written
+    /// when a JRE in the image links its `lib/security/cacerts` to it and no package
+    /// put a store there, from the certificates of the CA bundle (`cas`).
+    fn java_cacerts(&mut self, tree: &mut Tree, cas: &[(String, Vec<u8>)]) -> Result<()> {
+        const STORE: &str = "etc/ssl/certs/java/cacerts";
+        let wanted = tree
+            .under("usr/lib/jvm")
+            .any(|(p, e)| matches!(&e.kind, Kind::Symlink(t) if t == "/etc/ssl/certs/java/cacerts" && p.ends_with("/lib/security/cacerts")));
+        if !wanted || tree.get(STORE).is_some() {
+            return Ok(());
+        }
+        if cas.is_empty() {
+            self.warnings.push(format!(
+                "a JRE links its trust store to /{STORE}, but the image has no CA certificates \
+                 (include ca-certificates): TLS from Java will trust nothing"
+            ));
+        }
+        let store = java_certs::keystore(cas, self.epoch).context("writing the Java cacerts")?;
+        let n = java_certs::read(&store, java_certs::PASSWORD)?.len();
+        tree.put(STORE, Entry::file(store, 0o644, self.epoch))?;
+        self.scripts.push(format!(
+            "java cacerts: wrote /{STORE} (JKS, {n} CA certificates from the CA bundle), \
+             as ca-certificates-java's postinst would"
+        ));
         Ok(())
     }
 

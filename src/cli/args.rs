@@ -188,6 +188,10 @@ pub struct BuildArgs {
     /// OCI: run as root (uid 0) instead of the recipe's user (nonroot by default).
     #[arg(long)]
     pub root: bool,
+    /// OCI: build a variant of the base image: `debug` adds a BusyBox shell on top
+    /// (tag `debug`; decision 0040).
+    #[arg(long, value_name = "VARIANT")]
+    pub variant: Option<crate::recipe::Variant>,
     /// OCI layer compression.
     #[arg(long, value_parser = compressions(), default_value = "gzip")]
     pub compression: Compression,

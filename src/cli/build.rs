@@ -9,6 +9,9 @@ use anyhow::{Context as _, Result};
 /// Runs `slipway build` and prints the build report (a summary, or all of it as JSON).
 pub fn run(g: &Global, a: &BuildArgs) -> Result<()> {
     let mut r = load(&a.recipe, &a.fetch)?;
+    if let Some(v) = a.variant {
+        r = r.variant(v)?;
+    }
     if let (Some(key), Some(cert)) = (&a.sign_key, &a.sign_cert) {
         let microsoft_uefi_ca = r.secure_boot.as_ref().is_some_and(|s| s.microsoft_uefi_ca);
         r.secure_boot = Some(crate::recipe::SecureBoot {

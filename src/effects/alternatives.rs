@@ -63,6 +63,36 @@ pub fn parse_script_report(script: &str) -> (Vec<Alternative>, Vec<String>) {
     (alts, unparsed)
 }
 
+/// The alternatives a JVM's `.jinfo` file (java-common's data for
+/// `update-java-alternatives`, in `/usr/lib/jvm`) names: one per `hl`, `jre`, `jdkhl`,
+/// `jdk` or `plugin` line `KIND NAME PATH`, linked as `/usr/bin/NAME` with the file's
+/// `priority=`. These are the groups the JVM's postinst registers in a loop over
+/// `$basedir`, which [`parse_script_report`] cannot read literally. `exists` filters the
+/// paths (a JRE-only image has no `jdk` programs); `plugin` lines, which name browser
+/// plugin directories, are skipped.
+pub fn parse_jinfo(text: &str, exists: &dyn Fn(&str) -> bool) -> Vec<Alternative> {
+    let priority = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("priority="))
+        .and_then(|p| p.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (kind, name, path) = (w.next()?, w.next()?, w.next()?);
+            let known = ["hl", "jre", "jdkhl", "jdk"].contains(&kind);
+            let plain = !name.contains('/') && path.starts_with('/');
+            (known && plain && w.next().is_none() && exists(path)).then(|| Alternative {
+                link: format!("/usr/bin/{name}"),
+                name: name.to_string(),
+                path: path.to_string(),
+                priority,
+                slaves: Vec::new(),
+            })
+        })
+        .collect()
+}
+
 fn parse_call(words: &[shell::Word]) -> Result<Option<Alternative>> {
     let mut lit = Vec::with_capacity(words.len());
     for w in words {
@@ -326,5 +356,21 @@ update-alternatives --remove x /usr/bin/x-a\n";
             let (alts, _) = parse_script_report(&s);
             let _ = choose(&alts, &BTreeMap::new(), &plain);
         }
+    }
+    #[test]
+    fn jinfo_names_the_jvm_programs_that_exist() {
+        let jinfo = "name=java-21-openjdk-amd64\npriority=2111\nsection=main\n\n\
+                     hl java /usr/lib/jvm/j21/bin/java\nhl jexec /usr/lib/jvm/j21/lib/jexec\n\
+                     jdkhl javac /usr/lib/jvm/j21/bin/javac\nplugin x /usr/lib/x.so\nbad line\n";
+        let alts = parse_jinfo(jinfo, &|p| !p.contains("javac"));
+        assert_eq!(alts.len(), 2);
+        assert_eq!(alts[0].link, "/usr/bin/java");
+        assert_eq!(alts[0].path, "/usr/lib/jvm/j21/bin/java");
+        assert_eq!(alts[0].priority, 2111);
+        assert_eq!(alts[1].name, "jexec");
+        let links = choose(&alts, &BTreeMap::new(), &|_, m| anyhow::anyhow!(m)).unwrap();
+        assert_eq!(links[0].path, "/usr/bin/java");
+        assert_eq!(links[0].target, "/etc/alternatives/java");
+        assert_eq!(links[1].target, "/usr/lib/jvm/j21/bin/java");
     }
 }

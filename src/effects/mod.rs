@@ -16,6 +16,8 @@
 //!   `/etc` and `/usr`.
 //! - [`certs`]: what `update-ca-certificates` and `openssl rehash` produce: the bundle
 //!   and the subject-hash links.
+//! - [`java_certs`]: what `ca-certificates-java` produces: the JDK's `cacerts` trust
+//!   store (a JKS file) from the same certificates.
 //!
 //! Parsers that read shell scripts share a small lexer ([`shell`]); they never
 //! evaluate variables and return anything they could not read literally as
@@ -23,6 +25,7 @@
 
 pub mod alternatives;
 pub mod certs;
+pub mod java_certs;
 pub mod shell;
 pub mod systemd;
 pub mod tmpfiles;

@@ -12,6 +12,7 @@ pub mod origin;
 pub mod raw;
 pub mod spans;
 mod validate;
+pub mod variant;
 
 use anyhow::{bail, Context, Result};
 pub use origin::Origin;
@@ -19,6 +20,7 @@ use raw::{EntryType, ImageKind, RawOci, RawRecipe};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+pub use variant::Variant;
 
 /// The schema version this slipway reads.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -209,3 +209,35 @@ fn the_rendered_table_shows_days_and_status() {
         .unwrap();
     assert!(row.ends_with("reported: Debian security only"), "{row}");
 }
+
+#[test]
+fn trixies_nodejs_20_is_past_upstream_and_debian_security_supports_it() {
+    let d = tempfile::tempdir().unwrap();
+    let r = recipe(d.path(), "trixie", &["nodejs"], &[]);
+    let t = Table::bundled().unwrap();
+    let by = |today: &str| {
+        check(&t, &r, day(today))
+            .into_iter()
+            .find(|x| x.pin == "nodejs (Debian package)")
+            .unwrap()
+    };
+    // The major line "20" holds every 20.x.
+    let before = by("2026-04-30");
+    assert_eq!(before.line, "nodejs 20");
+    assert_eq!(before.status, Status::Upstream);
+    let after = by("2026-05-01");
+    assert_eq!(
+        after.status,
+        Status::Debian {
+            by: "Debian security",
+            until: day("2028-08-09")
+        }
+    );
+    assert!(!after.status.warns());
+    assert!(t.line("nodejs", "20.19.2").is_some());
+    assert!(t.line("nodejs", "22.1.0").is_none());
+    assert!(
+        t.line("kubernetes", "1.3.0").is_none(),
+        "no major-only match"
+    );
+}

@@ -2,6 +2,7 @@
 //! temporary directories, and a tiny HTTP server on 127.0.0.1.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod docker;
 pub mod fixtures;
 pub mod k8s;
 pub mod registry;
