@@ -1,5 +1,6 @@
 //! Bare metal (issue 22), host side: `--format iso` and `--format netboot` of the
-//! container host (`recipes/containerd-host.toml`), and the ISO's embed area.
+//! container host pinned to the `metal` platform
+//! (`tests/files/metal/containerd-host-metal.toml`), and the ISO's embed area.
 //!
 //! - `iso_and_netboot_are_reproducible_and_hold_the_disk`: a second build into another
 //!   directory gives `install.iso` and every `netboot/` file byte for byte; the ISO's
@@ -23,16 +24,17 @@ use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const RECIPE_NAME: &str = "containerd-host";
-const FORMATS: &str = "iso,netboot";
+/// The container host pinned to the `metal` platform.
+const RECIPE: &str = "tests/files/metal/containerd-host-metal.toml";
+const FORMATS: &str = "disk,iso,netboot";
 
 fn recipe_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("recipes/{RECIPE_NAME}.toml"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(RECIPE)
 }
 
 /// The shared build (install.iso, netboot/, disk.raw, ...).
 fn shared_build() -> PathBuf {
-    fixtures::build(RECIPE_NAME, &["--format", FORMATS])
+    fixtures::build(&recipe_path().display().to_string(), &["--format", FORMATS])
 }
 
 fn json(bytes: &[u8]) -> serde_json::Value {

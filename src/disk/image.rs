@@ -498,7 +498,7 @@ fn build_initrd(
     let initrd = crate::disk::initramfs::build_cached(
         &asm.tree,
         plan,
-        crate::disk::initramfs::BOOT_FEATURES,
+        &crate::disk::initramfs::boot_features(plan),
         init,
         asm.epoch,
         &cache.join("initramfs"),
