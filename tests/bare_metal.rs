@@ -365,3 +365,354 @@ fn config_cpio_holds_a_checked_config() {
     );
     assert!(!bad.exists());
 }
+
+// --- boots ------------------------------------------------------------------------------
+//
+// Seven boots, each of the exact artifacts a user gets (the shared build above):
+// - `iso_installs_onto_the_named_disk_and_the_installed_disk_boots_itself` (2 boots): the
+//   ISO as a SATA CD-ROM with two blank virtio disks; the embedded config names one by
+//   serial; the installer writes it and powers off, the other keeps its digest. Then
+//   the installed disk boots with the ISO still attached and a second disk holding a raw
+//   copy of `disk.raw` (same root UUIDs), reaches `slipway-ready` with the config
+//   applied, and `/` (the verity device's holders) and `/var` come from the installed
+//   disk, checked by serial through the test agent.
+// - `usb_stick_installs_onto_a_4kn_disk_that_boots` (1 boot, the guest reboots once):
+//   the ISO as a USB stick, a blank disk with 4096-byte logical sectors first in the
+//   firmware's boot order; the installer writes it and reboots; the firmware then boots
+//   the 4Kn disk to `slipway-ready`.
+// - `the_installer_lists_disks_without_a_target_and_refuses_a_used_one` (2 boots): no
+//   target named: every disk is listed and nothing is written; a named target holding
+//   ext4 without `wipe = true`: refused, named, its digest kept.
+// - `netboot_boots_diskless_and_a_changed_root_byte_stops_it` (2 boots): the harness's
+//   netboot (slirp TFTP, iPXE `boot.ipxe`) reaches `slipway-ready` with /var on tmpfs;
+//   with one byte of `slipway/root.img` changed in the UKI's initrd, slipway-init stops
+//   with a verity error naming the root and no system comes up.
+
+use slipway::boot::agent::AgentClient;
+use slipway::boot::drives::{Disk, Interface};
+use slipway::boot::qemu::{BootFrom, Netboot, Vm, VmSpec};
+use std::time::Duration;
+
+/// TCG boots on a loaded 2-core machine: generous, but bounded.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(480);
+/// The readiness marker's start (slipway-ready.service).
+const READY: &str = "slipway-ready (";
+const GIB: u64 = 1 << 30;
+
+fn log_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bare-metal");
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A sparse blank disk of `size` bytes.
+fn blank(path: &Path, size: u64) -> PathBuf {
+    let f = fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    path.to_path_buf()
+}
+
+fn disk(file: &Path, interface: Interface, serial: &str) -> Disk {
+    let mut d = Disk::virtio(file.to_path_buf());
+    d.interface = interface;
+    d.serial = Some(serial.to_string());
+    d
+}
+
+/// A copy of the shared ISO in `dir` with `config` embedded.
+fn iso_with(dir: &Path, config: &str) -> PathBuf {
+    let iso = iso_copy(dir);
+    let c = dir.join("install.toml");
+    fs::write(&c, config).unwrap();
+    let p = |x: &Path| x.display().to_string();
+    ok(slipway(
+        &shared_cache(),
+        &["iso", "embed-config", &p(&iso), &p(&c)],
+    ));
+    iso
+}
+
+/// A spec with no main disk, booting `disks` (the first by default).
+fn machine(disks: Vec<Disk>) -> VmSpec {
+    let mut spec = VmSpec::new(Path::new(""));
+    spec.network = false;
+    spec.disks = disks;
+    spec.boot_from = Some(BootFrom::Disk(0));
+    spec
+}
+
+/// Runs `spec` until `done` holds for the console or QEMU exits; keeps the log as
+/// `name`; returns the VM (still running when `done` held first).
+fn run_until(spec: &VmSpec, dir: &Path, name: &str, done: impl Fn(&str) -> bool) -> Vm {
+    let mut vm = Vm::start(spec, &dir.join(name)).unwrap();
+    let at = vm
+        .wait_console(BOOT_TIMEOUT, |c| {
+            done(c) || ["Kernel panic", "Oops: "].iter().any(|m| c.contains(m))
+        })
+        .unwrap();
+    fs::write(log_dir().join(format!("{name}.log")), vm.console()).unwrap();
+    match at {
+        Some(secs) if done(&vm.console()) => eprintln!("{name}: done after {secs:.1} s"),
+        _ => panic!("{name}: not done within {BOOT_TIMEOUT:?}:\n{}", vm.tail(80)),
+    }
+    vm
+}
+
+/// Waits for QEMU to exit by itself after the guest powered off.
+fn powered_off(vm: &mut Vm, name: &str) {
+    assert!(
+        vm.wait_exit(Duration::from_secs(60)),
+        "{name}: the guest did not power off:\n{}",
+        vm.tail(40)
+    );
+}
+
+fn digest(path: &Path) -> String {
+    slipway::io::hash::sha256_file(path).unwrap().0
+}
+
+fn agent(vm: &Vm, name: &str) -> AgentClient {
+    let mut a = AgentClient::connect(&vm.work.agent(), Duration::from_secs(30)).unwrap();
+    a.wait_ready(Duration::from_secs(240)).unwrap_or_else(|e| {
+        panic!(
+            "{name}: the test agent does not answer: {e:#}\n{}",
+            vm.tail(60)
+        )
+    });
+    a
+}
+
+fn guest_text(a: &mut AgentClient, path: &str) -> String {
+    String::from_utf8_lossy(&a.read_file(path).unwrap())
+        .trim()
+        .to_string()
+}
+
+/// The install config: provisioning for the installed node plus `[install]`.
+fn install_config(install: &str) -> String {
+    format!(
+        "schema-version = 1\nhostname = \"metal-1\"\n\n[[file]]\npath = \"/etc/slipway-installed\"\n\
+         content = \"installed from the ISO\\n\"\n\n[test-agent]\n\n[install]\n{install}"
+    )
+}
+
+#[test]
+fn iso_installs_onto_the_named_disk_and_the_installed_disk_boots_itself() {
+    let out = shared_build();
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let iso = iso_with(
+        d.path(),
+        &install_config("target-serial = \"DISK-B\"\nafter = \"poweroff\"\n"),
+    );
+    let a = blank(&d.path().join("a.img"), 4 * GIB);
+    let b = blank(&d.path().join("b.img"), 4 * GIB);
+    let a_before = digest(&a);
+    let mut spec = machine(vec![
+        disk(&iso, Interface::Cdrom, "CDROM"),
+        disk(&a, Interface::Virtio, "DISK-A"),
+        disk(&b, Interface::Virtio, "DISK-B"),
+    ]);
+    let mut vm = run_until(&spec, d.path(), "install-cd", |c| {
+        c.contains("slipway-install: powering off") || c.contains("slipway-install: stopped")
+    });
+    powered_off(&mut vm, "install-cd");
+    let c = vm.console();
+    assert!(c.contains("slipway-install: installed"), "{}", vm.tail(60));
+    assert!(
+        c.contains("/dev/sr0"),
+        "the medium is the CD:\n{}",
+        vm.tail(60)
+    );
+    assert_eq!(digest(&a), a_before, "the disk not named was written");
+    let b_bytes = fs::File::open(&b).unwrap();
+    let mut head = [0u8; 8];
+    std::os::unix::fs::FileExt::read_exact_at(&b_bytes, &mut head, 512).unwrap();
+    assert_eq!(&head, b"EFI PART", "the named disk has no GPT");
+
+    // The installed disk boots itself, with the ISO and a raw copy of the image attached.
+    let copy = d.path().join("copy.raw");
+    fs::copy(out.join("disk.raw"), &copy).unwrap();
+    spec = machine(vec![
+        disk(&b, Interface::Virtio, "DISK-B"),
+        disk(&iso, Interface::Cdrom, "CDROM"),
+        disk(&copy, Interface::Virtio, "COPY"),
+    ]);
+    spec.agent = true;
+    let mut vm = run_until(&spec, d.path(), "installed", |c| c.contains(READY));
+    assert_console_clean(&vm.console(), "installed", &[], &vm.tail(60));
+    let mut ag = agent(&vm, "installed");
+    assert_eq!(guest_text(&mut ag, "/proc/sys/kernel/hostname"), "metal-1");
+    assert_eq!(
+        guest_text(&mut ag, "/etc/slipway-installed"),
+        "installed from the ISO"
+    );
+    check_mounts_on(&mut ag, "DISK-B");
+    vm.kill();
+}
+
+/// `/` (the verity device over partitions 2 and 3) and `/var` (partition 4) are on the
+/// virtio disk with serial `serial`.
+fn check_mounts_on(a: &mut AgentClient, serial: &str) {
+    let mut name = None;
+    for v in ["vda", "vdb", "vdc"] {
+        if a.read_file(&format!("/sys/block/{v}/serial"))
+            .ok()
+            .as_deref()
+            == Some(serial.as_bytes())
+        {
+            name = Some(v);
+        }
+    }
+    let v = name.unwrap_or_else(|| panic!("no virtio disk with serial {serial}"));
+    let mounts = guest_text(a, "/proc/self/mounts");
+    let var = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some("/var"))
+        .unwrap_or_else(|| panic!("no /var mount:\n{mounts}"));
+    assert!(
+        var.starts_with(&format!("/dev/{v}4 ")),
+        "/var is not {v}4 ({serial}): {var}"
+    );
+    for p in [2, 3] {
+        let holder = a.read_file(&format!("/sys/block/{v}/{v}{p}/holders/dm-0/dm/name"));
+        assert_eq!(
+            holder
+                .ok()
+                .map(|n| String::from_utf8_lossy(&n).trim().to_string())
+                .as_deref(),
+            Some("root"),
+            "{v}{p} ({serial}) does not hold the verity root"
+        );
+    }
+}
+
+#[test]
+fn usb_stick_installs_onto_a_4kn_disk_that_boots() {
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let iso = iso_with(
+        d.path(),
+        &install_config("target-serial = \"DISK-4K\"\nafter = \"reboot\"\n"),
+    );
+    let t = blank(&d.path().join("4k.img"), 4 * GIB);
+    let mut target = disk(&t, Interface::Virtio, "DISK-4K");
+    target.logical_block_size = Some(4096);
+    // The blank 4Kn disk first: the firmware passes over it to the stick, and boots it
+    // once the installer rebooted.
+    let mut spec = machine(vec![target, disk(&iso, Interface::UsbStorage, "STICK")]);
+    spec.no_reboot = false;
+    let mut vm = run_until(&spec, d.path(), "usb-4kn", |c| c.contains(READY));
+    let c = vm.console();
+    assert!(
+        c.contains("4096-byte blocks"),
+        "not installed as 4Kn:\n{}",
+        vm.tail(80)
+    );
+    assert!(c.contains("slipway-install: installed"), "{}", vm.tail(80));
+    let after = &c[c.find("slipway-install: rebooting").expect("no reboot")..];
+    assert!(
+        after.contains(READY),
+        "the 4Kn disk did not boot after the install"
+    );
+    assert_console_clean(after, "usb-4kn", &[], &vm.tail(60));
+    vm.kill();
+}
+
+#[test]
+fn the_installer_lists_disks_without_a_target_and_refuses_a_used_one() {
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let used = blank(&d.path().join("used.img"), GIB);
+    run(std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&used));
+    let used_before = digest(&used);
+    let iso = iso_with(d.path(), &install_config(""));
+    let spec = machine(vec![
+        disk(&iso, Interface::Cdrom, "CDROM"),
+        disk(&used, Interface::Virtio, "USED"),
+    ]);
+    let mut vm = run_until(&spec, d.path(), "no-target", |c| {
+        c.contains("slipway-install: powering off")
+    });
+    powered_off(&mut vm, "no-target");
+    let c = vm.console();
+    assert!(
+        c.contains("serial USED") && c.contains("an ext2/3/4 file system"),
+        "{}",
+        vm.tail(40)
+    );
+    assert!(c.contains("no target disk named"), "{}", vm.tail(40));
+    assert_eq!(digest(&used), used_before);
+
+    let d2 = d.path().join("refuse");
+    fs::create_dir_all(&d2).unwrap();
+    let iso = iso_with(&d2, &install_config("target-serial = \"USED\"\n"));
+    let spec = machine(vec![
+        disk(&iso, Interface::Cdrom, "CDROM"),
+        disk(&used, Interface::Virtio, "USED"),
+    ]);
+    let mut vm = run_until(&spec, &d2, "refuse", |c| {
+        c.contains("slipway-install: stopped")
+    });
+    powered_off(&mut vm, "refuse");
+    let c = vm.console();
+    assert!(
+        c.contains("/dev/vda: holds an ext2/3/4 file system; nothing was written"),
+        "{}",
+        vm.tail(40)
+    );
+    assert!(!c.contains("slipway-install: writing"), "{}", vm.tail(40));
+    assert_eq!(digest(&used), used_before, "a refused disk was written");
+}
+
+#[test]
+fn netboot_boots_diskless_and_a_changed_root_byte_stops_it() {
+    let out = shared_build();
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut spec = VmSpec::new(Path::new(""));
+    spec.netboot = Some(Netboot {
+        tftp: out.join("netboot"),
+        bootfile: "boot.ipxe".into(),
+    });
+    spec.boot_from = Some(BootFrom::Network);
+    let mut vm = run_until(&spec, d.path(), "netboot", |c| c.contains(READY));
+    assert_console_clean(&vm.console(), "netboot", &[], &vm.tail(60));
+    vm.kill();
+
+    // One byte of root.img changed inside the UKI's initrd (the first 4 KiB: the
+    // superblock, which slipway-init reads through dm-verity before the switch).
+    let tftp = d.path().join("tftp");
+    fs::create_dir_all(&tftp).unwrap();
+    let mut uki = fs::read(out.join("netboot/uki.efi")).unwrap();
+    let info = slipway::disk::uki::pe_info(&uki).unwrap();
+    let initrd = info.section(".initrd").unwrap();
+    let at = initrd.raw_offset as usize;
+    let cpio = fs::read(out.join("netboot/root.cpio")).unwrap();
+    let entries = slipway::writers::cpio::parse(&cpio).unwrap();
+    let root = entries
+        .iter()
+        .find(|e| e.name == "slipway/root.img")
+        .unwrap();
+    let data_at = cpio
+        .windows(root.data.len().min(4096))
+        .position(|w| w == &root.data[..root.data.len().min(4096)])
+        .unwrap();
+    uki[at + data_at + 1000] ^= 0x01;
+    fs::write(tftp.join("uki.efi"), &uki).unwrap();
+    fs::copy(out.join("netboot/boot.ipxe"), tftp.join("boot.ipxe")).unwrap();
+    spec.netboot = Some(Netboot {
+        tftp,
+        bootfile: "boot.ipxe".into(),
+    });
+    let mut vm = run_until(&spec, d.path(), "netboot-tampered", |c| {
+        c.contains("slipway-init: boot stopped") || c.contains(READY)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let c = vm.kill();
+    assert!(!c.contains(READY), "a tampered root came up");
+    assert!(
+        c.contains("dm-verity rejected a block of the root") && c.contains("/slipway/root.img"),
+        "no verity error naming the root:\n{}",
+        vm.tail(40)
+    );
+    assert!(!c.contains("Welcome to"), "systemd started");
+}
