@@ -247,7 +247,7 @@ fn check_netboot(out: &Path, root_hash: &str, root: &[u8]) {
         initrd.starts_with(&cpio),
         "root.cpio leads the UKI's initrd"
     );
-    assert!(&initrd[cpio.len()..] == &fs::read(out.join("initrd")).unwrap()[..]);
+    assert!(initrd[cpio.len()..] == fs::read(out.join("initrd")).unwrap()[..]);
     let entries = slipway::writers::cpio::parse(&cpio).unwrap();
     let f = entries
         .iter()
