@@ -53,6 +53,20 @@ struct RawConfig {
     test_agent: Option<RawTestAgent>,
     kubernetes: Option<crate::kubernetes::RawKubernetes>,
     journal_shipper: Option<RawShipper>,
+    install: Option<RawInstall>,
+}
+
+/// `[install]`: read by the installer (slipway-init's install mode), checked here so
+/// that `slipway-agent check` and `slipway iso embed-config` refuse a bad one; the
+/// installed system ignores it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawInstall {
+    target: Option<String>,
+    target_serial: Option<String>,
+    #[serde(default)]
+    wipe: bool,
+    after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,7 +259,53 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         cfg.test_agent = Some(port);
     }
     cfg.journal_shipper = raw.journal_shipper.map(shipper).transpose()?;
+    if let Some(i) = raw.install {
+        check_install(&i)?;
+    }
     Ok(cfg)
+}
+
+/// The `[install]` table, as slipway-init's installer reads it (init/src/install/config.rs):
+/// one of `target` (a /dev/disk/by-id/ path) and `target-serial`, or neither (the
+/// installer then lists the disks and stops); `after` is `reboot` or `poweroff`.
+fn check_install(i: &RawInstall) -> Result<(), ConfigError> {
+    const BY_ID: &str = "/dev/disk/by-id/";
+    if i.target.is_some() && i.target_serial.is_some() {
+        return Err(err(
+            "install",
+            "has both target and target-serial (expected one)",
+        ));
+    }
+    if let Some(t) = &i.target {
+        let ok = t
+            .trim()
+            .strip_prefix(BY_ID)
+            .is_some_and(|n| !n.is_empty() && !n.contains('/'));
+        if !ok {
+            return Err(err(
+                "install.target",
+                format!("{t:?} is not a {BY_ID}NAME path (kernel names such as /dev/sda change between boots)"),
+            ));
+        }
+    }
+    if i.target_serial
+        .as_ref()
+        .is_some_and(|s| s.trim().is_empty())
+    {
+        return Err(err("install.target-serial", "expected a non-empty serial"));
+    }
+    match i.after.as_deref() {
+        None | Some("reboot") | Some("poweroff") => {}
+        Some(o) => {
+            return Err(err(
+                "install.after",
+                format!("{o:?} (expected reboot or poweroff)"),
+            ))
+        }
+    }
+    // `wipe` is any boolean (serde checked its type); the installer acts on it.
+    let _ = i.wipe;
+    Ok(())
 }
 
 /// The `[[file]]` entries, each path written once.
@@ -702,6 +762,30 @@ url = "http://10.0.2.100:9200/_bulk"
             ("http://10.0.2.100:9200/_bulk", "journal")
         );
         assert_eq!(parse("schema-version = 1").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_install_table_is_checked_and_otherwise_ignored() {
+        let ok = "schema-version = 1\n[install]\ntarget = \"/dev/disk/by-id/virtio-D1\"\nwipe = true\nafter = \"reboot\"\n";
+        assert_eq!(parse(ok).unwrap(), Config::default());
+        let serial = "schema-version = 1\n[install]\ntarget-serial = \"S1\"\n";
+        assert_eq!(parse(serial).unwrap(), Config::default());
+        for (text, want) in [
+            (
+                "[install]\ntarget = \"/dev/sda\"",
+                "install.target: \"/dev/sda\" is not a /dev/disk/by-id/NAME path",
+            ),
+            (
+                "[install]\ntarget = \"/dev/disk/by-id/a\"\ntarget-serial = \"b\"",
+                "install: has both",
+            ),
+            ("[install]\nafter = \"halt\"", "install.after: \"halt\""),
+            ("[install]\ntarget-serial = \" \"", "install.target-serial"),
+            ("[install]\ndisk = \"x\"", "unknown field `disk`"),
+        ] {
+            let e = error_of(&format!("schema-version = 1\n{text}"));
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 
     #[test]

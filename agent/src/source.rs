@@ -1,5 +1,7 @@
 //! Where a config comes from, among the sources the platform trusts (`platform`), in
-//! order: QEMU fw_cfg (`opt/org.slipway/config`), then a
+//! order: on `metal` only, the files a bare-metal boot leaves (the netboot server's
+//! per-machine config that slipway-init hands over in /run, then the config the
+//! installer wrote on /var); then QEMU fw_cfg (`opt/org.slipway/config`), then a
 //! slipway config drive (a vfat or iso9660 file system labelled `SLIPWAY` or `cidata`
 //! holding `slipway.toml`), then an OpenStack config drive (label `config-2`, holding
 //! Nova's `openstack/latest/meta_data.json` and `user_data`, made into a config by
@@ -29,6 +31,19 @@ pub const LABELS: &[&str] = &["SLIPWAY", "cidata"];
 /// `config_drive_format = vfat`; see
 /// <https://docs.openstack.org/nova/latest/user/config-drive.html>).
 pub const OPENSTACK_LABEL: &str = "config-2";
+/// The per-machine config of a diskless (netboot) node: slipway-init copies it there
+/// from the initramfs the boot server sent (`/slipway/config.toml`); exactly as trusted as
+/// the boot server.
+pub const NETBOOT_CONFIG: &str = "/run/slipway/netboot-config.toml";
+/// The config the installer (slipway-init's install mode) wrote on the installed disk's
+/// /var, from the config embedded in the installer ISO.
+pub const INSTALL_CONFIG: &str = "/var/lib/slipway/install/config.toml";
+/// The bare-metal files, in the order they are read, with their source names.
+pub const METAL_FILES: [(&str, &str); 2] = [
+    (NETBOOT_CONFIG, "netboot config"),
+    (INSTALL_CONFIG, "installer config"),
+];
+
 /// A config is small; anything larger is refused rather than read into memory, here and
 /// by `slipway-agent check`.
 pub const MAX_CONFIG: u64 = 4 << 20;
@@ -57,10 +72,13 @@ impl Candidate {
     }
 }
 
-/// `in fw_cfg` or `on config drive ...`, for the note about more than one source.
+/// `in fw_cfg`, `in installer config ...` or `on config drive ...`, for the note about
+/// more than one source.
 fn place(source: &str) -> String {
     if source == "fw_cfg" {
         "in fw_cfg".into()
+    } else if METAL_FILES.iter().any(|(_, what)| source.starts_with(what)) {
+        format!("in {source}")
     } else {
         format!("on {source}")
     }
@@ -69,6 +87,9 @@ fn place(source: &str) -> String {
 /// What [`find`] reads from the machine, so that the choice between sources can be
 /// tested without one: the running system is [`Live`]; the unit tests use a fake.
 pub trait Machine {
+    /// The file at `path` (one of [`METAL_FILES`]), if it exists (`notes` gets a warning
+    /// when it is there but unreadable).
+    fn local_file(&mut self, path: &str, notes: &mut Vec<String>) -> Option<Vec<u8>>;
     /// The config blob QEMU's fw_cfg provides, if any (`notes` gets a warning when it
     /// is there but unreadable).
     fn fw_cfg(&mut self, notes: &mut Vec<String>) -> Option<Vec<u8>>;
@@ -90,6 +111,20 @@ pub trait Machine {
 pub struct Live;
 
 impl Machine for Live {
+    fn local_file(&mut self, path: &str, notes: &mut Vec<String>) -> Option<Vec<u8>> {
+        let p = Path::new(path);
+        if !p.exists() {
+            return None;
+        }
+        match read_limited(p) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                notes.push(format!("warning: reading {path}: {e}"));
+                None
+            }
+        }
+    }
+
     fn fw_cfg(&mut self, notes: &mut Vec<String>) -> Option<Vec<u8>> {
         read_fw_cfg(notes)
     }
@@ -122,6 +157,23 @@ pub fn find(platform: Platform, notes: &mut Vec<String>) -> Option<Found> {
 pub fn find_on(m: &mut impl Machine, platform: Platform, notes: &mut Vec<String>) -> Option<Found> {
     let trusted = platform.sources();
     let mut all = Vec::new();
+    for (path, what) in METAL_FILES {
+        let Some(bytes) = m.local_file(path, notes) else {
+            continue;
+        };
+        if platform == Platform::Metal {
+            all.push(Candidate::Config(Found {
+                source: format!("{what} {path}"),
+                bytes,
+            }));
+        } else {
+            notes.push(format!(
+                "ignoring {path}: only platform metal reads the {what}; platform {} reads {}",
+                platform.name(),
+                platform.describe_sources()
+            ));
+        }
+    }
     if trusted.fw_cfg {
         if let Some(bytes) = m.fw_cfg(notes) {
             all.push(Candidate::Config(Found {
@@ -578,6 +630,8 @@ mod tests {
     /// A machine with an optional fw_cfg blob and in-memory drives, in device order.
     #[derive(Default)]
     struct FakeMachine {
+        /// Files by path (the bare-metal configs).
+        files: Vec<(&'static str, Vec<u8>)>,
         fw_cfg: Option<Vec<u8>>,
         drives: Vec<FakeDrive>,
         /// The devices whose file system was read, in order.
@@ -585,6 +639,13 @@ mod tests {
     }
 
     impl Machine for FakeMachine {
+        fn local_file(&mut self, path: &str, _: &mut Vec<String>) -> Option<Vec<u8>> {
+            self.files
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, b)| b.clone())
+        }
+
         fn fw_cfg(&mut self, _: &mut Vec<String>) -> Option<Vec<u8>> {
             self.fw_cfg.clone()
         }
@@ -667,6 +728,48 @@ mod tests {
             "{notes:?}"
         );
         assert_eq!(m.mounted, [Path::new("/dev/vdc")]);
+    }
+
+    /// The installer's and the netboot server's configs are read on metal only, before
+    /// fw_cfg and drives; elsewhere they are named and passed over.
+    #[test]
+    fn bare_metal_files_are_trusted_on_metal_only() {
+        const INSTALLED: &str = "schema-version = 1\nhostname = \"installed\"\n";
+        const NETBOOT: &str = "schema-version = 1\nhostname = \"netboot\"\n";
+        let mut m = FakeMachine {
+            files: vec![(INSTALL_CONFIG, INSTALLED.into())],
+            fw_cfg: Some(FROM_FW_CFG.into()),
+            ..FakeMachine::default()
+        };
+        let mut notes = Vec::new();
+        let f = find_on(&mut m, Platform::Metal, &mut notes).unwrap();
+        assert_eq!(f.source, format!("installer config {INSTALL_CONFIG}"));
+        assert_eq!(f.bytes, INSTALLED.as_bytes());
+        assert_eq!(
+            notes,
+            [format!("config found in installer config {INSTALL_CONFIG} and in fw_cfg: using installer config {INSTALL_CONFIG}")]
+        );
+
+        // The boot server's config comes first.
+        m.files.insert(0, (NETBOOT_CONFIG, NETBOOT.into()));
+        let f = find_on(&mut m, Platform::Metal, &mut Vec::new()).unwrap();
+        assert_eq!(f.source, format!("netboot config {NETBOOT_CONFIG}"));
+
+        // qemu (and every cloud) passes over both, and says so.
+        let mut notes = Vec::new();
+        let f = find_on(&mut m, Platform::Qemu, &mut notes).unwrap();
+        assert_eq!(f.source, "fw_cfg");
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[1].starts_with(&format!("ignoring {INSTALL_CONFIG}: only platform metal reads the installer config; platform qemu reads fw_cfg")),
+            "{notes:?}"
+        );
+        let mut notes = Vec::new();
+        assert!(find_on(&mut m, Platform::Aws, &mut notes).is_none());
+        assert!(
+            notes[0].starts_with(&format!("ignoring {NETBOOT_CONFIG}")),
+            "{notes:?}"
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The kernel command line (`/proc/cmdline`): splits it like the kernel does (spaces
 //! separate words; double quotes group) and extracts what slipway-init uses:
-//! `roothash=` (systemd's convention), `init=`, `rootwait=` and `slipway.verity=`.
+//! `roothash=` (systemd's convention), `init=`, `rootwait=`, `slipway.verity=`, and the
+//! bare-metal modes: `slipway.install=1 slipway.media=<ID>` (the installer, see
+//! `install`), `slipway.root=initrd` and `slipway.var=tmpfs` (a netboot root, see
+//! `netboot`).
 
 /// What to do when dm-verity finds a corrupted block after the root is mounted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +29,15 @@ pub struct Cmdline {
     /// Seconds to wait for the root disk (`rootwait=N`: the kernel's own parameter,
     /// which the kernel ignores when an initramfs runs /init).
     pub rootwait: u64,
+    /// `slipway.install=1`: run the installer instead of booting.
+    pub install: bool,
+    /// `slipway.media=<ID>`: the installer's medium has the iso9660 Volume Set
+    /// Identifier `SLIPWAY-<ID>` (32 lower-case hex digits).
+    pub media: Option<String>,
+    /// `slipway.root=initrd`: root.img and verity.img are files in the initramfs.
+    pub root_initrd: bool,
+    /// `slipway.var=tmpfs`: /var is a tmpfs (diskless node).
+    pub var_tmpfs: bool,
 }
 
 /// Seconds to wait for the root disk unless `rootwait=N` says otherwise.
@@ -68,6 +80,10 @@ pub fn parse(s: &str) -> Result<Cmdline, String> {
         init: "/sbin/init".into(),
         on_corruption: OnCorruption::Panic,
         rootwait: DEFAULT_ROOTWAIT,
+        install: false,
+        media: None,
+        root_initrd: false,
+        var_tmpfs: false,
     };
     for w in words(s) {
         let Some((k, v)) = w.split_once('=') else {
@@ -106,8 +122,46 @@ pub fn parse(s: &str) -> Result<Cmdline, String> {
                     }
                 }
             }
+            "slipway.install" => {
+                c.install = match v {
+                    "1" => true,
+                    "0" => false,
+                    _ => return Err(format!("slipway.install={v}: expected 1 or 0")),
+                }
+            }
+            "slipway.media" => {
+                if v.len() != 32
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
+                    return Err(format!(
+                        "slipway.media={v}: expected 32 lower-case hex digits (the medium's id)"
+                    ));
+                }
+                c.media = Some(v.into());
+            }
+            "slipway.root" => {
+                c.root_initrd = match v {
+                    "initrd" => true,
+                    "disk" => false,
+                    _ => return Err(format!("slipway.root={v}: expected initrd or disk")),
+                }
+            }
+            "slipway.var" => {
+                c.var_tmpfs = match v {
+                    "tmpfs" => true,
+                    "disk" => false,
+                    _ => return Err(format!("slipway.var={v}: expected tmpfs or disk")),
+                }
+            }
             _ => {}
         }
+    }
+    if c.install && c.media.is_none() {
+        return Err(
+            "slipway.install=1 without slipway.media=<ID> (the installer medium's id)".into(),
+        );
     }
     Ok(c)
 }
@@ -152,5 +206,24 @@ mod tests {
         assert!(parse("init=sbin/init").unwrap_err().contains("absolute"));
         assert!(parse("slipway.verity=maybe").is_err());
         assert!(parse("rootwait=soon").unwrap_err().contains("seconds"));
+        assert!(parse("slipway.install=1")
+            .unwrap_err()
+            .contains("slipway.media"));
+        assert!(parse("slipway.media=ABC").is_err());
+        assert!(parse("slipway.root=nfs").is_err());
+        assert!(parse("slipway.var=ram").is_err());
+    }
+
+    #[test]
+    fn extracts_the_bare_metal_modes() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let c = parse(&format!(
+            "slipway.install=1 slipway.media={id} console=ttyS0"
+        ))
+        .unwrap();
+        assert!(c.install && !c.root_initrd && !c.var_tmpfs);
+        assert_eq!(c.media.as_deref(), Some(id));
+        let n = parse("slipway.root=initrd slipway.var=tmpfs").unwrap();
+        assert!(n.root_initrd && n.var_tmpfs && !n.install);
     }
 }

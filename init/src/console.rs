@@ -108,13 +108,34 @@ pub fn fail_and_halt(f: &Fail) -> ! {
 
 /// Flushes the console and halts the machine; never returns and never reboots.
 pub fn halt() -> ! {
+    stop(RebootMode::RB_HALT_SYSTEM)
+}
+
+/// A line of the installer, always on the console: `slipway-install: <msg>`.
+pub fn say(msg: &str) {
+    to_console(&format!("slipway-install: {msg}\n"));
+    to_kmsg(5, &format!("install: {msg}"));
+}
+
+/// Prints an installer failure and powers the machine off (an installer that cannot
+/// finish stops; nothing more is written).
+pub fn fail_and_power_off(f: &Fail) -> ! {
+    let line = format!("{f}");
+    to_console(&format!("slipway-init: {line}\n"));
+    to_kmsg(3, &line);
+    to_console("slipway-install: stopped; powering off\n");
+    stop(RebootMode::RB_POWER_OFF)
+}
+
+/// Syncs, flushes the console and reboots, powers off or halts; never returns.
+pub fn stop(mode: RebootMode) -> ! {
     nix::unistd::sync();
     if let Some(c) = CONSOLE.get() {
         let _ = nix::sys::termios::tcdrain(c);
     }
     // Serial consoles drain asynchronously; give the last line time to leave.
     std::thread::sleep(Duration::from_millis(500));
-    let _ = reboot(RebootMode::RB_HALT_SYSTEM);
+    let _ = reboot(mode);
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

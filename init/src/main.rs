@@ -10,6 +10,10 @@
 //! to the end of the disk, `/etc` an overlay whose changes live on /var, and then execs
 //! the real init (systemd). Any failure prints the step, the device and the error on the
 //! console and halts; see `docs/initramfs.md`.
+//!
+//! The root's disk is the disk booted from (`LoaderDevicePartUUID`, see `scope`). Two
+//! bare-metal modes: `slipway.install=1` runs the installer instead (`install`), and
+//! `slipway.root=initrd` takes root and verity from files of the initramfs (`netboot`).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -17,8 +21,12 @@ mod cmdline;
 mod console;
 mod disks;
 mod dm;
+mod efi;
 mod ext4;
+mod install;
 mod modules;
+mod netboot;
+mod scope;
 mod switch;
 mod sys;
 mod verity;
@@ -26,7 +34,7 @@ mod verity;
 use cmdline::{Cmdline, OnCorruption};
 use console::{fail, At, Res};
 use nix::mount::{mount, MsFlags};
-use slipway_common::gpt::{self, types};
+use slipway_common::gpt::types;
 use slipway_common::guid::Guid;
 use std::convert::Infallible;
 use std::fs::{self, File};
@@ -67,12 +75,20 @@ fn boot(init_args: &[String]) -> Res<Infallible> {
     console::info(&format!("loaded {n} modules"));
     let cmdline = fs::read_to_string("/proc/cmdline").at("read-cmdline", "/proc/cmdline")?;
     let cmdline = cmdline::parse(&cmdline).at("read-cmdline", "/proc/cmdline")?;
-    let root = find_root(&cmdline)?;
+    if cmdline.install {
+        install::run(&cmdline);
+    }
+    let root = if cmdline.root_initrd {
+        netboot::find_root(&roothash(&cmdline, "netboot-root")?)?
+    } else {
+        find_root(&cmdline, boot_partition())?
+    };
     let sb = open_verity(&root)?;
     mount_root(&root)?;
-    prepare_var(&root)?;
+    prepare_var(&root, &cmdline)?;
     var_links()?;
     mount_etc()?;
+    netboot::hand_over_config()?;
     arm_verity(&root, &sb, &cmdline)?;
     console::mark(&format!(
         "root ready after {:.2} s; switching to {}",
@@ -104,12 +120,17 @@ fn mount_api() -> Res<()> {
     Ok(())
 }
 
-/// The partitions the root hash names, on one disk.
-struct Root {
-    disk: disks::Disk,
-    root: gpt::Partition,
+/// The root and verity block devices the root hash names: partitions of one disk, or
+/// loop devices over files of the initramfs (netboot).
+pub(crate) struct Root {
+    /// The disk, when the root is on one (its var partition is used).
+    disk: Option<disks::Disk>,
+    /// Bytes of the root device.
+    root_bytes: u64,
     root_dev: String,
     verity_dev: String,
+    /// The root device for messages (`vda2`, `loop0 (/slipway/root.img)`).
+    root_what: String,
     roothash: String,
 }
 
@@ -127,100 +148,89 @@ fn hash_uuids(roothash: &str) -> Result<(Guid, Guid), String> {
     Ok((Guid::from_uuid_bytes(a), Guid::from_uuid_bytes(z)))
 }
 
-/// Waits for a disk whose GPT has the partition the root hash names; checks its type
-/// and the verity partition's.
-fn find_root(c: &Cmdline) -> Res<Root> {
-    let wait = Duration::from_secs(c.rootwait);
-    const STEP: &str = "find-root";
-    let roothash = c.roothash.clone().ok_or_else(|| {
+/// The root hash from the command line, or the failure of `step`.
+fn roothash(c: &Cmdline, step: &'static str) -> Res<String> {
+    c.roothash.clone().ok_or_else(|| {
         fail(
-            STEP,
+            step,
             "kernel command line",
             "no roothash= (the dm-verity root hash of the image's root partition)",
         )
-    })?;
+    })
+}
+
+/// The ESP the firmware booted from (LoaderDevicePartUUID), said on the console.
+fn boot_partition() -> Option<Guid> {
+    match efi::boot_partition() {
+        Ok(Some(g)) => {
+            console::info(&format!(
+                "booted from the ESP with partition UUID {g} (LoaderDevicePartUUID): the root is looked for on that disk only"
+            ));
+            Some(g)
+        }
+        Ok(None) => {
+            console::info(
+                "no LoaderDevicePartUUID: the root's disk is the only disk holding its UUID",
+            );
+            None
+        }
+        Err(e) => {
+            console::notice(&format!("ignoring LoaderDevicePartUUID: {e}"));
+            None
+        }
+    }
+}
+
+/// Waits for the disk holding the partition the root hash names (only the disk booted
+/// from, when `boot` says which: [`scope::choose`]); checks its type and the verity
+/// partition's.
+fn find_root(c: &Cmdline, boot: Option<Guid>) -> Res<Root> {
+    let wait = Duration::from_secs(c.rootwait);
+    const STEP: &str = "find-root";
+    let roothash = roothash(c, STEP)?;
     let (root_uuid, verity_uuid) = hash_uuids(&roothash).at(STEP, "kernel command line")?;
     let start = Instant::now();
     let mut next_note = Duration::from_secs(5);
     loop {
-        let mut seen = Vec::new();
+        let mut unreadable = Vec::new();
+        let mut found = Vec::new();
         for name in disks::list() {
-            let disk = match disks::Disk::read(&name) {
-                Ok(d) => d,
-                Err(e) => {
-                    seen.push(format!("{name} ({e})"));
-                    continue;
-                }
-            };
-            let Some(root) = disk.by_uuid(&root_uuid) else {
-                seen.push(disk.describe());
-                continue;
-            };
-            let root_name = format!("{name} partition {}", root.number);
-            if root.type_guid != types::ROOT_X86_64 {
-                return Err(fail(
-                    STEP,
-                    root_name,
-                    format!(
-                        "has UUID {root_uuid} but type {} ({}); expected root x86-64 ({})",
-                        root.type_guid,
-                        types::name(&root.type_guid),
-                        types::ROOT_X86_64
-                    ),
-                ));
-            }
-            let verity = disk.by_uuid(&verity_uuid).ok_or_else(|| {
-                fail(
-                    STEP,
-                    &name,
-                    format!(
-                        "no partition with UUID {verity_uuid} (root-verity: the last 128 bits of roothash=); {}",
-                        disk.describe()
-                    ),
-                )
-            })?;
-            if verity.type_guid != types::ROOT_VERITY_X86_64 {
-                return Err(fail(
-                    STEP,
-                    format!("{name} partition {}", verity.number),
-                    format!(
-                        "has UUID {verity_uuid} but type {}; expected root-verity x86-64 ({})",
-                        verity.type_guid,
-                        types::ROOT_VERITY_X86_64
-                    ),
-                ));
-            }
-            // The kernel may not have made the partition devices yet.
-            if let (Some(r), Some(v)) = (
-                disks::partition_name(&name, root.number),
-                disks::partition_name(&name, verity.number),
-            ) {
-                console::info(&format!(
-                    "root {r} ({root_uuid}), verity {v} ({verity_uuid}) on {name}"
-                ));
-                return Ok(Root {
-                    disk,
-                    root,
-                    root_dev: r,
-                    verity_dev: v,
-                    roothash,
-                });
+            match disks::Disk::read(&name) {
+                Ok(d) => found.push(d),
+                Err(e) => unreadable.push(format!("{name} ({e})")),
             }
         }
+        let seen: Vec<scope::Seen> = found
+            .iter()
+            .map(|d| scope::Seen {
+                name: d.name.clone(),
+                partitions: d.table.partitions(),
+            })
+            .collect();
+        let missing = match scope::choose(&seen, boot, &root_uuid) {
+            scope::Choice::Disk(i) => {
+                let disk = found.swap_remove(i);
+                match root_on(disk, &root_uuid, &verity_uuid, &roothash)? {
+                    Some(r) => return Ok(r),
+                    None => "the partition devices have not appeared".to_string(),
+                }
+            }
+            scope::Choice::NotYet(why) => why,
+            scope::Choice::Refuse(subject, why) => return Err(fail(STEP, subject, why)),
+        };
         let waited = start.elapsed();
         if waited >= wait {
-            let disks = if seen.is_empty() {
+            let mut all: Vec<String> = found.iter().map(|d| d.describe()).collect();
+            all.extend(unreadable);
+            let disks = if all.is_empty() {
                 "no disks".to_string()
             } else {
-                seen.join("; ")
+                all.join("; ")
             };
             return Err(fail(
                 STEP,
                 format!("partition UUID {root_uuid}"),
-                format!(
-                    "no partition with UUID {root_uuid} (the first 128 bits of roothash=) on any disk after {} s; seen: {disks}",
-                    wait.as_secs()
-                ),
+                format!("{missing} after {} s; seen: {disks}", wait.as_secs()),
             ));
         }
         if waited >= next_note {
@@ -235,6 +245,73 @@ fn find_root(c: &Cmdline) -> Res<Root> {
     }
 }
 
+/// The root on `disk` (chosen by [`scope::choose`]): the partition of UUID `root_uuid`
+/// and type root, and the verity partition; `None` while the kernel has not made the
+/// partition devices yet.
+fn root_on(
+    disk: disks::Disk,
+    root_uuid: &Guid,
+    verity_uuid: &Guid,
+    roothash: &str,
+) -> Res<Option<Root>> {
+    const STEP: &str = "find-root";
+    let name = disk.name.clone();
+    let root = disk
+        .by_uuid(root_uuid)
+        .ok_or_else(|| fail(STEP, &name, format!("no partition with UUID {root_uuid}")))?;
+    if root.type_guid != types::ROOT_X86_64 {
+        return Err(fail(
+            STEP,
+            format!("{name} partition {}", root.number),
+            format!(
+                "has UUID {root_uuid} but type {} ({}); expected root x86-64 ({})",
+                root.type_guid,
+                types::name(&root.type_guid),
+                types::ROOT_X86_64
+            ),
+        ));
+    }
+    let verity = disk.by_uuid(verity_uuid).ok_or_else(|| {
+        fail(
+            STEP,
+            &name,
+            format!(
+                "no partition with UUID {verity_uuid} (root-verity: the last 128 bits of roothash=); {}",
+                disk.describe()
+            ),
+        )
+    })?;
+    if verity.type_guid != types::ROOT_VERITY_X86_64 {
+        return Err(fail(
+            STEP,
+            format!("{name} partition {}", verity.number),
+            format!(
+                "has UUID {verity_uuid} but type {}; expected root-verity x86-64 ({})",
+                verity.type_guid,
+                types::ROOT_VERITY_X86_64
+            ),
+        ));
+    }
+    // The kernel may not have made the partition devices yet.
+    let (Some(r), Some(v)) = (
+        disks::partition_name(&name, root.number),
+        disks::partition_name(&name, verity.number),
+    ) else {
+        return Ok(None);
+    };
+    console::info(&format!(
+        "root {r} ({root_uuid}), verity {v} ({verity_uuid}) on {name}"
+    ));
+    Ok(Some(Root {
+        root_bytes: root.blocks() * disk.lba_size,
+        disk: Some(disk),
+        root_what: r.clone(),
+        root_dev: r,
+        verity_dev: v,
+        roothash: roothash.to_string(),
+    }))
+}
+
 /// Reads the verity superblock, creates /dev/mapper/root with a `verity` table that
 /// fails reads with EIO (so a corrupt root makes `mount-root` fail with a message here;
 /// [`arm_verity`] switches to the chosen corruption mode before handing over).
@@ -245,21 +322,21 @@ fn open_verity(r: &Root) -> Res<verity::Superblock> {
         .and_then(|f| f.read_exact_at(&mut buf, 0))
         .at("read-verity-superblock", &hash)?;
     let sb = verity::Superblock::parse(&buf).at("read-verity-superblock", &hash)?;
-    let data_bytes = r.root.blocks() * r.disk.lba_size;
+    let data_bytes = r.root_bytes;
     if sb.data_bytes() > data_bytes {
         return Err(fail(
             "read-verity-superblock",
             &hash,
             format!(
-                "the hash tree covers {} bytes but the root partition {} has {data_bytes}",
+                "the hash tree covers {} bytes but the root {} has {data_bytes}",
                 sb.data_bytes(),
-                r.root_dev
+                r.root_what
             ),
         ));
     }
     let subject = format!(
         "/dev/mapper/{DM_NAME} (data {}, hash {})",
-        r.root_dev, r.verity_dev
+        r.root_what, r.verity_dev
     );
     let ctl = dm::Control::open().at("open-verity", &subject)?;
     let (major, minor) = ctl.create(DM_NAME).at("open-verity", &subject)?;
@@ -304,7 +381,7 @@ fn load_table(
 fn mount_root(r: &Root) -> Res<()> {
     const STEP: &str = "mount-root";
     let node = format!("/dev/mapper/{DM_NAME}");
-    let subject = format!("{node} (verity over {})", r.root_dev);
+    let subject = format!("{node} (verity over {})", r.root_what);
     let mut head = [0u8; 4096];
     File::open(&node)
         .and_then(|f| f.read_exact_at(&mut head, 0))
@@ -334,10 +411,22 @@ fn mount_root(r: &Root) -> Res<()> {
     Ok(())
 }
 
+/// /var: a tmpfs (`slipway.var=tmpfs`), or the var partition of the root's disk.
+fn prepare_var(r: &Root, c: &Cmdline) -> Res<()> {
+    match (&r.disk, c.var_tmpfs) {
+        (_, true) => netboot::mount_var_tmpfs(SYSROOT),
+        (Some(disk), false) => prepare_var_disk(disk),
+        (None, false) => Err(fail(
+            "find-var",
+            &r.root_what,
+            "the root is not on a disk, so there is no var partition: add slipway.var=tmpfs",
+        )),
+    }
+}
+
 /// Finds the var partition on the root's disk, grows it to the end of the disk if the
 /// disk is larger than the table says, mounts it and grows its ext4 to fill it.
-fn prepare_var(r: &Root) -> Res<()> {
-    let disk = &r.disk;
+fn prepare_var_disk(disk: &disks::Disk) -> Res<()> {
     let mut table = disk.table.clone();
     let var = table
         .partitions()
@@ -504,7 +593,7 @@ mod tests {
     fn a_wrong_roothash_names_the_partition_uuid_it_did_not_find() {
         let hash = "5117a9e0b0075e7d00c0ffee0badf00d0123456789abcdeffedcba9876543210";
         let c = cmdline::parse(&format!("console=ttyS0 roothash={hash} rootwait=0")).unwrap();
-        let Err(e) = find_root(&c) else {
+        let Err(e) = find_root(&c, None) else {
             panic!("a disk of this machine has the partition UUID of roothash={hash}");
         };
         // The UUID text of the first 16 bytes, as in the partition table's tools.

@@ -1,5 +1,6 @@
 //! The raw ioctls slipway-init needs that nix does not wrap: device-mapper commands,
-//! BLKPG partition resize and EXT4_IOC_RESIZE_FS. This is the only module of the crate
+//! BLKPG partition resize, EXT4_IOC_RESIZE_FS, BLKRRPART, loop devices (LOOP_CTL_GET_FREE,
+//! LOOP_SET_FD) and getrandom(2). This is the only module of the crate
 //! that may use `unsafe`; every call passes a buffer or struct it owns for the duration
 //! of the call, with the size the request number encodes.
 #![allow(unsafe_code)]
@@ -109,6 +110,57 @@ pub fn ext4_resize(dir: &File, blocks: u64) -> io::Result<()> {
     check(r)
 }
 
+const BLKRRPART: u64 = 0x125f; // _IO(0x12, 95)
+
+/// Makes the kernel re-read the partition table of `disk` (a whole disk none of whose
+/// partitions is in use), so the partition devices of a table just written appear.
+pub fn blkrrpart(disk: &File) -> io::Result<()> {
+    // SAFETY: BLKRRPART takes no argument.
+    let r = unsafe { libc::ioctl(disk.as_raw_fd(), BLKRRPART as _, 0) };
+    check(r)
+}
+
+const LOOP_SET_FD: u64 = 0x4C00;
+const LOOP_CTL_GET_FREE: u64 = 0x4C82;
+
+/// The number of a free loop device (made on demand) from /dev/loop-control.
+pub fn loop_get_free(control: &File) -> io::Result<u32> {
+    // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns the number.
+    let r = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _, 0) };
+    check(r)?;
+    u32::try_from(r).map_err(|_| io::Error::other("negative loop number"))
+}
+
+/// Attaches `backing` to the loop device `dev`; read-only when `backing` was opened
+/// read-only.
+pub fn loop_set_fd(dev: &File, backing: &File) -> io::Result<()> {
+    // SAFETY: LOOP_SET_FD takes the backing file descriptor by value; the kernel takes
+    // its own reference to the file.
+    let r = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD as _, backing.as_raw_fd()) };
+    check(r)
+}
+
+/// Fills `buf` from the kernel's random number generator (getrandom(2), blocking until
+/// it is seeded).
+pub fn getrandom(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: the kernel writes at most `rest.len()` bytes into `rest`, a live,
+        // exclusively borrowed slice.
+        let r = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        done += r as usize;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +172,15 @@ mod tests {
         assert_eq!(dm_request(9), 0xC138_FD09);
         assert_eq!(std::mem::size_of::<BlkpgPartition>(), 152);
         assert_eq!(std::mem::size_of::<BlkpgIoctlArg>(), 24);
+    }
+
+    #[test]
+    fn getrandom_fills_the_buffer() {
+        let mut a = [0u8; 32];
+        let mut b = [0u8; 32];
+        getrandom(&mut a).unwrap();
+        getrandom(&mut b).unwrap();
+        assert_ne!(a, b);
     }
 
     #[test]
