@@ -538,6 +538,7 @@ fn iso_installs_onto_the_named_disk_and_the_installed_disk_boots_itself() {
         disk(&copy, Interface::Virtio, "COPY"),
     ]);
     spec.agent = true;
+    spec.network = true;
     let mut vm = run_until(&spec, d.path(), "installed", |c| c.contains(READY));
     assert_console_clean(&vm.console(), "installed", &[], &vm.tail(60));
     let mut ag = agent(&vm, "installed");
@@ -600,6 +601,7 @@ fn usb_stick_installs_onto_a_4kn_disk_that_boots() {
     // once the installer rebooted.
     let mut spec = machine(vec![target, disk(&iso, Interface::UsbStorage, "STICK")]);
     spec.no_reboot = false;
+    spec.network = true;
     let mut vm = run_until(&spec, d.path(), "usb-4kn", |c| c.contains(READY));
     let c = vm.console();
     assert!(
