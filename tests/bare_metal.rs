@@ -718,3 +718,30 @@ fn netboot_boots_diskless_and_a_changed_root_byte_stops_it() {
     );
     assert!(!c.contains("Welcome to"), "systemd started");
 }
+
+/// Measurement (run by hand with --run-ignored): does a second initrd from iPXE reach the
+/// kernel through the UKI? Prints what the console shows.
+#[test]
+#[ignore = "a measurement, not a test (decision 0038)"]
+fn measure_second_initrd_through_ipxe() {
+    let out = shared_build();
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tftp = d.path().join("tftp");
+    fs::create_dir_all(&tftp).unwrap();
+    fs::copy(out.join("netboot/uki.efi"), tftp.join("uki.efi")).unwrap();
+    let cfg = d.path().join("c.toml");
+    fs::write(&cfg, "schema-version = 1\nhostname = \"pxe-measure\"\n").unwrap();
+    let p = |x: &Path| x.display().to_string();
+    ok(slipway(&shared_cache(), &["netboot", "config-cpio", &p(&cfg), "-o", &p(&tftp.join("config.cpio"))]));
+    fs::write(tftp.join("boot.ipxe"), "#!ipxe\ninitrd config.cpio\nchain uki.efi\n").unwrap();
+    let mut spec = VmSpec::new(Path::new(""));
+    spec.netboot = Some(Netboot { tftp, bootfile: "boot.ipxe".into() });
+    spec.boot_from = Some(BootFrom::Network);
+    let mut vm = run_until(&spec, d.path(), "measure-initrd", |c| c.contains(READY) || c.contains("boot stopped"));
+    let c = vm.kill();
+    eprintln!(
+        "second initrd reached the node: {} (netboot-config lines: {:?})",
+        c.contains("pxe-measure"),
+        c.lines().filter(|l| l.contains("netboot-config") || l.contains("config.toml")).collect::<Vec<_>>()
+    );
+}
