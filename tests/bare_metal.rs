@@ -600,6 +600,7 @@ fn usb_stick_installs_onto_a_4kn_disk_that_boots() {
     // The blank 4Kn disk first: the firmware passes over it to the stick, and boots it
     // once the installer rebooted.
     let mut spec = machine(vec![target, disk(&iso, Interface::UsbStorage, "STICK")]);
+    spec.boot_from = Some(BootFrom::DiskThen(0, 1));
     spec.no_reboot = false;
     spec.network = true;
     let mut vm = run_until(&spec, d.path(), "usb-4kn", |c| c.contains(READY));
