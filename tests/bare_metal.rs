@@ -733,16 +733,36 @@ fn measure_second_initrd_through_ipxe() {
     let cfg = d.path().join("c.toml");
     fs::write(&cfg, "schema-version = 1\nhostname = \"pxe-measure\"\n").unwrap();
     let p = |x: &Path| x.display().to_string();
-    ok(slipway(&shared_cache(), &["netboot", "config-cpio", &p(&cfg), "-o", &p(&tftp.join("config.cpio"))]));
-    fs::write(tftp.join("boot.ipxe"), "#!ipxe\ninitrd config.cpio\nchain uki.efi\n").unwrap();
+    ok(slipway(
+        &shared_cache(),
+        &[
+            "netboot",
+            "config-cpio",
+            &p(&cfg),
+            "-o",
+            &p(&tftp.join("config.cpio")),
+        ],
+    ));
+    fs::write(
+        tftp.join("boot.ipxe"),
+        "#!ipxe\ninitrd config.cpio\nchain uki.efi\n",
+    )
+    .unwrap();
     let mut spec = VmSpec::new(Path::new(""));
-    spec.netboot = Some(Netboot { tftp, bootfile: "boot.ipxe".into() });
+    spec.netboot = Some(Netboot {
+        tftp,
+        bootfile: "boot.ipxe".into(),
+    });
     spec.boot_from = Some(BootFrom::Network);
-    let mut vm = run_until(&spec, d.path(), "measure-initrd", |c| c.contains(READY) || c.contains("boot stopped"));
+    let mut vm = run_until(&spec, d.path(), "measure-initrd", |c| {
+        c.contains(READY) || c.contains("boot stopped")
+    });
     let c = vm.kill();
     eprintln!(
         "second initrd reached the node: {} (netboot-config lines: {:?})",
         c.contains("pxe-measure"),
-        c.lines().filter(|l| l.contains("netboot-config") || l.contains("config.toml")).collect::<Vec<_>>()
+        c.lines()
+            .filter(|l| l.contains("netboot-config") || l.contains("config.toml"))
+            .collect::<Vec<_>>()
     );
 }
