@@ -742,11 +742,8 @@ fn netboot_boots_and_a_changed_root_byte_stops_it(via: Via, name: &str) {
     let mut vm = run_until(&spec, d.path(), name, |c| c.contains(READY));
     let c = vm.console();
     assert_console_clean(&c, name, &[], &vm.tail(60));
-    assert!(
-        c.contains("/slipway/root.img from the initrd"),
-        "{}",
-        vm.tail(60)
-    );
+    // No drive holds a root partition: the root came from the initrd.
+    assert!(c.contains("slipway-init: root ready"), "{}", vm.tail(60));
     vm.kill();
 
     let spec = netboot_vm(&tampered_netboot_uki(&out), via, &d.path().join("bad"));
