@@ -266,10 +266,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 }
 
 /// The `[install]` table, as slipway-init's installer reads it (init/src/install/config.rs):
-/// one of `target` (a /dev/disk/by-id/ path) and `target-serial`, or neither (the
+/// one of `target` (a /dev/disk/by-id/ or /dev/disk/by-path/ path) and `target-serial`, or neither (the
 /// installer then lists the disks and stops); `after` is `reboot` or `poweroff`.
 fn check_install(i: &RawInstall) -> Result<(), ConfigError> {
     const BY_ID: &str = "/dev/disk/by-id/";
+    const BY_PATH: &str = "/dev/disk/by-path/";
     if i.target.is_some() && i.target_serial.is_some() {
         return Err(err(
             "install",
@@ -277,14 +278,15 @@ fn check_install(i: &RawInstall) -> Result<(), ConfigError> {
         ));
     }
     if let Some(t) = &i.target {
-        let ok = t
-            .trim()
-            .strip_prefix(BY_ID)
-            .is_some_and(|n| !n.is_empty() && !n.contains('/'));
+        let ok = [BY_ID, BY_PATH].iter().any(|prefix| {
+            t.trim()
+                .strip_prefix(prefix)
+                .is_some_and(|n| !n.is_empty() && !n.contains('/'))
+        });
         if !ok {
             return Err(err(
                 "install.target",
-                format!("{t:?} is not a {BY_ID}NAME path (kernel names such as /dev/sda change between boots)"),
+                format!("{t:?} is not a {BY_ID}NAME or {BY_PATH}NAME path (kernel names such as /dev/sda change between boots)"),
             ));
         }
     }
@@ -768,12 +770,15 @@ url = "http://10.0.2.100:9200/_bulk"
     fn the_install_table_is_checked_and_otherwise_ignored() {
         let ok = "schema-version = 1\n[install]\ntarget = \"/dev/disk/by-id/virtio-D1\"\nwipe = true\nafter = \"reboot\"\n";
         assert_eq!(parse(ok).unwrap(), Config::default());
+        let by_path =
+            "schema-version = 1\n[install]\ntarget = \"/dev/disk/by-path/pci-0000:00:04.0\"\n";
+        assert_eq!(parse(by_path).unwrap(), Config::default());
         let serial = "schema-version = 1\n[install]\ntarget-serial = \"S1\"\n";
         assert_eq!(parse(serial).unwrap(), Config::default());
         for (text, want) in [
             (
                 "[install]\ntarget = \"/dev/sda\"",
-                "install.target: \"/dev/sda\" is not a /dev/disk/by-id/NAME path",
+                "install.target: \"/dev/sda\" is not a /dev/disk/by-id/NAME or /dev/disk/by-path/NAME path",
             ),
             (
                 "[install]\ntarget = \"/dev/disk/by-id/a\"\ntarget-serial = \"b\"",

@@ -163,7 +163,7 @@ fn roothash(c: &Cmdline, step: &'static str) -> Res<String> {
 fn boot_partition() -> Option<Guid> {
     match efi::boot_partition() {
         Ok(Some(g)) => {
-            console::info(&format!(
+            console::mark(&format!(
                 "booted from the ESP with partition UUID {g} (LoaderDevicePartUUID): the root is looked for on that disk only"
             ));
             Some(g)

@@ -14,6 +14,8 @@ pub const AREA_SIZE: usize = 65536;
 const DATA: usize = HEADER.len() + 4;
 /// The prefix of a by-id target.
 pub const BY_ID: &str = "/dev/disk/by-id/";
+/// The prefix of a by-path target.
+pub const BY_PATH: &str = "/dev/disk/by-path/";
 
 /// The config bytes in an embed area (empty when none was embedded).
 pub fn from_area(area: &[u8]) -> Result<&[u8], String> {
@@ -43,6 +45,8 @@ pub fn from_area(area: &[u8]) -> Result<&[u8], String> {
 pub enum Target {
     /// A `/dev/disk/by-id/` name (without that prefix), computed as udev would.
     ById(String),
+    /// A `/dev/disk/by-path/` name (without that prefix), computed as udev would.
+    ByPath(String),
     /// A disk serial, as the disk reports it.
     Serial(String),
 }
@@ -105,13 +109,18 @@ pub fn parse(text: &str) -> Result<Install, String> {
             return Err("install: has both target and target-serial (expected one)".into())
         }
         (Some(p), None) => {
-            let name = p
-                .strip_prefix(BY_ID)
-                .filter(|n| !n.is_empty() && !n.contains('/'))
-                .ok_or_else(|| {
-                    format!("install.target: {p:?} is not a {BY_ID}NAME path (kernel names such as /dev/sda change between boots)")
-                })?;
-            Some(Target::ById(name.to_string()))
+            let name = |prefix: &str| {
+                p.strip_prefix(prefix)
+                    .filter(|n| !n.is_empty() && !n.contains('/'))
+                    .map(str::to_string)
+            };
+            match (name(BY_ID), name(BY_PATH)) {
+                (Some(n), _) => Some(Target::ById(n)),
+                (_, Some(n)) => Some(Target::ByPath(n)),
+                _ => return Err(format!(
+                    "install.target: {p:?} is not a {BY_ID}NAME or {BY_PATH}NAME path (kernel names such as /dev/sda change between boots)"
+                )),
+            }
         }
         (None, Some(s)) => Some(Target::Serial(s)),
         (None, None) => None,
@@ -177,6 +186,8 @@ mod tests {
                 after: After::Reboot
             }
         );
+        let c = parse("[install]\ntarget = \"/dev/disk/by-path/pci-0000:00:04.0\"\n").unwrap();
+        assert_eq!(c.target, Some(Target::ByPath("pci-0000:00:04.0".into())));
         let c = parse("[install]\ntarget-serial = \"S1\"\n").unwrap();
         assert_eq!(
             (c.target, c.wipe, c.after),

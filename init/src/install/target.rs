@@ -10,6 +10,9 @@
 //! VPD page 0x80; udev's ata_id reads the full 40-character model, sysfs shows the first
 //! 16), `usb-VENDOR_MODEL_SERIAL-T:L` (USB mass storage: the USB device's iSerial). White
 //! space becomes `_`, other characters outside `0-9A-Za-z#+-.:=@_` become `_`.
+//! by-path names, as udev's path_id builds them, for the buses a server boots from:
+//! `pci-BDF` and `virtio-pci-BDF` (virtio-blk), `pci-BDF-nvme-NSID` (NVMe), where BDF is
+//! the PCI address of the disk's controller; other buses get none (use by-id or a serial).
 
 use super::config::Target;
 use std::fs;
@@ -30,6 +33,42 @@ pub struct BlockInfo {
     pub serials: Vec<String>,
     /// Names under /dev/disk/by-id/.
     pub by_id: Vec<String>,
+    /// Names under /dev/disk/by-path/.
+    pub by_path: Vec<String>,
+}
+
+/// A PCI address as sysfs names a device: `0000:00:04.0`.
+fn is_pci_address(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 12
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            4 | 7 => c == b':',
+            10 => c == b'.',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// The by-path names of disk `name` whose sysfs directory is `dir`.
+fn by_path(dir: &Path, name: &str) -> Vec<String> {
+    let Ok(real) = fs::canonicalize(dir) else {
+        return Vec::new();
+    };
+    let Some(bdf) = real
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .rfind(|c| is_pci_address(c))
+    else {
+        return Vec::new();
+    };
+    if name.starts_with("vd") {
+        vec![format!("pci-{bdf}"), format!("virtio-pci-{bdf}")]
+    } else if name.starts_with("nvme") {
+        attr(dir, "nsid")
+            .map(|n| vec![format!("pci-{bdf}-nvme-{n}")])
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    }
 }
 
 fn attr(dir: &Path, name: &str) -> Option<String> {
@@ -98,6 +137,7 @@ pub fn read(root: &Path, name: &str) -> Result<BlockInfo, String> {
         read_only: attr(&dir, "ro").as_deref() == Some("1"),
         serials: Vec::new(),
         by_id: Vec::new(),
+        by_path: by_path(&dir, name),
     };
     let device = dir.join("device");
     if name.starts_with("vd") {
@@ -161,6 +201,12 @@ pub fn choose(
                 .filter(|&i| disks[i].by_id.contains(n))
                 .collect(),
         ),
+        Target::ByPath(n) => (
+            format!("{}{n}", super::config::BY_PATH),
+            (0..disks.len())
+                .filter(|&i| disks[i].by_path.contains(n))
+                .collect(),
+        ),
         Target::Serial(s) => (
             format!("serial {s:?}"),
             (0..disks.len())
@@ -211,6 +257,9 @@ pub fn describe(d: &BlockInfo) -> String {
     }
     for n in &d.by_id {
         s.push_str(&format!(", {}{n}", super::config::BY_ID));
+    }
+    for n in &d.by_path {
+        s.push_str(&format!(", {}{n}", super::config::BY_PATH));
     }
     s
 }
@@ -318,6 +367,7 @@ mod tests {
             read_only: false,
             serials: vec![serial.into()],
             by_id: vec![format!("virtio-{serial}")],
+            by_path: vec![format!("pci-0000:00:0{}.0", name.len())],
         }
     }
 
@@ -343,6 +393,30 @@ mod tests {
             .unwrap_err()
             .1
             .contains("read-only"));
+    }
+
+    #[test]
+    fn by_path_names_from_the_pci_address() {
+        let t = Tree::new("path");
+        let vd = "sys/devices/pci0000:00/0000:00:1c.0/0000:01:00.0/virtio3/block/vdc";
+        let nv = "sys/devices/pci0000:00/0000:00:05.0/nvme/nvme0/nvme0n1";
+        for (dev, name) in [(vd, "vdc"), (nv, "nvme0n1")] {
+            t.put(&format!("{dev}/size"), b"2048\n");
+            t.put(&format!("{dev}/queue/logical_block_size"), b"512\n");
+            fs::create_dir_all(t.0.join("sys/class/block")).unwrap();
+            std::os::unix::fs::symlink(t.0.join(dev), t.0.join("sys/class/block").join(name))
+                .unwrap();
+        }
+        t.put(&format!("{nv}/nsid"), b"1\n");
+        assert_eq!(
+            read(&t.0, "vdc").unwrap().by_path,
+            ["pci-0000:01:00.0", "virtio-pci-0000:01:00.0"]
+        );
+        assert_eq!(
+            read(&t.0, "nvme0n1").unwrap().by_path,
+            ["pci-0000:00:05.0-nvme-1"]
+        );
+        assert!(is_pci_address("0000:00:04.0") && !is_pci_address("pci0000:00"));
     }
 
     #[test]
