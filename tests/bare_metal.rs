@@ -83,23 +83,28 @@ fn partition(out: &Path, raw: &[u8], name: &str) -> Vec<u8> {
 
 #[test]
 fn iso_and_netboot_are_reproducible_and_hold_the_disk() {
-    let a = shared_build();
+    // Two builds of their own (the fixture's key covers the slipway binary, not the
+    // slipway-init it bundled, so a fixture may predate the init being tested).
     let b = tempfile::Builder::new()
         .prefix("bare-metal-again-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
-    let out_b = b.path().join("out");
-    ok(slipway(
-        &shared_cache(),
-        &[
-            "build",
-            &recipe_path().display().to_string(),
-            "-o",
-            &out_b.display().to_string(),
-            "--format",
-            FORMATS,
-        ],
-    ));
+    let build = |name: &str| {
+        let out = b.path().join(name);
+        ok(slipway(
+            &shared_cache(),
+            &[
+                "build",
+                &recipe_path().display().to_string(),
+                "-o",
+                &out.display().to_string(),
+                "--format",
+                FORMATS,
+            ],
+        ));
+        out
+    };
+    let (a, out_b) = (build("one"), build("two"));
     for f in [
         "install.iso",
         "netboot/uki.efi",
