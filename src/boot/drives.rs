@@ -64,9 +64,9 @@ impl Disk {
     }
 }
 
-/// The QEMU flags for `disks` (ids `xd0`, `xd1`, ...); `boot` is the index of the drive
-/// the firmware boots first, if any.
-pub fn args(disks: &[Disk], boot: Option<usize>) -> Vec<String> {
+/// The QEMU flags for `disks` (ids `xd0`, `xd1`, ...); `boot` lists the indices of the
+/// drives the firmware boots, first to last (`bootindex` 0, 1, ...).
+pub fn args(disks: &[Disk], boot: &[usize]) -> Vec<String> {
     let mut a = Vec::new();
     if disks.iter().any(|d| d.interface == Interface::UsbStorage) {
         a.extend(["-device".to_string(), "qemu-xhci,id=xhci".to_string()]);
@@ -105,8 +105,8 @@ pub fn args(disks: &[Disk], boot: Option<usize>) -> Vec<String> {
         if let Some(n) = d.physical_block_size.or(d.logical_block_size) {
             dev.push_str(&format!(",physical_block_size={n}"));
         }
-        if boot == Some(i) {
-            dev.push_str(",bootindex=0");
+        if let Some(n) = boot.iter().position(|b| *b == i) {
+            dev.push_str(&format!(",bootindex={n}"));
         }
         a.extend(["-drive".to_string(), drive, "-device".to_string(), dev]);
     }
@@ -129,7 +129,7 @@ mod tests {
         cd.interface = Interface::Cdrom;
         let mut ro = Disk::virtio(PathBuf::from("/d/d.img"));
         ro.read_only = true;
-        let a = args(&[nvme, usb, cd, ro], Some(2));
+        let a = args(&[nvme, usb, cd, ro], &[2, 1]);
         assert_eq!(
             a,
             [
@@ -142,7 +142,7 @@ mod tests {
                 "-drive",
                 "file=/d/b.img,format=raw,if=none,id=xd1",
                 "-device",
-                "usb-storage,bus=xhci.0,drive=xd1,removable=on,serial=STICK",
+                "usb-storage,bus=xhci.0,drive=xd1,removable=on,serial=STICK,bootindex=1",
                 "-drive",
                 "file=/d/c.iso,format=raw,if=none,id=xd2,media=cdrom,readonly=on",
                 "-device",

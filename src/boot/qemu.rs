@@ -140,6 +140,9 @@ pub struct Netboot {
 pub enum BootFrom {
     /// The extra drive with this index in [`VmSpec::disks`].
     Disk(usize),
+    /// The first drive, then the second: a blank target disk before an installer's
+    /// medium boots the medium until the target holds a system, then the target.
+    DiskThen(usize, usize),
     /// The NIC (PXE through OVMF).
     Network,
 }
@@ -339,7 +342,7 @@ fn check_extras(spec: &VmSpec) -> Result<()> {
             bail!("{}: not a file (a drive of the VM)", d.file.display());
         }
     }
-    if let Some(BootFrom::Disk(i)) = spec.boot_from {
+    for i in boot_order(spec) {
         if i >= spec.disks.len() {
             bail!(
                 "boot from drive {i}, but the VM has {} drives",
@@ -505,11 +508,7 @@ pub fn command(spec: &VmSpec, w: &WorkDir, interactive: bool, tpm: Option<&Path>
             .arg("-drive")
             .arg(format!("file={},format=raw,if=virtio", d.display()));
     }
-    let boot_disk = match spec.boot_from {
-        Some(BootFrom::Disk(i)) => Some(i),
-        _ => None,
-    };
-    c = c.args(super::drives::args(&spec.disks, boot_disk));
+    c = c.args(super::drives::args(&spec.disks, &boot_order(spec)));
     for v in &spec.smbios {
         c = c.arg("-smbios").arg(v);
     }
@@ -546,6 +545,15 @@ pub fn command(spec: &VmSpec, w: &WorkDir, interactive: bool, tpm: Option<&Path>
     }
     c.arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", w.qmp().display()))
+}
+
+/// The extra drives the firmware boots, in order.
+fn boot_order(spec: &VmSpec) -> Vec<usize> {
+    match spec.boot_from {
+        Some(BootFrom::Disk(i)) => vec![i],
+        Some(BootFrom::DiskThen(i, j)) => vec![i, j],
+        _ => Vec::new(),
+    }
 }
 
 /// The user network: restricted, with the spec's range, forwards and network boot.

@@ -111,7 +111,8 @@ pub enum Command {
     /// `docker load`; oci-archive), sbom.spdx.json and report.json. Host images: disk.raw
     /// (disk), disk.qcow2 (qcow2), disk.vhd (vhd, Azure), disk.vmdk (vmdk, AWS/VMware),
     /// disk.tar.gz (gce), each with a JSON sidecar for the cloud, plus uki.efi and
-    /// manifest.json. Base images default to oci,oci-archive; host images to disk (the
+    /// manifest.json; install.iso (iso, an installer for bare metal) and netboot/ (netboot,
+    /// iPXE; see docs/bare-metal.md). Base images default to oci,oci-archive; host images to disk (the
     /// other disk formats only when asked for); other kinds to tar.
     Build(BuildArgs),
     /// Copy every locked file out of the cache into DIR, for offline builds years later.
@@ -140,6 +141,12 @@ pub enum Command {
     /// and fails a test at once on console badness (panic, oops, failed unit, ...).
     /// Prints per-test times; exits 1 when a test failed.
     Test(TestArgs),
+    /// Bare-metal installer ISOs: embed a provisioning config, show it.
+    #[command(subcommand)]
+    Iso(IsoCommand),
+    /// Network boot: per-machine config archives.
+    #[command(subcommand)]
+    Netboot(NetbootCommand),
     /// List the bundled recipes.
     Recipes,
     /// Check the host: tools slipway runs, the Debian package for each, and the cache.
@@ -347,6 +354,56 @@ pub struct TestArgs {
     pub fetch: FetchArgs,
 }
 
+/// `slipway iso`'s commands.
+#[derive(Subcommand, Debug)]
+pub enum IsoCommand {
+    /// Put CONFIG into the ISO's embed area, in place (docs/bare-metal.md).
+    ///
+    /// CONFIG is a provisioning config (docs/provisioning.md) with an optional [install]
+    /// table (target, wipe, after); it is checked with the node's own validator first.
+    /// Only the embed area's bytes change; the ISO is replaced atomically. Exits 2 for a
+    /// config that is invalid or larger than the area (65515 bytes).
+    EmbedConfig(EmbedConfigArgs),
+    /// Print the config embedded in ISO (nothing when the area is empty).
+    ShowConfig(ShowConfigArgs),
+}
+
+/// `slipway iso embed-config`'s arguments.
+#[derive(Args, Debug)]
+pub struct EmbedConfigArgs {
+    /// The ISO (`install.iso` of `slipway build --format iso`).
+    pub iso: PathBuf,
+    /// The provisioning config (TOML).
+    pub config: PathBuf,
+}
+
+/// `slipway iso show-config`'s arguments.
+#[derive(Args, Debug)]
+pub struct ShowConfigArgs {
+    /// The ISO.
+    pub iso: PathBuf,
+}
+
+/// `slipway netboot`'s commands.
+#[derive(Subcommand, Debug)]
+pub enum NetbootCommand {
+    /// Write a cpio archive holding CONFIG as slipway/config.toml, for one machine.
+    ///
+    /// CONFIG is checked with the node's own validator first. The archive is exactly as
+    /// trusted as the boot server that delivers it (docs/security.md).
+    ConfigCpio(ConfigCpioArgs),
+}
+
+/// `slipway netboot config-cpio`'s arguments.
+#[derive(Args, Debug)]
+pub struct ConfigCpioArgs {
+    /// The provisioning config (TOML).
+    pub config: PathBuf,
+    /// The archive to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
 /// `slipway doctor`'s arguments (`--recipes` checks the pins' end of life).
 #[derive(Args, Debug, Default)]
 pub struct DoctorArgs {
@@ -408,6 +465,14 @@ fn format_help(f: Format) -> &'static str {
         Format::Gce => {
             "Host images: `disk.tar.gz`, the GCE image tarball holding `disk.raw` (implies \
              `disk`)"
+        }
+        Format::Iso => {
+            "Host images: `install.iso`, a UEFI hybrid installer ISO (CD, BMC virtual media, \
+             USB stick; implies `disk`)"
+        }
+        Format::Netboot => {
+            "Host images: `netboot/` (`uki.efi`, `root.cpio`, `boot.ipxe`): a diskless node \
+             booted by iPXE (implies `disk`)"
         }
     }
 }

@@ -9,7 +9,9 @@ mod diff;
 mod doctor;
 mod fetch;
 mod inspect;
+mod iso;
 mod lock;
+mod netboot;
 mod push;
 mod recipes;
 mod test;
@@ -62,6 +64,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Diff(a) => diff::run(g, a),
         Command::Boot(a) => boot::run(g, a),
         Command::Test(a) => test::run(g, a),
+        Command::Iso(a) => iso::run(g, a),
+        Command::Netboot(a) => netboot::run(g, a),
         Command::Recipes => recipes::run(g),
         Command::Doctor(a) => doctor::run(g, a),
     }

@@ -62,7 +62,24 @@ pub fn build_esp_file(
     epoch: u64,
     img: &Path,
 ) -> Result<()> {
+    build_esp_file_sectors(files, size, volume_id, epoch, img, 512)
+}
+
+/// As [`build_esp_file`], for a disk of `sector` bytes per logical sector (512 or 4096:
+/// a FAT's sector must be the disk's, or firmware reads it as blank). FAT32 needs 65525
+/// clusters, so with 4096-byte sectors it starts at [`FAT32_FROM`] times 8.
+pub fn build_esp_file_sectors(
+    files: &[(String, Vec<u8>)],
+    size: u64,
+    volume_id: u32,
+    epoch: u64,
+    img: &Path,
+    sector: u64,
+) -> Result<()> {
     crate::tool::require(&["mkfs.vfat", "mmd", "mcopy"])?;
+    if sector != 512 && sector != 4096 {
+        bail!("ESP sector size {sector} (expected 512 or 4096)");
+    }
     if size < (2 << 20) || size % (1 << 20) != 0 {
         bail!("ESP size {size} is not a whole number of MiB of at least 2 MiB");
     }
@@ -93,8 +110,11 @@ pub fn build_esp_file(
         .with_context(|| format!("sizing {}", img.display()))?;
     drop(f);
     let mut mkfs = Tool::new("formatting the EFI system partition", "mkfs.vfat");
-    if size >= FAT32_FROM {
+    if size >= FAT32_FROM * (sector / 512) {
         mkfs = mkfs.args(["-F", "32"]);
+    }
+    if sector != 512 {
+        mkfs = mkfs.args(["-S", &sector.to_string()]);
     }
     mkfs.args(["--invariant", "-i"])
         .arg(format!("{volume_id:08X}"))

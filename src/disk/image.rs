@@ -123,7 +123,9 @@ pub struct Written {
     pub outputs: Vec<crate::output::Output>,
 }
 
-fn file_bytes<'t>(tree: &'t Tree, path: &str, what: &str) -> Result<&'t [u8]> {
+/// The bytes of the file at `path` in `tree` (symlinks followed); `what` names it in
+/// the error.
+pub(crate) fn file_bytes<'t>(tree: &'t Tree, path: &str, what: &str) -> Result<&'t [u8]> {
     let resolved = tree.resolve(path).unwrap_or_else(|| path.to_string());
     match tree.get(&resolved).map(|e| &e.kind) {
         Some(Kind::File(c)) => Ok(c.as_slice()),
@@ -546,7 +548,7 @@ fn build_initrd(
     let initrd = crate::disk::initramfs::build_cached(
         &asm.tree,
         plan,
-        crate::disk::initramfs::BOOT_FEATURES,
+        &crate::disk::initramfs::boot_features(plan),
         init,
         asm.epoch,
         &cache.join("initramfs"),

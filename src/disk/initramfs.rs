@@ -14,6 +14,33 @@ use std::path::{Path, PathBuf};
 /// The module features the initramfs loads: disks, the verified root, /var.
 pub const BOOT_FEATURES: &[&str] = &["storage", "root", "var"];
 
+/// Modules the initramfs loads too when the recipe's module plan has them (bare metal,
+/// docs/bare-metal.md): efivarfs (the boot-disk scope reads `LoaderDevicePartUUID`),
+/// isofs and the CD-ROM, SATA and USB drivers (the installer's medium), loop (a
+/// network-booted root from the initrd). A recipe without them boots as before.
+pub const BOOT_IF_PLANNED: &[&str] = &[
+    "efivarfs",
+    "isofs",
+    "loop",
+    "ahci",
+    "sr_mod",
+    "xhci_pci",
+    "usb_storage",
+    "uas",
+];
+
+/// The initramfs's module requests for `plan`: [`BOOT_FEATURES`] and those of
+/// [`BOOT_IF_PLANNED`] the plan has.
+pub fn boot_features(plan: &ModulePlan) -> Vec<&'static str> {
+    let mut f = BOOT_FEATURES.to_vec();
+    f.extend(
+        BOOT_IF_PLANNED
+            .iter()
+            .filter(|m| plan.get(m).is_some() || plan.is_builtin_hit(m)),
+    );
+    f
+}
+
 /// The list slipway-init reads.
 pub const MODULE_LIST: &str = "etc/slipway/modules";
 

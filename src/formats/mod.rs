@@ -9,6 +9,8 @@
 //! has no such fields.
 
 pub mod gce;
+pub mod iso;
+pub mod netboot;
 pub mod qcow2;
 pub mod sidecar;
 pub mod vhd;

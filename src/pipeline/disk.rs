@@ -20,8 +20,19 @@ pub(super) struct Inputs<'a> {
     pub init: &'a crate::disk::image::Bundled,
     /// The formats derived from `disk.raw`.
     pub formats: &'a [&'static dyn crate::formats::DiskFormat],
+    /// Bare-metal media asked for.
+    pub media: Media,
     /// Its lock (for the manifest's package list).
     pub lock: &'a Lock,
+}
+
+/// The bare-metal media a build writes beside the disk.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Media {
+    /// `install.iso` ([`crate::formats::iso`]).
+    pub iso: bool,
+    /// `netboot/` ([`crate::formats::netboot`]).
+    pub netboot: bool,
 }
 
 /// Writes the disk, its formats, their sidecars and the manifest into `out`.
@@ -39,6 +50,7 @@ pub(super) fn stage(ctx: &Context, d: &Inputs, out: &Path, c: &mut Collector) ->
     }
     let mut sidecars = vec![raw_out.clone()];
     sidecars.extend(formats(ctx, d.formats, &raw_out, epoch, out, c)?);
+    media(ctx, d, &w.disk, out, c)?;
     crate::io::faults::point("formats")?;
     for o in &sidecars {
         if let Some(p) = crate::formats::sidecar::write(d.r, &w.disk, epoch, o)? {
@@ -78,4 +90,77 @@ fn formats(
         c.since(f.name(), t);
     }
     Ok(written)
+}
+
+/// `install.iso` and `netboot/`, as asked for, from the disk just written into `out`
+/// and the UKI's parts (the stub and os-release from the tree, the kernel and initramfs
+/// the disk stage wrote).
+fn media(ctx: &Context, d: &Inputs, disk: &HostDisk, out: &Path, c: &mut Collector) -> Result<()> {
+    if !d.media.iso && !d.media.netboot {
+        return Ok(());
+    }
+    let tree = &d.asm.tree;
+    let stub = crate::disk::image::file_bytes(tree, crate::disk::image::STUB, "systemd EFI stub")?;
+    let os_release = crate::disk::image::file_bytes(tree, "usr/lib/os-release", "os-release")?;
+    let read = |name: &str| {
+        let p = out.join(name);
+        std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+    };
+    let (kernel, initrd, uki) = (read("vmlinuz")?, read("initrd")?, read("uki.efi")?);
+    let raw = crate::disk::image::disk_in(out);
+    let parts = || crate::formats::iso::BootParts {
+        stub,
+        kernel: &kernel,
+        initrd: &initrd,
+        os_release,
+        uname: &disk.kernel,
+    };
+    if d.media.iso {
+        let t = std::time::Instant::now();
+        let stage = ctx
+            .rep
+            .stage(&format!("writing {}", crate::formats::iso::FILE_NAME));
+        let o = crate::formats::iso::write(
+            &crate::formats::iso::Inputs {
+                image: &d.r.name,
+                version: &d.r.version,
+                disk,
+                raw: &raw,
+                uki: &uki,
+                boot: parts(),
+                epoch: d.asm.epoch,
+            },
+            out,
+        )?;
+        stage.done(format!("{:.1} MB", o.size as f64 / 1e6));
+        c.output(o);
+        c.since("iso", t);
+    }
+    if d.media.netboot {
+        let t = std::time::Instant::now();
+        let stage = ctx
+            .rep
+            .stage(&format!("writing {}/", crate::formats::netboot::DIR));
+        let written = crate::formats::netboot::write(
+            &crate::formats::netboot::Inputs {
+                disk,
+                raw: &raw,
+                boot: parts(),
+                cmdline: &d.r.disk.cmdline,
+                epoch: d.asm.epoch,
+            },
+            out,
+        )?;
+        let total: u64 = written.iter().map(|o| o.size).sum();
+        stage.done(format!(
+            "{} files, {:.1} MB",
+            written.len(),
+            total as f64 / 1e6
+        ));
+        for o in written {
+            c.output(o);
+        }
+        c.since("netboot", t);
+    }
+    Ok(())
 }

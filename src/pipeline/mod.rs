@@ -85,11 +85,17 @@ pub enum Format {
     /// Host images: `disk.tar.gz`, the GCE image tarball holding `disk.raw` (implies
     /// `disk`).
     Gce,
+    /// Host images: `install.iso`, a UEFI hybrid installer ISO for CD, virtual media and
+    /// USB sticks (implies `disk`).
+    Iso,
+    /// Host images: `netboot/` (`uki.efi`, `root.cpio`, `boot.ipxe`), a diskless node
+    /// booted by iPXE over PXE or HTTP (implies `disk`).
+    Netboot,
 }
 
 impl Format {
     /// Every format, in the order `slipway build --help` lists them.
-    pub const ALL: [Format; 9] = [
+    pub const ALL: [Format; 11] = [
         Format::Tar,
         Format::Dir,
         Format::Oci,
@@ -99,6 +105,8 @@ impl Format {
         Format::Vhd,
         Format::Vmdk,
         Format::Gce,
+        Format::Iso,
+        Format::Netboot,
     ];
 
     /// Its name on the command line (`--format`).
@@ -113,6 +121,8 @@ impl Format {
             Format::Vhd => "vhd",
             Format::Vmdk => "vmdk",
             Format::Gce => "gce",
+            Format::Iso => "iso",
+            Format::Netboot => "netboot",
         }
     }
 }
@@ -241,6 +251,7 @@ fn build_into(
             asm: &asm,
             init,
             formats: &plan.disk_formats,
+            media: plan.media,
             lock: &fetched.lock,
         };
         report.disk = Some(disk::stage(ctx, &d, &dir, c)?);

@@ -15,6 +15,8 @@ pub(super) struct Plan {
     pub init: Option<crate::disk::image::Bundled>,
     /// The host programs the build runs.
     pub tools: Vec<&'static str>,
+    /// Bare-metal media: `install.iso`, `netboot/`.
+    pub media: crate::pipeline::disk::Media,
 }
 
 /// Checks that `formats` fit `r` and that every host tool the build runs is there.
@@ -33,14 +35,19 @@ pub(super) fn plan(r: &Recipe, formats: &[Format]) -> Result<Plan> {
             _ => None,
         })
         .collect();
-    let wants_disk = formats.contains(&Format::Disk) || !disk_formats.is_empty();
+    let media = crate::pipeline::disk::Media {
+        iso: formats.contains(&Format::Iso),
+        netboot: formats.contains(&Format::Netboot),
+    };
+    let wants_disk =
+        formats.contains(&Format::Disk) || !disk_formats.is_empty() || media.iso || media.netboot;
     let mut init = None;
     if wants_disk {
         if r.kind != crate::recipe::raw::ImageKind::Host {
             return Err(err(
                 Code::BadInput,
                 format!(
-                    "{}: --format disk, qcow2, vhd, vmdk and gce need a host recipe (image.kind = \"host\")",
+                    "{}: --format disk, qcow2, vhd, vmdk, gce, iso and netboot need a host recipe (image.kind = \"host\")",
                     r.display()
                 ),
             ));
@@ -72,5 +79,6 @@ pub(super) fn plan(r: &Recipe, formats: &[Format]) -> Result<Plan> {
         disk_formats,
         init,
         tools,
+        media,
     })
 }

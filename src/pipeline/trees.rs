@@ -44,7 +44,9 @@ pub(super) fn stage(
             | Format::Qcow2
             | Format::Vhd
             | Format::Vmdk
-            | Format::Gce => {}
+            | Format::Gce
+            | Format::Iso
+            | Format::Netboot => {}
         }
     }
     c.since("write", t);
