@@ -502,6 +502,9 @@ fn install_config(install: &str) -> String {
 }
 
 #[test]
+#[ignore = "over issue 22's CI allowance (2 installs take 264 s under TCG, the \
+            allowance is 180 s for every bare-metal boot): run with `cargo nextest run \
+            --test bare_metal --run-ignored all`; see docs/testing.md"]
 fn iso_installs_onto_the_named_disk_and_the_installed_disk_boots_itself() {
     let out = shared_build();
     let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -593,6 +596,9 @@ fn check_mounts_on(a: &mut AgentClient, serial: &str) {
 }
 
 #[test]
+#[ignore = "over issue 22's CI allowance (2 installs take 264 s under TCG, the \
+            allowance is 180 s for every bare-metal boot): run with `cargo nextest run \
+            --test bare_metal --run-ignored all`; see docs/testing.md"]
 fn usb_stick_installs_onto_a_4kn_disk_that_boots() {
     let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let iso = iso_with(

@@ -426,13 +426,21 @@ fn binaries_digest(slipway: &Path) -> Result<String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    for b in [
-        name.as_str(),
-        "slipway-init",
-        "slipway-agent",
-        "slipway-node",
+    for (b, env) in [
+        (name.as_str(), ""),
+        ("slipway-init", "SLIPWAY_INIT"),
+        ("slipway-agent", "SLIPWAY_AGENT"),
+        ("slipway-node", "SLIPWAY_NODE"),
     ] {
-        let p = dir.join(b);
+        let mut p = dir.join(b);
+        // An in-image binary not beside slipway is the one slipway finds elsewhere (its
+        // variable, or the static build's target directory): key on that one, so a
+        // fixture never keeps an older init, agent or node.
+        if !env.is_empty() && !p.is_file() {
+            if let Ok(found) = crate::tool::bundled_binary(b, env) {
+                p = found;
+            }
+        }
         field(&mut h, b.as_bytes());
         match File::open(&p) {
             Ok(f) => {
