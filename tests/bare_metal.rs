@@ -632,6 +632,8 @@ fn usb_stick_installs_onto_a_4kn_disk_that_boots() {
 }
 
 #[test]
+#[ignore = "over the CI budget (CI took 31 minutes with it, the limit is 30): run with \
+            `cargo nextest run --test bare_metal --run-ignored all`; see docs/testing.md"]
 fn the_installer_lists_disks_without_a_target_and_refuses_a_used_one() {
     let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let used = blank(&d.path().join("used.img"), GIB);
@@ -774,6 +776,8 @@ fn netboot_boots_and_a_changed_root_byte_stops_it(via: Via, name: &str) {
 }
 
 #[test]
+#[ignore = "over the CI budget (CI took 31 minutes with it, the limit is 30): run with \
+            `cargo nextest run --test bare_metal --run-ignored all`; see docs/testing.md"]
 fn netboot_uki_boots_diskless_from_an_esp_and_a_changed_root_byte_stops_it() {
     netboot_boots_and_a_changed_root_byte_stops_it(Via::Esp, "netboot-esp");
 }
