@@ -82,6 +82,8 @@ fn partition(out: &Path, raw: &[u8], name: &str) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "out of CI until the suite is trimmed (CI would run past its 30-minute limit): \
+            run with `--run-ignored all`; see docs/testing.md"]
 fn iso_and_netboot_are_reproducible_and_hold_the_disk() {
     // Two builds of their own (the fixture's key covers the slipway binary, not the
     // slipway-init it bundled, so a fixture may predate the init being tested).
@@ -278,6 +280,8 @@ fn iso_copy(dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[ignore = "out of CI until the suite is trimmed (CI would run past its 30-minute limit): \
+            run with `--run-ignored all`; see docs/testing.md"]
 fn embed_config_changes_only_the_area_and_refuses_bad_configs() {
     let d = tempfile::tempdir().unwrap();
     let iso = iso_copy(d.path());

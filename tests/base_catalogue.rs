@@ -269,6 +269,8 @@ fn run_config(out: &Path) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "out of CI until the suite is trimmed (CI would run past its 30-minute limit): \
+            run with `--run-ignored all`; see docs/testing.md"]
 fn debug_variants_have_a_shell_and_the_images_have_none() {
     for name in IMAGES {
         let out = built(name);
@@ -353,6 +355,8 @@ fn new_images_repeat_from_another_cache_with_the_clock_moved() {
 }
 
 #[test]
+#[ignore = "out of CI until the suite is trimmed (CI would run past its 30-minute limit): \
+            run with `--run-ignored all`; see docs/testing.md"]
 fn new_images_build_for_arm64_and_run_under_qemu_user() {
     // cc as an OCI image too (its index names arm64); nodejs and java as trees only:
     // their arm64 layers would cost CI a minute of compression for what cc shows.
