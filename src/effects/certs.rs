@@ -316,7 +316,7 @@ fn push_tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     // Made with
@@ -343,7 +343,7 @@ eZcunUyGR8cOYVx1vgIhALtWEsw+DtGZdfMsTn4ewyfKT9d/nC8+qv/QvOgJE4+6
     // `CN = Ärger  Root`, `O = T61 Co`: the CN became a T61String holding Latin-1
     // 0xC4. `openssl x509 -subject_hash` prints d7cbdcad. No trailing newline here,
     // on purpose (bundle must add one).
-    const CERT_B: &str = "-----BEGIN CERTIFICATE-----
+    pub(crate) const CERT_B: &str = "-----BEGIN CERTIFICATE-----
 MIIBNTCB3AIBAjAKBggqhkjOPQQDAjAnMRQwEgYDVQQDFAvEcmdlciAgUm9vdDEP
 MA0GA1UEChMGVDYxIENvMB4XDTI2MTEyNzE2NDQ1N1oXDTI2MTEyODE2NDQ1N1ow
 JzEUMBIGA1UEAxQLxHJnZXIgIFJvb3QxDzANBgNVBAoTBlQ2MSBDbzBZMBMGByqG

@@ -212,15 +212,8 @@ mod tests {
         v
     }
 
-    const CERT: &str = "-----BEGIN CERTIFICATE-----
-MIIBNTCB3AIBAjAKBggqhkjOPQQDAjAnMRQwEgYDVQQDFAvEcmdlciAgUm9vdDEP
-MA0GA1UEChMGVDYxIENvMB4XDTI2MTEyNzE2NDQ1N1oXDTI2MTEyODE2NDQ1N1ow
-JzEUMBIGA1UEAxQLxHJnZXIgIFJvb3QxDzANBgNVBAoTBlQ2MSBDbzBZMBMGByqG
-SM49AgEGCCqGSM49AwEHA0IABOI+B05MVNvr90okYLQAsGnqqJW06OcET+UlYqVZ
-xG2oUCd/NPI+gJFCuDcfhPkLA8AW23LgJNwe56UQtc/pM/EwCgYIKoZIzj0EAwID
-SAAwRQIgRP8z1gsMHmx3fkXb7ap0SKMUKEMjZI1x7rdeZavdBlECIQDPA9jOfHtG
-FU8+/qBFc5UmO5aYjzYwuaUI4VM9SkYW5A==
------END CERTIFICATE-----";
+    // The T61String certificate of the CA-bundle tests.
+    const CERT: &str = crate::effects::certs::tests::CERT_B;
 
     #[test]
     fn round_trips_sorted_and_deduplicated() {
