@@ -47,10 +47,10 @@ image: setup build
 	./target/release/slipway build $(RECIPE) -o $(OUT)/$(notdir $(RECIPE))
 
 # Tests. Under TCG a guest needs a core to itself, so the tests that boot QEMU run apart
-# from everything else and one at a time. Which test binaries boot is listed once, in
+# from everything else and one at a time. Which test modules boot is listed once, in
 # .config/nextest.toml (the test group `vm`).
 # - test-host: every cargo test that boots nothing, at full parallelism;
-# - test-vm: the test binaries in the group `vm`, one test at a time, then the qemu/
+# - test-vm: the test modules in the group `vm`, one test at a time, then the qemu/
 #   suite (`slipway test`);
 # - test: both, in that order.
 # Images are built once per content key into the fixture cache $(SLIPWAY_FIXTURES),
@@ -61,7 +61,7 @@ image: setup build
 NEXTEST = $(CARGO) nextest run --release --locked --workspace --no-fail-fast
 SLIPWAY_FIXTURES ?= $(abspath $(TARGET_DIR))/tmp/fixtures
 SLIPWAY_VM_LOCK ?= $(abspath $(TARGET_DIR))/vm.lock
-# The tests use the static binaries `make build` just made (tests/common::static_binary):
+# The tests use the static binaries `make build` just made (tests/it/common::static_binary):
 # left to build them itself, cargo run from inside a test sees another environment and
 # rebuilds the agent (rustls and ring, about 30 s), and the next `make agent` rebuilds it
 # back.

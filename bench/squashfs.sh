@@ -4,7 +4,7 @@
 # their ratios. mksquashfs runs with the host image's flags (zstd level 3, 128 KiB
 # blocks, -reproducible, SOURCE_DATE_EPOCH) on the tree staged once with its owners; the
 # "today's path" line times what the native writer replaces: staging + mksquashfs + pad.
-# The tree is assembled in-process from the shared package cache (tests/squashfs.rs,
+# The tree is assembled in-process from the shared package cache (tests/it/squashfs.rs,
 # bench_native_beside_mksquashfs).
 #
 #   bench/squashfs.sh
@@ -23,6 +23,6 @@ export SLIPWAY_INIT=${SLIPWAY_INIT:-$PWD/target/release/slipway-init}
 export SLIPWAY_AGENT=${SLIPWAY_AGENT:-$PWD/target/release/slipway-agent}
 [ -x "$SLIPWAY_AGENT" ] || { echo "bench/squashfs.sh: $SLIPWAY_AGENT not built (run make build)" >&2; exit 1; }
 echo "== containerd-host root: native squashfs writer beside mksquashfs (RUNS=$RUNS)"
-cargo test --release --locked --test squashfs -- --ignored --exact bench_native_beside_mksquashfs \
+cargo test --release --locked --test it -- --ignored --exact squashfs::bench_native_beside_mksquashfs \
   --nocapture > "$OUT/bench.log" 2>&1 || { cat "$OUT/bench.log" >&2; exit 1; }
 grep '^bench: ' "$OUT/bench.log" | sed 's/^bench: /   /' | tee "$OUT/result.txt"

@@ -2,7 +2,7 @@
 # Reads an `apt-get -s install ...` plan on stdin and refuses it, naming the packages, if
 # it would remove any (issue 15: installing bookworm's qemu-system-x86 once removed the
 # machine's backports qemu-utils, and with it qemu-img). Exit 0: no removal; exit 1: the
-# refusal is on stderr. Used by scripts/setup-host.sh; tested in tests/foundation.rs.
+# refusal is on stderr. Used by scripts/setup-host.sh; tested in tests/it/foundation.rs.
 set -euo pipefail
 plan=$(cat)
 removed=$(printf '%s\n' "$plan" | sed -n 's/^Remv \([^ ]*\).*/\1/p' | tr '\n' ' ')

@@ -1,5 +1,5 @@
 //! Named points in a build where the tests of the output transaction stop or fail it
-//! (tests/output_transaction.rs): `SLIPWAY_TEST_PAUSE=NAME` prints `slipway: paused at
+//! (tests/it/output_transaction.rs): `SLIPWAY_TEST_PAUSE=NAME` prints `slipway: paused at
 //! NAME` to stderr and sleeps there (for a test to send a signal at a known point);
 //! `SLIPWAY_TEST_FAIL=NAME` fails the build there, as a full disk would. Neither is set
 //! outside tests; unset, a point costs one environment lookup.

@@ -32,7 +32,7 @@ pub const INPUTS: &[&str] = &[
 /// depend on the host's kmod: kmod 33 and later (trixie) write `modules.weakdep`,
 /// bookworm's kmod 30 does not. Weak dependencies only guide initramfs generators
 /// (modprobe never loads them), and slipway builds its initramfs itself; a build in a
-/// trixie userland is checked against one on bookworm by tests/squashfs.rs.
+/// trixie userland is checked against one on bookworm by tests/it/squashfs.rs.
 pub const HOST_DEPENDENT: &[&str] = &["modules.weakdep"];
 
 /// The stage cache's kind for module indexes, and its format version.
@@ -124,7 +124,7 @@ fn kmod_files<'t>(tree: &'t Tree, version: &str) -> Result<Option<Vec<Staged<'t>
 /// The depmod that writes the index: the image's own (its kmod run through its own
 /// dynamic loader and libraries, staged in `staging` by [`kmod_files`]), so the index's
 /// bytes depend on the lock and not on the host's kmod, whose versions write different
-/// binary indexes (tests/squashfs.rs builds in a trixie userland and compares). The
+/// binary indexes (tests/it/squashfs.rs builds in a trixie userland and compares). The
 /// host's depmod is the fallback for an image without kmod.
 fn depmod_of(host: bool, staging: &Path, version: &str) -> Result<Tool> {
     let what = format!("regenerating the module index of kernel {version}");

@@ -5,7 +5,7 @@
 //! [`Request`]; produces a [`Resolution`] (the closure, sorted by name, with the
 //! archive coordinates the fetch stage needs). The walk mirrors apt's own
 //! (`apt-get install` with `APT::Install-Recommends=false` and an empty dpkg status),
-//! and `tests/resolver_oracle.rs` checks that against apt itself.
+//! and `tests/it/resolver_oracle.rs` checks that against apt itself.
 //!
 //! Module map: [`version`] (Debian version order), [`control`] (deb822 paragraphs),
 //! [`relation`] (relationship fields), [`index`] (the universe), `solver` (the walk).

@@ -1,5 +1,5 @@
 //! A stand-in for kubelet, kubeadm, kubectl and crictl in CI, where the real binaries
-//! cannot be downloaded. Built by tests/k8s_node.rs with rustc (static), served to the
+//! cannot be downloaded. Built by tests/it/k8s_node.rs with rustc (static), served to the
 //! build as the recipe's artifacts, and so installed by the real fetch, verify, lock and
 //! install path. It says plainly what it is. Asked for its version, it answers with the
 //! version the recipe pins (given when it is built: STANDIN_KUBERNETES_VERSION, and

@@ -1,5 +1,5 @@
 # probe.efi: a tiny UEFI application for the harness's firmware-level boot tests
-# (tests/harness_keys.rs assembles it with `as`, takes .text with `objcopy -O binary`
+# (tests/it/harness_keys.rs assembles it with `as`, takes .text with `objcopy -O binary`
 # and wraps it in a PE32+ header; all addressing is RIP-relative, so no relocations).
 #
 # It prints, on the firmware console (the serial port):
