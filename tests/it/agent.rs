@@ -5,7 +5,6 @@
 //! its master stands in for QEMU's chardev socket).
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use slipway::boot::agent::AgentClient;
 use std::fs::{self, File};

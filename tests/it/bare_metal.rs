@@ -19,7 +19,6 @@
 //! The first build is a fixture (`common::fixtures::build`), shared with the boot tests.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use std::fs;
 use std::path::{Path, PathBuf};

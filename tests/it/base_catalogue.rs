@@ -8,7 +8,6 @@
 //! arm64 builds run a program under qemu-aarch64-static. Host-only: no VM boots.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::docker::*;
 use crate::common::*;
 use std::collections::BTreeSet;

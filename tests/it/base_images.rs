@@ -6,7 +6,6 @@
 //! qemu-aarch64-static.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::docker::*;
 use crate::common::*;
 use serde_json::Value;

@@ -6,7 +6,6 @@
 //! the test's own (never the shared one, which other tests read).
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -23,7 +23,6 @@
 //! under a file lock, shared by the tests of this file.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use slipway::boot::qemu::{backing_format, prepare, VmSpec};
 use std::fs;

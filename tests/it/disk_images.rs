@@ -10,7 +10,6 @@
 //! suite and the Vm-API tests), which start the real UKI that way.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use slipway::tree::{Entry, Kind, Tree};
 use std::fs;

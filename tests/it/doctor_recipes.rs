@@ -3,7 +3,6 @@
 //! the last test, which is the CI check on today's date.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use std::path::Path;
 use std::process::Command;

@@ -8,7 +8,6 @@
 //! does not end within a few seconds fails the test instead of hanging it.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -2,7 +2,6 @@
 //! against Debian's archive through slipway's own apt state.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use std::fs;
 

@@ -17,7 +17,6 @@
 //!   before switch-root), and QEMU does not boot again.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use slipway::boot::qemu::{Vm, VmSpec};
 use std::fs;

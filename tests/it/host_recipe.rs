@@ -7,7 +7,6 @@
 //! recipe apart from [image] and [debian], and must build.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use std::fs;
 use std::path::{Path, PathBuf};

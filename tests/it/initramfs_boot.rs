@@ -20,7 +20,6 @@
 //! tests/it/host_image.rs.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use slipway::boot::qemu::{DirectKernel, Vm, VmSpec};
 use std::fs;

@@ -12,7 +12,6 @@
 //! modprobe-d) and bookworm (every kept module of the boot set modprobe-d).
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use slipway::boot::qemu::{DirectKernel, Vm, VmSpec};
 use slipway::kernel::{self, KernelInfo, Module, ModulePlan};

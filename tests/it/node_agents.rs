@@ -40,7 +40,6 @@
 //! Console logs: `$CARGO_TARGET_TMPDIR/node-agents/`.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use slipway::boot::agent::AgentClient;
 use slipway::boot::qemu::{GuestForward, HostForward, Vm, VmSpec};

@@ -8,8 +8,6 @@
 //! kubelet makes them.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

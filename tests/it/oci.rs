@@ -4,7 +4,6 @@
 //! input that must leave the previous good output untouched.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,6 @@
 //! point.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

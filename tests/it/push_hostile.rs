@@ -4,8 +4,6 @@
 //! request, and one that accepts connections and never answers.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
-
 use crate::common::{bin, text};
 use flate2::write::GzEncoder;
 use serde_json::{json, Value};

@@ -20,8 +20,6 @@
 //! built); most of it A's push of the 272 MB disk and the base/python builds.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
-
 use crate::common::registry::Registry;
 use crate::common::{bin, fixtures, free_port, shared_cache, text};
 use serde_json::Value;

@@ -2,7 +2,6 @@
 //! maintainer scripts, reproducible tar output, and hostile packages refused.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
 use crate::common::*;
 use std::fs;
 use std::path::Path;
