@@ -334,8 +334,12 @@ fn prepare_and_run(
     m.set_drives(drives);
     let result = (|| {
         m.start().map_err(|e| ("starting the VM".to_string(), e))?;
-        for s in &def.steps {
-            m.run(s).map_err(|e| (s.name.clone(), e))?;
+        let mut times = StepTimes::create(dir);
+        for (i, s) in def.steps.iter().enumerate() {
+            let t0 = Instant::now();
+            let r = m.run(s);
+            times.record(i, &s.name, t0.elapsed().as_secs_f64(), r.is_ok());
+            r.map_err(|e| (s.name.clone(), e))?;
         }
         if let Some(n) = def.expect_reboots {
             m.check_reboots(n)
@@ -350,6 +354,34 @@ fn prepare_and_run(
         message: format!("{step}: {e:#}"),
         tail: m.tail(TAIL_LINES),
     })
+}
+
+/// `OUTPUT/<test>/steps.tsv`: each step's index, wall seconds, result and name, written as
+/// each step ends, so a slow or hung test shows where its time went. Best effort: a
+/// file that cannot be written costs the timings, never the test.
+struct StepTimes(Option<std::fs::File>);
+
+impl StepTimes {
+    fn create(dir: &Path) -> Self {
+        let f = std::fs::File::create(dir.join("steps.tsv")).ok();
+        let mut t = StepTimes(f);
+        t.write("step\tseconds\tresult\tname\n");
+        t
+    }
+
+    fn record(&mut self, index: usize, name: &str, secs: f64, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.write(&format!("{index}\t{secs:.1}\t{result}\t{name}\n"));
+    }
+
+    fn write(&mut self, line: &str) {
+        use std::io::Write;
+        if let Some(f) = &mut self.0 {
+            if f.write_all(line.as_bytes()).is_err() {
+                self.0 = None;
+            }
+        }
+    }
 }
 
 /// Runs `defs` (at most `opts.jobs` at once), printing a line as each ends.

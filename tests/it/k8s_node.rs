@@ -22,7 +22,7 @@
 //! path. Then, in the built disk (the squashfs root read with unsquashfs): Debian's
 //! containerd and runc are not installed, the binaries are at /usr/bin with mode 0755
 //! and are the served bytes, containerd's unit is slipway's and enabled, and its
-//! configuration is version 3. And in two boots (`slipway test`): multi-user with no
+//! configuration is version 3. And in one boot (`slipway test`): multi-user with no
 //! failed unit; containerd 2.x with that configuration (its CRI images and runtime
 //! plugins loaded); the pause image (base/pause.toml, catatonit) imported by
 //! slipway-preload-images.service and pinned by the CRI plugin as the sandbox image; the
@@ -33,8 +33,10 @@
 //! running the kubeadm artifact with it; `slipway-node check` passing, and failing when
 //! port 10250 is taken and when br_netfilter is unloaded; pods run through containerd's
 //! CRI socket by `slipway-node cri run` (the calls kubelet makes), on the node's network
-//! and on the CNI bridge. Then a reboot: the join unit is skipped (the stand-in kubeadm
-//! wrote kubelet.conf, as a successful join does) and kubeadm ran once in the two boots.
+//! and on the CNI bridge. Then the join unit is started again, as the next boot starts
+//! it: it is skipped (the stand-in kubeadm wrote kubelet.conf, as a successful join
+//! does) and kubeadm ran once. (That took a reboot, 30 s of CI, until the suite was
+//! trimmed; what survives a reboot is proven by node_agents' clean reboot.)
 #![allow(clippy::unwrap_used)]
 
 use crate::common;
@@ -304,8 +306,8 @@ fn check_built_disk(built: &Path, work: &Path, containerd: &[u8], runc: &[u8]) {
     );
 }
 
-/// The `slipway test` definition: provisioning with a `[kubernetes]` section, the steps
-/// of the first boot, a reboot and the steps of the second; the stand-ins report
+/// The `slipway test` definition: provisioning with a `[kubernetes]` section and the
+/// steps of its one boot; the stand-ins report
 /// Kubernetes `kube` and crictl `crictl`.
 fn definition(kube: &str, crictl: &str) -> String {
     DEFINITION
@@ -499,20 +501,15 @@ succeed = ["slipway-node", "cri", "run", "--pod-network", "--name", "netpod", "-
 expect-regex = 'inet \d+\.\d+\.\d+\.\d+/'
 
 [[step]]
-name = "after a reboot the join does not run again (kubelet.conf exists)"
-reboot = true
-
-[[step]]
-succeed = ["systemctl", "is-system-running", "--wait"]
-expect-regex = "^running"
-timeout = 300
+name = "started again, as every boot starts it, the join is skipped: kubelet.conf exists"
+succeed = ["systemctl", "restart", "slipway-kubeadm-join.service"]
 
 [[step]]
 succeed = ["systemctl", "show", "--property=ConditionResult", "--property=ActiveState", "slipway-kubeadm-join.service"]
 expect-regex = '(?s)ConditionResult=no.*ActiveState=inactive|(?s)ActiveState=inactive.*ConditionResult=no'
 
 [[step]]
-name = "kubeadm join ran once in two boots"
+name = "kubeadm join ran once"
 read-file = "/var/lib/slipway-test/kubeadm-join.count"
 expect-regex = '\Ajoin\n\z'
 "#;

@@ -19,16 +19,18 @@
 //!    still arrive; documents it is too busy for (429) are sent again; with the endpoint
 //!    down (503) and back, none is lost. The test agent serves the same boot after the
 //!    host disconnects and connects again (`reconnect`). Then `systemctl reboot`.
+//!    Boot 1 is a first boot (`ConditionFirstBoot`) and writes a marker into /var.
 //! 2. After the clean reboot, as an EC2 instance (QEMU's `-smbios` sets the DMI
 //!    manufacturer `Amazon EC2`) with a tenant's `SLIPWAY`-labelled disk attached whose
 //!    config would rename the node: the agent decides platform `aws`, ignores the disk
-//!    and says so, and takes its config from IMDS only. The host name persists and no
-//!    line is sent twice. With the endpoint down, more lines are logged; then a hard
+//!    and says so, and takes its config from IMDS only, applied already, not again. The
+//!    host name (/etc), the marker (/var) and the machine-id persist (not a first boot),
+//!    and no line is sent twice. With the endpoint down, more lines are logged; then a hard
 //!    reset (QMP `system_reset`).
 //! 3. The machine comes back with an OpenStack config drive attached (iso9660, label
 //!    `config-2`, as Nova writes it): the drive's config wins over the metadata service,
-//!    which sees no request, and applies (host name, key, the same shipper); the lines
-//!    logged before the reset are delivered (none lost).
+//!    which sees no request, and applies (host name, key, the same shipper); the marker
+//!    is still in /var and the lines logged before the reset are delivered (none lost).
 //!
 //! Every boot waits for the readiness marker (`slipway-ready (`, agent/src/ready.rs) and
 //! ends with the kola-strict console check. What the protocols of the other clouds
@@ -179,6 +181,29 @@ fn assert_running(a: &mut AgentClient, vm: &Vm, name: &str) {
             vm.tail(40)
         );
     }
+}
+
+/// The marker file boot 1 writes into /var, read back after the clean reboot and after
+/// the hard reset (was qemu/smoke.toml's persistence part).
+const MARKER: &str = "/var/lib/slipway-test/data.txt";
+const MARKER_TEXT: &[u8] = b"written in the first boot\n";
+
+/// `ConditionFirstBoot` as systemd decided it this boot: "yes" on the first boot only,
+/// "no" once the machine-id persisted on /etc's overlay.
+fn first_boot_condition(a: &mut AgentClient) -> String {
+    let out = succeed(
+        a,
+        &[
+            "systemctl",
+            "show",
+            "--property=ConditionResult",
+            "first-boot-complete.target",
+        ],
+        None,
+    );
+    out.trim()
+        .trim_start_matches("ConditionResult=")
+        .to_string()
 }
 
 /// Polls `f` every half second until it holds or `timeout` passes.
@@ -766,6 +791,15 @@ fn assert_ignores_the_tenant_disk(vm: &Vm) {
         "{}",
         vm.tail(40)
     );
+    // The same user-data as boot 1: applied once, not again.
+    assert!(
+        c.lines().any(
+            |l| l.contains("slipway-provision: config from aws imdsv2 (sha256 ")
+                && l.contains(") already applied; this boot: ")
+        ),
+        "the config was not said to be applied already:\n{}",
+        vm.tail(40)
+    );
 }
 
 // --- the test --------------------------------------------------------------------------
@@ -849,6 +883,13 @@ fn first_boot(node: &Node) -> Vec<String> {
         vm.tail(40)
     );
     assert_running(&mut a, &vm, "aws-boot1");
+    assert_eq!(
+        first_boot_condition(&mut a),
+        "yes",
+        "boot 1 is a first boot"
+    );
+    succeed(&mut a, &["mkdir", "-p", "/var/lib/slipway-test"], None);
+    a.write_file(MARKER, 0o644, MARKER_TEXT).unwrap();
     assert_metrics(&vm, node.metrics, "aws-boot1");
     let mut a = reconnect(a, &vm);
     let delivered = ship(&node.bulk, &mut a, &vm);
@@ -948,6 +989,16 @@ fn clean_reboot(node: &Node, dir: &Path, mut delivered: Vec<String>) -> BeforeRe
         "aws-node-7"
     );
     assert_eq!(read(&mut a, "/etc/hostname").trim(), "aws-node-7");
+    assert_eq!(
+        read(&mut a, MARKER).as_bytes(),
+        MARKER_TEXT,
+        "{MARKER} after the reboot"
+    );
+    assert_eq!(
+        first_boot_condition(&mut a),
+        "no",
+        "the machine-id did not persist: boot 2 is a first boot again"
+    );
     assert_ignores_the_tenant_disk(&vm);
     assert!(
         node.meta.requests()[asked..]
@@ -1013,6 +1064,11 @@ fn after_reset_with_a_config_drive(node: &Node, dir: &Path, before: &BeforeReset
         "the reset did not start a new boot"
     );
     assert_config_drive(&mut a, &vm, "os-iso-1", &key);
+    assert_eq!(
+        read(&mut a, MARKER).as_bytes(),
+        MARKER_TEXT,
+        "{MARKER} after the reset"
+    );
     let reqs = node.meta.requests();
     assert_eq!(
         reqs.len(),
