@@ -281,8 +281,8 @@ fn under_qemu(root: &Path, exe: &str, args: &[&str]) -> String {
 }
 
 /// The images with programs of their own, built for arm64, each running one of them
-/// under qemu-aarch64-static: busybox's shell, python with flask, cc's loader resolving
-/// libstdc++, node, and the JRE (issue 25 adds cc, nodejs and java). One test, so that
+/// under qemu-aarch64-static: busybox's shell, python with an extension module, cc's
+/// loader resolving libstdc++, node, and the JRE (issue 25 adds cc, nodejs and java). One test, so that
 /// the arm64 builds share one package cache and run one after the other.
 #[test]
 fn arm64_images_run_under_qemu_user() {
@@ -335,13 +335,15 @@ fn arm64_images_run_under_qemu_user() {
         "{list}"
     );
 
+    // node: `-v` after the loader has mapped libnode and every library it needs (from the
+    // image, for arm64). Running JavaScript would start V8 under emulation, 12 s for
+    // what the amd64 test's HTTP server already shows.
     let node = arm64_build("nodejs", "dir", d.path()).join("rootfs");
-    let said = under_qemu(
-        &node,
-        "usr/bin/node",
-        &["-e", "console.log(process.arch, 6 * 7)"],
+    let said = under_qemu(&node, "usr/bin/node", &["-v"]);
+    assert!(
+        said.starts_with("v20.") && said.lines().count() == 1,
+        "{said}"
     );
-    assert_eq!(said.trim(), "arm64 42");
 
     // java: the JRE itself (the /usr/bin/java alternative's link is absolute, so it is
     // resolved inside the image here). -Xint: the interpreter alone starts faster under
