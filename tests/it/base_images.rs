@@ -282,8 +282,9 @@ fn under_qemu(root: &Path, exe: &str, args: &[&str]) -> String {
 
 /// The images with programs of their own, built for arm64, each running one of them
 /// under qemu-aarch64-static: busybox's shell, python with an extension module, cc's
-/// loader resolving libstdc++, node, and the JRE (issue 25 adds cc, nodejs and java). One test, so that
-/// the arm64 builds share one package cache and run one after the other.
+/// loader resolving libstdc++, node, and the JRE (issue 25 adds cc, nodejs and java).
+/// One test, so that the arm64 builds share one package cache and run one after the
+/// other.
 #[test]
 fn arm64_images_run_under_qemu_user() {
     let d = tempfile::tempdir().unwrap();
