@@ -124,10 +124,11 @@ pub fn oci_tools_accept_tag(out: &Path, tag: &str) {
 /// on, offline, and asserts the manifest digest and the `image.tar` bytes of `first`,
 /// the same recipe's build from the tests' shared cache.
 ///
-/// The packages reach `cache_b` through `slipway vendor` (from the shared cache, into
-/// `vendor`) and `build --vendor`: each .deb is hashed against the lock on its way in,
-/// then decoded, assembled and written afresh in `cache_b`. Downloading them again would
-/// only prove the mirror serves the locked bytes, which the sha256 check already proves;
+/// The packages reach `cache_b` through `slipway vendor` from the shared cache (which
+/// fetches only what it lacks: `slipway test` may have built the fixture from another
+/// cache) and `build --vendor`: each .deb is hashed against the lock on its way in, then
+/// decoded, assembled and written afresh in `cache_b`. Downloading them again would only
+/// prove that the mirror serves the locked bytes, which the sha256 check already proves;
 /// it cost the catalogue's repeat test most of its time.
 pub fn repeats(recipe: &Path, first: &Path, cache_b: &Path, vendor: &Path, out: &Path) {
     let name = recipe.display();
@@ -135,7 +136,6 @@ pub fn repeats(recipe: &Path, first: &Path, cache_b: &Path, vendor: &Path, out: 
         &super::shared_cache(),
         &[
             "--quiet",
-            "--offline",
             "vendor",
             &recipe.to_string_lossy(),
             &vendor.to_string_lossy(),
