@@ -174,7 +174,10 @@ fn iso_installs_onto_the_named_4kn_disk_and_the_installed_disk_boots_itself() {
     let b_bytes = fs::File::open(&b).unwrap();
     let mut head = [0u8; 8];
     std::os::unix::fs::FileExt::read_exact_at(&b_bytes, &mut head, 4096).unwrap();
-    assert_eq!(&head, b"EFI PART", "the named disk has no GPT at LBA 1 of 4096 bytes");
+    assert_eq!(
+        &head, b"EFI PART",
+        "the named disk has no GPT at LBA 1 of 4096 bytes"
+    );
 
     // The installed disk boots itself, with the ISO and a raw copy of the image attached.
     let copy = d.path().join("copy.raw");

@@ -219,14 +219,24 @@ fn check_extents(bytes: &[u8], f: &serde_json::Value, name: &str) {
             e[1].as_u64().unwrap() as usize,
         );
         assert!(off >= at && off % 4096 == 0, "{name}: extent {e}");
-        assert!(bytes[at..off].iter().all(|b| *b == 0), "{name}: data before {off}");
+        assert!(
+            bytes[at..off].iter().all(|b| *b == 0),
+            "{name}: data before {off}"
+        );
         data.extend_from_slice(&bytes[off..off + len]);
         at = off + len;
     }
-    assert!(bytes[at..].iter().all(|b| *b == 0), "{name}: data after {at}");
+    assert!(
+        bytes[at..].iter().all(|b| *b == 0),
+        "{name}: data after {at}"
+    );
     assert_eq!(sha(&data), f["data-sha256"].as_str().unwrap(), "{name}");
     if name == "VAR.IMG" {
-        assert!(data.len() * 8 < bytes.len(), "{name}: {} data bytes", data.len());
+        assert!(
+            data.len() * 8 < bytes.len(),
+            "{name}: {} data bytes",
+            data.len()
+        );
     }
 }
 

@@ -345,8 +345,16 @@ pub(crate) mod tests {
                 "\"size\": 3000000",
                 "larger than the partition",
             ),
-            ("[4194304, 131072]", "[4194304, 8388608]", "passes the file's end"),
-            ("[4194304, 131072]", "[4194308, 131072]", "not 4096-byte aligned"),
+            (
+                "[4194304, 131072]",
+                "[4194304, 8388608]",
+                "passes the file's end",
+            ),
+            (
+                "[4194304, 131072]",
+                "[4194308, 131072]",
+                "not 4096-byte aligned",
+            ),
             ("[4194304, 131072]", "[4096, 4096]", "overlaps"),
             ("\"data-sha256\"", "\"data-sha\"", "data-sha256: missing"),
         ] {

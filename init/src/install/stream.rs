@@ -235,7 +235,11 @@ mod tests {
         let disk_path = dir.join("disk");
         // A used disk: stale bytes everywhere.
         std::fs::write(&disk_path, vec![0xaau8; 6 * CHUNK]).unwrap();
-        let disk = File::options().read(true).write(true).open(&disk_path).unwrap();
+        let disk = File::options()
+            .read(true)
+            .write(true)
+            .open(&disk_path)
+            .unwrap();
         let ext = [(0u64, 4096u64), (2 * CHUNK as u64, 8192)];
         let mut picked = data[..4096].to_vec();
         picked.extend_from_slice(&data[2 * CHUNK..2 * CHUNK + 8192]);
@@ -249,11 +253,20 @@ mod tests {
         copy(&src, &disk, CHUNK as u64, 5 * CHUNK as u64, &want).unwrap();
         read_back(&disk, CHUNK as u64, &want).unwrap();
         let all = std::fs::read(&disk_path).unwrap();
-        assert!(all[CHUNK..5 * CHUNK] == data[..], "the file's range is the file");
-        assert!(all[..CHUNK].iter().all(|&b| b == 0xaa), "before it untouched");
+        assert!(
+            all[CHUNK..5 * CHUNK] == data[..],
+            "the file's range is the file"
+        );
+        assert!(
+            all[..CHUNK].iter().all(|&b| b == 0xaa),
+            "before it untouched"
+        );
         // A changed extent byte on the disk is caught; a changed gap byte is not read.
-        disk.write_all_at(b"X", CHUNK as u64 + 2 * CHUNK as u64 + 100).unwrap();
-        assert!(read_back(&disk, CHUNK as u64, &want).unwrap_err().contains("did not keep"));
+        disk.write_all_at(b"X", CHUNK as u64 + 2 * CHUNK as u64 + 100)
+            .unwrap();
+        assert!(read_back(&disk, CHUNK as u64, &want)
+            .unwrap_err()
+            .contains("did not keep"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,7 +8,7 @@
 //! Each file also lists its data extents (the 64 KiB pieces that are not all zeros,
 //! merged into runs) with the sha256 of those bytes in order: the installer reads,
 //! writes and reads back only the extents and zeroes the rest, so an empty /var or the
-//! ESP's empty tail costs no copying under TCG (decision 0038).
+//! ESP's empty tail costs no copying under TCG (docs/bare-metal.md).
 
 use crate::output::PartitionInfo;
 use anyhow::{bail, Context, Result};
