@@ -13,6 +13,7 @@ mod common;
 mod adversarial;
 mod agent;
 mod bare_metal;
+mod bare_metal_host;
 mod base_catalogue;
 mod base_images;
 mod base_recipes;

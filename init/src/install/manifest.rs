@@ -2,7 +2,9 @@
 //! write in disk order, each with its type, name, UUID (root and verity: the halves of
 //! the root hash; ESP and var get fresh ones at install), partition size and the file(s)
 //! holding its contents: one file, or one per logical block size (the ESP: a FAT made
-//! for 512- or 4096-byte sectors).
+//! for 512- or 4096-byte sectors). Each file's data extents (`data`, with their sha256
+//! `data-sha256`) say which bytes to copy; the rest of the file is zeros. Without them
+//! the whole file is one extent.
 
 use slipway_common::guid::Guid;
 use slipway_common::json::{self, Value};
@@ -35,8 +37,13 @@ pub struct FileRef {
     pub path: String,
     /// Bytes.
     pub size: u64,
-    /// Lower-case hex SHA-256.
+    /// Lower-case hex SHA-256 of the whole file.
     pub sha256: String,
+    /// The data extents `(offset, length)`: sorted, apart, 4096-byte aligned (the last
+    /// may end at the file's end); every other byte of the file is zero.
+    pub data: Vec<(u64, u64)>,
+    /// Lower-case hex SHA-256 of the extents' bytes, in order.
+    pub data_sha256: String,
 }
 
 /// One partition to write.
@@ -95,6 +102,14 @@ fn u64_at(v: &Value, key: &str, at: &str) -> Result<u64, String> {
     }
 }
 
+fn sha_at(v: &Value, key: &str, at: &str) -> Result<String, String> {
+    let s = str_at(v, key, at)?.to_ascii_lowercase();
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("install.json: {at}{key}: expected 64 hex digits"));
+    }
+    Ok(s)
+}
+
 fn file_ref(v: &Value, at: &str) -> Result<FileRef, String> {
     let path = str_at(v, "path", at)?;
     if path.is_empty() || path.contains('/') || path.starts_with('.') {
@@ -102,15 +117,53 @@ fn file_ref(v: &Value, at: &str) -> Result<FileRef, String> {
             "install.json: {at}path: {path:?} is not a file name in /slipway/"
         ));
     }
-    let sha256 = str_at(v, "sha256", at)?.to_ascii_lowercase();
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("install.json: {at}sha256: expected 64 hex digits"));
-    }
+    let sha256 = sha_at(v, "sha256", at)?;
+    let size = u64_at(v, "size", at)?;
+    let (data, data_sha256) = match v.get("data") {
+        None => (vec![(0, size)], sha256.clone()),
+        Some(d) => (extents(d, size, at)?, sha_at(v, "data-sha256", at)?),
+    };
     Ok(FileRef {
         path: path.to_string(),
-        size: u64_at(v, "size", at)?,
+        size,
         sha256,
+        data,
+        data_sha256,
     })
+}
+
+/// `data`: `[[offset, length], ...]`, checked against the file's `size`.
+fn extents(d: &Value, size: u64, at: &str) -> Result<Vec<(u64, u64)>, String> {
+    let bad = |why: &str| format!("install.json: {at}data: {why}");
+    let Value::Array(items) = d else {
+        return Err(bad("expected an array of [offset, length]"));
+    };
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for e in items {
+        let n = |v: Option<&Value>| match v {
+            Some(Value::Number(n)) => n.parse::<u64>().ok(),
+            _ => None,
+        };
+        let (off, len) = match e {
+            Value::Array(p) if p.len() == 2 => (n(p.first()), n(p.get(1))),
+            _ => (None, None),
+        };
+        let (Some(off), Some(len)) = (off, len) else {
+            return Err(bad("expected an array of [offset, length]"));
+        };
+        let end = off.checked_add(len).filter(|e| *e <= size);
+        let after = out.last().map_or(0, |(o, l)| o + l);
+        if len == 0 || end.is_none() || off < after {
+            return Err(bad(&format!(
+                "[{off}, {len}] is empty, overlaps or passes the file's end ({size} bytes)"
+            )));
+        }
+        if off % 4096 != 0 || (len % 4096 != 0 && off + len != size) {
+            return Err(bad(&format!("[{off}, {len}] is not 4096-byte aligned")));
+        }
+        out.push((off, len));
+    }
+    Ok(out)
 }
 
 fn part(p: &Value, i: usize) -> Result<Part, String> {
@@ -228,7 +281,8 @@ pub(crate) mod tests {
                 "uuid": "22222222-2222-2222-2222-222222222222", "size": 1048576,
                 "file": {{"path": "verity.img", "size": 65536, "sha256": "{d}"}}}},
               {{"role": "var", "type-guid": "4d21b016-b534-45c2-a9fb-5c16e091fd2d", "name": "var", "size": 8388608,
-                "file": {{"path": "var.img", "size": 8388608, "sha256": "{e}"}}}}
+                "file": {{"path": "var.img", "size": 8388608, "sha256": "{e}",
+                          "data": [[0, 65536], [4194304, 131072]], "data-sha256": "{d}"}}}}
             ]}}"#,
             root = h('f'),
             a = h('a'),
@@ -253,6 +307,13 @@ pub(crate) mod tests {
             "11111111-1111-1111-1111-111111111111"
         );
         assert_eq!(m.partitions[0].uuid, None);
+        let var = m.partitions[3].file(512).unwrap();
+        assert_eq!(var.data, [(0, 65536), (4194304, 131072)]);
+        assert_eq!(var.data_sha256, "d".repeat(64));
+        // Without extents, the whole file is one.
+        let root = m.partitions[1].file(512).unwrap();
+        assert_eq!(root.data, [(0, 2000000)]);
+        assert_eq!(root.data_sha256, root.sha256);
     }
 
     #[test]
@@ -284,6 +345,18 @@ pub(crate) mod tests {
                 "\"size\": 3000000",
                 "larger than the partition",
             ),
+            (
+                "[4194304, 131072]",
+                "[4194304, 8388608]",
+                "passes the file's end",
+            ),
+            (
+                "[4194304, 131072]",
+                "[4194308, 131072]",
+                "not 4096-byte aligned",
+            ),
+            ("[4194304, 131072]", "[4096, 4096]", "overlaps"),
+            ("\"data-sha256\"", "\"data-sha\"", "data-sha256: missing"),
         ] {
             let e = parse(s.replacen(from, to, 1).as_bytes()).unwrap_err();
             assert!(e.contains(want), "{from}: {e}");

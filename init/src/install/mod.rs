@@ -244,9 +244,13 @@ fn write_disk(dev: &str, d: &target::BlockInfo, plan: &layout::Plan) -> Res<()> 
         )
         .at(STEP, &subject)?;
         stream::read_back(&f, p.offset(), &w.file).at("install-verify", &subject)?;
+        let data: u64 = w.file.data.iter().map(|(_, n)| n).sum();
         console::say(&format!(
-            "checked {}: sha256 {} as written and as read back",
-            w.file.path, w.file.sha256
+            "checked {}: {data} data bytes in {} extents, sha256 {} as written and as read back; the other {} bytes zeroed",
+            w.file.path,
+            w.file.data.len(),
+            w.file.data_sha256,
+            w.file.size - data
         ));
     }
     let t = &plan.table;

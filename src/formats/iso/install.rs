@@ -4,11 +4,19 @@
 //! name, size and the file (or, for the ESP, one file per logical block size) that fills
 //! it, with the file's size and sha256. Root and verity keep the UUIDs derived from the
 //! root hash; the ESP and /var get fresh ones at install, so they carry none.
+//!
+//! Each file also lists its data extents (the 64 KiB pieces that are not all zeros,
+//! merged into runs) with the sha256 of those bytes in order: the installer reads,
+//! writes and reads back only the extents and zeroes the rest, so an empty /var or the
+//! ESP's empty tail costs no copying under TCG (docs/bare-metal.md).
 
 use crate::output::PartitionInfo;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
 
 /// The schema's version.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -54,13 +62,69 @@ pub struct Part {
 
 /// A payload file in `/slipway/`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
 pub struct FileRef {
     /// Its name in `/slipway/`.
     pub path: String,
     /// Bytes.
     pub size: u64,
-    /// sha256 (hex).
+    /// sha256 (hex) of the whole file.
     pub sha256: String,
+    /// The data extents, `[offset, length]` in bytes, sorted, each a multiple of
+    /// [`EXTENT`] from a multiple of it (the last may end at the file's end); the rest
+    /// of the file is zeros.
+    pub data: Vec<[u64; 2]>,
+    /// sha256 (hex) of the extents' bytes, in order.
+    pub data_sha256: String,
+}
+
+/// The granularity of data extents.
+pub const EXTENT: usize = 64 << 10;
+
+/// The [`FileRef`] of `path` (named `name` in `/slipway/`): size, sha256, data extents
+/// and their sha256, in one read.
+pub fn file_ref(path: &Path, name: &str) -> Result<FileRef> {
+    let what = || format!("reading {}", path.display());
+    let mut f = std::fs::File::open(path).with_context(what)?;
+    let (mut all, mut data) = (Sha256::new(), Sha256::new());
+    let mut extents: Vec<[u64; 2]> = Vec::new();
+    let mut buf = vec![0u8; EXTENT];
+    let mut at = 0u64;
+    loop {
+        let n = read_full(&mut f, &mut buf).with_context(what)?;
+        if n == 0 {
+            break;
+        }
+        let piece = &buf[..n];
+        all.update(piece);
+        if piece.iter().any(|b| *b != 0) {
+            data.update(piece);
+            match extents.last_mut() {
+                Some(e) if e[0] + e[1] == at => e[1] += n as u64,
+                _ => extents.push([at, n as u64]),
+            }
+        }
+        at += n as u64;
+    }
+    Ok(FileRef {
+        path: name.to_string(),
+        size: at,
+        sha256: crate::io::hash::hex(&all.finalize()),
+        data: extents,
+        data_sha256: crate::io::hash::hex(&data.finalize()),
+    })
+}
+
+/// Fills `buf` unless the file ends first; returns the bytes read.
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// The role of each of the disk's four partitions, in table order.
@@ -135,7 +199,35 @@ mod tests {
             path: path.into(),
             size,
             sha256: "00".repeat(32),
+            data: vec![[0, size]],
+            data_sha256: "00".repeat(32),
         }
+    }
+
+    #[test]
+    fn extents_skip_zero_pieces_and_hash_the_rest() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("var.img");
+        // data, two zero pieces, data, one zero piece, a short data tail.
+        let mut bytes = vec![0u8; 6 * EXTENT + 100];
+        bytes[5] = 1;
+        bytes[3 * EXTENT + 7] = 2;
+        bytes[3 * EXTENT + EXTENT - 1] = 3;
+        bytes[6 * EXTENT + 99] = 4;
+        std::fs::write(&p, &bytes).unwrap();
+        let r = file_ref(&p, "var.img").unwrap();
+        let e = EXTENT as u64;
+        assert_eq!(r.size, bytes.len() as u64);
+        assert_eq!(r.data, [[0, e], [3 * e, e], [6 * e, 100]]);
+        assert_eq!(r.sha256, crate::io::hash::sha256_hex(&bytes));
+        let mut data = bytes[..EXTENT].to_vec();
+        data.extend_from_slice(&bytes[3 * EXTENT..4 * EXTENT]);
+        data.extend_from_slice(&bytes[6 * EXTENT..]);
+        assert_eq!(r.data_sha256, crate::io::hash::sha256_hex(&data));
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["data-sha256"], r.data_sha256.as_str());
+        std::fs::write(&p, vec![0u8; 3 * EXTENT]).unwrap();
+        assert!(file_ref(&p, "var.img").unwrap().data.is_empty());
     }
 
     #[test]

@@ -112,12 +112,7 @@ pub fn extract(raw: &Path, p: &PartitionInfo, dest: &Path) -> Result<()> {
 }
 
 fn file_ref(dir: &Path, name: &str) -> Result<install::FileRef> {
-    let (sha256, size) = crate::io::hash::sha256_file(&dir.join(name))?;
-    Ok(install::FileRef {
-        path: name.to_string(),
-        size,
-        sha256,
-    })
+    install::file_ref(&dir.join(name), name)
 }
 
 /// Writes the payload directory's files into `dir`; returns their names in the
