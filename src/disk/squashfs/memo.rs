@@ -7,8 +7,9 @@
 //! compression would. The file holds a header naming those, then one record per block
 //! (digest, stored-as-is flag, length, bytes), then the sha256 of all that: a memo that
 //! does not match its header or its digest (torn, damaged, another binary) is ignored,
-//! never trusted. It is rewritten after each build with the blocks that build used, so
-//! it does not grow; it is a cache only (no fsync: a torn one is ignored).
+//! never trusted. It is rewritten with the blocks a build used when that build
+//! compressed more than a few of them (so it does not grow, and a one-file rebuild does
+//! not rewrite 60 MB); it is a cache only (no fsync: a torn one is ignored).
 
 use super::compress::Packed;
 use anyhow::{Context, Result};
@@ -24,6 +25,16 @@ pub type BlockDigest = [u8; 32];
 /// is stored as is (its bytes are its content).
 type Place = Option<(usize, usize)>;
 
+/// Where a block of this build is for the next memo: in the loaded memo, stored as is,
+/// or compressed now.
+enum Kept {
+    Loaded(Place),
+    Fresh(Vec<u8>),
+}
+
+/// A memo saves this build's blocks when more than one in this many was compressed.
+const RESAVE: u64 = 32;
+
 /// The blocks of the previous build, and those of this one as they are written.
 pub struct Memo {
     path: PathBuf,
@@ -31,7 +42,7 @@ pub struct Memo {
     loaded: Vec<u8>,
     known: HashMap<BlockDigest, Place>,
     /// This build's blocks, in the order written: the next memo.
-    next: Vec<u8>,
+    next: Vec<(BlockDigest, Kept)>,
     /// Digests already in `next`.
     in_next: std::collections::HashSet<BlockDigest>,
     /// Blocks found in the memo.
@@ -65,7 +76,6 @@ impl Memo {
                 m.loaded = bytes;
             }
         }
-        m.next.extend_from_slice(&m.header);
         Ok(m)
     }
 
@@ -84,27 +94,41 @@ impl Memo {
         if !self.in_next.insert(*digest) {
             return;
         }
-        self.next.extend_from_slice(digest);
-        let bytes: &[u8] = if p.is_compressed() { p.bytes() } else { &[] };
-        self.next.push(u8::from(!p.is_compressed()));
-        self.next
-            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        self.next.extend_from_slice(bytes);
+        let kept = match (self.known.get(digest), p.is_compressed()) {
+            (Some(place), _) => Kept::Loaded(*place),
+            (None, true) => Kept::Fresh(p.bytes().to_vec()),
+            (None, false) => Kept::Loaded(None),
+        };
+        self.next.push((*digest, kept));
     }
 
-    /// Replaces the memo with this build's blocks, unless nothing new was compressed.
-    pub fn save(mut self) -> Result<()> {
-        if self.misses.load(Ordering::Relaxed) == 0 {
+    /// Replaces the memo with this build's blocks, unless (almost) all of them came from
+    /// it.
+    pub fn save(self) -> Result<()> {
+        let misses = self.misses.load(Ordering::Relaxed);
+        if misses == 0 || misses * RESAVE < self.hits.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let sum = Sha256::digest(&self.next);
-        self.next.extend_from_slice(&sum);
+        let mut out = self.header.clone();
+        for (d, kept) in &self.next {
+            let bytes = match kept {
+                Kept::Loaded(Some((at, len))) => &self.loaded[*at..*at + *len],
+                Kept::Fresh(b) => &b[..],
+                Kept::Loaded(None) => &[][..],
+            };
+            out.extend_from_slice(d);
+            out.push(u8::from(matches!(kept, Kept::Loaded(None))));
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
+        let sum = Sha256::digest(&out);
+        out.extend_from_slice(&sum);
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let tmp = self
             .path
             .with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, &self.next).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::write(&tmp, &out).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &self.path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), self.path.display()))
     }
