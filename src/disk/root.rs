@@ -149,8 +149,8 @@ fn fs_uuid(r: &Recipe, epoch: u64) -> [u8; 16] {
 /// sha256 `content` (the writer's, not hashed again).
 fn verity_of(root: &[u8], content: &[u8]) -> Result<crate::disk::verity::Verity> {
     use crate::disk::image::derive;
-    let salt = derive(&[b"slipway-verity-salt", &content]);
-    let vuuid = derive(&[b"slipway-verity-uuid", &content]);
+    let salt = derive(&[b"slipway-verity-salt", content]);
+    let vuuid = derive(&[b"slipway-verity-uuid", content]);
     let mut vuuid16 = [0u8; 16];
     vuuid16.copy_from_slice(&vuuid[..16]);
     crate::disk::verity::format(root, &salt, &vuuid16)
