@@ -408,15 +408,17 @@ impl Tree {
 /// and extended attributes.
 pub fn digest<'a>(entries: impl IntoIterator<Item = (&'a String, &'a Entry)>) -> String {
     use sha2::{Digest, Sha256};
+    let entries: Vec<(&String, &Entry)> = entries.into_iter().collect();
+    let contents = content_digests(&entries);
     let mut h = Sha256::new();
     let mut field = |b: &[u8]| {
         h.update((b.len() as u64).to_le_bytes());
         h.update(b);
     };
-    for (p, e) in entries {
+    for ((p, e), content) in entries.iter().zip(contents) {
         field(p.as_bytes());
         let (tag, body): (&[u8], Vec<u8>) = match &e.kind {
-            Kind::File(c) => (b"f", Sha256::digest(c.as_slice()).to_vec()),
+            Kind::File(_) => (b"f", content.to_vec()),
             Kind::Dir => (b"d", Vec::new()),
             Kind::Symlink(s) => (b"l", s.as_bytes().to_vec()),
             Kind::Hardlink(s) => (b"h", s.as_bytes().to_vec()),
@@ -441,6 +443,43 @@ pub fn digest<'a>(entries: impl IntoIterator<Item = (&'a String, &'a Entry)>) ->
         field(b"end");
     }
     crate::io::hash::hex(&h.finalize())
+}
+
+/// The sha256 of each file's content among `entries` (zeros for other kinds), hashed on
+/// every core: a host root's 180 MB took a tenth of a second on one.
+fn content_digests(entries: &[(&String, &Entry)]) -> Vec<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let one = |(_, e): &(&String, &Entry)| match &e.kind {
+        Kind::File(c) => Sha256::digest(c.as_slice()).into(),
+        _ => [0u8; 32],
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads < 2 || entries.len() < 64 {
+        return entries.iter().map(one).collect();
+    }
+    // Runs of about equal bytes, so one large file does not leave a core idle.
+    let total: usize = entries.iter().map(|(_, e)| e.size() as usize).sum();
+    let per = total.div_ceil(threads).max(1);
+    let mut runs: Vec<&[(&String, &Entry)]> = Vec::new();
+    let (mut start, mut acc) = (0, 0);
+    for (i, (_, e)) in entries.iter().enumerate() {
+        acc += e.size() as usize;
+        if acc >= per {
+            runs.push(&entries[start..=i]);
+            (start, acc) = (i + 1, 0);
+        }
+    }
+    runs.push(&entries[start..]);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = runs
+            .into_iter()
+            .map(|run| s.spawn(move || run.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 #[cfg(test)]

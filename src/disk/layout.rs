@@ -144,6 +144,6 @@ pub fn write_gpt_disk(
         });
     }
     af.commit()?;
-    let (disk_sha, disk_size) = crate::io::hash::sha256_file(&disk_path)?;
+    let (disk_sha, disk_size) = crate::io::hash::sha256_sparse_file(&disk_path)?;
     Ok((disk_path, partitions, disk_sha, disk_size))
 }

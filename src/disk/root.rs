@@ -13,7 +13,6 @@ use crate::recipe::raw::RootFsName;
 use crate::recipe::Recipe;
 use crate::tree::Tree;
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Bumped when the root image or verity format changes, so old entries are not reused.
@@ -70,9 +69,10 @@ pub fn build(
             entries: root.len(),
         });
     }
-    let (path, sha256) = write_image(r, root, kind, epoch, &fs_uuid, staging)?;
+    let memo = cache.root().join("squashfs-blocks");
+    let (path, sha256) = write_image(r, root, kind, epoch, &fs_uuid, staging, Some(&memo))?;
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let verity = verity_of(&bytes)?;
+    let verity = verity_of(&bytes, &crate::io::hash::unhex(&sha256)?)?;
     let verity_path = staging.join("verity.img");
     crate::io::atomic::write(&verity_path, &verity.hash_image)?;
     // A cache that cannot keep the entry (a full disk) costs the next build time only.
@@ -105,7 +105,7 @@ pub fn build(
 }
 
 /// Writes the root file system of `root` into `staging/root.img`; returns the file and
-/// its sha256.
+/// its sha256. `memo` is the squashfs block memo to use, if any.
 pub fn write_image(
     r: &Recipe,
     root: &Tree,
@@ -113,11 +113,15 @@ pub fn write_image(
     epoch: u64,
     fs_uuid: &[u8; 16],
     staging: &Path,
+    memo: Option<&Path>,
 ) -> Result<(PathBuf, String)> {
     let path = staging.join("root.img");
     let o = match kind {
         RootFs::SquashfsZstd => {
-            let opts = crate::disk::squashfs::Options::root(epoch);
+            let opts = crate::disk::squashfs::Options {
+                memo: memo.map(Path::to_path_buf),
+                ..crate::disk::squashfs::Options::root(epoch)
+            };
             crate::disk::squashfs::write_file(root, &path, &opts)?.0
         }
         _ => crate::disk::erofs::write_root(
@@ -141,12 +145,12 @@ fn fs_uuid(r: &Recipe, epoch: u64) -> [u8; 16] {
     fs_uuid
 }
 
-/// The dm-verity hash tree of `root`, its salt and UUID derived from its content.
-fn verity_of(root: &[u8]) -> Result<crate::disk::verity::Verity> {
+/// The dm-verity hash tree of `root`, its salt and UUID derived from its content's
+/// sha256 `content` (the writer's, not hashed again).
+fn verity_of(root: &[u8], content: &[u8]) -> Result<crate::disk::verity::Verity> {
     use crate::disk::image::derive;
-    let content = Sha256::digest(root);
-    let salt = derive(&[b"slipway-verity-salt", &content]);
-    let vuuid = derive(&[b"slipway-verity-uuid", &content]);
+    let salt = derive(&[b"slipway-verity-salt", content]);
+    let vuuid = derive(&[b"slipway-verity-uuid", content]);
     let mut vuuid16 = [0u8; 16];
     vuuid16.copy_from_slice(&vuuid[..16]);
     crate::disk::verity::format(root, &salt, &vuuid16)

@@ -59,6 +59,54 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     sha256_reader(io::BufReader::new(f)).with_context(|| format!("reading {}", path.display()))
 }
 
+/// SHA-256 and size of the (possibly sparse) file at `path`: only its data regions are
+/// read (`SEEK_DATA`/`SEEK_HOLE`), its holes are hashed as the zeros they read as. A
+/// freshly written `disk.raw` is mostly holes (the empty parts of the ESP and /var):
+/// reading them back made the kernel zero-fill every page of them first.
+pub fn sha256_sparse_file(path: &Path) -> Result<(String, u64)> {
+    use nix::unistd::{lseek, Whence};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    let fd = f.as_raw_fd();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let zeros = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    while pos < len {
+        let data = match lseek(fd, pos as i64, Whence::SeekData) {
+            Ok(d) => (d as u64).min(len),
+            Err(nix::errno::Errno::ENXIO) => len, // only a hole is left
+            Err(_) => pos,                        // no SEEK_DATA here: read it all
+        };
+        hash_zeros(&mut h, &zeros, data - pos);
+        let end = lseek(fd, data as i64, Whence::SeekHole).map_or(len, |e| (e as u64).min(len));
+        let mut p = data;
+        while p < end {
+            let n = ((end - p) as usize).min(buf.len());
+            f.read_exact_at(&mut buf[..n], p)
+                .with_context(|| format!("reading {}", path.display()))?;
+            h.update(&buf[..n]);
+            p += n as u64;
+        }
+        pos = end.max(data);
+    }
+    Ok((hex(&h.finalize()), len))
+}
+
+/// Feeds `n` zero bytes to `h` from the all-zero buffer `zeros`.
+fn hash_zeros(h: &mut Sha256, zeros: &[u8], mut n: u64) {
+    while n > 0 {
+        let k = n.min(zeros.len() as u64) as usize;
+        h.update(&zeros[..k]);
+        n -= k as u64;
+    }
+}
+
 /// True when `s` looks like a SHA-256 hex digest (64 lower-case hex digits).
 pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64
@@ -123,5 +171,29 @@ mod tests {
         assert_eq!(digest, sha256_hex(b"hello world"));
         assert!(is_sha256_hex(&digest));
         assert!(!is_sha256_hex("ABC"));
+    }
+
+    #[test]
+    fn a_sparse_file_hashes_as_its_bytes() {
+        use std::os::unix::fs::FileExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("disk.raw");
+        let f = std::fs::File::create(&p).unwrap();
+        // Holes at the start, between and after data, across 1 MiB pieces.
+        f.set_len((9 << 20) + 5).unwrap();
+        f.write_all_at(&[1u8; 5000], 3 << 20).unwrap();
+        f.write_all_at(b"tail", (6 << 20) - 2).unwrap();
+        drop(f);
+        assert_eq!(
+            sha256_sparse_file(&p).unwrap(),
+            sha256_file(&p).unwrap(),
+            "the sparse read hashes other bytes"
+        );
+        let empty = d.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        assert_eq!(
+            sha256_sparse_file(&empty).unwrap(),
+            sha256_file(&empty).unwrap()
+        );
     }
 }

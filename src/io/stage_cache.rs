@@ -192,6 +192,11 @@ impl StageCache {
         Ok(c)
     }
 
+    /// The stage cache's directory (`CACHE/stages`): stages keep side caches under it.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn dir(&self, kind: &str, key: &str) -> PathBuf {
         self.root.join(kind).join(key)
     }

@@ -6,6 +6,7 @@
 
 use super::compress::{Compressor, Packed};
 use super::format::DATA_UNCOMPRESSED;
+use super::memo::{BlockDigest, Memo};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::io::Write;
@@ -84,6 +85,8 @@ pub struct DataWriter<'t> {
     pub files: Vec<FileData>,
     /// Files that shared an earlier file's data.
     pub duplicates: u64,
+    /// The previous build's blocks, when kept ([`DataWriter::with_memo`]).
+    pub memo: Option<Memo>,
 }
 
 /// A key that identical files share and most different files do not: the length and
@@ -108,11 +111,35 @@ fn word(p: &Packed) -> u32 {
     }
 }
 
+/// A block packed, with its content digest when there is a memo.
+type Done<'a> = (Packed<'a>, Option<BlockDigest>);
+
+/// `block` as stored: from `memo` when it has it, else compressed by `c`.
+fn pack_one<'a>(c: &mut Compressor, memo: Option<&Memo>, block: &'a [u8]) -> Result<Done<'a>> {
+    let Some(m) = memo else {
+        return Ok((c.pack(block)?, None));
+    };
+    let d = super::memo::digest(block);
+    if let Some(p) = m.get(&d, block) {
+        return Ok((p, Some(d)));
+    }
+    m.misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok((c.pack(block)?, Some(d)))
+}
+
 /// Compresses `blocks` in order, split into one contiguous run per compressor (each
-/// block on its own, so the bytes do not depend on the number of threads).
-fn pack_all<'a>(comps: &mut [Compressor], blocks: &[&'a [u8]]) -> Result<Vec<Packed<'a>>> {
+/// block on its own, so the bytes do not depend on the number of threads), taking
+/// those `memo` has from it.
+fn pack_all<'a>(
+    comps: &mut [Compressor],
+    memo: Option<&Memo>,
+    blocks: &[&'a [u8]],
+) -> Result<Vec<Done<'a>>> {
     if comps.len() == 1 || blocks.len() < 2 {
-        return blocks.iter().map(|b| comps[0].pack(b)).collect();
+        return blocks
+            .iter()
+            .map(|b| pack_one(&mut comps[0], memo, b))
+            .collect();
     }
     let per = blocks.len().div_ceil(comps.len());
     std::thread::scope(|s| {
@@ -120,7 +147,11 @@ fn pack_all<'a>(comps: &mut [Compressor], blocks: &[&'a [u8]]) -> Result<Vec<Pac
             .iter_mut()
             .zip(blocks.chunks(per))
             .map(|(c, run)| {
-                s.spawn(move || run.iter().map(|b| c.pack(b)).collect::<Result<Vec<_>>>())
+                s.spawn(move || {
+                    run.iter()
+                        .map(|b| pack_one(c, memo, b))
+                        .collect::<Result<Vec<_>>>()
+                })
             })
             .collect();
         let mut out = Vec::with_capacity(blocks.len());
@@ -152,7 +183,14 @@ impl<'t> DataWriter<'t> {
             contents: Vec::new(),
             files: Vec::new(),
             duplicates: 0,
+            memo: None,
         })
+    }
+
+    /// Takes blocks from `memo` where it has them, and records every block in it.
+    pub fn with_memo(mut self, memo: Memo) -> Self {
+        self.memo = Some(memo);
+        self
     }
 
     /// Writes `data` (unless an identical file was written) and returns the index of
@@ -218,18 +256,21 @@ impl<'t> DataWriter<'t> {
             .iter()
             .flat_map(|j| j.blocks.iter().flatten().copied())
             .collect();
-        let packed = pack_all(&mut self.comps, &work)?;
+        let packed = pack_all(&mut self.comps, self.memo.as_ref(), &work)?;
         let mut packed = packed.iter();
         for job in self.queue.drain(..) {
             let f = &mut self.files[job.file];
             f.start = out.pos;
             for b in job.blocks {
-                let Some(p) = b.and_then(|_| packed.next()) else {
+                let Some((p, d)) = b.and_then(|_| packed.next()) else {
                     f.blocks.push(0);
                     continue;
                 };
                 out.put(p.bytes())?;
                 f.blocks.push(word(p));
+                if let (Some(m), Some(d)) = (self.memo.as_mut(), d) {
+                    m.record(d, p);
+                }
             }
         }
         self.queued = 0;
@@ -243,9 +284,12 @@ impl<'t> DataWriter<'t> {
             return Ok(());
         }
         let block = std::mem::take(&mut self.pending);
-        let packed = self.comps[0].pack(&block)?;
+        let (packed, d) = pack_one(&mut self.comps[0], self.memo.as_ref(), &block)?;
         self.fragments.push((out.pos, word(&packed)));
         out.put(packed.bytes())?;
+        if let (Some(m), Some(d)) = (self.memo.as_mut(), d) {
+            m.record(&d, &packed);
+        }
         Ok(())
     }
 
@@ -310,6 +354,54 @@ mod tests {
             (out.into_inner(), format!("{:?} {:?}", d.files, d.fragments))
         };
         assert!(write(1) == write(3));
+    }
+
+    #[test]
+    fn a_memo_gives_the_same_bytes_and_spares_the_unchanged_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blocks");
+        let mut files: Vec<Vec<u8>> = (0..12u8)
+            .map(|i| (0..20_000u32).map(|x| (x % 241) as u8 ^ i).collect())
+            .collect();
+        let write = |files: &[Vec<u8>], memo: bool| {
+            let mut out = Sink::new(Vec::new(), 0);
+            let mut d = DataWriter::new(4096, 3, false, 2).unwrap();
+            if memo {
+                d = d.with_memo(Memo::open(&path, 4096, 3).unwrap());
+            }
+            for f in files {
+                d.file(&mut out, f).unwrap();
+            }
+            d.finish(&mut out).unwrap();
+            let m = d.memo.take();
+            let counts = m.as_ref().map(|m| {
+                let get =
+                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                (get(&m.hits), get(&m.misses))
+            });
+            if let Some(m) = m {
+                m.save().unwrap();
+            }
+            (
+                out.into_inner(),
+                format!("{:?} {:?}", d.files, d.fragments),
+                counts,
+            )
+        };
+        let (plain, layout, _) = write(&files, false);
+        let (first, l1, c1) = write(&files, true);
+        assert!(first == plain && l1 == layout, "a memo changed the bytes");
+        assert_eq!(c1.unwrap().0, 0, "an empty memo had blocks");
+        // One file changes: only its blocks (and the fragment block) are compressed.
+        files[5][7] ^= 0xff;
+        let (plain, layout, _) = write(&files, false);
+        let (again, l2, c2) = write(&files, true);
+        assert!(
+            again == plain && l2 == layout,
+            "blocks from the memo changed the bytes"
+        );
+        let (hits, misses) = c2.unwrap();
+        assert!(hits > 0 && misses <= 2, "hits {hits}, misses {misses}");
     }
 
     fn stored(word: u32) -> u64 {

@@ -21,6 +21,7 @@ mod dir;
 mod emit;
 mod format;
 mod inode;
+mod memo;
 mod metadata;
 mod plan;
 mod table;
@@ -61,6 +62,9 @@ pub struct Options {
     /// Put the tails of files larger than a block into fragments too (mksquashfs
     /// `-tailends`; off by default there and here).
     pub tail_ends: bool,
+    /// The block memo to take unchanged blocks from and to keep this image's blocks in
+    /// (see `memo.rs`): a rebuild compresses only what changed. The bytes are the same.
+    pub memo: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -73,6 +77,7 @@ impl Options {
             epoch,
             times: Times::Epoch,
             tail_ends: false,
+            memo: None,
         }
     }
 
@@ -135,6 +140,9 @@ pub fn write<W: Write + Seek>(tree: &Tree, out: &mut W, opts: &Options) -> Resul
 
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let mut data = data::DataWriter::new(opts.block_size, opts.level, opts.tail_ends, threads)?;
+    if let Some(p) = &opts.memo {
+        data = data.with_memo(memo::Memo::open(p, opts.block_size, opts.level)?);
+    }
     let mut content = HashMap::new();
     for (i, n) in plan.nodes.iter().enumerate() {
         if let (true, Kind::File(c)) = (n.target == i, &plan.entry(i).kind) {
@@ -145,6 +153,10 @@ pub fn write<W: Write + Seek>(tree: &Tree, out: &mut W, opts: &Options) -> Resul
         }
     }
     data.finish(&mut sink)?;
+    if let Some(m) = data.memo.take() {
+        // A memo that cannot be kept (a full disk) costs the next build time only.
+        let _ = m.save();
+    }
 
     let (id_list, ids) = id_table(&plan)?;
     let mut em = emit::Emitter::new(
