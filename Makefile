@@ -5,7 +5,7 @@ CARGO ?= cargo
 RECIPE ?= base/static
 OUT ?= out
 
-.PHONY: all setup build init agent node image test test-host test-vm qemu-test check fmt clippy bench clean
+.PHONY: all setup build release static build-tests release-and-tests init agent node image test test-host test-vm qemu-test check fmt clippy bench clean
 
 # slipway-init (init/) goes into initramfs images: a static binary (static glibc; the musl
 # target is not installed), built with its own size-optimised profile and copied next to
@@ -25,11 +25,30 @@ all: setup build
 setup:
 	./scripts/setup-host.sh
 
+# The release build and the static in-image binaries run side by side: the latter live
+# in their own profile directories (target/init, target/$(INIT_TARGET)/init), so the two
+# cargo runs never wait for each other's lock, and their single-threaded LTO links fill
+# the core the release build leaves idle. The three static binaries build one after the
+# other (they share those directories); one cargo run for all three would unify their
+# dependencies' features and grow slipway-init.
 build:
+	$(MAKE) -j2 release static
+
+release:
 	$(CARGO) build --release --locked
+
+static:
 	$(MAKE) init
 	$(MAKE) agent
 	$(MAKE) node
+
+# CI's compile phase: the release build with every test binary (nextest builds the bin
+# targets the integration tests run), beside the static binaries.
+build-tests:
+	$(MAKE) -j2 release-and-tests static
+
+release-and-tests:
+	$(NEXTEST) --no-run
 
 init:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked --profile init -p slipway-init --target $(INIT_TARGET)

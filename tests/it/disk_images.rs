@@ -235,12 +235,16 @@ fn child(dir: &Path, clock: Option<&str>, epoch: u64) -> PathBuf {
         }
         None => Command::new(&exe),
     };
-    cmd.args(["--exact", "child_writes_artifacts", "--nocapture"])
-        .env("SLIPWAY_DISK_CHILD", &out)
-        .env("SLIPWAY_DISK_PARTS", parts())
-        .env("SLIPWAY_DISK_EPOCH", epoch.to_string())
-        .env("TMPDIR", &tmp)
-        .env_remove("SOURCE_DATE_EPOCH");
+    cmd.args([
+        "--exact",
+        "disk_images::child_writes_artifacts",
+        "--nocapture",
+    ])
+    .env("SLIPWAY_DISK_CHILD", &out)
+    .env("SLIPWAY_DISK_PARTS", parts())
+    .env("SLIPWAY_DISK_EPOCH", epoch.to_string())
+    .env("TMPDIR", &tmp)
+    .env_remove("SOURCE_DATE_EPOCH");
     run(&mut cmd);
     for f in ARTIFACTS {
         assert!(out.join(f).is_file(), "the child wrote no {f}");

@@ -616,7 +616,7 @@ fn as_nobody_the_image_is_the_same() {
         .arg(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "child_writes_every_kind",
+            "squashfs::child_writes_every_kind",
             "--nocapture",
             "--test-threads",
             "1",
@@ -727,7 +727,7 @@ fn root_written_in_trixie(image: &str, dir: &Path) -> Vec<u8> {
         .arg(image)
         .args([
             "--exact",
-            "root_written_in_this_userland",
+            "squashfs::root_written_in_this_userland",
             "--ignored",
             "--nocapture",
         ]);
