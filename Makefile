@@ -48,7 +48,7 @@ build-tests:
 	$(MAKE) -j2 release-and-tests static
 
 release-and-tests:
-	$(NEXTEST) --no-run
+	$(CARGO) nextest run --release --locked --workspace --no-run
 
 init:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked --profile init -p slipway-init --target $(INIT_TARGET)
