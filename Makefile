@@ -31,8 +31,18 @@ setup:
 # the core the release build leaves idle. The three static binaries build one after the
 # other (they share those directories); one cargo run for all three would unify their
 # dependencies' features and grow slipway-init.
+#
+# SLIPWAY_PREBUILT=1 (set by .ci/run after `make build-tests`): the binaries are there
+# already. `cargo build --release` alone would compile the library once more, since
+# nextest's --workspace build unifies the dependencies' features across the workspace
+# and a plain build does not (96 s of CI).
+ifdef SLIPWAY_PREBUILT
+build:
+	@echo "build: built by make build-tests (SLIPWAY_PREBUILT is set)"
+else
 build:
 	$(MAKE) -j2 release static
+endif
 
 release:
 	$(CARGO) build --release --locked

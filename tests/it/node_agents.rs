@@ -185,7 +185,7 @@ fn assert_running(a: &mut AgentClient, vm: &Vm, name: &str) {
 
 /// The marker file boot 1 writes into /var, read back after the clean reboot and after
 /// the hard reset (was qemu/smoke.toml's persistence part).
-const MARKER: &str = "/var/lib/slipway-test/data.txt";
+const MARKER: &str = "/var/lib/slipway-marker.txt";
 const MARKER_TEXT: &[u8] = b"written in the first boot\n";
 
 /// `ConditionFirstBoot` as systemd decided it this boot: "yes" on the first boot only,
@@ -888,7 +888,6 @@ fn first_boot(node: &Node) -> Vec<String> {
         "yes",
         "boot 1 is a first boot"
     );
-    succeed(&mut a, &["mkdir", "-p", "/var/lib/slipway-test"], None);
     a.write_file(MARKER, 0o644, MARKER_TEXT).unwrap();
     assert_metrics(&vm, node.metrics, "aws-boot1");
     let mut a = reconnect(a, &vm);
