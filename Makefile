@@ -5,7 +5,7 @@ CARGO ?= cargo
 RECIPE ?= base/static
 OUT ?= out
 
-.PHONY: all setup build release static build-tests release-and-tests init agent node image test test-host test-vm qemu-test check fmt clippy bench clean
+.PHONY: all setup build release static build-tests ci-build clippy-idle release-and-tests init agent node image test test-host test-vm qemu-test check fmt clippy bench clean
 
 # slipway-init (init/) goes into initramfs images: a static binary (static glibc; the musl
 # target is not installed), built with its own size-optimised profile and copied next to
@@ -57,6 +57,17 @@ static:
 build-tests:
 	$(MAKE) -j2 release-and-tests static
 
+# CI's first phase: the host packages install (network and dpkg) and `cargo fmt --check`
+# runs while everything compiles; clippy runs beside it in the idle scheduling class
+# (`chrt --idle 0`), on the CPU time the compile leaves (a single-threaded front end,
+# the static binaries' LTO links), in a target directory of its own so that it never
+# waits for the build's cargo lock (docs/decisions/0046-host-tests-in-the-vm-gaps.md).
+ci-build:
+	$(MAKE) -j4 setup fmt build-tests clippy-idle
+
+clippy-idle:
+	CARGO_TARGET_DIR=$(abspath $(TARGET_DIR))/lint chrt --idle 0 $(MAKE) --no-print-directory clippy
+
 release-and-tests:
 	$(CARGO) nextest run --release --locked --workspace --no-run
 
@@ -81,7 +92,8 @@ image: setup build
 # - test-host: every cargo test that boots nothing, at full parallelism;
 # - test-vm: the test modules in the group `vm`, one test at a time, then the qemu/
 #   suite (`slipway test`);
-# - test: both, in that order.
+# - test: both at once (scripts/test-both.sh): test-vm at normal priority, test-host in
+#   the idle scheduling class beside it, on the CPU time the guests leave.
 # Images are built once per content key into the fixture cache $(SLIPWAY_FIXTURES),
 # shared by every cargo test process and `slipway test` (src/testing/fixtures.rs). Every
 # VM holds an exclusive flock on $(SLIPWAY_VM_LOCK) while it runs (src/boot/qemu.rs), so
@@ -103,9 +115,7 @@ TEST_VM = $(NEXTEST) -E 'group(vm)'
 QEMU_TEST = $(TARGET_DIR)/release/slipway test --junit $(OUT)/test/junit.xml
 
 test: setup build
-	$(TEST_HOST)
-	$(TEST_VM)
-	$(QEMU_TEST)
+	OUT=$(OUT) MAKE=$(MAKE) ./scripts/test-both.sh
 
 test-host: setup build
 	$(TEST_HOST)
