@@ -54,6 +54,7 @@ struct RawConfig {
     kubernetes: Option<crate::kubernetes::RawKubernetes>,
     journal_shipper: Option<RawShipper>,
     install: Option<RawInstall>,
+    update: Option<crate::update::settings::RawUpdate>,
 }
 
 /// `[install]`: read by the installer (slipway-init's install mode), checked here so
@@ -131,6 +132,8 @@ pub struct Config {
     pub test_agent: Option<String>,
     /// Where the journal shipper sends to, when `[journal-shipper]` is present.
     pub journal_shipper: Option<Shipper>,
+    /// Where updates come from and when they reboot, when `[update]` is present.
+    pub update: Option<crate::update::settings::Settings>,
 }
 
 /// The `[journal-shipper]` table.
@@ -262,6 +265,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if let Some(i) = raw.install {
         check_install(&i)?;
     }
+    cfg.update = raw
+        .update
+        .map(crate::update::settings::check)
+        .transpose()
+        .map_err(|(key, m)| err(format!("update.{key}"), m))?;
     Ok(cfg)
 }
 
@@ -899,6 +907,18 @@ url = "http://10.0.2.100:9200/_bulk"
             (
                 "schema-version = 1\n[journal-shipper]\nindex = \"x\"",
                 "journal-shipper: missing field `url`",
+            ),
+            (
+                "schema-version = 1\n[update]\nrepository = \"reg/h\"\ntag = \"s\"\nreboot = \"soon\"",
+                "update.reboot: \"soon\" (expected",
+            ),
+            (
+                "schema-version = 1\n[update]\ntag = \"s\"",
+                "update: missing field `repository`",
+            ),
+            (
+                "schema-version = 1\n[update]\nrepository = \"reg/h\"\nchannel = \"s\"",
+                "update.channel: unknown field `channel`",
             ),
             (
                 "schema-version = 1\n[[file]\n",
