@@ -399,7 +399,10 @@ fn update_cmd(args: &[&str]) -> i32 {
         .map_err(|e| e.to_string())
         .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".to_string()))
         .and_then(|t| config::parse(&t).map_err(|e| e.to_string()))
-        .and_then(|c| c.update.ok_or_else(|| "has no [update] section".to_string()));
+        .and_then(|c| {
+            c.update
+                .ok_or_else(|| "has no [update] section".to_string())
+        });
     let settings = match settings {
         Ok(s) => s,
         Err(e) => {

@@ -60,13 +60,23 @@ fn json_of(p: &Path) -> Value {
 /// The payload manifest of the layout in `dir` (its digest and document).
 fn payload_manifest(layout: &Path) -> (String, Value) {
     let index = json_of(&layout.join("index.json"));
-    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let hex = digest.strip_prefix("sha256:").unwrap();
-    (digest.clone(), json_of(&layout.join("blobs/sha256").join(hex)))
+    (
+        digest.clone(),
+        json_of(&layout.join("blobs/sha256").join(hex)),
+    )
 }
 
 fn blob_path(layout: &Path, d: &Value) -> PathBuf {
-    let hex = d["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap();
+    let hex = d["digest"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap();
     layout.join("blobs/sha256").join(hex)
 }
 
@@ -134,7 +144,10 @@ fn the_payload_is_reproducible_and_holds_the_disk() {
             p["content"].as_u64().unwrap() as usize,
         );
         let blob = fs::read(blob_path(&la, &m["layers"][layer])).unwrap();
-        assert!(blob == raw[off..off + len], "layer {layer} is not partition {name}");
+        assert!(
+            blob == raw[off..off + len],
+            "layer {layer} is not partition {name}"
+        );
         assert_eq!(ann[format!("dev.slipway.update.{key}")], len.to_string());
     }
     let uki = fs::read(a.join("uki.efi")).unwrap();
@@ -202,7 +215,13 @@ struct Node {
 impl Node {
     fn new(dir: &Path) -> Node {
         let root = dir.join("node");
-        for d in ["proc/sys/kernel/random", "etc/slipway", "run/slipway", "slots/a", "slots/b"] {
+        for d in [
+            "proc/sys/kernel/random",
+            "etc/slipway",
+            "run/slipway",
+            "slots/a",
+            "slots/b",
+        ] {
             fs::create_dir_all(root.join(d)).unwrap();
         }
         fs::write(
@@ -229,7 +248,11 @@ impl Node {
     }
 
     fn boot(&self, id: &str) {
-        fs::write(self.root.join("proc/sys/kernel/random/boot_id"), format!("{id}\n")).unwrap();
+        fs::write(
+            self.root.join("proc/sys/kernel/random/boot_id"),
+            format!("{id}\n"),
+        )
+        .unwrap();
     }
 
     /// `[update]` following `fleet/host:stable` on `port`.
@@ -262,7 +285,10 @@ impl Node {
 
     fn esp(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.root.join("esp/EFI/Linux"))
-            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -282,7 +308,13 @@ fn relabelled(layout: &Path, dir: &Path, version: &str) -> PathBuf {
     let out = dir.join(format!("update-{version}"));
     fs::create_dir_all(out.join("blobs/sha256")).unwrap();
     for n in files_under(&layout.join("blobs/sha256")) {
-        fs::hard_link(layout.join("blobs/sha256").join(&n), out.join("blobs/sha256").join(&n)).unwrap();
+        let (from, to) = (
+            layout.join("blobs/sha256").join(&n),
+            out.join("blobs/sha256").join(&n),
+        );
+        fs::hard_link(&from, &to)
+            .or_else(|_| fs::copy(&from, &to).map(|_| ()))
+            .unwrap();
     }
     fs::copy(layout.join("oci-layout"), out.join("oci-layout")).unwrap();
     let (_, mut m) = payload_manifest(layout);
@@ -305,12 +337,19 @@ fn the_agent_installs_from_a_registry_and_refuses_what_it_must() {
     let build = shared_build();
     let layout = build.join("update");
     let (_, m) = payload_manifest(&layout);
-    let version = m["annotations"]["org.opencontainers.image.version"].as_str().unwrap().to_string();
+    let version = m["annotations"]["org.opencontainers.image.version"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let layers = m["layers"].as_array().unwrap().clone();
     let total: u64 = layers.iter().map(|l| l["size"].as_u64().unwrap()).sum();
     let reg = Registry::anonymous();
     push(&layout, &format!("{}/fleet/host:stable", reg.host()));
-    let tmp = tempfile::tempdir().unwrap();
+    // Beside the fixture (one file system: the relabelled layout hard-links its blobs).
+    let tmp = tempfile::Builder::new()
+        .prefix("updates-node-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
     let node = Node::new(tmp.path());
     node.configure(reg.port);
     let s = node.status();
@@ -321,7 +360,12 @@ fn the_agent_installs_from_a_registry_and_refuses_what_it_must() {
     // 1. A changed byte in the registry's copy of the root blob.
     let root = &layers[0];
     assert_eq!(root["mediaType"], ROOT_TYPE);
-    let hex = root["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_string();
+    let hex = root["digest"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap()
+        .to_string();
     let data = reg
         .storage()
         .join("docker/registry/v2/blobs/sha256")
@@ -357,16 +401,33 @@ fn the_agent_installs_from_a_registry_and_refuses_what_it_must() {
     let o = node.agent(&["update"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains(&format!("resuming at byte {} of {}", 4 << 20, root["size"])), "{t}");
+    assert!(
+        t.contains(&format!("resuming at byte {} of {}", 4 << 20, root["size"])),
+        "{t}"
+    );
     let moved = proxy.sent.load(Ordering::SeqCst);
-    assert!(moved < total, "the resumed run moved {moved} bytes of {total}");
+    assert!(
+        moved < total,
+        "the resumed run moved {moved} bytes of {total}"
+    );
     assert!(t.contains("reboot: due, not done"), "{t}");
     for (layer, file) in [(0, "root"), (1, "verity")] {
         let want = fs::read(blob_path(&layout, &layers[layer])).unwrap();
-        assert!(fs::read(node.root.join("slots/b").join(file)).unwrap() == want, "slot b {file}");
+        assert!(
+            fs::read(node.root.join("slots/b").join(file)).unwrap() == want,
+            "slot b {file}"
+        );
     }
     assert_eq!(node.esp(), [format!("slipway-{version}.efi")]);
-    assert!(fs::read(node.root.join("esp/EFI/Linux").join(format!("slipway-{version}.efi"))).unwrap() == fs::read(build.join("uki.efi")).unwrap());
+    assert!(
+        fs::read(
+            node.root
+                .join("esp/EFI/Linux")
+                .join(format!("slipway-{version}.efi"))
+        )
+        .unwrap()
+            == fs::read(build.join("uki.efi")).unwrap()
+    );
     let s = node.status();
     assert_eq!(s["current"]["version"], "0", "{s}");
     assert_eq!(s["pending"]["version"], version.as_str(), "{s}");
@@ -376,14 +437,32 @@ fn the_agent_installs_from_a_registry_and_refuses_what_it_must() {
     node.boot("boot-2");
     let s = node.status();
     assert_eq!(s["failed"][0]["version"], version.as_str(), "{s}");
-    assert!(s["failed"][0]["reason"].as_str().unwrap().contains("rolled back"), "{s}");
+    assert!(
+        s["failed"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back"),
+        "{s}"
+    );
     assert!(s["pending"].is_null(), "{s}");
-    let before = fs::metadata(node.root.join("slots/b/root")).unwrap().modified().unwrap();
+    let before = fs::metadata(node.root.join("slots/b/root"))
+        .unwrap()
+        .modified()
+        .unwrap();
     let o = node.agent(&["update"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains(&format!("not installed: version {version} is marked bad")), "{t}");
-    assert_eq!(fs::metadata(node.root.join("slots/b/root")).unwrap().modified().unwrap(), before);
+    assert!(
+        t.contains(&format!("not installed: version {version} is marked bad")),
+        "{t}"
+    );
+    assert_eq!(
+        fs::metadata(node.root.join("slots/b/root"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before
+    );
 
     // 4. A newer version on the channel is installed.
     let two = relabelled(&layout, tmp.path(), "2");
@@ -397,5 +476,9 @@ fn the_agent_installs_from_a_registry_and_refuses_what_it_must() {
     assert_eq!(s["pending"]["version"], "2", "{s}");
     assert_eq!(s["failed"][0]["version"], version.as_str(), "{s}");
     let o = node.agent(&["status"]);
-    assert!(text(&o).contains("pending: version 2 (slot b"), "{}", text(&o));
+    assert!(
+        text(&o).contains("pending: version 2 (slot b"),
+        "{}",
+        text(&o)
+    );
 }

@@ -44,7 +44,8 @@ fn io(what: &str, p: &Path, e: std::io::Error) -> Failure {
 /// The sha256 of the first `len` bytes of `f` (from its start).
 fn hash_prefix(f: &mut File, len: u64, p: &Path) -> Result<Sha256, Failure> {
     let mut h = Sha256::new();
-    f.seek(SeekFrom::Start(0)).map_err(|e| io("seeking", p, e))?;
+    f.seek(SeekFrom::Start(0))
+        .map_err(|e| io("seeking", p, e))?;
     let mut r = f.take(len);
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -101,10 +102,13 @@ pub fn fetch(
         .map_err(|e| io("seeking", &partial, e))?;
     while have < b.size {
         let n = CHUNK.min(b.size - have);
-        let bytes = reg
-            .range(&b.digest, have, n, b.size)
-            .map_err(|e| Failure::Other(format!("{e} (the download resumes at byte {have} next time)")))?;
-        f.write_all(&bytes).map_err(|e| io("writing", &partial, e))?;
+        let bytes = reg.range(&b.digest, have, n, b.size).map_err(|e| {
+            Failure::Other(format!(
+                "{e} (the download resumes at byte {have} next time)"
+            ))
+        })?;
+        f.write_all(&bytes)
+            .map_err(|e| io("writing", &partial, e))?;
         h.update(&bytes);
         have += n;
     }
@@ -121,6 +125,11 @@ pub fn fetch(
         )));
     }
     std::fs::rename(&partial, &done).map_err(|e| io("renaming", &partial, e))?;
-    say(format!("{} ({}): {} bytes, digest verified", b.digest, b.role(), b.size));
+    say(format!(
+        "{} ({}): {} bytes, digest verified",
+        b.digest,
+        b.role(),
+        b.size
+    ));
     Ok(done)
 }

@@ -78,7 +78,10 @@ impl From<String> for Failure {
 }
 
 /// The state brought up to date with the running boot, and the booted slot's name.
-pub fn current(root: &Path, say: &mut dyn FnMut(String)) -> Result<(State, Running, String), String> {
+pub fn current(
+    root: &Path,
+    say: &mut dyn FnMut(String),
+) -> Result<(State, Running, String), String> {
     let slots = slots::load(root)?;
     let names: Vec<&str> = slots.keys().map(String::as_str).collect();
     let run = Running::read(root)?;
@@ -95,14 +98,20 @@ pub fn current(root: &Path, say: &mut dyn FnMut(String)) -> Result<(State, Runni
 }
 
 /// `slipway-agent update`: one run of the engine.
-pub fn update(s: &Settings, root: &Path, mode: Mode, say: &mut dyn FnMut(String)) -> Result<Outcome, Failure> {
+pub fn update(
+    s: &Settings,
+    root: &Path,
+    mode: Mode,
+    say: &mut dyn FnMut(String),
+) -> Result<Outcome, Failure> {
     let (mut st, run, booted) = current(root, say)?;
     let mut reg = registry::Registry::new(s)?;
     let (bytes, digest) = reg.manifest(s.follow.reference())?;
     let p = payload::parse(&bytes, &digest)?;
     say(format!(
-        "{} is version {} ({digest}, {:.1} MB)",
+        "{} is {} version {} ({digest}, {:.1} MB)",
         s.describe(),
+        p.image,
         p.version,
         p.size() as f64 / 1e6
     ));
@@ -124,7 +133,12 @@ pub fn update(s: &Settings, root: &Path, mode: Mode, say: &mut dyn FnMut(String)
         Decision::Install(t) => t,
     };
     if mode.check {
-        say(format!("update available: version {} would go into slot {target}", p.version));
+        say(format!(
+            "update available: version {} would go into slot {target} (checked every {} s; reboot {:?})",
+            p.version,
+            s.interval.as_secs(),
+            s.reboot
+        ));
         return Ok(Outcome::Available);
     }
     let store = root.join(STORE);
@@ -223,16 +237,19 @@ fn reboot_if_due(
         return Ok(());
     }
     if root != Path::new("/") {
-        say(format!("reboot: due, not done: {} is not the running system", root.display()));
+        say(format!(
+            "reboot: due, not done: {} is not the running system",
+            root.display()
+        ));
         return Ok(());
     }
     say("reboot: now".into());
-    let st = std::process::Command::new("systemctl")
+    let done = std::process::Command::new("systemctl")
         .arg("reboot")
         .status()
         .map_err(|e| format!("systemctl reboot: {e}"))?;
-    if !st.success() {
-        return Err(format!("systemctl reboot: {st}"));
+    if !done.success() {
+        return Err(format!("systemctl reboot: {done}"));
     }
     Ok(())
 }
@@ -263,23 +280,34 @@ pub fn status_text(st: &State, booted: &str) -> Vec<String> {
     let mut out = Vec::new();
     let v = |s: &Slot| s.version.clone().unwrap_or_else(|| "-".into());
     if let Some(s) = st.slots.get(booted) {
-        out.push(format!("current: version {} (slot {booted}, {})", v(s), s.status.name()));
+        out.push(format!(
+            "current: version {} (slot {booted}, {})",
+            v(s),
+            s.status.name()
+        ));
     }
     for (n, s) in &st.slots {
         if s.status == Status::Pending {
-            out.push(format!("pending: version {} (slot {n}; runs after a reboot)", v(s)));
+            out.push(format!(
+                "pending: version {} (slot {n}; runs after a reboot)",
+                v(s)
+            ));
         }
     }
     for b in &st.bad {
         out.push(format!("failed:  version {} ({})", b.version, b.reason));
     }
     for (n, s) in &st.slots {
-        out.push(format!(
-            "slot {n}: {} {} {}",
-            s.status.name(),
-            v(s),
-            s.digest.as_deref().unwrap_or("")
-        ).trim_end().to_string());
+        out.push(
+            format!(
+                "slot {n}: {} {} {}",
+                s.status.name(),
+                v(s),
+                s.digest.as_deref().unwrap_or("")
+            )
+            .trim_end()
+            .to_string(),
+        );
     }
     out
 }

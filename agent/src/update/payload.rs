@@ -91,13 +91,16 @@ pub fn own_architecture() -> &'static str {
 }
 
 fn hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Reads the manifest `bytes` whose digest is `digest`.
 pub fn parse(bytes: &[u8], digest: &str) -> Result<Payload, String> {
     let at = format!("manifest {digest}");
-    let doc: Doc = serde_json::from_slice(bytes).map_err(|e| format!("{at}: not an OCI manifest ({e})"))?;
+    let doc: Doc =
+        serde_json::from_slice(bytes).map_err(|e| format!("{at}: not an OCI manifest ({e})"))?;
     if doc.schema_version != 2 || doc.media_type != super::registry::OCI_MANIFEST {
         return Err(format!(
             "{at}: schemaVersion {} and mediaType {:?} (expected 2 and {})",
@@ -129,13 +132,21 @@ pub fn parse(bytes: &[u8], digest: &str) -> Result<Payload, String> {
     let version = a(u::VERSION)?.to_string();
     let version_ok = !version.is_empty()
         && version.len() <= 64
-        && version.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-~+".contains(&b));
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-~+".contains(&b));
     if !version_ok {
-        return Err(format!("{at}: {}: {version:?} is not an image version", u::VERSION));
+        return Err(format!(
+            "{at}: {}: {version:?} is not an image version",
+            u::VERSION
+        ));
     }
     let root_hash = a(u::ROOT_HASH)?.to_string();
     if !hex64(&root_hash) {
-        return Err(format!("{at}: {}: {root_hash:?} is not a sha256 root hash", u::ROOT_HASH));
+        return Err(format!(
+            "{at}: {}: {root_hash:?} is not a sha256 root hash",
+            u::ROOT_HASH
+        ));
     }
     let arch = a(u::ARCHITECTURE)?;
     if arch != own_architecture() {
@@ -145,7 +156,11 @@ pub fn parse(bytes: &[u8], digest: &str) -> Result<Payload, String> {
         ));
     }
     let mut blobs = Vec::new();
-    for (l, key) in doc.layers.iter().zip([u::ROOT_SIZE, u::VERITY_SIZE, u::UKI_SIZE]) {
+    for (l, key) in doc
+        .layers
+        .iter()
+        .zip([u::ROOT_SIZE, u::VERITY_SIZE, u::UKI_SIZE])
+    {
         if !l.digest.strip_prefix("sha256:").is_some_and(hex64) {
             return Err(format!("{at}: {:?} is not a sha256 digest", l.digest));
         }
@@ -203,17 +218,28 @@ pub(crate) mod tests {
     fn a_payload_reads_back_and_bad_ones_say_why() {
         let h = "ab".repeat(32);
         let p = parse(&manifest("2", &h, [10, 2, 3]), "sha256:x").unwrap();
-        assert_eq!((p.version.as_str(), p.root_hash.as_str()), ("2", h.as_str()));
-        assert_eq!(p.blobs.iter().map(Blob::role).collect::<Vec<_>>(), ["root", "verity", "uki"]);
+        assert_eq!(
+            (p.version.as_str(), p.root_hash.as_str()),
+            ("2", h.as_str())
+        );
+        assert_eq!(
+            p.blobs.iter().map(Blob::role).collect::<Vec<_>>(),
+            ["root", "verity", "uki"]
+        );
         assert_eq!(p.size(), 15);
-        let mut v: serde_json::Value = serde_json::from_slice(&manifest("2", &h, [10, 2, 3])).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&manifest("2", &h, [10, 2, 3])).unwrap();
         v["annotations"][u::ROOT_SIZE] = json!("11");
         let e = parse(&serde_json::to_vec(&v).unwrap(), "sha256:x").unwrap_err();
         assert!(e.contains("root-size is \"11\""), "{e}");
         v["layers"].as_array_mut().unwrap().swap(0, 2);
-        assert!(parse(&serde_json::to_vec(&v).unwrap(), "sha256:x").unwrap_err().contains("in that order"));
+        assert!(parse(&serde_json::to_vec(&v).unwrap(), "sha256:x")
+            .unwrap_err()
+            .contains("in that order"));
         v["artifactType"] = json!("application/vnd.oci.image.config.v1+json");
-        assert!(parse(&serde_json::to_vec(&v).unwrap(), "sha256:x").unwrap_err().contains("not a slipway update"));
+        assert!(parse(&serde_json::to_vec(&v).unwrap(), "sha256:x")
+            .unwrap_err()
+            .contains("not a slipway update"));
         let e = parse(&manifest("2 beta", &h, [1, 1, 1]), "sha256:x").unwrap_err();
         assert!(e.contains("is not an image version"), "{e}");
         let e = parse(&manifest("2", "abc", [1, 1, 1]), "sha256:x").unwrap_err();

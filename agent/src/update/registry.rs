@@ -77,12 +77,19 @@ impl Registry {
     }
 
     /// GET `path` with `headers`, answering one auth challenge.
-    fn get(&mut self, path: &str, headers: &[(&str, &str)], max_body: usize) -> Result<Reply, Error> {
+    fn get(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+        max_body: usize,
+    ) -> Result<Reply, Error> {
         let url = self.base.with_path(path);
         let mut retried = false;
         loop {
             let bearer = self.token.clone().map(Credentials::Bearer);
-            let creds = bearer.as_ref().or(self.credentials.as_ref().filter(|_| retried));
+            let creds = bearer
+                .as_ref()
+                .or(self.credentials.as_ref().filter(|_| retried));
             let r = self
                 .client(max_body)
                 .send("GET", &url, headers, creds, b"")
@@ -91,13 +98,22 @@ impl Registry {
                 return Ok(r);
             }
             let challenge = r.header("www-authenticate").unwrap_or("").to_string();
-            match challenge.split_whitespace().next().map(str::to_ascii_lowercase).as_deref() {
+            match challenge
+                .split_whitespace()
+                .next()
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
                 Some("bearer") => self.token = Some(self.fetch_token(&challenge, &url)?),
                 Some("basic") if self.credentials.is_some() => {}
                 _ => {
                     return Err(format!(
                         "GET {url}: 401 Unauthorized ({}; set username and password in [update])",
-                        if challenge.is_empty() { "no challenge" } else { &challenge }
+                        if challenge.is_empty() {
+                            "no challenge"
+                        } else {
+                            challenge.as_str()
+                        }
                     ))
                 }
             }
@@ -109,8 +125,10 @@ impl Registry {
     fn fetch_token(&self, challenge: &str, url: &Url) -> Result<String, Error> {
         let params = challenge_params(challenge);
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let realm = get("realm").ok_or_else(|| format!("GET {url}: a Bearer challenge without a realm"))?;
-        let mut token_url = Url::parse(realm).map_err(|e| format!("GET {url}: the token realm: {e}"))?;
+        let realm =
+            get("realm").ok_or_else(|| format!("GET {url}: a Bearer challenge without a realm"))?;
+        let mut token_url =
+            Url::parse(realm).map_err(|e| format!("GET {url}: the token realm: {e}"))?;
         let mut query = Vec::new();
         for k in ["service", "scope"] {
             if let Some(v) = get(k) {
@@ -118,7 +136,11 @@ impl Registry {
             }
         }
         if !query.is_empty() {
-            let sep = if token_url.path.contains('?') { '&' } else { '?' };
+            let sep = if token_url.path.contains('?') {
+                '&'
+            } else {
+                '?'
+            };
             token_url.path = format!("{}{sep}{}", token_url.path, query.join("&"));
         }
         // Credentials go to the registry's own host over https only; anyone else gets an
@@ -130,7 +152,10 @@ impl Registry {
             .send("GET", &token_url, &[], creds, b"")
             .map_err(|e| e.msg)?;
         if r.status != 200 {
-            return Err(format!("GET {token_url}: the token service answered {}", r.status));
+            return Err(format!(
+                "GET {token_url}: the token service answered {}",
+                r.status
+            ));
         }
         let v: serde_json::Value = serde_json::from_slice(&r.body)
             .map_err(|e| format!("GET {token_url}: the answer is not JSON ({e})"))?;
@@ -148,7 +173,11 @@ impl Registry {
         let r = self.get(&path, &[("Accept", OCI_MANIFEST)], MAX_MANIFEST)?;
         let url = self.base.with_path(&path);
         if r.status != 200 {
-            let hint = if r.status == 404 { " (no such tag or repository)" } else { "" };
+            let hint = if r.status == 404 {
+                " (no such tag or repository)"
+            } else {
+                ""
+            };
             return Err(Failure::Other(format!(
                 "GET {url}: {}{hint}: {}",
                 r.status,
@@ -172,7 +201,13 @@ impl Registry {
     }
 
     /// Bytes `start..start+len` of the blob `digest` (whose size is `total`).
-    pub fn range(&mut self, digest: &str, start: u64, len: u64, total: u64) -> Result<Vec<u8>, Error> {
+    pub fn range(
+        &mut self,
+        digest: &str,
+        start: u64,
+        len: u64,
+        total: u64,
+    ) -> Result<Vec<u8>, Error> {
         let path = format!("/v2/{}/blobs/{digest}", self.name);
         let end = start + len - 1;
         let range = format!("bytes={start}-{end}");
@@ -184,15 +219,25 @@ impl Registry {
                 let want = format!("bytes {start}-{end}/{total}");
                 let got = r.header("content-range").unwrap_or("(none)");
                 if got != want {
-                    return Err(format!("GET {url} ({range}): Content-Range is {got:?}, expected {want:?}"));
+                    return Err(format!(
+                        "GET {url} ({range}): Content-Range is {got:?}, expected {want:?}"
+                    ));
                 }
             }
             200 if start == 0 && r.body.len() as u64 == total => {}
-            200 => return Err(format!("GET {url}: the registry ignored the Range header (200 with {} bytes)", r.body.len())),
+            200 => {
+                return Err(format!(
+                    "GET {url}: the registry ignored the Range header (200 with {} bytes)",
+                    r.body.len()
+                ))
+            }
             s => return Err(format!("GET {url} ({range}): {s}: {}", snippet(&r.text()))),
         }
         if r.body.len() as u64 != len.min(total - start) {
-            return Err(format!("GET {url} ({range}): {} bytes, expected {len}", r.body.len()));
+            return Err(format!(
+                "GET {url} ({range}): {} bytes, expected {len}",
+                r.body.len()
+            ));
         }
         Ok(r.body)
     }
@@ -253,9 +298,15 @@ mod tests {
         assert_eq!(
             p,
             [
-                ("realm".to_string(), "https://auth.example/token".to_string()),
+                (
+                    "realm".to_string(),
+                    "https://auth.example/token".to_string()
+                ),
                 ("service".to_string(), "registry, one".to_string()),
-                ("scope".to_string(), "repository:fleet/host:pull".to_string()),
+                (
+                    "scope".to_string(),
+                    "repository:fleet/host:pull".to_string()
+                ),
             ]
         );
         assert_eq!(percent("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");

@@ -107,8 +107,13 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 pub fn check(raw: RawUpdate) -> Result<Settings, (String, String)> {
     let e = |k: &str, m: String| (k.to_string(), m);
     let (host, name) = split_repository(&raw.repository).map_err(|m| e("repository", m))?;
-    let loopback = host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
-    let scheme = if raw.insecure || loopback { "http" } else { "https" };
+    let loopback =
+        host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+    let scheme = if raw.insecure || loopback {
+        "http"
+    } else {
+        "https"
+    };
     let registry = Url::parse(&format!("{scheme}://{host}/"))
         .map_err(|m| e("repository", format!("{:?}: {m}", raw.repository)))?;
     let follow = match (raw.tag, raw.digest) {
@@ -118,13 +123,11 @@ pub fn check(raw: RawUpdate) -> Result<Settings, (String, String)> {
                 "is set with tag (expected one: a channel tag, or a pinned digest)".into(),
             ))
         }
-        (None, None) => {
-            return Err(e(
-                "tag",
-                "is missing (expected a channel tag such as \"stable\", or digest = \"sha256:...\")"
-                    .into(),
-            ))
-        }
+        (None, None) => return Err(e(
+            "tag",
+            "is missing (expected a channel tag such as \"stable\", or digest = \"sha256:...\")"
+                .into(),
+        )),
         (Some(t), None) => Follow::Tag(check_tag(&t).map_err(|m| e("tag", m))?),
         (None, Some(d)) => Follow::Digest(check_digest(&d).map_err(|m| e("digest", m))?),
     };
@@ -180,7 +183,8 @@ pub fn check(raw: RawUpdate) -> Result<Settings, (String, String)> {
 /// `HOST[:PORT]/NAME` into the host (with port) and the repository name, checked as the
 /// OCI distribution spec names repositories (lower-case path components).
 fn split_repository(s: &str) -> Result<(String, String), String> {
-    let expected = "expected HOST[:PORT]/NAME, e.g. \"registry.example:5000/fleet/containerd-host\"";
+    let expected =
+        "expected HOST[:PORT]/NAME, e.g. \"registry.example:5000/fleet/containerd-host\"";
     if s.contains("://") {
         return Err(format!(
             "{s:?} has a scheme ({expected}; plain HTTP is insecure = true)"
@@ -189,14 +193,20 @@ fn split_repository(s: &str) -> Result<(String, String), String> {
     let Some((host, name)) = s.split_once('/') else {
         return Err(format!("{s:?} has no repository name ({expected})"));
     };
-    if s.contains(['@', ' ']) || name.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+    if s.contains(['@', ' '])
+        || name
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'))
+    {
         return Err(format!(
             "{s:?} is not a repository (the tag or digest are keys of their own; {expected})"
         ));
     }
     let component_ok = |c: &str| {
         !c.is_empty()
-            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
             && c.as_bytes()[0].is_ascii_alphanumeric()
             && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
     };
@@ -216,7 +226,8 @@ fn check_tag(t: &str) -> Result<String, String> {
     let ok = !t.is_empty()
         && t.len() <= 128
         && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_')
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if ok {
         Ok(t.to_string())
     } else {
@@ -228,9 +239,11 @@ fn check_tag(t: &str) -> Result<String, String> {
 
 /// `sha256:` and 64 lower-case hex digits.
 pub fn check_digest(d: &str) -> Result<String, String> {
-    let ok = d
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    let ok = d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
     if ok {
         Ok(d.to_string())
     } else {
@@ -242,12 +255,15 @@ pub fn check_digest(d: &str) -> Result<String, String> {
 
 /// `90s`, `30m`, `6h`, `1d`: at least a minute, at most 30 days.
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not an interval (expected a number and s, m, h or d: \"30m\", \"6h\"; at least 1m, at most 30d)");
+    let bad = || {
+        format!("{s:?} is not an interval (expected a number and s, m, h or d: \"30m\", \"6h\"; at least 1m, at most 30d)")
+    };
     let unit = s.chars().last().ok_or_else(bad)?;
-    let n: u64 = s[..s.len() - unit.len_utf8()]
+    let num = &s[..s.len() - unit.len_utf8()];
+    let n: u64 = num
         .parse()
         .ok()
-        .filter(|_| s.len() > 1 && s[..s.len() - 1].bytes().all(|b| b.is_ascii_digit()))
+        .filter(|_| !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(bad)?;
     let secs = match unit {
         's' => Some(n),
@@ -265,7 +281,8 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 
 /// `HH:MM-HH:MM` (UTC) into minutes after midnight; the two ends differ.
 fn parse_window(s: &str) -> Result<(u16, u16), String> {
-    let bad = || format!("{s:?} is not a window (expected \"HH:MM-HH:MM\" in UTC, e.g. \"02:00-04:00\")");
+    let bad =
+        || format!("{s:?} is not a window (expected \"HH:MM-HH:MM\" in UTC, e.g. \"02:00-04:00\")");
     let minutes = |t: &str| -> Option<u16> {
         let (h, m) = t.split_once(':')?;
         if h.len() != 2 || m.len() != 2 {
@@ -277,7 +294,9 @@ fn parse_window(s: &str) -> Result<(u16, u16), String> {
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
     let (a, b) = (minutes(a).ok_or_else(bad)?, minutes(b).ok_or_else(bad)?);
     if a == b {
-        return Err(format!("{s:?} is an empty window (the two ends are the same)"));
+        return Err(format!(
+            "{s:?} is an empty window (the two ends are the same)"
+        ));
     }
     Ok((a, b))
 }
@@ -321,27 +340,78 @@ mod tests {
     fn each_error_names_its_key() {
         let r = "repository = \"reg.example/h\"\n";
         for (text, want) in [
-            ("repository = \"https://reg/h\"\ntag = \"a\"", "repository: \"https://reg/h\" has a scheme"),
-            ("repository = \"reg\"\ntag = \"a\"", "repository: \"reg\" has no repository name"),
-            ("repository = \"reg/Fleet\"\ntag = \"a\"", "repository: \"Fleet\" is not a repository name"),
-            ("repository = \"reg/h:stable\"\ntag = \"a\"", "repository: \"reg/h:stable\" is not a repository"),
+            (
+                "repository = \"https://reg/h\"\ntag = \"a\"",
+                "repository: \"https://reg/h\" has a scheme",
+            ),
+            (
+                "repository = \"reg\"\ntag = \"a\"",
+                "repository: \"reg\" has no repository name",
+            ),
+            (
+                "repository = \"reg/Fleet\"\ntag = \"a\"",
+                "repository: \"Fleet\" is not a repository name",
+            ),
+            (
+                "repository = \"reg/h:stable\"\ntag = \"a\"",
+                "repository: \"reg/h:stable\" is not a repository",
+            ),
             (r, "tag: is missing"),
-            (&format!("{r}tag = \"a\"\ndigest = \"sha256:{}\"", "a".repeat(64)), "digest: is set with tag"),
+            (
+                &format!("{r}tag = \"a\"\ndigest = \"sha256:{}\"", "a".repeat(64)),
+                "digest: is set with tag",
+            ),
             (&format!("{r}tag = \"-a\""), "tag: \"-a\" is not a tag"),
-            (&format!("{r}digest = \"sha256:AB\""), "digest: \"sha256:AB\" is not a digest"),
-            (&format!("{r}tag = \"a\"\ninterval = \"10s\""), "interval: \"10s\" is not an interval"),
-            (&format!("{r}tag = \"a\"\ninterval = \"6x\""), "interval: \"6x\""),
-            (&format!("{r}tag = \"a\"\nreboot = \"later\""), "reboot: \"later\" (expected"),
-            (&format!("{r}tag = \"a\"\nreboot = \"window\""), "window: is missing"),
-            (&format!("{r}tag = \"a\"\nreboot = \"window\"\nwindow = \"2:00-4:00\""), "window: \"2:00-4:00\" is not a window"),
-            (&format!("{r}tag = \"a\"\nreboot = \"window\"\nwindow = \"02:00-02:00\""), "window: \"02:00-02:00\" is an empty window"),
-            (&format!("{r}tag = \"a\"\nwindow = \"02:00-04:00\""), "window: is set, but reboot"),
-            (&format!("{r}tag = \"a\"\ninsecure = true\nusername = \"u\"\npassword = \"p\""), "insecure: http://reg.example:80/ is http://"),
-            (&format!("{r}tag = \"a\"\nusername = \"u\""), "password: is missing"),
-            (&format!("{r}tag = \"a\"\nca-file = \"ca.pem\""), "ca-file: \"ca.pem\" is not an absolute path"),
+            (
+                &format!("{r}digest = \"sha256:AB\""),
+                "digest: \"sha256:AB\" is not a digest",
+            ),
+            (
+                &format!("{r}tag = \"a\"\ninterval = \"10s\""),
+                "interval: \"10s\" is not an interval",
+            ),
+            (
+                &format!("{r}tag = \"a\"\ninterval = \"6x\""),
+                "interval: \"6x\"",
+            ),
+            (
+                &format!("{r}tag = \"a\"\nreboot = \"later\""),
+                "reboot: \"later\" (expected",
+            ),
+            (
+                &format!("{r}tag = \"a\"\nreboot = \"window\""),
+                "window: is missing",
+            ),
+            (
+                &format!("{r}tag = \"a\"\nreboot = \"window\"\nwindow = \"2:00-4:00\""),
+                "window: \"2:00-4:00\" is not a window",
+            ),
+            (
+                &format!("{r}tag = \"a\"\nreboot = \"window\"\nwindow = \"02:00-02:00\""),
+                "window: \"02:00-02:00\" is an empty window",
+            ),
+            (
+                &format!("{r}tag = \"a\"\nwindow = \"02:00-04:00\""),
+                "window: is set, but reboot",
+            ),
+            (
+                &format!("{r}tag = \"a\"\ninsecure = true\nusername = \"u\"\npassword = \"p\""),
+                "insecure: http://reg.example:80/ is http://",
+            ),
+            (
+                &format!("{r}tag = \"a\"\nusername = \"u\""),
+                "password: is missing",
+            ),
+            (
+                &format!("{r}tag = \"a\"\nca-file = \"ca.pem\""),
+                "ca-file: \"ca.pem\" is not an absolute path",
+            ),
         ] {
             let got = parse(text).unwrap_err();
-            assert!(got.starts_with(want), "{text:?}:\n got  {got}\n want {want}...");
+            assert!(
+                got.starts_with(want),
+                "{text:?}:\n got  {got}\n want {want}..."
+            );
         }
     }
 

@@ -50,9 +50,17 @@ pub fn load(root: &Path) -> Result<BTreeMap<String, Targets>, String> {
         ));
     }
     for (n, t) in &slots {
-        for (what, path) in [("root", &t.root), ("verity", &t.verity), ("esp-dir", &t.esp_dir)] {
+        for (what, path) in [
+            ("root", &t.root),
+            ("verity", &t.verity),
+            ("esp-dir", &t.esp_dir),
+        ] {
             if !path.is_absolute() {
-                return Err(format!("{}: {n}.{what}: {:?} is not absolute", p.display(), path));
+                return Err(format!(
+                    "{}: {n}.{what}: {:?} is not absolute",
+                    p.display(),
+                    path
+                ));
             }
         }
     }
@@ -147,7 +155,10 @@ pub fn write(
     }
     for (what, src, dest) in [("root", root, &t.root), ("verity", verity, &t.verity)] {
         let n = copy_into(src, dest)?;
-        say(format!("wrote the {what} ({n} bytes) to {}", dest.display()));
+        say(format!(
+            "wrote the {what} ({n} bytes) to {}",
+            dest.display()
+        ));
     }
     std::fs::create_dir_all(&t.esp_dir)
         .map_err(|e| format!("creating {}: {e}", t.esp_dir.display()))?;
@@ -174,7 +185,11 @@ mod tests {
             std::fs::write(&p, b).unwrap();
             p
         };
-        let (r, v, u) = (src("r", b"root bytes"), src("v", b"tree"), src("u", b"MZ uki"));
+        let (r, v, u) = (
+            src("r", b"root bytes"),
+            src("v", b"tree"),
+            src("u", b"MZ uki"),
+        );
         let t = Targets {
             root: d.0.join("slot-root"),
             verity: d.0.join("slot-verity"),
@@ -186,7 +201,10 @@ mod tests {
         write(&t, [&r, &v, &u], "slipway-2.efi", &mut |l| lines.push(l)).unwrap();
         assert_eq!(std::fs::read(&t.root).unwrap(), b"root bytes");
         assert_eq!(std::fs::read(&t.verity).unwrap(), b"tree");
-        assert_eq!(std::fs::read(t.esp_dir.join("slipway-2.efi")).unwrap(), b"MZ uki");
+        assert_eq!(
+            std::fs::read(t.esp_dir.join("slipway-2.efi")).unwrap(),
+            b"MZ uki"
+        );
         assert!(lines[2].ends_with("(last)"), "{lines:?}");
         assert_eq!(std::fs::read_dir(&t.esp_dir).unwrap().count(), 1);
         remove_uki(&t, "slipway-2.efi").unwrap();

@@ -130,7 +130,9 @@ impl Running {
         let root_hash = cmdline
             .split_whitespace()
             .find_map(|a| a.strip_prefix("roothash="))
-            .ok_or_else(|| "the kernel command line has no roothash= (not a slipway host image?)".to_string())?
+            .ok_or_else(|| {
+                "the kernel command line has no roothash= (not a slipway host image?)".to_string()
+            })?
             .to_string();
         let boot_id = read("proc/sys/kernel/random/boot_id")?.trim().to_string();
         let os = read("etc/os-release").or_else(|_| read("usr/lib/os-release"))?;
@@ -174,9 +176,14 @@ impl State {
         let p = root.join(STATE);
         match std::fs::read(&p) {
             Ok(b) => {
-                let s: State = serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", p.display()))?;
+                let s: State =
+                    serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", p.display()))?;
                 if s.schema != SCHEMA {
-                    return Err(format!("{}: schema {} (expected {SCHEMA})", p.display(), s.schema));
+                    return Err(format!(
+                        "{}: schema {} (expected {SCHEMA})",
+                        p.display(),
+                        s.schema
+                    ));
                 }
                 Ok(s)
             }
@@ -206,12 +213,15 @@ impl State {
     pub fn booted(&self, run: &Running) -> Option<&str> {
         self.slots
             .iter()
-            .find(|(_, s)| s.root_hash.as_deref() == Some(run.root_hash.as_str()) && s.status != Status::Writing)
+            .find(|(_, s)| {
+                s.root_hash.as_deref() == Some(run.root_hash.as_str())
+                    && s.status != Status::Writing
+            })
             .map(|(n, _)| n.as_str())
     }
 
     /// The other slot than `name`.
-    pub fn other<'a>(&'a self, name: &str) -> Option<&'a str> {
+    pub fn other(&self, name: &str) -> Option<&str> {
         self.slots.keys().map(String::as_str).find(|n| *n != name)
     }
 
@@ -241,7 +251,12 @@ impl State {
         }
         let booted = self
             .booted(run)
-            .ok_or_else(|| format!("the running root hash {} is in no slot the state knows", run.root_hash))?
+            .ok_or_else(|| {
+                format!(
+                    "the running root hash {} is in no slot the state knows",
+                    run.root_hash
+                )
+            })?
             .to_string();
         let booted_version = self.slots[&booted].version.clone().unwrap_or_default();
         let mut bad = Vec::new();
@@ -251,7 +266,10 @@ impl State {
                 if s.status == Status::Pending {
                     s.status = Status::Trying;
                     s.boot_id = Some(run.boot_id.clone());
-                    notes.push(format!("slot {name}: booted version {}, not blessed yet", s.version.as_deref().unwrap_or("?")));
+                    notes.push(format!(
+                        "slot {name}: booted version {}, not blessed yet",
+                        s.version.as_deref().unwrap_or("?")
+                    ));
                 }
             } else if matches!(s.status, Status::Pending | Status::Trying) && moved_on {
                 let version = s.version.clone().unwrap_or_default();
@@ -277,7 +295,10 @@ impl State {
 
     /// Marks the running slot blessed; returns a line saying so.
     pub fn bless(&mut self, run: &Running) -> Result<String, String> {
-        let booted = self.booted(run).ok_or("the running root hash is in no slot")?.to_string();
+        let booted = self
+            .booted(run)
+            .ok_or("the running root hash is in no slot")?
+            .to_string();
         let s = self.slots.get_mut(&booted).ok_or("no such slot")?;
         let was = s.status;
         s.status = Status::Blessed;
@@ -293,7 +314,9 @@ impl State {
         let running = &self.slots[booted];
         let running_version = running.version.as_deref().unwrap_or("");
         if running.digest.as_deref() == Some(offer.digest) || running_version == offer.version {
-            return Decision::Nothing(format!("up to date: version {running_version} runs (slot {booted})"));
+            return Decision::Nothing(format!(
+                "up to date: version {running_version} runs (slot {booted})"
+            ));
         }
         let Some(target) = self.other(booted) else {
             return Decision::Refused("there is no other slot".into());
@@ -341,7 +364,11 @@ mod tests {
     }
 
     fn offer<'a>(version: &'a str, digest: &'a str) -> Offer<'a> {
-        Offer { version, digest, pinned: false }
+        Offer {
+            version,
+            digest,
+            pinned: false,
+        }
     }
 
     fn written(s: &mut State, slot: &str, version: &str, hash: &str, boot: &str) {
@@ -362,16 +389,28 @@ mod tests {
     fn the_only_blessed_slot_is_kept_until_the_running_version_is_blessed() {
         let mut s = State::default();
         s.reconcile(&run("h1", "boot1", "1"), &["a", "b"]).unwrap();
-        assert_eq!(s.decide("a", &offer("2", "d2")), Decision::Install("b".into()));
+        assert_eq!(
+            s.decide("a", &offer("2", "d2")),
+            Decision::Install("b".into())
+        );
         written(&mut s, "b", "2", "h2", "boot1");
-        assert!(matches!(s.decide("a", &offer("2", "d2")), Decision::Nothing(_)));
+        assert!(matches!(
+            s.decide("a", &offer("2", "d2")),
+            Decision::Nothing(_)
+        ));
         let r2 = run("h2", "boot2", "2");
         s.reconcile(&r2, &["a", "b"]).unwrap();
         assert_eq!(s.slots["b"].status, Status::Trying);
         let d = s.decide("b", &offer("3", "d3"));
-        assert!(matches!(&d, Decision::Refused(m) if m.contains("only blessed")), "{d:?}");
+        assert!(
+            matches!(&d, Decision::Refused(m) if m.contains("only blessed")),
+            "{d:?}"
+        );
         s.bless(&r2).unwrap();
-        assert_eq!(s.decide("b", &offer("3", "d3")), Decision::Install("a".into()));
+        assert_eq!(
+            s.decide("b", &offer("3", "d3")),
+            Decision::Install("a".into())
+        );
     }
 
     /// 2 written; the node restarts on slot a: 2 failed, is bad, and is refused; 3 is not.
@@ -381,17 +420,36 @@ mod tests {
         s.reconcile(&run("h1", "boot1", "1"), &["a", "b"]).unwrap();
         written(&mut s, "b", "2", "h2", "boot1");
         // Same boot: still pending.
-        assert!(s.reconcile(&run("h1", "boot1", "1"), &["a", "b"]).unwrap().is_empty());
+        assert!(s
+            .reconcile(&run("h1", "boot1", "1"), &["a", "b"])
+            .unwrap()
+            .is_empty());
         let notes = s.reconcile(&run("h1", "boot2", "1"), &["a", "b"]).unwrap();
-        assert!(notes[0].contains("version 2 failed: rolled back"), "{notes:?}");
+        assert!(
+            notes[0].contains("version 2 failed: rolled back"),
+            "{notes:?}"
+        );
         assert_eq!(s.slots["b"].status, Status::Failed);
         assert_eq!(s.bad[0].version, "2");
         let d = s.decide("a", &offer("2", "d2-rebuilt"));
-        assert!(matches!(&d, Decision::Refused(m) if m.contains("marked bad")), "{d:?}");
-        assert_eq!(s.decide("a", &offer("3", "d3")), Decision::Install("b".into()));
+        assert!(
+            matches!(&d, Decision::Refused(m) if m.contains("marked bad")),
+            "{d:?}"
+        );
+        assert_eq!(
+            s.decide("a", &offer("3", "d3")),
+            Decision::Install("b".into())
+        );
         // Older than the running version: refused unless pinned.
-        assert!(matches!(s.decide("a", &offer("0.9", "d0")), Decision::Refused(_)));
-        let pinned = Offer { version: "0.9", digest: "d0", pinned: true };
+        assert!(matches!(
+            s.decide("a", &offer("0.9", "d0")),
+            Decision::Refused(_)
+        ));
+        let pinned = Offer {
+            version: "0.9",
+            digest: "d0",
+            pinned: true,
+        };
         assert_eq!(s.decide("a", &pinned), Decision::Install("b".into()));
     }
 
@@ -406,6 +464,9 @@ mod tests {
         s.reconcile(&run("h1", "boot3", "1"), &["a", "b"]).unwrap();
         assert_eq!(s.slots["b"].status, Status::Failed);
         assert_eq!(s.bad.len(), 1);
-        assert!(s.reconcile(&run("h9", "boot4", "9"), &["a", "b"]).unwrap_err().contains("h9"));
+        assert!(s
+            .reconcile(&run("h9", "boot4", "9"), &["a", "b"])
+            .unwrap_err()
+            .contains("h9"));
     }
 }
