@@ -775,6 +775,21 @@ url = "http://10.0.2.100:9200/_bulk"
     }
 
     #[test]
+    fn the_update_table_is_checked_into_settings() {
+        let c = parse(
+            "schema-version = 1\n[update]\nrepository = \"reg.example/fleet/host\"\ntag = \"stable\"\nreboot = \"now\"\nca-file = \"/etc/ssl/reg.pem\"\n",
+        )
+        .unwrap();
+        let u = c.update.unwrap();
+        assert_eq!(u.describe(), "reg.example/fleet/host:stable");
+        assert_eq!(u.reboot, crate::update::settings::Reboot::Now);
+        assert_eq!(
+            u.access.ca_file.as_deref(),
+            Some(Path::new("/etc/ssl/reg.pem"))
+        );
+    }
+
+    #[test]
     fn the_install_table_is_checked_and_otherwise_ignored() {
         let ok = "schema-version = 1\n[install]\ntarget = \"/dev/disk/by-id/virtio-D1\"\nwipe = true\nafter = \"reboot\"\n";
         assert_eq!(parse(ok).unwrap(), Config::default());
