@@ -12,6 +12,7 @@
 
 use super::payload::Blob;
 use super::registry::Registry;
+use super::Failure;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -19,23 +20,6 @@ use std::path::{Path, PathBuf};
 
 /// Bytes asked for in one request.
 pub const CHUNK: u64 = 4 << 20;
-
-/// Why a download failed.
-#[derive(Debug)]
-pub enum Failure {
-    /// The bytes do not hash to the digest (the partial file is gone).
-    Digest(String),
-    /// Anything else (network, registry, disk); the partial file stays for a resume.
-    Other(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Digest(m) | Failure::Other(m) => f.write_str(m),
-        }
-    }
-}
 
 fn io(what: &str, p: &Path, e: std::io::Error) -> Failure {
     Failure::Other(format!("{what} {}: {e}", p.display()))

@@ -144,11 +144,7 @@ pub fn update(
     let store = root.join(STORE);
     let mut files = Vec::new();
     for b in &p.blobs {
-        let f = download::fetch(&mut reg, &store, b, say).map_err(|e| match e {
-            download::Failure::Digest(m) => Failure::Digest(m),
-            download::Failure::Other(m) => Failure::Other(m),
-        })?;
-        files.push(f);
+        files.push(download::fetch(&mut reg, &store, b, say)?);
     }
     install(&mut st, root, &target, &p, &files, &run, say)?;
     for f in &files {
