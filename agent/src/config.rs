@@ -787,6 +787,23 @@ url = "http://10.0.2.100:9200/_bulk"
             u.access.ca_file.as_deref(),
             Some(Path::new("/etc/ssl/reg.pem"))
         );
+        for (text, want) in [
+            (
+                "[update]\nrepository = \"reg/h\"\ntag = \"s\"\nreboot = \"soon\"",
+                "update.reboot: \"soon\" (expected",
+            ),
+            (
+                "[update]\ntag = \"s\"",
+                "update: missing field `repository`",
+            ),
+            (
+                "[update]\nrepository = \"reg/h\"\nchannel = \"s\"",
+                "update.channel: unknown field `channel`",
+            ),
+        ] {
+            let e = error_of(&format!("schema-version = 1\n{text}"));
+            assert!(e.starts_with(want), "{text}: {e}");
+        }
     }
 
     #[test]
@@ -922,18 +939,6 @@ url = "http://10.0.2.100:9200/_bulk"
             (
                 "schema-version = 1\n[journal-shipper]\nindex = \"x\"",
                 "journal-shipper: missing field `url`",
-            ),
-            (
-                "schema-version = 1\n[update]\nrepository = \"reg/h\"\ntag = \"s\"\nreboot = \"soon\"",
-                "update.reboot: \"soon\" (expected",
-            ),
-            (
-                "schema-version = 1\n[update]\ntag = \"s\"",
-                "update: missing field `repository`",
-            ),
-            (
-                "schema-version = 1\n[update]\nrepository = \"reg/h\"\nchannel = \"s\"",
-                "update.channel: unknown field `channel`",
             ),
             (
                 "schema-version = 1\n[[file]\n",
