@@ -332,41 +332,73 @@ fn relabelled(layout: &Path, dir: &Path, version: &str) -> PathBuf {
     out
 }
 
+/// What the steps of the agent test share: the payload as built, the registry and the
+/// node.
+struct Scene {
+    build: PathBuf,
+    layout: PathBuf,
+    layers: Vec<Value>,
+    version: String,
+    reg: Registry,
+    node: Node,
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    fn root_hex(&self) -> String {
+        let d = self.layers[0]["digest"].as_str().unwrap();
+        d.strip_prefix("sha256:").unwrap().to_string()
+    }
+
+    /// `update` as the node runs it; its exit code and output.
+    fn update(&self) -> (Option<i32>, String) {
+        let o = self.node.agent(&["update"]);
+        (o.status.code(), text(&o))
+    }
+}
+
 #[test]
 fn the_agent_installs_from_a_registry_and_refuses_what_it_must() {
     let build = shared_build();
     let layout = build.join("update");
     let (_, m) = payload_manifest(&layout);
-    let version = m["annotations"]["org.opencontainers.image.version"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let layers = m["layers"].as_array().unwrap().clone();
-    let total: u64 = layers.iter().map(|l| l["size"].as_u64().unwrap()).sum();
     let reg = Registry::anonymous();
     push(&layout, &format!("{}/fleet/host:stable", reg.host()));
     // Beside the fixture (one file system: the relabelled layout hard-links its blobs).
-    let tmp = tempfile::Builder::new()
+    let dir = tempfile::Builder::new()
         .prefix("updates-node-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
-    let node = Node::new(tmp.path());
+    let node = Node::new(dir.path());
     node.configure(reg.port);
     let s = node.status();
     assert_eq!(s["current"]["version"], "0");
     assert_eq!(s["current"]["slot"], "a");
     assert!(s["pending"].is_null(), "{s}");
+    let scene = Scene {
+        version: m["annotations"]["org.opencontainers.image.version"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        layers: m["layers"].as_array().unwrap().clone(),
+        build,
+        layout,
+        reg,
+        node,
+        dir,
+    };
+    assert_eq!(scene.layers[0]["mediaType"], ROOT_TYPE);
+    tampered_blob_is_refused(&scene);
+    interrupted_download_resumes(&scene);
+    rolled_back_version_is_not_installed_again(&scene);
+    newer_version_is_installed(&scene);
+}
 
-    // 1. A changed byte in the registry's copy of the root blob.
-    let root = &layers[0];
-    assert_eq!(root["mediaType"], ROOT_TYPE);
-    let hex = root["digest"]
-        .as_str()
-        .unwrap()
-        .strip_prefix("sha256:")
-        .unwrap()
-        .to_string();
-    let data = reg
+/// 1. A changed byte in the registry's copy of the root blob.
+fn tampered_blob_is_refused(sc: &Scene) {
+    let hex = sc.root_hex();
+    let data = sc
+        .reg
         .storage()
         .join("docker/registry/v2/blobs/sha256")
         .join(&hex[..2])
@@ -376,109 +408,90 @@ fn the_agent_installs_from_a_registry_and_refuses_what_it_must() {
     let mut bad = good.clone();
     bad[good.len() / 2] ^= 1;
     fs::write(&data, &bad).unwrap();
-    let o = node.agent(&["update"]);
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{t}");
+    let (code, t) = sc.update();
+    assert_eq!(code, Some(1), "{t}");
     assert!(t.contains("digest error") && t.contains(&hex), "{t}");
-    assert!(files_under(&node.root.join("slots")).is_empty(), "{t}");
-    assert!(node.esp().is_empty());
-    assert!(!node.store().join(format!("{hex}.partial")).exists());
-    assert!(node.status()["slots"]["b"]["status"] == "empty");
+    assert!(files_under(&sc.node.root.join("slots")).is_empty(), "{t}");
+    assert!(sc.node.esp().is_empty());
+    assert!(!sc.node.store().join(format!("{hex}.partial")).exists());
+    assert!(sc.node.status()["slots"]["b"]["status"] == "empty");
     fs::write(&data, &good).unwrap();
+}
 
-    // 2. Cut after 6 MiB, then resumed.
-    let proxy = Proxy::start(reg.port);
+/// 2. Cut after 6 MiB, then resumed; the slot holds the payload.
+fn interrupted_download_resumes(sc: &Scene) {
+    let (node, hex) = (&sc.node, sc.root_hex());
+    let total: u64 = sc.layers.iter().map(|l| l["size"].as_u64().unwrap()).sum();
+    let proxy = Proxy::start(sc.reg.port);
     node.configure(proxy.port);
     proxy.limit.store(6 << 20, Ordering::SeqCst);
-    let o = node.agent(&["update"]);
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{t}");
+    let (code, t) = sc.update();
+    assert_eq!(code, Some(1), "{t}");
     let partial = node.store().join(format!("{hex}.partial"));
     assert_eq!(fs::metadata(&partial).unwrap().len(), 4 << 20, "{t}");
     assert!(files_under(&node.root.join("slots")).is_empty(), "{t}");
     proxy.limit.store(u64::MAX, Ordering::SeqCst);
     proxy.sent.store(0, Ordering::SeqCst);
-    let o = node.agent(&["update"]);
-    let t = text(&o);
-    assert!(o.status.success(), "{t}");
-    assert!(
-        t.contains(&format!("resuming at byte {} of {}", 4 << 20, root["size"])),
-        "{t}"
-    );
+    let (code, t) = sc.update();
+    assert_eq!(code, Some(0), "{t}");
+    let resumed = format!("resuming at byte {} of {}", 4 << 20, sc.layers[0]["size"]);
+    assert!(t.contains(&resumed), "{t}");
     let moved = proxy.sent.load(Ordering::SeqCst);
     assert!(
         moved < total,
         "the resumed run moved {moved} bytes of {total}"
     );
     assert!(t.contains("reboot: due, not done"), "{t}");
+    node.configure(sc.reg.port);
     for (layer, file) in [(0, "root"), (1, "verity")] {
-        let want = fs::read(blob_path(&layout, &layers[layer])).unwrap();
-        assert!(
-            fs::read(node.root.join("slots/b").join(file)).unwrap() == want,
-            "slot b {file}"
-        );
+        let want = fs::read(blob_path(&sc.layout, &sc.layers[layer])).unwrap();
+        let got = fs::read(node.root.join("slots/b").join(file)).unwrap();
+        assert!(got == want, "slot b {file}");
     }
-    assert_eq!(node.esp(), [format!("slipway-{version}.efi")]);
-    assert!(
-        fs::read(
-            node.root
-                .join("esp/EFI/Linux")
-                .join(format!("slipway-{version}.efi"))
-        )
-        .unwrap()
-            == fs::read(build.join("uki.efi")).unwrap()
-    );
+    let uki = format!("slipway-{}.efi", sc.version);
+    assert_eq!(node.esp(), [uki.as_str()]);
+    let got = fs::read(node.root.join("esp/EFI/Linux").join(&uki)).unwrap();
+    assert!(got == fs::read(sc.build.join("uki.efi")).unwrap());
     let s = node.status();
     assert_eq!(s["current"]["version"], "0", "{s}");
-    assert_eq!(s["pending"]["version"], version.as_str(), "{s}");
+    assert_eq!(s["pending"]["version"], sc.version.as_str(), "{s}");
     assert_eq!(s["pending"]["slot"], "b", "{s}");
+}
 
-    // 3. Restarted on slot a: rolled back, bad, not installed again.
+/// 3. Restarted on slot a: rolled back, bad, not installed again.
+fn rolled_back_version_is_not_installed_again(sc: &Scene) {
+    let node = &sc.node;
     node.boot("boot-2");
     let s = node.status();
-    assert_eq!(s["failed"][0]["version"], version.as_str(), "{s}");
-    assert!(
-        s["failed"][0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("rolled back"),
-        "{s}"
-    );
+    assert_eq!(s["failed"][0]["version"], sc.version.as_str(), "{s}");
+    let reason = s["failed"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("rolled back"), "{s}");
     assert!(s["pending"].is_null(), "{s}");
-    let before = fs::metadata(node.root.join("slots/b/root"))
-        .unwrap()
-        .modified()
-        .unwrap();
-    let o = node.agent(&["update"]);
-    let t = text(&o);
-    assert!(o.status.success(), "{t}");
-    assert!(
-        t.contains(&format!("not installed: version {version} is marked bad")),
-        "{t}"
-    );
-    assert_eq!(
+    let mtime = || {
         fs::metadata(node.root.join("slots/b/root"))
             .unwrap()
             .modified()
-            .unwrap(),
-        before
-    );
+            .unwrap()
+    };
+    let before = mtime();
+    let (code, t) = sc.update();
+    assert_eq!(code, Some(0), "{t}");
+    let refused = format!("not installed: version {} is marked bad", sc.version);
+    assert!(t.contains(&refused), "{t}");
+    assert_eq!(mtime(), before);
+}
 
-    // 4. A newer version on the channel is installed.
-    let two = relabelled(&layout, tmp.path(), "2");
-    push(&two, &format!("{}/fleet/host:stable", reg.host()));
-    let o = node.agent(&["update"]);
-    let t = text(&o);
-    assert!(o.status.success(), "{t}");
+/// 4. A newer version on the channel is installed; the slot's old UKI is gone.
+fn newer_version_is_installed(sc: &Scene) {
+    let two = relabelled(&sc.layout, sc.dir.path(), "2");
+    push(&two, &format!("{}/fleet/host:stable", sc.reg.host()));
+    let (code, t) = sc.update();
+    assert_eq!(code, Some(0), "{t}");
     assert!(t.contains("installed version 2 into slot b"), "{t}");
-    assert_eq!(node.esp(), ["slipway-2.efi"]);
-    let s = node.status();
+    assert_eq!(sc.node.esp(), ["slipway-2.efi"]);
+    let s = sc.node.status();
     assert_eq!(s["pending"]["version"], "2", "{s}");
-    assert_eq!(s["failed"][0]["version"], version.as_str(), "{s}");
-    let o = node.agent(&["status"]);
-    assert!(
-        text(&o).contains("pending: version 2 (slot b"),
-        "{}",
-        text(&o)
-    );
+    assert_eq!(s["failed"][0]["version"], sc.version.as_str(), "{s}");
+    let t = text(&sc.node.agent(&["status"]));
+    assert!(t.contains("pending: version 2 (slot b"), "{t}");
 }
