@@ -22,8 +22,11 @@
 //!      as failed (rolled back), and `update` refuses it as bad, writing nothing;
 //!   4. a newer version appears on the channel (the same blobs under a manifest whose
 //!      version and root hash annotations say 2: one image build costs more than this
-//!      test's budget, and the engine identifies a version by those annotations): it is
-//!      installed into slot b, whose old UKI is gone.
+//!      test's budget, and the engine identifies a version by those annotations):
+//!      `update --check` names it and writes nothing, `update` installs it into slot b,
+//!      whose old UKI is gone;
+//!   5. the node runs 2 from slot b, not blessed yet: version 3 is refused, because
+//!      slot a holds the only blessed version; after `bless` it goes into slot a.
 //!
 //! The payload's build is a fixture (`common::fixtures::build`), shared by both tests.
 #![allow(clippy::unwrap_used)]
@@ -392,6 +395,7 @@ fn the_agent_installs_from_a_registry_and_refuses_what_it_must() {
     interrupted_download_resumes(&scene);
     rolled_back_version_is_not_installed_again(&scene);
     newer_version_is_installed(&scene);
+    only_blessed_slot_is_kept_until_blessed(&scene);
 }
 
 /// 1. A changed byte in the registry's copy of the root blob.
@@ -485,6 +489,14 @@ fn rolled_back_version_is_not_installed_again(sc: &Scene) {
 fn newer_version_is_installed(sc: &Scene) {
     let two = relabelled(&sc.layout, sc.dir.path(), "2");
     push(&two, &format!("{}/fleet/host:stable", sc.reg.host()));
+    let o = sc.node.agent(&["update", "--check"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("update available: version 2 would go into slot b"),
+        "{t}"
+    );
+    assert_eq!(sc.node.esp(), [format!("slipway-{}.efi", sc.version)]);
     let (code, t) = sc.update();
     assert_eq!(code, Some(0), "{t}");
     assert!(t.contains("installed version 2 into slot b"), "{t}");
@@ -494,4 +506,38 @@ fn newer_version_is_installed(sc: &Scene) {
     assert_eq!(s["failed"][0]["version"], sc.version.as_str(), "{s}");
     let t = text(&sc.node.agent(&["status"]));
     assert!(t.contains("pending: version 2 (slot b"), "{t}");
+}
+
+/// 5. Booted into 2, not blessed: 3 must not overwrite slot a, the only blessed version;
+/// once 2 is blessed it may.
+fn only_blessed_slot_is_kept_until_blessed(sc: &Scene) {
+    let node = &sc.node;
+    fs::write(
+        node.root.join("proc/cmdline"),
+        format!("roothash={}\n", sha256_hex(b"version 2")),
+    )
+    .unwrap();
+    fs::write(node.root.join("etc/os-release"), "IMAGE_VERSION=2\n").unwrap();
+    node.boot("boot-3");
+    let s = node.status();
+    assert_eq!(s["current"]["slot"], "b", "{s}");
+    assert_eq!(s["current"]["status"], "trying", "{s}");
+    let three = relabelled(&sc.layout, sc.dir.path(), "3");
+    push(&three, &format!("{}/fleet/host:stable", sc.reg.host()));
+    let (code, t) = sc.update();
+    assert_eq!(code, Some(0), "{t}");
+    assert!(
+        t.contains("slot a holds version 0, the only blessed version"),
+        "{t}"
+    );
+    let o = node.agent(&["bless"]);
+    assert!(
+        text(&o).contains("slot b: version 2 blessed"),
+        "{}",
+        text(&o)
+    );
+    let (code, t) = sc.update();
+    assert_eq!(code, Some(0), "{t}");
+    assert!(t.contains("installed version 3 into slot a"), "{t}");
+    assert_eq!(node.esp(), ["slipway-2.efi", "slipway-3.efi"]);
 }
