@@ -508,8 +508,8 @@ fn newer_version_is_installed(sc: &Scene) {
     assert!(t.contains("pending: version 2 (slot b"), "{t}");
 }
 
-/// 5. Booted into 2, not blessed: 3 must not overwrite slot a, the only blessed version;
-/// once 2 is blessed it may.
+/// 5. Booted into 2, not blessed: 3 must not overwrite slot a, the only blessed
+/// version; once 2 is blessed it may.
 fn only_blessed_slot_is_kept_until_blessed(sc: &Scene) {
     let node = &sc.node;
     fs::write(
