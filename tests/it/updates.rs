@@ -398,7 +398,7 @@ fn the_agent_installs_from_a_registry_and_refuses_what_it_must() {
     only_blessed_slot_is_kept_until_blessed(&scene);
 }
 
-/// 1. A changed byte in the registry's copy of the root blob.
+/// Step 1: A changed byte in the registry's copy of the root blob.
 fn tampered_blob_is_refused(sc: &Scene) {
     let hex = sc.root_hex();
     let data = sc
@@ -422,7 +422,7 @@ fn tampered_blob_is_refused(sc: &Scene) {
     fs::write(&data, &good).unwrap();
 }
 
-/// 2. Cut after 6 MiB, then resumed; the slot holds the payload.
+/// Step 2: Cut after 6 MiB, then resumed; the slot holds the payload.
 fn interrupted_download_resumes(sc: &Scene) {
     let (node, hex) = (&sc.node, sc.root_hex());
     let total: u64 = sc.layers.iter().map(|l| l["size"].as_u64().unwrap()).sum();
@@ -462,7 +462,7 @@ fn interrupted_download_resumes(sc: &Scene) {
     assert_eq!(s["pending"]["slot"], "b", "{s}");
 }
 
-/// 3. Restarted on slot a: rolled back, bad, not installed again.
+/// Step 3: Restarted on slot a: rolled back, bad, not installed again.
 fn rolled_back_version_is_not_installed_again(sc: &Scene) {
     let node = &sc.node;
     node.boot("boot-2");
@@ -485,7 +485,7 @@ fn rolled_back_version_is_not_installed_again(sc: &Scene) {
     assert_eq!(mtime(), before);
 }
 
-/// 4. A newer version on the channel is installed; the slot's old UKI is gone.
+/// Step 4: A newer version on the channel is installed; the slot's old UKI is gone.
 fn newer_version_is_installed(sc: &Scene) {
     let two = relabelled(&sc.layout, sc.dir.path(), "2");
     push(&two, &format!("{}/fleet/host:stable", sc.reg.host()));
@@ -508,7 +508,7 @@ fn newer_version_is_installed(sc: &Scene) {
     assert!(t.contains("pending: version 2 (slot b"), "{t}");
 }
 
-/// 5. Booted into 2, not blessed: 3 must not overwrite slot a, the only blessed
+/// Step 5: Booted into 2, not blessed: 3 must not overwrite slot a, the only blessed
 /// version; once 2 is blessed it may.
 fn only_blessed_slot_is_kept_until_blessed(sc: &Scene) {
     let node = &sc.node;
