@@ -289,6 +289,100 @@ fn percent(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::tests::TestPki;
+    use std::io::{Read, Write};
+    use std::sync::mpsc::Receiver;
+
+    /// An https server on the loopback for `n` connections, each answered by `answer`
+    /// (given the request head) with a whole HTTP response; the heads come back through
+    /// the receiver.
+    fn scripted(
+        pki: &TestPki,
+        n: usize,
+        answer: impl Fn(&str) -> String + Send + 'static,
+    ) -> (u16, Receiver<String>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let config = pki.server_config();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for _ in 0..n {
+                let (tcp, _) = l.accept().unwrap();
+                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let _ = s.write_all(answer(&head).as_bytes());
+                s.conn.send_close_notify();
+                let _ = s.flush();
+                let _ = tx.send(head);
+            }
+        });
+        (port, rx)
+    }
+
+    /// A `Bearer` challenge sends the node to the realm (with basic auth: https, the
+    /// registry's own host), and the manifest is asked for again with the token.
+    #[test]
+    fn a_bearer_challenge_is_answered_with_a_token_from_the_realm() {
+        let pki = TestPki::new(&["127.0.0.1"]);
+        let dir = crate::provision::tests::tempfile_lite::Dir::new();
+        let manifest = b"{\"schemaVersion\":2}";
+        let digest = format!("sha256:{}", crate::sha256::hex(manifest));
+        let port = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let p = port.clone();
+        let d = digest.clone();
+        let (got_port, heads) = scripted(&pki, 3, move |head| {
+            let port = p.load(std::sync::atomic::Ordering::SeqCst);
+            let ok = |ct: &str, body: &str, extra: &str| {
+                format!("HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\n{extra}Content-Length: {}\r\n\r\n{body}", body.len())
+            };
+            if head.starts_with("GET /token?") {
+                ok("application/json", "{\"token\":\"t0k\"}", "")
+            } else if head.contains("Authorization: Bearer t0k") {
+                ok(
+                    OCI_MANIFEST,
+                    "{\"schemaVersion\":2}",
+                    &format!("Docker-Content-Digest: {d}\r\n"),
+                )
+            } else {
+                format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"https://127.0.0.1:{port}/token\",service=\"reg\",scope=\"repository:fleet/host:pull\"\r\nContent-Length: 0\r\n\r\n")
+            }
+        });
+        port.store(got_port, std::sync::atomic::Ordering::SeqCst);
+        let settings = Settings {
+            registry: Url::parse(&format!("https://127.0.0.1:{got_port}/")).unwrap(),
+            name: "fleet/host".into(),
+            follow: super::super::settings::Follow::Tag("stable".into()),
+            interval: super::super::settings::DEFAULT_INTERVAL,
+            reboot: super::super::settings::Reboot::Never,
+            access: crate::shipper::Access {
+                ca_file: Some(pki.ca_file(&dir.0)),
+                credentials: Some(Credentials::Basic {
+                    user: "node".into(),
+                    password: "pw".into(),
+                }),
+            },
+        };
+        let mut r = Registry::new(&settings).unwrap();
+        let (bytes, got) = r.manifest("stable").unwrap();
+        assert_eq!(
+            (bytes.as_slice(), got.as_str()),
+            (&manifest[..], digest.as_str())
+        );
+        let heads: Vec<String> = heads.iter().take(3).collect();
+        assert!(!heads[0].contains("Authorization"), "{heads:?}");
+        assert!(
+            heads[1].starts_with("GET /token?service=reg&scope=repository%3Afleet%2Fhost%3Apull ")
+                && heads[1].contains("Authorization: Basic bm9kZTpwdw=="),
+            "{heads:?}"
+        );
+        assert!(heads[2].contains("Authorization: Bearer t0k"), "{heads:?}");
+    }
 
     #[test]
     fn challenges_are_read_with_quotes_and_commas() {
