@@ -54,6 +54,7 @@ struct RawConfig {
     kubernetes: Option<crate::kubernetes::RawKubernetes>,
     journal_shipper: Option<RawShipper>,
     install: Option<RawInstall>,
+    update: Option<crate::update::settings::RawUpdate>,
 }
 
 /// `[install]`: read by the installer (slipway-init's install mode), checked here so
@@ -131,6 +132,8 @@ pub struct Config {
     pub test_agent: Option<String>,
     /// Where the journal shipper sends to, when `[journal-shipper]` is present.
     pub journal_shipper: Option<Shipper>,
+    /// Where updates come from and when they reboot, when `[update]` is present.
+    pub update: Option<crate::update::settings::Settings>,
 }
 
 /// The `[journal-shipper]` table.
@@ -262,6 +265,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if let Some(i) = raw.install {
         check_install(&i)?;
     }
+    cfg.update = raw
+        .update
+        .map(crate::update::settings::check)
+        .transpose()
+        .map_err(|(key, m)| err(format!("update.{key}"), m))?;
     Ok(cfg)
 }
 
@@ -764,6 +772,38 @@ url = "http://10.0.2.100:9200/_bulk"
             ("http://10.0.2.100:9200/_bulk", "journal")
         );
         assert_eq!(parse("schema-version = 1").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_update_table_is_checked_into_settings() {
+        let c = parse(
+            "schema-version = 1\n[update]\nrepository = \"reg.example/fleet/host\"\ntag = \"stable\"\nreboot = \"now\"\nca-file = \"/etc/ssl/reg.pem\"\n",
+        )
+        .unwrap();
+        let u = c.update.unwrap();
+        assert_eq!(u.describe(), "reg.example/fleet/host:stable");
+        assert_eq!(u.reboot, crate::update::settings::Reboot::Now);
+        assert_eq!(
+            u.access.ca_file.as_deref(),
+            Some(Path::new("/etc/ssl/reg.pem"))
+        );
+        for (text, want) in [
+            (
+                "[update]\nrepository = \"reg/h\"\ntag = \"s\"\nreboot = \"soon\"",
+                "update.reboot: \"soon\" (expected",
+            ),
+            (
+                "[update]\ntag = \"s\"",
+                "update: missing field `repository`",
+            ),
+            (
+                "[update]\nrepository = \"reg/h\"\nchannel = \"s\"",
+                "update.channel: unknown field `channel`",
+            ),
+        ] {
+            let e = error_of(&format!("schema-version = 1\n{text}"));
+            assert!(e.starts_with(want), "{text}: {e}");
+        }
     }
 
     #[test]

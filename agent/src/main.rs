@@ -18,6 +18,14 @@
 //!   and provisioning is done; exit 1 with `slipway-health: NOT READY: ...` otherwise.
 //! - `announce-ready`: run by `slipway-ready.service` once `slipway-ready.target` is
 //!   reached: prints `slipway-ready` and the seconds since the kernel started.
+//! - `update [--check | --reboot] [--config FILE]`: one run of the update engine
+//!   (`update/`, docs/updates.md) with the `[update]` section of FILE (a provisioning
+//!   config; default `/etc/slipway/update.toml`): checks the channel, downloads and
+//!   verifies the payload, writes the other slot, reboots as configured. Exit 0 when
+//!   up to date, installed or refused (the reason is printed), 1 on a failure (a digest
+//!   error writes nothing), 2 for a bad config.
+//! - `status [--json]`: the running, pending and failed versions and every slot.
+//! - `bless`: records the running version as good (run once the health gate is reached).
 //!
 //! Install paths in an image (the image stage copies these):
 //! - `/usr/lib/slipway/slipway-agent` (this static binary, mode 0755);
@@ -43,6 +51,7 @@ mod safe_write;
 mod shipper;
 mod source;
 mod testagent;
+mod update;
 
 /// SHA-256 as 64 lower-case hex digits (the `sha2` crate; see decision 0029).
 mod sha256 {
@@ -66,6 +75,9 @@ const USAGE: &str = "usage: slipway-agent provision [--cloud]
        slipway-agent probe DEVICE
        slipway-agent health
        slipway-agent announce-ready
+       slipway-agent update [--check | --reboot] [--config FILE]
+       slipway-agent status [--json]
+       slipway-agent bless
        slipway-agent --version";
 
 fn main() {
@@ -80,6 +92,10 @@ fn main() {
         ["probe", dev] => probe(Path::new(dev)),
         ["health"] => health(),
         ["announce-ready"] => announce_ready(),
+        ["update", rest @ ..] => update_cmd(rest),
+        ["status"] => status(false),
+        ["status", "--json"] => status(true),
+        ["bless"] => bless(),
         ["--version"] => {
             println!("slipway-agent {}", env!("CARGO_PKG_VERSION"));
             0
@@ -343,6 +359,104 @@ fn test_agent(args: &[&str]) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("slipway-test-agent: {e}");
+            1
+        }
+    }
+}
+
+/// The root the update engine reads under: `/`, or `$SLIPWAY_UPDATE_ROOT` (tests on the
+/// build host, where slots are files and nothing reboots).
+fn update_root() -> PathBuf {
+    std::env::var_os("SLIPWAY_UPDATE_ROOT")
+        .filter(|r| !r.is_empty())
+        .map_or_else(|| PathBuf::from("/"), PathBuf::from)
+}
+
+/// The default `update --config`, under the root.
+const UPDATE_CONFIG: &str = "etc/slipway/update.toml";
+
+/// `update [--check | --reboot] [--config FILE]`.
+fn update_cmd(args: &[&str]) -> i32 {
+    let root = update_root();
+    let mut mode = update::Mode::default();
+    let mut file = root.join(UPDATE_CONFIG);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (*a, it.clone().next()) {
+            ("--check", _) if !mode.reboot => mode.check = true,
+            ("--reboot", _) if !mode.check => mode.reboot = true,
+            ("--config", Some(f)) => {
+                file = PathBuf::from(f);
+                it.next();
+            }
+            _ => {
+                eprintln!("{USAGE}");
+                return 2;
+            }
+        }
+    }
+    let settings = source::read_limited(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".to_string()))
+        .and_then(|t| config::parse(&t).map_err(|e| e.to_string()))
+        .and_then(|c| {
+            c.update
+                .ok_or_else(|| "has no [update] section".to_string())
+        });
+    let settings = match settings {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("slipway-agent update: {}: {e}", file.display());
+            return 2;
+        }
+    };
+    let mut say = |l: String| println!("{l}");
+    match update::update(&settings, &root, mode, &mut say) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("slipway-agent update: ERROR: {e}");
+            1
+        }
+    }
+}
+
+/// `status [--json]`.
+fn status(json: bool) -> i32 {
+    let root = update_root();
+    let mut notes = Vec::new();
+    match update::current(&root, &mut |l| notes.push(l)) {
+        Ok((st, _, booted)) => {
+            if json {
+                println!("{}", update::status_json(&st, &booted));
+            } else {
+                for l in notes.iter().chain(&update::status_text(&st, &booted)) {
+                    println!("{l}");
+                }
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("slipway-agent status: {e}");
+            1
+        }
+    }
+}
+
+/// `bless`: the running slot's version is good.
+fn bless() -> i32 {
+    let root = update_root();
+    let r = update::current(&root, &mut |l| println!("{l}")).and_then(|(mut st, run, _)| {
+        let line = st.bless(&run)?;
+        st.save(&root)?;
+        Ok(line)
+    });
+    match r {
+        Ok(l) => {
+            println!("{l}");
+            0
+        }
+        Err(e) => {
+            eprintln!("slipway-agent bless: {e}");
             1
         }
     }

@@ -112,7 +112,8 @@ pub enum Command {
     /// (disk), disk.qcow2 (qcow2), disk.vhd (vhd, Azure), disk.vmdk (vmdk, AWS/VMware),
     /// disk.tar.gz (gce), each with a JSON sidecar for the cloud, plus uki.efi and
     /// manifest.json; install.iso (iso, an installer for bare metal) and netboot/ (netboot,
-    /// iPXE; see docs/bare-metal.md). Base images default to oci,oci-archive; host images to disk (the
+    /// iPXE; see docs/bare-metal.md); update/ (update, the A/B update payload, an OCI layout
+    /// for `slipway push`; see docs/updates.md). Base images default to oci,oci-archive; host images to disk (the
     /// other disk formats only when asked for); other kinds to tar.
     Build(BuildArgs),
     /// Copy every locked file out of the cache into DIR, for offline builds years later.
@@ -473,6 +474,10 @@ fn format_help(f: Format) -> &'static str {
         Format::Netboot => {
             "Host images: `netboot/` (`uki.efi`, `root.cpio`, `boot.ipxe`): a diskless node \
              booted by iPXE (implies `disk`)"
+        }
+        Format::Update => {
+            "Host images: `update/`, an OCI layout with the update payload (root, verity \
+             tree, UKI) for `slipway push` and the node's agent (implies `disk`)"
         }
     }
 }

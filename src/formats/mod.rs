@@ -13,6 +13,7 @@ pub mod iso;
 pub mod netboot;
 pub mod qcow2;
 pub mod sidecar;
+pub mod update;
 pub mod vhd;
 pub mod vmdk;
 

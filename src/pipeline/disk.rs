@@ -33,6 +33,8 @@ pub(crate) struct Media {
     pub iso: bool,
     /// `netboot/` ([`crate::formats::netboot`]).
     pub netboot: bool,
+    /// `update/` ([`crate::formats::update`]).
+    pub update: bool,
 }
 
 /// Writes the disk, its formats, their sidecars and the manifest into `out`.
@@ -51,6 +53,9 @@ pub(super) fn stage(ctx: &Context, d: &Inputs, out: &Path, c: &mut Collector) ->
     let mut sidecars = vec![raw_out.clone()];
     sidecars.extend(formats(ctx, d.formats, &raw_out, epoch, out, c)?);
     media(ctx, d, &w.disk, out, c)?;
+    if d.media.update {
+        update(ctx, d, &w.disk, out, c)?;
+    }
     crate::io::faults::point("formats")?;
     for o in &sidecars {
         if let Some(p) = crate::formats::sidecar::write(d.r, &w.disk, epoch, o)? {
@@ -90,6 +95,38 @@ fn formats(
         c.since(f.name(), t);
     }
     Ok(written)
+}
+
+/// `update/`, the update payload, from the disk and the UKI just written into `out`.
+fn update(ctx: &Context, d: &Inputs, disk: &HostDisk, out: &Path, c: &mut Collector) -> Result<()> {
+    let t = std::time::Instant::now();
+    let stage = ctx
+        .rep
+        .stage(&format!("writing {}/", crate::formats::update::DIR));
+    let written = crate::formats::update::write(
+        &crate::formats::update::Inputs {
+            image: &d.r.name,
+            version: &d.r.version,
+            architecture: &d.r.debian.architecture,
+            disk,
+            raw: &crate::disk::image::disk_in(out),
+            uki: &out.join("uki.efi"),
+            epoch: d.asm.epoch,
+        },
+        out,
+    )?;
+    let total: u64 = written.iter().skip(1).map(|o| o.size).sum();
+    stage.done(format!(
+        "version {}, {:.1} MB in {} blobs",
+        d.r.version,
+        total as f64 / 1e6,
+        written.len() - 1
+    ));
+    for o in written {
+        c.output(o);
+    }
+    c.since("update", t);
+    Ok(())
 }
 
 /// `install.iso` and `netboot/`, as asked for, from the disk just written into `out`

@@ -91,11 +91,14 @@ pub enum Format {
     /// Host images: `netboot/` (`uki.efi`, `root.cpio`, `boot.ipxe`), a diskless node
     /// booted by iPXE over PXE or HTTP (implies `disk`).
     Netboot,
+    /// Host images: `update/`, an OCI image layout holding the update payload (root,
+    /// verity tree, UKI) a node's agent installs (implies `disk`; docs/updates.md).
+    Update,
 }
 
 impl Format {
     /// Every format, in the order `slipway build --help` lists them.
-    pub const ALL: [Format; 11] = [
+    pub const ALL: [Format; 12] = [
         Format::Tar,
         Format::Dir,
         Format::Oci,
@@ -107,6 +110,7 @@ impl Format {
         Format::Gce,
         Format::Iso,
         Format::Netboot,
+        Format::Update,
     ];
 
     /// Its name on the command line (`--format`).
@@ -123,6 +127,7 @@ impl Format {
             Format::Gce => "gce",
             Format::Iso => "iso",
             Format::Netboot => "netboot",
+            Format::Update => "update",
         }
     }
 }

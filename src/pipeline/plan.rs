@@ -38,16 +38,20 @@ pub(super) fn plan(r: &Recipe, formats: &[Format]) -> Result<Plan> {
     let media = crate::pipeline::disk::Media {
         iso: formats.contains(&Format::Iso),
         netboot: formats.contains(&Format::Netboot),
+        update: formats.contains(&Format::Update),
     };
-    let wants_disk =
-        formats.contains(&Format::Disk) || !disk_formats.is_empty() || media.iso || media.netboot;
+    let wants_disk = formats.contains(&Format::Disk)
+        || !disk_formats.is_empty()
+        || media.iso
+        || media.netboot
+        || media.update;
     let mut init = None;
     if wants_disk {
         if r.kind != crate::recipe::raw::ImageKind::Host {
             return Err(err(
                 Code::BadInput,
                 format!(
-                    "{}: --format disk, qcow2, vhd, vmdk, gce, iso and netboot need a host recipe (image.kind = \"host\")",
+                    "{}: --format disk, qcow2, vhd, vmdk, gce, iso, netboot and update need a host recipe (image.kind = \"host\")",
                     r.display()
                 ),
             ));

@@ -46,7 +46,8 @@ pub(super) fn stage(
             | Format::Vmdk
             | Format::Gce
             | Format::Iso
-            | Format::Netboot => {}
+            | Format::Netboot
+            | Format::Update => {}
         }
     }
     c.since("write", t);

@@ -44,3 +44,4 @@ mod squashfs;
 mod structure;
 mod testing_harness;
 mod tree;
+mod updates;

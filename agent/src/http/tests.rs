@@ -409,6 +409,11 @@ impl TestPki {
         }
     }
 
+    /// The server side's TLS settings (for servers that script their answers).
+    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.server)
+    }
+
     /// Writes the CA certificate to `dir/ca.pem`; its path.
     pub(crate) fn ca_file(&self, dir: &std::path::Path) -> std::path::PathBuf {
         let p = dir.join("ca.pem");
