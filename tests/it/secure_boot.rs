@@ -734,8 +734,6 @@ fn cmdline_offset_in_esp(dir: &Path) -> u64 {
 }
 
 #[test]
-#[ignore = "out of CI until the suite is trimmed (CI would run past its 30-minute limit): \
-            run with `--run-ignored all`; see docs/testing.md"]
 fn custom_keys_refuse_a_tampered_uki_and_another_key_and_boot_their_own() {
     let (cli, _, custom) = signed_builds();
     let dir = keys_dir();
