@@ -145,6 +145,14 @@ fn media(ctx: &Context, d: &Inputs, disk: &HostDisk, out: &Path, c: &mut Collect
     };
     let (kernel, initrd, uki) = (read("vmlinuz")?, read("initrd")?, read("uki.efi")?);
     let raw = crate::disk::image::disk_in(out);
+    // The media's own UKIs are signed with the image's key, if it has one.
+    let signer = match &d.r.secure_boot {
+        Some(sb) => Some(
+            crate::disk::sign::Signer::open(sb, d.asm.epoch)
+                .with_context(|| format!("{}: the Secure Boot signing key", d.r.display()))?,
+        ),
+        None => None,
+    };
     let parts = || crate::formats::iso::BootParts {
         stub,
         kernel: &kernel,
@@ -166,6 +174,7 @@ fn media(ctx: &Context, d: &Inputs, disk: &HostDisk, out: &Path, c: &mut Collect
                 uki: &uki,
                 boot: parts(),
                 epoch: d.asm.epoch,
+                signer: signer.as_ref(),
             },
             out,
         )?;

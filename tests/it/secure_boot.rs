@@ -536,6 +536,7 @@ fn signed_builds_are_reproducible_measured_and_hold_no_private_key() {
             );
         }
     }
+    let media = installer_uki_is_signed(&dir.join("custom.crt"), tmp.path());
     // The ESP holds the enrollment files, as built in.
     let esp = esp_of(&custom, tmp.path());
     let listing = run(Command::new("mdir")
@@ -557,7 +558,7 @@ fn signed_builds_are_reproducible_measured_and_hold_no_private_key() {
     secrets.extend(secrets_of(&dir.join("custom.key"), ""));
     // Whole-build entries: the only stage-cache entries made after signing.
     let stages = common::shared_cache().join("stages/build");
-    let holding = files_holding(&[&cli, &recipe, &custom, &stages], &secrets);
+    let holding = files_holding(&[&cli, &recipe, &custom, &media, &stages], &secrets);
     assert!(holding.is_empty(), "a private key is in {holding:?}");
     let locks: Vec<PathBuf> = ["cli.toml.lock", "snakeoil.toml.lock", "custom.toml.lock"]
         .iter()
@@ -573,6 +574,39 @@ fn signed_builds_are_reproducible_measured_and_hold_no_private_key() {
             l.display()
         );
     }
+}
+
+/// The ISO of the image signed with the generated key: its El Torito image's installer
+/// UKI is signed with that key, as the image's own UKI is. Returns the build's output.
+fn installer_uki_is_signed(cert: &Path, work: &Path) -> PathBuf {
+    signing_env();
+    let p = keys_dir().join("custom.toml").display().to_string();
+    let out = fixtures::build(&p, &["--format", "disk,iso"]);
+    let iso = std::fs::read(out.join("install.iso")).unwrap();
+    let img = work.join("efiboot.img");
+    std::fs::write(&img, crate::common::iso::iso_file(&iso, "EFIBOOT.IMG;1")).unwrap();
+    let uki = work.join("installer.efi");
+    run(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(&img)
+        .arg("::/EFI/BOOT/BOOTX64.EFI")
+        .arg(&uki));
+    run(Command::new("osslsigncode")
+        .args(["verify", "-CAfile"])
+        .arg(cert)
+        .arg("-in")
+        .arg(&uki));
+    let other = Command::new("osslsigncode")
+        .args(["verify", "-CAfile", SNAKEOIL_CERT, "-in"])
+        .arg(&uki)
+        .output()
+        .unwrap();
+    assert!(
+        !other.status.success(),
+        "the installer UKI verified with the snakeoil certificate too"
+    );
+    out
 }
 
 /// The ESP partition of the build in `dir`, copied out into `work` (for mtools).

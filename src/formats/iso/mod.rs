@@ -62,6 +62,9 @@ pub struct Inputs<'a> {
     pub boot: BootParts<'a>,
     /// `SOURCE_DATE_EPOCH`.
     pub epoch: u64,
+    /// Signs the installer UKI when the image is signed (`[secure-boot]` or
+    /// `--sign-key`), so that the medium boots where the image does.
+    pub signer: Option<&'a crate::disk::sign::Signer>,
 }
 
 /// The medium's id: 32 lowercase hex digits derived from the root hash `root_hash`.
@@ -182,6 +185,10 @@ fn efiboot(inp: &Inputs, id: &str, seed: &[u8], dest: &Path) -> Result<()> {
         uname: Some(inp.boot.uname),
     })
     .context("the installer UKI")?;
+    let uki = match inp.signer {
+        Some(s) => s.sign_pe("the installer UKI", &uki)?,
+        None => uki,
+    };
     let size = ((uki.len() as u64 + (1 << 19)).div_ceil(1 << 20) << 20).max(2 << 20);
     if size >= 32 << 20 {
         anyhow::bail!(

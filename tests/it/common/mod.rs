@@ -4,6 +4,7 @@
 
 pub mod docker;
 pub mod fixtures;
+pub mod iso;
 pub mod k8s;
 pub mod registry;
 
