@@ -281,6 +281,22 @@ fn run_config(out: &Path) -> serde_json::Value {
     c
 }
 
+/// The user id a shell in image `img` runs as (`id -u`, no network).
+fn uid_in_shell(img: &str) -> String {
+    let said = run(Command::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "sh",
+        img,
+        "-c",
+        "id -u",
+    ]));
+    said.trim().to_string()
+}
+
 #[test]
 fn debug_variants_have_a_shell_and_the_images_have_none() {
     for name in IMAGES {
@@ -309,35 +325,13 @@ fn debug_variants_have_a_shell_and_the_images_have_none() {
             mine.len() == theirs.len() + added && mine[..theirs.len()] == theirs[..],
             "{name}:debug = {name}'s layers + {added}"
         );
-        let said = run(Command::new("docker").args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--entrypoint",
-            "sh",
-            &img,
-            "-c",
-            "id -u",
-        ]));
-        assert_eq!(said.trim(), "65532", "{name}:debug");
+        assert_eq!(uid_in_shell(&img), "65532", "{name}:debug");
     }
     // The root variant of a debug image: tag debug-root, uid 0; BusyBox in its SBOM.
     let dbg = debug_built("glibc", true);
     let img = docker_load(&dbg);
     assert!(img.ends_with(":debug-root"), "{img}");
-    let said = run(Command::new("docker").args([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--entrypoint",
-        "sh",
-        &img,
-        "-c",
-        "id -u",
-    ]));
-    assert_eq!(said.trim(), "0");
+    assert_eq!(uid_in_shell(&img), "0");
     let r = slipway::recipe::Recipe::load(&repo_recipe("glibc"))
         .unwrap()
         .variant(slipway::recipe::Variant::Debug)
