@@ -21,7 +21,13 @@ use std::path::Path;
 impl Cache {
     /// Whether the open cache file `file` (at `path`, identity `id`) holds the bytes
     /// with digest `sha256`: as its stamp says, else hashed in full (and stamped).
-    pub(super) fn holds(&self, path: &Path, file: &File, id: Identity, sha256: &str) -> Result<bool> {
+    pub(super) fn holds(
+        &self,
+        path: &Path,
+        file: &File,
+        id: Identity,
+        sha256: &str,
+    ) -> Result<bool> {
         let stamp = stamp::beside(path);
         if stamp::recorded(&stamp, &id).as_deref() == Some(sha256) {
             return Ok(true);
@@ -133,13 +139,19 @@ mod tests {
             cache.read_verified(&path, &fake, n).unwrap(),
             Err(Mismatch::Digest { .. })
         ));
-        assert!(!stamp_path.exists(), "a stamp of a mismatching file is removed");
+        assert!(
+            !stamp_path.exists(),
+            "a stamp of a mismatching file is removed"
+        );
         assert!(matches!(
             cache.read_verified(&path, &sha, n).unwrap(),
             Err(Mismatch::Digest { .. })
         ));
         assert!(
-            fs::read_dir(d.path().join("c/tmp")).unwrap().next().is_none(),
+            fs::read_dir(d.path().join("c/tmp"))
+                .unwrap()
+                .next()
+                .is_none(),
             "no work directory is left"
         );
     }

@@ -287,7 +287,10 @@ mod tests {
         assert_eq!(got, sha);
         let id = Identity::of(&fs::metadata(&f).unwrap());
         assert_eq!(recorded(&stamp, &id), Some(sha.clone()), "stamped once old");
-        assert!(!d.path().join("t2").exists(), "the new file became the stamp");
+        assert!(
+            !d.path().join("t2").exists(),
+            "the new file became the stamp"
+        );
         // The stamp is what is read now: a wrong digest in it is believed (which is why
         // only the cache's owner may write the cache, docs/security.md).
         let fake = crate::io::hash::sha256_hex(b"fake");
@@ -302,7 +305,10 @@ mod tests {
         std::os::unix::fs::FileExt::write_all_at(&w, b"V", 0).unwrap();
         w.set_modified(m.modified().unwrap()).unwrap();
         drop(w);
-        assert_eq!(recorded(&stamp, &Identity::of(&fs::metadata(&f).unwrap())), None);
+        assert_eq!(
+            recorded(&stamp, &Identity::of(&fs::metadata(&f).unwrap())),
+            None
+        );
         let got = sha256_stamped(&f, &stamp, d.path().join("t4")).unwrap();
         assert_eq!(got, crate::io::hash::sha256_hex(b"Verified bytes"));
     }
