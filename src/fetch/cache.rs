@@ -2,12 +2,12 @@
 //!
 //! Blobs live at `blobs/sha256/XX/DIGEST`, keyed by content, never by URL. Every use
 //! checks the whole blob ([`Cache::check`], docs/decisions/0026-verified-cache.md): it
-//! is hashed in full unless its stamp (`DIGEST.verified`, src/fetch/stamped.rs) records it
-//! with the same device, inode, size, mtime and ctime, as hashed in the last day. A byte
-//! changed through the file system changes the ctime, which nothing can set back
-//! (docs/decisions/0044-verification-stamps.md). Inserts are verified, then renamed into place
-//! from a private work directory, so two builds sharing a cache never see a partial file
-//! and no temporary name in a shared directory can be planted in advance.
+//! is hashed in full unless its stamp (`DIGEST.verified`, src/fetch/stamped.rs) records
+//! it with the same device, inode, size, mtime and ctime, as hashed in the last day. A
+//! byte changed through the file system changes the ctime, which nothing can set back
+//! (docs/decisions/0044-verification-stamps.md). Inserts are verified, then renamed
+//! into place from a private work directory, so two builds sharing a cache never see a
+//! partial file and no temporary name in a shared directory can be planted in advance.
 //!
 //! Work directories (`tmp/work-*`) hold downloads and decodes in progress. Each is locked
 //! (`flock`) by the process using it; [`Cache::open`] removes the ones whose lock is not
