@@ -154,6 +154,13 @@ impl Pending {
     /// directory on the file system of the file to stamp), for a file whose identity is
     /// `before`. Called before that file is read.
     pub fn begin(tmp: PathBuf, before: Identity) -> Result<Pending> {
+        Pending::begin_apart(tmp, before, 0)
+    }
+
+    /// [`Pending::begin`] for a file that may live on another file system than `tmp`
+    /// (another clock, say a network file system's server): it must also have been
+    /// last changed at least `margin` seconds before.
+    pub fn begin_apart(tmp: PathBuf, before: Identity, margin: i64) -> Result<Pending> {
         let cleanup = crate::io::signals::register(&tmp);
         let file = crate::io::atomic::create_new(&tmp, 0o600)?;
         let m = file
@@ -162,7 +169,7 @@ impl Pending {
         Ok(Pending {
             tmp,
             file: Some(file),
-            start: (m.ctime(), m.ctime_nsec()),
+            start: (m.ctime().saturating_sub(margin), m.ctime_nsec()),
             before,
             _cleanup: cleanup,
         })
@@ -205,16 +212,27 @@ impl Drop for Pending {
     }
 }
 
+/// How much older than the stamp's new file a file on another file system must be to
+/// be stamped by [`sha256_stamped`]: more than any tick and any sane clock skew.
+const APART: i64 = 5;
+
 /// The sha256 of the file at `path`: the one its stamp `stamp` records when that
 /// matches the file as it is now; else the file is hashed in full and stamped (through
-/// the new file `tmp`, on the same file system as `stamp`).
+/// the new file `tmp`, on the same file system as `stamp`, maybe not as `path`: a file
+/// changed in the last [`APART`] seconds is not stamped).
 pub fn sha256_stamped(path: &Path, stamp: &Path, tmp: PathBuf) -> Result<String> {
+    stamped_digest(path, stamp, tmp, APART)
+}
+
+/// [`sha256_stamped`], stamping a file last changed `margin` seconds before the stamp's
+/// new file was made, or earlier.
+fn stamped_digest(path: &Path, stamp: &Path, tmp: PathBuf, margin: i64) -> Result<String> {
     let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let id = Identity::of_file(&file).with_context(|| format!("reading {}", path.display()))?;
     if let Some(sha) = recorded(stamp, &id) {
         return Ok(sha);
     }
-    let pending = Pending::begin(tmp, id).ok();
+    let pending = Pending::begin_apart(tmp, id, margin).ok();
     let (sha, _) = sha256_reader(std::io::BufReader::with_capacity(1 << 20, &file))
         .with_context(|| format!("reading {}", path.display()))?;
     if let Some(p) = pending {
@@ -278,12 +296,15 @@ mod tests {
         fs::write(&f, b"verified bytes").unwrap();
         let sha = crate::io::hash::sha256_hex(b"verified bytes");
         let stamp = beside(&f);
-        // Just written: it may be too fresh to stamp (racily clean); either way the
-        // digest is the file's.
-        let got = sha256_stamped(&f, &stamp, d.path().join("t1")).unwrap();
-        assert_eq!(got, sha);
         age(&f);
-        let got = sha256_stamped(&f, &stamp, d.path().join("t2")).unwrap();
+        // Changed milliseconds ago: on another file system's clock, seconds apart are
+        // asked for; the digest is the file's all the same.
+        assert_eq!(
+            sha256_stamped(&f, &stamp, d.path().join("t1")).unwrap(),
+            sha
+        );
+        assert!(!stamp.exists(), "stamped across clocks within {APART} s");
+        let got = stamped_digest(&f, &stamp, d.path().join("t2"), 0).unwrap();
         assert_eq!(got, sha);
         let id = Identity::of(&fs::metadata(&f).unwrap());
         assert_eq!(recorded(&stamp, &id), Some(sha.clone()), "stamped once old");
@@ -296,7 +317,7 @@ mod tests {
         let fake = crate::io::hash::sha256_hex(b"fake");
         fs::write(&stamp, format(&id, &fake, unix_now().unwrap())).unwrap();
         assert_eq!(
-            sha256_stamped(&f, &stamp, d.path().join("t3")).unwrap(),
+            stamped_digest(&f, &stamp, d.path().join("t3"), 0).unwrap(),
             fake
         );
         // A flipped byte that keeps the size, mtime and inode changes the ctime.
@@ -309,7 +330,7 @@ mod tests {
             recorded(&stamp, &Identity::of(&fs::metadata(&f).unwrap())),
             None
         );
-        let got = sha256_stamped(&f, &stamp, d.path().join("t4")).unwrap();
+        let got = stamped_digest(&f, &stamp, d.path().join("t4"), 0).unwrap();
         assert_eq!(got, crate::io::hash::sha256_hex(b"Verified bytes"));
     }
 
