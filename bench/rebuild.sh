@@ -17,8 +17,9 @@
 # a scratch one too: seeded with hard links from $SLIPWAY_CACHE (or ~/.cache/slipway)
 # when that has the packages, so nothing is downloaded; its stage entries are its own.
 # Each run prints wall/cpu (user + system) seconds; the CPU time tells a loaded
-# machine's wait apart from slipway's work. Any user can run it (host disks build
-# rootless since issue 20). Run it with nothing else running.
+# machine's wait apart from slipway's work, and `uptime` is printed at the start and the
+# end. Any user can run it (host disks build rootless since issue 20). Run it with
+# nothing else running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
@@ -53,6 +54,7 @@ build() { # prints the wall time of one build, and its CPU time (user + system) 
 # The median of the wall times (field 1) or CPU times (field 2) of "wall/cpu" values.
 median() { local f=$1; shift; printf '%s\n' "$@" | cut -d/ -f"$f" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+echo "== $(uptime)"
 echo "== warming the package cache (one build)"
 build >/dev/null
 
@@ -85,3 +87,4 @@ printf '  %-28s %6s %8s\n' "cold, warm package cache" "$(median 1 "${cold[@]}")"
 printf '  %-28s %6s %8s   (goal: wall <= 2)\n' "one changed overlay file" "$(median 1 "${overlay[@]}")" "$(median 2 "${overlay[@]}")"
 printf '  %-28s %6s %8s   (goal: wall <= 0.5)\n' "nothing changed" "$(median 1 "${unchanged[@]}")" "$(median 2 "${unchanged[@]}")"
 echo "  last disk.raw sha256:$sha"
+echo "  uptime at the end:$(uptime)"

@@ -88,7 +88,7 @@ pub fn unpack_all(cache: &Cache, pkgs: &[LockedPackage]) -> Result<Vec<Unpacked>
 
 fn unpack_one(cache: &Cache, p: &LockedPackage) -> Result<Unpacked> {
     let dir = cache.decoded_dir().join(&p.sha256);
-    let (control, data) = match read_decoded(&dir)? {
+    let (control, data) = match read_decoded(cache, &dir)? {
         Decoded::Valid { control, data } => (read_control_tar(&control)?, data),
         Decoded::Absent => decode_and_store(cache, p, &dir, false)?,
         Decoded::Bad(why) => {
@@ -135,8 +135,9 @@ enum Decoded {
     Bad(String),
 }
 
-/// Reads the decoded entry `dir`, verifying each file against `sums` while reading it.
-fn read_decoded(dir: &Path) -> Result<Decoded> {
+/// Reads the decoded entry `dir`, verifying each file against `sums` while reading it
+/// (or by its stamp, [`Cache::read_verified`]).
+fn read_decoded(cache: &Cache, dir: &Path) -> Result<Decoded> {
     let sums_path = dir.join(SUMS);
     let sums = match std::fs::read_to_string(&sums_path) {
         Ok(s) => s,
@@ -152,7 +153,7 @@ fn read_decoded(dir: &Path) -> Result<Decoded> {
     let mut files = Vec::with_capacity(DECODED_FILES.len());
     for ((sha, size), name) in record.into_iter().zip(DECODED_FILES) {
         let path = dir.join(name);
-        match verify::read_verified(&path, &sha, size) {
+        match cache.read_verified(&path, &sha, size) {
             Ok(Ok(bytes)) => files.push(bytes),
             Ok(Err(m)) => return Ok(Decoded::Bad(format!("{}: {m}", path.display()))),
             Err(e) => return Ok(Decoded::Bad(format!("{e:#}"))),

@@ -1,11 +1,13 @@
 //! The content-addressed cache (`$SLIPWAY_CACHE`, default `~/.cache/slipway`).
 //!
 //! Blobs live at `blobs/sha256/XX/DIGEST`, keyed by content, never by URL. Every use
-//! re-hashes the whole blob ([`Cache::check`]): a stamp of size, mtime and inode would
-//! miss a flipped byte that keeps those three, and hashing is cheap next to the build
-//! (docs/decisions/0026-verified-cache.md). Inserts are verified, then renamed into place
-//! from a private work directory, so two builds sharing a cache never see a partial file
-//! and no temporary name in a shared directory can be planted in advance.
+//! checks the whole blob ([`Cache::check`], docs/decisions/0026-verified-cache.md): it
+//! is hashed in full unless its stamp (`DIGEST.verified`, src/fetch/stamped.rs) records
+//! it with the same device, inode, size, mtime and ctime, as hashed in the last day. A
+//! byte changed through the file system changes the ctime, which nothing can set back
+//! (docs/decisions/0044-verification-stamps.md). Inserts are verified, then renamed
+//! into place from a private work directory, so two builds sharing a cache never see a
+//! partial file and no temporary name in a shared directory can be planted in advance.
 //!
 //! Work directories (`tmp/work-*`) hold downloads and decodes in progress. Each is locked
 //! (`flock`) by the process using it; [`Cache::open`] removes the ones whose lock is not
@@ -125,8 +127,8 @@ impl Cache {
             .join(format!("{sha256}.ok"))
     }
 
-    /// Checks the blob by hashing all of it. A blob that fails the check (or is not a
-    /// regular file) is removed so that it is fetched again.
+    /// Checks the blob: as its stamp records it, else by hashing all of it. A blob that
+    /// fails the check (or is not a regular file) is removed so that it is fetched again.
     pub fn check(&self, sha256: &str) -> Result<BlobState> {
         let path = self.blob_path(sha256);
         let file = match open_nofollow(&path) {
@@ -137,20 +139,23 @@ impl Cache {
             }
             Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
         };
-        let meta = file
+        let mut meta = file
             .metadata()
             .with_context(|| format!("reading {}", path.display()))?;
         if !meta.is_file() {
             return self.discard(sha256);
         }
-        let (digest, _) = sha256_reader(std::io::BufReader::with_capacity(1 << 20, &file))
-            .with_context(|| format!("reading {}", path.display()))?;
-        if digest != sha256 {
-            return self.discard(sha256);
-        }
         if meta.mode() & 0o077 != 0 {
+            // Before the check: the chmod changes the blob's ctime, which its stamp holds.
             file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
                 .with_context(|| format!("setting the mode of {}", path.display()))?;
+            meta = file
+                .metadata()
+                .with_context(|| format!("reading {}", path.display()))?;
+        }
+        let id = crate::io::hash::stamp::Identity::of(&meta);
+        if !self.holds(&path, &file, id, sha256)? {
+            return self.discard(sha256);
         }
         let _ = fs::remove_file(self.legacy_stamp_path(sha256));
         Ok(BlobState::Valid)
@@ -163,6 +168,7 @@ impl Cache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
         }
+        crate::io::hash::stamp::remove(&crate::io::hash::stamp::beside(&path));
         let _ = fs::remove_file(self.legacy_stamp_path(sha256));
         Ok(BlobState::Corrupt)
     }
@@ -207,6 +213,8 @@ impl Cache {
             file.sync_all()
                 .with_context(|| format!("syncing {}", dest.display()))?;
         }
+        // A new inode: a stamp of an earlier blob at this name matches it no more.
+        crate::io::hash::stamp::remove(&crate::io::hash::stamp::beside(&dest));
         let _ = fs::remove_file(self.legacy_stamp_path(sha256));
         Ok(dest)
     }

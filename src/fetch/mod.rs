@@ -5,4 +5,5 @@ pub mod artifact;
 pub mod cache;
 pub mod limits;
 pub mod packages;
+mod stamped;
 pub mod verify;

@@ -1,7 +1,8 @@
 //! Reading cache files while checking them, and creating cache files safely.
 //!
 //! Consumes a path and the digest recorded for it; produces its bytes, hashed in the same
-//! pass that reads them (no second read), or a [`Mismatch`] saying what differed. Creates
+//! pass that reads them (no second read), or a [`Mismatch`] saying what differed
+//! ([`crate::fetch::cache::Cache::read_verified`] adds the stamps that skip the hash). Creates
 //! new files with `O_CREAT|O_EXCL|O_NOFOLLOW` and an explicit mode, so a name planted in
 //! advance (a symlink, a file) fails the creation instead of being written through.
 
@@ -77,6 +78,16 @@ pub fn read_verified(
     size: u64,
 ) -> Result<std::result::Result<Vec<u8>, Mismatch>> {
     let mut f = open_nofollow(path).with_context(|| format!("opening {}", path.display()))?;
+    read_open(&mut f, path, sha256, size)
+}
+
+/// [`read_verified`] of the file `f`, open at its start (`path` names it in errors).
+pub fn read_open(
+    f: &mut File,
+    path: &Path,
+    sha256: &str,
+    size: u64,
+) -> Result<std::result::Result<Vec<u8>, Mismatch>> {
     let actual = f
         .metadata()
         .with_context(|| format!("reading {}", path.display()))?
@@ -88,20 +99,39 @@ pub fn read_verified(
         }));
     }
     let (bytes, digest) =
-        read_hashing(&mut f, size).with_context(|| format!("reading {}", path.display()))?;
+        read_hashing(f, size).with_context(|| format!("reading {}", path.display()))?;
+    Ok(compare(bytes, &digest, sha256, size))
+}
+
+/// `bytes`, whose sha256 is `digest`, when they are the `size` bytes with sha256
+/// `sha256`; else how they differ.
+pub fn compare(
+    bytes: Vec<u8>,
+    digest: &str,
+    sha256: &str,
+    size: u64,
+) -> std::result::Result<Vec<u8>, Mismatch> {
     if bytes.len() as u64 != size {
-        return Ok(Err(Mismatch::Size {
+        return Err(Mismatch::Size {
             expected: size,
             actual: bytes.len() as u64,
-        }));
+        });
     }
     if digest != sha256 {
-        return Ok(Err(Mismatch::Digest {
+        return Err(Mismatch::Digest {
             expected: sha256.to_string(),
-            actual: digest,
-        }));
+            actual: digest.to_string(),
+        });
     }
-    Ok(Ok(bytes))
+    Ok(bytes)
+}
+
+/// Reads `r` to its end into memory (sized for `hint` bytes), without hashing: for a file
+/// whose stamp vouches for it ([`crate::io::hash::stamp`]).
+pub fn read_plain(r: &mut impl Read, hint: u64) -> io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    r.read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// Reads `r` to its end into memory (sized for `hint` bytes) and returns the bytes with

@@ -1,5 +1,8 @@
 //! SHA-256 helpers: hex digests of bytes, files and streams, and a writer adapter that
-//! hashes what passes through it (hash while writing, never a second read).
+//! hashes what passes through it (hash while writing, never a second read). [`stamp`]
+//! remembers a full hash of a file for as long as the file cannot have changed.
+
+pub mod stamp;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};

@@ -15,7 +15,7 @@
 //!
 //! Clearing: `rm -rf CACHE/stages` while no build runs (docs/host-images.md).
 
-use crate::io::hash::{hex, sha256_file};
+use crate::io::hash::{hex, sha256_file, sha256_sparse_file};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -65,16 +65,43 @@ impl KeyBuilder {
     }
 }
 
+/// The running slipway binary's sha256, once known in this process.
+static SELF_DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// The sha256 of the running slipway binary (computed once per process): every key
 /// holds it, so a new slipway never reuses an old one's entries.
 pub fn self_digest() -> Result<&'static str> {
-    static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    if let Some(d) = DIGEST.get() {
+    if let Some(d) = SELF_DIGEST.get() {
         return Ok(d);
     }
     let exe = std::env::current_exe().context("finding the slipway binary")?;
     let (sha, _) = sha256_file(&exe)?;
-    Ok(DIGEST.get_or_init(|| sha))
+    Ok(SELF_DIGEST.get_or_init(|| sha))
+}
+
+/// [`self_digest`], remembered across runs in `stages` (`stages/self/`): a stamp
+/// ([`crate::io::hash::stamp`]) records the binary's device, inode, size, mtime and
+/// ctime with its sha256, so a run of the same binary reads that line instead of
+/// hashing 80 MB. A rebuilt or replaced binary has another identity and is hashed.
+pub fn self_digest_in(stages: &StageCache) -> Result<&'static str> {
+    if let Some(d) = SELF_DIGEST.get() {
+        return Ok(d);
+    }
+    let exe = std::env::current_exe().context("finding the slipway binary")?;
+    let dir = stages.root.join("self");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let stamp = dir.join(crate::io::hash::stamp::name_for(&exe));
+    let tmp = stages.root.join("tmp").join(format!(
+        "self-{}-{:016x}",
+        std::process::id(),
+        crate::io::atomic::random_u64()
+    ));
+    let sha = crate::io::hash::stamp::sha256_stamped(&exe, &stamp, tmp)?;
+    Ok(SELF_DIGEST.get_or_init(|| sha))
 }
 
 /// Adds the host program `program` (its path and sha256) to `k`: a new mksquashfs or
@@ -277,7 +304,7 @@ impl StageCache {
                         .len();
                     (sha.clone(), size)
                 }
-                None => sha256_file(&dest)?,
+                None => sha256_sparse_file(&dest)?,
             };
             records.push(FileRecord {
                 name: name.clone(),
@@ -355,7 +382,9 @@ fn verify(dir: &Path, bytes: &[u8]) -> Result<Entry> {
                 f.size
             );
         }
-        let (sha, _) = sha256_file(&p)?;
+        // By its data regions: `disk.raw` is mostly holes, which need not be read to be
+        // hashed as the zeros they are.
+        let (sha, _) = sha256_sparse_file(&p)?;
         if sha != f.sha256 {
             bail!(
                 "{} has sha256 {sha}, its index says {}",

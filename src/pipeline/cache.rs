@@ -28,6 +28,7 @@ const KIND: &str = "build";
 /// The key of this build, or None when its outputs are not kept (not a host image, or
 /// tree or OCI outputs asked for).
 pub(super) fn key(
+    ctx: &Context,
     r: &Recipe,
     plan: &Plan,
     opts: &BuildOptions,
@@ -45,11 +46,12 @@ pub(super) fn key(
     if !files_only || opts.formats.is_empty() {
         return Ok(None);
     }
+    let stages = StageCache::open(ctx.cache.root())?;
     let mut k = KeyBuilder::new(KIND, VERSION);
     // The signing certificate's digest, never the private key: outputs signed with
     // another key are never reused.
     k.text("secure-boot", &crate::disk::sign::cache_text(r)?)
-        .text("slipway", crate::io::stage_cache::self_digest()?)
+        .text("slipway", crate::io::stage_cache::self_digest_in(&stages)?)
         .text("init", &crate::io::hash::sha256_hex(&bundled.init))
         .text("agent", &crate::io::hash::sha256_hex(&bundled.agent))
         .text("lock", &lock.to_text()?)

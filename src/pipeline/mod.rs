@@ -243,7 +243,7 @@ fn build_into(
     let dir = staged.path().to_path_buf();
     report.lock = r.lock_path().display().to_string();
     let locked = fetch::lock_stage(ctx, r, c)?;
-    let key = cache::key(r, &plan, opts, &locked)?;
+    let key = cache::key(ctx, r, &plan, opts, &locked)?;
     if cache::reuse(ctx, (r, &locked), key.as_deref(), &dir, report, c)? {
         return finish(ctx, out, staged, report, c);
     }

@@ -1,7 +1,8 @@
 //! Issue 16, the cache: what the cache hands to a build is verified. A byte flipped at a
 //! random offset of a decoded `data.tar`, of a cached .deb or of a cached artifact is
 //! repaired (from the verified .deb, the vendor directory, the artifact's URL) with one
-//! warning line, and the image is byte-identical to a clean build's. Blobs copied from
+//! warning line, and the image is byte-identical to a clean build's, also when the file
+//! carries a stamp of an earlier full check (issue 19). Blobs copied from
 //! host files are private. Everything runs offline on a package made here, in a cache of
 //! the test's own (never the shared one, which other tests read).
 #![allow(clippy::unwrap_used)]
@@ -46,6 +47,42 @@ impl Setup {
         ));
         (t, fs::read(out.join("rootfs.tar")).unwrap())
     }
+
+    /// Builds once more, after the file system's clock has moved past the clean build's
+    /// writes, so that this build's full checks stamp `files` (issue 19: a file whose
+    /// stamp records it as it is is not hashed again); asserts that they are stamped.
+    /// The flips that follow must be found through the stamps.
+    fn stamp(&self, files: &[PathBuf]) {
+        for f in files {
+            age(f);
+        }
+        let (t, tar) = self.build("stamped");
+        assert!(warnings(&t).is_empty(), "a clean cache warns:\n{t}");
+        assert!(tar == self.clean_tar);
+        for f in files {
+            let stamp = slipway::io::hash::stamp::beside(f);
+            let m = fs::metadata(&stamp)
+                .unwrap_or_else(|e| panic!("{} is not stamped: {e}", f.display()));
+            assert_eq!(m.mode() & 0o777, 0o600, "{}", stamp.display());
+        }
+    }
+}
+
+/// Waits until a file created beside `path` gets a later ctime than `path` has (the file
+/// system's clock ticks every few milliseconds): only then may `path` be stamped.
+fn age(path: &Path) {
+    let old = fs::metadata(path).unwrap();
+    let probe = path.with_file_name(".age-probe");
+    for _ in 0..1000 {
+        fs::write(&probe, b"").unwrap();
+        let now = fs::metadata(&probe).unwrap();
+        fs::remove_file(&probe).unwrap();
+        if (now.ctime(), now.ctime_nsec()) > (old.ctime(), old.ctime_nsec()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    panic!("the clock of {} did not move", path.display());
 }
 
 /// Pseudo-random bytes (xorshift), so the package's content is not all padding.
@@ -205,6 +242,7 @@ fn blob(cache: &Path, sha: &str) -> PathBuf {
 fn a_flipped_byte_in_a_decoded_data_tar_is_repaired_not_shipped() {
     let s = setup();
     let data = s.cache().join("decoded").join(&s.deb_sha).join("data.tar");
+    s.stamp(std::slice::from_ref(&data));
     let seed = seed();
     let at = flip(&data, seed);
     let (t, tar) = s.build("after-flip");
@@ -232,6 +270,7 @@ fn a_flipped_byte_in_a_decoded_data_tar_is_repaired_not_shipped() {
 fn a_flipped_byte_in_a_cached_deb_or_artifact_is_repaired_not_shipped() {
     let s = setup();
     let cache = s.cache();
+    s.stamp(&[blob(&cache, &s.deb_sha), blob(&cache, &s.artifact_sha)]);
     let seed = seed();
     let at_deb = flip(&blob(&cache, &s.deb_sha), seed);
     let at_art = flip(&blob(&cache, &s.artifact_sha), seed.rotate_left(17));

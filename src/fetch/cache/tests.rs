@@ -36,7 +36,12 @@ fn a_flip_that_keeps_size_mtime_and_inode_is_found() {
     let src = d.path().join("f");
     fs::write(&src, &body).unwrap();
     let p = cache.insert(&src, &sha).unwrap();
+    // Old enough to be stamped by the check: the flip must be found all the same.
+    crate::io::hash::stamp::age(&p);
     assert_eq!(cache.check(&sha).unwrap(), BlobState::Valid);
+    let stamp = crate::io::hash::stamp::beside(&p);
+    assert!(stamp.is_file(), "the full check stamped the blob");
+    assert_eq!(mode(&stamp), 0o600);
     let before = fs::metadata(&p).unwrap();
     let mut f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
     f.seek(SeekFrom::Start(77_777)).unwrap();
@@ -54,6 +59,7 @@ fn a_flip_that_keeps_size_mtime_and_inode_is_found() {
         (after.len(), after.mtime(), after.mtime_nsec(), after.ino())
     );
     assert_eq!(cache.check(&sha).unwrap(), BlobState::Corrupt);
+    assert!(!p.exists() && !stamp.exists(), "blob and stamp are removed");
 }
 
 #[test]
