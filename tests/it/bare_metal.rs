@@ -23,7 +23,7 @@
 //!   client, as a server's firmware boots from a PXE server; the netboot UKI reaches
 //!   `slipway-ready` with its root from the initrd and /var on tmpfs; with one byte of
 //!   `slipway/root.img` changed in the UKI's initrd, slipway-init stops with a verity
-//!   error naming the root and no system comes up. The 80 MB UKI takes about 13 s over
+//!   error naming the root and no system comes up. The 84 MB UKI takes about 13 s over
 //!   slirp's TFTP under TCG (1428-byte blocks, one per round trip).
 #![allow(clippy::unwrap_used)]
 
