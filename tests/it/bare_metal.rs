@@ -313,7 +313,7 @@ impl Via {
     /// What the console shows when this client started the UKI it fetched.
     fn started(self) -> &'static str {
         match self {
-            Via::Pxe => "starting Boot0001 \"UEFI PXEv4 (MAC:",
+            Via::Pxe => "NBP file downloaded successfully",
             Via::Ipxe => "tftp://10.0.2.2/uki.efi",
         }
     }
