@@ -126,7 +126,8 @@ pub struct ProxyForward {
 }
 
 /// Network boot through slirp's TFTP server: DHCP names `bootfile`, served from `tftp`.
-/// OVMF's PXE client loads it over the NIC's iPXE driver (ipxe-qemu's option ROM).
+/// Who fetches it is [`VmSpec::nic_boot`]: the NIC's iPXE (ipxe-qemu's option ROM;
+/// scripts or EFI programs), or OVMF's own UEFI PXE client (EFI programs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Netboot {
     /// The directory served (read-only) by TFTP.
@@ -145,6 +146,18 @@ pub enum BootFrom {
     DiskThen(usize, usize),
     /// The NIC (PXE through OVMF).
     Network,
+}
+
+/// What drives the NIC under UEFI, and so which client a network boot runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NicBoot {
+    /// The NIC's option ROM, iPXE (QEMU's default; Debian's ipxe-qemu, 2019): runs iPXE
+    /// scripts (`#!ipxe`) and EFI programs.
+    #[default]
+    Ipxe,
+    /// OVMF's own virtio-net driver and UEFI PXE client (the NIC has no option ROM,
+    /// `romfile=`): DHCP, then TFTP of the boot file, which must be an EFI program.
+    Ovmf,
 }
 
 /// A host loopback port forwarded into the guest.
@@ -219,6 +232,8 @@ pub struct VmSpec {
     pub tpm: bool,
     /// Network boot (needs [`VmSpec::network`]).
     pub netboot: Option<Netboot>,
+    /// What drives the NIC under UEFI (the network boot's client).
+    pub nic_boot: NicBoot,
     /// Guest addresses relayed connection by connection to host services.
     pub proxy_forwards: Vec<ProxyForward>,
 }
@@ -248,6 +263,7 @@ impl VmSpec {
             boot_from: None,
             tpm: false,
             netboot: None,
+            nic_boot: NicBoot::Ipxe,
             proxy_forwards: Vec::new(),
         }
     }
@@ -523,9 +539,13 @@ pub fn command(spec: &VmSpec, w: &WorkDir, interactive: bool, tpm: Option<&Path>
         } else {
             ""
         };
+        let rom = match spec.nic_boot {
+            NicBoot::Ipxe => "",
+            NicBoot::Ovmf => ",romfile=",
+        };
         c = c
             .args(["-netdev", &netdev(spec)])
-            .args(["-device", &format!("virtio-net-pci,netdev=n0{boot}")]);
+            .args(["-device", &format!("virtio-net-pci,netdev=n0{rom}{boot}")]);
     }
     if let Some(sock) = tpm {
         c = c.args(super::tpm::args(sock));
@@ -1073,6 +1093,13 @@ mod tests {
         assert_eq!(
             values(&a, "-device"),
             ["virtio-net-pci,netdev=n0,bootindex=0"]
+        );
+        // OVMF's own PXE client: the NIC without its iPXE option ROM.
+        spec.nic_boot = NicBoot::Ovmf;
+        let a = args(&command(&spec, &work(), false, None));
+        assert_eq!(
+            values(&a, "-device"),
+            ["virtio-net-pci,netdev=n0,romfile=,bootindex=0"]
         );
         spec.network = false;
         let e = check_extras(&spec).unwrap_err();

@@ -1,7 +1,10 @@
 //! `--format netboot`: consumes a built host disk (`disk.raw` and its partition table)
-//! and the parts of its UKI, produces `netboot/` for UEFI PXE and HTTP boot through
-//! iPXE (docs/bare-metal.md): a diskless live node whose root and verity tree travel in
-//! the initrd and are trusted only through the `roothash=` on the UKI's command line.
+//! and the parts of its UKI, produces `netboot/` for UEFI PXE and HTTP boot, by the
+//! firmware itself or through iPXE (docs/bare-metal.md): a diskless live node whose root
+//! and verity tree travel in the initrd and are trusted only through the `roothash=` on
+//! the UKI's command line. `uki.efi` is the boot file: a firmware's PXE client fetches
+//! it over TFTP and starts it (tested under OVMF's own PXE client over QEMU's user
+//! network).
 //!
 //! - `root.cpio`: a newc cpio holding `slipway/root.img` and `slipway/verity.img`;
 //! - `uki.efi`: the image's kernel and initramfs with `roothash=... slipway.root=initrd
