@@ -41,6 +41,9 @@ pub struct Inputs<'a> {
     pub cmdline: &'a [String],
     /// `SOURCE_DATE_EPOCH`.
     pub epoch: u64,
+    /// Signs the netboot UKI when the image is signed, so that it boots where the
+    /// image does.
+    pub signer: Option<&'a crate::disk::sign::Signer>,
 }
 
 /// The netboot UKI's command line.
@@ -128,6 +131,10 @@ pub fn write(inp: &Inputs, out: &Path) -> Result<Vec<Output>> {
     })
     .context("the netboot UKI")?;
     drop(initrd);
+    let uki = match inp.signer {
+        Some(s) => s.sign_pe("the netboot UKI", &uki)?,
+        None => uki,
+    };
     for (name, kind, bytes) in [
         ("uki.efi", "netboot-uki", &uki[..]),
         ("boot.ipxe", "netboot-script", BOOT_IPXE.as_bytes()),

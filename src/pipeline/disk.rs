@@ -194,6 +194,7 @@ fn media(ctx: &Context, d: &Inputs, disk: &HostDisk, out: &Path, c: &mut Collect
                 boot: parts(),
                 cmdline: &d.r.disk.cmdline,
                 epoch: d.asm.epoch,
+                signer: signer.as_ref(),
             },
             out,
         )?;

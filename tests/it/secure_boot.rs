@@ -536,7 +536,7 @@ fn signed_builds_are_reproducible_measured_and_hold_no_private_key() {
             );
         }
     }
-    let media = installer_uki_is_signed(&dir.join("custom.crt"), tmp.path());
+    let media = media_ukis_are_signed(&dir.join("custom.crt"), tmp.path());
     // The ESP holds the enrollment files, as built in.
     let esp = esp_of(&custom, tmp.path());
     let listing = run(Command::new("mdir")
@@ -576,12 +576,13 @@ fn signed_builds_are_reproducible_measured_and_hold_no_private_key() {
     }
 }
 
-/// The ISO of the image signed with the generated key: its El Torito image's installer
-/// UKI is signed with that key, as the image's own UKI is. Returns the build's output.
-fn installer_uki_is_signed(cert: &Path, work: &Path) -> PathBuf {
+/// The ISO and netboot files of the image signed with the generated key: the El Torito
+/// image's installer UKI and the netboot UKI are signed with that key, as the image's
+/// own UKI is. Returns the build's output.
+fn media_ukis_are_signed(cert: &Path, work: &Path) -> PathBuf {
     signing_env();
     let p = keys_dir().join("custom.toml").display().to_string();
-    let out = fixtures::build(&p, &["--format", "disk,iso"]);
+    let out = fixtures::build(&p, &["--format", "disk,iso,netboot"]);
     let iso = std::fs::read(out.join("install.iso")).unwrap();
     let img = work.join("efiboot.img");
     std::fs::write(&img, crate::common::iso::iso_file(&iso, "EFIBOOT.IMG;1")).unwrap();
@@ -592,20 +593,23 @@ fn installer_uki_is_signed(cert: &Path, work: &Path) -> PathBuf {
         .arg(&img)
         .arg("::/EFI/BOOT/BOOTX64.EFI")
         .arg(&uki));
-    run(Command::new("osslsigncode")
-        .args(["verify", "-CAfile"])
-        .arg(cert)
-        .arg("-in")
-        .arg(&uki));
-    let other = Command::new("osslsigncode")
-        .args(["verify", "-CAfile", SNAKEOIL_CERT, "-in"])
-        .arg(&uki)
-        .output()
-        .unwrap();
-    assert!(
-        !other.status.success(),
-        "the installer UKI verified with the snakeoil certificate too"
-    );
+    for uki in [uki, out.join("netboot/uki.efi")] {
+        run(Command::new("osslsigncode")
+            .args(["verify", "-CAfile"])
+            .arg(cert)
+            .arg("-in")
+            .arg(&uki));
+        let other = Command::new("osslsigncode")
+            .args(["verify", "-CAfile", SNAKEOIL_CERT, "-in"])
+            .arg(&uki)
+            .output()
+            .unwrap();
+        assert!(
+            !other.status.success(),
+            "{}: verified with the snakeoil certificate too",
+            uki.display()
+        );
+    }
     out
 }
 
