@@ -138,7 +138,9 @@ mod tests {
         let t = r.expect(OCTET_STRING).unwrap();
         assert_eq!((t.body.len(), t.raw.len()), (0x80, 0x83));
         assert!(r.is_empty());
-        let e = Reader::new(&[0x30, 0x05, 1], "the thing").any().unwrap_err();
+        let e = Reader::new(&[0x30, 0x05, 1], "the thing")
+            .any()
+            .unwrap_err();
         assert!(e.contains("the thing") && e.contains("past its end"), "{e}");
         let e = Reader::new(&[0x02, 0x01, 1], "y")
             .expect(SEQUENCE)

@@ -32,6 +32,7 @@ const MESSAGE_DIGEST: &str = "1.2.840.113549.1.9.4";
 const RSA: &str = "1.2.840.113549.1.1.1";
 const SHA256_RSA: &str = "1.2.840.113549.1.1.11";
 const COMMON_NAME: &str = "2.5.4.3";
+const ORGANIZATION: &str = "2.5.4.10";
 
 /// What the check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +71,8 @@ pub fn secure_boot(efivars: &Path) -> Result<Result<(), String>, String> {
 
 /// The X.509 certificates (DER) in the `db` variable file `p`.
 pub fn db_certificates(p: &Path) -> Result<Vec<Vec<u8>>, String> {
-    let b = std::fs::read(p).map_err(|e| format!("reading the db variable {}: {e}", p.display()))?;
+    let b =
+        std::fs::read(p).map_err(|e| format!("reading the db variable {}: {e}", p.display()))?;
     let mut lists = b.get(4..).unwrap_or_default();
     let mut out = Vec::new();
     while !lists.is_empty() {
@@ -145,8 +147,10 @@ pub fn verify(pe: &[u8], db: &[Vec<u8>]) -> Result<String, String> {
         if cert.issuer != s.issuer || cert.serial != s.serial {
             continue;
         }
-        let key =
-            ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, cert.rsa_key);
+        let key = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            cert.rsa_key,
+        );
         if key.verify(&attrs, s.signature).is_ok() {
             return Ok(cert.name);
         }
@@ -155,7 +159,11 @@ pub fn verify(pe: &[u8], db: &[Vec<u8>]) -> Result<String, String> {
     let signer = common_name(s.issuer).map(|i| format!("issuer {i}, serial {}", hex(s.serial)));
     let in_db: Vec<String> = db
         .iter()
-        .map(|c| Cert::parse(c).map(|c| c.name).unwrap_or_else(|_| "?".into()))
+        .map(|c| {
+            Cert::parse(c)
+                .map(|c| c.name)
+                .unwrap_or_else(|_| "?".into())
+        })
         .collect();
     if !matched.is_empty() {
         return Err(format!(
@@ -164,9 +172,13 @@ pub fn verify(pe: &[u8], db: &[Vec<u8>]) -> Result<String, String> {
         ));
     }
     Err(format!(
-        "is signed by a key that is not in the node's db (signer {}; db holds {})",
+        "is signed by a key that is not in the node's db (signer: {}; db holds: {})",
         signer.unwrap_or_default(),
-        if in_db.is_empty() { "no X.509 certificate".into() } else { in_db.join(", ") }
+        if in_db.is_empty() {
+            "no X.509 certificate".into()
+        } else {
+            in_db.join(", ")
+        }
     ))
 }
 
@@ -232,7 +244,9 @@ fn parse_signed_data(p7: &[u8]) -> Result<Signed<'_>, String> {
     let mut infos = sd.expect(der::SET)?.read("the SignerInfos");
     let mut si = infos.expect(der::SEQUENCE)?.read("the SignerInfo");
     si.expect(der::INTEGER)?;
-    let mut ias = si.expect(der::SEQUENCE)?.read("the signer's issuer and serial");
+    let mut ias = si
+        .expect(der::SEQUENCE)?
+        .read("the signer's issuer and serial");
     let issuer = ias.expect(der::SEQUENCE)?.raw;
     let serial = ias.expect(der::INTEGER)?.body;
     if algorithm(si.expect(der::SEQUENCE)?)? != der::oid(SHA256) {
@@ -315,14 +329,30 @@ impl<'a> Cert<'a> {
     }
 }
 
-/// `CN=...` of a Name (whole encoding).
+/// `CN=..., O=...` of a Name (whole encoding): its common and organization names.
 fn common_name(name: &[u8]) -> Option<String> {
-    let mut r = Reader::new(name, "a name").expect(der::SEQUENCE).ok()?.read("a name");
+    let mut r = Reader::new(name, "a name")
+        .expect(der::SEQUENCE)
+        .ok()?
+        .read("a name");
+    let mut parts = Vec::new();
     while let Ok(rdn) = r.expect(der::SET) {
-        let mut atv = rdn.read("a name").expect(der::SEQUENCE).ok()?.read("a name");
-        if atv.expect(der::OID).ok()?.body == der::oid(COMMON_NAME).as_slice() {
-            return Some(format!("CN={}", String::from_utf8_lossy(atv.any().ok()?.body)));
+        let mut atv = rdn
+            .read("a name")
+            .expect(der::SEQUENCE)
+            .ok()?
+            .read("a name");
+        let oid = atv.expect(der::OID).ok()?.body;
+        for (dotted, label) in [(COMMON_NAME, "CN"), (ORGANIZATION, "O")] {
+            if oid == der::oid(dotted).as_slice() {
+                let v = String::from_utf8_lossy(atv.any().ok()?.body).into_owned();
+                parts.push(format!("{label}={v}"));
+            }
         }
     }
-    None
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
+
+#[cfg(test)]
+#[path = "signature_tests.rs"]
+mod tests;
