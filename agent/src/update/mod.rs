@@ -160,7 +160,9 @@ pub fn update(
             p.version
         )),
         Err(why) => {
-            let _ = std::fs::remove_file(&files[2]);
+            for f in &files {
+                let _ = std::fs::remove_file(f);
+            }
             return Err(Failure::Signature(why));
         }
     }
