@@ -23,10 +23,14 @@
 //!   4. a newer version appears on the channel (the same blobs under a manifest whose
 //!      version and root hash annotations say 2: one image build costs more than this
 //!      test's budget, and the engine identifies a version by those annotations):
-//!      `update --check` names it and writes nothing, `update` installs it into slot b,
+//!      `update --check` names it and writes nothing; with Secure Boot on (the node's
+//!      efivars: `SecureBoot` = 1, a `db` holding OVMF's snakeoil certificate) `update`
+//!      refuses its unsigned UKI, changing no slot, ESP or state; the same version with
+//!      its UKI signed by `osslsigncode` with the snakeoil key is installed into slot b,
 //!      whose old UKI is gone;
 //!   5. the node runs 2 from slot b, not blessed yet: version 3 is refused, because
-//!      slot a holds the only blessed version; after `bless` it goes into slot a.
+//!      slot a holds the only blessed version; after `bless` it goes into slot a, with
+//!      Secure Boot off: the run says the signature was not checked.
 //!
 //! The payload's build is a fixture (`common::fixtures::build`), shared by both tests.
 #![allow(clippy::unwrap_used)]
