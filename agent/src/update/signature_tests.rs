@@ -168,6 +168,20 @@ fn only_a_db_key_signature_over_the_unchanged_uki_is_accepted() {
     let e = verify(&bad_sig, &[der_of(SNAKEOIL_CERT.as_ref())]).unwrap_err();
     assert!(e.contains("does not verify"), "{e}");
 
+    // The signed content changed (its SpcPeImageData OID 1.3.6.1.4.1.311.2.1.15 made
+    // ...14): still well-formed, but not what the signed attributes' messageDigest covers.
+    let pe_image_data = [
+        0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x02, 0x01, 0x0f,
+    ];
+    let oid_at = snake_bytes
+        .windows(pe_image_data.len())
+        .position(|w| w == pe_image_data)
+        .unwrap();
+    let mut bad_content = snake_bytes.clone();
+    bad_content[oid_at + pe_image_data.len() - 1] = 0x0e;
+    let e = verify(&bad_content, &[der_of(SNAKEOIL_CERT.as_ref())]).unwrap_err();
+    assert!(e.contains("do not cover its content"), "{e}");
+
     // With both certificates in db (two lists), the custom one is accepted too.
     let both = node(&d, Some(1), &[der_of(SNAKEOIL_CERT.as_ref()), der_of(&cc)]);
     let v = check(&both, &custom, "7").unwrap();
