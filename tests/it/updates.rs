@@ -23,10 +23,14 @@
 //!   4. a newer version appears on the channel (the same blobs under a manifest whose
 //!      version and root hash annotations say 2: one image build costs more than this
 //!      test's budget, and the engine identifies a version by those annotations):
-//!      `update --check` names it and writes nothing, `update` installs it into slot b,
+//!      `update --check` names it and writes nothing; with Secure Boot on (the node's
+//!      efivars: `SecureBoot` = 1, a `db` holding OVMF's snakeoil certificate) `update`
+//!      refuses its unsigned UKI, changing no slot, ESP or state; the same version with
+//!      its UKI signed by `osslsigncode` with the snakeoil key is installed into slot b,
 //!      whose old UKI is gone;
 //!   5. the node runs 2 from slot b, not blessed yet: version 3 is refused, because
-//!      slot a holds the only blessed version; after `bless` it goes into slot a.
+//!      slot a holds the only blessed version; after `bless` it goes into slot a, with
+//!      Secure Boot off: the run says the signature was not checked.
 //!
 //! The payload's build is a fixture (`common::fixtures::build`), shared by both tests.
 #![allow(clippy::unwrap_used)]
@@ -308,7 +312,21 @@ fn push(layout: &Path, dest: &str) {
 /// A layout in `dir` with `layout`'s blobs and a manifest whose version and root hash
 /// annotations say `version`.
 fn relabelled(layout: &Path, dir: &Path, version: &str) -> PathBuf {
-    let out = dir.join(format!("update-{version}"));
+    relabelled_with(
+        layout,
+        &dir.join(format!("update-{version}")),
+        version,
+        |_, _| {},
+    )
+}
+
+/// [`relabelled`] into `out`, `edit` changing the manifest (and adding blobs to `out`).
+fn relabelled_with(
+    layout: &Path,
+    out: &Path,
+    version: &str,
+    edit: impl FnOnce(&Path, &mut Value),
+) -> PathBuf {
     fs::create_dir_all(out.join("blobs/sha256")).unwrap();
     for n in files_under(&layout.join("blobs/sha256")) {
         let (from, to) = (
@@ -324,6 +342,7 @@ fn relabelled(layout: &Path, dir: &Path, version: &str) -> PathBuf {
     m["annotations"]["org.opencontainers.image.version"] = json!(version);
     m["annotations"]["dev.slipway.update.root-hash"] =
         json!(sha256_hex(format!("version {version}").as_bytes()));
+    edit(out, &mut m);
     let bytes = serde_json::to_vec(&m).unwrap();
     let hex = sha256_hex(&bytes);
     fs::write(out.join("blobs/sha256").join(&hex), &bytes).unwrap();
@@ -332,7 +351,70 @@ fn relabelled(layout: &Path, dir: &Path, version: &str) -> PathBuf {
             "digest": format!("sha256:{hex}"), "size": bytes.len(),
             "artifactType": slipway_common::update::ARTIFACT_TYPE}]});
     fs::write(out.join("index.json"), index.to_string()).unwrap();
-    out
+    out.to_path_buf()
+}
+
+const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
+const SNAKEOIL_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
+
+/// [`relabelled`] with its UKI signed by `osslsigncode` with OVMF's snakeoil key.
+fn relabelled_signed(layout: &Path, dir: &Path, version: &str) -> PathBuf {
+    let out = dir.join(format!("update-{version}-signed"));
+    relabelled_with(layout, &out, version, |out, m| {
+        let unsigned = blob_path(layout, &m["layers"][2]);
+        let signed = dir.join("signed.efi");
+        run(Command::new("osslsigncode")
+            .args([
+                "sign",
+                "-h",
+                "sha256",
+                "-certs",
+                SNAKEOIL_CERT,
+                "-key",
+                SNAKEOIL_KEY,
+            ])
+            .args(["-pass", "snakeoil", "-in"])
+            .arg(&unsigned)
+            .arg("-out")
+            .arg(&signed));
+        let bytes = fs::read(&signed).unwrap();
+        let hex = sha256_hex(&bytes);
+        fs::write(out.join("blobs/sha256").join(&hex), &bytes).unwrap();
+        m["layers"][2]["digest"] = json!(format!("sha256:{hex}"));
+        m["layers"][2]["size"] = json!(bytes.len());
+        m["annotations"]["dev.slipway.update.uki-size"] = json!(bytes.len().to_string());
+    })
+}
+
+/// The node's efivarfs: `SecureBoot` set to `on` (absent: `None`) and a `db` holding
+/// the snakeoil certificate (one EFI_SIGNATURE_LIST of EFI_CERT_X509_GUID).
+fn secure_boot(node: &Node, dir: &Path, on: Option<u8>) {
+    let vars = node.root.join("sys/firmware/efi/efivars");
+    fs::create_dir_all(&vars).unwrap();
+    let sb = vars.join("SecureBoot-8be4df61-93ca-11d0-aa0d-00e098032b8c");
+    match on {
+        Some(b) => fs::write(&sb, [6, 0, 0, 0, b]).unwrap(),
+        None => {
+            let _ = fs::remove_file(&sb);
+        }
+    }
+    let der = dir.join("snakeoil.der");
+    run(Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in", SNAKEOIL_CERT, "-out"])
+        .arg(&der));
+    let cert = fs::read(&der).unwrap();
+    let mut db = 0x27u32.to_le_bytes().to_vec();
+    db.extend([
+        0xa1, 0x59, 0xc0, 0xa5, 0xe4, 0x94, 0xa7, 0x4a, 0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0,
+        0x72,
+    ]);
+    let n = u32::try_from(cert.len()).unwrap();
+    db.extend((28 + 16 + n).to_le_bytes());
+    db.extend(0u32.to_le_bytes());
+    db.extend((16 + n).to_le_bytes());
+    db.extend([0x11u8; 16]);
+    db.extend(&cert);
+    fs::write(vars.join("db-d719b2cb-3d3a-4596-a3bc-dad00e67656f"), db).unwrap();
 }
 
 /// What the steps of the agent test share: the payload as built, the registry and the
@@ -497,9 +579,30 @@ fn newer_version_is_installed(sc: &Scene) {
         "{t}"
     );
     assert_eq!(sc.node.esp(), [format!("slipway-{}.efi", sc.version)]);
+    // Secure Boot on: the build's unsigned UKI is refused before any slot write.
+    secure_boot(&sc.node, sc.dir.path(), Some(1));
+    let (before, slot_b) = (sc.node.status(), sc.node.root.join("slots/b/root"));
+    let mtime = fs::metadata(&slot_b).unwrap().modified().unwrap();
+    let (code, t) = sc.update();
+    assert_eq!(code, Some(1), "{t}");
+    assert!(
+        t.contains("version 2 refused (Secure Boot is on): its UKI is not signed"),
+        "{t}"
+    );
+    assert_eq!(sc.node.esp(), [format!("slipway-{}.efi", sc.version)]);
+    assert_eq!(fs::metadata(&slot_b).unwrap().modified().unwrap(), mtime);
+    assert_eq!(sc.node.status(), before);
+    // The same version with its UKI signed by the db key is installed.
+    let two = relabelled_signed(&sc.layout, sc.dir.path(), "2");
+    push(&two, &format!("{}/fleet/host:stable", sc.reg.host()));
     let (code, t) = sc.update();
     assert_eq!(code, Some(0), "{t}");
+    assert!(
+        t.contains("the UKI of version 2 is signed by O=SnakeOil, a certificate in the node's db"),
+        "{t}"
+    );
     assert!(t.contains("installed version 2 into slot b"), "{t}");
+    secure_boot(&sc.node, sc.dir.path(), None);
     assert_eq!(sc.node.esp(), ["slipway-2.efi"]);
     let s = sc.node.status();
     assert_eq!(s["pending"]["version"], "2", "{s}");
@@ -539,5 +642,9 @@ fn only_blessed_slot_is_kept_until_blessed(sc: &Scene) {
     let (code, t) = sc.update();
     assert_eq!(code, Some(0), "{t}");
     assert!(t.contains("installed version 3 into slot a"), "{t}");
+    assert!(
+        t.contains("Secure Boot is off") && t.contains("version 3's UKI was not checked"),
+        "{t}"
+    );
     assert_eq!(node.esp(), ["slipway-2.efi", "slipway-3.efi"]);
 }

@@ -10,18 +10,23 @@
 //!    downgrade) or install into the other slot;
 //! 4. [`download`]: every blob, resumable, each verified against its digest before
 //!    anything is written;
-//! 5. [`slots`]: root, verity, then the UKI last; the state records `writing` before
+//! 5. [`signature`]: with Secure Boot on, the UKI must be signed by a key in the
+//!    node's `db`, or the version is refused with nothing written;
+//! 6. [`slots`]: root, verity, then the UKI last; the state records `writing` before
 //!    and `pending` after;
-//! 6. reboot now, in the window, or not (`update --reboot` does it).
+//! 7. reboot now, in the window, or not (`update --reboot` does it).
 //!
 //! Everything is read under a root directory: `/` on a node, a directory of files on
 //! the build host in the tests (`SLIPWAY_UPDATE_ROOT`), where the slots are files and
 //! no reboot is ever run. The design and the threat model are in docs/updates.md.
 
+pub mod der;
 pub mod download;
 pub mod payload;
+pub mod pe;
 pub mod registry;
 pub mod settings;
+pub mod signature;
 pub mod slots;
 pub mod state;
 
@@ -59,6 +64,8 @@ pub enum Outcome {
 pub enum Failure {
     /// A blob or manifest did not match its digest; nothing was written.
     Digest(String),
+    /// Secure Boot is on and the UKI is not signed by a key in `db`; nothing was written.
+    Signature(String),
     /// Anything else.
     Other(String),
 }
@@ -66,7 +73,7 @@ pub enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Digest(m) | Failure::Other(m) => f.write_str(m),
+            Failure::Digest(m) | Failure::Signature(m) | Failure::Other(m) => f.write_str(m),
         }
     }
 }
@@ -145,6 +152,19 @@ pub fn update(
     let mut files = Vec::new();
     for b in &p.blobs {
         files.push(download::fetch(&mut reg, &store, b, say)?);
+    }
+    match signature::check(root, &files[2], &p.version) {
+        Ok(signature::Verdict::NotChecked(why)) => say(why),
+        Ok(signature::Verdict::Signed(by)) => say(format!(
+            "the UKI of version {} is signed by {by}, a certificate in the node's db",
+            p.version
+        )),
+        Err(why) => {
+            for f in &files {
+                let _ = std::fs::remove_file(f);
+            }
+            return Err(Failure::Signature(why));
+        }
     }
     install(&mut st, root, &target, &p, &files, &run, say)?;
     for f in &files {
