@@ -148,10 +148,27 @@ fn bad_recipes_get_specific_errors_and_leave_no_lock() {
     }
 }
 
+/// A cache of the test's own, for a test that damages entries, so that the damage never
+/// reaches a test reading the shared cache at the same time: the shared cache's package
+/// lists linked in when it has them (apt replaces a list by renaming, never in place),
+/// and no .debs.
+fn private_cache(dir: &std::path::Path) -> std::path::PathBuf {
+    let cache = dir.join("cache");
+    fs::create_dir_all(&cache).unwrap();
+    let lists = shared_cache().join("apt");
+    if lists.is_dir() {
+        run(std::process::Command::new("cp")
+            .arg("-al")
+            .arg(&lists)
+            .arg(&cache));
+    }
+    cache
+}
+
 #[test]
 fn corrupted_and_truncated_cache_entries_are_fetched_again() {
-    let cache = shared_cache();
     let d = tempfile::tempdir().unwrap();
+    let cache = private_cache(d.path());
     let r = small_recipe(d.path(), "trixie");
     let rs = r.to_str().unwrap();
     ok(slipway(&cache, &["fetch", rs]));
