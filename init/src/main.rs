@@ -27,6 +27,7 @@ mod install;
 mod modules;
 mod netboot;
 mod scope;
+mod slots;
 mod switch;
 mod sys;
 mod verity;
@@ -78,10 +79,15 @@ fn boot(init_args: &[String]) -> Res<Infallible> {
     if cmdline.install {
         install::run(&cmdline);
     }
+    let boot = if cmdline.root_initrd {
+        None
+    } else {
+        boot_partition()
+    };
     let root = if cmdline.root_initrd {
         netboot::find_root(&roothash(&cmdline, "netboot-root")?)?
     } else {
-        find_root(&cmdline, boot_partition())?
+        find_root(&cmdline, boot)?
     };
     let sb = open_verity(&root)?;
     mount_root(&root)?;
@@ -89,6 +95,7 @@ fn boot(init_args: &[String]) -> Res<Infallible> {
     var_links()?;
     mount_etc()?;
     netboot::hand_over_config()?;
+    note_slots(&root, boot)?;
     arm_verity(&root, &sb, &cmdline)?;
     console::mark(&format!(
         "root ready after {:.2} s; switching to {}",
@@ -96,6 +103,19 @@ fn boot(init_args: &[String]) -> Res<Infallible> {
         cmdline.init
     ));
     switch::switch_root(SYSROOT, &cmdline.init, init_args)
+}
+
+/// For a two-slot disk, the agent's slot list and the ESP's mount unit ([`slots`]).
+fn note_slots(root: &Root, boot: Option<Guid>) -> Res<()> {
+    let Some(disk) = &root.disk else {
+        return Ok(());
+    };
+    if let Some(said) = slots::write(&disk.name, &disk.table.partitions(), boot)
+        .at("note-slots", slots::SLOTS_FILE)?
+    {
+        console::info(&said);
+    }
+    Ok(())
 }
 
 /// Mounts /proc, /sys, /dev (devtmpfs: the kernel creates the device nodes) and /run.

@@ -172,15 +172,29 @@ pub fn upload_blob(c: &mut Client, blob: &Blob, progress: &mut dyn FnMut(u64)) -
 
 /// PUTs `m` under `reference` (a tag or its digest) and confirms it by digest: the
 /// registry's `Docker-Content-Digest`, else a `GET` of `reference` hashed.
+///
+/// A registry can answer `MANIFEST_BLOB_UNKNOWN` for a blob it has while another client
+/// commits the same blob: Debian's docker-registry rewrites the repository's blob link
+/// in place, and a manifest checked in that moment reads it empty. That answer is
+/// retried with the push's back-off, a few times, before it is an error.
 pub fn put_manifest(c: &mut Client, reference: &str, m: &Manifest) -> Result<Reply> {
     let path = format!("/v2/{}/manifests/{reference}", c.repo());
-    let r = c.send(
-        "PUT",
-        &path,
-        &[],
-        Body::Bytes(&m.bytes, &m.media_type),
-        true,
-    )?;
+    let mut failed = 0;
+    let r = loop {
+        let r = c.send(
+            "PUT",
+            &path,
+            &[],
+            Body::Bytes(&m.bytes, &m.media_type),
+            true,
+        )?;
+        failed += 1;
+        if r.status == 400 && failed < BLOB_UNKNOWN_TRIES && names_unknown_blob(&r) {
+            c.backoff(failed);
+            continue;
+        }
+        break r;
+    };
     if r.status != 201 && r.status != 200 && r.status != 204 {
         return Err(rejected(
             c,
@@ -198,6 +212,15 @@ pub fn put_manifest(c: &mut Client, reference: &str, m: &Manifest) -> Result<Rep
         confirm_manifest(c, reference, m)?;
     }
     Ok(r)
+}
+
+/// How many times a manifest PUT answered with `MANIFEST_BLOB_UNKNOWN` is sent.
+const BLOB_UNKNOWN_TRIES: u32 = 4;
+
+/// Whether a registry's error reply names a blob it does not know (distribution's
+/// `MANIFEST_BLOB_UNKNOWN`, or `BLOB_UNKNOWN`).
+fn names_unknown_blob(r: &Reply) -> bool {
+    String::from_utf8_lossy(&r.body).contains("BLOB_UNKNOWN")
 }
 
 /// `GET`s `reference` as `m`'s media type and checks that its bytes hash to `m`'s digest.

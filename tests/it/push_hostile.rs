@@ -1,7 +1,8 @@
 //! `slipway push` against hostile registries, played by small HTTP servers in the test on
 //! loopback addresses: one that names a token realm on another host (a collector on
 //! 127.0.0.2 that must receive nothing), one that answers 200 with random bytes to every
-//! request, and one that accepts connections and never answers.
+//! request, one that accepts connections and never answers, and honest ones that keep
+//! what they are sent (one without digest headers, one whose blob links are stale).
 #![allow(clippy::unwrap_used)]
 
 use crate::common::{bin, text};
@@ -12,6 +13,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -309,37 +311,7 @@ fn silent_registry_fails_within_the_deadline() {
 fn registry_without_digest_headers_is_confirmed_by_reading_back() {
     let t = tempfile::tempdir().unwrap();
     let layout = layout(&t.path().join("layout"));
-    let store = Arc::new(Mutex::new(
-        std::collections::HashMap::<String, Vec<u8>>::new(),
-    ));
-    let (registry, seen) = serve("127.0.0.1:0", move |req| {
-        let target = req.head.split_whitespace().nth(1).unwrap_or("").to_string();
-        let mut store = store.lock().unwrap();
-        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-        match req.method() {
-            "POST" => http(
-                "202 Accepted",
-                "Location: /v2/r/img/blobs/uploads/u1\r\n",
-                b"",
-            ),
-            "PUT" if path.ends_with("/uploads/u1") => {
-                let digest = query.strip_prefix("digest=").unwrap().replace("%3A", ":");
-                store.insert(format!("/v2/r/img/blobs/{digest}"), req.body.clone());
-                http("201 Created", "", b"")
-            }
-            "PUT" => {
-                store.insert(path.to_string(), req.body.clone());
-                http("201 Created", "", b"")
-            }
-            _ if path == "/v2/" => http("200 OK", "", b"{}"),
-            "HEAD" | "GET" => match store.get(path) {
-                Some(b) if req.method() == "GET" => http("200 OK", "", b),
-                Some(_) => http("200 OK", "", b""),
-                None => http("404 Not Found", "", b""),
-            },
-            _ => http("405 Method Not Allowed", "", b""),
-        }
-    });
+    let (registry, seen) = honest_registry(0);
     let dest = format!("{registry}/r/img:v1");
     for uploaded in [2, 0] {
         let (o, _) = push(&["--json", &layout, &dest], &[], None);
@@ -357,4 +329,79 @@ fn registry_without_digest_headers_is_confirmed_by_reading_back() {
     // Each blob read back once per push; the manifest once per push.
     assert_eq!(reads("/blobs/sha256:"), 4);
     assert_eq!(reads("/manifests/v1"), 2);
+}
+
+/// A registry whose blob links are stale for a moment (as docker-registry's are while
+/// another client commits the same blob) answers the manifest PUT with
+/// `MANIFEST_BLOB_UNKNOWN`: two such answers are retried and the push succeeds; a
+/// registry that keeps answering so fails the push after four PUTs, naming the code.
+#[test]
+fn manifest_blob_unknown_is_retried_a_few_times() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = layout(&t.path().join("layout"));
+    let puts = |seen: &Mutex<Vec<Request>>| {
+        let seen = seen.lock().unwrap();
+        seen.iter()
+            .filter(|r| r.method() == "PUT" && r.head.contains("/manifests/"))
+            .count()
+    };
+    let (registry, seen) = honest_registry(2);
+    let (o, _) = push(&[&layout, &format!("{registry}/r/img:v1")], &[], None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(puts(&seen), 3);
+
+    let (registry, seen) = honest_registry(usize::MAX);
+    let (o, _) = push(&[&layout, &format!("{registry}/r/img:v1")], &[], None);
+    let msg = text(&o);
+    assert!(!o.status.success(), "{msg}");
+    assert!(msg.contains("MANIFEST_BLOB_UNKNOWN"), "{msg}");
+    assert_eq!(puts(&seen), 4);
+}
+
+/// A registry in the test that keeps what it is sent and never sends
+/// `Docker-Content-Digest`. Its first `flaky` manifest PUTs are answered with
+/// `MANIFEST_BLOB_UNKNOWN`.
+fn honest_registry(flaky: usize) -> (String, Arc<Mutex<Vec<Request>>>) {
+    let flaky = AtomicUsize::new(flaky);
+    let store = Arc::new(Mutex::new(
+        std::collections::HashMap::<String, Vec<u8>>::new(),
+    ));
+    serve("127.0.0.1:0", move |req| {
+        let target = req.head.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut store = store.lock().unwrap();
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        match req.method() {
+            "POST" => http(
+                "202 Accepted",
+                "Location: /v2/r/img/blobs/uploads/u1\r\n",
+                b"",
+            ),
+            "PUT" if path.ends_with("/uploads/u1") => {
+                let digest = query.strip_prefix("digest=").unwrap().replace("%3A", ":");
+                store.insert(format!("/v2/r/img/blobs/{digest}"), req.body.clone());
+                http("201 Created", "", b"")
+            }
+            "PUT" if flaky.load(Ordering::SeqCst) > 0 => {
+                let _ = flaky.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    Some(n.saturating_sub(1))
+                });
+                http(
+                    "400 Bad Request",
+                    "Content-Type: application/json\r\n",
+                    br#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#,
+                )
+            }
+            "PUT" => {
+                store.insert(path.to_string(), req.body.clone());
+                http("201 Created", "", b"")
+            }
+            _ if path == "/v2/" => http("200 OK", "", b"{}"),
+            "HEAD" | "GET" => match store.get(path) {
+                Some(b) if req.method() == "GET" => http("200 OK", "", b),
+                Some(_) => http("200 OK", "", b""),
+                None => http("404 Not Found", "", b""),
+            },
+            _ => http("405 Method Not Allowed", "", b""),
+        }
+    })
 }

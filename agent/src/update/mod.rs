@@ -174,9 +174,10 @@ pub fn update(
     Ok(Outcome::Installed)
 }
 
-/// The UKI's file name for `version` in the ESP directory.
-pub fn uki_name(version: &str) -> String {
-    format!("slipway-{version}.efi")
+/// The UKI's file name for `version` in the ESP directory, with `tries` boots left
+/// (systemd-boot's boot counting: `+N`; blessing drops the counter).
+pub fn uki_name(version: &str, tries: u32) -> String {
+    format!("slipway-{version}+{tries}.efi")
 }
 
 /// Writes the verified `files` into slot `target`, recording `writing` before and
@@ -192,7 +193,7 @@ fn install(
 ) -> Result<(), String> {
     let all = slots::load(root)?;
     let t = &all[target];
-    let old_uki = st.slots.get(target).and_then(|s| s.uki.clone());
+    let old_version = st.slots.get(target).and_then(|s| s.version.clone());
     let slot = Slot {
         status: Status::Writing,
         version: Some(p.version.clone()),
@@ -204,11 +205,17 @@ fn install(
     st.slots.insert(target.to_string(), slot.clone());
     st.save(root)?;
     // No boot entry may point at the root about to be overwritten.
-    if let Some(u) = old_uki {
-        slots::remove_uki(t, &u)?;
+    if let Some(v) = old_version {
+        slots::remove_uki(t, &v)?;
     }
-    let name = uki_name(&p.version);
-    slots::write(t, [&files[0], &files[1], &files[2]], &name, say)?;
+    slots::remove_uki(t, &p.version)?;
+    let name = uki_name(&p.version, p.tries);
+    slots::write(
+        t,
+        [&files[0], &files[1], &files[2]],
+        (&name, &p.root_hash),
+        say,
+    )?;
     st.slots.insert(
         target.to_string(),
         Slot {

@@ -72,7 +72,14 @@ pub struct Payload {
     pub root_hash: String,
     /// Root, verity tree and UKI, in the order they are written.
     pub blobs: Vec<Blob>,
+    /// Boots the new version gets to reach its health gate (the UKI's `+N`).
+    pub tries: u32,
 }
+
+/// The annotation with the recipe's `[disk] tries` (1 to 9).
+pub const TRIES: &str = "dev.slipway.update.tries";
+/// Tries when a payload does not say.
+pub const DEFAULT_TRIES: u32 = 3;
 
 impl Payload {
     /// Bytes of all blobs.
@@ -178,8 +185,17 @@ pub fn parse(bytes: &[u8], digest: &str) -> Result<Payload, String> {
             size: l.size,
         });
     }
+    let tries = match doc.annotations.get(TRIES) {
+        None => DEFAULT_TRIES,
+        Some(t) => t
+            .parse()
+            .ok()
+            .filter(|n| (1..=9).contains(n))
+            .ok_or_else(|| format!("{at}: the annotation {TRIES} is {t:?} (expected 1 to 9)"))?,
+    };
     Ok(Payload {
         digest: digest.to_string(),
+        tries,
         image: doc.annotations.get(u::TITLE).cloned().unwrap_or_default(),
         version,
         root_hash,

@@ -236,3 +236,28 @@ fn fdisk_reads_the_table_back_for_both_sector_sizes() {
         }
     }
 }
+
+#[test]
+fn relabel_changes_only_the_uuid_and_the_name() {
+    let parts = three(512);
+    let mut d = make_disk(512, 16384, &parts);
+    let mut t = Table::read(&d, 512, 16384).unwrap();
+    t.relabel(1, Guid([0xab; 16]), "_empty").unwrap();
+    t.write(&mut d, None).unwrap();
+    let back = Table::read(&d, 512, 16384).unwrap();
+    let mut want = parts.clone();
+    want[0].uuid = Guid([0xab; 16]);
+    want[0].name = "_empty".into();
+    assert_eq!(back.partitions(), want);
+    // The backup copy agrees (read alone).
+    let backup = Table::read_copy(&d, 512, 16383).unwrap();
+    assert_eq!(backup.partitions(), want);
+    // A longer name is cleared before the shorter one is written.
+    t.relabel(1, Guid([0xab; 16]), "a").unwrap();
+    assert_eq!(t.partitions()[0].name, "a");
+    assert!(t
+        .relabel(9, Guid([1; 16]), "x")
+        .unwrap_err()
+        .contains("no partition 9"));
+    assert!(t.relabel(1, Guid([1; 16]), &"x".repeat(37)).is_err());
+}

@@ -90,6 +90,23 @@ impl Table {
         Ok(Some(new_last_usable))
     }
 
+    /// Gives partition `number` the unique GUID `uuid` and the label `name`, keeping its
+    /// type, place and attributes (an update writing a slot: its ids follow its content).
+    pub fn relabel(&mut self, number: u32, uuid: Guid, name: &str) -> Result<(), String> {
+        let mut p = self
+            .partitions()
+            .into_iter()
+            .find(|p| p.number == number)
+            .ok_or_else(|| format!("no partition {number}"))?;
+        p.uuid = uuid;
+        p.name = name.to_string();
+        let size = self.entry_size();
+        let at = (number as usize - 1) * size;
+        let e = &mut self.entries[at..at + size];
+        e[56..128].fill(0);
+        encode_entry(e, &p)
+    }
+
     /// The backup entry array, backup header sector, primary entry array and primary
     /// header sector as they are to be written: `(byte offset, bytes)` in write order
     /// (backup first, so a crash between the writes leaves the old primary valid).
