@@ -134,6 +134,9 @@ pub struct Config {
     pub journal_shipper: Option<Shipper>,
     /// Where updates come from and when they reboot, when `[update]` is present.
     pub update: Option<crate::update::settings::Settings>,
+    /// `[update]` alone, as a config of its own: provisioning writes it to
+    /// `/etc/slipway/update.toml`, where `slipway-agent update` reads it.
+    pub update_file: Option<String>,
 }
 
 /// The `[journal-shipper]` table.
@@ -219,7 +222,24 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
             ),
         )
     })?;
-    validate(raw)
+    let mut cfg = validate(raw)?;
+    if cfg.update.is_some() {
+        cfg.update_file = Some(update_file(text).map_err(|m| err("update", m))?);
+    }
+    Ok(cfg)
+}
+
+/// The `[update]` table of `text` as a config of its own (schema-version 1).
+fn update_file(text: &str) -> Result<String, String> {
+    let mut all: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let update = all.remove("update").ok_or("no [update] table")?;
+    let mut out = toml::Table::new();
+    out.insert("schema-version".into(), toml::Value::Integer(1));
+    out.insert("update".into(), update);
+    let body = toml::to_string(&out).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "# Written by slipway-provision from the provisioning config's [update] table.\n{body}"
+    ))
 }
 
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -780,6 +800,8 @@ url = "http://10.0.2.100:9200/_bulk"
             "schema-version = 1\n[update]\nrepository = \"reg.example/fleet/host\"\ntag = \"stable\"\nreboot = \"now\"\nca-file = \"/etc/ssl/reg.pem\"\n",
         )
         .unwrap();
+        let back = parse(c.update_file.as_deref().unwrap()).unwrap();
+        assert_eq!(back.update, c.update);
         let u = c.update.unwrap();
         assert_eq!(u.describe(), "reg.example/fleet/host:stable");
         assert_eq!(u.reboot, crate::update::settings::Reboot::Now);

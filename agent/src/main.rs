@@ -25,7 +25,10 @@
 //!   up to date, installed or refused (the reason is printed), 1 on a failure (a digest
 //!   error writes nothing), 2 for a bad config.
 //! - `status [--json]`: the running, pending and failed versions and every slot.
-//! - `bless`: records the running version as good (run once the health gate is reached).
+//! - `bless`: records the running version as good (`slipway-bless.service`, once
+//!   `boot-complete.target` is reached; systemd-bless-boot drops the UKI's counter).
+//! - `gate`: on a trial boot, reboots when `boot-complete.target` will not be reached
+//!   (`update/gate.rs`, `slipway-update-gate.service`).
 //!
 //! Install paths in an image (the image stage copies these):
 //! - `/usr/lib/slipway/slipway-agent` (this static binary, mode 0755);
@@ -75,9 +78,10 @@ const USAGE: &str = "usage: slipway-agent provision [--cloud]
        slipway-agent probe DEVICE
        slipway-agent health
        slipway-agent announce-ready
-       slipway-agent update [--check | --reboot] [--config FILE]
+       slipway-agent update [--check | --reboot] [--timer] [--config FILE]
        slipway-agent status [--json]
        slipway-agent bless
+       slipway-agent gate
        slipway-agent --version";
 
 fn main() {
@@ -96,6 +100,7 @@ fn main() {
         ["status"] => status(false),
         ["status", "--json"] => status(true),
         ["bless"] => bless(),
+        ["gate"] => gate(),
         ["--version"] => {
             println!("slipway-agent {}", env!("CARGO_PKG_VERSION"));
             0
@@ -373,7 +378,7 @@ fn update_root() -> PathBuf {
 }
 
 /// The default `update --config`, under the root.
-const UPDATE_CONFIG: &str = "etc/slipway/update.toml";
+const UPDATE_CONFIG: &str = provision::UPDATE_CONF;
 
 /// `update [--check | --reboot] [--config FILE]`.
 fn update_cmd(args: &[&str]) -> i32 {
@@ -385,6 +390,7 @@ fn update_cmd(args: &[&str]) -> i32 {
         match (*a, it.clone().next()) {
             ("--check", _) if !mode.reboot => mode.check = true,
             ("--reboot", _) if !mode.check => mode.reboot = true,
+            ("--timer", _) => mode.timer = true,
             ("--config", Some(f)) => {
                 file = PathBuf::from(f);
                 it.next();
@@ -395,15 +401,7 @@ fn update_cmd(args: &[&str]) -> i32 {
             }
         }
     }
-    let settings = source::read_limited(&file)
-        .map_err(|e| e.to_string())
-        .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".to_string()))
-        .and_then(|t| config::parse(&t).map_err(|e| e.to_string()))
-        .and_then(|c| {
-            c.update
-                .ok_or_else(|| "has no [update] section".to_string())
-        });
-    let settings = match settings {
+    let settings = match update_settings(&file) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("slipway-agent update: {}: {e}", file.display());
@@ -415,6 +413,58 @@ fn update_cmd(args: &[&str]) -> i32 {
         Ok(_) => 0,
         Err(e) => {
             eprintln!("slipway-agent update: ERROR: {e}");
+            1
+        }
+    }
+}
+
+/// The `[update]` settings of the config `file`.
+fn update_settings(file: &Path) -> Result<update::settings::Settings, String> {
+    source::read_limited(file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".to_string()))
+        .and_then(|t| config::parse(&t).map_err(|e| e.to_string()))
+        .and_then(|c| {
+            c.update
+                .ok_or_else(|| "has no [update] section".to_string())
+        })
+}
+
+/// `gate`: the health gate's watchdog of a trial boot (`update::gate`), with the
+/// `health-timeout` of /etc/slipway/update.toml (10 minutes without one). Its lines go
+/// to the console and the journal.
+fn gate() -> i32 {
+    let file = update_root().join(UPDATE_CONFIG);
+    let timeout = match update_settings(&file) {
+        Ok(s) => s.health_timeout,
+        Err(_) => update::settings::DEFAULT_HEALTH_TIMEOUT,
+    };
+    let mut console = open_console();
+    let mut out = |l: String| {
+        let line = format!("slipway-gate: {l}\n");
+        if let Some(c) = &mut console {
+            let _ = c.write_all(line.as_bytes());
+        }
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    };
+    out(format!(
+        "trial boot: {} must be reached within {} s",
+        update::gate::GATE,
+        timeout.as_secs()
+    ));
+    let poll = std::time::Duration::from_secs(1);
+    match update::gate::watch(&mut update::gate::Live, timeout, poll, &mut out) {
+        Ok(update::gate::Verdict::Healthy(t)) => {
+            out(format!(
+                "{} reached after {:.0} s: this boot is healthy",
+                update::gate::GATE,
+                t.as_secs_f64()
+            ));
+            0
+        }
+        Ok(update::gate::Verdict::Rebooted(_)) => 0,
+        Err(e) => {
+            out(format!("ERROR: {e}"));
             1
         }
     }

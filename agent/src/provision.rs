@@ -21,6 +21,8 @@ use std::process::{Command, Stdio};
 pub const STATE: &str = "var/lib/slipway/provisioned";
 /// The sysctl.d file the `[sysctl]` table becomes.
 pub const SYSCTL_CONF: &str = "etc/sysctl.d/90-slipway-provision.conf";
+/// Where the `[update]` table goes (`slipway-agent update`'s default `--config`).
+pub const UPDATE_CONF: &str = "etc/slipway/update.toml";
 /// The environment file that tells `slipway-test-agent.service` its port (per boot).
 pub const TEST_AGENT_ENV: &str = "run/slipway/test-agent.env";
 /// The test agent's unit.
@@ -360,6 +362,12 @@ fn apply_once(
     if files > 0 {
         done.push(plural(files, "file", "files"));
     }
+    if let Some(text) = &cfg.update_file {
+        // It may hold the registry's password: root only.
+        let r = write_in(root, &in_image(UPDATE_CONF), text.as_bytes(), 0o600, (0, 0));
+        check(r.map_err(|e| format!("update: {e}")), out);
+        done.push("update settings".into());
+    }
     if res.no_sshd {
         // No sshd, and homes may be on the read-only root: keep the keys in the /etc
         // overlay, where an sshd added later (AuthorizedKeysFile
@@ -684,6 +692,24 @@ start = ["other.service"]
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, ["app.conf"]);
+    }
+
+    /// `[update]` goes to /etc/slipway/update.toml, root only, where `update` reads it.
+    #[test]
+    fn the_update_table_becomes_the_update_config() {
+        let img = image();
+        let root = &img.0;
+        let text = "schema-version = 1\n[update]\nrepository = \"10.0.2.2:5000/fleet/host\"\ntag = \"stable\"\nca-file = \"/etc/ssl/reg.pem\"\npassword = \"s3cret\"\nusername = \"n\"\n";
+        let out = run(root, found(text), &mut Fake::default());
+        assert!(
+            out.lines.last().unwrap().contains(": update settings"),
+            "{out:?}"
+        );
+        let p = root.join(UPDATE_CONF);
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        let back = crate::config::parse(&fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(back.update, crate::config::parse(text).unwrap().update);
+        assert!(back.hostname.is_none());
     }
 
     #[test]

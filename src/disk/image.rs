@@ -172,6 +172,19 @@ pub fn add_agent(t: &mut Tree, agent: &[u8], epoch: u64) -> Result<()> {
             "etc/systemd/system/multi-user.target.wants/slipway-ready.service",
             "slipway-ready.service",
         ),
+        // A/B updates (docs/updates.md): each does nothing on a one-slot disk.
+        (
+            "etc/systemd/system/multi-user.target.wants/slipway-bless.service",
+            "slipway-bless.service",
+        ),
+        (
+            "etc/systemd/system/multi-user.target.wants/slipway-update-gate.service",
+            "slipway-update-gate.service",
+        ),
+        (
+            "etc/systemd/system/timers.target.wants/slipway-update.timer",
+            "slipway-update.timer",
+        ),
     ] {
         t.ensure_parents(link, epoch)?;
         t.remove(link);

@@ -28,6 +28,11 @@ pub const AGENT_UNITS: &[File] = &[
     rootfs_file!("usr/lib/systemd/system/slipway-health.service"),
     rootfs_file!("usr/lib/systemd/system/slipway-ready.target"),
     rootfs_file!("usr/lib/systemd/system/slipway-ready.service"),
+    rootfs_file!("usr/lib/systemd/system/boot-complete.target.d/slipway.conf"),
+    rootfs_file!("usr/lib/systemd/system/slipway-bless.service"),
+    rootfs_file!("usr/lib/systemd/system/slipway-update-gate.service"),
+    rootfs_file!("usr/lib/systemd/system/slipway-update.service"),
+    rootfs_file!("usr/lib/systemd/system/slipway-update.timer"),
 ];
 
 /// `/etc/machine-id` as shipped: `uninitialized`, so the first boot generates the id.

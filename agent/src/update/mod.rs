@@ -22,6 +22,7 @@
 
 pub mod der;
 pub mod download;
+pub mod gate;
 pub mod payload;
 pub mod pe;
 pub mod registry;
@@ -44,6 +45,9 @@ pub struct Mode {
     pub check: bool,
     /// `--reboot`: reboot into a pending version whatever `reboot` says.
     pub reboot: bool,
+    /// `--timer` (slipway-update.timer): check only when `interval` has passed since
+    /// the last check.
+    pub timer: bool,
 }
 
 /// How a run ended, when it did not fail.
@@ -112,8 +116,20 @@ pub fn update(
     say: &mut dyn FnMut(String),
 ) -> Result<Outcome, Failure> {
     let (mut st, run, booted) = current(root, say)?;
+    let now = unix_now();
+    if let Some(last) = st.last_check.filter(|_| mode.timer) {
+        let next = last.saturating_add(s.interval.as_secs());
+        if now < next && now >= last {
+            say(format!("next check in {} s (interval)", next - now));
+            return Ok(Outcome::Nothing);
+        }
+    }
     let mut reg = registry::Registry::new(s)?;
     let (bytes, digest) = reg.manifest(s.follow.reference())?;
+    if !mode.check {
+        st.last_check = Some(now);
+        st.save(root)?;
+    }
     let p = payload::parse(&bytes, &digest)?;
     say(format!(
         "{} is {} version {} ({digest}, {:.1} MB)",
@@ -172,6 +188,14 @@ pub fn update(
     }
     reboot_if_due(s, &st, root, mode, say)?;
     Ok(Outcome::Installed)
+}
+
+/// Seconds since the epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The UKI's file name for `version` in the ESP directory, with `tries` boots left
@@ -248,10 +272,7 @@ fn reboot_if_due(
         Reboot::Now => true,
         Reboot::Never => false,
         Reboot::Window(a, b) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let now = unix_now();
             settings::in_window(((now % 86400) / 60) as u16, a, b)
         }
     };

@@ -359,6 +359,7 @@ mod tests {
             name: "fleet/host".into(),
             follow: super::super::settings::Follow::Tag("stable".into()),
             interval: super::super::settings::DEFAULT_INTERVAL,
+            health_timeout: super::super::settings::DEFAULT_HEALTH_TIMEOUT,
             reboot: super::super::settings::Reboot::Never,
             access: crate::shipper::Access {
                 ca_file: Some(pki.ca_file(&dir.0)),

@@ -8,6 +8,7 @@
 //! repository = "registry.example:5000/fleet/containerd-host"   # HOST[:PORT]/NAME
 //! tag = "stable"              # a channel (or digest = "sha256:...", a pinned payload)
 //! interval = "6h"             # how often the timer checks (s, m, h, d; at least 1m)
+//! health-timeout = "10m"      # a new version's boot reaches its health gate in this time
 //! reboot = "window"           # "now", "window" or "never" (the default)
 //! window = "02:00-04:00"      # UTC, with reboot = "window"
 //! insecure = false            # plain HTTP (a registry on a private network or loopback)
@@ -28,6 +29,7 @@ pub struct RawUpdate {
     tag: Option<String>,
     digest: Option<String>,
     interval: Option<String>,
+    health_timeout: Option<String>,
     reboot: Option<String>,
     window: Option<String>,
     #[serde(default)]
@@ -80,6 +82,9 @@ pub struct Settings {
     pub follow: Follow,
     /// Between two checks of the timer.
     pub interval: Duration,
+    /// How long a trial boot of a new version may take to reach `boot-complete.target`
+    /// before the health gate reboots it ([`super::gate`]).
+    pub health_timeout: Duration,
     /// When to restart into an installed update.
     pub reboot: Reboot,
     /// `ca-file` and the credentials (the journal shipper's checks).
@@ -102,6 +107,8 @@ impl Settings {
 
 /// The interval when none is given.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+/// The health gate's time when none is given.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// Checks `[update]`; the error is (key, what was expected).
 pub fn check(raw: RawUpdate) -> Result<Settings, (String, String)> {
@@ -134,6 +141,10 @@ pub fn check(raw: RawUpdate) -> Result<Settings, (String, String)> {
     let interval = match raw.interval {
         None => DEFAULT_INTERVAL,
         Some(i) => parse_interval(&i).map_err(|m| e("interval", m))?,
+    };
+    let health_timeout = match raw.health_timeout {
+        None => DEFAULT_HEALTH_TIMEOUT,
+        Some(i) => parse_interval(&i).map_err(|m| e("health-timeout", m))?,
     };
     let reboot = match raw.reboot.as_deref().unwrap_or("never") {
         "never" | "now" if raw.window.is_some() => {
@@ -175,6 +186,7 @@ pub fn check(raw: RawUpdate) -> Result<Settings, (String, String)> {
         name,
         follow,
         interval,
+        health_timeout,
         reboot,
         access,
     })

@@ -106,6 +106,9 @@ pub struct State {
     pub slots: BTreeMap<String, Slot>,
     /// Versions marked bad, oldest first.
     pub bad: Vec<Bad>,
+    /// When the channel was last checked (seconds since the epoch; `update --timer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<u64>,
 }
 
 /// Facts of the running boot.
