@@ -71,6 +71,20 @@ pub fn table_load(
     Ok(b)
 }
 
+/// Where `struct dm_ioctl` holds the UUID, and its room (with the NUL).
+const UUID_AT: usize = 176;
+const UUID_LEN: usize = 129;
+
+/// A DM_DEV_CREATE buffer for `name` with UUID `uuid`.
+pub fn create_buffer(name: &str, uuid: &str) -> Result<Vec<u8>, String> {
+    if uuid.len() >= UUID_LEN || uuid.contains('\0') {
+        return Err(format!("bad device-mapper UUID {uuid:?}"));
+    }
+    let mut b = header(name, 0, DM_IOCTL_SIZE + ANSWER_ROOM)?;
+    b[UUID_AT..UUID_AT + uuid.len()].copy_from_slice(uuid.as_bytes());
+    Ok(b)
+}
+
 /// The device number in a `struct dm_ioctl` answer (the kernel's `huge_encode_dev`)
 /// as (major, minor).
 pub fn answer_dev(b: &[u8]) -> (u64, u64) {
@@ -101,13 +115,10 @@ impl Control {
         Ok(buf)
     }
 
-    /// Creates an empty device `name`; returns its (major, minor).
-    pub fn create(&self, name: &str) -> Result<(u64, u64), String> {
-        let b = self.run(
-            "DM_DEV_CREATE",
-            DM_DEV_CREATE,
-            header(name, 0, DM_IOCTL_SIZE + ANSWER_ROOM)?,
-        )?;
+    /// Creates an empty device `name` with the device-mapper UUID `uuid` (shown in
+    /// /sys/block/dm-N/dm/uuid); returns its (major, minor).
+    pub fn create(&self, name: &str, uuid: &str) -> Result<(u64, u64), String> {
+        let b = self.run("DM_DEV_CREATE", DM_DEV_CREATE, create_buffer(name, uuid)?)?;
         Ok(answer_dev(&b))
     }
 
@@ -165,6 +176,16 @@ mod tests {
         let p = &b[s + 40..];
         let end = p.iter().position(|&c| c == 0).unwrap();
         assert_eq!(std::str::from_utf8(&p[..end]).unwrap(), params);
+    }
+
+    #[test]
+    fn the_create_buffer_carries_the_uuid_after_the_name() {
+        let uuid = format!("SLIPWAY-VERITY-{}", "ab".repeat(32));
+        let b = create_buffer("root", &uuid).unwrap();
+        assert_eq!(&b[48..53], b"root\0");
+        assert_eq!(&b[UUID_AT..UUID_AT + uuid.len()], uuid.as_bytes());
+        assert_eq!(b[UUID_AT + uuid.len()], 0);
+        assert!(create_buffer("root", &"u".repeat(129)).is_err());
     }
 
     #[test]

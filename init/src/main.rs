@@ -46,6 +46,8 @@ use std::time::{Duration, Instant};
 const SYSROOT: &str = "/sysroot";
 /// The device-mapper name (and /dev/mapper node) of the verified root.
 const DM_NAME: &str = "root";
+/// The verified root's device-mapper UUID: this, then the root hash.
+const DM_UUID_PREFIX: &str = "SLIPWAY-VERITY-";
 /// Persistent /etc changes live here on /var (relative to the new root).
 const ETC_STATE: &str = "/var/lib/slipway/etc";
 
@@ -359,7 +361,10 @@ fn open_verity(r: &Root) -> Res<verity::Superblock> {
         r.root_what, r.verity_dev
     );
     let ctl = dm::Control::open().at("open-verity", &subject)?;
-    let (major, minor) = ctl.create(DM_NAME).at("open-verity", &subject)?;
+    // The UUID names the root hash the table checks: the running system (and a test)
+    // reads what its mounted root is from /sys/block/dm-N/dm/uuid.
+    let uuid = format!("{DM_UUID_PREFIX}{}", r.roothash);
+    let (major, minor) = ctl.create(DM_NAME, &uuid).at("open-verity", &subject)?;
     load_table(&ctl, r, &sb, OnCorruption::Eio).at("open-verity", &subject)?;
     ctl.resume(DM_NAME).at("open-verity", &subject)?;
     let node = format!("/dev/mapper/{DM_NAME}");

@@ -277,6 +277,7 @@ pub fn write(
     }
     relabel(t, None)?;
     for (what, src, dest) in [("root", root, &t.root), ("verity", verity, &t.verity)] {
+        say(format!("writing the {what} to {}", dest.display()));
         let n = copy_into(src, dest)?;
         say(format!(
             "wrote the {what} ({n} bytes) to {}",
@@ -340,7 +341,7 @@ mod tests {
             std::fs::read(t.esp_dir.join("slipway-2+3.efi")).unwrap(),
             b"MZ uki"
         );
-        assert!(lines[2].ends_with("(last)"), "{lines:?}");
+        assert!(lines.last().unwrap().ends_with("(last)"), "{lines:?}");
         assert_eq!(std::fs::read_dir(&t.esp_dir).unwrap().count(), 1);
         // Boot counting renamed it; another version's UKI stays.
         std::fs::rename(
