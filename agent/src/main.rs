@@ -476,11 +476,20 @@ fn status(json: bool) -> i32 {
     let mut notes = Vec::new();
     match update::current(&root, &mut |l| notes.push(l)) {
         Ok((st, _, booted)) => {
+            let entries = update::boot_entries(&root);
             if json {
-                println!("{}", update::status_json(&st, &booted));
+                let mut v = update::status_json(&st, &booted);
+                v["boot-entries"] = entries
+                    .iter()
+                    .map(|(n, w)| serde_json::json!({"file": n, "state": w}))
+                    .collect();
+                println!("{v}");
             } else {
                 for l in notes.iter().chain(&update::status_text(&st, &booted)) {
                     println!("{l}");
+                }
+                for (n, w) in &entries {
+                    println!("boot entry: {n} ({w})");
                 }
             }
             0

@@ -36,6 +36,9 @@ pub struct Machine {
     /// Console bytes of the current boot already consumed by wait-for-console-text.
     console_mark: usize,
     boot_id: Option<String>,
+    /// Guest reboots counted when the agent connection was made: a reboot in place
+    /// after it (the guest's own, with `expect-reboots`) makes the connection stale.
+    agent_reboots: u32,
     deadline: Instant,
     test_timeout: Duration,
     /// Seconds from each QEMU start to the test agent's first answer.
@@ -77,6 +80,7 @@ impl Machine {
             watcher: Watcher::new(expected),
             console_mark: 0,
             boot_id: None,
+            agent_reboots: 0,
             deadline: Instant::now() + timeout,
             test_timeout: timeout,
             boot_times: Vec::new(),
@@ -222,7 +226,13 @@ impl Machine {
             bail!("this test's provisioning config does not start the test agent ([test-agent]); only console steps work");
         }
         self.start()?;
+        if self.agent.is_some() && self.guest_events().reboots != self.agent_reboots {
+            // The guest rebooted itself in place since the connection was made: the
+            // agent of the new boot answers on a new connection.
+            self.agent = None;
+        }
         if self.agent.is_none() {
+            self.agent_reboots = self.guest_events().reboots;
             let sock = self.dir.join("agent.sock");
             let mut a = AgentClient::connect(&sock, Duration::from_secs(30))?;
             loop {
@@ -331,7 +341,11 @@ impl Machine {
     ) -> Result<()> {
         let left = deadline.saturating_duration_since(Instant::now());
         let r = self.exec(argv, left, deadline, miss)?;
-        let out = String::from_utf8_lossy(&r.stdout).to_string();
+        let mut out = String::from_utf8_lossy(&r.stdout).to_string();
+        if !want_ok {
+            // A failing command says why on stderr: `fail`'s expect sees both.
+            out.push_str(&String::from_utf8_lossy(&r.stderr));
+        }
         if r.success() != want_ok {
             bail!(
                 "{} ({}){}",

@@ -10,6 +10,7 @@
 
 mod common;
 
+mod ab_updates;
 mod adversarial;
 mod agent;
 mod bare_metal;

@@ -298,6 +298,45 @@ fn reboot_if_due(
     Ok(())
 }
 
+/// The UKIs in the ESP directory of the slots (sorted), each with what boot counting
+/// makes of its name: `slipway-2.efi` good, `+N` tries left, `+0-D` none left (bad).
+pub fn boot_entries(root: &Path) -> Vec<(String, String)> {
+    let Ok(all) = slots::load(root) else {
+        return Vec::new();
+    };
+    let Some(dir) = all.values().next().map(|t| t.esp_dir.clone()) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with("slipway-") && n.ends_with(".efi"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let counter = n
+                .trim_end_matches(".efi")
+                .rsplit_once('+')
+                .map(|(_, c)| c.to_string());
+            let what = match counter
+                .as_deref()
+                .map(|c| c.split_once('-').unwrap_or((c, "0")))
+            {
+                None => "good".to_string(),
+                Some(("0", done)) => format!("bad: no tries left, {done} used"),
+                Some((left, "0")) => format!("{left} tries left, not booted yet"),
+                Some((left, done)) => format!("{left} tries left, {done} used"),
+            };
+            (n, what)
+        })
+        .collect()
+}
+
 /// `status` as JSON: the running slot, a pending version, failed versions, every slot.
 pub fn status_json(st: &State, booted: &str) -> serde_json::Value {
     let slot = |n: &str, s: &Slot| {
@@ -354,4 +393,49 @@ pub fn status_text(st: &State, booted: &str) -> Vec<String> {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provision::tests::tempfile_lite::Dir;
+
+    #[test]
+    fn boot_entries_say_what_boot_counting_makes_of_each_name() {
+        let d = Dir::new();
+        let esp = d.0.join("esp");
+        std::fs::create_dir_all(d.0.join("run/slipway")).unwrap();
+        std::fs::create_dir_all(&esp).unwrap();
+        let one = format!(
+            r#"{{"root": "/r", "verity": "/v", "esp-dir": {:?}}}"#,
+            esp.display().to_string()
+        );
+        std::fs::write(
+            d.0.join(slots::SLOTS),
+            format!(r#"{{"a": {one}, "b": {one}}}"#),
+        )
+        .unwrap();
+        for n in [
+            "slipway-2.efi",
+            "slipway-3+0-1.efi",
+            "slipway-4+3.efi",
+            "slipway-5+1-2.efi",
+            "other.efi",
+        ] {
+            std::fs::write(esp.join(n), b"MZ").unwrap();
+        }
+        let got: Vec<String> = boot_entries(&d.0)
+            .into_iter()
+            .map(|(n, w)| format!("{n} ({w})"))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "slipway-2.efi (good)",
+                "slipway-3+0-1.efi (bad: no tries left, 1 used)",
+                "slipway-4+3.efi (3 tries left, not booted yet)",
+                "slipway-5+1-2.efi (1 tries left, 2 used)",
+            ]
+        );
+    }
 }
