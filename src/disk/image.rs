@@ -8,10 +8,13 @@
 //! 2. the initramfs (slipway-init + the boot modules), [`crate::disk::initramfs`];
 //! 3. the read-only root (squashfs) and its dm-verity hash tree;
 //! 4. the UKI (stub + kernel + initramfs + `roothash=` command line + os-release);
-//! 5. the ESP holding the UKI at `EFI/BOOT/BOOTX64.EFI`; the empty /var ext4;
-//! 6. the GPT disk: ESP, root, root-verity, var (types from the Discoverable Partitions
-//!    Specification; root and verity UUIDs are the halves of the root hash, the other
-//!    ids derive from it).
+//! 5. the ESP ([`crate::disk::loader`]): two slots (the default), systemd-boot at
+//!    `EFI/BOOT/BOOTX64.EFI` and the UKI at `EFI/Linux/slipway-VERSION.efi`; one slot,
+//!    the UKI at `EFI/BOOT/BOOTX64.EFI`; the empty /var ext4;
+//! 6. the GPT disk ([`crate::disk::layout`]): ESP, root, root-verity, (slot B's empty
+//!    root and root-verity, [`crate::disk::slots`],) var (types from the Discoverable
+//!    Partitions Specification; root and verity UUIDs are the halves of the root hash,
+//!    the other ids derive from it).
 //!
 //! Everything is a function of the tree and the epoch, so two builds give the same bytes.
 

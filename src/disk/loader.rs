@@ -44,7 +44,10 @@ pub fn esp_files(
         None => vec![(REMOVABLE.to_string(), uki.to_vec())],
         Some(sd_boot) => vec![
             (REMOVABLE.to_string(), sd_boot.to_vec()),
-            (LOADER_CONF.to_string(), LOADER_CONF_TEXT.as_bytes().to_vec()),
+            (
+                LOADER_CONF.to_string(),
+                LOADER_CONF_TEXT.as_bytes().to_vec(),
+            ),
             (uki_path(version), uki.to_vec()),
         ],
     };
@@ -58,7 +61,12 @@ mod tests {
 
     #[test]
     fn two_slots_boot_systemd_boot_and_the_uki_is_an_entry() {
-        let f = esp_files(b"uki", "7", Some(b"sdboot"), &[("keys/db".into(), b"k".to_vec())]);
+        let f = esp_files(
+            b"uki",
+            "7",
+            Some(b"sdboot"),
+            &[("keys/db".into(), b"k".to_vec())],
+        );
         let names: Vec<&str> = f.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
             names,

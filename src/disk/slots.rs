@@ -93,7 +93,11 @@ mod tests {
         for blocks in [1u64, 2, 127, 128, 129, 128 * 128, 128 * 128 + 1, 3000] {
             let data = vec![0u8; (blocks * BLOCK as u64) as usize];
             let v = crate::disk::verity::format(&data, &[1; 32], &[2; 16]).unwrap();
-            assert_eq!(v.hash_image.len() as u64, verity_bytes(blocks * 4096), "{blocks}");
+            assert_eq!(
+                v.hash_image.len() as u64,
+                verity_bytes(blocks * 4096),
+                "{blocks}"
+            );
         }
     }
 

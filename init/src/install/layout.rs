@@ -160,8 +160,14 @@ mod tests {
         assert_eq!(parts.len(), 6);
         let mib = ALIGN / 512;
         // ESP 4, root 2, verity 1, root B 2, verity B 1, var 8 (MiB, from 1 MiB).
-        assert_eq!((parts[3].first_lba, parts[3].last_lba), (8 * mib, 10 * mib - 1));
-        assert_eq!((parts[4].first_lba, parts[4].last_lba), (10 * mib, 11 * mib - 1));
+        assert_eq!(
+            (parts[3].first_lba, parts[3].last_lba),
+            (8 * mib, 10 * mib - 1)
+        );
+        assert_eq!(
+            (parts[4].first_lba, parts[4].last_lba),
+            (10 * mib, 11 * mib - 1)
+        );
         assert_eq!(parts[5].first_lba, 11 * mib);
         assert_eq!(
             parts[3].uuid.to_string(),

@@ -324,8 +324,14 @@ pub(crate) mod tests {
             m.partitions[0].file(4096).unwrap().unwrap().path,
             "esp-4096.img"
         );
-        assert_eq!(m.partitions[0].file(512).unwrap().unwrap().path, "esp-512.img");
-        assert_eq!(m.partitions[1].file(4096).unwrap().unwrap().path, "root.img");
+        assert_eq!(
+            m.partitions[0].file(512).unwrap().unwrap().path,
+            "esp-512.img"
+        );
+        assert_eq!(
+            m.partitions[1].file(4096).unwrap().unwrap().path,
+            "root.img"
+        );
         assert_eq!(
             m.partitions[1].uuid.unwrap().to_string(),
             "11111111-1111-1111-1111-111111111111"
@@ -387,7 +393,9 @@ pub(crate) mod tests {
             "44444444-4444-4444-4444-444444444444"
         );
         let one = sample_two_slots().replacen(r#""role": "empty""#, r#""role": "var""#, 1);
-        assert!(parse(one.as_bytes()).unwrap_err().contains("exactly one var"));
+        assert!(parse(one.as_bytes())
+            .unwrap_err()
+            .contains("exactly one var"));
         let with_file = sample_two_slots().replacen(
             r#""size": 1048576}"#,
             r#""size": 1048576, "file": {"path": "x.img", "size": 1, "sha256": "00"}}"#,
