@@ -170,11 +170,7 @@ fn iso_and_netboot_are_reproducible_and_hold_the_disk() {
     }
     assert_eq!(parts[1]["uuid"].as_str().unwrap().len(), 36);
     assert!(parts[0].get("uuid").is_none() && parts[5].get("uuid").is_none());
-    for p in &parts[3..5] {
-        assert_eq!(p["name"], "_empty");
-        assert_eq!(p["uuid"].as_str().unwrap().len(), 36);
-        assert!(p.get("file").is_none() && p.get("files").is_none(), "{p}");
-    }
+    check_slot_b(&parts[3..5]);
     let esp4k = iso_file(&iso, "SLIPWAY/ESP-4096.IMG;1");
     assert_eq!(
         u16::from_le_bytes([esp4k[11], esp4k[12]]),
@@ -189,6 +185,15 @@ fn iso_and_netboot_are_reproducible_and_hold_the_disk() {
         root_hash,
         &partition(&a, &raw, parts[1]["name"].as_str().unwrap()),
     );
+}
+
+/// Slot B's partitions in install.json: labelled `_empty`, with their UUIDs, no file.
+fn check_slot_b(parts: &[serde_json::Value]) {
+    for p in parts {
+        assert_eq!(p["name"], "_empty");
+        assert_eq!(p["uuid"].as_str().unwrap().len(), 36);
+        assert!(p.get("file").is_none() && p.get("files").is_none(), "{p}");
+    }
 }
 
 /// The data extents of a payload file: every byte outside them is zero, their bytes
