@@ -5,6 +5,10 @@
 # fresh overlay (so every boot is the machine's first); boot 1 (cold host caches) is
 # reported apart from boots 2..RUNS. One more boot with a provisioning config prints the
 # top 10 of `systemd-analyze blame` (that boot is not timed: applying a config costs time).
+# The boot loader's cost: containerd-host is also built with `[disk] slots = 1` (no
+# systemd-boot: the firmware starts the UKI itself) and boots as often; the difference of
+# the two medians (phase "kernel", QEMU start to the kernel, and the total) is what
+# systemd-boot on the two-slot disk costs (docs/decisions/0047-two-slots-and-systemd-boot.md).
 #
 #   bench/boot.sh                   containerd-host (built here) and k8s-node
 #   RUNS=3 bench/boot.sh
@@ -27,6 +31,17 @@ mkdir -p "$OUT"
 echo "== building containerd-host"
 "$SLIPWAY" build containerd-host -o "$OUT/containerd-host" --format disk -q
 images=("containerd-host=$OUT/containerd-host")
+# The same image on a one-slot disk: a child recipe that changes [disk] slots only.
+one="$OUT/containerd-host-one-slot.toml"
+cat > "$one" <<TOML
+schema-version = 1
+extends = "$(realpath --relative-to="$OUT" recipes/containerd-host.toml)"
+[disk]
+slots = 1
+TOML
+echo "== building containerd-host with [disk] slots = 1"
+"$SLIPWAY" build "$one" -o "$OUT/containerd-host-one-slot" --format disk -q
+images+=("containerd-host-one-slot=$OUT/containerd-host-one-slot")
 
 k8s=${K8S_NODE_IMAGE:-}
 if [ -z "$k8s" ]; then
@@ -105,4 +120,16 @@ for spec in specs:
             print(f"    {b}")
     except Exception as e:
         print(f"  (no blame: {e})")
+
+def medians(name):
+    runs = [json.loads(l)["phases"] for l in open(f"{out}/{name}.jsonl")]
+    later = runs[1:] or runs
+    return {p: statistics.median([r[p] for r in later]) for p in ("kernel", "total")}
+names = [s.split("=", 1)[0] for s in specs]
+if "containerd-host" in names and "containerd-host-one-slot" in names:
+    two, one = medians("containerd-host"), medians("containerd-host-one-slot")
+    print("\nboot loader (systemd-boot, two slots) vs the UKI booted by the firmware (one slot),"
+          " medians of boots 2..N:")
+    for p in ("kernel", "total"):
+        print(f"  {p:<8} two slots {two[p]:.2f} s, one slot {one[p]:.2f} s: loader cost {two[p] - one[p]:+.2f} s")
 PY

@@ -40,6 +40,9 @@ pub const ROOT_SIZE: &str = "dev.slipway.update.root-size";
 pub const VERITY_SIZE: &str = "dev.slipway.update.verity-size";
 /// See [`ROOT_SIZE`].
 pub const UKI_SIZE: &str = "dev.slipway.update.uki-size";
+/// Boot attempts a node gives the version before systemd-boot falls back (decimal,
+/// 1..=9, the recipe's `disk.tries`): the agent names its UKI `slipway-VERSION+TRIES.efi`.
+pub const TRIES: &str = "dev.slipway.update.tries";
 
 /// Compares two image versions the way Debian compares upstream versions, simplified:
 /// runs of digits compare as numbers, everything else byte by byte, and `~` sorts before

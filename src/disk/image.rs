@@ -8,10 +8,13 @@
 //! 2. the initramfs (slipway-init + the boot modules), [`crate::disk::initramfs`];
 //! 3. the read-only root (squashfs) and its dm-verity hash tree;
 //! 4. the UKI (stub + kernel + initramfs + `roothash=` command line + os-release);
-//! 5. the ESP holding the UKI at `EFI/BOOT/BOOTX64.EFI`; the empty /var ext4;
-//! 6. the GPT disk: ESP, root, root-verity, var (types from the Discoverable Partitions
-//!    Specification; root and verity UUIDs are the halves of the root hash, the other
-//!    ids derive from it).
+//! 5. the ESP ([`crate::disk::loader`]): two slots (the default), systemd-boot at
+//!    `EFI/BOOT/BOOTX64.EFI` and the UKI at `EFI/Linux/slipway-VERSION.efi`; one slot,
+//!    the UKI at `EFI/BOOT/BOOTX64.EFI`; the empty /var ext4;
+//! 6. the GPT disk ([`crate::disk::layout`]): ESP, root, root-verity, (slot B's empty
+//!    root and root-verity, [`crate::disk::slots`],) var (types from the Discoverable
+//!    Partitions Specification; root and verity UUIDs are the halves of the root hash,
+//!    the other ids derive from it).
 //!
 //! Everything is a function of the tree and the epoch, so two builds give the same bytes.
 
@@ -31,8 +34,13 @@ pub const STUB: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 pub const FACTORY_VAR: &str = "usr/share/factory/var";
 /// The tmpfiles.d file that copies it back at first boot.
 pub const FACTORY_TMPFILES: &str = "usr/lib/tmpfiles.d/00-slipway-factory-var.conf";
-/// Default ESP size: FAT32, room for two UKIs.
+/// Default ESP size of a one-slot disk: FAT32, room for two UKIs.
 pub const DEFAULT_ESP: u64 = 64 << 20;
+/// The smallest default ESP of a two-slot disk (it grows with the UKI: [`esp_size`]).
+pub const DEFAULT_ESP_SLOTS: u64 = 128 << 20;
+/// UKIs a two-slot ESP holds: one per slot and one more, the file an update writes
+/// under a temporary name before it renames it into place.
+pub const ESP_UKIS: u64 = 3;
 /// Default /var size as built (grown at first boot).
 pub const DEFAULT_VAR: u64 = 128 << 20;
 /// Kernel arguments every image gets, before the recipe's.
@@ -70,7 +78,7 @@ pub use crate::recipe::check::{MIN_ESP, MIN_VAR};
 /// hold the UKI's known parts (kernel and EFI stub; the initramfs and command line come
 /// on top) with 1 MiB for the file system.
 pub fn check_esp_fits(r: &Recipe, tree: &Tree) -> Result<()> {
-    let esp_size = r.disk.esp_size.map(|s| s.0).unwrap_or(DEFAULT_ESP);
+    let esp_size = r.disk.esp_size.map(|s| s.0).unwrap_or(default_esp(r));
     let kernel = crate::kernel::find(tree).map_err(|e| needs_kernel(r, e))?;
     let vmlinuz = file_bytes(tree, &kernel.vmlinuz_path, "kernel")?.len() as u64;
     let stub = file_bytes(tree, STUB, "systemd EFI stub")
@@ -96,8 +104,43 @@ fn esp_too_small(r: &Recipe, why: String) -> anyhow::Error {
         Some(s) => at.err(format!("{} MiB {why}", s.0 >> 20)),
         None => at.err(format!(
             "the default {} MiB {why}; set disk.esp-size",
-            DEFAULT_ESP >> 20
+            default_esp(r) >> 20
         )),
+    }
+}
+
+/// The smallest default ESP of `r` ([`DEFAULT_ESP`] or [`DEFAULT_ESP_SLOTS`]).
+fn default_esp(r: &Recipe) -> u64 {
+    if r.disk.slot_count() == 2 {
+        DEFAULT_ESP_SLOTS
+    } else {
+        DEFAULT_ESP
+    }
+}
+
+/// The ESP of `r` for a UKI of `uki` bytes and `other` bytes of other files (the boot
+/// loader, its configuration, enrollment): `disk.esp-size`, else the default. A
+/// two-slot ESP holds [`ESP_UKIS`] UKIs and the rest with 2 MiB for FAT's tables; the
+/// default grows to that (in whole MiB) when the UKI is large, and a set size that is
+/// smaller is refused.
+pub fn esp_size(r: &Recipe, uki: u64, other: u64) -> Result<u64> {
+    let (copies, spare) = if r.disk.slot_count() == 2 {
+        (ESP_UKIS, 2 << 20)
+    } else {
+        (1, 1 << 20)
+    };
+    let need = (copies * uki + other + spare).div_ceil(1 << 20) << 20;
+    match r.disk.esp_size {
+        Some(s) if s.0 < need => Err(esp_too_small(
+            r,
+            format!(
+                "cannot hold {copies} UKI(s) of {:.1} MiB and the boot files (use at least {} MiB)",
+                uki as f64 / (1u64 << 20) as f64,
+                need >> 20
+            ),
+        )),
+        Some(s) => Ok(s.0),
+        None => Ok(default_esp(r).max(need)),
     }
 }
 
@@ -121,6 +164,9 @@ pub struct Written {
     pub disk: HostDisk,
     /// `disk.raw`, `uki.efi`, `vmlinuz`, `initrd`.
     pub outputs: Vec<crate::output::Output>,
+    /// The ESP's files (path, bytes), as [`crate::disk::loader::esp_files`] lists them:
+    /// the installer's ESP for 4096-byte sectors is made of the same.
+    pub esp_files: Vec<(String, Vec<u8>)>,
 }
 
 /// The bytes of the file at `path` in `tree` (symlinks followed); `what` names it in
@@ -291,6 +337,19 @@ pub fn root_tree(tree: &Tree, agent: &[u8], epoch: u64) -> Result<Tree> {
     Ok(t)
 }
 
+/// A two-slot disk's root has the empty directory `/efi`, where the booted ESP is
+/// mounted (slipway-init writes its mount unit; systemd-bless-boot and the agent look
+/// there).
+fn check_efi_dir(r: &Recipe, root: &Tree) -> Result<()> {
+    if r.disk.slot_count() < 2 || matches!(root.get("efi").map(|e| &e.kind), Some(Kind::Dir)) {
+        return Ok(());
+    }
+    Err(r.origin_of("disk.slots").err(
+        "a two-slot disk mounts its ESP at /efi, which the image lacks: add \
+         [[entry]] path = \"/efi\" type = \"dir\" (or set disk.slots = 1)",
+    ))
+}
+
 /// The static programs slipway puts into host images.
 pub struct Bundled {
     /// slipway-init (the initramfs's /init).
@@ -315,6 +374,8 @@ struct BootInputs<'t> {
     stub: &'t [u8],
     os_release: &'t [u8],
     plan: &'t crate::kernel::closure::ModulePlan,
+    /// systemd-boot (two slots only).
+    boot_loader: Option<&'t [u8]>,
 }
 
 impl<'t> BootInputs<'t> {
@@ -335,12 +396,25 @@ impl<'t> BootInputs<'t> {
                 ))
             })?;
         let os_release = file_bytes(tree, "usr/lib/os-release", "os-release")?;
+        let boot_loader = if r.disk.slot_count() == 2 {
+            let sd_boot = crate::disk::loader::SYSTEMD_BOOT;
+            Some(file_bytes(tree, sd_boot, "systemd-boot").map_err(|e| {
+                r.origin_of("packages.include").wrap(e.context(
+                    "a two-slot disk boots systemd-boot: add systemd-boot-efi to \
+                     packages.include and do not drop its systemd-boot*.efi (or set \
+                     disk.slots = 1)",
+                ))
+            })?)
+        } else {
+            None
+        };
         Ok(BootInputs {
             kernel,
             vmlinuz,
             stub,
             os_release,
             plan,
+            boot_loader,
         })
     }
 }
@@ -367,6 +441,7 @@ pub fn build(
         .with_context(|| format!("creating a staging directory in {}", out.display()))?;
     let stage_cache = crate::io::stage_cache::StageCache::open(cache)?;
     let root_t = root_tree(&asm.tree, &bundled.agent, epoch)?;
+    check_efi_dir(r, &root_t)?;
     let (initrd, root) = initrd_and_root(
         r,
         asm,
@@ -381,22 +456,18 @@ pub fn build(
     )?;
     let cmdline = kernel_cmdline(r, &root.root_hash);
     let t = Instant::now();
-    let (uki, enrollment) = uki_and_keys(r, &boot, &initrd.bytes, &cmdline, epoch)?;
+    let boot_files = uki_and_keys(r, &boot, &initrd.bytes, &cmdline, epoch)?;
     c.since("uki", t);
     let hash_bytes = crate::io::hash::unhex(&root.root_hash)?;
     let ids = derive(&[b"slipway-disk", &hash_bytes]);
-    let esp_size = r.disk.esp_size.map(|s| s.0).unwrap_or(DEFAULT_ESP);
     let var_size = r.disk.var_size.map(|s| s.0).unwrap_or(DEFAULT_VAR);
+    let slot = crate::disk::slots::sizes(r, root.bytes.len() as u64, root.verity.len() as u64)?;
     let t = Instant::now();
-    let esp = write_esp(
-        r,
-        &uki,
-        &enrollment,
-        esp_size,
-        (&ids, epoch),
-        staging.path(),
-    )?;
+    let esp_files = boot_files.esp_files(&r.version);
+    let esp_size = esp_size(r, boot_files.uki.len() as u64, boot_files.other_bytes())?;
+    let esp = write_esp(&esp_files, esp_size, (&ids, epoch), staging.path())?;
     c.since("esp", t);
+    let uki = boot_files.uki;
     let t = Instant::now();
     let var_img = write_var(staging.path(), var_size, &hash_bytes, epoch)?;
     c.since("var", t);
@@ -407,6 +478,7 @@ pub fn build(
         root: &root.bytes,
         verity: &root.verity,
         var: &var_img,
+        slot,
     };
     let (disk_path, partitions, disk_sha, disk_size) = crate::disk::layout::write_gpt_disk(
         r,
@@ -448,18 +520,49 @@ pub fn build(
             disk_size,
         },
         outputs,
+        esp_files,
     })
 }
 
-/// The UKI, signed when the recipe has a signing key (`[secure-boot]` or the command
-/// line's), and the Secure Boot enrollment files for the ESP (none when unsigned).
+/// The EFI binaries and keys of the ESP, signed when the image is.
+struct BootFiles {
+    /// The UKI.
+    uki: Vec<u8>,
+    /// systemd-boot (two slots).
+    boot_loader: Option<Vec<u8>>,
+    /// The Secure Boot enrollment files (none when unsigned).
+    enrollment: crate::disk::enroll::EspFiles,
+}
+
+impl BootFiles {
+    /// The ESP's files for image version `version`.
+    fn esp_files(&self, version: &str) -> Vec<(String, Vec<u8>)> {
+        crate::disk::loader::esp_files(
+            &self.uki,
+            version,
+            self.boot_loader.as_deref(),
+            &self.enrollment,
+        )
+    }
+
+    /// Bytes of everything but the UKI.
+    fn other_bytes(&self) -> u64 {
+        let loader = self.boot_loader.as_ref().map_or(0, |b| b.len() as u64);
+        let keys: u64 = self.enrollment.iter().map(|(_, b)| b.len() as u64).sum();
+        loader + keys + crate::disk::loader::LOADER_CONF_TEXT.len() as u64
+    }
+}
+
+/// The UKI and systemd-boot (two slots), signed when the recipe has a signing key
+/// (`[secure-boot]` or the command line's) with the same key, and the Secure Boot
+/// enrollment files for the ESP (none when unsigned).
 fn uki_and_keys(
     r: &Recipe,
     boot: &BootInputs,
     initrd: &[u8],
     cmdline: &str,
     epoch: u64,
-) -> Result<(Vec<u8>, crate::disk::enroll::EspFiles)> {
+) -> Result<BootFiles> {
     let parts = crate::disk::uki::Parts {
         stub: boot.stub,
         kernel: boot.vmlinuz,
@@ -469,13 +572,25 @@ fn uki_and_keys(
         uname: Some(&boot.kernel.version),
     };
     let Some(sb) = &r.secure_boot else {
-        return Ok((crate::disk::uki::build_uki(&parts)?, Vec::new()));
+        return Ok(BootFiles {
+            uki: crate::disk::uki::build_uki(&parts)?,
+            boot_loader: boot.boot_loader.map(<[u8]>::to_vec),
+            enrollment: Vec::new(),
+        });
     };
     let s = crate::disk::sign::Signer::open(sb, epoch)
         .with_context(|| format!("{}: the Secure Boot signing key", r.display()))?;
     let uki = signed_uki(&parts, &s)?;
-    let keys = crate::disk::enroll::files(&s, epoch, sb.microsoft_uefi_ca)?;
-    Ok((uki, keys))
+    let boot_loader = match boot.boot_loader {
+        Some(b) => Some(s.sign_pe("systemd-boot", b)?),
+        None => None,
+    };
+    let enrollment = crate::disk::enroll::files(&s, epoch, sb.microsoft_uefi_ca)?;
+    Ok(BootFiles {
+        uki,
+        boot_loader,
+        enrollment,
+    })
 }
 
 /// The UKI of `parts` with a PCR policy signed by `s` for each phase
@@ -575,31 +690,17 @@ fn build_initrd(
     Ok(initrd)
 }
 
-/// The ESP of `esp_size` holding `uki` at the removable-media path and the `extra`
-/// files (Secure Boot enrollment), volume id from `ids`, made in `staging`; returns its
-/// path (it is streamed into the disk).
+/// The ESP of `esp_size` holding `files` ([`crate::disk::loader::esp_files`]), volume
+/// id from `ids`, made in `staging`; returns its path (it is streamed into the disk).
 fn write_esp(
-    r: &Recipe,
-    uki: &[u8],
-    extra: &[(String, Vec<u8>)],
+    files: &[(String, Vec<u8>)],
     esp_size: u64,
     (ids, epoch): (&[u8], u64),
     staging: &Path,
 ) -> Result<PathBuf> {
     let volume_id = u32::from_le_bytes([ids[0], ids[1], ids[2], ids[3]]);
-    if (uki.len() as u64) + (1 << 20) > esp_size {
-        return Err(esp_too_small(
-            r,
-            format!(
-                "cannot hold the {:.1} MiB UKI",
-                uki.len() as f64 / (1u64 << 20) as f64
-            ),
-        ));
-    }
     let img = staging.join("esp.img");
-    let mut files = vec![("EFI/BOOT/BOOTX64.EFI".to_string(), uki.to_vec())];
-    files.extend(extra.iter().cloned());
-    crate::disk::esp::build_esp_file(&files, esp_size, volume_id, epoch, &img)?;
+    crate::disk::esp::build_esp_file(files, esp_size, volume_id, epoch, &img)?;
     Ok(img)
 }
 

@@ -1,7 +1,13 @@
-//! Laying out `disk.raw`: consumes the four partitions' contents (ESP and /var as
-//! files, the root and its verity tree in memory), produces the GPT disk (UAPI
-//! Discoverable Partitions Specification types; root and verity UUIDs are the halves of
-//! the root hash, the other ids derive from it), written sparse and atomically.
+//! Laying out `disk.raw`: consumes the partitions' contents (ESP and /var as files, the
+//! root and its verity tree in memory) and the root slot's size, produces the GPT disk
+//! (UAPI Discoverable Partitions Specification types; root and verity UUIDs are the
+//! halves of the root hash, the other ids derive from it), written sparse and atomically.
+//!
+//! One slot: `esp`, root, verity, `var`. Two slots (decision 0047): `esp`, root A,
+//! verity A, root B, verity B, `var`; slot B has the root and verity types of slot A,
+//! the label `_empty` (the UAPI convention for a partition that holds nothing yet, which
+//! discovery skips), UUIDs derived from the root hash, and nothing written into it (a
+//! hole in the sparse image). /var is last, so that it can grow to the end of the disk.
 
 use crate::disk::gpt::{self, Guid, Want};
 use crate::disk::image::derive;
@@ -24,17 +30,24 @@ pub struct Contents<'a> {
     pub verity: &'a [u8],
     /// The /var file system image, streamed from its file.
     pub var: &'a Path,
+    /// The partition sizes of each root slot; `None`: one slot, sized to its contents.
+    pub slot: Option<crate::disk::slots::SlotSizes>,
 }
 
-/// What goes into one partition: bytes in memory, or a file copied in pieces.
+/// The label of a root or verity partition that holds nothing yet.
+pub const EMPTY_LABEL: &str = "_empty";
+
+/// What goes into one partition: bytes in memory, a file copied in pieces, or nothing.
 enum Source<'a> {
     Bytes(&'a [u8]),
     File(&'a Path),
+    Empty,
 }
 
 impl Source<'_> {
     fn len(&self) -> Result<u64> {
         match self {
+            Source::Empty => Ok(0),
             Source::Bytes(b) => Ok(b.len() as u64),
             Source::File(p) => Ok(std::fs::metadata(p)
                 .with_context(|| format!("reading {}", p.display()))?
@@ -45,6 +58,7 @@ impl Source<'_> {
     fn write_at(&self, f: &std::fs::File, offset: u64, what: &str) -> Result<()> {
         let what = &format!("{what} into the disk image");
         match self {
+            Source::Empty => Ok(()),
             Source::Bytes(b) => crate::io::sparse::write_at(f, b, offset, what),
             Source::File(p) => crate::io::sparse::copy_at(f, p, offset, what),
         }
@@ -71,47 +85,7 @@ pub fn write_gpt_disk(
             )))
         }
     };
-    let half = |h: &[u8]| {
-        let mut b = [0u8; 16];
-        b.copy_from_slice(h);
-        Guid::from_uuid_bytes(b)
-    };
-    const READ_ONLY: u64 = 1 << 60;
-    let suffix = if r.debian.architecture == "arm64" {
-        "arm64"
-    } else {
-        "x86-64"
-    };
-    let wants = [
-        Want {
-            type_guid: gpt::types::ESP,
-            uuid: Guid::from_hash(&derive(&[b"slipway-esp", hash_bytes])),
-            name: "esp".into(),
-            size: sizes.0,
-            attributes: 0,
-        },
-        Want {
-            type_guid: root_type,
-            uuid: half(&hash_bytes[..16]),
-            name: format!("root-{suffix}"),
-            size: mib_up(c.root.len() as u64),
-            attributes: READ_ONLY,
-        },
-        Want {
-            type_guid: verity_type,
-            uuid: half(&hash_bytes[16..]),
-            name: format!("root-{suffix}-verity"),
-            size: mib_up(c.verity.len() as u64),
-            attributes: READ_ONLY,
-        },
-        Want {
-            type_guid: gpt::types::VAR,
-            uuid: Guid::from_hash(&derive(&[b"slipway-var", hash_bytes])),
-            name: "var".into(),
-            size: sizes.1,
-            attributes: 0,
-        },
-    ];
+    let wants = wants(r, c, sizes, hash_bytes, (root_type, verity_type));
     let layout = gpt::layout(Guid::from_hash(disk_id), &wants, 0)?;
     let disk_path = out.join("disk.raw");
     let mut af = crate::io::atomic::AtomicFile::create(&disk_path)?;
@@ -121,12 +95,16 @@ pub fn write_gpt_disk(
             .with_context(|| format!("sizing {}", disk_path.display()))?;
         layout.write_table(file)?;
     }
-    let contents = [
+    let mut contents = vec![
         (Source::File(c.esp), "the ESP"),
         (Source::Bytes(c.root), "the root file system"),
         (Source::Bytes(c.verity), "the verity hash tree"),
-        (Source::File(c.var), "the /var file system"),
     ];
+    if c.slot.is_some() {
+        contents.push((Source::Empty, "slot B's root"));
+        contents.push((Source::Empty, "slot B's verity tree"));
+    }
+    contents.push((Source::File(c.var), "the /var file system"));
     let mut partitions = Vec::new();
     for (p, (data, what)) in layout.partitions.iter().zip(contents) {
         let len = data.len()?;
@@ -146,4 +124,76 @@ pub fn write_gpt_disk(
     af.commit()?;
     let (disk_sha, disk_size) = crate::io::hash::sha256_sparse_file(&disk_path)?;
     Ok((disk_path, partitions, disk_sha, disk_size))
+}
+
+/// The partitions of `r`'s disk (see the module doc) for the contents `c`, ESP and /var
+/// of `sizes`, ids from the root hash `hash_bytes`, root and verity of `types`.
+fn wants(
+    r: &Recipe,
+    c: &Contents,
+    sizes: (u64, u64),
+    hash_bytes: &[u8],
+    (root_type, verity_type): (Guid, Guid),
+) -> Vec<Want> {
+    let half = |h: &[u8]| {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(h);
+        Guid::from_uuid_bytes(b)
+    };
+    let derived = |what: &[u8]| Guid::from_hash(&derive(&[what, hash_bytes]));
+    const READ_ONLY: u64 = 1 << 60;
+    let suffix = if r.debian.architecture == "arm64" {
+        "arm64"
+    } else {
+        "x86-64"
+    };
+    let (root_size, verity_size) = match c.slot {
+        Some(s) => (s.root, s.verity),
+        None => (mib_up(c.root.len() as u64), mib_up(c.verity.len() as u64)),
+    };
+    let mut wants = vec![
+        Want {
+            type_guid: gpt::types::ESP,
+            uuid: derived(b"slipway-esp"),
+            name: "esp".into(),
+            size: sizes.0,
+            attributes: 0,
+        },
+        Want {
+            type_guid: root_type,
+            uuid: half(&hash_bytes[..16]),
+            name: format!("root-{suffix}"),
+            size: root_size,
+            attributes: READ_ONLY,
+        },
+        Want {
+            type_guid: verity_type,
+            uuid: half(&hash_bytes[16..]),
+            name: format!("root-{suffix}-verity"),
+            size: verity_size,
+            attributes: READ_ONLY,
+        },
+    ];
+    if c.slot.is_some() {
+        for (type_guid, what, size) in [
+            (root_type, &b"slipway-empty-root"[..], root_size),
+            (verity_type, &b"slipway-empty-verity"[..], verity_size),
+        ] {
+            wants.push(Want {
+                type_guid,
+                uuid: derived(what),
+                name: EMPTY_LABEL.into(),
+                size,
+                attributes: READ_ONLY,
+            });
+        }
+    }
+    wants.push(Want {
+        type_guid: gpt::types::VAR,
+        uuid: derived(b"slipway-var"),
+        name: "var".into(),
+        size: sizes.1,
+        attributes: 0,
+    });
+    wants
 }

@@ -1,8 +1,8 @@
 //! Unified kernel images: consumes systemd's EFI stub (`linuxx64.efi.stub` from Debian's
 //! systemd-boot-efi), the kernel, the initramfs, the kernel command line and os-release,
-//! and produces one PE binary that UEFI firmware starts directly (as
-//! `EFI/BOOT/BOOTX64.EFI`) and that carries the dm-verity root hash inside the signed
-//! command line.
+//! and produces one PE binary that systemd-boot starts as a type #2 entry (two slots) or
+//! UEFI firmware starts directly (one slot, as `EFI/BOOT/BOOTX64.EFI`), and that carries
+//! the dm-verity root hash inside the signed command line.
 //!
 //! The stub finds its payload in PE sections named `.osrel`, `.cmdline`, `.uname`,
 //! `.initrd` and `.linux` (UAPI Unified Kernel Image specification,

@@ -89,11 +89,8 @@ pub fn write(inp: &Inputs, out: &Path) -> Result<Vec<Output>> {
         .tempdir_in(out)
         .with_context(|| format!("creating a staging directory in {}", out.display()))?;
     let parts = &inp.disk.partitions;
-    anyhow::ensure!(
-        parts.len() == 4,
-        "the host disk has {} partitions, not 4",
-        parts.len()
-    );
+    crate::formats::iso::install::check_roles(parts)?;
+    // Root and verity of the booted slot (A), partitions 2 and 3 of either layout.
     let mut payload = Vec::new();
     for (p, name) in [(&parts[1], "root.img"), (&parts[2], "verity.img")] {
         let f = work.path().join(name);

@@ -7,8 +7,8 @@
 //!   a node writes them, each with a media type of its own;
 //! - the manifest's annotations: the image name and version (os-release
 //!   `IMAGE_VERSION`), the build time from `SOURCE_DATE_EPOCH`, the root hash the UKI's
-//!   `roothash=` pins, the root file system kind, the architecture, the kernel release
-//!   and the size of each blob;
+//!   `roothash=` pins, the root file system kind, the architecture, the kernel release,
+//!   the size of each blob and the boot attempts the node gives it (`disk.tries`);
 //! - `index.json` naming the manifest by the version (`org.opencontainers.image.ref.name`).
 //!
 //! Every byte is a function of the disk and the UKI (no time stamp of its own, fields in
@@ -33,6 +33,8 @@ pub struct Inputs<'a> {
     pub version: &'a str,
     /// The Debian architecture.
     pub architecture: &'a str,
+    /// Boot attempts before a fallback (`disk.tries`).
+    pub tries: u32,
     /// The host disk as built.
     pub disk: &'a HostDisk,
     /// `disk.raw`.
@@ -115,6 +117,7 @@ fn annotations(inp: &Inputs, layers: &[Descriptor]) -> BTreeMap<String, String> 
         (u::ROOT_SIZE, size(u::ROOT_TYPE)),
         (u::VERITY_SIZE, size(u::VERITY_TYPE)),
         (u::UKI_SIZE, size(u::UKI_TYPE)),
+        (u::TRIES, inp.tries.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -232,12 +235,16 @@ mod tests {
             part("esp", 0, 100),
             part("root-x86-64", 1 << 20, 5000),
             part("root-x86-64-verity", 2 << 20, 300),
+            // Slot B of a two-slot disk: not part of the payload.
+            part("_empty", 3 << 20, 0),
+            part("_empty", 3 << 20, 0),
             part("var", 3 << 20, 100),
         ]);
         let inp = Inputs {
             image: "containerd-host",
             version: "7",
             architecture: "amd64",
+            tries: 3,
             disk: &disk,
             raw: &raw,
             uki: &uki,
@@ -262,6 +269,7 @@ mod tests {
         assert_eq!(m.annotations[u::ROOT_HASH], "ab".repeat(32));
         assert_eq!(m.annotations[u::ROOT_SIZE], "5000");
         assert_eq!(m.annotations[u::VERITY_SIZE], "300");
+        assert_eq!(m.annotations[u::TRIES], "3");
         let root = std::fs::read(a.join("update/blobs/sha256").join(m.layers[0].hex())).unwrap();
         assert_eq!(root, vec![7u8; 5000]);
         assert_eq!(m.layers[2].size, 19);

@@ -116,11 +116,22 @@ pub const FEATURES: &[Feature] = &[
             "hv_sock",
         ],
     },
-    // What systemd mounts itself: autofs (for automount units) and efivarfs.
+    // What systemd mounts itself: autofs (for automount units) and efivarfs; and the
+    // ESP at /efi on a two-slot disk (vfat with the code pages FAT mounts with by
+    // default, cp437 and iocharset ascii, and utf8 names), which systemd-bless-boot
+    // renames the booted UKI on and the agent writes updates' UKIs to. `provisioning`
+    // names vfat too; this keeps a host without it able to mount its ESP.
     Feature {
         name: "systemd",
-        about: "systemd's own mounts: autofs4, efivarfs",
-        modules: &["autofs4", "efivarfs"],
+        about: "systemd's own mounts: autofs4, efivarfs; the ESP at /efi (vfat, code pages)",
+        modules: &[
+            "autofs4",
+            "efivarfs",
+            "vfat",
+            "nls_cp437",
+            "nls_ascii",
+            "nls_utf8",
+        ],
     },
 ];
 

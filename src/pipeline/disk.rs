@@ -52,7 +52,7 @@ pub(super) fn stage(ctx: &Context, d: &Inputs, out: &Path, c: &mut Collector) ->
     }
     let mut sidecars = vec![raw_out.clone()];
     sidecars.extend(formats(ctx, d.formats, &raw_out, epoch, out, c)?);
-    media(ctx, d, &w.disk, out, c)?;
+    media(ctx, d, (&w.disk, &w.esp_files), out, c)?;
     if d.media.update {
         update(ctx, d, &w.disk, out, c)?;
     }
@@ -108,6 +108,7 @@ fn update(ctx: &Context, d: &Inputs, disk: &HostDisk, out: &Path, c: &mut Collec
             image: &d.r.name,
             version: &d.r.version,
             architecture: &d.r.debian.architecture,
+            tries: d.r.disk.boot_tries(),
             disk,
             raw: &crate::disk::image::disk_in(out),
             uki: &out.join("uki.efi"),
@@ -132,7 +133,13 @@ fn update(ctx: &Context, d: &Inputs, disk: &HostDisk, out: &Path, c: &mut Collec
 /// `install.iso` and `netboot/`, as asked for, from the disk just written into `out`
 /// and the UKI's parts (the stub and os-release from the tree, the kernel and initramfs
 /// the disk stage wrote).
-fn media(ctx: &Context, d: &Inputs, disk: &HostDisk, out: &Path, c: &mut Collector) -> Result<()> {
+fn media(
+    ctx: &Context,
+    d: &Inputs,
+    (disk, esp_files): (&HostDisk, &[(String, Vec<u8>)]),
+    out: &Path,
+    c: &mut Collector,
+) -> Result<()> {
     if !d.media.iso && !d.media.netboot {
         return Ok(());
     }
@@ -143,7 +150,7 @@ fn media(ctx: &Context, d: &Inputs, disk: &HostDisk, out: &Path, c: &mut Collect
         let p = out.join(name);
         std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
     };
-    let (kernel, initrd, uki) = (read("vmlinuz")?, read("initrd")?, read("uki.efi")?);
+    let (kernel, initrd) = (read("vmlinuz")?, read("initrd")?);
     let raw = crate::disk::image::disk_in(out);
     // The media's own UKIs are signed with the image's key, if it has one.
     let signer = match &d.r.secure_boot {
@@ -171,7 +178,7 @@ fn media(ctx: &Context, d: &Inputs, disk: &HostDisk, out: &Path, c: &mut Collect
                 version: &d.r.version,
                 disk,
                 raw: &raw,
-                uki: &uki,
+                esp_files,
                 boot: parts(),
                 epoch: d.asm.epoch,
                 signer: signer.as_ref(),

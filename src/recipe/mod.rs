@@ -450,6 +450,52 @@ mod tests {
     }
 
     #[test]
+    fn disk_slots_and_tries_have_defaults_bounds_and_inherit() {
+        let d = tempfile::tempdir().unwrap();
+        let head = "schema-version = 1\n[image]\nkind = \"host\"\nversion = \"2~rc1\"\n[packages]\ninclude = [\"a1\"]\n";
+        let p = write(d.path(), "r.toml", head);
+        let r = Recipe::load(&p).unwrap();
+        assert_eq!((r.disk.slot_count(), r.disk.boot_tries()), (2, 3));
+        let p = write(
+            d.path(),
+            "r.toml",
+            &format!("{head}[disk]\nslots = 1\ntries = 9\nslot-size = \"2GiB\"\n"),
+        );
+        let r = Recipe::load(&p).unwrap();
+        assert_eq!((r.disk.slot_count(), r.disk.boot_tries()), (1, 9));
+        let c = write(
+            d.path(),
+            "c.toml",
+            "schema-version = 1\nextends = \"r.toml\"\n[disk]\ntries = 1\n",
+        );
+        let c = Recipe::load(&c).unwrap();
+        assert_eq!((c.disk.slot_count(), c.disk.boot_tries()), (1, 1));
+        assert_eq!(c.disk.slot_size.unwrap().0, 2 << 30);
+        for (disk, want) in [
+            ("slots = 3", "disk.slots: 3 is not a slot count"),
+            ("slots = 0", "disk.slots: 0 is not a slot count"),
+            (
+                "tries = 0",
+                "disk.tries: 0 is not a number of boot attempts (1 to 9)",
+            ),
+            ("tries = 10", "disk.tries: 10 is not a number"),
+            (
+                "slot-size = \"1536KiB\"",
+                "disk.slot-size: 1572864 bytes is not a whole number of MiB",
+            ),
+        ] {
+            let e = err(&format!("{head}[disk]\n{disk}\n"));
+            assert!(e.contains(want) && e.contains("(line 8)"), "{disk}: {e}");
+        }
+        // A `+` reads as a boot counter in a two-slot disk's UKI name; one slot takes it.
+        let plus = head.replace("2~rc1", "2+build1");
+        let e = err(&plus);
+        assert!(e.contains("image.version: \"2+build1\" has a `+`"), "{e}");
+        let p = write(d.path(), "r.toml", &format!("{plus}[disk]\nslots = 1\n"));
+        Recipe::load(&p).unwrap();
+    }
+
+    #[test]
     fn unknown_key_names_file_key_and_line() {
         let e = err("schema-version = 1\n[packages]\ninclude = [\"a1\"]\nincluded = [\"b\"]\n");
         assert!(

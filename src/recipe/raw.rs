@@ -351,6 +351,26 @@ pub struct RawDisk {
     /// Extra kernel command-line arguments (inside the UKI).
     #[serde(default)]
     pub cmdline: Vec<String>,
+    /// Root slots: 2 (the default: root A and B with their verity trees, systemd-boot
+    /// with boot counting, A/B updates) or 1 (one root, the UKI boots directly).
+    pub slots: Option<u32>,
+    /// The size of each root slot (default: the root image × 1.5, whole MiB).
+    pub slot_size: Option<Size>,
+    /// Boot attempts of a newly installed version before systemd-boot falls back
+    /// (1..=9, default 3).
+    pub tries: Option<u32>,
+}
+
+impl RawDisk {
+    /// Root slots, [`RawDisk::slots`] or its default 2.
+    pub fn slot_count(&self) -> u32 {
+        self.slots.unwrap_or(2)
+    }
+
+    /// Boot attempts, [`RawDisk::tries`] or its default 3.
+    pub fn boot_tries(&self) -> u32 {
+        self.tries.unwrap_or(3)
+    }
 }
 
 /// A size written with a unit: "64MiB", "1GiB", "512KiB" (binary units only).

@@ -117,6 +117,16 @@ pub(super) fn recipe(h: &Here, raw: RawRecipe, parent: Option<Box<Recipe>>) -> R
     let mut pk = packages(h, raw.packages, p)?;
     let (kernel, kernel_at) = kernel(h, raw.kernel, p, &mut pk.include);
     let disk = disk(h, raw.disk, p)?;
+    if kind == ImageKind::Host && disk.slot_count() == 2 && version.contains('+') {
+        // systemd-boot reads `+N` in a UKI's name as its boot counter.
+        return Err(h.bad(
+            "image.version",
+            format!(
+                "{version:?} has a `+`, which names boot attempts in the UKI's file name \
+                 of a two-slot disk (use `~`, `.` or `-`)"
+            ),
+        ));
+    }
     check_packages(h, &pk)?;
     let paths = paths(h, raw.paths, p)?;
     let artifacts = artifacts(h, raw.artifact, p)?;
@@ -424,6 +434,7 @@ fn disk(h: &Here, d: Option<raw::RawDisk>, p: Option<&Recipe>) -> Result<raw::Ra
     for (key, size, min, max) in [
         ("disk.esp-size", d.esp_size, check::MIN_ESP, check::MAX_ESP),
         ("disk.var-size", d.var_size, check::MIN_VAR, check::MAX_VAR),
+        ("disk.slot-size", d.slot_size, 1 << 20, check::MAX_VAR),
     ] {
         if let Some(s) = size.filter(|s| s.0 % (1 << 20) != 0) {
             return Err(h.bad(
@@ -454,6 +465,21 @@ fn disk(h: &Here, d: Option<raw::RawDisk>, p: Option<&Recipe>) -> Result<raw::Ra
     for (i, a) in d.cmdline.iter().enumerate() {
         h.check(&format!("disk.cmdline[{i}]"), a, check::cmdline_arg)?;
     }
+    if let Some(n) = d.slots.filter(|n| !(1..=2).contains(n)) {
+        return Err(h.bad(
+            "disk.slots",
+            format!("{n} is not a slot count (1: one root; 2: root A and B, the default)"),
+        ));
+    }
+    if let Some(n) = d.tries.filter(|n| !(1..=9).contains(n)) {
+        return Err(h.bad(
+            "disk.tries",
+            format!("{n} is not a number of boot attempts (1 to 9)"),
+        ));
+    }
+    disk.slots = d.slots.or(disk.slots);
+    disk.slot_size = d.slot_size.or(disk.slot_size);
+    disk.tries = d.tries.or(disk.tries);
     disk.esp_size = d.esp_size.or(disk.esp_size);
     disk.var_size = d.var_size.or(disk.var_size);
     disk.root_fs = d.root_fs.or(disk.root_fs);

@@ -484,7 +484,7 @@ wait-for-shutdown = true
             r#"
 image = "x"
 [[step]]
-read-file = "/sys/class/block/vda4/size"
+read-file = "/sys/class/block/vda6/size"
 at-least = 1000
 [[step]]
 succeed = ["df"]

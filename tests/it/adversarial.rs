@@ -293,6 +293,11 @@ const FIELDS: &[(&str, &str, &[&str])] = &[
             "[disk]\nesp-size = \"{}\" # <-",
             &["5GiB", "18446744073709551615KiB", "256MB", "1MiB", "2500KiB"],
         ),
+        (
+            "disk.slot-size",
+            "[disk]\nslot-size = \"{}\" # <-",
+            &["300GiB", "1536KiB", "0MiB", "1GB"],
+        ),
 ];
 
 /// Cases generated from [`FIELDS`].

@@ -210,8 +210,9 @@ fn iso_installs_onto_the_named_4kn_disk_and_the_installed_disk_boots_itself() {
     vm.kill();
 }
 
-/// `/` (the verity device over partitions 2 and 3) and `/var` (partition 4) are on the
-/// virtio disk with serial `serial`.
+/// `/` (the verity device over partitions 2 and 3, slot A) and `/var` (partition 6) are
+/// on the virtio disk with serial `serial`, and slot B (partitions 4 and 5) is there,
+/// labelled `_empty` (decision 0047).
 fn check_mounts_on(a: &mut AgentClient, serial: &str) {
     let mut name = None;
     for v in ["vda", "vdb", "vdc"] {
@@ -230,9 +231,16 @@ fn check_mounts_on(a: &mut AgentClient, serial: &str) {
         .find(|l| l.split(' ').nth(1) == Some("/var"))
         .unwrap_or_else(|| panic!("no /var mount:\n{mounts}"));
     assert!(
-        var.starts_with(&format!("/dev/{v}4 ")),
-        "/var is not {v}4 ({serial}): {var}"
+        var.starts_with(&format!("/dev/{v}6 ")),
+        "/var is not {v}6 ({serial}): {var}"
     );
+    for p in [4, 5] {
+        let uevent = guest_text(a, &format!("/sys/block/{v}/{v}{p}/uevent"));
+        assert!(
+            uevent.lines().any(|l| l == "PARTNAME=_empty"),
+            "{v}{p} ({serial}) is not slot B's empty partition:\n{uevent}"
+        );
+    }
     for p in [2, 3] {
         let holder = a.read_file(&format!("/sys/block/{v}/{v}{p}/holders/dm-0/dm/name"));
         assert_eq!(

@@ -138,7 +138,8 @@ fn iso_and_netboot_are_reproducible_and_hold_the_disk() {
     assert_eq!(plan["root-hash"], root_hash);
     let parts = plan["partitions"].as_array().unwrap();
     let roles: Vec<&str> = parts.iter().map(|p| p["role"].as_str().unwrap()).collect();
-    assert_eq!(roles, ["esp", "root", "verity", "var"]);
+    // Two slots (decision 0047): slot B's pair is created empty, with no file.
+    assert_eq!(roles, ["esp", "root", "verity", "empty", "empty", "var"]);
     let mut files = vec![];
     for p in parts {
         if let Some(f) = p.get("file") {
@@ -158,7 +159,7 @@ fn iso_and_netboot_are_reproducible_and_hold_the_disk() {
     for (file, part) in [
         ("ROOT.IMG", 1),
         ("VERITY.IMG", 2),
-        ("VAR.IMG", 3),
+        ("VAR.IMG", 5),
         ("ESP-512.IMG", 0),
     ] {
         let name = parts[part]["name"].as_str().unwrap();
@@ -168,7 +169,8 @@ fn iso_and_netboot_are_reproducible_and_hold_the_disk() {
         );
     }
     assert_eq!(parts[1]["uuid"].as_str().unwrap().len(), 36);
-    assert!(parts[0].get("uuid").is_none() && parts[3].get("uuid").is_none());
+    assert!(parts[0].get("uuid").is_none() && parts[5].get("uuid").is_none());
+    check_slot_b(&parts[3..5]);
     let esp4k = iso_file(&iso, "SLIPWAY/ESP-4096.IMG;1");
     assert_eq!(
         u16::from_le_bytes([esp4k[11], esp4k[12]]),
@@ -183,6 +185,15 @@ fn iso_and_netboot_are_reproducible_and_hold_the_disk() {
         root_hash,
         &partition(&a, &raw, parts[1]["name"].as_str().unwrap()),
     );
+}
+
+/// Slot B's partitions in install.json: labelled `_empty`, with their UUIDs, no file.
+fn check_slot_b(parts: &[serde_json::Value]) {
+    for p in parts {
+        assert_eq!(p["name"], "_empty");
+        assert_eq!(p["uuid"].as_str().unwrap().len(), 36);
+        assert!(p.get("file").is_none() && p.get("files").is_none(), "{p}");
+    }
 }
 
 /// The data extents of a payload file: every byte outside them is zero, their bytes

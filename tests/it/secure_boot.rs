@@ -554,6 +554,7 @@ fn signed_builds_are_reproducible_measured_and_hold_no_private_key() {
         .arg(&db));
     let db = std::fs::read(&db).unwrap();
     assert!(db.windows(custom_der.len()).any(|w| w == custom_der));
+    every_efi_binary_is_signed(&esp, &dir.join("custom.crt"), tmp.path());
     let mut secrets = secrets_of(Path::new(SNAKEOIL_KEY), "snakeoil");
     secrets.extend(secrets_of(&dir.join("custom.key"), ""));
     // Whole-build entries: the only stage-cache entries made after signing.
@@ -611,6 +612,52 @@ fn media_ukis_are_signed(cert: &Path, work: &Path) -> PathBuf {
         );
     }
     out
+}
+
+/// Every EFI binary on the FAT image `esp` (systemd-boot at `EFI/BOOT/BOOTX64.EFI` and
+/// the UKI under `EFI/Linux/` on a two-slot disk) verifies against `cert` and not
+/// against the snakeoil one: the firmware meets no unsigned loader (issue 24's gap).
+fn every_efi_binary_is_signed(esp: &Path, cert: &Path, work: &Path) {
+    let listing = run(Command::new("mdir")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-/", "-b", "-i"])
+        .arg(esp)
+        .arg("::/"));
+    let efis: Vec<&str> = listing
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.to_ascii_lowercase().ends_with(".efi"))
+        .collect();
+    for want in ["::/EFI/BOOT/BOOTX64.EFI", "::/EFI/Linux/slipway-"] {
+        assert!(
+            efis.iter().any(|f| f.starts_with(want)),
+            "no {want} on the ESP:\n{listing}"
+        );
+    }
+    for (i, f) in efis.iter().enumerate() {
+        let copy = work.join(format!("esp-{i}.efi"));
+        run(Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-n")
+            .arg("-i")
+            .arg(esp)
+            .arg(f)
+            .arg(&copy));
+        run(Command::new("osslsigncode")
+            .args(["verify", "-CAfile"])
+            .arg(cert)
+            .arg("-in")
+            .arg(&copy));
+        let other = Command::new("osslsigncode")
+            .args(["verify", "-CAfile", SNAKEOIL_CERT, "-in"])
+            .arg(&copy)
+            .output()
+            .unwrap();
+        assert!(
+            !other.status.success(),
+            "{f}: verified with the snakeoil certificate too"
+        );
+    }
 }
 
 /// The ESP partition of the build in `dir`, copied out into `work` (for mtools).

@@ -2,8 +2,9 @@
 //! block size and size, and fresh ids (disk GUID, ESP and var UUIDs); produces the
 //! [`Table`] (slipway_common's GPT writer) and, per partition, the file to write and
 //! where. Partitions follow each other from 1 MiB, each aligned to 1 MiB, in the
-//! manifest's (disk) order; root and verity keep the UUIDs of install.json and are
-//! marked read-only (DPS attribute 60), as on the image's own disk.
+//! manifest's (disk) order; root and verity (and slot B's empty pair) keep the UUIDs of
+//! install.json and are marked read-only (DPS attribute 60), as on the image's own disk.
+//! Slot B has no file: nothing is written into it (see [`Write::file`]).
 
 use super::manifest::{FileRef, Manifest, Role};
 use slipway_common::gpt::{Partition, Table, READ_ONLY};
@@ -26,7 +27,11 @@ pub struct FreshIds {
 pub struct Write {
     pub role: Role,
     pub partition: Partition,
-    pub file: FileRef,
+    /// None: slot B's partitions, left as the disk had them. Whatever is there is never
+    /// read: no boot entry names that slot and its UUIDs are not a root hash, and an
+    /// update writes root and verity whole (from their first byte) before the UKI that
+    /// points at them; zeroing a slot would cost a full write of it at install.
+    pub file: Option<FileRef>,
 }
 
 /// The planned disk.
@@ -47,17 +52,18 @@ pub fn plan(m: &Manifest, lba: u64, size: u64, ids: FreshIds) -> Result<Plan, St
     let mut next = ALIGN;
     let mut writes = Vec::new();
     for (i, p) in m.partitions.iter().enumerate() {
-        let file = p.file(lba)?.clone();
-        let bytes = p.size.max(file.size).div_ceil(ALIGN) * ALIGN;
+        let file = p.file(lba)?.cloned();
+        let len = file.as_ref().map_or(0, |f| f.size);
+        let bytes = p.size.max(len).div_ceil(ALIGN) * ALIGN;
         let uuid = match p.role {
             Role::Esp => ids.esp,
             Role::Var => ids.var,
-            Role::Root | Role::Verity => p
+            Role::Root | Role::Verity | Role::Empty => p
                 .uuid
                 .ok_or_else(|| format!("install.json: partition {:?} has no uuid", p.name))?,
         };
         let attributes = match p.role {
-            Role::Root | Role::Verity => READ_ONLY,
+            Role::Root | Role::Verity | Role::Empty => READ_ONLY,
             _ => 0,
         };
         let partition = Partition {
@@ -126,7 +132,10 @@ mod tests {
                 "{lba}"
             );
             assert!(parts.iter().all(|q| q.sector_size == lba));
-            assert_eq!(p.writes[0].file.path, format!("esp-{lba}.img"));
+            assert_eq!(
+                p.writes[0].file.as_ref().unwrap().path,
+                format!("esp-{lba}.img")
+            );
             assert_eq!(parts[0].uuid, Guid([2; 16]));
             assert_eq!(parts[3].uuid, Guid([3; 16]));
             assert_eq!(
@@ -141,6 +150,34 @@ mod tests {
             assert_eq!(s[3].0, lba);
             assert_eq!(s[1].0, size - lba);
         }
+    }
+
+    #[test]
+    fn lays_out_slot_b_before_var_with_nothing_to_write() {
+        let m = manifest::parse(manifest::tests::sample_two_slots().as_bytes()).unwrap();
+        let p = plan(&m, 512, 64 << 20, ids()).unwrap();
+        let parts = p.table.partitions();
+        assert_eq!(parts.len(), 6);
+        let mib = ALIGN / 512;
+        // ESP 4, root 2, verity 1, root B 2, verity B 1, var 8 (MiB, from 1 MiB).
+        assert_eq!(
+            (parts[3].first_lba, parts[3].last_lba),
+            (8 * mib, 10 * mib - 1)
+        );
+        assert_eq!(
+            (parts[4].first_lba, parts[4].last_lba),
+            (10 * mib, 11 * mib - 1)
+        );
+        assert_eq!(parts[5].first_lba, 11 * mib);
+        assert_eq!(
+            parts[3].uuid.to_string(),
+            "33333333-3333-3333-3333-333333333333"
+        );
+        assert_eq!(parts[3].name, "_empty");
+        assert_eq!(parts[4].attributes, READ_ONLY);
+        assert_eq!(parts[4].type_guid, parts[2].type_guid);
+        assert!(p.writes[3].file.is_none() && p.writes[4].file.is_none());
+        assert_eq!(parts[5].uuid, Guid([3; 16]));
     }
 
     #[test]

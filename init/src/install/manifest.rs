@@ -4,7 +4,8 @@
 //! holding its contents: one file, or one per logical block size (the ESP: a FAT made
 //! for 512- or 4096-byte sectors). Each file's data extents (`data`, with their sha256
 //! `data-sha256`) say which bytes to copy; the rest of the file is zeros. Without them
-//! the whole file is one extent.
+//! the whole file is one extent. A two-slot disk's slot B (role `empty`, its root and
+//! verity partitions, decision 0047) has a UUID and no file: it is created, not written.
 
 use slipway_common::guid::Guid;
 use slipway_common::json::{self, Value};
@@ -15,6 +16,8 @@ pub enum Role {
     Esp,
     Root,
     Verity,
+    /// A partition of slot B, which holds nothing until an update writes it.
+    Empty,
     Var,
 }
 
@@ -25,6 +28,7 @@ impl Role {
             Role::Esp => "esp",
             Role::Root => "root",
             Role::Verity => "verity",
+            Role::Empty => "empty",
             Role::Var => "var",
         }
     }
@@ -52,21 +56,25 @@ pub struct Part {
     pub role: Role,
     pub type_guid: Guid,
     pub name: String,
-    /// Root and verity only.
+    /// Root, verity and empty only.
     pub uuid: Option<Guid>,
     /// Partition size in bytes.
     pub size: u64,
-    /// `(logical block size, file)`; a block size of 0 means any.
+    /// `(logical block size, file)`; a block size of 0 means any. None for an empty
+    /// partition.
     pub files: Vec<(u64, FileRef)>,
 }
 
 impl Part {
-    /// The file for a disk of `lba`-byte logical blocks.
-    pub fn file(&self, lba: u64) -> Result<&FileRef, String> {
+    /// The file for a disk of `lba`-byte logical blocks (None: an empty partition).
+    pub fn file(&self, lba: u64) -> Result<Option<&FileRef>, String> {
+        if self.role == Role::Empty {
+            return Ok(None);
+        }
         self.files
             .iter()
             .find(|(b, _)| *b == 0 || *b == lba)
-            .map(|(_, f)| f)
+            .map(|(_, f)| Some(f))
             .ok_or_else(|| {
                 format!(
                     "install.json: partition {:?} has no file for {lba}-byte logical blocks",
@@ -172,10 +180,11 @@ fn part(p: &Value, i: usize) -> Result<Part, String> {
         "esp" => Role::Esp,
         "root" => Role::Root,
         "verity" => Role::Verity,
+        "empty" => Role::Empty,
         "var" => Role::Var,
         r => {
             return Err(format!(
-                "install.json: {at}role: {r:?} (expected esp, root, verity or var)"
+                "install.json: {at}role: {r:?} (expected esp, root, verity, empty or var)"
             ))
         }
     };
@@ -185,10 +194,16 @@ fn part(p: &Value, i: usize) -> Result<Part, String> {
     };
     let type_guid = guid("type-guid")?;
     let uuid = match role {
-        Role::Root | Role::Verity => Some(guid("uuid")?),
+        Role::Root | Role::Verity | Role::Empty => Some(guid("uuid")?),
         _ => None,
     };
     let files = match (p.get("file"), p.get("files")) {
+        (None, None) if role == Role::Empty => Vec::new(),
+        _ if role == Role::Empty => {
+            return Err(format!(
+                "install.json: {at}: an empty partition has no file"
+            ))
+        }
         (Some(f), None) => vec![(0, file_ref(f, &format!("{at}file."))?)],
         (None, Some(Value::Object(m))) => {
             let mut out = Vec::new();
@@ -240,6 +255,12 @@ pub fn parse(bytes: &[u8]) -> Result<Manifest, String> {
         .enumerate()
         .map(|(i, p)| part(p, i))
         .collect::<Result<Vec<_>, _>>()?;
+    let empty = partitions.iter().filter(|p| p.role == Role::Empty).count();
+    if empty != 0 && empty != 2 {
+        return Err(format!(
+            "install.json: partitions: {empty} empty partitions (a second slot has two: root and verity)"
+        ));
+    }
     for role in [Role::Esp, Role::Root, Role::Verity, Role::Var] {
         if partitions.iter().filter(|p| p.role == role).count() != 1 {
             return Err(format!(
@@ -299,21 +320,93 @@ pub(crate) mod tests {
         assert_eq!(m.image, "containerd-host");
         let roles: Vec<Role> = m.partitions.iter().map(|p| p.role).collect();
         assert_eq!(roles, [Role::Esp, Role::Root, Role::Verity, Role::Var]);
-        assert_eq!(m.partitions[0].file(4096).unwrap().path, "esp-4096.img");
-        assert_eq!(m.partitions[0].file(512).unwrap().path, "esp-512.img");
-        assert_eq!(m.partitions[1].file(4096).unwrap().path, "root.img");
+        assert_eq!(
+            m.partitions[0].file(4096).unwrap().unwrap().path,
+            "esp-4096.img"
+        );
+        assert_eq!(
+            m.partitions[0].file(512).unwrap().unwrap().path,
+            "esp-512.img"
+        );
+        assert_eq!(
+            m.partitions[1].file(4096).unwrap().unwrap().path,
+            "root.img"
+        );
         assert_eq!(
             m.partitions[1].uuid.unwrap().to_string(),
             "11111111-1111-1111-1111-111111111111"
         );
         assert_eq!(m.partitions[0].uuid, None);
-        let var = m.partitions[3].file(512).unwrap();
+        let var = m.partitions[3].file(512).unwrap().unwrap();
         assert_eq!(var.data, [(0, 65536), (4194304, 131072)]);
         assert_eq!(var.data_sha256, "d".repeat(64));
         // Without extents, the whole file is one.
-        let root = m.partitions[1].file(512).unwrap();
+        let root = m.partitions[1].file(512).unwrap().unwrap();
         assert_eq!(root.data, [(0, 2000000)]);
         assert_eq!(root.data_sha256, root.sha256);
+    }
+
+    /// `sample()` with a second slot: two empty partitions before /var.
+    pub(crate) fn sample_two_slots() -> String {
+        let empty = |ty: &str, uuid: &str, size: u64| {
+            format!(
+                r#"{{"role": "empty", "type-guid": "{ty}", "name": "_empty", "uuid": "{uuid}", "size": {size}}},"#
+            )
+        };
+        let s = sample();
+        let at = s.find(r#"{"role": "var""#).unwrap();
+        format!(
+            "{}{}\n{}\n{}",
+            &s[..at],
+            empty(
+                "4f68bce3-e8cd-4db1-96e7-fbcaf984b709",
+                "33333333-3333-3333-3333-333333333333",
+                2097152
+            ),
+            empty(
+                "2c7357ed-ebd2-46d9-aec1-23d437ec2bf5",
+                "44444444-4444-4444-4444-444444444444",
+                1048576
+            ),
+            &s[at..]
+        )
+    }
+
+    #[test]
+    fn parses_a_second_slot_without_files() {
+        let m = parse(sample_two_slots().as_bytes()).unwrap();
+        let roles: Vec<Role> = m.partitions.iter().map(|p| p.role).collect();
+        assert_eq!(
+            roles,
+            [
+                Role::Esp,
+                Role::Root,
+                Role::Verity,
+                Role::Empty,
+                Role::Empty,
+                Role::Var
+            ]
+        );
+        assert_eq!(m.partitions[3].file(512).unwrap(), None);
+        assert_eq!(
+            m.partitions[4].uuid.unwrap().to_string(),
+            "44444444-4444-4444-4444-444444444444"
+        );
+        let one: String = sample_two_slots()
+            .lines()
+            .filter(|l| !l.contains("33333333"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = parse(one.as_bytes()).unwrap_err();
+        assert!(e.contains("1 empty partitions"), "{e}");
+        let with_file = sample_two_slots().replacen(
+            r#""size": 1048576}"#,
+            r#""size": 1048576, "file": {"path": "x.img", "size": 1, "sha256": "00"}}"#,
+            1,
+        );
+        assert!(parse(with_file.as_bytes())
+            .unwrap_err()
+            .contains("an empty partition has no file"));
     }
 
     #[test]

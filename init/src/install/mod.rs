@@ -223,34 +223,39 @@ fn write_disk(dev: &str, d: &target::BlockInfo, plan: &layout::Plan) -> Res<()> 
     stream::zero(&f, 0, edge).at(STEP, dev)?;
     stream::zero(&f, d.size - edge, edge).at(STEP, dev)?;
     for w in &plan.writes {
-        let src = medium::path(&w.file.path);
         let p = &w.partition;
+        let Some(file) = &w.file else {
+            console::say(&format!(
+                "{dev} partition {} ({}, {}, {} bytes at byte {}): created, nothing written (an update fills it)",
+                p.number,
+                w.role.name(),
+                p.uuid,
+                p.size(),
+                p.offset()
+            ));
+            continue;
+        };
+        let src = medium::path(&file.path);
         console::say(&format!(
             "writing {} ({} bytes) to {dev} partition {} ({}, {}) at byte {}",
-            w.file.path,
-            w.file.size,
+            file.path,
+            file.size,
             p.number,
             w.role.name(),
             p.uuid,
             p.offset()
         ));
-        let subject = format!("{dev} partition {} ({})", p.number, w.file.path);
-        stream::copy(
-            std::path::Path::new(&src),
-            &f,
-            p.offset(),
-            p.size(),
-            &w.file,
-        )
-        .at(STEP, &subject)?;
-        stream::read_back(&f, p.offset(), &w.file).at("install-verify", &subject)?;
-        let data: u64 = w.file.data.iter().map(|(_, n)| n).sum();
+        let subject = format!("{dev} partition {} ({})", p.number, file.path);
+        stream::copy(std::path::Path::new(&src), &f, p.offset(), p.size(), file)
+            .at(STEP, &subject)?;
+        stream::read_back(&f, p.offset(), file).at("install-verify", &subject)?;
+        let data: u64 = file.data.iter().map(|(_, n)| n).sum();
         console::say(&format!(
             "checked {}: {data} data bytes in {} extents, sha256 {} as written and as read back; the other {} bytes zeroed",
-            w.file.path,
-            w.file.data.len(),
-            w.file.data_sha256,
-            w.file.size - data
+            file.path,
+            file.data.len(),
+            file.data_sha256,
+            file.size - data
         ));
     }
     let t = &plan.table;

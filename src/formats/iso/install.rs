@@ -3,7 +3,9 @@
 //! docs/decisions/0038-iso-layout.md): each partition in disk order with its role, type,
 //! name, size and the file (or, for the ESP, one file per logical block size) that fills
 //! it, with the file's size and sha256. Root and verity keep the UUIDs derived from the
-//! root hash; the ESP and /var get fresh ones at install, so they carry none.
+//! root hash; the ESP and /var get fresh ones at install, so they carry none. A
+//! two-slot disk's slot B (role `empty`: root and verity labelled `_empty`) keeps its
+//! derived UUIDs too and has no file: the installer creates it and writes nothing.
 //!
 //! Each file also lists its data extents (the 64 KiB pieces that are not all zeros,
 //! merged into runs) with the sha256 of those bytes in order: the installer reads,
@@ -41,18 +43,18 @@ pub struct Install {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Part {
-    /// `esp`, `root`, `verity` or `var`.
+    /// `esp`, `root`, `verity`, `empty` (slot B) or `var`.
     pub role: &'static str,
     /// GPT type GUID.
     pub type_guid: String,
     /// GPT name.
     pub name: String,
-    /// The partition UUID (root and verity only).
+    /// The partition UUID (root, verity and empty only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
     /// The partition's size in bytes.
     pub size: u64,
-    /// The file that fills it (all but the ESP).
+    /// The file that fills it (all but the ESP and empty partitions).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<FileRef>,
     /// The ESP: one file per logical block size ("512", "4096").
@@ -127,11 +129,35 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// The role of each of the disk's four partitions, in table order.
+/// The roles of a one-slot disk's partitions, in table order.
 pub const ROLES: [&str; 4] = ["esp", "root", "verity", "var"];
+/// The roles of a two-slot disk's partitions, in table order.
+pub const ROLES_SLOTS: [&str; 6] = ["esp", "root", "verity", "empty", "empty", "var"];
+
+/// The role of host disk partition `p` (by its GPT name, decision 0014 and 0047).
+pub fn role_of(p: &PartitionInfo) -> &'static str {
+    match p.name.as_str() {
+        "esp" => "esp",
+        "var" => "var",
+        crate::disk::layout::EMPTY_LABEL => "empty",
+        n if n.ends_with("-verity") => "verity",
+        _ => "root",
+    }
+}
+
+/// Checks that `partitions` are a one- or two-slot host disk's.
+pub fn check_roles(partitions: &[PartitionInfo]) -> Result<()> {
+    let roles: Vec<&str> = partitions.iter().map(role_of).collect();
+    if roles != ROLES && roles != ROLES_SLOTS {
+        bail!(
+            "the host disk's partitions are {roles:?}; the installer knows {ROLES:?} and {ROLES_SLOTS:?}"
+        );
+    }
+    Ok(())
+}
 
 /// The plan for `partitions` (the host disk's, in table order) filled by `files` (one
-/// per role, in the same order; the ESP's two: 512 and 4096).
+/// per role with a file, in the same order; the ESP's two: 512 and 4096).
 pub fn plan(
     image: &str,
     version: &str,
@@ -140,26 +166,23 @@ pub fn plan(
     esp: [FileRef; 2],
     files: [FileRef; 3],
 ) -> Result<Install> {
-    if partitions.len() != ROLES.len() {
-        bail!(
-            "the host disk has {} partitions; the installer knows {}",
-            partitions.len(),
-            ROLES.len()
-        );
-    }
+    check_roles(partitions)?;
     let [esp512, esp4096] = esp;
     let mut others = files.into_iter();
     let mut parts = Vec::new();
-    for (p, role) in partitions.iter().zip(ROLES) {
-        let keeps_uuid = matches!(role, "root" | "verity");
-        let (file, files) = if role == "esp" {
-            let m = BTreeMap::from([
-                ("512".to_string(), esp512.clone()),
-                ("4096".to_string(), esp4096.clone()),
-            ]);
-            (None, Some(m))
-        } else {
-            (others.next(), None)
+    for p in partitions {
+        let role = role_of(p);
+        let keeps_uuid = matches!(role, "root" | "verity" | "empty");
+        let (file, files) = match role {
+            "esp" => {
+                let m = BTreeMap::from([
+                    ("512".to_string(), esp512.clone()),
+                    ("4096".to_string(), esp4096.clone()),
+                ]);
+                (None, Some(m))
+            }
+            "empty" => (None, None),
+            _ => (others.next(), None),
         };
         for f in file.iter().chain(files.iter().flat_map(|m| m.values())) {
             if f.size > p.size {
@@ -286,5 +309,58 @@ mod tests {
             ],
         );
         assert!(too_big.is_err());
+    }
+
+    #[test]
+    fn slot_b_keeps_its_uuids_and_has_no_file() {
+        let names = [
+            "esp",
+            "root-x86-64",
+            "root-x86-64-verity",
+            "_empty",
+            "_empty",
+            "var",
+        ];
+        let parts: Vec<PartitionInfo> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| PartitionInfo {
+                name: n.to_string(),
+                type_guid: format!("type-{i}"),
+                uuid: format!("uuid-{i}"),
+                offset: (i as u64 + 1) << 20,
+                size: 1 << 20,
+                content: if *n == "_empty" { 0 } else { 1000 },
+            })
+            .collect();
+        let p = plan(
+            "img",
+            "1.0",
+            "ab",
+            &parts,
+            [f("esp-512.img", 1 << 20), f("esp-4096.img", 1 << 20)],
+            [
+                f("root.img", 1000),
+                f("verity.img", 10),
+                f("var.img", 1 << 20),
+            ],
+        )
+        .unwrap();
+        let j = serde_json::to_value(&p).unwrap();
+        let roles: Vec<_> = j["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ROLES_SLOTS);
+        for i in [3, 4] {
+            let e = &j["partitions"][i];
+            assert_eq!(e["uuid"], format!("uuid-{i}"));
+            assert_eq!(e["name"], "_empty");
+            assert!(e.get("file").is_none() && e.get("files").is_none(), "{e}");
+        }
+        assert_eq!(j["partitions"][5]["file"]["path"], "var.img");
+        assert!(check_roles(&parts[..5]).is_err());
     }
 }

@@ -56,8 +56,9 @@ pub struct Inputs<'a> {
     pub disk: &'a HostDisk,
     /// `disk.raw`.
     pub raw: &'a Path,
-    /// The image's UKI (the ESP's only file).
-    pub uki: &'a [u8],
+    /// The image ESP's files (the UKI, or systemd-boot, its configuration and the UKI;
+    /// enrollment files), for the ESP made for 4096-byte sectors.
+    pub esp_files: &'a [(String, Vec<u8>)],
     /// The installer UKI's parts.
     pub boot: BootParts<'a>,
     /// `SOURCE_DATE_EPOCH`.
@@ -122,19 +123,20 @@ fn file_ref(dir: &Path, name: &str) -> Result<install::FileRef> {
 /// order they go on the medium.
 fn payload(inp: &Inputs, id_seed: &[u8], dir: &Path) -> Result<Vec<String>> {
     let parts = &inp.disk.partitions;
-    anyhow::ensure!(
-        parts.len() == install::ROLES.len(),
-        "the host disk has {} partitions; the installer knows {}",
-        parts.len(),
-        install::ROLES.len()
-    );
-    let names = ["esp-512.img", "root.img", "verity.img", "var.img"];
-    for (p, name) in parts.iter().zip(names) {
+    install::check_roles(parts)?;
+    for p in parts {
+        let name = match install::role_of(p) {
+            "esp" => "esp-512.img",
+            "root" => "root.img",
+            "verity" => "verity.img",
+            "var" => "var.img",
+            _ => continue,
+        };
         extract(inp.raw, p, &dir.join(name))?;
     }
     let vol = crate::disk::image::derive(&[b"slipway-esp-4096", id_seed]);
     crate::disk::esp::build_esp_file_sectors(
-        &[("EFI/BOOT/BOOTX64.EFI".to_string(), inp.uki.to_vec())],
+        inp.esp_files,
         parts[0].size,
         u32::from_le_bytes([vol[0], vol[1], vol[2], vol[3]]),
         inp.epoch,
