@@ -298,5 +298,8 @@ fn a_node_refuses_a_tampered_update_survives_an_interrupted_one_updates_and_roll
         "{t}\n{}",
         fs::read_to_string(out.join(NAME).join("console.log")).unwrap_or_default()
     );
-    assert!(restorer.join().unwrap(), "the guest never reported the refusal");
+    assert!(
+        restorer.join().unwrap(),
+        "the guest never reported the refusal"
+    );
 }

@@ -77,7 +77,7 @@ pub struct Payload {
 }
 
 /// The annotation with the recipe's `[disk] tries` (1 to 9).
-pub const TRIES: &str = "dev.slipway.update.tries";
+pub const TRIES: &str = u::TRIES;
 /// Tries when a payload does not say.
 pub const DEFAULT_TRIES: u32 = 3;
 
