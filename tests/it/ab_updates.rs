@@ -122,7 +122,6 @@ expect-reboots = 3
 expect-failure = ['ab-broken', 'Dependency failed for .*(slipway|[Bb]oot|Entry)']
 
 [provisioning]
-[provisioning.test-agent]
 [provisioning.update]
 {stable}
 [[forward]]
@@ -139,7 +138,7 @@ wait-for-unit = "slipway-bless.service"
 succeed = ["{AGENT}", "status"]
 expect = "current: version 1 (slot a, blessed)"
 [[step]]
-copy-in = {{ from = "marker.txt", to = "/var/lib/ab-marker" }}
+copy-in = {{ from = "files/marker.txt", to = "/var/lib/ab-marker" }}
 
 # 1. Tampered: refused with a digest error, nothing written.
 [[step]]
@@ -200,7 +199,7 @@ expect = "current: version 2 (slot b, blessed)"
 # 4. Rolled back: 3 from the next channel fails its health gate; the node reboots by
 #    itself and boot counting brings back 2.
 [[step]]
-copy-in = {{ from = "next.toml", to = "/etc/slipway/update.toml", mode = "0600" }}
+copy-in = {{ from = "files/next.toml", to = "/etc/slipway/update.toml", mode = "0600" }}
 [[step]]
 succeed = ["{AGENT}", "update"]
 expect = "installed version 3 into slot a"
@@ -270,10 +269,11 @@ fn a_node_refuses_a_tampered_update_survives_an_interrupted_one_updates_and_roll
         .unwrap();
     let defs = tmp.path().join("defs");
     let out = tmp.path().join("out");
-    fs::create_dir_all(&defs).unwrap();
-    fs::write(defs.join("marker.txt"), "written by version 1\n").unwrap();
+    // Files for copy-in, beside the definition (a .toml in defs/ would be one).
+    fs::create_dir_all(defs.join("files")).unwrap();
+    fs::write(defs.join("files/marker.txt"), "written by version 1\n").unwrap();
     fs::write(
-        defs.join("next.toml"),
+        defs.join("files/next.toml"),
         format!("schema-version = 1\n[update]\n{}", update_table("next")),
     )
     .unwrap();
@@ -293,10 +293,14 @@ fn a_node_refuses_a_tampered_update_survives_an_interrupted_one_updates_and_roll
         .unwrap();
     let t = text(&o);
     println!("{t}");
+    if !o.status.success() {
+        // Kept for a look: the console, the steps' times, the VM's overlay.
+        eprintln!("kept {}", tmp.keep().display());
+    }
     assert!(
         o.status.success() && t.contains(&format!("PASS {NAME} (")),
         "{t}\n{}",
-        fs::read_to_string(out.join(NAME).join("console.log")).unwrap_or_default()
+        fs::read_to_string(out.join(NAME).join("steps.tsv")).unwrap_or_default()
     );
     assert!(
         restorer.join().unwrap(),

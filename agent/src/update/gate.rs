@@ -94,7 +94,7 @@ impl Systemd for Live {
     }
     fn reboot(&mut self) -> Result<(), String> {
         let s = std::process::Command::new("systemctl")
-            .arg("reboot")
+            .args(["--check-inhibitors=no", "reboot"])
             .status()
             .map_err(|e| format!("systemctl reboot: {e}"))?;
         if s.success() {

@@ -289,7 +289,7 @@ fn reboot_if_due(
     }
     say("reboot: now".into());
     let done = std::process::Command::new("systemctl")
-        .arg("reboot")
+        .args(["--check-inhibitors=no", "reboot"])
         .status()
         .map_err(|e| format!("systemctl reboot: {e}"))?;
     if !done.success() {
