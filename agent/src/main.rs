@@ -18,13 +18,15 @@
 //!   and provisioning is done; exit 1 with `slipway-health: NOT READY: ...` otherwise.
 //! - `announce-ready`: run by `slipway-ready.service` once `slipway-ready.target` is
 //!   reached: prints `slipway-ready` and the seconds since the kernel started.
-//! - `update [--check | --reboot] [--config FILE]`: one run of the update engine
+//! - `update [--check | --reboot] [--timer] [--config FILE]`: one run of the update engine
 //!   (`update/`, docs/updates.md) with the `[update]` section of FILE (a provisioning
 //!   config; default `/etc/slipway/update.toml`): checks the channel, downloads and
 //!   verifies the payload, writes the other slot, reboots as configured. Exit 0 when
 //!   up to date, installed or refused (the reason is printed), 1 on a failure (a digest
-//!   error writes nothing), 2 for a bad config.
-//! - `status [--json]`: the running, pending and failed versions and every slot.
+//!   error writes nothing), 2 for a bad config. `--timer` (slipway-update.timer) checks
+//!   only when the config's `interval` has passed since the last check.
+//! - `status [--json]`: the running, pending and failed versions, every slot and the
+//!   boot entries on the ESP.
 //! - `bless`: records the running version as good (`slipway-bless.service`, once
 //!   `boot-complete.target` is reached; systemd-bless-boot drops the UKI's counter).
 //! - `gate`: on a trial boot, reboots when `boot-complete.target` will not be reached
