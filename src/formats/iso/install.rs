@@ -253,9 +253,9 @@ mod tests {
         assert!(file_ref(&p, "var.img").unwrap().data.is_empty());
     }
 
-    #[test]
-    fn the_plan_is_kebab_case_in_disk_order() {
-        let parts: Vec<PartitionInfo> = ["esp", "root-x86-64", "root-x86-64-verity", "var"]
+    /// Partitions named `names`, in disk order (an `_empty` one has no content).
+    fn parts_named(names: &[&str]) -> Vec<PartitionInfo> {
+        names
             .iter()
             .enumerate()
             .map(|(i, n)| PartitionInfo {
@@ -264,50 +264,52 @@ mod tests {
                 uuid: format!("uuid-{i}"),
                 offset: (i as u64 + 1) << 20,
                 size: 1 << 20,
-                content: 1000,
+                content: if *n == "_empty" { 0 } else { 1000 },
             })
-            .collect();
-        let p = plan(
+            .collect()
+    }
+
+    /// The plan of `parts` with a root image of `root` bytes.
+    fn plan_of(parts: &[PartitionInfo], root: u64) -> Result<Install> {
+        plan(
             "img",
             "1.0",
             "ab",
-            &parts,
+            parts,
             [f("esp-512.img", 1 << 20), f("esp-4096.img", 1 << 20)],
             [
-                f("root.img", 1000),
+                f("root.img", root),
                 f("verity.img", 10),
                 f("var.img", 1 << 20),
             ],
         )
-        .unwrap();
-        let j = serde_json::to_value(&p).unwrap();
-        assert_eq!(j["schema-version"], 1);
-        assert_eq!(j["root-hash"], "ab");
-        let roles: Vec<_> = j["partitions"]
+    }
+
+    /// The roles of a plan's partitions, as JSON says them.
+    fn roles(j: &serde_json::Value) -> Vec<String> {
+        j["partitions"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| p["role"].as_str().unwrap())
-            .collect();
-        assert_eq!(roles, ROLES);
+            .map(|p| p["role"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_plan_is_kebab_case_in_disk_order() {
+        let parts = parts_named(&["esp", "root-x86-64", "root-x86-64-verity", "var"]);
+        let p = plan_of(&parts, 1000).unwrap();
+        let j = serde_json::to_value(&p).unwrap();
+        assert_eq!(j["schema-version"], 1);
+        assert_eq!(j["root-hash"], "ab");
+        assert_eq!(roles(&j), ROLES);
         assert_eq!(j["partitions"][0]["files"]["4096"]["path"], "esp-4096.img");
         assert!(j["partitions"][0].get("uuid").is_none());
         assert!(j["partitions"][3].get("uuid").is_none());
         assert_eq!(j["partitions"][1]["uuid"], "uuid-1");
         assert_eq!(j["partitions"][2]["file"]["path"], "verity.img");
         assert_eq!(j["partitions"][1]["type-guid"], "type-1");
-        let too_big = plan(
-            "img",
-            "1.0",
-            "ab",
-            &parts,
-            [f("esp-512.img", 1 << 20), f("esp-4096.img", 1 << 20)],
-            [
-                f("root.img", 2 << 20),
-                f("verity.img", 10),
-                f("var.img", 1 << 20),
-            ],
-        );
+        let too_big = plan_of(&parts, 2 << 20);
         assert!(too_big.is_err());
     }
 
@@ -321,39 +323,10 @@ mod tests {
             "_empty",
             "var",
         ];
-        let parts: Vec<PartitionInfo> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| PartitionInfo {
-                name: n.to_string(),
-                type_guid: format!("type-{i}"),
-                uuid: format!("uuid-{i}"),
-                offset: (i as u64 + 1) << 20,
-                size: 1 << 20,
-                content: if *n == "_empty" { 0 } else { 1000 },
-            })
-            .collect();
-        let p = plan(
-            "img",
-            "1.0",
-            "ab",
-            &parts,
-            [f("esp-512.img", 1 << 20), f("esp-4096.img", 1 << 20)],
-            [
-                f("root.img", 1000),
-                f("verity.img", 10),
-                f("var.img", 1 << 20),
-            ],
-        )
-        .unwrap();
+        let parts = parts_named(&names);
+        let p = plan_of(&parts, 1000).unwrap();
         let j = serde_json::to_value(&p).unwrap();
-        let roles: Vec<_> = j["partitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["role"].as_str().unwrap())
-            .collect();
-        assert_eq!(roles, ROLES_SLOTS);
+        assert_eq!(roles(&j), ROLES_SLOTS);
         for i in [3, 4] {
             let e = &j["partitions"][i];
             assert_eq!(e["uuid"], format!("uuid-{i}"));
