@@ -33,7 +33,9 @@ use crate::common::{bin, fixtures, ok, shared_cache, slipway, text};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The guest's address of the registry (the `proxy` forward).
 const GUEST_REGISTRY: &str = "10.0.2.100:5000";
@@ -131,7 +133,11 @@ expect-failure = ['ab-broken', 'Dependency failed for .*(slipway|[Bb]oot|Entry)'
 guest = "{GUEST_REGISTRY}"
 proxy = "127.0.0.1:{port}"
 
-# Version 1 from slot a, blessed; a marker on /var.
+# Version 1 from slot a, blessed; a marker on /var. The boot id copied out first tells
+# this test a run started (slipway test runs a definition again after `Oops: int3`), so
+# that it changes the blob again for it.
+[[step]]
+copy-out = {{ from = "/proc/sys/kernel/random/boot_id", to = "started.txt" }}
 [[step]]
 read-file = "/proc/cmdline"
 expect = "roothash={h1}"
@@ -161,6 +167,9 @@ wait-for-console-text = 'writing the root to /dev/vda4'
 timeout = 300
 [[step]]
 crash = true
+# The agent answers before the network is up; the update below needs it.
+[[step]]
+wait-for-unit = "slipway-ready.service"
 [[step]]
 read-file = "/proc/cmdline"
 expect = "roothash={h1}"
@@ -216,6 +225,8 @@ timeout = 300
 [[step]]
 wait-for-shutdown = true
 [[step]]
+wait-for-unit = "slipway-ready.service"
+[[step]]
 read-file = "/proc/cmdline"
 expect = "roothash={h2}"
 [[step]]
@@ -228,20 +239,48 @@ expect = "version 3 is marked bad"
     )
 }
 
-/// Waits (in a thread) for the guest's copy-out that says version 2 was refused, then
-/// restores the blob.
-fn restore_when_refused(out: PathBuf, blob: PathBuf) -> std::thread::JoinHandle<bool> {
+/// When `p` was last written (a run's copy-out may repeat an earlier run's bytes).
+fn stamp(p: &Path) -> Option<std::time::SystemTime> {
+    fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Keeps version 2's root blob changed while a run of the definition has not reported
+/// the refusal, in a thread until `done`: the blob is changed before the start; the
+/// guest's copy-out of its state (`refused.json`) restores it; a new run (a new
+/// `started.txt`, after slipway test ran the definition again) changes it again.
+/// Returns how many times it was restored.
+fn tamper_per_run(
+    out: PathBuf,
+    blob: PathBuf,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u32> {
     std::thread::spawn(move || {
-        let flag = out.join(NAME).join("refused.json");
-        let end = Instant::now() + Duration::from_secs(900);
-        while Instant::now() < end {
-            if flag.exists() {
+        let (started, refused) = (
+            out.join(NAME).join("started.txt"),
+            out.join(NAME).join("refused.json"),
+        );
+        let (mut seen_start, mut seen_refused) = (None, None);
+        let (mut tampered, mut restores) = (true, 0);
+        while !done.load(Ordering::SeqCst) {
+            let s = fs::read(&started).ok();
+            if s.is_some() && s != seen_start {
+                seen_start = s;
+                seen_refused = stamp(&refused);
+                if !tampered {
+                    flip(&blob);
+                    tampered = true;
+                }
+            }
+            let r = stamp(&refused);
+            if tampered && seen_start.is_some() && r.is_some() && r != seen_refused {
                 flip(&blob);
-                return true;
+                tampered = false;
+                restores += 1;
+                seen_refused = r;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        false
+        restores
     })
 }
 
@@ -289,7 +328,8 @@ fn a_node_refuses_a_tampered_update_survives_an_interrupted_one_updates_and_roll
         definition(&v1, [&h1, &h2], reg.port),
     )
     .unwrap();
-    let restorer = restore_when_refused(out.clone(), blob);
+    let done = Arc::new(AtomicBool::new(false));
+    let restorer = tamper_per_run(out.clone(), blob, done.clone());
     let o = std::process::Command::new(bin())
         .args(["test", "--dir"])
         .arg(&defs)
@@ -297,6 +337,7 @@ fn a_node_refuses_a_tampered_update_survives_an_interrupted_one_updates_and_roll
         .arg(&out)
         .output()
         .unwrap();
+    done.store(true, Ordering::SeqCst);
     let t = text(&o);
     println!("{t}");
     if !o.status.success() || std::env::var_os("AB_KEEP").is_some() {
@@ -309,7 +350,7 @@ fn a_node_refuses_a_tampered_update_survives_an_interrupted_one_updates_and_roll
         fs::read_to_string(out.join(NAME).join("steps.tsv")).unwrap_or_default()
     );
     assert!(
-        restorer.join().unwrap(),
+        restorer.join().unwrap() >= 1,
         "the guest never reported the refusal"
     );
 }
